@@ -1,0 +1,51 @@
+# jobpool — every target does its own set-up, so each works on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Locally built control-plane binaries and the virtualenv come first on PATH.
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: all demo test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+tools:
+	@bash tools/build.sh
+
+## The main job: a local queue, two workers, 2,000 jobs, the final status.
+demo: venv redis
+	@bash scripts/demo.sh
+
+## The whole test suite, against a real redis-server and a real control plane.
+test: venv redis tools
+	$(BIN)/python -m pytest
+
+## Only the tests that need no control plane.
+test-fast: venv redis
+	$(BIN)/python -m pytest -m 'not cluster'
+
+cluster-up: venv tools
+	$(BIN)/python tools/localcluster.py up --dir .cluster
+
+cluster-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi
+
+bench: venv redis
+	$(BIN)/python bench/bench_queue.py
+
+bench-operator: venv redis tools
+	$(BIN)/python bench/bench_operator.py
+
+clean: cluster-down
+	rm -rf $(VENV) .cluster .demo

@@ -1,0 +1,189 @@
+"""The queue protocol: the one seam between jobpool and its queue backend.
+
+The worker, the operator, the CLI and the SDK all talk to a queue only through
+`Queue`, so a second backend is one new class, and tests can run every caller
+against the real Redis implementation.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+
+class QueueError(Exception):
+    """A queue operation failed; the message says what to do."""
+
+
+class QueueUnavailable(QueueError):
+    """The queue backend cannot be reached (callers back off and retry)."""
+
+
+class QueueFull(QueueError):
+    """`maxLength` jobs are already waiting and the submitter asked not to wait."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job handed to a worker slot."""
+
+    id: str
+    payload: Any
+    attempts: int          # 1 on first delivery
+    enqueued_at: float     # unix seconds, when it was submitted (or became due again)
+    token: str             # backend handle used to ack/fail/heartbeat this delivery
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    id: str
+    result: Any
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadJob:
+    id: str
+    payload: Any
+    attempts: int
+    error: str
+    failed_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    id: str                # the pod name in a cluster
+    slots: int
+    busy: int
+    last_seen: float
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    waiting: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+    dead_letter: int = 0
+    submitted: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    workers: tuple[WorkerInfo, ...] = ()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(w.busy for w in self.workers)
+
+    @property
+    def total_slots(self) -> int:
+        return sum(w.slots for w in self.workers)
+
+    @property
+    def saturation(self) -> float:
+        total = self.total_slots
+        return round(self.busy_slots / total, 4) if total else 0.0
+
+    @property
+    def backlog(self) -> int:
+        """What the autoscaler counts: waiting + in-flight + delayed."""
+        return self.waiting + self.in_flight + self.delayed
+
+    def as_status(self) -> dict[str, Any]:
+        """The keys of `jobpool status --output json`."""
+        return {
+            "waiting": self.waiting,
+            "inFlight": self.in_flight,
+            "delayed": self.delayed,
+            "deadLetter": self.dead_letter,
+            "submitted": self.submitted,
+            "succeeded": self.succeeded,
+            "retried": self.retried,
+            "deadLettered": self.dead_lettered,
+            "workers": len(self.workers),
+            "busySlots": self.busy_slots,
+            "totalSlots": self.total_slots,
+            "saturation": self.saturation,
+        }
+
+
+class Queue(abc.ABC):
+    """One pool's queue. All methods are async; `jobpool.Client` is the sync facade."""
+
+    namespace: str
+    pool: str
+
+    # -- configuration (written by the operator, seen by every submitter) --
+    @abc.abstractmethod
+    async def configure(self, *, max_length: int | None) -> None:
+        """Store pool-wide settings in the backend, e.g. the `maxLength` bound."""
+
+    # -- producers -------------------------------------------------------
+    @abc.abstractmethod
+    async def submit_many(
+        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *, wait: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Enqueue jobs (pipelined); returns their ids. A caller-given id that the queue
+        still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
+        When `maxLength` jobs wait: wait for room (`wait=True`) or raise QueueFull."""
+
+    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], wait=wait))[0]
+
+    # -- workers ---------------------------------------------------------
+    @abc.abstractmethod
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        """Claim up to `count` jobs for `consumer` (never more: no prefetch hoarding)."""
+
+    @abc.abstractmethod
+    async def ack(self, job: Job, result: Any) -> None:
+        """The job succeeded: store its result and remove it from the queue."""
+
+    @abc.abstractmethod
+    async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
+                   max_backoff: float) -> str:
+        """A failed attempt: schedule a delayed retry or dead-letter it. Returns
+        "retried" or "dead_lettered"."""
+
+    @abc.abstractmethod
+    async def release(self, jobs: Iterable[Job]) -> None:
+        """Give jobs back for immediate redelivery (drain on shutdown)."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
+        """Keep the worker registered and its running jobs from being redelivered."""
+
+    @abc.abstractmethod
+    async def unregister(self, consumer: str) -> None:
+        """The worker is leaving."""
+
+    # -- results, dead letters, status, lifecycle ------------------------
+    @abc.abstractmethod
+    async def result(self, id: str, timeout: float | None = None) -> Result | None: ...
+
+    @abc.abstractmethod
+    def results(self, follow: bool = False) -> AsyncIterator[Result]: ...
+
+    @abc.abstractmethod
+    async def dead_letters(self) -> list[DeadJob]: ...
+
+    @abc.abstractmethod
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        """Re-enqueue dead jobs (all when `ids` is None); returns how many."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def stats(self) -> QueueStats: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise QueueUnavailable when the backend cannot be reached."""
+
+    @abc.abstractmethod
+    async def delete_all(self) -> None:
+        """Remove every key of this pool (the operator's finalizer)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

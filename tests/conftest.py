@@ -1,0 +1,1 @@
+"""Shared fixtures: real services started once per session on free ports."""
