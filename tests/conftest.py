@@ -1,1 +1,6 @@
 """Shared fixtures: real services started once per session on free ports."""
+
+pytest_plugins = [
+    "tests.fixtures.redis",
+    "tests.fixtures.cluster",
+]
