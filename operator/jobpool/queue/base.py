@@ -32,6 +32,9 @@ class Job:
     attempts: int          # 1 on first delivery
     enqueued_at: float     # unix seconds, when it was submitted (or became due again)
     token: str             # backend handle used to ack/fail/heartbeat this delivery
+    payload_text: str = dataclasses.field(default="", compare=False, repr=False)  # as stored
+    payload_error: str | None = None   # set when the stored payload is not valid JSON
+    replayed: bool = False             # re-run from the dead letters (counted there once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,7 @@ class QueueStats:
     retried: int = 0
     dead_lettered: int = 0
     workers: tuple[WorkerInfo, ...] = ()
+    duplicates: int = 0    # completions of an already finished job (at-least-once), not in succeeded
 
     @property
     def busy_slots(self) -> int:
@@ -138,6 +142,11 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def ack(self, job: Job, result: Any) -> None:
         """The job succeeded: store its result and remove it from the queue."""
+
+    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> None:
+        """Acknowledge several finished jobs at once (one round trip in a real backend)."""
+        for job, result in done:
+            await self.ack(job, result)
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,

@@ -1,0 +1,81 @@
+"""Key names of one pool. Every key carries the hash tag `{jobpool:<namespace>/<pool>}`,
+so a pool lives on one Redis Cluster shard and `delete_all` can find exactly its keys."""
+from __future__ import annotations
+
+import dataclasses
+
+GROUP = "workers"              # the one consumer group per pool
+RELEASED_CONSUMER = "released"  # owner of entries given back on drain, reclaimed at once
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolKeys:
+    namespace: str
+    pool: str
+
+    @property
+    def tag(self) -> str:
+        return "{jobpool:%s/%s}" % (self.namespace, self.pool)
+
+    def key(self, name: str) -> str:
+        return f"{self.tag}:{name}"
+
+    @property
+    def stream(self) -> str:           # waiting + in-flight entries
+        return self.key("stream")
+
+    @property
+    def live(self) -> str:             # ids that are waiting, in flight or delayed
+        return self.key("live")
+
+    @property
+    def delayed(self) -> str:          # ZSET id -> due time (ms)
+        return self.key("delayed")
+
+    @property
+    def delayed_jobs(self) -> str:     # HASH id -> "<attempts>:<replayed>:<payload>"
+        return self.key("delayed-jobs")
+
+    @property
+    def dead(self) -> str:             # dead-letter stream
+        return self.key("dead")
+
+    @property
+    def dead_ids(self) -> str:         # HASH id -> dead-letter entry id
+        return self.key("dead-ids")
+
+    @property
+    def results(self) -> str:          # results stream (capped), read by `jobpool results`
+        return self.key("results")
+
+    @property
+    def result_prefix(self) -> str:    # result:<id> strings with a TTL, read by `result(id)`
+        return self.key("result:")
+
+    def result(self, job_id: str) -> str:
+        return self.result_prefix + job_id
+
+    @property
+    def counters(self) -> str:
+        return self.key("counters")
+
+    @property
+    def config(self) -> str:
+        return self.key("config")
+
+    @property
+    def workers(self) -> str:          # HASH consumer -> JSON {slots, busy, lastSeen, expiresAt}
+        return self.key("workers")
+
+    @property
+    def reclaim_gate(self) -> str:     # set for one interval by the worker that reclaims
+        return self.key("reclaim-gate")
+
+    @property
+    def reclaim_cursor(self) -> str:   # XAUTOCLAIM cursor, so the whole pending list is scanned
+        return self.key("reclaim-cursor")
+
+    @property
+    def scan_pattern(self) -> str:
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.tag)
+        return escaped + ":*"

@@ -1,0 +1,303 @@
+"""The Lua scripts of the Redis Streams queue: each one is a step that must be atomic.
+
+Stream entries have the fields id, p (payload JSON), a (attempts already used),
+t (enqueued or due, unix ms) and r ("1" once the job was replayed from the dead letters,
+so a second dead-lettering is not counted twice). All keys share the pool's hash tag;
+result keys are built from a prefix that carries it too.
+"""
+
+# Creates the group with the stream (a stream without the group is repaired by the caller).
+_ENSURE_GROUP = """
+local function ensure_group(stream, group)
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  end
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function waiting_count(stream, group)
+  local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+  local pending = 0
+  if ok then pending = summary[1] end
+  return redis.call('XLEN', stream) - pending
+end
+"""
+
+# KEYS: stream live dead_ids config counters result_prefix
+# ARGV: group partial(1|0) then triples: id given(1|0) payload
+# -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
+SUBMIT = _ENSURE_GROUP + """
+local stream, live, dead_ids, config, counters, result_prefix =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local group, partial = ARGV[1], ARGV[2] == '1'
+local n = (#ARGV - 2) / 3
+local function known(id)
+  return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
+    or redis.call('HEXISTS', dead_ids, id) == 1
+end
+local max_length = tonumber(redis.call('HGET', config, 'max_length') or '0') or 0
+local room = -1
+if max_length > 0 then
+  room = max_length - waiting_count(stream, group)
+  if room < 0 then room = 0 end
+  if not partial then
+    local new = 0
+    for i = 0, n - 1 do
+      local id, given = ARGV[3 + i * 3], ARGV[4 + i * 3]
+      if given == '0' or not known(id) then new = new + 1 end
+    end
+    if new > room then return {0, 0, room} end
+  end
+end
+ensure_group(stream, group)
+local now = tostring(now_ms())
+local processed, enqueued = 0, 0
+for i = 0, n - 1 do
+  local id, given, payload = ARGV[3 + i * 3], ARGV[4 + i * 3], ARGV[5 + i * 3]
+  if given == '1' and known(id) then
+    processed = processed + 1
+  else
+    if room == 0 then break end
+    redis.call('SADD', live, id)
+    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', '0', 't', now, 'r', '0')
+    processed = processed + 1
+    enqueued = enqueued + 1
+    if room > 0 then room = room - 1 end
+  end
+end
+if enqueued > 0 then redis.call('HINCRBY', counters, 'submitted', enqueued) end
+return {processed, enqueued, room}
+"""
+
+# KEYS: stream delayed delayed_jobs reclaim_gate reclaim_cursor
+# ARGV: group consumer count visibility_ms reclaim_interval_ms
+# -> {now, next_due, reclaimed, fresh}; reclaimed = {{entry_id, fields, deliveries}...}
+FETCH = _ENSURE_GROUP + """
+local stream, delayed, delayed_jobs, gate, cursor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, consumer = ARGV[1], ARGV[2]
+local count, visibility, interval = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+ensure_group(stream, group)
+local now = now_ms()
+-- due retries become waiting entries again; this is why no worker polls for them
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  local packed = redis.call('HGET', delayed_jobs, id)
+  if packed then
+    local attempts, replayed, payload = string.match(packed, '^(%d+):(%d):(.*)$')
+    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', attempts, 't', tostring(now),
+               'r', replayed)
+  end
+  redis.call('ZREM', delayed, id)
+  redis.call('HDEL', delayed_jobs, id)
+end
+local reclaimed = {}
+if count > 0 and redis.call('SET', gate, '1', 'NX', 'PX', interval) then
+  local cursor = redis.call('GET', cursor_key) or '0-0'
+  local res = redis.call('XAUTOCLAIM', stream, group, consumer, visibility, cursor, 'COUNT', count)
+  redis.call('SET', cursor_key, res[1])
+  for _, entry in ipairs(res[2]) do
+    local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
+    local deliveries = 1
+    if info[1] then deliveries = info[1][4] end
+    table.insert(reclaimed, {entry[1], entry[2], deliveries})
+  end
+end
+local fresh = {}
+local remaining = count - #reclaimed
+if remaining > 0 then
+  local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', remaining,
+                         'STREAMS', stream, '>')
+  if res then fresh = res[1][2] end
+end
+local next_due = -1
+local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if first[2] then next_due = tonumber(first[2]) end
+return {now, next_due, reclaimed, fresh}
+"""
+
+# KEYS: stream live counters results result_prefix
+# ARGV: group result_ttl_ms results_cap then quadruples: entry_id id attempts result
+# -> {succeeded, duplicates}
+ACK = """
+local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
+local succeeded, duplicates = 0, 0
+for i = 4, #ARGV, 4 do
+  local entry, id, attempts, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+  redis.call('SREM', live, id)
+  -- the result key is the proof of a first completion: a second one is a duplicate
+  if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
+    redis.call('XADD', results, 'MAXLEN', '~', cap, '*', 'id', id, 'r', result, 'a', attempts)
+    succeeded = succeeded + 1
+  else
+    duplicates = duplicates + 1
+  end
+end
+if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
+if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
+return {succeeded, duplicates}
+"""
+
+# KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
+# ARGV: group entry_id id attempts payload error outcome(retried|dead_lettered) delay_ms replayed
+# -> the outcome, or "duplicate" when the entry was already finished by another delivery
+FAIL = """
+local stream, live, delayed, delayed_jobs, dead, dead_ids, counters, result_prefix =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local group, entry, id, attempts, payload, err, outcome, delay, replayed =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local acked = redis.call('XACK', stream, group, entry)
+redis.call('XDEL', stream, entry)
+if acked == 0 or redis.call('EXISTS', result_prefix .. id) == 1 then
+  redis.call('HINCRBY', counters, 'duplicates', 1)
+  return 'duplicate'
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if outcome == 'retried' then
+  redis.call('ZADD', delayed, now + delay, id)
+  redis.call('HSET', delayed_jobs, id, attempts .. ':' .. replayed .. ':' .. payload)
+  redis.call('HINCRBY', counters, 'retried', 1)
+  return 'retried'
+end
+local dead_entry = redis.call('XADD', dead, '*', 'id', id, 'p', payload, 'a', attempts,
+                              'e', err, 't', tostring(now))
+local previous = redis.call('HGET', dead_ids, id)
+if previous then redis.call('XDEL', dead, previous) end
+redis.call('HSET', dead_ids, id, dead_entry)
+redis.call('SREM', live, id)
+if replayed ~= '1' then redis.call('HINCRBY', counters, 'dead_lettered', 1) end
+return 'dead_lettered'
+"""
+
+# KEYS: stream reclaim_gate reclaim_cursor
+# ARGV: group released_consumer entry ids...
+# Entries move to a consumer nobody reads from, look idle forever and keep their delivery
+# count, so the next fetch of any worker reclaims them at once without counting an attempt.
+RELEASE = """
+local stream, gate, cursor_key = KEYS[1], KEYS[2], KEYS[3]
+local group, released = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV do
+  local info = redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1)
+  if info[1] then
+    redis.call('XCLAIM', stream, group, released, 0, ARGV[i], 'IDLE', 1000000000000,
+               'RETRYCOUNT', math.max(info[1][4] - 1, 0), 'JUSTID')
+    n = n + 1
+  end
+end
+redis.call('DEL', gate)
+redis.call('SET', cursor_key, '0-0')
+return n
+"""
+
+# KEYS: stream workers
+# ARGV: group consumer info_json entry ids...
+# XCLAIM with the same consumer and JUSTID resets the idle time of running jobs, so the
+# visibility timeout never takes them from a live worker.
+HEARTBEAT = """
+local stream, workers = KEYS[1], KEYS[2]
+local group, consumer, info = ARGV[1], ARGV[2], ARGV[3]
+redis.call('HSET', workers, consumer, info)
+if #ARGV >= 4 and redis.call('EXISTS', stream) == 1 then
+  local ids = {}
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+  pcall(redis.call, 'XCLAIM', stream, group, consumer, 0, unpack(ids))
+end
+return 1
+"""
+
+# KEYS: stream workers
+# ARGV: group consumer
+UNREGISTER = """
+local stream, workers = KEYS[1], KEYS[2]
+local group, consumer = ARGV[1], ARGV[2]
+redis.call('HDEL', workers, consumer)
+local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 1, consumer)
+if ok and not pending[1] then
+  pcall(redis.call, 'XGROUP', 'DELCONSUMER', stream, group, consumer)
+end
+return 1
+"""
+
+# KEYS: stream delayed dead counters workers
+# ARGV: group now_ms
+# -> {xlen, pending, delayed, dead, counters(flat), workers(flat, live ones)}
+STATS = """
+local stream, delayed, dead, counters, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, now = ARGV[1], tonumber(ARGV[2])
+local pending = 0
+local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+if ok then pending = summary[1] end
+local live = {}
+local all = redis.call('HGETALL', workers)
+for i = 1, #all, 2 do
+  local expires = tonumber(string.match(all[i + 1], '"expiresAt":%s*([%d%.]+)') or '0')
+  if expires * 1000 < now then
+    redis.call('HDEL', workers, all[i])
+  else
+    live[#live + 1] = all[i]
+    live[#live + 1] = all[i + 1]
+  end
+end
+return {redis.call('XLEN', stream), pending, redis.call('ZCARD', delayed),
+        redis.call('XLEN', dead), redis.call('HGETALL', counters), live}
+"""
+
+# KEYS: stream live dead dead_ids
+# ARGV: all(1|0) ids... -> number replayed
+REPLAY = _ENSURE_GROUP + """
+local stream, live, dead, dead_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local entries = {}
+if ARGV[1] == '1' then
+  local all = redis.call('HGETALL', dead_ids)
+  for i = 2, #all, 2 do entries[#entries + 1] = all[i] end
+else
+  for i = 2, #ARGV do
+    local e = redis.call('HGET', dead_ids, ARGV[i])
+    if e then entries[#entries + 1] = e end
+  end
+end
+ensure_group(stream, 'workers')
+local now = tostring(now_ms())
+local n = 0
+for _, e in ipairs(entries) do
+  local found = redis.call('XRANGE', dead, e, e)
+  if found[1] then
+    local f = found[1][2]
+    local fields = {}
+    for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
+    redis.call('SADD', live, fields['id'])
+    redis.call('XADD', stream, '*', 'id', fields['id'], 'p', fields['p'], 'a', '0', 't', now,
+               'r', '1')
+    redis.call('XDEL', dead, e)
+    redis.call('HDEL', dead_ids, fields['id'])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: dead dead_ids
+# ARGV: all(1|0) ids... -> number purged
+PURGE = """
+local dead, dead_ids = KEYS[1], KEYS[2]
+if ARGV[1] == '1' then
+  local n = redis.call('XLEN', dead)
+  redis.call('DEL', dead, dead_ids)
+  return n
+end
+local n = 0
+for i = 2, #ARGV do
+  local e = redis.call('HGET', dead_ids, ARGV[i])
+  if e then
+    n = n + redis.call('XDEL', dead, e)
+    redis.call('HDEL', dead_ids, ARGV[i])
+  end
+end
+return n
+"""

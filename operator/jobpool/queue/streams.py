@@ -1,0 +1,357 @@
+"""The Redis Streams implementation of `Queue`: one stream and one consumer group per pool.
+
+Every step that must be atomic is one Lua script (see `scripts.py`); this module only
+encodes arguments, decodes replies and turns Redis errors into `QueueError`s.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import (BusyLoadingError, ConnectionError, RedisError, ResponseError,
+                              TimeoutError)
+from redis.retry import Retry
+
+from . import scripts
+from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, QueueUnavailable,
+                   Result, WorkerInfo)
+from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_id,
+                    outcome_of_failure, retry_delay,
+                    redact_url)
+from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
+
+SUBMIT_CHUNK = 1000          # jobs per submit script call
+ACK_CHUNK = 500
+DEFAULT_VISIBILITY_TIMEOUT = 30.0
+DEFAULT_RESULT_TTL = 24 * 3600.0
+DEFAULT_RESULTS_CAP = 100_000
+
+
+def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
+    """The queue of pool `namespace/pool` at `url`; raises QueueError for a bad URL.
+    No connection is made until the first operation."""
+    check_queue_url(url)
+    return RedisStreamsQueue(url, namespace, pool, **options)
+
+
+class RedisStreamsQueue(Queue):
+    def __init__(self, url: str, namespace: str, pool: str, *,
+                 visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+                 result_ttl: float = DEFAULT_RESULT_TTL, results_cap: int = DEFAULT_RESULTS_CAP,
+                 connect_timeout: float = 5.0):
+        if not namespace or not pool:
+            raise QueueError("namespace and pool must be non-empty")
+        self.url = url
+        self.namespace = namespace
+        self.pool = pool
+        self.keys = PoolKeys(namespace, pool)
+        self.visibility_timeout = visibility_timeout
+        self.result_ttl = result_ttl
+        self.results_cap = results_cap
+        try:
+            self.redis = aioredis.from_url(
+                url, decode_responses=True, socket_connect_timeout=connect_timeout,
+                socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
+                health_check_interval=0)
+        except ValueError as exc:
+            raise QueueError(f"invalid queue URL {redact_url(url)!r}: {exc}") from None
+        self._submit = self.redis.register_script(scripts.SUBMIT)
+        self._fetch = self.redis.register_script(scripts.FETCH)
+        self._ack = self.redis.register_script(scripts.ACK)
+        self._fail = self.redis.register_script(scripts.FAIL)
+        self._release = self.redis.register_script(scripts.RELEASE)
+        self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
+        self._unregister = self.redis.register_script(scripts.UNREGISTER)
+        self._stats = self.redis.register_script(scripts.STATS)
+        self._replay = self.redis.register_script(scripts.REPLAY)
+        self._purge = self.redis.register_script(scripts.PURGE)
+
+    def __repr__(self) -> str:
+        return f"RedisStreamsQueue({redact_url(self.url)!r}, {self.namespace!r}, {self.pool!r})"
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Redis errors as one-line QueueErrors that say where and what."""
+        try:
+            yield
+        except (ConnectionError, TimeoutError, BusyLoadingError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise QueueUnavailable(
+                f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
+        except RedisError as exc:
+            raise QueueError(f"queue {redact_url(self.url)} refused an operation on pool "
+                             f"{self.namespace}/{self.pool}: {exc}") from None
+
+    # -- configuration ---------------------------------------------------
+    async def configure(self, *, max_length: int | None) -> None:
+        with self._errors():
+            if max_length:
+                await self.redis.hset(self.keys.config, "max_length", int(max_length))
+            else:
+                await self.redis.hdel(self.keys.config, "max_length")
+
+    # -- producers -------------------------------------------------------
+    async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
+                          *, wait: bool = True, timeout: float | None = None,
+                          progress: Any = None) -> list[str]:
+        if ids is not None and len(ids) != len(payloads):
+            raise QueueError(f"{len(payloads)} payloads but {len(ids)} ids")
+        job_ids: list[str] = []
+        given: list[str] = []
+        encoded: list[str] = []
+        for index, payload in enumerate(payloads):
+            job_id = ids[index] if ids is not None else None
+            if job_id is None:
+                job_ids.append(new_job_id())
+                given.append("0")
+            else:
+                job_ids.append(check_job_id(job_id, index))
+                given.append("1")
+            try:
+                encoded.append(encode_json(payload))
+            except QueueError as exc:
+                raise QueueError(f"job {index}: {exc}") from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        start = 0
+        pause = 0.01
+        while start < len(job_ids):
+            end = min(start + SUBMIT_CHUNK, len(job_ids))
+            args: list[str] = [GROUP, "1" if wait else "0"]
+            for i in range(start, end):
+                args += (job_ids[i], given[i], encoded[i])
+            with self._errors():
+                processed, _enqueued, room = await self._submit(keys=self._submit_keys, args=args)
+            start += processed
+            if progress is not None and processed:
+                progress(processed)
+            if start < end:
+                if not wait:
+                    raise QueueFull(
+                        f"queue {self.namespace}/{self.pool} is full: its maxLength of waiting "
+                        f"jobs is reached ({room} free for {end - start} more); submitted "
+                        f"{start} of {len(job_ids)}; retry later or submit with waiting")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise QueueFull(
+                        f"queue {self.namespace}/{self.pool} stayed full for {timeout}s "
+                        f"(maxLength reached); submitted {start} of {len(job_ids)}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.25)
+            else:
+                pause = 0.01
+        return job_ids
+
+    @property
+    def _submit_keys(self) -> list[str]:
+        k = self.keys
+        return [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix]
+
+    # -- workers ---------------------------------------------------------
+    async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        if count <= 0:
+            return []
+        k = self.keys
+        reclaim_interval_ms = max(50, min(1000, int(self.visibility_timeout * 250)))
+        with self._errors():
+            now_ms, next_due, reclaimed, fresh = await self._fetch(
+                keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
+                args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
+                      reclaim_interval_ms])
+        jobs = [job_from_entry(entry_id, fields, int(deliveries))
+                for entry_id, fields, deliveries in reclaimed]
+        jobs += [job_from_entry(entry_id, fields, 1) for entry_id, fields in fresh]
+        if jobs or block_ms <= 0:
+            return jobs
+        block = block_ms if next_due < 0 else max(1, min(block_ms, int(next_due) - int(now_ms)))
+        with self._errors():
+            try:
+                reply = await self.redis.xreadgroup(GROUP, consumer, {k.stream: ">"}, count=count,
+                                                    block=block)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                with contextlib.suppress(ResponseError):
+                    await self.redis.xgroup_create(k.stream, GROUP, id="0", mkstream=True)
+                return []
+        if not reply:
+            return []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [job_from_entry(entry_id, fields, 1) for entry_id, fields in entries]
+
+    async def ack(self, job: Job, result: Any) -> None:
+        await self.ack_many([(job, result)])
+
+    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> None:
+        k = self.keys
+        keys = [k.stream, k.live, k.counters, k.results, k.result_prefix]
+        for start in range(0, len(done), ACK_CHUNK):
+            args: list[Any] = [GROUP, int(self.result_ttl * 1000), self.results_cap]
+            for job, result in done[start:start + ACK_CHUNK]:
+                args += (job.token, job.id, job.attempts, encode_json(result, "result"))
+            with self._errors():
+                await self._ack(keys=keys, args=args)
+
+    async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
+                   max_backoff: float) -> str:
+        outcome = outcome_of_failure(job.attempts, max_attempts)
+        delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
+        k = self.keys
+        with self._errors():
+            return await self._fail(
+                keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
+                      k.counters, k.result_prefix],
+                args=[GROUP, job.token, job.id, job.attempts, job.payload_text, error[:8000],
+                      outcome, delay_ms, "1" if job.replayed else "0"])
+
+    async def release(self, jobs: Iterable[Job]) -> None:
+        tokens = [job.token for job in jobs]
+        if not tokens:
+            return
+        k = self.keys
+        with self._errors():
+            await self._release(keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
+                                args=[GROUP, RELEASED_CONSUMER, *tokens])
+
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
+        now = time.time()
+        info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
+                           "expiresAt": round(now + self.visibility_timeout, 3)})
+        with self._errors():
+            await self._heartbeat(keys=[self.keys.stream, self.keys.workers],
+                                  args=[GROUP, consumer, info, *(job.token for job in jobs)])
+
+    async def unregister(self, consumer: str) -> None:
+        with self._errors():
+            await self._unregister(keys=[self.keys.stream, self.keys.workers],
+                                   args=[GROUP, consumer])
+
+    # -- results, dead letters, status, lifecycle ------------------------
+    async def result(self, id: str, timeout: float | None = None) -> Result | None:
+        key = self.keys.result(id)
+        deadline = time.monotonic() + (timeout or 0)
+        pause = 0.005
+        while True:
+            with self._errors():
+                stored = await self.redis.get(key)
+            if stored is not None:
+                attempts, _, text = stored.partition(":")
+                return Result(id, decode_json(text), int(attempts))
+            if timeout is None or time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+
+    async def results(self, follow: bool = False) -> AsyncIterator[Result]:
+        last = "0-0"
+        while True:
+            with self._errors():
+                reply = await self.redis.xread({self.keys.results: last}, count=1000,
+                                               block=1000 if follow else None)
+            entries = []
+            if reply:
+                entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+            for entry_id, fields in entries:
+                last = entry_id
+                yield Result(fields["id"], decode_json(fields["r"]), int(fields["a"]))
+            if not entries and not follow:
+                return
+
+    async def dead_letters(self) -> list[DeadJob]:
+        with self._errors():
+            entries = await self.redis.xrange(self.keys.dead)
+        dead = []
+        for _entry_id, f in entries:
+            try:
+                payload = decode_json(f.get("p"))
+            except ValueError:
+                payload = f.get("p")
+            dead.append(DeadJob(f.get("id", ""), payload, int(f.get("a", 0)), f.get("e", ""),
+                                int(f.get("t", 0)) / 1000))
+        return dead
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        k = self.keys
+        with self._errors():
+            return await self._replay(keys=[k.stream, k.live, k.dead, k.dead_ids],
+                                      args=["1" if ids is None else "0", *(ids or ())])
+
+    async def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        with self._errors():
+            return await self._purge(keys=[self.keys.dead, self.keys.dead_ids],
+                                     args=["1" if ids is None else "0", *(ids or ())])
+
+    async def stats(self) -> QueueStats:
+        k = self.keys
+        with self._errors():
+            length, pending, delayed, dead, counters, workers = await self._stats(
+                keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
+                args=[GROUP, int(time.time() * 1000)])
+        return stats_from_reply(length, pending, delayed, dead, counters, workers)
+
+    async def ping(self) -> None:
+        with self._errors():
+            await self.redis.ping()
+
+    async def delete_all(self) -> None:
+        with self._errors():
+            batch: list[str] = []
+            async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await self.redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self.redis.unlink(*batch)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
+def job_from_entry(entry_id: str, fields: Any, deliveries: int) -> Job:
+    """A stream entry as a Job; an entry whose payload is not JSON still becomes a Job, marked
+    with `payload_error`, so the worker can dead-letter it with that error."""
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2]))
+    text = fields.get("p")
+    payload_error = None
+    payload: Any = None
+    if text is None:
+        payload_error = "the queue entry has no payload field 'p'"
+        text = ""
+    else:
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            payload_error = f"payload is not valid JSON: {exc}"
+    try:
+        used = int(fields.get("a", 0))
+    except ValueError:
+        used = 0
+    try:
+        enqueued_at = int(fields.get("t", 0)) / 1000
+    except ValueError:
+        enqueued_at = 0.0
+    return Job(id=fields.get("id") or entry_id, payload=payload, attempts=used + deliveries,
+               enqueued_at=enqueued_at, token=entry_id, payload_text=RawJSON(text),
+               payload_error=payload_error, replayed=fields.get("r") == "1")
+
+
+def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
+                     counters: list[str], workers: list[str]) -> QueueStats:
+    count = dict(zip(counters[::2], counters[1::2]))
+    infos = []
+    for name, text in zip(workers[::2], workers[1::2]):
+        info = json.loads(text)
+        infos.append(WorkerInfo(name, int(info.get("slots", 0)), int(info.get("busy", 0)),
+                                float(info.get("lastSeen", 0))))
+    return QueueStats(
+        waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
+        submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
+        retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
+        workers=tuple(sorted(infos, key=lambda w: w.id)),
+        duplicates=int(count.get("duplicates", 0)))
