@@ -1,0 +1,275 @@
+"""The `jobpool.dev/v1alpha1` JobPool resource as pydantic models.
+
+These models are the single source of truth: the CRD's OpenAPI schema (with its
+descriptions, defaults, bounds and CEL rules) is generated from them by
+`jobpool.api.crd`, and the operator parses every JobPool it sees with them, so the
+API server and the operator can never disagree about what a field means.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "jobpool.dev"
+VERSION = "v1alpha1"
+KIND = "JobPool"
+PLURAL = "jobpools"
+SINGULAR = "jobpool"
+SHORT_NAMES = ["jp"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; the message names the field it refuses."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Model(BaseModel):
+    """camelCase on the wire (as Kubernetes spells it), snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKeyRef(Model):
+    """Selects one key of a Secret in the JobPool's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret in the JobPool's namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret whose value is the queue URL.")
+
+
+class QueueSpec(Model):
+    """Where the pool's jobs are queued."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!(has(self.url) && has(self.urlSecretRef))",
+            "spec.queue: set at most one of url and urlSecretRef"),
+    ]})
+
+    url: str | None = Field(
+        default=None, min_length=1,
+        description="Redis URL of the queue, e.g. redis://jobpool-redis:6379/0. "
+                    "Unset (and no urlSecretRef): the operator's default queue.")
+    url_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Read the queue URL from a Secret key instead of url (use this when the "
+                    "URL holds a password); worker pods get it as a secretKeyRef.")
+    max_length: int = Field(
+        default=100000, ge=1,
+        description="Backpressure: at most this many jobs wait; submitters then wait or fail.")
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> "QueueSpec":
+        if self.url is not None and self.url_secret_ref is not None:
+            raise ValueError("spec.queue: set at most one of url and urlSecretRef")
+        return self
+
+
+class WorkerSpec(Model):
+    """The worker pods: what runs one job."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.handler) != has(self.command)",
+            "spec.worker: set exactly one of handler and command"),
+    ]})
+
+    image: str = Field(min_length=1, description="Container image of the worker pods (required).")
+    handler: str | None = Field(
+        default=None, min_length=1,
+        description='A Python callable "module:function" (sync or async) called with each '
+                    "job's payload; its return value is the job's result.")
+    command: list[str] | None = Field(
+        default=None, min_length=1,
+        description="A program run once per job: the payload JSON on stdin, the result JSON "
+                    "on stdout, a non-zero exit is a failed attempt.")
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment variables of the worker container (Kubernetes EnvVar list).")
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Compute resources of the worker container (Kubernetes ResourceRequirements).")
+
+    @model_validator(mode="after")
+    def _exactly_one_runner(self) -> "WorkerSpec":
+        if (self.handler is None) == (self.command is None):
+            raise ValueError("spec.worker: set exactly one of handler and command")
+        return self
+
+
+class RangeSpec(Model):
+    """A batch whose payloads are consecutive integers."""
+
+    start: int = Field(default=0, description="The first payload.")
+    count: int = Field(ge=0, le=10_000_000, description="How many payloads: start .. start+count-1.")
+
+
+class JobsSpec(Model):
+    """A finite batch the operator feeds into the queue once, with stable job ids."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.items) != has(self.range)", "spec.jobs: set exactly one of items and range"),
+    ]})
+
+    items: list[Any] | None = Field(
+        default=None,
+        description="The jobs' JSON payloads; job i gets the id <pool>-<i>.")
+    range: RangeSpec | None = Field(
+        default=None, description="Integer payloads start .. start+count-1; job i gets the id <pool>-<i>.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "JobsSpec":
+        if (self.items is None) == (self.range is None):
+            raise ValueError("spec.jobs: set exactly one of items and range")
+        return self
+
+    @property
+    def total(self) -> int:
+        return len(self.items) if self.items is not None else self.range.count  # type: ignore[union-attr]
+
+    def payloads(self, start: int, stop: int) -> list[Any]:
+        """Payloads of jobs start .. stop-1 (the batch is fed in chunks)."""
+        if self.items is not None:
+            return list(self.items[start:stop])
+        first = self.range.start  # type: ignore[union-attr]
+        return list(range(first + start, first + min(stop, self.total)))
+
+
+class RetrySpec(Model):
+    """What happens to a failed attempt."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.backoffSeconds <= self.maxBackoffSeconds",
+            "spec.retry: backoffSeconds must be <= maxBackoffSeconds"),
+    ]})
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=1000,
+        description="Attempts per job; after the last failed one the job goes to the "
+                    "dead-letter stream with its last error.")
+    backoff_seconds: float = Field(
+        default=1.0, ge=0, description="Delay before the first retry; it doubles (with jitter) per attempt.")
+    max_backoff_seconds: float = Field(default=300.0, ge=0, description="Upper bound of the retry delay.")
+
+    @model_validator(mode="after")
+    def _backoff_bounded(self) -> "RetrySpec":
+        if self.backoff_seconds > self.max_backoff_seconds:
+            raise ValueError("spec.retry: backoffSeconds must be <= maxBackoffSeconds")
+        return self
+
+
+class AutoscalingSpec(Model):
+    """The operator's own backlog-driven autoscaler."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.minWorkers <= self.maxWorkers",
+            "spec.autoscaling: minWorkers must be <= maxWorkers"),
+    ]})
+
+    enabled: bool = Field(
+        default=False,
+        description="Scale worker pods on the backlog; when false spec.parallelism decides "
+                    "(and kubectl scale, HPA or KEDA may set it).")
+    min_workers: int = Field(default=0, ge=0, le=10000,
+                             description="Fewest worker pods; 0 lets an idle pool scale to zero.")
+    max_workers: int = Field(default=10, ge=1, le=10000, description="Most worker pods.")
+    target_backlog_per_worker: int | None = Field(
+        default=None, ge=1,
+        description="Waiting + in-flight + delayed jobs per worker pod the autoscaler aims "
+                    "for; default: spec.concurrency.")
+    scale_down_delay_seconds: int = Field(
+        default=30, ge=0,
+        description="Demand must stay below the current size this long before the pool shrinks.")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "AutoscalingSpec":
+        if self.min_workers > self.max_workers:
+            raise ValueError("spec.autoscaling: minWorkers must be <= maxWorkers")
+        return self
+
+
+class JobPoolSpec(Model):
+    """The desired state of a pool of workers fed by a queue."""
+
+    parallelism: int = Field(
+        default=1, ge=0,
+        description="Worker pods when autoscaling is off; the /scale subresource's replicas.")
+    concurrency: int = Field(default=1, ge=1, le=1024, description="Job slots per worker pod.")
+    worker: WorkerSpec = Field(description="The worker pods: image and what runs one job.")
+    queue: QueueSpec = Field(default_factory=QueueSpec, description="Where the pool's jobs are queued.")
+    jobs: JobsSpec | None = Field(
+        default=None, description="An optional finite batch the operator feeds once, idempotently.")
+    retry: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed attempts.")
+    timeout_seconds: int = Field(
+        default=600, ge=0,
+        description="Per-job deadline: the job is cancelled and counts as a failed attempt (0 = none).")
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec, description="The backlog-driven autoscaler.")
+    drain_seconds: int = Field(
+        default=60, ge=0, le=86400,
+        description="Grace for a worker pod to finish its in-flight jobs when it is removed.")
+
+
+class QueueCounts(Model):
+    """Jobs in the queue now."""
+
+    waiting: int = Field(default=0, description="Jobs waiting for a worker slot.")
+    in_flight: int = Field(default=0, description="Jobs running on a worker slot.")
+    delayed: int = Field(default=0, description="Failed jobs waiting for their retry.")
+    dead_letter: int = Field(default=0, description="Jobs in the dead-letter stream.")
+
+
+class JobCounts(Model):
+    """Jobs over the pool's lifetime (distinct job ids)."""
+
+    submitted: int = Field(default=0, description="Jobs enqueued.")
+    succeeded: int = Field(default=0, description="Jobs that succeeded.")
+    retried: int = Field(default=0, description="Failed attempts that were retried.")
+    dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream.")
+
+
+class BatchProgress(Model):
+    """How much of spec.jobs the operator has fed (so a restart never feeds twice)."""
+
+    total: int = Field(default=0, description="Jobs in spec.jobs.")
+    fed: int = Field(default=0, description="Jobs of spec.jobs already enqueued.")
+    digest: str = Field(default="", description="Digest of the spec.jobs that was fed.")
+
+
+class Condition(Model):
+    """A condition following the Kubernetes API conventions."""
+
+    type: str = Field(description="Ready, Progressing, Degraded or Complete.")
+    status: str = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase reason of the last transition.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str = Field(default="", description="When status last changed (RFC 3339).")
+    observed_generation: int = Field(default=0, description="The spec generation this was computed from.")
+
+
+class JobPoolStatus(Model):
+    """What the operator observed and decided."""
+
+    observed_generation: int = Field(default=0, description="The spec generation last reconciled.")
+    replicas: int = Field(default=0, description="Worker pods that exist (the /scale status replicas).")
+    ready_replicas: int = Field(default=0, description="Worker pods that are ready.")
+    desired_replicas: int = Field(default=0, description="Worker pods the operator decided on.")
+    selector: str = Field(default="", description="Label selector of the worker pods (the /scale selector).")
+    queue: QueueCounts = Field(default_factory=QueueCounts, description="Jobs in the queue now.")
+    jobs: JobCounts = Field(default_factory=JobCounts, description="Job counters (distinct ids).")
+    saturation: float = Field(default=0.0, description="Busy slots / total slots over live workers.")
+    batch: BatchProgress | None = Field(default=None, description="Feeding progress of spec.jobs.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, Complete.")
+
+
+class JobPool(Model):
+    """A pool of workers fed by a queue."""
+
+    api_version: str = Field(default=API_VERSION, description="jobpool.dev/v1alpha1")
+    kind: str = Field(default=KIND, description="JobPool")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: JobPoolSpec
+    status: JobPoolStatus = Field(default_factory=JobPoolStatus)

@@ -1,0 +1,1 @@
+"""The JobPool operator: pure builders, autoscaler policy and status, wired to kopf."""

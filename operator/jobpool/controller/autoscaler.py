@@ -1,0 +1,51 @@
+"""The autoscaler's policy: a pure function from demand and time to worker pods.
+
+Scale up at once; scale down only after demand stayed below the current size for
+`scaleDownDelaySeconds`; to zero when idle and minWorkers is 0, never with work in
+flight; from zero as soon as one job waits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..api import AutoscalingSpec, JobPoolSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleDecision:
+    replicas: int
+    # Since when demand has been below the current size (None: it is not).
+    lower_demand_since: float | None
+    reason: str
+
+
+def demanded_replicas(backlog: int, in_flight: int, policy: AutoscalingSpec, concurrency: int) -> int:
+    """Worker pods the backlog asks for, within [minWorkers, maxWorkers]."""
+    per_worker = policy.target_backlog_per_worker or concurrency
+    wanted = math.ceil(max(backlog, 0) / per_worker)
+    if in_flight > 0:
+        wanted = max(wanted, 1)
+    return min(max(wanted, policy.min_workers), policy.max_workers)
+
+
+def decide_replicas(*, backlog: int, in_flight: int, current: int, policy: AutoscalingSpec,
+                    concurrency: int, lower_demand_since: float | None, now: float) -> ScaleDecision:
+    """backlog = waiting + in-flight + delayed jobs; current = replicas decided last time."""
+    wanted = demanded_replicas(backlog, in_flight, policy, concurrency)
+    clamped = min(max(current, policy.min_workers), policy.max_workers)
+    if clamped != current:
+        return ScaleDecision(max(wanted, clamped), None, "OutOfBounds")
+    if wanted > current:
+        return ScaleDecision(wanted, None, "BacklogGrew")
+    if wanted == current:
+        return ScaleDecision(current, None, "Steady")
+    since = now if lower_demand_since is None else lower_demand_since
+    if now - since >= policy.scale_down_delay_seconds:
+        return ScaleDecision(wanted, None, "BacklogShrank")
+    return ScaleDecision(current, since, "WaitingForScaleDownDelay")
+
+
+def static_replicas(spec: JobPoolSpec) -> int:
+    """Without autoscaling, spec.parallelism (set by the user, kubectl scale, HPA or KEDA)."""
+    return spec.parallelism

@@ -1,0 +1,234 @@
+"""Pure builders: the desired worker Deployment, metrics Service and PodDisruptionBudget.
+
+They take a JobPool's spec (and the replicas the operator decided) and return whole
+Kubernetes objects; the reconcile loop only compares and applies them. A hash of each
+desired object is stamped on it, so an unchanged JobPool causes no write.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any
+
+from ..api import API_VERSION, KIND, JobPoolSpec
+
+LABEL_POOL = "jobpool.dev/pool"
+ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
+ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+FIELD_MANAGER = "jobpool-operator"
+WORKER_CONTAINER = "worker"
+WORKER_METRICS_PORT = 9100
+# Extra grace beyond drainSeconds so the worker can release leftovers after its drain.
+DRAIN_MARGIN_SECONDS = 10
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_HANDLER = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolRef:
+    """The identity of one JobPool object (what owner references and labels need)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+class SpecProblem(Exception):
+    """Something the CRD schema cannot check is wrong; the message names the field."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def workers_name(pool: str) -> str:
+    return f"{pool}-workers"
+
+
+def selector(pool: str) -> str:
+    return f"{LABEL_POOL}={pool}"
+
+
+def pool_labels(pool: str) -> dict[str, str]:
+    return {
+        LABEL_POOL: pool,
+        "app.kubernetes.io/name": "jobpool-worker",
+        "app.kubernetes.io/instance": pool,
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/part-of": "jobpool",
+        "app.kubernetes.io/managed-by": "jobpool-operator",
+    }
+
+
+def owner_reference(pool: PoolRef) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": pool.name, "uid": pool.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def check_spec(spec: JobPoolSpec, default_queue: str | None) -> None:
+    """Raise SpecProblem for what the schema cannot express."""
+    handler = spec.worker.handler
+    if handler is not None and not _HANDLER.match(handler):
+        raise SpecProblem("InvalidHandler",
+                          f'spec.worker.handler: "{handler}" is not a Python callable "module:function"')
+    if spec.queue.url is None and spec.queue.url_secret_ref is None and not default_queue:
+        raise SpecProblem("NoQueue", "spec.queue: no url or urlSecretRef, and the operator has no "
+                                     "--default-queue; set spec.queue.url")
+
+
+def queue_url_env(spec: JobPoolSpec, default_queue: str | None) -> dict[str, Any]:
+    """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret, never its value."""
+    ref = spec.queue.url_secret_ref
+    if ref is not None:
+        return {"name": "JOBPOOL_QUEUE_URL",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    return {"name": "JOBPOOL_QUEUE_URL", "value": spec.queue.url or default_queue or ""}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None) -> list[dict[str, Any]]:
+    """The JOBPOOL_* variables mirroring `jobpool worker` flags, then the user's env."""
+    runner = ({"name": "JOBPOOL_HANDLER", "value": spec.worker.handler} if spec.worker.handler is not None
+              else {"name": "JOBPOOL_COMMAND", "value": json.dumps(spec.worker.command)})
+    env = [
+        queue_url_env(spec, default_queue),
+        {"name": "JOBPOOL_NAMESPACE", "value": pool.namespace},
+        {"name": "JOBPOOL_POOL", "value": pool.name},
+        {"name": "JOBPOOL_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "JOBPOOL_CONCURRENCY", "value": str(spec.concurrency)},
+        runner,
+        {"name": "JOBPOOL_TIMEOUT", "value": str(spec.timeout_seconds)},
+        {"name": "JOBPOOL_MAX_ATTEMPTS", "value": str(spec.retry.max_attempts)},
+        {"name": "JOBPOOL_BACKOFF", "value": _number(spec.retry.backoff_seconds)},
+        {"name": "JOBPOOL_MAX_BACKOFF", "value": _number(spec.retry.max_backoff_seconds)},
+        {"name": "JOBPOOL_DRAIN_SECONDS", "value": str(spec.drain_seconds)},
+        {"name": "JOBPOOL_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
+    ]
+    ours = {e["name"] for e in env}
+    return env + [e for e in spec.worker.env if e.get("name") not in ours]
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for a container."""
+    return {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
+                     default_queue: str | None) -> dict[str, Any]:
+    labels = pool_labels(pool.name)
+    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10,
+             "timeoutSeconds": 2, "failureThreshold": 3}
+    container: dict[str, Any] = {
+        "name": WORKER_CONTAINER,
+        "image": spec.worker.image,
+        "command": ["jobpool", "worker"],
+        "env": worker_env(pool, spec, default_queue),
+        "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "securityContext": restricted_container_security(),
+    }
+    if spec.worker.resources:
+        container["resources"] = spec.worker.resources
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace, "labels": labels,
+                     "ownerReferences": [owner_reference(pool)]},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_POOL: pool.name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": spec.drain_seconds + DRAIN_MARGIN_SECONDS,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    return stamp(deployment)
+
+
+def build_service(pool: PoolRef) -> dict[str, Any]:
+    """A headless Service over the worker pods' metrics port, for Prometheus discovery."""
+    return stamp({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace,
+                     "labels": pool_labels(pool.name), "ownerReferences": [owner_reference(pool)]},
+        "spec": {"clusterIP": "None", "selector": {LABEL_POOL: pool.name},
+                 "ports": [{"name": "metrics", "port": WORKER_METRICS_PORT, "targetPort": "metrics",
+                            "protocol": "TCP"}]},
+    })
+
+
+def build_pdb(pool: PoolRef, spec: JobPoolSpec) -> dict[str, Any] | None:
+    """Voluntary evictions take one worker pod at a time; none for a single-pod pool."""
+    if spec.parallelism <= 1 and not (spec.autoscaling.enabled and spec.autoscaling.max_workers > 1):
+        return None
+    return stamp({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace,
+                     "labels": pool_labels(pool.name), "ownerReferences": [owner_reference(pool)]},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_POOL: pool.name}}},
+    })
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """A digest of everything the operator manages in `obj` (its own stamp excluded)."""
+    clean = json.loads(json.dumps(obj))
+    clean.get("metadata", {}).get("annotations", {}).pop(ANNOTATION_SPEC_HASH, None)
+    if not clean.get("metadata", {}).get("annotations", True):
+        clean["metadata"].pop("annotations")
+    canonical = json.dumps(clean, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def stamp(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash(obj)
+    return obj
+
+
+def is_subset(desired: Any, observed: Any) -> bool:
+    """Whether every field the operator sets has that value in the observed object.
+
+    The API server adds defaults (protocol, imagePullPolicy, ...), so extra observed
+    fields are fine; a changed or missing managed field is drift to put back.
+    """
+    if isinstance(desired, dict):
+        return isinstance(observed, dict) and all(
+            key in observed and is_subset(value, observed[key]) for key, value in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(observed, list) and len(desired) == len(observed)
+                and all(is_subset(d, o) for d, o in zip(desired, observed)))
+    return desired == observed
+
+
+def needs_write(desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
+    """No write when the stamped hash matches and nothing managed was edited by hand."""
+    if observed is None:
+        return True
+    observed_hash = (observed.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    if observed_hash != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+        return True
+    return not (is_subset(desired["spec"], observed.get("spec"))
+                and is_subset(desired["metadata"].get("labels", {}), observed["metadata"].get("labels", {})))
+
+
+def deletion_costs(busy_by_pod: dict[str, int], current: dict[str, str | None]) -> dict[str, str]:
+    """Pods whose pod-deletion-cost must change: busy slots x 100, so idle pods go first."""
+    wanted = {pod: str(busy_by_pod.get(pod, 0) * 100) for pod in current}
+    return {pod: cost for pod, cost in wanted.items() if current[pod] != cost
+            and not (cost == "0" and current[pod] is None)}

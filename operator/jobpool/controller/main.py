@@ -1,0 +1,86 @@
+"""`jobpool operator`: parse the flags, take the leader lease, run kopf."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+import kopf
+
+from .handlers import build_registry, post_event
+from .kube import KubeApi
+from .lease import LeaderLease
+from .metrics import OperatorMetrics
+from .reconcile import OperatorConfig, OperatorContext
+
+log = logging.getLogger("jobpool.operator")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jobpool operator",
+                                     description="Run the JobPool operator (kopf inside).")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    parser.add_argument("--default-queue", metavar="URL", default=os.environ.get("JOBPOOL_DEFAULT_QUEUE_URL"),
+                        help="queue of pools without spec.queue (env JOBPOOL_DEFAULT_QUEUE_URL)")
+    parser.add_argument("--metrics-port", type=int, metavar="P",
+                        default=int(os.environ.get("JOBPOOL_OPERATOR_METRICS_PORT", "8080")),
+                        help="port of /metrics and /healthz (default 8080; 0 = off)")
+    parser.add_argument("--lease-namespace", metavar="NS", default=os.environ.get("JOBPOOL_OPERATOR_NAMESPACE"),
+                        help="namespace of the leader Lease (default: the first --namespace, or default)")
+    parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
+    parser.add_argument("--poll-interval", type=float, default=0.5, metavar="S",
+                        help="seconds between two reconciles of one pool (default 0.5)")
+    parser.add_argument("--log-level", default=os.environ.get("JOBPOOL_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if not args.namespace and not args.all_namespaces:
+        parser.error("give --namespace NS (repeatable) or --all-namespaces")
+    if args.poll_interval <= 0:
+        parser.error("--poll-interval must be > 0")
+    return args
+
+
+async def run_operator(args: argparse.Namespace) -> int:
+    from ..queue import open_queue
+
+    kube = KubeApi.from_environment()
+    metrics = OperatorMetrics()
+    runner = await metrics.serve(args.metrics_port) if args.metrics_port else None
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    lease = LeaderLease(kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
+                        args.lease_name, identity)
+    stop_flag = asyncio.Event()
+    keeper: asyncio.Task[Any] | None = None
+    try:
+        await lease.acquire()
+        keeper = asyncio.create_task(lease.keep(stop_flag))
+        ctx = OperatorContext(kube, OperatorConfig(default_queue=args.default_queue,
+                                                   poll_interval=args.poll_interval),
+                              metrics, open_queue, post_event)
+        await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
+                            namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        await lease.release()
+        await kube.close()
+        if runner is not None:
+            await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(run_operator(args))
+    except KeyboardInterrupt:
+        return 0

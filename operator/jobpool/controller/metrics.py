@@ -1,0 +1,80 @@
+"""The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..queue.base import QueueStats
+
+LABELS = ("namespace", "pool")
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
+        self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
+        self.delayed = Gauge("jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r)
+        self.dead_letter = Gauge("jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r)
+        self.workers_desired = Gauge("jobpool_workers_desired", "Worker pods the operator decided on.", LABELS,
+                                     registry=r)
+        self.workers_ready = Gauge("jobpool_workers_ready", "Worker pods that are ready.", LABELS, registry=r)
+        self.slots_busy = Gauge("jobpool_slots_busy", "Busy job slots over live workers.", LABELS, registry=r)
+        self.slots_total = Gauge("jobpool_slots_total", "Job slots over live workers.", LABELS, registry=r)
+        self.saturation = Gauge("jobpool_saturation", "Busy slots / total slots.", LABELS, registry=r)
+        # Queue counters are absolute, so they are exported as gauges named like counters.
+        self.jobs = Gauge("jobpool_jobs_total", "Jobs by outcome (distinct ids).", LABELS + ("outcome",),
+                          registry=r)
+        self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.",
+                                           registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+        self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
+                                    registry=r)
+        self.last_loop = time.monotonic()
+
+    def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int) -> None:
+        labels = (namespace, pool)
+        self.workers_desired.labels(*labels).set(desired)
+        self.workers_ready.labels(*labels).set(ready)
+        if stats is None:
+            return
+        self.waiting.labels(*labels).set(stats.waiting)
+        self.inflight.labels(*labels).set(stats.in_flight)
+        self.delayed.labels(*labels).set(stats.delayed)
+        self.dead_letter.labels(*labels).set(stats.dead_letter)
+        self.slots_busy.labels(*labels).set(stats.busy_slots)
+        self.slots_total.labels(*labels).set(stats.total_slots)
+        self.saturation.labels(*labels).set(stats.saturation)
+        for outcome, value in (("succeeded", stats.succeeded), ("retried", stats.retried),
+                               ("dead_lettered", stats.dead_lettered)):
+            self.jobs.labels(*labels, outcome).set(value)
+
+    def forget_pool(self, namespace: str, pool: str) -> None:
+        for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
+                      self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events):
+            try:
+                gauge.remove(namespace, pool)
+            except KeyError:
+                pass
+        for outcome in ("succeeded", "retried", "dead_lettered"):
+            try:
+                self.jobs.remove(namespace, pool, outcome)
+            except KeyError:
+                pass
+
+    async def serve(self, port: int) -> web.AppRunner:
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+        return runner

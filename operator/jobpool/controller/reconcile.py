@@ -1,0 +1,411 @@
+"""The per-pool reconcile loop: observe -> decide (pure) -> act (only what changed).
+
+One `PoolController` runs per JobPool (as a kopf daemon). Every `poll_interval` it
+reads the queue's stats and the cached worker objects, lets the pure builders, the
+autoscaler policy and the status functions decide, and then writes only the objects
+that differ. Watches (kopf `on.event`) keep `ClusterCache` current, so an unchanged pool
+costs one Redis round trip per tick and no API calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import ValidationError
+
+from ..api import API_VERSION, KIND, JobPoolSpec
+from ..queue.base import Queue, QueueStats
+from . import autoscaler, builders, status as pool_status
+from .kube import KubeApi, KubeError
+from .metrics import OperatorMetrics
+
+log = logging.getLogger("jobpool.operator")
+
+FEED_CHUNK = 500
+QUEUE_TIMEOUT_SECONDS = 2.0
+SECRET_TTL_SECONDS = 10.0
+
+KINDS = {"Deployment": "apps/v1", "Service": "v1", "PodDisruptionBudget": "policy/v1"}
+
+
+@dataclasses.dataclass
+class OperatorConfig:
+    default_queue: str | None
+    poll_interval: float = 0.5
+    # Counter-only status changes are written at most this often; conditions at once.
+    status_min_interval: float = 1.0
+
+
+class ClusterCache:
+    """Worker objects and pods by pool, kept current by kopf watch events."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.pods: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._wakers: dict[tuple[str, str], asyncio.Event] = {}
+
+    def waker(self, namespace: str, pool: str) -> asyncio.Event:
+        return self._wakers.setdefault((namespace, pool), asyncio.Event())
+
+    def forget_pool(self, namespace: str, pool: str) -> None:
+        self._wakers.pop((namespace, pool), None)
+        self.pods.pop((namespace, pool), None)
+
+    def on_object_event(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        pool = (meta.get("labels") or {}).get(builders.LABEL_POOL)
+        if kind == "Pod":
+            pods = self.pods.setdefault((namespace, pool or ""), {})
+            if event_type == "DELETED":
+                pods.pop(name, None)
+            else:
+                pods[name] = obj
+            return
+        if event_type == "DELETED":
+            self.objects.pop((kind, namespace, name), None)
+        else:
+            self.objects[(kind, namespace, name)] = obj
+        if pool and kind == "Deployment" and (namespace, pool) in self._wakers:
+            self._wakers[(namespace, pool)].set()
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+
+def redact(url: str) -> str:
+    """A queue URL without its password, fit for status and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def batch_digest(spec: JobPoolSpec) -> str:
+    assert spec.jobs is not None
+    raw = json.dumps(spec.jobs.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class OperatorContext:
+    """What every pool's controller shares."""
+
+    def __init__(self, kube: KubeApi, config: OperatorConfig, metrics: OperatorMetrics,
+                 open_queue: Callable[[str, str, str], Queue],
+                 post_event: Callable[[Any, str, str, str], None]):
+        self.kube = kube
+        self.config = config
+        self.metrics = metrics
+        self.cache = ClusterCache()
+        self.open_queue = open_queue
+        self.post_event = post_event
+
+
+class PoolController:
+    def __init__(self, ctx: OperatorContext, name: str, namespace: str, uid: str):
+        self.ctx = ctx
+        self.ref = builders.PoolRef(name=name, namespace=namespace, uid=uid)
+        self.decided: int | None = None
+        self.lower_demand_since: float | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.last_status_write = 0.0
+        self.batch: dict[str, Any] | None = None
+        self.feeder: asyncio.Task[None] | None = None
+        self.queue: Queue | None = None
+        self.queue_url: str | None = None
+        self.configured_max_length: int | None = None
+        self._secret_cache: tuple[float, tuple[str, str], str | None, pool_status.Problem | None] | None = None
+
+    # -- the loop --------------------------------------------------------------
+    async def run(self, body: Any, stopped: Any) -> None:
+        waker = self.ctx.cache.waker(self.ref.namespace, self.ref.name)
+        try:
+            while not stopped:
+                started = time.perf_counter()
+                try:
+                    await self.reconcile(body)
+                except (KubeError, OSError, asyncio.TimeoutError) as exc:
+                    log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
+                self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+                waker.clear()
+                try:
+                    await asyncio.wait_for(waker.wait(), timeout=self.ctx.config.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.feeder is not None:
+            self.feeder.cancel()
+        await self._drop_queue()
+
+    async def reconcile(self, body: Any) -> None:
+        now = time.time()
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        previous = self.last_status if self.last_status is not None else dict(body.get("status") or {})
+
+        # observe
+        problem: pool_status.Problem | None = None
+        stats: QueueStats | None = None
+        spec: JobPoolSpec | None = None
+        try:
+            spec = JobPoolSpec.model_validate(body["spec"])
+            builders.check_spec(spec, self.ctx.config.default_queue)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = "spec." + ".".join(str(p) for p in first["loc"])
+            problem = pool_status.Problem("InvalidSpec", f"{field}: {first['msg']}")
+        except builders.SpecProblem as exc:
+            problem = pool_status.Problem(exc.reason, exc.message)
+        if spec is not None and problem is None:
+            problem = await self._ensure_queue(spec)
+        if self.queue is not None and problem is None:
+            try:
+                stats = await asyncio.wait_for(self.queue.stats(), QUEUE_TIMEOUT_SECONDS)
+            except Exception as exc:  # any backend failure means "unreachable" for the pool
+                problem = pool_status.Problem(
+                    "QueueUnavailable",
+                    f"spec.queue: cannot reach the queue at {redact(self.queue_url or '')}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        deployment = self.ctx.cache.get("Deployment", self.ref.namespace, builders.workers_name(self.ref.name))
+
+        # decide
+        current = self._current_replicas(deployment, previous)
+        desired = current
+        spec_ok = spec is not None and (problem is None or problem.reason == "QueueUnavailable")
+        if spec is not None and spec_ok:
+            desired = self._decide_replicas(spec, stats, current, now)
+        if spec is not None and spec.jobs is not None:
+            self._track_batch(spec, previous)
+        else:
+            self.batch = None
+
+        # act
+        if spec is not None and spec_ok:
+            await self._apply_workers(spec, desired, deployment)
+            if stats is not None:
+                await self._update_deletion_costs(stats)
+            if spec.jobs is not None and stats is not None:
+                self._ensure_feeding(spec)
+        if spec is not None and spec_ok:
+            self.decided = desired
+        deployment = self.ctx.cache.get("Deployment", self.ref.namespace, builders.workers_name(self.ref.name))
+        dstatus = (deployment or {}).get("status") or {}
+        observation = pool_status.Observation(
+            pool=self.ref.name, generation=generation,
+            replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
+            desired_replicas=desired, stats=stats, problem=problem,
+            batch_total=self.batch["total"] if self.batch else None,
+            batch_fed=self.batch["fed"] if self.batch else 0)
+        self.ctx.metrics.observe_pool(self.ref.namespace, self.ref.name, stats, desired,
+                                      observation.ready_replicas)
+        new_status, transitions = pool_status.build_status(observation, spec, previous, now,  # type: ignore[arg-type]
+                                                           batch=dict(self.batch) if self.batch else None)
+        if self.batch is None and previous.get("batch"):
+            new_status["batch"] = None
+        await self._write_status(previous, new_status, now)
+        for transition in transitions:
+            self.ctx.post_event(body, "Warning" if transition.warning else "Normal", transition.reason,
+                                f"{transition.type} is {transition.status}: {transition.message}")
+
+    # -- observe helpers -------------------------------------------------------
+    def _current_replicas(self, deployment: dict[str, Any] | None, previous: dict[str, Any]) -> int:
+        if self.decided is not None:
+            return self.decided
+        if deployment is not None:
+            return int(deployment.get("spec", {}).get("replicas") or 0)
+        return int(previous.get("desiredReplicas") or 0)
+
+    async def _queue_url(self, spec: JobPoolSpec) -> tuple[str | None, pool_status.Problem | None]:
+        ref = spec.queue.url_secret_ref
+        if ref is None:
+            return spec.queue.url or self.ctx.config.default_queue, None
+        key = (ref.name, ref.key)
+        cached = self._secret_cache
+        if cached and cached[1] == key and time.monotonic() - cached[0] < SECRET_TTL_SECONDS:
+            return cached[2], cached[3]
+        url: str | None = None
+        problem: pool_status.Problem | None = None
+        secret = await self.ctx.kube.get("v1", "Secret", self.ref.namespace, ref.name)
+        if secret is None:
+            problem = pool_status.Problem(
+                "SecretNotFound", f'spec.queue.urlSecretRef: Secret "{ref.name}" not found in namespace '
+                                  f'"{self.ref.namespace}"')
+        elif ref.key not in (secret.get("data") or {}):
+            problem = pool_status.Problem(
+                "SecretKeyNotFound", f'spec.queue.urlSecretRef: Secret "{ref.name}" has no key "{ref.key}"')
+        else:
+            url = base64.b64decode(secret["data"][ref.key]).decode().strip()
+        self._secret_cache = (time.monotonic(), key, url, problem)
+        return url, problem
+
+    async def _ensure_queue(self, spec: JobPoolSpec) -> pool_status.Problem | None:
+        url, problem = await self._queue_url(spec)
+        if problem is not None or url is None:
+            return problem
+        if url != self.queue_url:
+            await self._drop_queue()
+            try:
+                self.queue = self.ctx.open_queue(url, self.ref.namespace, self.ref.name)
+            except Exception as exc:
+                field = "spec.queue.urlSecretRef" if spec.queue.url_secret_ref else "spec.queue.url"
+                return pool_status.Problem("InvalidQueueURL", f"{field}: {str(exc).splitlines()[0]}")
+            self.queue_url = url
+        if self.configured_max_length != spec.queue.max_length and self.queue is not None:
+            try:
+                await asyncio.wait_for(self.queue.configure(max_length=spec.queue.max_length),
+                                       QUEUE_TIMEOUT_SECONDS)
+                self.configured_max_length = spec.queue.max_length
+            except Exception:
+                pass  # stats() reports the queue as unreachable with the reason
+        return None
+
+    async def _drop_queue(self) -> None:
+        queue, self.queue, self.queue_url, self.configured_max_length = self.queue, None, None, None
+        if queue is not None:
+            try:
+                await queue.close()
+            except Exception:
+                pass
+
+    # -- decide helpers --------------------------------------------------------
+    def _decide_replicas(self, spec: JobPoolSpec, stats: QueueStats | None, current: int, now: float) -> int:
+        if not spec.autoscaling.enabled:
+            self.lower_demand_since = None
+            return autoscaler.static_replicas(spec)
+        if stats is None:
+            return min(max(current, spec.autoscaling.min_workers), spec.autoscaling.max_workers)
+        decision = autoscaler.decide_replicas(
+            backlog=stats.backlog, in_flight=stats.in_flight, current=current, policy=spec.autoscaling,
+            concurrency=spec.concurrency, lower_demand_since=self.lower_demand_since, now=now)
+        self.lower_demand_since = decision.lower_demand_since
+        if decision.replicas != current:
+            log.info("%s/%s: %s, %d -> %d worker pods (backlog %d)", self.ref.namespace, self.ref.name,
+                     decision.reason, current, decision.replicas, stats.backlog)
+        return decision.replicas
+
+    def _track_batch(self, spec: JobPoolSpec, previous: dict[str, Any]) -> None:
+        digest = batch_digest(spec)
+        if self.batch is None:
+            stored = previous.get("batch") or {}
+            self.batch = {"total": spec.jobs.total, "fed": int(stored.get("fed") or 0),  # type: ignore[union-attr]
+                          "digest": stored.get("digest", "")}
+        if self.batch["digest"] != digest:
+            # A changed batch is fed again from the start; known ids are not enqueued twice.
+            self.batch = {"total": spec.jobs.total, "fed": 0, "digest": digest}  # type: ignore[union-attr]
+
+    # -- act helpers -----------------------------------------------------------
+    async def _apply_workers(self, spec: JobPoolSpec, replicas: int, observed: dict[str, Any] | None) -> None:
+        kube, cache, ns = self.ctx.kube, self.ctx.cache, self.ref.namespace
+        name = builders.workers_name(self.ref.name)
+        desired = {
+            "Deployment": builders.build_deployment(self.ref, spec, replicas, self.ctx.config.default_queue),
+            "Service": builders.build_service(self.ref),
+            "PodDisruptionBudget": builders.build_pdb(self.ref, spec),
+        }
+        for kind, obj in desired.items():
+            current = observed if kind == "Deployment" else cache.get(kind, ns, name)
+            if obj is None:
+                if current is not None:
+                    await kube.delete(KINDS[kind], kind, ns, name)
+                    cache.on_object_event(kind, "DELETED", current)
+                continue
+            if builders.needs_write(obj, current):
+                applied = await kube.apply(obj)
+                if applied is not None:
+                    cache.on_object_event(kind, "MODIFIED", applied)
+                if kind == "Deployment" and current is not None:
+                    old = current.get("spec", {}).get("replicas")
+                    if old != replicas:
+                        self.ctx.metrics.scale_events.labels(ns, self.ref.name).inc()
+
+    async def _update_deletion_costs(self, stats: QueueStats) -> None:
+        pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
+        live = {name: ((pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_DELETION_COST))
+                for name, pod in pods.items() if not pod["metadata"].get("deletionTimestamp")}
+        busy = {w.id: w.busy for w in stats.workers}
+        for pod, cost in builders.deletion_costs(busy, live).items():
+            try:
+                patched = await self.ctx.kube.merge_patch(
+                    "v1", "Pod", self.ref.namespace, pod,
+                    {"metadata": {"annotations": {builders.ANNOTATION_DELETION_COST: cost}}})
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            if patched is not None:
+                self.ctx.cache.on_object_event("Pod", "MODIFIED", patched)
+
+    def _ensure_feeding(self, spec: JobPoolSpec) -> None:
+        if self.batch is None or self.batch["fed"] >= self.batch["total"]:
+            return
+        if self.feeder is not None and not self.feeder.done():
+            return
+        self.feeder = asyncio.create_task(self._feed(spec, self.batch["digest"]))
+
+    async def _feed(self, spec: JobPoolSpec, digest: str) -> None:
+        """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
+        assert spec.jobs is not None and self.queue is not None
+        queue = self.queue
+        try:
+            while self.batch is not None and self.batch["digest"] == digest and self.batch["fed"] < self.batch["total"]:
+                start = self.batch["fed"]
+                stop = min(start + FEED_CHUNK, self.batch["total"])
+                ids = [f"{self.ref.name}-{index}" for index in range(start, stop)]
+                await queue.submit_many(spec.jobs.payloads(start, stop), ids, wait=True)
+                if self.batch is not None and self.batch["digest"] == digest:
+                    self.batch["fed"] = stop
+                self.ctx.cache.waker(self.ref.namespace, self.ref.name).set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s/%s: feeding spec.jobs paused: %s", self.ref.namespace, self.ref.name, exc)
+
+    async def _write_status(self, previous: dict[str, Any], new: dict[str, Any], now: float) -> None:
+        if not pool_status.status_changed(previous, new):
+            return
+        if (pool_status.only_counters_changed(previous, new)
+                and now - self.last_status_write < self.ctx.config.status_min_interval):
+            return
+        try:
+            await self.ctx.kube.merge_patch(API_VERSION, KIND, self.ref.namespace, self.ref.name,
+                                            {"status": new}, subresource="status")
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.last_status = {**previous, **{k: v for k, v in new.items() if v is not None}}
+        if new.get("batch", ...) is None:
+            self.last_status.pop("batch", None)
+        self.last_status_write = now
+
+
+async def delete_queue_keys(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any]) -> str:
+    """The finalizer: remove every key of the pool. Returns what it did, for the log."""
+    controller = PoolController(ctx, name, namespace, uid="")
+    try:
+        spec = JobPoolSpec.model_validate(spec_raw)
+    except ValidationError:
+        return "spec unreadable; no queue keys to delete"
+    url, problem = await controller._queue_url(spec)
+    if problem is not None or url is None:
+        return f"queue keys not deleted: {problem.message if problem else 'no queue URL'}"
+    queue = ctx.open_queue(url, namespace, name)
+    try:
+        await asyncio.wait_for(queue.delete_all(), 10)
+    finally:
+        await queue.close()
+    return f"deleted the queue keys of {namespace}/{name} at {redact(url)}"

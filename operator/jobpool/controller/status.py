@@ -1,0 +1,156 @@
+"""Pure status and conditions: what the operator observed, in the JobPool's status.
+
+Conditions follow the Kubernetes API conventions: `lastTransitionTime` moves only when
+a condition's status flips, and every flip is returned so the caller can post an Event.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from ..api import JobPoolSpec
+from ..queue.base import QueueStats
+from .builders import selector
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+COMPLETE = "Complete"
+CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, COMPLETE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why a pool is Degraded: a CamelCase reason and a message that names the field."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """Everything one reconcile read from the world."""
+
+    pool: str
+    generation: int
+    replicas: int                 # worker pods that exist
+    ready_replicas: int
+    desired_replicas: int         # what the operator decided this round
+    stats: QueueStats | None      # None: the queue could not be read
+    problem: Problem | None
+    batch_total: int | None       # None: no spec.jobs
+    batch_fed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """A condition whose status changed; posted as an Event."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+
+    @property
+    def warning(self) -> bool:
+        return (self.type == DEGRADED and self.status == "True") or (self.type == READY and self.status == "False")
+
+
+def rfc3339(now: float) -> str:
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def desired_conditions(obs: Observation) -> list[dict[str, str]]:
+    """Ready, Progressing, Degraded and (for a batch) Complete, without timestamps."""
+    conditions = []
+    if obs.problem is not None:
+        conditions.append(_cond(READY, False, obs.problem.reason, obs.problem.message))
+    elif obs.ready_replicas >= obs.desired_replicas and obs.replicas <= obs.desired_replicas:
+        message = (f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready" if obs.desired_replicas
+                   else "scaled to zero worker pods")
+        conditions.append(_cond(READY, True, "WorkersReady", message))
+    else:
+        conditions.append(_cond(READY, False, "WorkersNotReady",
+                                f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready"))
+    if obs.replicas != obs.desired_replicas or obs.ready_replicas < obs.desired_replicas:
+        conditions.append(_cond(PROGRESSING, True, "ScalingWorkers",
+                                f"{obs.replicas} worker pods, {obs.desired_replicas} desired"))
+    else:
+        conditions.append(_cond(PROGRESSING, False, "Stable", f"{obs.desired_replicas} worker pods"))
+    if obs.problem is not None:
+        conditions.append(_cond(DEGRADED, True, obs.problem.reason, obs.problem.message))
+    else:
+        conditions.append(_cond(DEGRADED, False, "AsExpected", "queue reachable, spec valid"))
+    if obs.batch_total is not None:
+        conditions.append(_complete(obs))
+    return conditions
+
+
+def _complete(obs: Observation) -> dict[str, str]:
+    total, stats = obs.batch_total or 0, obs.stats
+    if stats is None:
+        return _cond(COMPLETE, False, "QueueUnknown", "the queue could not be read")
+    done = stats.succeeded + stats.dead_lettered
+    if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
+        return _cond(COMPLETE, True, "BatchFinished",
+                     f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
+    return _cond(COMPLETE, False, "BatchRunning",
+                 f"fed {obs.batch_fed}/{total}, {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
+
+
+def _cond(type_: str, status: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
+
+
+def merge_conditions(previous: list[dict[str, Any]], desired: list[dict[str, str]], *, generation: int,
+                     now: float) -> tuple[list[dict[str, Any]], list[Transition]]:
+    """Keep lastTransitionTime unless the status flips; report the flips."""
+    before = {c.get("type"): c for c in previous or []}
+    merged, transitions = [], []
+    for cond in desired:
+        old = before.get(cond["type"])
+        flipped = old is None or old.get("status") != cond["status"]
+        merged.append({**cond, "observedGeneration": generation,
+                       "lastTransitionTime": rfc3339(now) if flipped else old.get("lastTransitionTime", rfc3339(now))})
+        if flipped:
+            transitions.append(Transition(cond["type"], cond["status"], cond["reason"], cond["message"]))
+    return merged, transitions
+
+
+def build_status(obs: Observation, spec: JobPoolSpec, previous: dict[str, Any], now: float,
+                 batch: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Transition]]:
+    """The whole status; counters keep their last values while the queue is unreachable."""
+    del spec  # the observation already carries what the spec decided
+    conditions, transitions = merge_conditions(previous.get("conditions", []), desired_conditions(obs),
+                                               generation=obs.generation, now=now)
+    status: dict[str, Any] = {
+        "observedGeneration": obs.generation,
+        "replicas": obs.replicas,
+        "readyReplicas": obs.ready_replicas,
+        "desiredReplicas": obs.desired_replicas,
+        "selector": selector(obs.pool),
+    }
+    if obs.stats is not None:
+        counts = obs.stats.as_status()
+        status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "deadLetter")}
+        status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered")}
+        status["saturation"] = counts["saturation"]
+    else:
+        for key, empty in (("queue", {}), ("jobs", {}), ("saturation", 0.0)):
+            status[key] = previous.get(key, empty)
+    if batch is not None:
+        status["batch"] = batch
+    status["conditions"] = conditions
+    return status, transitions
+
+
+def status_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a status write would change anything (kopf's own keys are ignored)."""
+    return any(previous.get(key) != value for key, value in new.items())
+
+
+def only_counters_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Counter-only changes can be batched; replicas and conditions are written at once."""
+    return all(previous.get(key) == value for key, value in new.items()
+               if key not in ("queue", "jobs", "saturation"))
