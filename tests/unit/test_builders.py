@@ -1,0 +1,141 @@
+"""The pure builders: the worker Deployment, Service and PDB a JobPool asks for."""
+import json
+
+import pytest
+
+from jobpool.api import JobPoolSpec
+from jobpool.controller import builders
+from jobpool.controller.builders import PoolRef, SpecProblem
+
+POOL = PoolRef(name="thumbnails", namespace="media", uid="1234")
+
+
+def spec(**overrides):
+    base = {"worker": {"image": "registry.example/app:1.0", "handler": "app.tasks:resize"}}
+    return JobPoolSpec.model_validate({**base, **overrides})
+
+
+def env_of(deployment):
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_deployment_name_labels_owner_and_selector():
+    d = builders.build_deployment(POOL, spec(), 2, "redis://default:6379/0")
+    assert d["metadata"]["name"] == "thumbnails-workers" and d["metadata"]["namespace"] == "media"
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels["jobpool.dev/pool"] == "thumbnails"
+    assert {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"} <= set(labels)
+    assert d["spec"]["selector"] == {"matchLabels": {"jobpool.dev/pool": "thumbnails"}}
+    assert d["spec"]["replicas"] == 2
+    (owner,) = d["metadata"]["ownerReferences"]
+    assert owner == {"apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "name": "thumbnails",
+                     "uid": "1234", "controller": True, "blockOwnerDeletion": True}
+
+
+def test_worker_env_mirrors_the_worker_flags():
+    s = spec(concurrency=4, timeoutSeconds=30, drainSeconds=20,
+             retry={"maxAttempts": 5, "backoffSeconds": 0.5, "maxBackoffSeconds": 60},
+             worker={"image": "a", "handler": "m:f", "env": [{"name": "EXTRA", "value": "1"}]})
+    env = env_of(builders.build_deployment(POOL, s, 1, "redis://q:6379/0"))
+    values = {k: v.get("value") for k, v in env.items()}
+    assert values["JOBPOOL_QUEUE_URL"] == "redis://q:6379/0"
+    assert values["JOBPOOL_NAMESPACE"] == "media" and values["JOBPOOL_POOL"] == "thumbnails"
+    assert values["JOBPOOL_CONCURRENCY"] == "4" and values["JOBPOOL_HANDLER"] == "m:f"
+    assert values["JOBPOOL_TIMEOUT"] == "30" and values["JOBPOOL_MAX_ATTEMPTS"] == "5"
+    assert values["JOBPOOL_BACKOFF"] == "0.5" and values["JOBPOOL_MAX_BACKOFF"] == "60"
+    assert values["JOBPOOL_DRAIN_SECONDS"] == "20" and values["JOBPOOL_METRICS_PORT"] == "9100"
+    assert env["JOBPOOL_WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert values["EXTRA"] == "1"
+    assert all(name.startswith("JOBPOOL_") or name == "EXTRA" for name in env)
+
+
+def test_command_is_passed_as_a_json_array():
+    s = spec(worker={"image": "a", "command": ["/app/resize", "--fast"]})
+    env = env_of(builders.build_deployment(POOL, s, 1, None))
+    assert json.loads(env["JOBPOOL_COMMAND"]["value"]) == ["/app/resize", "--fast"]
+    assert "JOBPOOL_HANDLER" not in env
+
+
+def test_queue_url_from_a_secret_is_a_secret_key_ref_never_inline():
+    s = spec(queue={"urlSecretRef": {"name": "redis-auth", "key": "url"}})
+    env = env_of(builders.build_deployment(POOL, s, 1, "redis://default:6379/0"))
+    assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL",
+                                        "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "url"}}}
+
+
+def test_user_env_cannot_override_the_operator_settings():
+    s = spec(worker={"image": "a", "handler": "m:f", "env": [{"name": "JOBPOOL_POOL", "value": "other"}]})
+    names = [e["name"] for e in builders.build_deployment(POOL, s, 1, "redis://q")["spec"]["template"]["spec"]
+             ["containers"][0]["env"]]
+    assert names.count("JOBPOOL_POOL") == 1
+
+
+def test_restricted_pod_probes_and_grace():
+    d = builders.build_deployment(POOL, spec(drainSeconds=45, worker={"image": "a", "handler": "m:f",
+                                                                       "resources": {"limits": {"cpu": "1"}}}),
+                                  1, "redis://q")
+    pod = d["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["terminationGracePeriodSeconds"] == 45 + builders.DRAIN_MARGIN_SECONDS
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["ports"][0]["containerPort"] == 9100 and c["resources"] == {"limits": {"cpu": "1"}}
+
+
+def test_same_spec_same_hash_and_no_write():
+    a = builders.build_deployment(POOL, spec(), 2, "redis://q")
+    b = builders.build_deployment(POOL, spec(), 2, "redis://q")
+    assert a == b
+    observed = json.loads(json.dumps(a))
+    # The API server adds defaults; they are not drift.
+    observed["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    observed["spec"]["strategy"] = {"type": "RollingUpdate"}
+    assert not builders.needs_write(a, observed)
+
+
+def test_a_spec_change_or_a_manual_edit_needs_a_write():
+    desired = builders.build_deployment(POOL, spec(), 2, "redis://q")
+    assert builders.needs_write(desired, None)
+    assert builders.needs_write(builders.build_deployment(POOL, spec(concurrency=3), 2, "redis://q"), desired)
+    assert builders.needs_write(builders.build_deployment(POOL, spec(), 3, "redis://q"), desired)
+    edited = json.loads(json.dumps(desired))
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    assert builders.needs_write(desired, edited)
+    relabelled = json.loads(json.dumps(desired))
+    del relabelled["metadata"]["labels"]["jobpool.dev/pool"]
+    assert builders.needs_write(desired, relabelled)
+
+
+def test_service_and_pdb():
+    svc = builders.build_service(POOL)
+    assert svc["spec"]["selector"] == {"jobpool.dev/pool": "thumbnails"}
+    assert svc["spec"]["ports"][0]["port"] == 9100
+    assert builders.build_pdb(POOL, spec(parallelism=1)) is None
+    pdb = builders.build_pdb(POOL, spec(parallelism=3))
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"jobpool.dev/pool": "thumbnails"}}}
+    assert builders.build_pdb(POOL, spec(parallelism=0, autoscaling={"enabled": True, "maxWorkers": 4})) is not None
+
+
+@pytest.mark.parametrize("handler", ["app.tasks", "app:", ":f", "app tasks:f", "1app:f", "a:b:c"])
+def test_an_unparsable_handler_names_the_field(handler):
+    with pytest.raises(SpecProblem, match="spec.worker.handler") as info:
+        builders.check_spec(spec(worker={"image": "a", "handler": handler}), "redis://q")
+    assert info.value.reason == "InvalidHandler"
+
+
+def test_a_pool_without_any_queue_names_the_field():
+    with pytest.raises(SpecProblem, match="spec.queue"):
+        builders.check_spec(spec(), None)
+    builders.check_spec(spec(), "redis://q")
+    builders.check_spec(spec(worker={"image": "a", "handler": "pkg.mod:Class.method"}), "redis://q")
+
+
+def test_deletion_costs_follow_busy_slots():
+    current = {"p1": None, "p2": "100", "p3": "0"}
+    assert builders.deletion_costs({"p1": 2, "p2": 1}, current) == {"p1": "200"}
+    assert builders.deletion_costs({}, current) == {"p2": "0"}
