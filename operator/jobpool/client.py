@@ -1,0 +1,100 @@
+"""The Python SDK: `jobpool.Client(queue_url, namespace, pool)` and its async twin.
+
+    client = jobpool.Client("redis://localhost:6379/0", "default", "thumbnails")
+    job_id = client.submit({"src": "a.png"})
+    print(client.result(job_id, timeout=30))
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Sequence
+
+from .queue import DeadJob, QueueStats, Result, open_queue
+
+
+class AsyncClient:
+    """The SDK for asyncio code; every method is a coroutine."""
+
+    def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
+        self.queue = open_queue(queue_url, namespace, pool, **options)
+
+    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        """Enqueue one JSON payload; returns its id (the given one, or a generated one)."""
+        return (await self.queue.submit_many([payload], [id], wait=wait))[0]
+
+    async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
+                          *, wait: bool = True, timeout: float | None = None) -> list[str]:
+        """Enqueue many payloads in pipelined batches; returns their ids in order."""
+        return await self.queue.submit_many(list(payloads), ids, wait=wait, timeout=timeout)
+
+    async def result(self, id: str, timeout: float | None = None) -> Result | None:
+        """The job's `Result(id, result, attempts)`, waiting up to `timeout` seconds for it;
+        None when it has not finished (or failed: see `dead_letters`)."""
+        return await self.queue.result(id, timeout)
+
+    def results(self, follow: bool = False) -> AsyncIterator[Result]:
+        return self.queue.results(follow)
+
+    async def status(self) -> QueueStats:
+        return await self.queue.stats()
+
+    async def dead_letters(self) -> list[DeadJob]:
+        return await self.queue.dead_letters()
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        return await self.queue.replay(ids)
+
+    async def close(self) -> None:
+        await self.queue.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class Client:
+    """The synchronous SDK. It runs its own event loop, so use `AsyncClient` inside asyncio."""
+
+    def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
+        self._loop = asyncio.new_event_loop()
+        self._async = AsyncClient(queue_url, namespace, pool, **options)
+
+    def _run(self, coroutine: Any) -> Any:
+        return self._loop.run_until_complete(coroutine)
+
+    def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        return self._run(self._async.submit(payload, id, wait=wait))
+
+    def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
+                    wait: bool = True, timeout: float | None = None) -> list[str]:
+        return self._run(self._async.submit_many(payloads, ids, wait=wait, timeout=timeout))
+
+    def result(self, id: str, timeout: float | None = None) -> Result | None:
+        return self._run(self._async.result(id, timeout))
+
+    def results(self) -> list[Result]:
+        async def collect() -> list[Result]:
+            return [r async for r in self._async.results(follow=False)]
+        return self._run(collect())
+
+    def status(self) -> QueueStats:
+        return self._run(self._async.status())
+
+    def dead_letters(self) -> list[DeadJob]:
+        return self._run(self._async.dead_letters())
+
+    def replay(self, ids: Sequence[str] | None = None) -> int:
+        return self._run(self._async.replay(ids))
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._run(self._async.close())
+            self._loop.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,30 @@
+"""The worker runtime behind `jobpool worker`."""
+from .config import ConfigError, WorkerConfig, resolve_config
+from .handlers import HandlerError, JobFailed, command_runner, load_callable, python_runner
+from .runtime import Worker
+
+__all__ = ["ConfigError", "HandlerError", "JobFailed", "Worker", "WorkerConfig",
+           "command_runner", "load_callable", "python_runner", "resolve_config", "run_worker"]
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Run one worker process until it is told to stop; returns the exit code."""
+    import asyncio
+    import logging
+    import sys
+
+    from ..queue import open_queue
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.handler:
+        runner, shutdown = python_runner(load_callable(config.handler), config.concurrency)
+    else:
+        runner, shutdown = command_runner(config.command or ()), (lambda: None)
+
+    async def main() -> int:
+        queue = open_queue(config.queue_url, config.namespace, config.pool,
+                           visibility_timeout=config.visibility_timeout)
+        return await Worker(queue, runner, config, on_exit=shutdown).run()
+
+    return asyncio.run(main())

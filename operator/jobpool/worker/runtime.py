@@ -1,0 +1,297 @@
+"""The worker: `concurrency` slots fed from the queue, never holding more jobs than free slots.
+
+Completed jobs are acknowledged in batches by one task (one round trip for many jobs), and a
+slot counts as busy until its job is acknowledged, so "held" == "unacknowledged" <= slots.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import traceback
+from typing import Any, Callable
+
+from ..queue import Job, Queue, QueueError, QueueUnavailable
+from ..queue.codec import RawJSON, encode_json, redact_url
+from .config import WorkerConfig
+from .handlers import JobFailed, Runner
+from .metrics import WorkerMetrics, serve_metrics
+
+log = logging.getLogger("jobpool.worker")
+ERROR_TEXT_LIMIT = 8000
+
+
+def reconnect_delay(failures: int, cap: float = 10.0) -> float:
+    """Seconds to wait after `failures` consecutive failures to reach the queue."""
+    return min(cap, 0.25 * (2 ** min(max(failures - 1, 0), 10)))
+
+
+def error_text(exc: BaseException) -> str:
+    """The error recorded for a failed attempt: the exception line first, then the traceback."""
+    if isinstance(exc, JobFailed):
+        return str(exc)[:ERROR_TEXT_LIMIT]
+    headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{headline}\n{trace}"[:ERROR_TEXT_LIMIT]
+
+
+def lost_job_error(job: Job, max_attempts: int) -> str | None:
+    """A job delivered more times than allowed (its workers died or were cut off each time)."""
+    if job.attempts > max_attempts:
+        return (f"delivered {job.attempts} times without finishing (maxAttempts {max_attempts}): "
+                f"the workers running it stopped or lost the queue")
+    return None
+
+
+class Worker:
+    def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
+                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
+        self.queue = queue
+        self.runner = runner
+        self.config = config
+        self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
+        self.on_exit = on_exit
+        self.held: dict[str, Job] = {}                   # token -> unacknowledged job
+        self.running: dict[str, asyncio.Task] = {}       # token -> task running the handler
+        self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
+        self.ack_buffer: list[tuple[Job, Any]] = []
+        self.stopping = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.ack_wanted = asyncio.Event()
+        self.acks_idle = asyncio.Event()
+        self.acks_idle.set()
+        self.queue_reachable = True
+        self.signals = 0
+        self.finished = 0
+
+    # -- lifecycle -------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        server = None
+        if self.config.metrics_port:
+            server = await serve_metrics(self.metrics, self.config.metrics_port, self._health)
+        log.info("worker %s started: pool %s/%s, %d slots, handler %s, queue %s",
+                 self.config.worker_id, self.config.namespace, self.config.pool,
+                 self.config.concurrency, self.config.handler_description,
+                 redact_url(self.config.queue_url))
+        acker = asyncio.create_task(self._ack_loop())
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        late_fetch = await self._fetch_loop()
+        await self._drain(late_fetch)
+        for task in (acker, heartbeat):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(QueueError):
+            await self.queue.unregister(self.config.worker_id)
+        if server:
+            server.close()
+        await self.queue.close()
+        self.on_exit()
+        return 0
+
+    def _on_signal(self, signum: int) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals > 1:
+            log.warning("%s again: exiting at once; %d unfinished jobs stay pending and are "
+                        "redelivered after the visibility timeout", name, len(self.held))
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: no new jobs; draining %d in-flight jobs for up to %ss", name,
+                 len(self.running), self.config.drain_seconds)
+        self.stopping.set()
+
+    def _health(self) -> str:
+        return json.dumps({"status": "ok", "queueReachable": self.queue_reachable,
+                           "slots": self.config.concurrency, "busy": len(self.held),
+                           "stopping": self.stopping.is_set()})
+
+    # -- fetching --------------------------------------------------------
+    async def _fetch_loop(self) -> asyncio.Task | None:
+        """Fetch at most the free slots until told to stop; returns a fetch still under way."""
+        failures = 0
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        try:
+            while not self.stopping.is_set():
+                free = self.config.concurrency - len(self.held)
+                if free <= 0:
+                    self.slot_freed.clear()
+                    await asyncio.wait({stop_wait, asyncio.create_task(self.slot_freed.wait())},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                fetch = asyncio.create_task(
+                    self.queue.fetch(self.config.worker_id, free, self.config.block_ms))
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    return fetch
+                try:
+                    jobs = fetch.result()
+                except QueueError as exc:
+                    failures += 1
+                    self._queue_down(exc, failures)
+                    await asyncio.wait({stop_wait}, timeout=reconnect_delay(failures))
+                    continue
+                if failures:
+                    log.info("queue reachable again after %d failed attempts", failures)
+                    failures = 0
+                    self.queue_reachable = True
+                if self.stopping.is_set():
+                    await self._release(jobs)
+                    break
+                for job in jobs:
+                    self._start(job)
+            return None
+        finally:
+            stop_wait.cancel()
+
+    def _queue_down(self, exc: QueueError, failures: int) -> None:
+        self.queue_reachable = False
+        delay = reconnect_delay(failures)
+        if failures == 1 or delay >= 10:
+            log.warning("%s; retrying in %.1fs (attempt %d); jobs in flight are kept", exc,
+                        delay, failures)
+
+    def _start(self, job: Job) -> None:
+        self.held[job.token] = job
+        self.metrics.busy_slots.set(len(self.held))
+        task = asyncio.create_task(self._run(job))
+        self.running[job.token] = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- running ---------------------------------------------------------
+    async def _run(self, job: Job) -> None:
+        started = time.time()
+        if job.enqueued_at:
+            self.metrics.wait.observe(max(0.0, started - job.enqueued_at))
+        error = job.payload_error or lost_job_error(job, self.config.max_attempts)
+        result: Any = None
+        if error is None:
+            try:
+                if self.config.timeout:
+                    result = await asyncio.wait_for(self.runner(job.payload, job.payload_text),
+                                                    self.config.timeout)
+                else:
+                    result = await self.runner(job.payload, job.payload_text)
+                result = RawJSON(encode_json(result, "the handler's result"))
+            except asyncio.TimeoutError:
+                error = f"timed out after {self.config.timeout:g}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = error_text(exc)
+        self.metrics.duration.observe(time.time() - started)
+        self.running.pop(job.token, None)
+        if error is None:
+            self.ack_buffer.append((job, result))
+            self.acks_idle.clear()
+            self.ack_wanted.set()
+        else:
+            await self._fail(job, error)
+
+    async def _fail(self, job: Job, error: str) -> None:
+        failures = 0
+        while True:
+            try:
+                outcome = await self.queue.fail(
+                    job, error, max_attempts=self.config.max_attempts,
+                    backoff=self.config.backoff, max_backoff=self.config.max_backoff)
+                break
+            except QueueError as exc:
+                failures += 1
+                if self.stopping.is_set() and failures > 3:
+                    log.warning("job %s: cannot record its failure (%s); it stays pending and "
+                                "is redelivered", job.id, exc)
+                    self._free(job)
+                    return
+                self._queue_down(exc, failures)
+                await asyncio.sleep(reconnect_delay(failures))
+        first_line = error.splitlines()[0] if error else ""
+        if outcome == "dead_lettered":
+            log.warning("job %s dead-lettered after attempt %d/%d: %s", job.id, job.attempts,
+                        self.config.max_attempts, first_line)
+        elif outcome == "retried":
+            log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
+                     self.config.max_attempts, first_line)
+        self.metrics.jobs[outcome].inc()
+        self._free(job)
+
+    def _free(self, job: Job) -> None:
+        self.held.pop(job.token, None)
+        self.finished += 1
+        self.metrics.busy_slots.set(len(self.held))
+        self.slot_freed.set()
+
+    async def _ack_loop(self) -> None:
+        failures = 0
+        while True:
+            await self.ack_wanted.wait()
+            self.ack_wanted.clear()
+            batch, self.ack_buffer = self.ack_buffer, []
+            while batch:
+                try:
+                    outcome = await self.queue.ack_many(batch)
+                    break
+                except QueueError as exc:
+                    failures += 1
+                    self._queue_down(exc, failures)
+                    await asyncio.sleep(reconnect_delay(failures))
+            if failures:
+                failures = 0
+            if batch:
+                succeeded, duplicates = outcome if outcome else (len(batch), 0)
+                self.metrics.jobs["succeeded"].inc(succeeded)
+                if duplicates:
+                    self.metrics.jobs["duplicate"].inc(duplicates)
+                for job, _ in batch:
+                    self._free(job)
+            if not self.ack_buffer:
+                self.acks_idle.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.queue.heartbeat(self.config.worker_id, list(self.held.values()),
+                                           self.config.concurrency, len(self.held))
+            except QueueError:
+                pass   # the fetch loop reports the queue being down
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    # -- draining --------------------------------------------------------
+    async def _drain(self, late_fetch: asyncio.Task | None) -> None:
+        pending: set[asyncio.Task] = set()
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=self.config.drain_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.acks_idle.wait(), timeout=10)
+        released = list(self.held.values())
+        if late_fetch is not None:
+            with contextlib.suppress(Exception):
+                released += await late_fetch
+        await self._release(released)
+        log.info("drained: %d jobs finished, %d released for immediate redelivery",
+                 self.finished, len(released))
+
+    async def _release(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        for attempt in range(1, 4):
+            try:
+                await self.queue.release(jobs)
+                break
+            except QueueError as exc:
+                log.warning("cannot release %d jobs (%s); attempt %d/3", len(jobs), exc, attempt)
+                await asyncio.sleep(reconnect_delay(attempt))
+        for job in jobs:
+            self.held.pop(job.token, None)

@@ -1,0 +1,41 @@
+"""Job handlers the integration tests run in real `jobpool worker` processes."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+
+async def noop(payload):
+    return None
+
+
+async def echo(payload):
+    return {"echo": payload}
+
+
+async def started_at(payload):
+    """The wall-clock time the job started (the benchmark measures enqueue -> start)."""
+    return time.time()
+
+
+def square(payload):
+    """A sync handler: runs in the worker's thread pool."""
+    return payload * payload
+
+
+async def poison(payload):
+    raise ValueError(f"cannot handle {payload!r}")
+
+
+async def sleepy(payload):
+    """Sleeps `payload["seconds"]`; records start and end in JOBPOOL_TEST_LOG (one line each),
+    so a test sees which jobs started and which finished, and how many ran at once."""
+    log = Path(os.environ["JOBPOOL_TEST_LOG"])
+    with log.open("a") as out:
+        out.write(f"start {payload['n']} {os.getpid()} {time.time()}\n")
+    await asyncio.sleep(payload.get("seconds", 0))
+    with log.open("a") as out:
+        out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
+    return payload["n"]
