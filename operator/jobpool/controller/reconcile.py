@@ -360,10 +360,13 @@ class PoolController:
         """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
         assert spec.jobs is not None and self.queue is not None
         queue = self.queue
+        chunk = max(1, min(FEED_CHUNK, spec.queue.max_length))
+        log.info("%s/%s: feeding spec.jobs from index %d of %d", self.ref.namespace, self.ref.name,
+                 self.batch["fed"] if self.batch else 0, spec.jobs.total)
         try:
             while self.batch is not None and self.batch["digest"] == digest and self.batch["fed"] < self.batch["total"]:
                 start = self.batch["fed"]
-                stop = min(start + FEED_CHUNK, self.batch["total"])
+                stop = min(start + chunk, self.batch["total"])
                 ids = [f"{self.ref.name}-{index}" for index in range(start, stop)]
                 await queue.submit_many(spec.jobs.payloads(start, stop), ids, wait=True)
                 if self.batch is not None and self.batch["digest"] == digest:

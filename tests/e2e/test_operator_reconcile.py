@@ -1,0 +1,174 @@
+"""The operator against the real control plane: worker objects, status, scale, drift, errors."""
+import json
+import time
+
+from tests.e2e.operator_harness import (apply, condition, eventually, free_port, get, jobpool_crds,  # noqa: F401
+                                        operator, pool_manifest, unique)
+
+
+def deployment_of(cluster, ns, pool):
+    return get(cluster, ns, "deployment", f"{pool}-workers")
+
+
+def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("thumbs")
+    apply(cluster, ns, pool_manifest(name, parallelism=3, concurrency=4, drainSeconds=20))
+    pool = eventually(lambda: get(cluster, ns, "jobpool", name), message="the JobPool")
+    deployment = eventually(lambda: deployment_of(cluster, ns, name), message="the worker Deployment")
+
+    assert deployment["spec"]["replicas"] == 3
+    (owner,) = deployment["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("JobPool", name,
+                                                                                 pool["metadata"]["uid"], True)
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["jobpool.dev/pool"] == name
+    assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == name
+    pod = template["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JOBPOOL_POOL"]["value"] == name and env["JOBPOOL_NAMESPACE"]["value"] == ns
+    assert env["JOBPOOL_CONCURRENCY"]["value"] == "4"
+    assert env["JOBPOOL_WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert get(cluster, ns, "service", f"{name}-workers")["spec"]["ports"][0]["port"] == 9100
+    assert get(cluster, ns, "pdb", f"{name}-workers")["spec"]["maxUnavailable"] == 1
+
+    # kwok runs the pods and marks them Ready.
+    ready = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and condition(p, "Ready").get("status")
+                       == "True" and p, timeout=60, message="Ready=True")
+    status = ready["status"]
+    assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (3, 3, 3)
+    assert status["selector"] == f"jobpool.dev/pool={name}"
+    assert status["observedGeneration"] == ready["metadata"]["generation"]
+    assert condition(ready, "Degraded")["status"] == "False"
+    assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "deadLetter": 0}
+
+    table = cluster.kubectl("get", "jobpools", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED", "AGE"]
+    assert table[1].split()[:7] == [name, "3", "3", "0", "0", "0", "0"]
+    assert "jp" in cluster.kubectl("api-resources", "--api-group=jobpool.dev").stdout.split()
+
+    events = cluster.kubectl("get", "events", "-n", ns, "--field-selector",
+                             f"involvedObject.name={name}", "-o", "json").stdout
+    assert "WorkersReady" in events
+
+
+def test_unchanged_pool_is_not_rewritten_and_manual_edits_are_put_back(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("drift")
+    apply(cluster, ns, pool_manifest(name, parallelism=2))
+    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    before = deployment_of(cluster, ns, name)["metadata"]["resourceVersion"]
+    pool_before = get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"]
+    time.sleep(3)  # several reconcile ticks of an idle, unchanged pool
+    assert deployment_of(cluster, ns, name)["metadata"]["resourceVersion"] == before
+    assert get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"] == pool_before
+
+    cluster.kubectl("-n", ns, "set", "image", f"deployment/{name}-workers", "worker=evil.example/miner:1")
+    cluster.kubectl("-n", ns, "scale", f"deployment/{name}-workers", "--replicas=7")
+    eventually(lambda: (d := deployment_of(cluster, ns, name)) and d["spec"]["replicas"] == 2 and
+               d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/jobpool-examples:0.1",
+               message="the operator to put the Deployment back")
+
+
+def test_kubectl_scale_sets_parallelism(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("scaled")
+    apply(cluster, ns, pool_manifest(name, parallelism=1))
+    eventually(lambda: deployment_of(cluster, ns, name), message="the worker Deployment")
+    cluster.kubectl("-n", ns, "scale", f"jobpool/{name}", "--replicas=4")
+    eventually(lambda: deployment_of(cluster, ns, name)["spec"]["replicas"] == 4, message="4 replicas")
+    scale = eventually(lambda: (s := json.loads(cluster.kubectl("-n", ns, "get", f"jobpool/{name}",
+                                                                 "--subresource=scale", "-o", "json").stdout))
+                       and s["status"].get("replicas") == 4 and s, timeout=60, message="scale status replicas 4")
+    assert scale["spec"]["replicas"] == 4 and scale["status"]["selector"] == f"jobpool.dev/pool={name}"
+    eventually(lambda: get(cluster, ns, "pdb", f"{name}-workers"), message="a PDB once parallelism > 1")
+
+
+def test_bad_handler_and_missing_secret_are_degraded_and_named(operator, jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    bad, secretless, good = unique("bad"), unique("secretless"), unique("good")
+    apply(cluster, ns, pool_manifest(bad, worker={"image": "app:1", "handler": "tasks.square"}))
+    apply(cluster, ns, pool_manifest(secretless, queue={"urlSecretRef": {"name": "queue-auth", "key": "url"}}))
+    apply(cluster, ns, pool_manifest(good))
+
+    degraded = eventually(lambda: condition(get(cluster, ns, "jobpool", bad), "Degraded").get("status") == "True"
+                          and condition(get(cluster, ns, "jobpool", bad), "Degraded"), message="Degraded")
+    assert degraded["reason"] == "InvalidHandler" and "spec.worker.handler" in degraded["message"]
+    assert deployment_of(cluster, ns, bad) is None
+
+    missing = eventually(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status")
+                         == "True" and condition(get(cluster, ns, "jobpool", secretless), "Degraded"))
+    assert missing["reason"] == "SecretNotFound" and "spec.queue.urlSecretRef" in missing["message"]
+    assert "queue-auth" in missing["message"]
+
+    eventually(lambda: condition(get(cluster, ns, "jobpool", good), "Ready").get("status") == "True", timeout=60)
+    assert operator.alive()
+
+    queue_url = operator.default_queue
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "queue-auth", f"--from-literal=url={queue_url}")
+    eventually(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status") == "False",
+               timeout=30, message="Degraded=False once the Secret exists")
+    env = {e["name"]: e for e in deployment_of(cluster, ns, secretless)["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL",
+                                        "valueFrom": {"secretKeyRef": {"name": "queue-auth", "key": "url"}}}
+    assert queue_url not in json.dumps(get(cluster, ns, "jobpool", secretless))
+
+
+def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("noqueue")
+    apply(cluster, ns, pool_manifest(name, queue={"url": f"redis://127.0.0.1:{free_port()}/0"}))
+    cond = eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "True"
+                      and condition(get(cluster, ns, "jobpool", name), "Degraded"), timeout=30)
+    assert cond["reason"] == "QueueUnavailable" and "cannot reach the queue" in cond["message"]
+    assert condition(get(cluster, ns, "jobpool", name), "Ready")["status"] == "False"
+    events = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}").stdout
+    assert "QueueUnavailable" in events
+
+
+def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    cases = [
+        (pool_manifest("both", worker={"image": "a", "handler": "m:f", "command": ["x"]}),
+         "spec.worker: set exactly one of handler and command"),
+        (pool_manifest("neither", worker={"image": "a"}), "spec.worker: set exactly one of handler and command"),
+        (pool_manifest("bounds", autoscaling={"minWorkers": 5, "maxWorkers": 2}),
+         "spec.autoscaling: minWorkers must be <= maxWorkers"),
+        (pool_manifest("zero", concurrency=0), "spec.concurrency"),
+        (pool_manifest("huge", concurrency=1025), "spec.concurrency"),
+        (pool_manifest("count", jobs={"range": {"count": -1}}), "spec.jobs.range.count"),
+        (pool_manifest("batch", jobs={"items": [1], "range": {"count": 1}}),
+         "spec.jobs: set exactly one of items and range"),
+        (pool_manifest("noimage", worker={"handler": "m:f"}), "spec.worker.image"),
+    ]
+    for manifest, message in cases:
+        result = apply(cluster, ns, manifest, check=False)
+        assert result.returncode != 0 and message in result.stderr, (manifest["metadata"]["name"], result.stderr)
+    assert cluster.kubectl("get", "jobpools", "-n", ns, "-o", "name").stdout.strip() == ""
+
+
+def test_defaults_are_applied_by_the_api_server(jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    apply(cluster, ns, pool_manifest("defaults"))
+    spec = get(cluster, ns, "jobpool", "defaults")["spec"]
+    assert spec["parallelism"] == 1 and spec["concurrency"] == 1 and spec["drainSeconds"] == 60
+    assert spec["retry"] == {"maxAttempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 300}
+    assert spec["autoscaling"]["enabled"] is False and spec["queue"]["maxLength"] == 100000
+    explain = cluster.kubectl("explain", "jobpool.spec.autoscaling").stdout
+    assert "scaleDownDelaySeconds" in explain and "targetBacklogPerWorker" in explain
+
+
+def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("metered")
+    apply(cluster, ns, pool_manifest(name, parallelism=2))
+    labels = f'namespace="{ns}",pool="{name}"'
+    text = eventually(lambda: (m := operator.metrics()) and f"jobpool_workers_desired{{{labels}}} 2.0" in m and m,
+                      message="the pool's metrics")
+    for metric in ("jobpool_queue_waiting", "jobpool_queue_inflight", "jobpool_queue_delayed",
+                   "jobpool_queue_dead_letter", "jobpool_workers_ready", "jobpool_slots_busy",
+                   "jobpool_slots_total", "jobpool_saturation"):
+        assert f"{metric}{{{labels}}}" in text, metric
+    assert f'jobpool_jobs_total{{{labels},outcome="succeeded"}}' in text
+    assert "jobpool_reconcile_seconds_count" in text
+    assert operator.healthz() == 200
