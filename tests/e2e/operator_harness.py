@@ -54,8 +54,10 @@ def jobpool_command() -> list[str]:
 
 
 class OperatorProcess:
-    def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path):
+    def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
+                 kubeconfig: str | None = None):
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.metrics_port = free_port()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +67,7 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port), "--lease-namespace", self.namespace]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
-        env = {**self.cluster.env, "PYTHONUNBUFFERED": "1"}
+        env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -1,6 +1,5 @@
 """The Helm chart: it lints and renders, its values are validated, it installs under the
 restricted Pod Security Standard, and its RBAC is exactly enough to run the operator."""
-import base64
 import json
 import pathlib
 import subprocess
@@ -113,9 +112,8 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
 
         # The operator, with nothing but the chart's service account, reconciles a pool to Ready.
         token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
-        env_cluster = type("Scoped", (), {})()
-        env_cluster.env = {**cluster.env, "KUBECONFIG": kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")}
-        operator = OperatorProcess(env_cluster, ns, redis_server.url, tmp_path / "operator.log").start()
+        scoped = kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")
+        operator = OperatorProcess(cluster, ns, redis_server.url, tmp_path / "operator.log", kubeconfig=scoped).start()
         try:
             eventually(lambda: "holding the leader lease" in operator.logs(), timeout=60, message="the lease")
             name = unique("restricted")
