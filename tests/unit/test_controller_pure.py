@@ -1,0 +1,50 @@
+"""The operator's small pure pieces: flags, the leader-lease rule, URL redaction, batch digest."""
+import datetime
+
+import pytest
+
+from jobpool.api import JobPoolSpec
+from jobpool.controller.lease import lease_is_free
+from jobpool.controller.main import parse_args
+from jobpool.controller.reconcile import batch_digest, redact
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def test_operator_flags(monkeypatch):
+    monkeypatch.setenv("JOBPOOL_DEFAULT_QUEUE_URL", "redis://env:6379/0")
+    args = parse_args(["--namespace", "a", "--namespace", "b", "--metrics-port", "9999"])
+    assert args.namespace == ["a", "b"] and args.default_queue == "redis://env:6379/0"
+    assert args.metrics_port == 9999 and not args.all_namespaces
+    assert parse_args(["--all-namespaces", "--default-queue", "redis://flag/0"]).default_queue == "redis://flag/0"
+
+
+def test_operator_needs_a_scope(capsys):
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "--namespace NS (repeatable) or --all-namespaces" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--namespace", "a", "--all-namespaces"])
+
+
+def test_lease_is_free_when_unheld_ours_or_expired():
+    renewed = (NOW - datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    held = {"holderIdentity": "other", "renewTime": renewed, "leaseDurationSeconds": 15}
+    assert not lease_is_free(held, "me", NOW)
+    assert lease_is_free(held, "other", NOW)
+    assert lease_is_free({**held, "holderIdentity": None}, "me", NOW)
+    assert lease_is_free(held, "me", NOW + datetime.timedelta(seconds=11))
+
+
+def test_queue_urls_lose_their_password_in_messages():
+    assert redact("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact("rediss://user:pw@host/1") == "rediss://user:***@host/1"
+    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_batch_digest_follows_the_jobs_only():
+    def spec(**kw):
+        return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, **kw})
+    a = spec(jobs={"range": {"count": 10}})
+    assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, parallelism=5))
+    assert batch_digest(a) != batch_digest(spec(jobs={"range": {"count": 11}}))
