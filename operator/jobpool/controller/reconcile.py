@@ -108,6 +108,7 @@ class OperatorContext:
         self.config = config
         self.metrics = metrics
         self.cache = ClusterCache()
+        self.controllers: dict[tuple[str, str], "PoolController"] = {}
         self.open_queue = open_queue
         self.post_event = post_event
 
@@ -125,13 +126,16 @@ class PoolController:
         self.queue: Queue | None = None
         self.queue_url: str | None = None
         self.configured_max_length: int | None = None
+        self.stopping = False
         self._secret_cache: tuple[float, tuple[str, str], str | None, pool_status.Problem | None] | None = None
 
     # -- the loop --------------------------------------------------------------
     async def run(self, body: Any, stopped: Any) -> None:
         waker = self.ctx.cache.waker(self.ref.namespace, self.ref.name)
+        key = (self.ref.namespace, self.ref.name)
+        self.ctx.controllers[key] = self
         try:
-            while not stopped:
+            while not stopped and not self.stopping:
                 started = time.perf_counter()
                 try:
                     await self.reconcile(body)
@@ -144,11 +148,20 @@ class PoolController:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            if self.ctx.controllers.get(key) is self:
+                del self.ctx.controllers[key]
             await self.close()
 
     async def close(self) -> None:
+        """Stop feeding and let go of the queue (before the finalizer deletes its keys)."""
+        self.stopping = True
         if self.feeder is not None:
             self.feeder.cancel()
+            try:
+                await self.feeder
+            except BaseException:
+                pass
+            self.feeder = None
         await self._drop_queue()
 
     async def reconcile(self, body: Any) -> None:
@@ -254,7 +267,7 @@ class PoolController:
 
     async def _ensure_queue(self, spec: JobPoolSpec) -> pool_status.Problem | None:
         url, problem = await self._queue_url(spec)
-        if problem is not None or url is None:
+        if problem is not None or url is None or self.stopping:
             return problem
         if url != self.queue_url:
             await self._drop_queue()
@@ -398,6 +411,9 @@ class PoolController:
 
 async def delete_queue_keys(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any]) -> str:
     """The finalizer: remove every key of the pool. Returns what it did, for the log."""
+    running = ctx.controllers.get((namespace, name))
+    if running is not None:
+        await running.close()
     controller = PoolController(ctx, name, namespace, uid="")
     try:
         spec = JobPoolSpec.model_validate(spec_raw)
