@@ -20,6 +20,12 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def new_job_ids(count: int) -> list[str]:
+    """`count` unique ids at once: a random 96-bit prefix shared by one batch, then the index."""
+    prefix = uuid.uuid4().hex[:24]
+    return [f"{prefix}{index:x}" for index in range(count)]
+
+
 def check_job_id(job_id: Any, index: int | None = None) -> str:
     """A caller-given id: a non-empty string of printable characters, at most 256 long."""
     where = f"job {index}: " if index is not None else ""
@@ -32,11 +38,14 @@ def check_job_id(job_id: Any, index: int | None = None) -> str:
     return job_id
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(value: Any, what: str = "payload") -> str:
     if isinstance(value, RawJSON):
         return str(value)
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise QueueError(f"{what} is not JSON-serializable: {exc}") from None
 

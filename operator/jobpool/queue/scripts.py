@@ -17,11 +17,20 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function waiting_count(stream, group)
+-- pending entries held by real consumers; entries given back on drain count as waiting
+local function in_flight_count(stream, group)
   local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
-  local pending = 0
-  if ok then pending = summary[1] end
-  return redis.call('XLEN', stream) - pending
+  if not ok then return 0 end
+  local pending = summary[1]
+  if summary[4] then
+    for _, consumer in ipairs(summary[4]) do
+      if consumer[1] == 'released' then pending = pending - tonumber(consumer[2]) end
+    end
+  end
+  return pending
+end
+local function waiting_count(stream, group)
+  return redis.call('XLEN', stream) - in_flight_count(stream, group)
 end
 """
 
@@ -226,13 +235,11 @@ return 1
 
 # KEYS: stream delayed dead counters workers
 # ARGV: group now_ms
-# -> {xlen, pending, delayed, dead, counters(flat), workers(flat, live ones)}
-STATS = """
+# -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones)}
+STATS = _ENSURE_GROUP + """
 local stream, delayed, dead, counters, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, now = ARGV[1], tonumber(ARGV[2])
-local pending = 0
-local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
-if ok then pending = summary[1] end
+local pending = in_flight_count(stream, group)
 local live = {}
 local all = redis.call('HGETALL', workers)
 for i = 1, #all, 2 do

@@ -20,7 +20,7 @@ from redis.retry import Retry
 from . import scripts
 from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, QueueUnavailable,
                    Result, WorkerInfo)
-from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_id,
+from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_ids,
                     outcome_of_failure, retry_delay,
                     redact_url)
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
@@ -101,29 +101,31 @@ class RedisStreamsQueue(Queue):
                           progress: Any = None) -> list[str]:
         if ids is not None and len(ids) != len(payloads):
             raise QueueError(f"{len(payloads)} payloads but {len(ids)} ids")
-        job_ids: list[str] = []
-        given: list[str] = []
-        encoded: list[str] = []
-        for index, payload in enumerate(payloads):
-            job_id = ids[index] if ids is not None else None
-            if job_id is None:
-                job_ids.append(new_job_id())
-                given.append("0")
-            else:
-                job_ids.append(check_job_id(job_id, index))
-                given.append("1")
-            try:
-                encoded.append(encode_json(payload))
-            except QueueError as exc:
-                raise QueueError(f"job {index}: {exc}") from None
+        job_ids = new_job_ids(len(payloads))
+        given = ["0"] * len(payloads)
+        if ids is not None:
+            for index, job_id in enumerate(ids):
+                if job_id is not None:
+                    job_ids[index] = check_job_id(job_id, index)
+                    given[index] = "1"
+        encode = encode_json
+        try:
+            encoded = [encode(payload) for payload in payloads]
+        except QueueError:
+            for index, payload in enumerate(payloads):
+                try:
+                    encode(payload)
+                except QueueError as exc:
+                    raise QueueError(f"job {index}: {exc}") from None
+            raise
         deadline = None if timeout is None else time.monotonic() + timeout
         start = 0
         pause = 0.01
         while start < len(job_ids):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             args: list[str] = [GROUP, "1" if wait else "0"]
-            for i in range(start, end):
-                args += (job_ids[i], given[i], encoded[i])
+            args += [x for triple in zip(job_ids[start:end], given[start:end], encoded[start:end])
+                     for x in triple]
             with self._errors():
                 processed, _enqueued, room = await self._submit(keys=self._submit_keys, args=args)
             start += processed
@@ -152,8 +154,25 @@ class RedisStreamsQueue(Queue):
 
     # -- workers ---------------------------------------------------------
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        """Reclaim stale entries, promote due retries and read new entries (one script); when
+        there are none, block for new ones, but only until the next retry is due."""
         if count <= 0:
             return []
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            jobs, block = await self._fetch_now(consumer, count, block_ms)
+            if jobs:
+                return jobs
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                return []
+            waits_for_retry = block is not None and block < remaining_ms
+            jobs = await self._read_blocking(consumer, count, min(block or remaining_ms,
+                                                                  remaining_ms))
+            if jobs or not waits_for_retry:
+                return jobs
+
+    async def _fetch_now(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], int | None]:
         k = self.keys
         reclaim_interval_ms = max(50, min(1000, int(self.visibility_timeout * 250)))
         with self._errors():
@@ -164,13 +183,17 @@ class RedisStreamsQueue(Queue):
         jobs = [job_from_entry(entry_id, fields, int(deliveries))
                 for entry_id, fields, deliveries in reclaimed]
         jobs += [job_from_entry(entry_id, fields, 1) for entry_id, fields in fresh]
-        if jobs or block_ms <= 0:
-            return jobs
-        block = block_ms if next_due < 0 else max(1, min(block_ms, int(next_due) - int(now_ms)))
+        # the next reclaim pass matters too: stale entries of dead workers wait for it
+        next_event = reclaim_interval_ms if next_due < 0 else min(
+            reclaim_interval_ms, max(1, int(next_due) - int(now_ms)))
+        return jobs, next_event
+
+    async def _read_blocking(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+        k = self.keys
         with self._errors():
             try:
                 reply = await self.redis.xreadgroup(GROUP, consumer, {k.stream: ">"}, count=count,
-                                                    block=block)
+                                                    block=max(1, block_ms))
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -185,15 +208,20 @@ class RedisStreamsQueue(Queue):
     async def ack(self, job: Job, result: Any) -> None:
         await self.ack_many([(job, result)])
 
-    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> None:
+    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
+        """Returns (first completions, duplicate completions)."""
         k = self.keys
         keys = [k.stream, k.live, k.counters, k.results, k.result_prefix]
+        succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
             args: list[Any] = [GROUP, int(self.result_ttl * 1000), self.results_cap]
             for job, result in done[start:start + ACK_CHUNK]:
                 args += (job.token, job.id, job.attempts, encode_json(result, "result"))
             with self._errors():
-                await self._ack(keys=keys, args=args)
+                first, again = await self._ack(keys=keys, args=args)
+            succeeded += first
+            duplicates += again
+        return succeeded, duplicates
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:

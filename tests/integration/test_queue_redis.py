@@ -1,0 +1,273 @@
+"""The Redis Streams queue against a real redis-server: each guarantee of the queue itself."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis as redis_sync
+
+from jobpool.queue import QueueError, QueueFull, QueueUnavailable, open_queue
+from jobpool.queue.keys import GROUP, PoolKeys
+
+from .conftest import SyncQueue, wait_until
+
+
+def test_submit_fetch_ack_stores_the_result(queue):
+    [job_id] = queue.submit_many([{"src": "a.png"}])
+    [job] = queue.fetch("c1", 10, 0)
+    assert (job.id, job.payload, job.attempts) == (job_id, {"src": "a.png"}, 1)
+    assert abs(job.enqueued_at - time.time()) < 5
+    assert queue.ack_many([(job, {"ok": True})]) == (1, 0)
+    result = queue.result(job_id)
+    assert (result.id, result.result, result.attempts) == (job_id, {"ok": True}, 1)
+    assert [(r.id, r.result) for r in queue.collect(queue.results())] == [(job_id, {"ok": True})]
+    stats = queue.stats()
+    assert (stats.waiting, stats.in_flight, stats.submitted, stats.succeeded) == (0, 0, 1, 1)
+
+
+def test_acknowledged_entries_are_removed_from_the_stream(queue, redis_server):
+    queue.submit_many(list(range(50)))
+    jobs = queue.fetch("c1", 50, 0)
+    queue.ack_many([(job, None) for job in jobs])
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    keys = PoolKeys("it", queue.pool)
+    assert raw.xlen(keys.stream) == 0
+    assert raw.xpending(keys.stream, GROUP)["pending"] == 0
+    assert raw.scard(keys.live) == 0
+
+
+def test_caller_given_ids_are_enqueued_once_while_the_queue_knows_them(queue):
+    assert queue.submit_many(["a", "b"], ["job-1", "job-2"]) == ["job-1", "job-2"]
+    assert queue.submit_many(["again"], ["job-1"]) == ["job-1"]          # waiting
+    jobs = queue.fetch("c1", 10, 0)
+    assert [job.payload for job in jobs] == ["a", "b"]
+    queue.submit_many(["again"], ["job-1"])                              # in flight
+    queue.ack_many([(jobs[0], 1)])
+    queue.submit_many(["again"], ["job-1"])                              # finished
+    queue.fail(jobs[1], "boom", max_attempts=1, backoff=0, max_backoff=0)
+    queue.submit_many(["again"], ["job-2"])                              # dead
+    assert queue.fetch("c1", 10, 0) == []
+    assert queue.stats().submitted == 2
+
+
+def test_duplicate_ids_in_one_batch_are_enqueued_once(queue):
+    assert queue.submit_many([1, 2, 3], ["x", "x", None])[:2] == ["x", "x"]
+    assert queue.stats().waiting == 2
+
+
+def test_generated_ids_are_unique(queue):
+    ids = queue.submit_many(list(range(3000))) + queue.submit_many(list(range(3000)))
+    assert len(set(ids)) == 6000
+
+
+def test_invalid_payload_or_id_is_refused_naming_the_job_and_nothing_is_submitted(queue):
+    with pytest.raises(QueueError, match="job 1: payload is not JSON-serializable"):
+        queue.submit_many([1, {1, 2}])
+    with pytest.raises(QueueError, match="job 0: id must be a non-empty string"):
+        queue.submit_many([1], [""])
+    assert queue.stats().submitted == 0
+
+
+def test_max_length_refuses_without_waiting_and_enqueues_nothing(queue):
+    queue.configure(max_length=5)
+    queue.submit_many(list(range(4)))
+    with pytest.raises(QueueFull, match="maxLength"):
+        queue.submit_many([4, 5], wait=False)
+    assert queue.stats().waiting == 4
+    queue.submit_many([4], wait=False)
+    with pytest.raises(QueueFull):
+        queue.submit_many([5], wait=True, timeout=0.3)
+
+
+def test_max_length_is_seen_by_every_submitter_and_waiting_ones_resume(queue, redis_server,
+                                                                          pool_name):
+    queue.configure(max_length=3)
+    other = SyncQueue(redis_server.url, "it", pool_name)
+    outcome = {}
+
+    def submit_more():
+        outcome["ids"] = other.submit_many(list(range(6)), wait=True, timeout=20)
+
+    thread = threading.Thread(target=submit_more)
+    thread.start()
+    wait_until(lambda: queue.stats().waiting == 3, what="3 waiting jobs")
+    time.sleep(0.2)
+    assert queue.stats().submitted == 3          # the submitter waits at maxLength
+    done = 0
+    while done < 6:
+        jobs = queue.fetch("c1", 2, 200)
+        queue.ack_many([(job, None) for job in jobs])
+        done += len(jobs)
+    thread.join(20)
+    other.close()
+    assert len(outcome["ids"]) == 6 and queue.stats().succeeded == 6
+
+
+def test_failed_job_is_retried_after_its_backoff_without_polling(queue):
+    [job_id] = queue.submit_many(["x"])
+    [job] = queue.fetch("c1", 1, 0)
+    assert queue.fail(job, "boom", max_attempts=3, backoff=0.4, max_backoff=10) == "retried"
+    stats = queue.stats()
+    assert (stats.delayed, stats.waiting, stats.retried) == (1, 0, 1)
+    started = time.monotonic()
+    [again] = queue.fetch("c1", 1, 5000)   # blocks only until the retry is due
+    waited = time.monotonic() - started
+    assert again.id == job_id and again.attempts == 2
+    assert 0.1 <= waited < 3
+
+
+def test_job_is_dead_lettered_after_max_attempts_with_its_error(queue):
+    [job_id] = queue.submit_many([{"n": 1}])
+    for attempt in (1, 2, 3):
+        [job] = queue.fetch("c1", 1, 2000)
+        assert job.attempts == attempt
+        outcome = queue.fail(job, f"error {attempt}", max_attempts=3, backoff=0.01,
+                             max_backoff=0.01)
+    assert outcome == "dead_lettered"
+    [dead] = queue.dead_letters()
+    assert (dead.id, dead.payload, dead.attempts, dead.error) == (job_id, {"n": 1}, 3, "error 3")
+    stats = queue.stats()
+    assert (stats.dead_letter, stats.dead_lettered, stats.retried, stats.backlog) == (1, 1, 2, 0)
+
+
+def test_replay_reruns_dead_jobs_and_counts_them_once(queue):
+    queue.submit_many(["a", "b"], ["a", "b"])
+    for job in queue.fetch("c1", 2, 0):
+        queue.fail(job, "boom", max_attempts=1, backoff=0, max_backoff=0)
+    assert queue.replay(["a"]) == 1
+    [job] = queue.fetch("c1", 5, 0)
+    assert (job.id, job.attempts) == ("a", 1)
+    queue.fail(job, "boom again", max_attempts=1, backoff=0, max_backoff=0)
+    stats = queue.stats()
+    assert (stats.dead_letter, stats.dead_lettered) == (2, 2)
+    assert queue.purge_dead_letters(["b"]) == 1
+    assert [d.id for d in queue.dead_letters()] == ["a"]
+    assert queue.replay() == 1 and queue.stats().waiting == 1
+    assert queue.purge_dead_letters() == 0
+
+
+def test_released_jobs_go_to_the_next_fetch_of_any_worker(queue):
+    queue.submit_many(["a", "b"])
+    jobs = queue.fetch("c1", 2, 0)
+    queue.release(jobs)
+    stats = queue.stats()
+    assert (stats.waiting, stats.in_flight) == (2, 0)
+    again = queue.fetch("c2", 5, 0)
+    assert sorted(j.payload for j in again) == ["a", "b"]
+    assert [j.attempts for j in again] == [1, 1]
+
+
+def test_a_silent_consumer_loses_its_jobs_after_the_visibility_timeout(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    try:
+        q.submit_many(["a"])
+        [job] = q.fetch("dead-worker", 1, 0)
+        assert q.fetch("live-worker", 1, 0) == []
+        [again] = wait_until(lambda: q.fetch("live-worker", 1, 100), timeout=5,
+                             what="redelivery")
+        assert (again.id, again.attempts) == (job.id, 2)
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_heartbeats_keep_a_running_job_from_being_redelivered(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    try:
+        q.submit_many(["long"])
+        [job] = q.fetch("busy-worker", 1, 0)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            q.heartbeat("busy-worker", [job], 1, 1)
+            assert q.fetch("other-worker", 1, 50) == []
+            time.sleep(0.05)
+        assert q.ack_many([(job, "done")]) == (1, 0)
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_a_second_completion_is_counted_as_a_duplicate_not_a_success(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
+    try:
+        q.submit_many(["x"])
+        [first] = q.fetch("slow-worker", 1, 0)
+        [second] = wait_until(lambda: q.fetch("other-worker", 1, 100), timeout=5,
+                              what="redelivery")
+        assert q.ack_many([(second, "from other")]) == (1, 0)
+        assert q.ack_many([(first, "from slow")]) == (0, 1)
+        assert q.fail(first, "late failure", max_attempts=1, backoff=0,
+                      max_backoff=0) == "duplicate"
+        stats = q.stats()
+        assert (stats.succeeded, stats.duplicates, stats.dead_lettered) == (1, 2, 0)
+        assert q.result(first.id).result == "from other"
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_workers_register_and_expire(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.5)
+    try:
+        q.heartbeat("pod-a", [], 4, 1)
+        q.heartbeat("pod-b", [], 4, 3)
+        stats = q.stats()
+        assert [w.id for w in stats.workers] == ["pod-a", "pod-b"]
+        assert (stats.busy_slots, stats.total_slots, stats.saturation) == (4, 8, 0.5)
+        q.unregister("pod-b")
+        assert [w.id for w in q.stats().workers] == ["pod-a"]
+        wait_until(lambda: not q.stats().workers, timeout=5, what="pod-a to expire")
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_status_keys_are_the_documented_ones(queue):
+    assert list(queue.stats().as_status()) == [
+        "waiting", "inFlight", "delayed", "deadLetter", "submitted", "succeeded", "retried",
+        "deadLettered", "workers", "busySlots", "totalSlots", "saturation"]
+
+
+def test_delete_all_removes_exactly_the_pools_keys(redis_server, pool_name):
+    mine = SyncQueue(redis_server.url, "it", pool_name)
+    neighbour = SyncQueue(redis_server.url, "it", pool_name + "-x")
+    try:
+        for q in (mine, neighbour):
+            ids = q.submit_many([1, 2, 3], ["a", "b", "c"])
+            jobs = q.fetch("c", 3, 0)
+            q.ack_many([(jobs[0], 1)])
+            q.fail(jobs[1], "e", max_attempts=1, backoff=0, max_backoff=0)
+            q.heartbeat("c", [jobs[2]], 1, 1)
+        raw = redis_sync.Redis.from_url(redis_server.url)
+        tag = PoolKeys("it", pool_name).tag
+        assert all(k.decode().startswith(tag) for k in raw.keys(f"*{pool_name}}}*"))
+        mine.delete_all()
+        assert raw.keys(f"*/{pool_name}}}*") == []
+        assert neighbour.stats().submitted == 3 and neighbour.result("a").result == 1
+        assert ids == ["a", "b", "c"]
+    finally:
+        neighbour.delete_all()
+        mine.close()
+        neighbour.close()
+
+
+def test_a_bad_url_is_refused_with_one_line():
+    for url, fragment in [("http://x", "unknown scheme 'http'"), ("", "no queue URL"),
+                          ("redis://h:99999/0", "invalid queue URL"),
+                          ("redis://h:1/x", "database 'x' is not a number")]:
+        with pytest.raises(QueueError, match=fragment) as caught:
+            open_queue(url, "ns", "p")
+        assert "\n" not in str(caught.value)
+
+
+def test_an_unreachable_queue_raises_queue_unavailable_without_the_password():
+    q = SyncQueue("redis://:s3cret@127.0.0.1:1/0", "ns", "p")
+    try:
+        with pytest.raises(QueueUnavailable) as caught:
+            q.stats()
+        message = str(caught.value)
+        assert "cannot reach the queue at redis://:***@127.0.0.1:1/0" in message
+        assert "s3cret" not in message and "\n" not in message
+    finally:
+        q.close()
