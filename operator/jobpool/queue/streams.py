@@ -87,13 +87,22 @@ class RedisStreamsQueue(Queue):
             raise QueueError(f"queue {redact_url(self.url)} refused an operation on pool "
                              f"{self.namespace}/{self.pool}: {exc}") from None
 
+    async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one command, once more on a fresh connection if a pooled one went stale (the
+        server restarted); a second failure means the queue is down."""
+        try:
+            return await function(*args, **kwargs)
+        except ConnectionError:
+            await self.redis.connection_pool.disconnect()
+            return await function(*args, **kwargs)
+
     # -- configuration ---------------------------------------------------
     async def configure(self, *, max_length: int | None) -> None:
         with self._errors():
             if max_length:
-                await self.redis.hset(self.keys.config, "max_length", int(max_length))
+                await self._call(self.redis.hset, self.keys.config, "max_length", int(max_length))
             else:
-                await self.redis.hdel(self.keys.config, "max_length")
+                await self._call(self.redis.hdel, self.keys.config, "max_length")
 
     # -- producers -------------------------------------------------------
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
@@ -127,7 +136,7 @@ class RedisStreamsQueue(Queue):
             args += [x for triple in zip(job_ids[start:end], given[start:end], encoded[start:end])
                      for x in triple]
             with self._errors():
-                processed, _enqueued, room = await self._submit(keys=self._submit_keys, args=args)
+                processed, _enqueued, room = await self._call(self._submit, keys=self._submit_keys, args=args)
             start += processed
             if progress is not None and processed:
                 progress(processed)
@@ -176,7 +185,7 @@ class RedisStreamsQueue(Queue):
         k = self.keys
         reclaim_interval_ms = max(50, min(1000, int(self.visibility_timeout * 250)))
         with self._errors():
-            now_ms, next_due, reclaimed, fresh = await self._fetch(
+            now_ms, next_due, reclaimed, fresh = await self._call(self._fetch, 
                 keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
                 args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
                       reclaim_interval_ms])
@@ -192,13 +201,13 @@ class RedisStreamsQueue(Queue):
         k = self.keys
         with self._errors():
             try:
-                reply = await self.redis.xreadgroup(GROUP, consumer, {k.stream: ">"}, count=count,
+                reply = await self._call(self.redis.xreadgroup, GROUP, consumer, {k.stream: ">"}, count=count,
                                                     block=max(1, block_ms))
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 with contextlib.suppress(ResponseError):
-                    await self.redis.xgroup_create(k.stream, GROUP, id="0", mkstream=True)
+                    await self._call(self.redis.xgroup_create, k.stream, GROUP, id="0", mkstream=True)
                 return []
         if not reply:
             return []
@@ -218,7 +227,7 @@ class RedisStreamsQueue(Queue):
             for job, result in done[start:start + ACK_CHUNK]:
                 args += (job.token, job.id, job.attempts, encode_json(result, "result"))
             with self._errors():
-                first, again = await self._ack(keys=keys, args=args)
+                first, again = await self._call(self._ack, keys=keys, args=args)
             succeeded += first
             duplicates += again
         return succeeded, duplicates
@@ -229,7 +238,7 @@ class RedisStreamsQueue(Queue):
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
         k = self.keys
         with self._errors():
-            return await self._fail(
+            return await self._call(self._fail, 
                 keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
                       k.counters, k.result_prefix],
                 args=[GROUP, job.token, job.id, job.attempts, job.payload_text, error[:8000],
@@ -241,7 +250,7 @@ class RedisStreamsQueue(Queue):
             return
         k = self.keys
         with self._errors():
-            await self._release(keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
+            await self._call(self._release, keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
                                 args=[GROUP, RELEASED_CONSUMER, *tokens])
 
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
@@ -249,12 +258,12 @@ class RedisStreamsQueue(Queue):
         info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
                            "expiresAt": round(now + self.visibility_timeout, 3)})
         with self._errors():
-            await self._heartbeat(keys=[self.keys.stream, self.keys.workers],
+            await self._call(self._heartbeat, keys=[self.keys.stream, self.keys.workers],
                                   args=[GROUP, consumer, info, *(job.token for job in jobs)])
 
     async def unregister(self, consumer: str) -> None:
         with self._errors():
-            await self._unregister(keys=[self.keys.stream, self.keys.workers],
+            await self._call(self._unregister, keys=[self.keys.stream, self.keys.workers],
                                    args=[GROUP, consumer])
 
     # -- results, dead letters, status, lifecycle ------------------------
@@ -264,7 +273,7 @@ class RedisStreamsQueue(Queue):
         pause = 0.005
         while True:
             with self._errors():
-                stored = await self.redis.get(key)
+                stored = await self._call(self.redis.get, key)
             if stored is not None:
                 attempts, _, text = stored.partition(":")
                 return Result(id, decode_json(text), int(attempts))
@@ -277,7 +286,7 @@ class RedisStreamsQueue(Queue):
         last = "0-0"
         while True:
             with self._errors():
-                reply = await self.redis.xread({self.keys.results: last}, count=1000,
+                reply = await self._call(self.redis.xread, {self.keys.results: last}, count=1000,
                                                block=1000 if follow else None)
             entries = []
             if reply:
@@ -290,7 +299,7 @@ class RedisStreamsQueue(Queue):
 
     async def dead_letters(self) -> list[DeadJob]:
         with self._errors():
-            entries = await self.redis.xrange(self.keys.dead)
+            entries = await self._call(self.redis.xrange, self.keys.dead)
         dead = []
         for _entry_id, f in entries:
             try:
@@ -304,25 +313,25 @@ class RedisStreamsQueue(Queue):
     async def replay(self, ids: Sequence[str] | None = None) -> int:
         k = self.keys
         with self._errors():
-            return await self._replay(keys=[k.stream, k.live, k.dead, k.dead_ids],
+            return await self._call(self._replay, keys=[k.stream, k.live, k.dead, k.dead_ids],
                                       args=["1" if ids is None else "0", *(ids or ())])
 
     async def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         with self._errors():
-            return await self._purge(keys=[self.keys.dead, self.keys.dead_ids],
+            return await self._call(self._purge, keys=[self.keys.dead, self.keys.dead_ids],
                                      args=["1" if ids is None else "0", *(ids or ())])
 
     async def stats(self) -> QueueStats:
         k = self.keys
         with self._errors():
-            length, pending, delayed, dead, counters, workers = await self._stats(
+            length, pending, delayed, dead, counters, workers = await self._call(self._stats, 
                 keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
                 args=[GROUP, int(time.time() * 1000)])
         return stats_from_reply(length, pending, delayed, dead, counters, workers)
 
     async def ping(self) -> None:
         with self._errors():
-            await self.redis.ping()
+            await self._call(self.redis.ping, )
 
     async def delete_all(self) -> None:
         with self._errors():
@@ -330,10 +339,10 @@ class RedisStreamsQueue(Queue):
             async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 1000:
-                    await self.redis.unlink(*batch)
+                    await self._call(self.redis.unlink, *batch)
                     batch.clear()
             if batch:
-                await self.redis.unlink(*batch)
+                await self._call(self.redis.unlink, *batch)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

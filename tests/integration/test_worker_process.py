@@ -1,0 +1,247 @@
+"""Real `jobpool worker` processes against a real redis-server: the guarantees of DESIGN.md
+that involve a worker (kill -9, drain, dead letters, bounds, restarts, memory, back-off)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import redis as redis_sync
+
+from jobpool.queue.keys import GROUP, PoolKeys
+
+from .conftest import wait_until
+
+SLEEPY = "tests.integration.handlers:sleepy"
+
+
+def events(log: Path) -> list[tuple[str, int, int]]:
+    """(start|end, job number, worker pid) lines written by the `sleepy` handler."""
+    if not log.exists():
+        return []
+    return [(kind, int(n), int(pid)) for kind, n, pid, _ in
+            (line.split() for line in log.read_text().splitlines() if line)]
+
+
+def test_a_job_killed_with_its_worker_completes_on_another_worker(queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    fast = dict(visibility_timeout=1.5, heartbeat_interval=0.3, env={"JOBPOOL_TEST_LOG": str(log)})
+    first = spawn_worker(handler=SLEEPY, **fast)
+    [job_id] = queue.submit_many([{"n": 1, "seconds": 1.0}])
+    wait_until(lambda: ("start", 1, first.pid) in events(log), what="the job to start")
+    first.kill()
+    second = spawn_worker(handler=SLEEPY, **fast)
+    result = queue.result(job_id, timeout=20)
+    assert result is not None and result.result == 1 and result.attempts == 2
+    assert ("end", 1, second.pid) in events(log)
+    assert ("end", 1, first.pid) not in events(log)
+    stats = queue.stats()
+    assert (stats.succeeded, stats.in_flight, stats.waiting) == (1, 0, 0)
+
+
+def test_sigterm_drains_in_flight_jobs_and_releases_the_rest(queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    env = {"JOBPOOL_TEST_LOG": str(log)}
+    worker = spawn_worker(handler=SLEEPY, concurrency=2, drain_seconds=1.5, env=env)
+    short_id, long_id = queue.submit_many([{"n": 1, "seconds": 0.5}, {"n": 2, "seconds": 60}])
+    wait_until(lambda: {("start", 1, worker.pid), ("start", 2, worker.pid)} <= set(events(log)),
+               what="both jobs to start")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert queue.result(short_id).result == 1          # finished within the drain time
+    stats = queue.stats()
+    assert (stats.waiting, stats.in_flight, stats.succeeded) == (1, 0, 1)
+    assert "released for immediate redelivery" in worker.log()
+    # released at once: a new worker starts it long before the 30 s visibility timeout
+    successor = spawn_worker(handler=SLEEPY, env=env)
+    wait_until(lambda: ("start", 2, successor.pid) in events(log), timeout=10,
+               what="the released job to start on the next worker")
+    assert queue.result(long_id) is None
+
+
+def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    fast = dict(visibility_timeout=1.5, heartbeat_interval=0.3, drain_seconds=60,
+                env={"JOBPOOL_TEST_LOG": str(log)})
+    worker = spawn_worker(handler=SLEEPY, **fast)
+    queue.submit_many([{"n": 1, "seconds": 30}])
+    wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the job to start")
+    worker.send(signal.SIGTERM)
+    wait_until(lambda: "draining" in worker.log(), what="the drain to begin")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(timeout=5) != 0
+    assert queue.stats().in_flight == 1                # still pending, not lost
+    other = spawn_worker(handler=SLEEPY, **fast)
+    wait_until(lambda: ("start", 1, other.pid) in events(log), timeout=15,
+               what="redelivery after the visibility timeout")
+
+
+def test_a_poison_job_ends_in_the_dead_letters_after_max_attempts(queue, spawn_worker,
+                                                                  redis_server):
+    spawn_worker(handler="tests.integration.handlers:poison", max_attempts=3, backoff=0.05,
+                 max_backoff=0.2)
+    queue.submit_many([{"bad": True}], ["poison-1"])
+    # an entry whose payload is not JSON, as another producer might write it
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    raw.xadd(PoolKeys("it", queue.pool).stream,
+             {"id": "garbled-1", "p": "{not json", "a": "0", "t": str(int(time.time() * 1000))})
+    wait_until(lambda: queue.stats().dead_letter == 2, what="two dead letters")
+    dead = {d.id: d for d in queue.dead_letters()}
+    assert dead["poison-1"].attempts == 3 and dead["poison-1"].payload == {"bad": True}
+    assert dead["poison-1"].error.startswith("ValueError: cannot handle {'bad': True}")
+    assert dead["garbled-1"].attempts == 3 and dead["garbled-1"].payload == "{not json"
+    assert dead["garbled-1"].error.startswith("payload is not valid JSON")
+    stats = queue.stats()
+    assert (stats.retried, stats.dead_lettered, stats.backlog) == (4, 2, 0)
+
+
+def test_a_worker_never_holds_more_jobs_than_its_slots(queue, spawn_worker, tmp_path,
+                                                       redis_server):
+    log = tmp_path / "jobs.log"
+    worker = spawn_worker(handler=SLEEPY, concurrency=3, env={"JOBPOOL_TEST_LOG": str(log)})
+    ids = queue.submit_many([{"n": n, "seconds": 0.1} for n in range(30)])
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    stream = PoolKeys("it", queue.pool).stream
+    most_held = 0
+    deadline = time.monotonic() + 30
+    while queue.stats().succeeded < 30 and time.monotonic() < deadline:
+        held = raw.xpending_range(stream, GROUP, "-", "+", 100, consumername=worker.name)
+        most_held = max(most_held, len(held))
+        time.sleep(0.005)
+    assert queue.stats().succeeded == 30
+    assert 1 <= most_held <= 3
+    running = most_running = 0
+    for kind, _, _ in events(log):
+        running += 1 if kind == "start" else -1
+        most_running = max(most_running, running)
+    assert most_running == 3
+    assert all(queue.result(i) for i in ids)
+
+
+def test_a_long_job_is_never_stolen_while_it_runs(queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    fast = dict(visibility_timeout=1.0, heartbeat_interval=0.2, env={"JOBPOOL_TEST_LOG": str(log)})
+    spawn_worker(handler=SLEEPY, **fast)
+    spawn_worker(handler=SLEEPY, **fast)
+    [job_id] = queue.submit_many([{"n": 1, "seconds": 3.5}])
+    result = queue.result(job_id, timeout=20)
+    assert result.attempts == 1
+    assert len([e for e in events(log) if e[0] == "start"]) == 1
+    assert queue.stats().duplicates == 0
+
+
+def test_no_acknowledged_job_is_lost_when_redis_restarts_with_aof(queue, spawn_worker,
+                                                                  redis_server):
+    worker = spawn_worker(handler="tests.integration.handlers:echo", concurrency=20,
+                          visibility_timeout=2, heartbeat_interval=0.5)
+    ids = queue.submit_many(list(range(3000)))
+    wait_until(lambda: queue.stats().succeeded >= 500, what="some jobs to finish")
+    redis_server.restart()
+    wait_until(lambda: queue.stats().succeeded + queue.stats().duplicates >= 3000, timeout=60,
+               interval=0.2, what="all jobs to finish after the restart")
+    stats = queue.stats()
+    assert stats.submitted == 3000 and stats.succeeded == 3000
+    assert stats.backlog == 0
+    missing = [i for i in ids if queue.result(i) is None]
+    assert missing == []
+    assert worker.alive()
+
+
+def test_the_worker_backs_off_while_the_queue_is_down_and_recovers(queue, spawn_worker,
+                                                                   redis_server):
+    redis_server.stop()
+    try:
+        worker = spawn_worker(handler="tests.integration.handlers:echo")
+        wait_until(lambda: "cannot reach the queue" in worker.log(), what="the back-off line")
+        time.sleep(1.0)
+        assert worker.alive()
+        assert worker.log().count("cannot reach the queue") <= 3   # backs off, no busy loop
+    finally:
+        redis_server.start()
+    wait_until(lambda: "queue reachable again" in worker.log(), timeout=20,
+               what="the worker to reconnect")
+    [job_id] = queue.submit_many(["after"])
+    assert queue.result(job_id, timeout=10).result == {"echo": "after"}
+
+
+def test_memory_stays_bounded_after_100k_jobs(queue, spawn_worker, redis_server):
+    for _ in range(2):
+        spawn_worker(handler="tests.integration.handlers:noop", concurrency=50)
+    queue.submit_many(list(range(100_000)))
+    wait_until(lambda: queue.stats().succeeded == 100_000, timeout=240, interval=0.5,
+               what="100k jobs to finish")
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    keys = PoolKeys("it", queue.pool)
+    assert raw.xlen(keys.stream) == 0
+    assert raw.xpending(keys.stream, GROUP)["pending"] == 0
+    assert raw.scard(keys.live) == 0 and raw.zcard(keys.delayed) == 0
+    assert raw.memory_usage(keys.stream) < 64 * 1024
+    assert raw.xlen(keys.results) <= 110_000   # capped (approximately) at 100k
+
+
+def test_command_handler_gets_stdin_and_returns_stdout(queue, spawn_worker):
+    program = "import json,sys; p=json.load(sys.stdin); print(json.dumps({'doubled': p * 2}))"
+    spawn_worker(command=[sys.executable, "-c", program], concurrency=2)
+    [job_id] = queue.submit_many([21])
+    assert queue.result(job_id, timeout=15).result == {"doubled": 42}
+
+
+def test_command_failure_and_timeout_are_failed_attempts_with_their_error(queue, spawn_worker,
+                                                                          tmp_path):
+    pids = tmp_path / "pids"
+    program = ("import json,os,sys,time; p=json.load(sys.stdin)\n"
+               f"open({str(pids)!r},'a').write(f'{{os.getpid()}}\\n')\n"
+               "if p == 'fail': sys.exit('broken input: ' + p)\n"
+               "time.sleep(60)")
+    spawn_worker(command=[sys.executable, "-c", program], concurrency=2, timeout=0.5,
+                 max_attempts=1)
+    queue.submit_many(["fail", "hang"], ["fail", "hang"])
+    wait_until(lambda: queue.stats().dead_letter == 2, timeout=20, what="two dead letters")
+    dead = {d.id: d.error for d in queue.dead_letters()}
+    assert dead["fail"] == "command exited with status 1: broken input: fail"
+    assert dead["hang"] == "timed out after 0.5s"
+    for pid in map(int, pids.read_text().split()):
+        wait_until(lambda: not _alive(pid), timeout=5, what=f"process {pid} to be killed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"
+
+
+def test_sync_handlers_run_in_threads(queue, spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:square", concurrency=4)
+    ids = queue.submit_many([3, 4])
+    assert [queue.result(i, timeout=15).result for i in ids] == [9, 16]
+
+
+def test_metrics_and_healthz_are_served(queue, spawn_worker, metrics_port):
+    spawn_worker(handler="tests.integration.handlers:echo", concurrency=5,
+                 metrics_port=metrics_port)
+    [job_id] = queue.submit_many(["m"])
+    assert queue.result(job_id, timeout=15)
+    url = f"http://127.0.0.1:{metrics_port}"
+    text = wait_until(lambda: _get(url + "/metrics"), what="the metrics endpoint")
+    for name in ("jobpool_worker_slots", "jobpool_worker_busy_slots", "jobpool_worker_jobs_total",
+                 "jobpool_job_duration_seconds", "jobpool_job_wait_seconds"):
+        assert name in text
+    assert f'jobpool_worker_slots{{namespace="it",pool="{queue.pool}"}} 5.0' in text
+    assert ('jobpool_worker_jobs_total{namespace="it",outcome="succeeded",'
+            f'pool="{queue.pool}"}} 1.0') in text
+    assert json.loads(_get(url + "/healthz"))["status"] == "ok"
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
