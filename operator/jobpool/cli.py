@@ -134,10 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--output", choices=("jsonl",), default="jsonl")
 
     dlq = commands.add_parser("dlq", help="inspect and re-run dead jobs")
-    dlq.add_argument("action", choices=("list", "replay", "purge"))
-    _queue_flags(dlq)
-    dlq.add_argument("--id", action="append", default=[], help="a dead job's id (repeatable)")
-    dlq.add_argument("--all", action="store_true", help="every dead job")
+    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("list", "print dead jobs as JSON Lines"),
+                         ("replay", "enqueue dead jobs again with fresh attempts"),
+                         ("purge", "delete dead jobs")):
+        sub = actions.add_parser(action, help=text)
+        _queue_flags(sub)
+        sub.add_argument("--id", action="append", default=[], help="a dead job's id "
+                         "(repeatable)")
+        sub.add_argument("--all", action="store_true", help="every dead job")
     return parser
 
 

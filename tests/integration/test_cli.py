@@ -1,0 +1,114 @@
+"""`jobpool submit | status | results | dlq` in process against a real redis-server."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobpool.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def pool_args(redis_server, pool_name):
+    return ["--queue", redis_server.url, "--namespace", "it", pool_name]
+
+
+def test_submit_prints_ids_and_status_json_has_the_documented_keys(capsys, pool_args, queue,
+                                                                   tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"src": "a.png"}\n\n{"src": "b.png"}\n')
+    code, out, _ = run(capsys, "submit", *pool_args, "--file", str(jobs), "--payload", "3",
+                       "--id", "first")
+    assert code == 0
+    ids = out.split()
+    assert len(ids) == 3 and ids[0] == "first"
+    code, out, _ = run(capsys, "status", *pool_args, "--output", "json")
+    status = json.loads(out)
+    assert list(status) == ["waiting", "inFlight", "delayed", "deadLetter", "submitted",
+                            "succeeded", "retried", "deadLettered", "workers", "busySlots",
+                            "totalSlots", "saturation"]
+    assert (status["waiting"], status["submitted"]) == (3, 3)
+    code, out, _ = run(capsys, "status", *pool_args)
+    assert "waiting 3" in out
+
+
+def test_a_malformed_line_submits_nothing_and_names_the_line(capsys, pool_args, queue, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"ok": 1}\n{"ok": 2}\n{"ok": \n')
+    code, out, err = run(capsys, "submit", *pool_args, "--file", str(jobs))
+    assert code == 2 and out == ""
+    assert err.startswith(f"jobpool submit: error: {jobs} line 3 is not valid JSON")
+    assert err.count("\n") == 1
+    assert queue.stats().submitted == 0
+
+
+def test_submit_reads_stdin(capsys, pool_args, queue, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("1\n2\n"))
+    code, out, _ = run(capsys, "submit", *pool_args, "--file", "-")
+    assert code == 0 and len(out.split()) == 2
+
+
+def test_submit_without_waiting_fails_clearly_when_the_queue_is_full(capsys, pool_args, queue):
+    queue.configure(max_length=1)
+    assert run(capsys, "submit", *pool_args, "--payload", "1")[0] == 0
+    code, _, err = run(capsys, "submit", *pool_args, "--payload", "2", "--no-wait")
+    assert code == 1 and "is full" in err and "maxLength" in err
+
+
+def test_results_and_dead_letters(capsys, pool_args, queue):
+    queue.submit_many(["good", "bad"], ["good", "bad"])
+    good, bad = queue.fetch("c", 2, 0)
+    queue.ack_many([(good, {"size": 3})])
+    queue.fail(bad, "ValueError: bad input", max_attempts=1, backoff=0, max_backoff=0)
+    code, out, _ = run(capsys, "results", *pool_args)
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"id": "good", "result": {"size": 3}, "attempts": 1}]
+    code, out, _ = run(capsys, "dlq", "list", *pool_args)
+    [dead] = [json.loads(line) for line in out.splitlines()]
+    assert (dead["id"], dead["payload"], dead["attempts"], dead["error"]) == (
+        "bad", "bad", 1, "ValueError: bad input")
+    code, _, err = run(capsys, "dlq", "replay", *pool_args)
+    assert code == 2 and "give --id ID (repeatable) or --all" in err
+    assert run(capsys, "dlq", "replay", *pool_args, "--id", "bad")[1] == "replayed 1 dead jobs\n"
+    assert queue.stats().waiting == 1
+    [again] = queue.fetch("c", 1, 0)
+    queue.fail(again, "still bad", max_attempts=1, backoff=0, max_backoff=0)
+    assert run(capsys, "dlq", "purge", *pool_args, "--all")[1] == "purged 1 dead jobs\n"
+    assert queue.stats().dead_letter == 0
+
+
+def test_a_bad_url_and_an_unreachable_queue_are_one_line_errors(capsys, pool_name):
+    code, _, err = run(capsys, "status", "--queue", "http://nowhere", pool_name)
+    assert code == 1 and err.count("\n") == 1
+    assert "invalid queue URL 'http://nowhere': unknown scheme 'http'" in err
+    code, _, err = run(capsys, "submit", "--queue", "redis://127.0.0.1:1/0", pool_name,
+                       "--payload", "1")
+    assert code == 1 and err.count("\n") == 1
+    assert "cannot reach the queue at redis://127.0.0.1:1/0" in err
+
+
+def test_queue_and_pool_come_from_the_environment(capsys, redis_server, pool_name, queue,
+                                                  monkeypatch):
+    monkeypatch.setenv("JOBPOOL_QUEUE_URL", redis_server.url)
+    monkeypatch.setenv("JOBPOOL_NAMESPACE", "it")
+    monkeypatch.setenv("JOBPOOL_POOL", pool_name)
+    assert run(capsys, "submit", "--payload", "1")[0] == 0
+    assert queue.stats().submitted == 1
+    monkeypatch.delenv("JOBPOOL_QUEUE_URL")
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "no queue URL: give --queue URL or set JOBPOOL_QUEUE_URL" in err
+
+
+def test_worker_flags_errors_are_one_line(capsys):
+    code, _, err = run(capsys, "worker", "--queue", "redis://h", "--pool", "p")
+    assert code == 2 and "exactly one of --handler" in err
+    code, _, err = run(capsys, "worker", "--queue", "redis://h", "--pool", "p", "--handler",
+                       "no_such_module:f")
+    assert code == 2 and "cannot import 'no_such_module'" in err

@@ -1,0 +1,91 @@
+"""Pure parts of the queue: ids, payload encoding, URLs, key names and the retry policy."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobpool.queue import QueueError, QueueStats, WorkerInfo
+from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json, new_job_ids,
+                                 outcome_of_failure, redact_url, retry_delay)
+from jobpool.queue.keys import PoolKeys
+
+
+@given(attempt=st.integers(1, 200), backoff=st.floats(0, 100), max_backoff=st.floats(0, 1000),
+       rand=st.floats(0, 1))
+def test_retry_delay_doubles_is_capped_and_jittered_into_the_upper_half(attempt, backoff,
+                                                                         max_backoff, rand):
+    ceiling = min(max_backoff, backoff * 2 ** (attempt - 1))
+    delay = retry_delay(attempt, backoff, max_backoff, rand)
+    assert ceiling / 2 - 1e-9 <= delay <= ceiling + 1e-9
+
+
+def test_retry_delay_doubles_per_attempt():
+    assert [retry_delay(n, 1, 300, rand=1.0) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert retry_delay(20, 1, 300, rand=1.0) == 300
+
+
+def test_failure_outcome_is_dead_letter_at_max_attempts():
+    assert [outcome_of_failure(n, 3) for n in (1, 2, 3, 4)] == [
+        "retried", "retried", "dead_lettered", "dead_lettered"]
+
+
+def test_generated_ids_are_unique_across_batches():
+    ids = new_job_ids(1000) + new_job_ids(1000)
+    assert len(set(ids)) == 2000
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "non-empty"), (None, "non-empty"), (7, "non-empty"), ("x" * 257, "longer than 256"),
+    ("a\nb", "non-printable")])
+def test_bad_ids_are_refused_naming_the_job(bad, message):
+    with pytest.raises(QueueError, match=f"job 4: .*{message}"):
+        check_job_id(bad, 4)
+
+
+def test_payloads_are_compact_json_and_raw_json_passes_through():
+    assert encode_json({"a": [1, "é"]}) == '{"a":[1,"é"]}'
+    assert encode_json(RawJSON('{"x": 1}')) == '{"x": 1}'
+    with pytest.raises(QueueError, match="payload is not JSON-serializable"):
+        encode_json(object())
+    with pytest.raises(QueueError):
+        encode_json(float("nan"))
+
+
+def test_passwords_never_appear_in_urls_shown_to_users():
+    assert redact_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("redis://user:pw@host/0") == "redis://user:***@host/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:p@h:1/2",
+                                 "unix:///run/redis.sock", "redis://h"])
+def test_good_queue_urls_are_accepted(url):
+    assert check_queue_url(url) == url
+
+
+@pytest.mark.parametrize("url, message", [
+    ("localhost:6379", "unknown scheme 'localhost'"), ("http://h", "unknown scheme 'http'"),
+    ("redis://", "no host"), ("redis://h:x/0", "invalid queue URL"),
+    ("redis://h/db", "is not a number"), (None, "no queue URL")])
+def test_bad_queue_urls_get_one_line_naming_what_is_expected(url, message):
+    with pytest.raises(QueueError, match=message) as caught:
+        check_queue_url(url)
+    assert "expected redis://" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_key_of_a_pool_carries_its_hash_tag():
+    keys = PoolKeys("media", "thumbnails")
+    names = [keys.stream, keys.live, keys.delayed, keys.delayed_jobs, keys.dead, keys.dead_ids,
+             keys.results, keys.result("j1"), keys.counters, keys.config, keys.workers,
+             keys.reclaim_gate, keys.reclaim_cursor]
+    assert all(n.startswith("{jobpool:media/thumbnails}:") for n in names)
+    assert len(set(names)) == len(names)
+    assert PoolKeys("a", "p[1]").scan_pattern == "{jobpool:a/p\\[1\\]}:*"
+
+
+def test_stats_derive_slots_saturation_and_backlog():
+    stats = QueueStats(waiting=5, in_flight=3, delayed=2, workers=(
+        WorkerInfo("a", 4, 3, 0.0), WorkerInfo("b", 4, 0, 0.0)))
+    assert (stats.busy_slots, stats.total_slots, stats.saturation, stats.backlog) == (3, 8, 0.375, 10)
+    assert QueueStats().saturation == 0.0
