@@ -82,7 +82,7 @@ async def processing(url: str, jobs: int, processes: int, concurrency: int, logs
                 break
             if any(w.poll() is not None for w in workers) or now - started > 600:
                 raise RuntimeError("a worker exited; see its log in " + str(logs))
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
         rate = (jobs - first_count) / (now - first_seen)
     finally:
         stop_workers(workers)

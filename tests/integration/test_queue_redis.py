@@ -271,3 +271,25 @@ def test_an_unreachable_queue_raises_queue_unavailable_without_the_password():
         assert "s3cret" not in message and "\n" not in message
     finally:
         q.close()
+
+
+def test_consumers_of_departed_workers_that_hold_nothing_are_removed(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.1)
+    raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    stream = PoolKeys("it", pool_name).stream
+    try:
+        q.submit_many(["a", "b"])
+        [done] = q.fetch("finished-worker", 1, 0)
+        q.ack_many([(done, None)])
+        [held] = q.fetch("busy-worker", 1, 0)
+        names = lambda: {c["name"] for c in raw.xinfo_consumers(stream, "workers")}
+        assert names() == {"finished-worker", "busy-worker"}
+        def only_the_busy_one_is_left():
+            q.heartbeat("busy-worker", [held], 1, 1)
+            q.fetch("live-worker", 1, 50)
+            return "finished-worker" not in names() and "busy-worker" in names()
+        wait_until(only_the_busy_one_is_left,
+                   timeout=10, what="the idle consumer to be removed")
+    finally:
+        q.delete_all()
+        q.close()

@@ -112,6 +112,15 @@ if count > 0 and redis.call('SET', gate, '1', 'NX', 'PX', interval) then
     if info[1] then deliveries = info[1][4] end
     table.insert(reclaimed, {entry[1], entry[2], deliveries})
   end
+  -- consumers of workers that are gone and hold nothing would pile up in the group
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+    local info = {}
+    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+    if info['pending'] == 0 and info['idle'] > tonumber(visibility) * 10
+        and info['name'] ~= consumer then
+      redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+    end
+  end
 end
 local fresh = {}
 local remaining = count - #reclaimed

@@ -123,8 +123,10 @@ class Worker:
                 free = self.config.concurrency - len(self.held)
                 if free <= 0:
                     self.slot_freed.clear()
-                    await asyncio.wait({stop_wait, asyncio.create_task(self.slot_freed.wait())},
+                    slot_wait = asyncio.create_task(self.slot_freed.wait())
+                    await asyncio.wait({stop_wait, slot_wait},
                                        return_when=asyncio.FIRST_COMPLETED)
+                    slot_wait.cancel()
                     continue
                 fetch = asyncio.create_task(
                     self.queue.fetch(self.config.worker_id, free, self.config.block_ms))
