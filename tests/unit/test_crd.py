@@ -112,8 +112,9 @@ def test_cel_rules_guard_what_the_models_refuse(committed):
     assert rules["self.minWorkers <= self.maxWorkers"] == "spec.autoscaling: minWorkers must be <= maxWorkers"
     assert rules["has(self.items) != has(self.range)"] == "spec.jobs: set exactly one of items and range"
     assert spec["concurrency"]["minimum"] == 1 and spec["concurrency"]["maximum"] == 1024
-    # Nested objects default to {} so their fields' defaults apply; optional jobs does not.
-    assert spec["retry"]["default"] == {} and "default" not in spec["jobs"]
+    # Nested objects default to their fields' defaults; optional jobs does not.
+    assert spec["retry"]["default"] == {"maxAttempts": 3, "backoffSeconds": 1.0, "maxBackoffSeconds": 300.0}
+    assert "default" not in spec["jobs"]
 
 
 def test_names_subresources_and_columns(committed):

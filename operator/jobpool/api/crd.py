@@ -68,10 +68,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         out.setdefault("type", "object")
         if keep_defaults:
             for name, sub in out["properties"].items():
-                # A defaulted nested object must exist for its fields' defaults to apply.
+                # A nested object defaults to its fields' defaults (CEL rules check the default too).
                 if (name not in out.get("required", []) and name not in optional
                         and "default" not in sub and "properties" in sub and "required" not in sub):
-                    sub["default"] = {}
+                    sub["default"] = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
     return out
 
 
