@@ -138,8 +138,8 @@ def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespac
         (pool_manifest("zero", concurrency=0), "spec.concurrency"),
         (pool_manifest("huge", concurrency=1025), "spec.concurrency"),
         (pool_manifest("count", jobs={"range": {"count": -1}}), "spec.jobs.range.count"),
-        (pool_manifest("batch", jobs={"items": [1], "range": {"count": 1}}),
-         "spec.jobs: set exactly one of items and range"),
+        (pool_manifest("batch", jobs={"items": [1], "range": {"count": 1}}), "spec.jobs"),
+        (pool_manifest("nobatch", jobs={}), "spec.jobs"),
         (pool_manifest("noimage", worker={"handler": "m:f"}), "spec.worker.image"),
     ]
     for manifest, message in cases:

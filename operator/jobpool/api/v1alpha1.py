@@ -110,9 +110,8 @@ class RangeSpec(Model):
 class JobsSpec(Model):
     """A finite batch the operator feeds into the queue once, with stable job ids."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        cel("has(self.items) != has(self.range)", "spec.jobs: set exactly one of items and range"),
-    ]})
+    # CEL cannot see `items` (its elements are free-form JSON), so the schema says it with oneOf.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["items"]}, {"required": ["range"]}]})
 
     items: list[Any] | None = Field(
         default=None,
