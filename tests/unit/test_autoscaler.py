@@ -76,7 +76,8 @@ def test_replicas_stay_in_bounds_never_flap_and_keep_in_flight_work(p, concurren
         in_bounds = p.min_workers <= current <= p.max_workers
         if d.replicas < current and in_bounds:
             # A scale-down only after demand stayed lower for the whole delay ...
-            assert since is not None and now - since >= p.scale_down_delay_seconds
+            lower_since = now if since is None else since
+            assert now - lower_since >= p.scale_down_delay_seconds
             # ... so two scale-downs are never closer than the delay.
             if last_scale_down is not None:
                 assert now - last_scale_down >= p.scale_down_delay_seconds
