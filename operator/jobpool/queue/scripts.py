@@ -34,14 +34,35 @@ local function waiting_count(stream, group)
 end
 """
 
+# Jobs travel as one NUL-separated blob (ids are printable and JSON escapes control
+# characters, so NUL never occurs inside a field): packing thousands of separate arguments
+# costs the client more than the script costs Redis.
+_SPLIT = """
+local function split_blob(blob, width)
+  local rows, row, pos = {}, {}, 1
+  local size = #blob
+  while pos <= size + 1 do
+    local stop = string.find(blob, '\\0', pos, true) or (size + 1)
+    row[#row + 1] = string.sub(blob, pos, stop - 1)
+    if #row == width then
+      rows[#rows + 1] = row
+      row = {}
+    end
+    pos = stop + 1
+  end
+  return rows
+end
+"""
+
 # KEYS: stream live dead_ids config counters result_prefix
-# ARGV: group partial(1|0) then triples: id given(1|0) payload
+# ARGV: group partial(1|0) blob of (id, given(1|0), payload)
 # -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
-SUBMIT = _ENSURE_GROUP + """
+SUBMIT = _ENSURE_GROUP + _SPLIT + """
 local stream, live, dead_ids, config, counters, result_prefix =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, partial = ARGV[1], ARGV[2] == '1'
-local n = (#ARGV - 2) / 3
+local jobs = split_blob(ARGV[3], 3)
+local n = #jobs
 local function known(id)
   return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1
@@ -53,9 +74,8 @@ if max_length > 0 then
   if room < 0 then room = 0 end
   if not partial then
     local new = 0
-    for i = 0, n - 1 do
-      local id, given = ARGV[3 + i * 3], ARGV[4 + i * 3]
-      if given == '0' or not known(id) then new = new + 1 end
+    for i = 1, n do
+      if jobs[i][2] == '0' or not known(jobs[i][1]) then new = new + 1 end
     end
     if new > room then return {0, 0, room} end
   end
@@ -63,8 +83,8 @@ end
 ensure_group(stream, group)
 local now = tostring(now_ms())
 local processed, enqueued = 0, 0
-for i = 0, n - 1 do
-  local id, given, payload = ARGV[3 + i * 3], ARGV[4 + i * 3], ARGV[5 + i * 3]
+for i = 1, n do
+  local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
   if given == '1' and known(id) then
     processed = processed + 1
   else
@@ -136,14 +156,14 @@ return {now, next_due, reclaimed, fresh}
 """
 
 # KEYS: stream live counters results result_prefix
-# ARGV: group result_ttl_ms results_cap then quadruples: entry_id id attempts result
+# ARGV: group result_ttl_ms results_cap blob of (entry_id, id, attempts, result)
 # -> {succeeded, duplicates}
-ACK = """
+ACK = _SPLIT + """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, duplicates = 0, 0
-for i = 4, #ARGV, 4 do
-  local entry, id, attempts, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for _, done in ipairs(split_blob(ARGV[4], 4)) do
+  local entry, id, attempts, result = done[1], done[2], done[3], done[4]
   redis.call('XACK', stream, group, entry)
   redis.call('XDEL', stream, entry)
   redis.call('SREM', live, id)

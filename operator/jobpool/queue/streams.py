@@ -132,9 +132,9 @@ class RedisStreamsQueue(Queue):
         pause = 0.01
         while start < len(job_ids):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
-            args: list[str] = [GROUP, "1" if wait else "0"]
-            args += [x for triple in zip(job_ids[start:end], given[start:end], encoded[start:end])
-                     for x in triple]
+            blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
+                                                   encoded[start:end]) for x in triple])
+            args = [GROUP, "1" if wait else "0", blob]
             with self._errors():
                 processed, _enqueued, room = await self._call(self._submit, keys=self._submit_keys, args=args)
             start += processed
@@ -223,9 +223,10 @@ class RedisStreamsQueue(Queue):
         keys = [k.stream, k.live, k.counters, k.results, k.result_prefix]
         succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
-            args: list[Any] = [GROUP, int(self.result_ttl * 1000), self.results_cap]
+            fields: list[str] = []
             for job, result in done[start:start + ACK_CHUNK]:
-                args += (job.token, job.id, job.attempts, encode_json(result, "result"))
+                fields += (job.token, job.id, str(job.attempts), encode_json(result, "result"))
+            args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
             with self._errors():
                 first, again = await self._call(self._ack, keys=keys, args=args)
             succeeded += first
@@ -373,7 +374,10 @@ def job_from_entry(entry_id: str, fields: Any, deliveries: int) -> Job:
         enqueued_at = int(fields.get("t", 0)) / 1000
     except ValueError:
         enqueued_at = 0.0
-    return Job(id=fields.get("id") or entry_id, payload=payload, attempts=used + deliveries,
+    job_id = fields.get("id") or entry_id
+    if "\0" in job_id:   # only a foreign producer could write this; NUL separates ack fields
+        job_id = entry_id
+    return Job(id=job_id, payload=payload, attempts=used + deliveries,
                enqueued_at=enqueued_at, token=entry_id, payload_text=RawJSON(text),
                payload_error=payload_error, replayed=fields.get("r") == "1")
 
