@@ -59,8 +59,10 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float, rand: float | 
     from `backoff`, is capped at `max_backoff`, and is jittered into [half, full]."""
     if rand is None:
         rand = random.random()
-    exponent = min(max(attempt - 1, 0), 62)
-    ceiling = min(max_backoff, backoff * (2 ** exponent))
+    try:
+        ceiling = min(max_backoff, backoff * 2.0 ** max(attempt - 1, 0))
+    except OverflowError:
+        ceiling = max_backoff
     return max(0.0, ceiling * (0.5 + 0.5 * rand))
 
 
