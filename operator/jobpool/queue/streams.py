@@ -80,7 +80,7 @@ class RedisStreamsQueue(Queue):
         try:
             yield
         except (ConnectionError, TimeoutError, BusyLoadingError, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
             raise QueueUnavailable(
                 f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
         except RedisError as exc:

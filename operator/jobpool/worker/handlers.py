@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import signal
+import sys
 from typing import Any, Awaitable, Callable
 
 from ..queue.codec import RawJSON
@@ -32,6 +33,8 @@ def load_callable(spec: str) -> Callable[..., Any]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise HandlerError(f"handler {spec!r}: expected module:function")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())   # handlers next to where the worker starts, as uvicorn does
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:

@@ -157,7 +157,7 @@ class Worker:
         self.queue_reachable = False
         delay = reconnect_delay(failures)
         if failures == 1 or delay >= 10:
-            log.warning("%s; retrying in %.1fs (attempt %d); jobs in flight are kept", exc,
+            log.warning("%s; retrying in %gs (attempt %d); jobs in flight are kept", exc,
                         delay, failures)
 
     def _start(self, job: Job) -> None:
