@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".tools" / "bin"
 KWOK_STAGES = REPO_ROOT / "tools" / "kwok" / "stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
-# Start order; stopped in reverse so nothing logs errors about a missing dependency on the way down.
+# Start order.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 STATE_FILE = "cluster.json"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -153,6 +153,8 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports) -> dict[str, lis
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
             "--enable-admission-plugins=NodeRestriction",
+            # No pod can reach the API through the kubernetes Service here, and loopback may not be advertised.
+            "--endpoint-reconciler-type=none",
             "--allow-privileged=true", "--profiling=false", "--v=1",
         ],
         "kube-controller-manager": [
@@ -335,18 +337,21 @@ class LocalCluster:
         if not self.pids and (self.root / STATE_FILE).exists():
             with contextlib.suppress(ClusterError):
                 self.pids = LocalCluster.attach(self.root, self.bin_dir).pids
-        order = [n for n in reversed(COMPONENTS) if n in self.pids] + [n for n in self.pids if n not in COMPONENTS]
-        for name in order:
-            self._signal(name, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for name in order:
-            while self._alive(name) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._alive(name):
-                self._signal(name, signal.SIGKILL)
-        for name in order:
-            while self._alive(name):
-                time.sleep(0.02)
+        # Check ownership once, before signalling: an exiting process loses its command line early.
+        owned = [n for n in self.pids if n in self._procs or _pid_belongs_to(self.pids[n], self.root)]
+        # Clients first, then the API server, then etcd: each stops cleanly while its backend is up.
+        for tier in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",), None):
+            names = [n for n in owned if (n in tier if tier else n not in COMPONENTS)]
+            for name in names:
+                self._signal(name, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for name in names:
+                while self._alive(name) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if self._alive(name):
+                    self._signal(name, signal.SIGKILL)
+                while self._alive(name):
+                    time.sleep(0.02)
         self.pids.clear()
         self._procs.clear()
         with contextlib.suppress(FileNotFoundError):
@@ -362,15 +367,11 @@ class LocalCluster:
                 os.killpg(proc.pid, 0)
                 return True
             return False
-        pid = self.pids[name]
-        return _pid_alive(pid) and _pid_belongs_to(pid, self.root)
+        return _pid_alive(self.pids[name])
 
     def _signal(self, name: str, sig: int) -> None:
-        pid = self.pids[name]
-        if name not in self._procs and not _pid_belongs_to(pid, self.root):
-            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            os.killpg(self.pids[name], sig)
 
     # -- readiness -------------------------------------------------------------------------
 
