@@ -112,3 +112,37 @@ def test_worker_flags_errors_are_one_line(capsys):
     code, _, err = run(capsys, "worker", "--queue", "redis://h", "--pool", "p", "--handler",
                        "no_such_module:f")
     assert code == 2 and "cannot import 'no_such_module'" in err
+
+
+def test_results_follow_prints_new_results_as_they_finish(redis_server, pool_name, queue):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, wait_until
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "jobpool.cli", "results", "--queue", redis_server.url,
+         "--namespace", "it", pool_name, "--follow"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        queue.submit_many(["a", "b"], ["a", "b"])
+        lines = []
+        for job in queue.fetch("c", 2, 0):
+            queue.ack_many([(job, job.payload.upper())])
+            lines.append(follower.stdout.readline())
+        assert [json.loads(line) for line in lines] == [
+            {"id": "a", "result": "A", "attempts": 1}, {"id": "b", "result": "B", "attempts": 1}]
+        assert follower.poll() is None          # still following
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+
+
+def test_the_operator_command_is_dispatched_to_the_operator(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    done = subprocess.run([sys.executable, "-m", "jobpool.cli", "operator", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "--default-queue" in done.stdout and "--all-namespaces" in done.stdout

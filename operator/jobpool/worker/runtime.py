@@ -75,7 +75,13 @@ class Worker:
             loop.add_signal_handler(signum, self._on_signal, signum)
         server = None
         if self.config.metrics_port:
-            server = await serve_metrics(self.metrics, self.config.metrics_port, self._health)
+            try:
+                server = await serve_metrics(self.metrics, self.config.metrics_port, self._health)
+            except OSError as exc:
+                log.error("cannot serve /metrics on port %d: %s; choose another --metrics-port "
+                          "(0 = none)", self.config.metrics_port, exc.strerror or exc)
+                await self.queue.close()
+                return 1
         log.info("worker %s started: pool %s/%s, %d slots, handler %s, queue %s",
                  self.config.worker_id, self.config.namespace, self.config.pool,
                  self.config.concurrency, self.config.handler_description,
