@@ -169,6 +169,6 @@ def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
                    "jobpool_queue_dead_letter", "jobpool_workers_ready", "jobpool_slots_busy",
                    "jobpool_slots_total", "jobpool_saturation"):
         assert f"{metric}{{{labels}}}" in text, metric
-    assert f'jobpool_jobs_total{{{labels},outcome="succeeded"}}' in text
+    assert f'jobpool_jobs_total{{namespace="{ns}",outcome="succeeded",pool="{name}"}}' in text
     assert "jobpool_reconcile_seconds_count" in text
     assert operator.healthz() == 200
