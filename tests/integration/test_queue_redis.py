@@ -147,15 +147,16 @@ def test_replay_reruns_dead_jobs_and_counts_them_once(queue):
     assert queue.purge_dead_letters() == 0
 
 
-def test_released_jobs_go_to_the_next_fetch_of_any_worker(queue):
-    queue.submit_many(["a", "b"])
-    jobs = queue.fetch("c1", 2, 0)
+def test_released_jobs_go_to_the_next_fetches_at_once_without_counting_an_attempt(queue):
+    queue.submit_many(list(range(5)))
+    jobs = queue.fetch("c1", 5, 0)
     queue.release(jobs)
     stats = queue.stats()
-    assert (stats.waiting, stats.in_flight) == (2, 0)
-    again = queue.fetch("c2", 5, 0)
-    assert sorted(j.payload for j in again) == ["a", "b"]
-    assert [j.attempts for j in again] == [1, 1]
+    assert (stats.waiting, stats.in_flight) == (5, 0)
+    again = queue.fetch("c2", 2, 0) + queue.fetch("c3", 2, 0) + queue.fetch("c2", 2, 0)
+    assert sorted(j.payload for j in again) == [0, 1, 2, 3, 4]
+    assert {j.attempts for j in again} == {1}
+    assert queue.stats().in_flight == 5
 
 
 def test_a_silent_consumer_loses_its_jobs_after_the_visibility_timeout(redis_server, pool_name):

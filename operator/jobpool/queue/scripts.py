@@ -122,9 +122,22 @@ for _, id in ipairs(due) do
   redis.call('HDEL', delayed_jobs, id)
 end
 local reclaimed = {}
-if count > 0 and redis.call('SET', gate, '1', 'NX', 'PX', interval) then
+-- jobs given back by a draining worker go first, to whoever asks next
+local released = redis.call('XPENDING', stream, group, '-', '+', count, 'released')
+if released[1] then
+  local ids, deliveries = {}, {}
+  for _, info in ipairs(released) do
+    ids[#ids + 1] = info[1]
+    deliveries[info[1]] = info[4] + 1
+  end
+  for _, entry in ipairs(redis.call('XCLAIM', stream, group, consumer, 0, unpack(ids))) do
+    if entry[2] then table.insert(reclaimed, {entry[1], entry[2], deliveries[entry[1]]}) end
+  end
+end
+if count > #reclaimed and redis.call('SET', gate, '1', 'NX', 'PX', interval) then
   local cursor = redis.call('GET', cursor_key) or '0-0'
-  local res = redis.call('XAUTOCLAIM', stream, group, consumer, visibility, cursor, 'COUNT', count)
+  local res = redis.call('XAUTOCLAIM', stream, group, consumer, visibility, cursor, 'COUNT',
+                         count - #reclaimed)
   redis.call('SET', cursor_key, res[1])
   for _, entry in ipairs(res[2]) do
     local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
