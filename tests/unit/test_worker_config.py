@@ -49,6 +49,7 @@ def test_command_comes_from_json_in_the_environment():
     ({}, {"JOBPOOL_COMMAND": '"/bin/x"'}, "JOBPOOL_COMMAND"),
     ({"command": ["/bin/x"]}, {}, "exactly one of --handler"),
     ({"heartbeat_interval": "40"}, {}, "--heartbeat-interval must be shorter"),
+    ({"worker_id": "released"}, {}, "--worker-id 'released' is reserved"),
 ])
 def test_bad_settings_name_the_flag_or_variable(flags, env_extra, message):
     with pytest.raises(ConfigError) as caught:

@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
+from ..queue.keys import RELEASED_CONSUMER
+
 
 class ConfigError(ValueError):
     """A worker setting is missing or invalid; the message names the flag and the variable."""
@@ -124,6 +126,9 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
         raise ConfigError(f"--handler {values['handler']!r}: expected module:function")
     if not values.get("worker_id"):
         values["worker_id"] = default_id()
+    if values["worker_id"] == RELEASED_CONSUMER:
+        raise ConfigError(f"--worker-id {RELEASED_CONSUMER!r} is reserved for jobs given back "
+                          "on drain; choose another id")
     values.setdefault("visibility_timeout", 30.0)
     if values["visibility_timeout"] <= 0:
         raise ConfigError("--visibility-timeout must be > 0")
