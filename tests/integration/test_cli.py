@@ -146,3 +146,34 @@ def test_the_operator_command_is_dispatched_to_the_operator(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "--default-queue" in done.stdout and "--all-namespaces" in done.stdout
+
+
+def test_a_long_submit_draws_a_progress_bar_on_a_terminal(redis_server, pool_name, queue,
+                                                          tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(f"{n}\n" for n in range(5000)))
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobpool.cli", "submit", "--queue", redis_server.url,
+         "--namespace", "it", pool_name, "--file", str(jobs)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=follower, timeout=60)
+    os.close(follower)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(leader)
+    assert done.returncode == 0 and len(done.stdout.split()) == 5000
+    assert b"submit [##############################] 5,000/5,000 100%" in terminal
+    assert queue.stats().submitted == 5000
