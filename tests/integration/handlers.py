@@ -39,3 +39,9 @@ async def sleepy(payload):
     with log.open("a") as out:
         out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
     return payload["n"]
+
+
+def slow_sync(payload):
+    """A sync handler that outlives any drain: it blocks its thread for `payload` seconds."""
+    time.sleep(payload)
+    return payload

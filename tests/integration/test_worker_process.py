@@ -245,3 +245,14 @@ def _get(url: str) -> str | None:
             return response.read().decode()
     except OSError:
         return None
+
+
+def test_a_drain_does_not_wait_for_a_sync_handler_stuck_in_its_thread(queue, spawn_worker):
+    worker = spawn_worker(handler="tests.integration.handlers:slow_sync", drain_seconds=0.5)
+    [job_id] = queue.submit_many([120])
+    wait_until(lambda: queue.stats().in_flight == 1, what="the job to start")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    stats = queue.stats()
+    assert (stats.waiting, stats.in_flight) == (1, 0)      # released, not lost
+    assert queue.result(job_id) is None

@@ -143,10 +143,12 @@ class Queue(abc.ABC):
     async def ack(self, job: Job, result: Any) -> None:
         """The job succeeded: store its result and remove it from the queue."""
 
-    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> None:
-        """Acknowledge several finished jobs at once (one round trip in a real backend)."""
+    async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
+        """Acknowledge several finished jobs at once (one round trip in a real backend).
+        Returns (first completions, duplicate completions)."""
         for job, result in done:
             await self.ack(job, result)
+        return len(done), 0
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
