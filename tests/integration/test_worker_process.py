@@ -124,7 +124,7 @@ def test_a_worker_never_holds_more_jobs_than_its_slots(queue, spawn_worker, tmp_
 
 def test_a_long_job_is_never_stolen_while_it_runs(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
-    fast = dict(visibility_timeout=1.0, heartbeat_interval=0.2, env={"JOBPOOL_TEST_LOG": str(log)})
+    fast = dict(visibility_timeout=1.5, heartbeat_interval=0.2, env={"JOBPOOL_TEST_LOG": str(log)})
     spawn_worker(handler=SLEEPY, **fast)
     spawn_worker(handler=SLEEPY, **fast)
     [job_id] = queue.submit_many([{"n": 1, "seconds": 3.5}])
