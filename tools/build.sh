@@ -123,4 +123,4 @@ echo "tools: all binaries in .tools/bin ($(( SECONDS - total_start ))s):" \
     "$("$bin_dir/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\([^"]*\)".*/kubectl \1/p' | head -1)" \
     "$("$bin_dir/helm" version --short 2>/dev/null | sed 's/^/helm /')" \
     "$("$bin_dir/etcd" --version 2>/dev/null | sed -n 's/^etcd Version: /etcd /p')" \
-    "$("$bin_dir/kwok" --version 2>/dev/null | sed 's/^/kwok /; s/,.*//')"
+    "$("$bin_dir/kwok" --version 2>/dev/null | awk '{print "kwok " $3}')"

@@ -43,6 +43,7 @@ SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 PR_SET_PDEATHSIG = 1
+PORT_ATTEMPTS = 3
 
 
 class ClusterError(RuntimeError):
@@ -167,6 +168,8 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports) -> dict[str, lis
             f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*", "--profiling=false", "--v=1",
+            # Each controller fetches its own service-account token at start; the default 20 QPS throttles that.
+            "--kube-api-qps=200", "--kube-api-burst=400",
         ],
         "kube-scheduler": [
             str(bin_dir / "kube-scheduler"),
@@ -273,6 +276,19 @@ class LocalCluster:
         if missing:
             raise ClusterError(f"missing {', '.join(missing)} in {self.bin_dir}: run `make tools`")
         started = time.monotonic()
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once(started + timeout)
+                break
+            except ClusterError as exc:
+                # Another process may take a port between choosing it and the component binding it.
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+        self.startup_seconds = time.monotonic() - started
+        self._save_state()
+        return self
+
+    def _start_once(self, deadline: float) -> None:
         self.stop()
         for stale in ("etcd", "pki", "logs"):
             shutil.rmtree(self.root / stale, ignore_errors=True)
@@ -288,13 +304,10 @@ class LocalCluster:
             for name in COMPONENTS:
                 self._spawn(name, commands[name])
                 self._save_state()
-            self._wait_ready(started + timeout)
+            self._wait_ready(deadline)
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
-        self._save_state()
-        return self
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")
