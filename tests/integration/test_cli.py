@@ -1,11 +1,18 @@
 """`jobpool submit | status | results | dlq` in process against a real redis-server."""
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
 
 from jobpool.cli import main
+
+from .conftest import ROOT
 
 
 def run(capsys, *argv):
@@ -49,7 +56,6 @@ def test_a_malformed_line_submits_nothing_and_names_the_line(capsys, pool_args, 
 
 
 def test_submit_reads_stdin(capsys, pool_args, queue, monkeypatch):
-    import io
     monkeypatch.setattr("sys.stdin", io.StringIO("1\n2\n"))
     code, out, _ = run(capsys, "submit", *pool_args, "--file", "-")
     assert code == 0 and len(out.split()) == 2
@@ -115,10 +121,6 @@ def test_worker_flags_errors_are_one_line(capsys):
 
 
 def test_results_follow_prints_new_results_as_they_finish(redis_server, pool_name, queue):
-    import subprocess
-    import sys
-
-    from .conftest import ROOT, wait_until
     follower = subprocess.Popen(
         [sys.executable, "-m", "jobpool.cli", "results", "--queue", redis_server.url,
          "--namespace", "it", pool_name, "--follow"],
@@ -138,10 +140,6 @@ def test_results_follow_prints_new_results_as_they_finish(redis_server, pool_nam
 
 
 def test_the_operator_command_is_dispatched_to_the_operator(tmp_path):
-    import subprocess
-    import sys
-
-    from .conftest import ROOT
     done = subprocess.run([sys.executable, "-m", "jobpool.cli", "operator", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
@@ -152,10 +150,6 @@ def test_a_long_submit_draws_a_progress_bar_on_a_terminal(redis_server, pool_nam
                                                           tmp_path):
     import os
     import pty
-    import subprocess
-    import sys
-
-    from .conftest import ROOT
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("".join(f"{n}\n" for n in range(5000)))
     leader, follower = pty.openpty()

@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from ..queue import Job, Queue, QueueError, QueueUnavailable
+from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_json, redact_url
 from .config import WorkerConfig
 from .handlers import JobFailed, Runner
