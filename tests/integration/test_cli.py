@@ -148,8 +148,6 @@ def test_the_operator_command_is_dispatched_to_the_operator(tmp_path):
 
 def test_a_long_submit_draws_a_progress_bar_on_a_terminal(redis_server, pool_name, queue,
                                                           tmp_path):
-    import os
-    import pty
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("".join(f"{n}\n" for n in range(5000)))
     leader, follower = pty.openpty()
