@@ -294,3 +294,19 @@ def test_consumers_of_departed_workers_that_hold_nothing_are_removed(redis_serve
     finally:
         q.delete_all()
         q.close()
+
+
+def test_payloads_and_results_survive_the_round_trip_unchanged(queue):
+    awkward = ["a\x00b", "1:0:x", "line\nbreak", "é ✓ 🚀", {"": [None, True, 1.5, -7]}, "",
+               "\\0", 2 ** 70]
+    ids = queue.submit_many(awkward)
+    jobs = queue.fetch("c", len(awkward), 0)
+    assert [j.payload for j in jobs] == awkward
+    retried = jobs[:4]
+    for job in retried:
+        queue.fail(job, "again", max_attempts=2, backoff=0, max_backoff=0)
+    queue.ack_many([(job, {"echo": job.payload}) for job in jobs[4:]])
+    again = wait_until(lambda: queue.fetch("c", 10, 200), what="the retries")
+    assert sorted(map(repr, (j.payload for j in again))) == sorted(map(repr, awkward[:4]))
+    queue.ack_many([(job, {"echo": job.payload}) for job in again])
+    assert [queue.result(i).result for i in ids] == [{"echo": p} for p in awkward]

@@ -89,3 +89,14 @@ def test_stats_derive_slots_saturation_and_backlog():
         WorkerInfo("a", 4, 3, 0.0), WorkerInfo("b", 4, 0, 0.0)))
     assert (stats.busy_slots, stats.total_slots, stats.saturation, stats.backlog) == (3, 8, 0.375, 10)
     assert QueueStats().saturation == 0.0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=20)
+
+
+@given(JSON_VALUES)
+def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(value):
+    assert "\0" not in encode_json(value)
