@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 
 class QueueError(Exception):
@@ -125,11 +125,12 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def submit_many(
         self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *, wait: bool = True,
-        timeout: float | None = None,
+        timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Enqueue jobs (pipelined); returns their ids. A caller-given id that the queue
         still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
-        When `maxLength` jobs wait: wait for room (`wait=True`) or raise QueueFull."""
+        When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
+        or raise QueueFull. `progress(n)` is told each time n more jobs were handled."""
 
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         return (await self.submit_many([payload], [id], wait=wait))[0]

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -107,7 +107,7 @@ class RedisStreamsQueue(Queue):
     # -- producers -------------------------------------------------------
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
                           *, wait: bool = True, timeout: float | None = None,
-                          progress: Any = None) -> list[str]:
+                          progress: Callable[[int], None] | None = None) -> list[str]:
         if ids is not None and len(ids) != len(payloads):
             raise QueueError(f"{len(payloads)} payloads but {len(ids)} ids")
         job_ids = new_job_ids(len(payloads))
