@@ -62,10 +62,9 @@ class KubeApi:
         return cls(configuration)
 
     def _headers(self, content_type: str) -> dict[str, str]:
-        if self._config.refresh_api_key_hook is not None:
-            self._config.refresh_api_key_hook(self._config)
         headers = {"Content-Type": content_type, "Accept": "application/json"}
-        token = self._config.get_api_key_with_prefix("authorization")
+        # The refresh hook (in-cluster token rotation) runs inside get_api_key_with_prefix.
+        token = self._config.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         return headers
