@@ -30,6 +30,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.posting.loggers = False
         settings.posting.level = logging.INFO
         settings.peering.standalone = True
+        # Exact namespaces and a CRD installed before the operator: no need to list
+        # namespaces or CRDs cluster-wide, which least-privilege RBAC does not grant.
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 
