@@ -151,13 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.25)
         all_ready_s = time.monotonic() - applied
         rss_ready = rss_mb(operator.pid)
+        print(f"{args.pools} pools Ready after {all_ready_s:.1f} s; operator RSS {rss_ready:.0f} MB", flush=True)
 
         # Autoscaler reaction, with the 200 pools still being reconciled.
         kubectl(env, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(pool(
             "spiky", concurrency=1, autoscaling={"enabled": True, "minWorkers": 0, "maxWorkers": 10,
                                                 "targetBacklogPerWorker": 1, "scaleDownDelaySeconds": 0})))
-        watch = ReplicaWatch(env, namespace, "spiky-workers")
         wait(lambda: _deployment_exists(env, namespace, "spiky-workers"), 30, "the spiky pool's Deployment")
+        watch = ReplicaWatch(env, namespace, "spiky-workers")
         watch.start()
         wait(lambda: watch.replicas() == 0, 30, "the spiky pool at zero")
         reactions = []
