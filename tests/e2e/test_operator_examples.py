@@ -1,0 +1,58 @@
+"""Every numbered example, applied to the local control plane with a running operator."""
+import json
+
+from tests.e2e.operator_harness import (ROOT, WorkerProcess, condition, eventually, get, jobpool_crds,  # noqa: F401
+                                        operator)
+
+EXAMPLES = ROOT / "examples"
+
+
+def apply_example(cluster, ns, name):
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / name / "jobpool.yaml"))
+
+
+def ready(cluster, ns, pool):
+    return condition(get(cluster, ns, "jobpool", pool), "Ready").get("status") == "True"
+
+
+def test_01_minimal_runs_one_worker_pod(operator, jobpool_crds, kube_namespace):
+    apply_example(jobpool_crds, kube_namespace, "01-minimal")
+    eventually(lambda: ready(jobpool_crds, kube_namespace, "squares"), timeout=60, message="squares Ready")
+    assert get(jobpool_crds, kube_namespace, "deployment", "squares-workers")["spec"]["replicas"] == 1
+
+
+def test_02_batch_completes(operator, jobpool_crds, kube_namespace, redis_server):
+    cluster, ns = jobpool_crds, kube_namespace
+    apply_example(cluster, ns, "02-batch")
+    workers = [WorkerProcess(redis_server.url, ns, "squares-batch", "tasks:square", concurrency=8) for _ in range(2)]
+    try:
+        done = eventually(lambda: (p := get(cluster, ns, "jobpool", "squares-batch")) and
+                          condition(p, "Complete").get("status") == "True" and p, timeout=120,
+                          message="the batch Complete")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert done["status"]["jobs"]["succeeded"] == 1000 and done["status"]["jobs"]["submitted"] == 1000
+    assert done["status"]["desiredReplicas"] == 4
+
+
+def test_03_autoscaling_idles_at_zero(operator, jobpool_crds, kube_namespace):
+    apply_example(jobpool_crds, kube_namespace, "03-autoscaling")
+    eventually(lambda: ready(jobpool_crds, kube_namespace, "thumbnails"), timeout=60, message="thumbnails Ready")
+    pool = get(jobpool_crds, kube_namespace, "jobpool", "thumbnails")
+    assert pool["status"]["desiredReplicas"] == 0
+    assert get(jobpool_crds, kube_namespace, "pdb", "thumbnails-workers") is not None
+
+
+def test_04_queue_secret_never_shows_the_password(operator, jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    apply_example(cluster, ns, "04-queue-secret")
+    # The example's Redis host does not exist here: the pool is Degraded, and says so without the password.
+    degraded = eventually(lambda: (c := condition(get(cluster, ns, "jobpool", "private-squares"), "Degraded"))
+                          and c.get("status") == "True" and c, timeout=60, message="Degraded")
+    assert degraded["reason"] == "QueueUnavailable" and "***" in degraded["message"]
+    assert "change-me" not in json.dumps(get(cluster, ns, "jobpool", "private-squares"))
+    deployment = get(cluster, ns, "deployment", "private-squares-workers")
+    assert "change-me" not in json.dumps(deployment)
+    events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    assert "change-me" not in events and "change-me" not in operator.logs()
