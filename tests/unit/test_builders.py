@@ -139,3 +139,14 @@ def test_deletion_costs_follow_busy_slots():
     current = {"p1": None, "p2": "100", "p3": "0"}
     assert builders.deletion_costs({"p1": 2, "p2": 1}, current) == {"p1": "200"}
     assert builders.deletion_costs({}, current) == {"p2": "0"}
+
+
+def test_canonicalised_quantities_are_not_drift():
+    s = spec(worker={"image": "a", "handler": "m:f", "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}})
+    desired = builders.build_deployment(POOL, s, 1, "redis://q")
+    observed = json.loads(json.dumps(desired))
+    observed["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    assert not builders.needs_write(desired, observed)
+    observed["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "600m", "memory": "1Gi"}}
+    assert builders.needs_write(desired, observed)
+    assert builders.parse_quantity("1e3") == 1000 and builders.parse_quantity("registry.example/app") is None

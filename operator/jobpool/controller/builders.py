@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from fractions import Fraction
 from typing import Any
 
 from ..api import API_VERSION, KIND, JobPoolSpec
@@ -201,7 +202,7 @@ def stamp(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def is_subset(desired: Any, observed: Any) -> bool:
+def is_subset(desired: Any, observed: Any, *, quantities: bool = False) -> bool:
     """Whether every field the operator sets has that value in the observed object.
 
     The API server adds defaults (protocol, imagePullPolicy, ...), so extra observed
@@ -209,11 +210,36 @@ def is_subset(desired: Any, observed: Any) -> bool:
     """
     if isinstance(desired, dict):
         return isinstance(observed, dict) and all(
-            key in observed and is_subset(value, observed[key]) for key, value in desired.items())
+            key in observed and is_subset(value, observed[key], quantities=quantities or key == "resources")
+            for key, value in desired.items())
     if isinstance(desired, list):
         return (isinstance(observed, list) and len(desired) == len(observed)
-                and all(is_subset(d, o) for d, o in zip(desired, observed)))
+                and all(is_subset(d, o, quantities=quantities) for d, o in zip(desired, observed)))
+    if quantities and isinstance(desired, str) and isinstance(observed, str) and desired != observed:
+        # The API server canonicalises quantities ("0.5" -> "500m", "1024Mi" -> "1Gi").
+        left, right = parse_quantity(desired), parse_quantity(observed)
+        return left is not None and left == right
     return desired == observed
+
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_SUFFIX = {"": 1, "m": Fraction(1, 1000), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def parse_quantity(text: str) -> Fraction | None:
+    """A Kubernetes resource quantity as an exact number, or None when it is not one."""
+    match = _QUANTITY.match(text)
+    if not match:
+        return None
+    number, suffix = match.groups()
+    try:
+        value = Fraction(number)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if suffix and suffix[0] in "eE":
+        return value * Fraction(10) ** int(suffix[1:])
+    return value * _SUFFIX[suffix or ""]
 
 
 def needs_write(desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
