@@ -130,7 +130,6 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
 
 def component_commands(root: Path, bin_dir: Path, ports: Ports) -> dict[str, list[str]]:
     pki = root / "pki"
-    server = f"https://127.0.0.1:{ports.apiserver}"
     etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
     peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
     return {
