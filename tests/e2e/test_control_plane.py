@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,10 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.cluster import REPO_ROOT, localcluster
+from tests.fixtures.cluster import REPO_ROOT, localcluster, namespace_name
 
 CHART = Path(__file__).parent / "testdata" / "tiny-chart"
-KUBE_VERSION = "v1.37.2"
+# The pin in the wrapper module is the version the built binaries must report.
+KUBE_VERSION = re.search(r"^require k8s\.io/kubernetes (v\S+)$",
+                         (REPO_ROOT / "tools" / "kubernetes" / "go.mod").read_text(), re.M).group(1)
 
 
 def wait_until(what: str, probe, timeout: float = 60.0, interval: float = 0.2):
@@ -54,6 +57,17 @@ def deployment(name: str, replicas: int) -> str:
             },
         },
     })
+
+
+@pytest.mark.parametrize("test_name", [
+    "test_x", "test_scale[Up-10]", "test_" + "very_long_name_" * 8, "TEST__Weird..Chars__",
+])
+def test_namespace_names_are_valid_unique_labels(test_name):
+    names = {namespace_name(test_name) for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert len(name) <= 63
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
 
 
 def test_server_reports_the_pinned_kubernetes_version(kube_cluster):
