@@ -40,7 +40,8 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    # The loop checks `stopped` every poll interval, so it exits within the graceful backoff.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=2.0, cancellation_timeout=10.0)
     async def run_pool(name: str, namespace: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                        **_: Any) -> None:
         await PoolController(ctx, name, namespace, uid).run(body, stopped)
