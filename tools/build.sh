@@ -3,7 +3,7 @@
 # kube-scheduler, kubectl, kwok) and helm from the pinned wrapper modules in tools/.
 #
 # Each wrapper module is built into a per-user cache keyed by a hash of its go.mod, go.sum,
-# the Go version and the build flags, then linked into .tools/bin. A fresh clone on a machine
+# the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
 # that built the same pins before reuses the binaries in seconds; a new pin builds cold.
 # Usage: tools/build.sh [etcd|kubernetes|kwok|helm ...]   (default: all)
 set -euo pipefail
@@ -76,7 +76,7 @@ build_module() {
     targets="$(sed -n 1p <<<"$plan")"
     ldflags="$(sed -n 2p <<<"$plan")"
     key="$(cat "$tools/$module/go.mod" "$tools/$module/go.sum" \
-        | { cat; echo "$go_version $CGO_ENABLED $(go env GOOS GOARCH) -trimpath $ldflags"; } \
+        | { cat; echo "$go_version $CGO_ENABLED $(go env GOOS GOARCH) -trimpath $ldflags $targets"; } \
         | sha256sum | cut -c1-16)"
     cache="$cache_root/$module-$key"
     start=$SECONDS
