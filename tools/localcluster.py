@@ -17,6 +17,7 @@ import argparse
 import base64
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -222,12 +223,15 @@ def _pid_belongs_to(pid: int, root: Path) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
-    return str(root) in cmdline
+    return f"{root}/" in cmdline
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died between fork and prctl, before the signal was armed.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 @dataclass
@@ -314,7 +318,7 @@ class LocalCluster:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.root, start_new_session=True,
-                preexec_fn=_die_with_parent if self.bind_to_parent else None,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()) if self.bind_to_parent else None,
             )
         self._procs[name] = proc
         self.pids[name] = proc.pid
