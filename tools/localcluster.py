@@ -497,6 +497,10 @@ def _format_rss(usage: dict[str, int]) -> str:
     return f"total {sum(usage.values()) / 2**20:.0f} MiB ({', '.join(parts)})"
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "up":
+            # A SIGTERM during start-up unwinds like Ctrl-C, so start() stops what it started.
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
             cluster = LocalCluster(root=args.dir, bin_dir=args.bin_dir, nodes=args.nodes)
             cluster.start(timeout=args.timeout)
             print(f"cluster ready in {cluster.startup_seconds:.1f}s: {cluster.server}")
