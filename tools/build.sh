@@ -103,6 +103,10 @@ build_module() {
         mv "$cache.tmp" "$cache"
         status="built"
     fi
+    # Mark this entry as used and drop this module's entries unused for two weeks.
+    touch "$cache"
+    find "$cache_root" -mindepth 1 -maxdepth 1 -type d -name "$module-*" ! -name "$module-$key" \
+        -mtime +14 -exec rm -rf {} +
     flock -u 9
     exec 9>&-
 
