@@ -172,3 +172,21 @@ def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
     assert f'jobpool_jobs_total{{namespace="{ns}",outcome="succeeded",pool="{name}"}}' in text
     assert "jobpool_reconcile_seconds_count" in text
     assert operator.healthz() == 200
+
+
+def test_queue_outage_degrades_the_pool_and_it_recovers(operator, jobpool_crds, kube_namespace, redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("outage")
+    apply(cluster, ns, pool_manifest(name, parallelism=1))
+    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    redis_server.stop()
+    try:
+        cond = eventually(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
+                          and c.get("status") == "True" and c, timeout=30, message="Degraded during the outage")
+        assert cond["reason"] == "QueueUnavailable" and operator.alive()
+        # The workers are left alone: they back off and retry on their own.
+        assert get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 1
+    finally:
+        redis_server.start()
+    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
+               timeout=30, message="Degraded=False once the queue is back")
+    assert condition(get(cluster, ns, "jobpool", name), "Ready")["status"] == "True"
