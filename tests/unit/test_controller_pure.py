@@ -48,3 +48,22 @@ def test_batch_digest_follows_the_jobs_only():
     a = spec(jobs={"range": {"count": 10}})
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, parallelism=5))
     assert batch_digest(a) != batch_digest(spec(jobs={"range": {"count": 11}}))
+
+
+def test_the_cache_keeps_what_the_loop_reads():
+    from jobpool.controller.reconcile import ClusterCache
+    cache = ClusterCache()
+    pod = {"metadata": {"name": "p-1", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
+                        "annotations": {"a": "1"}, "managedFields": [{"manager": "kwok"}]},
+           "spec": {"containers": [{"name": "worker"}]}, "status": {"phase": "Running"}}
+    cache.on_object_event("Pod", "ADDED", pod)
+    assert cache.pods[("ns", "p")]["p-1"] == {"metadata": {"name": "p-1", "namespace": "ns",
+                                                           "labels": {"jobpool.dev/pool": "p"},
+                                                           "annotations": {"a": "1"}}}
+    deployment = {"metadata": {"name": "p-workers", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
+                               "managedFields": [{}]}, "spec": {"replicas": 2}, "status": {"replicas": 2}}
+    cache.on_object_event("Deployment", "ADDED", deployment)
+    cached = cache.get("Deployment", "ns", "p-workers")
+    assert "managedFields" not in cached["metadata"] and cached["spec"] == {"replicas": 2}
+    cache.on_object_event("Deployment", "DELETED", deployment)
+    assert cache.get("Deployment", "ns", "p-workers") is None

@@ -59,6 +59,7 @@ class ClusterCache:
         self.pods.pop((namespace, pool), None)
 
     def on_object_event(self, kind: str, event_type: str | None, obj: dict[str, Any]) -> None:
+        obj = slim(kind, obj)
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         pool = (meta.get("labels") or {}).get(builders.LABEL_POOL)
@@ -78,6 +79,15 @@ class ClusterCache:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
+
+
+def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Only what the loop reads: the cache holds every worker object and pod of every pool."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    if kind == "Pod":
+        keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
+        return {"metadata": {k: meta[k] for k in keep if k in meta}}
+    return {**obj, "metadata": meta}
 
 
 def redact(url: str) -> str:
