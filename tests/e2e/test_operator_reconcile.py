@@ -190,3 +190,20 @@ def test_queue_outage_degrades_the_pool_and_it_recovers(operator, jobpool_crds, 
     eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
                timeout=30, message="Degraded=False once the queue is back")
     assert condition(get(cluster, ns, "jobpool", name), "Ready")["status"] == "True"
+
+
+def test_a_spec_change_is_rolled_out_and_observed(operator, jobpool_crds, kube_namespace):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("rollout")
+    apply(cluster, ns, pool_manifest(name, concurrency=2))
+    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
+                    "-p", json.dumps({"spec": {"concurrency": 8, "worker": {"env": [{"name": "MODE", "value": "fast"}]}}}))
+
+    def rolled_out():
+        env = {e["name"]: e.get("value") for e in deployment_of(cluster, ns, name)["spec"]["template"]["spec"]
+               ["containers"][0]["env"]}
+        return env["JOBPOOL_CONCURRENCY"] == "8" and env.get("MODE") == "fast"
+    eventually(rolled_out, message="the new concurrency and env in the Deployment")
+    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                      p["status"]["observedGeneration"] == p["metadata"]["generation"] and p, timeout=30)
+    assert all(c["observedGeneration"] == pool["metadata"]["generation"] for c in pool["status"]["conditions"])
