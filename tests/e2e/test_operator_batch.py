@@ -57,3 +57,24 @@ def test_deleting_a_pool_removes_its_queue_keys_and_workers(operator, jobpool_cr
     assert pool_keys(redis_server.url, ns, name) == []
     eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers") is None, timeout=60,
                message="the Deployment garbage-collected")
+
+
+def test_an_autoscaled_batch_completes_with_dead_letters_and_scales_to_min(operator, jobpool_crds, kube_namespace,
+                                                                          redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("mixed")
+    payloads = [n if n % 5 else "not a number" for n in range(1, 21)]  # 4 of 20 fail in tasks:square
+    apply(cluster, ns, pool_manifest(name, jobs={"items": payloads}, retry={"maxAttempts": 1},
+                                     autoscaling={"enabled": True, "minWorkers": 0, "maxWorkers": 3,
+                                                  "targetBacklogPerWorker": 5, "scaleDownDelaySeconds": 0}))
+    eventually(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and d["spec"]["replicas"] == 3,
+               timeout=30, message="3 pods for 20 jobs at 5 per pod")
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", concurrency=4)
+    try:
+        done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                          condition(p, "Complete").get("status") == "True" and p, timeout=60, message="Complete")
+    finally:
+        worker.stop()
+    assert done["status"]["jobs"]["succeeded"] == 16 and done["status"]["jobs"]["deadLettered"] == 4
+    assert "16 succeeded, 4 dead-lettered" in condition(done, "Complete")["message"]
+    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 0, timeout=30,
+               message="minWorkers once the batch is complete")
