@@ -159,6 +159,51 @@ def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, 
         kube_cluster.kubectl("delete", f"crd/ranges.{group}", "--wait=false", check=False)
 
 
+def test_crd_status_and_scale_subresources(kube_cluster, kube_namespace):
+    group = f"{kube_namespace}.jobpool.test"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"pools.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                                                         "statusReplicasPath": ".status.replicas"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                    "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                }}},
+            }],
+        },
+    }
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    try:
+        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/pools.{group}", "--timeout=30s")
+        pool = {"apiVersion": f"{group}/v1", "kind": "Pool", "metadata": {"name": "p"},
+                "spec": {"replicas": 1}, "status": {"replicas": 7}}
+        wait_until("the new CRD to be served", lambda: kube_cluster.kubectl(
+            "create", "-n", kube_namespace, "-f", "-", input=json.dumps(pool), check=False
+        ).returncode == 0, timeout=30)
+        resource = f"pools.{group}/p"
+        # With a status subresource the main endpoint ignores status.
+        assert "status" not in get_json(kube_cluster, "-n", kube_namespace, resource)
+
+        kube_cluster.kubectl("scale", "-n", kube_namespace, resource, "--replicas=4")
+        kube_cluster.kubectl("patch", "-n", kube_namespace, resource, "--subresource=status", "--type=merge",
+                             "-p", json.dumps({"status": {"replicas": 3}}))
+        stored = get_json(kube_cluster, "-n", kube_namespace, resource)
+        assert (stored["spec"]["replicas"], stored["status"]["replicas"]) == (4, 3)
+        scale = json.loads(kube_cluster.kubectl(
+            "get", "--raw", f"/apis/{group}/v1/namespaces/{kube_namespace}/pools/p/scale").stdout)
+        assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (4, 3)
+    finally:
+        kube_cluster.kubectl("delete", f"crd/pools.{group}", "--wait=false", check=False)
+
+
 def test_service_account_without_rbac_permissions_is_denied(kube_cluster, kube_namespace, tmp_path):
     ns = kube_namespace
     kube_cluster.kubectl("create", "serviceaccount", "-n", ns, "reader")
@@ -196,6 +241,25 @@ def test_service_account_without_rbac_permissions_is_denied(kube_cluster, kube_n
     assert secrets.returncode != 0 and "Forbidden" in secrets.stderr
     other = kube_cluster.kubectl("get", "pods", "-n", "default", *as_reader, check=False)
     assert other.returncode != 0 and "Forbidden" in other.stderr
+
+
+def test_restricted_pod_security_is_enforced(kube_cluster, kube_namespace):
+    kube_cluster.kubectl("label", "namespace", kube_namespace, "pod-security.kubernetes.io/enforce=restricted")
+
+    def pod(name: str, container: dict) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                           "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1.0",
+                                                    **container}]}})
+
+    privileged = kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", check=False,
+                                      input=pod("privileged", {"securityContext": {"privileged": True}}))
+    assert privileged.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in privileged.stderr
+    restricted = {"securityContext": {
+        "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}
+    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=pod("restricted", restricted))
+    kube_cluster.kubectl("wait", "-n", kube_namespace, "--for=condition=Ready", "pod/restricted", "--timeout=60s")
 
 
 def test_helm_template_and_install_a_chart(kube_cluster, kube_namespace, tmp_path):
