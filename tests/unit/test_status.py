@@ -1,11 +1,7 @@
 """Status and conditions: Kubernetes API conventions, transitions reported once."""
-from jobpool.api import JobPoolSpec
 from jobpool.controller.status import (Observation, Problem, build_status, merge_conditions,
                                        only_counters_changed, status_changed)
 from jobpool.queue.base import QueueStats, WorkerInfo
-
-SPEC = JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}})
-
 
 def obs(**kw):
     base = dict(pool="thumbnails", generation=3, replicas=2, ready_replicas=2, desired_replicas=2,
@@ -21,7 +17,7 @@ def conditions(status):
 
 
 def test_status_carries_the_design_fields():
-    status, _ = build_status(obs(), SPEC, {}, now=0.0)
+    status, _ = build_status(obs(), {}, now=0.0)
     assert status["observedGeneration"] == 3 and status["selector"] == "jobpool.dev/pool=thumbnails"
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
     assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "deadLetter": 1}
@@ -33,9 +29,9 @@ def test_status_carries_the_design_fields():
 
 
 def test_unreachable_queue_is_degraded_and_keeps_the_last_counters():
-    first, _ = build_status(obs(), SPEC, {}, now=0.0)
+    first, _ = build_status(obs(), {}, now=0.0)
     problem = Problem("QueueUnavailable", "spec.queue: cannot reach the queue at redis://q:6379/0")
-    status, transitions = build_status(obs(stats=None, problem=problem), SPEC, first, now=10.0)
+    status, transitions = build_status(obs(stats=None, problem=problem), first, now=10.0)
     c = conditions(status)
     assert c["Degraded"]["status"] == "True" and c["Degraded"]["reason"] == "QueueUnavailable"
     assert "cannot reach the queue" in c["Degraded"]["message"]
@@ -59,27 +55,27 @@ def test_last_transition_time_moves_only_on_a_flip():
 
 
 def test_scaling_is_progressing_and_not_ready():
-    c = conditions(build_status(obs(replicas=1, ready_replicas=1, desired_replicas=3), SPEC, {}, now=0.0)[0])
+    c = conditions(build_status(obs(replicas=1, ready_replicas=1, desired_replicas=3), {}, now=0.0)[0])
     assert c["Progressing"]["status"] == "True" and c["Ready"]["status"] == "False"
     assert "1/3" in c["Ready"]["message"]
 
 
 def test_batch_is_complete_only_when_fed_and_every_job_finished():
     done = QueueStats(submitted=10, succeeded=9, dead_lettered=1)
-    c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=10), SPEC, {}, now=0.0)[0])
+    c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=10), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "True" and "9 succeeded, 1 dead-lettered" in c["Complete"]["message"]
-    c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=5), SPEC, {}, now=0.0)[0])
+    c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=5), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "False"
     running = QueueStats(submitted=10, succeeded=9, in_flight=1)
-    c = conditions(build_status(obs(stats=running, batch_total=10, batch_fed=10), SPEC, {}, now=0.0)[0])
+    c = conditions(build_status(obs(stats=running, batch_total=10, batch_fed=10), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "False" and c["Complete"]["reason"] == "BatchRunning"
 
 
 def test_an_unchanged_status_is_not_written_and_counters_can_wait():
-    status, _ = build_status(obs(), SPEC, {}, now=0.0)
-    same, _ = build_status(obs(), SPEC, status, now=50.0)
+    status, _ = build_status(obs(), {}, now=0.0)
+    same, _ = build_status(obs(), status, now=50.0)
     assert not status_changed(status, same)
-    busier, _ = build_status(obs(stats=QueueStats(waiting=5)), SPEC, status, now=60.0)
+    busier, _ = build_status(obs(stats=QueueStats(waiting=5)), status, now=60.0)
     assert status_changed(status, busier) and only_counters_changed(status, busier)
-    scaled, _ = build_status(obs(desired_replicas=4), SPEC, status, now=60.0)
+    scaled, _ = build_status(obs(desired_replicas=4), status, now=60.0)
     assert not only_counters_changed(status, scaled)

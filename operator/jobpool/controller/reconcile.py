@@ -235,7 +235,7 @@ class PoolController:
             batch_fed=self.batch["fed"] if self.batch else 0)
         self.ctx.metrics.observe_pool(self.ref.namespace, self.ref.name, stats, desired,
                                       observation.ready_replicas)
-        new_status, transitions = pool_status.build_status(observation, spec, previous, now,  # type: ignore[arg-type]
+        new_status, transitions = pool_status.build_status(observation, previous, now,
                                                            batch=dict(self.batch) if self.batch else None)
         if self.batch is None and previous.get("batch"):
             new_status["batch"] = None

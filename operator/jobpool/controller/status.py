@@ -9,7 +9,6 @@ import dataclasses
 import datetime
 from typing import Any
 
-from ..api import JobPoolSpec
 from ..queue.base import QueueStats
 from .builders import selector
 
@@ -118,10 +117,9 @@ def merge_conditions(previous: list[dict[str, Any]], desired: list[dict[str, str
     return merged, transitions
 
 
-def build_status(obs: Observation, spec: JobPoolSpec, previous: dict[str, Any], now: float,
+def build_status(obs: Observation, previous: dict[str, Any], now: float,
                  batch: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Transition]]:
     """The whole status; counters keep their last values while the queue is unreachable."""
-    del spec  # the observation already carries what the spec decided
     conditions, transitions = merge_conditions(previous.get("conditions", []), desired_conditions(obs),
                                                generation=obs.generation, now=now)
     status: dict[str, Any] = {
