@@ -173,6 +173,32 @@ def test_a_silent_consumer_loses_its_jobs_after_the_visibility_timeout(redis_ser
         q.close()
 
 
+def test_every_fetching_worker_reclaims_stale_jobs_into_its_free_slots(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=5)
+    raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    stream = PoolKeys("it", pool_name).stream
+    try:
+        q.submit_many(list(range(10)))
+        dead = q.fetch("dead-worker", 8, 0)
+        live = q.fetch("live-worker", 2, 0)
+        # the dead worker's jobs look silent for longer than the visibility timeout
+        raw.xclaim(stream, GROUP, "dead-worker", 0, [j.token for j in dead], idle=60_000,
+                   justid=True)
+        q.heartbeat("live-worker", live, 2, 2)
+        # the first reclaim may wait for the rest after a pass that found nothing stale ...
+        first = wait_until(lambda: q.fetch("survivor-a", 3, 0), timeout=5, what="a reclaim")
+        # ... but once stale jobs turn up, every fetch reclaims, not one worker per interval
+        second, third = q.fetch("survivor-b", 3, 0), q.fetch("survivor-c", 5, 0)
+        assert (len(first), len(second), len(third)) == (3, 3, 2)    # bounded by free slots
+        assert {j.id for j in first + second + third} == {j.id for j in dead}
+        assert {j.attempts for j in first + second + third} == {2}
+        assert q.fetch("survivor-d", 5, 0) == []                      # never the live one's
+        assert len(raw.xpending_range(stream, GROUP, "-", "+", 10, "live-worker")) == 2
+    finally:
+        q.delete_all()
+        q.close()
+
+
 def test_heartbeats_keep_a_running_job_from_being_redelivered(redis_server, pool_name):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
     try:

@@ -134,7 +134,10 @@ if released[1] then
     if entry[2] then table.insert(reclaimed, {entry[1], entry[2], deliveries[entry[1]]}) end
   end
 end
-if count > #reclaimed and redis.call('SET', gate, '1', 'NX', 'PX', interval) then
+-- every fetch may reclaim stale entries into its free slots, so redelivery after a mass
+-- worker death scales with the free slots of all fetching workers; the gate only rests the
+-- scan for an interval after a full pass over the pending entries found nothing stale
+if count > #reclaimed and redis.call('EXISTS', gate) == 0 then
   local cursor = redis.call('GET', cursor_key) or '0-0'
   local res = redis.call('XAUTOCLAIM', stream, group, consumer, visibility, cursor, 'COUNT',
                          count - #reclaimed)
@@ -145,13 +148,16 @@ if count > #reclaimed and redis.call('SET', gate, '1', 'NX', 'PX', interval) the
     if info[1] then deliveries = info[1][4] end
     table.insert(reclaimed, {entry[1], entry[2], deliveries})
   end
-  -- consumers of workers that are gone and hold nothing would pile up in the group
-  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
-    local info = {}
-    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-    if info['pending'] == 0 and info['idle'] > tonumber(visibility) * 10
-        and info['name'] ~= consumer then
-      redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+  if res[1] == '0-0' and #res[2] == 0 then
+    redis.call('SET', gate, '1', 'PX', interval)
+    -- consumers of workers that are gone and hold nothing would pile up in the group
+    for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+      local info = {}
+      for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+      if info['pending'] == 0 and info['idle'] > tonumber(visibility) * 10
+          and info['name'] ~= consumer then
+        redis.call('XGROUP', 'DELCONSUMER', stream, group, info['name'])
+      end
     end
   end
 end
