@@ -1,6 +1,8 @@
 """The Redis Streams queue against a real redis-server: each guarantee of the queue itself."""
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 
@@ -9,6 +11,8 @@ import redis as redis_sync
 
 from jobpool.queue import QueueError, QueueFull, QueueUnavailable, open_queue
 from jobpool.queue.keys import GROUP, PoolKeys
+
+from tests.fixtures.redis import free_port
 
 from .conftest import SyncQueue, wait_until
 
@@ -336,3 +340,73 @@ def test_payloads_and_results_survive_the_round_trip_unchanged(queue):
     assert sorted(map(repr, (j.payload for j in again))) == sorted(map(repr, awkward[:4]))
     queue.ack_many([(job, {"echo": job.payload}) for job in again])
     assert [queue.result(i).result for i in ids] == [{"echo": p} for p in awkward]
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy in front of redis-server that, once armed, lets one command containing a
+    marker run on the server and then cuts the connection before the reply gets through."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.marker: bytes | None = None
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_reply_after(self, marker: bytes) -> None:
+        self.marker = marker
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            cut = threading.Event()
+            threading.Thread(target=self._requests, args=(client, upstream, cut), daemon=True).start()
+            threading.Thread(target=self._replies, args=(upstream, client, cut), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, cut: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.marker and self.marker in data:
+                    cut.set()
+                upstream.sendall(data)
+
+    def _replies(self, upstream: socket.socket, client: socket.socket, cut: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if cut.is_set() and data.startswith(b"*"):     # the script ran: lose its reply
+                    self.marker = None
+                    self.dropped += 1
+                    for end in (client, upstream):
+                        end.shutdown(socket.SHUT_RDWR)
+                        end.close()
+                    return
+                cut.clear()
+                client.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_submit_resent_after_its_reply_was_lost_enqueues_generated_ids_once(redis_server,
+                                                                              pool_name):
+    proxy = ReplyDroppingProxy(redis_server.port)
+    q = SyncQueue(f"redis://127.0.0.1:{proxy.port}/0", "it", pool_name)
+    try:
+        q.submit_many(["warm-up"])
+        proxy.drop_reply_after(b"resend-probe")
+        ids = q.submit_many(["resend-probe-1", "resend-probe-2"])
+        assert proxy.dropped == 1                     # the submit ran and was sent again
+        stats = q.stats()
+        assert (stats.submitted, stats.waiting) == (3, 3)
+        jobs = q.fetch("c", 10, 0)
+        assert sorted(j.payload for j in jobs) == ["resend-probe-1", "resend-probe-2", "warm-up"]
+        assert set(ids) <= {j.id for j in jobs}
+    finally:
+        q.delete_all()
+        q.close()
+        proxy.close()

@@ -134,9 +134,19 @@ class RedisStreamsQueue(Queue):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
-            args = [GROUP, "1" if wait else "0", blob]
             with self._errors():
-                processed, _enqueued, room = await self._call(self._submit, keys=self._submit_keys, args=args)
+                try:
+                    processed, _enqueued, room = await self._submit(
+                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
+                except ConnectionError:
+                    # the chunk may have run before the connection dropped: the re-send
+                    # dedups every id, generated ones too (they were made here, not in Redis)
+                    await self.redis.connection_pool.disconnect()
+                    blob = "\0".join([x for job_id, payload in zip(job_ids[start:end],
+                                                                    encoded[start:end])
+                                       for x in (job_id, "1", payload)])
+                    processed, _enqueued, room = await self._submit(
+                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
             start += processed
             if progress is not None and processed:
                 progress(processed)
