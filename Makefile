@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
 
 all: test
 
@@ -26,6 +26,10 @@ tools:
 ## The main job: a local queue, two workers, 2,000 jobs, the final status.
 demo: venv redis
 	@bash scripts/demo.sh
+
+## The operator end to end on the local control plane: a JobPool scales up, completes, scales down.
+demo-cluster: venv redis tools
+	@bash scripts/demo_cluster.sh
 
 ## The whole test suite, against a real redis-server and a real control plane.
 test: venv redis tools
@@ -48,4 +52,4 @@ bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
 
 clean: cluster-down
-	rm -rf $(VENV) .cluster .demo
+	rm -rf $(VENV) .cluster .demo .demo-cluster
