@@ -1,6 +1,7 @@
 """kopf wiring, kept thin: events in, `PoolController` and the cache do the work."""
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -8,13 +9,13 @@ import kopf
 
 from ..api import GROUP, PLURAL, VERSION
 from .builders import LABEL_POOL
-from .reconcile import OperatorContext, PoolController, delete_queue_keys
+from .reconcile import OperatorContext, PoolController, finalize_pool
 
 log = logging.getLogger("jobpool.operator")
 
 FINALIZER = "jobpool.dev/queue-cleanup"
-# Give up on an unreachable queue after this many attempts so deletion never hangs forever.
-CLEANUP_ATTEMPTS = 12
+# How often the finalizer looks again whether the workers of a deleted pool are gone.
+CLEANUP_POLL_SECONDS = 1.0
 
 
 def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
@@ -46,19 +47,21 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
                        **_: Any) -> None:
         await PoolController(ctx, name, namespace, uid).run(body, stopped)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=5, retries=CLEANUP_ATTEMPTS)
-    async def clean_up_queue(name: str, namespace: str, spec: kopf.Spec, retry: int, body: kopf.Body,
-                             **_: Any) -> None:
+    # No retry limit: `finalize_pool` bounds the wait by the pool's drainSeconds, so it ends.
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=CLEANUP_POLL_SECONDS, retries=None)
+    async def clean_up_queue(name: str, namespace: str, spec: kopf.Spec, retry: int, runtime: datetime.timedelta,
+                             body: kopf.Body, **_: Any) -> None:
+        step = await finalize_pool(ctx, name, namespace, dict(spec), runtime.total_seconds())
+        if not step.done:
+            log.info("%s/%s: %s", namespace, name, step.message)
+            if retry == 0:
+                ctx.post_event(body, "Normal", "WaitingForWorkers", step.message)
+            raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
         ctx.metrics.forget_pool(namespace, name)
         ctx.cache.forget_pool(namespace, name)
-        try:
-            outcome = await delete_queue_keys(ctx, name, namespace, dict(spec))
-        except Exception as exc:
-            if retry + 1 < CLEANUP_ATTEMPTS:
-                raise kopf.TemporaryError(f"deleting the queue keys failed: {exc}", delay=5)
-            outcome = f"gave up deleting the queue keys after {CLEANUP_ATTEMPTS} attempts: {exc}"
-            ctx.post_event(body, "Warning", "QueueCleanupFailed", outcome)
-        log.info("%s/%s: %s", namespace, name, outcome)
+        ctx.post_event(body, "Warning" if step.warning else "Normal",
+                       "QueueCleanupIncomplete" if step.warning else "QueueCleaned", step.message)
+        log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)
 
     def watch(group: str, version: str, plural: str, kind: str) -> None:
         @kopf.on.event(group, version, plural, registry=registry, labels={LABEL_POOL: kopf.PRESENT})

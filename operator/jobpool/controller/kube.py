@@ -94,6 +94,11 @@ class KubeApi:
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", object_path(api_version, kind, namespace, name))
 
+    async def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        reply = await self.request("GET", object_path(api_version, kind, namespace),
+                                   params={"labelSelector": label_selector})
+        return list((reply or {}).get("items") or [])
+
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Server-side apply as the operator's field manager, taking managed fields back."""
         meta = obj["metadata"]

@@ -18,11 +18,12 @@ import time
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from pydantic import ValidationError
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue, QueueStats
-from . import autoscaler, builders, status as pool_status
+from . import autoscaler, builders, cleanup, status as pool_status
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
 
@@ -419,22 +420,63 @@ class PoolController:
         self.last_status_write = now
 
 
-async def delete_queue_keys(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any]) -> str:
-    """The finalizer: remove every key of the pool. Returns what it did, for the log."""
+@dataclasses.dataclass(frozen=True)
+class CleanupStep:
+    done: bool
+    message: str
+    warning: bool = False
+
+
+async def _stop_workers(ctx: OperatorContext, name: str, namespace: str) -> tuple[str, ...]:
+    """Scale the worker Deployment to zero; returns the worker pods still there."""
+    workers = builders.workers_name(name)
+    deployment = await ctx.kube.get("apps/v1", "Deployment", namespace, workers)
+    if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
+        await ctx.kube.merge_patch("apps/v1", "Deployment", namespace, workers, {"spec": {"replicas": 0}})
+    pods = await ctx.kube.list("v1", "Pod", namespace, f"{builders.LABEL_POOL}={name}")
+    return tuple(sorted(pod["metadata"]["name"] for pod in pods))
+
+
+async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any],
+                        waited: float) -> CleanupStep:
+    """One attempt of the finalizer: stop the workers, and once none is left delete the pool's keys."""
     running = ctx.controllers.get((namespace, name))
     if running is not None:
         await running.close()
-    controller = PoolController(ctx, name, namespace, uid="")
     try:
         spec = JobPoolSpec.model_validate(spec_raw)
     except ValidationError:
-        return "spec unreadable; no queue keys to delete"
-    url, problem = await controller._queue_url(spec)
+        return CleanupStep(True, "spec unreadable; no queue keys to delete")
+    limit = cleanup.wait_limit(spec.drain_seconds)
+    try:
+        pods = await _stop_workers(ctx, name, namespace)
+    except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        if waited < limit:
+            return CleanupStep(False, f"cannot stop the worker pods yet: {exc}")
+        pods = ()
+    url, problem = await PoolController(ctx, name, namespace, uid="")._queue_url(spec)
     if problem is not None or url is None:
-        return f"queue keys not deleted: {problem.message if problem else 'no queue URL'}"
+        return CleanupStep(True, f"queue keys not deleted: {problem.message if problem else 'no queue URL'}",
+                           warning=problem is not None)
     queue = ctx.open_queue(url, namespace, name)
     try:
-        await asyncio.wait_for(queue.delete_all(), 10)
+        try:
+            stats = await asyncio.wait_for(queue.stats(), QUEUE_TIMEOUT_SECONDS)
+            registered: tuple[str, ...] | None = tuple(worker.id for worker in stats.workers)
+        except Exception:  # an unreachable queue: only the pods can be waited for
+            registered = None
+        decision = cleanup.decide_cleanup(cleanup.CleanupObservation(pods, registered, waited, spec.drain_seconds))
+        if not decision.delete_keys:
+            return CleanupStep(False, decision.message)
+        try:
+            await asyncio.wait_for(queue.delete_all(), 10)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if cleanup.give_up_on_queue(waited, spec.drain_seconds):
+                return CleanupStep(True, f"gave up deleting the queue keys at {redact(url)} after "
+                                         f"{waited:.0f}s: {reason}", warning=True)
+            return CleanupStep(False, f"deleting the queue keys at {redact(url)} failed: {reason}")
     finally:
         await queue.close()
-    return f"deleted the queue keys of {namespace}/{name} at {redact(url)}"
+    return CleanupStep(True, f"deleted the queue keys of {namespace}/{name} at {redact(url)}; {decision.message}",
+                       warning=decision.gave_up)

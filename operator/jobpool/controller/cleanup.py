@@ -1,0 +1,65 @@
+"""The finalizer's policy: stop the workers, wait until none is left, then delete the queue keys.
+
+Deleting the keys while a worker still runs leaks them: its next fetch recreates the stream
+and its heartbeat registers it again. So the finalizer first scales the worker Deployment to
+zero and waits until no worker pod remains and no live worker is registered in the queue
+(workers that are not pods, too). The wait is bounded, so a stuck pool can still be deleted.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+# A killed worker's registration lives this long after its last heartbeat (the queue's
+# visibility timeout), so the wait covers it.
+REGISTRATION_EXPIRY_SECONDS = 30.0
+WAIT_MARGIN_SECONDS = 5.0
+# After the wait, an unreachable queue is retried this long before the pool goes anyway.
+QUEUE_GIVE_UP_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanupObservation:
+    worker_pods: tuple[str, ...]
+    # None when the queue could not be read: then only the pods can be waited for.
+    registered_workers: tuple[str, ...] | None
+    waited: float
+    drain_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanupDecision:
+    delete_keys: bool
+    message: str
+    gave_up: bool = False
+
+
+def wait_limit(drain_seconds: int) -> float:
+    """A draining pod gets drainSeconds; a killed one's registration expires after that."""
+    return drain_seconds + REGISTRATION_EXPIRY_SECONDS + WAIT_MARGIN_SECONDS
+
+
+def _waiting_for(observation: CleanupObservation) -> str:
+    parts = []
+    if observation.worker_pods:
+        parts.append(f"{len(observation.worker_pods)} worker pod(s) ({', '.join(observation.worker_pods[:5])})")
+    if observation.registered_workers:
+        parts.append(f"{len(observation.registered_workers)} registered worker(s) "
+                     f"({', '.join(observation.registered_workers[:5])})")
+    return " and ".join(parts)
+
+
+def decide_cleanup(observation: CleanupObservation) -> CleanupDecision:
+    limit = wait_limit(observation.drain_seconds)
+    pending = _waiting_for(observation)
+    if not pending:
+        return CleanupDecision(True, f"no worker pod or registered worker left after {observation.waited:.0f}s")
+    if observation.waited >= limit:
+        return CleanupDecision(True, f"gave up after {observation.waited:.0f}s (limit {limit:.0f}s) waiting for "
+                                     f"{pending} to stop; deleting the queue keys anyway", gave_up=True)
+    return CleanupDecision(False, f"waiting up to {limit:.0f}s for {pending} to stop before deleting the "
+                                  f"queue keys ({observation.waited:.0f}s so far)")
+
+
+def give_up_on_queue(waited: float, drain_seconds: int) -> bool:
+    """Whether an unreachable queue has been retried long enough to let the pool go."""
+    return waited >= wait_limit(drain_seconds) + QUEUE_GIVE_UP_SECONDS
