@@ -45,3 +45,15 @@ def slow_sync(payload):
     """A sync handler that outlives any drain: it blocks its thread for `payload` seconds."""
     time.sleep(payload)
     return payload
+
+
+def stuck_sync(payload):
+    """A sync handler that blocks its thread for `payload["seconds"]`, whatever the timeout;
+    records start and end in JOBPOOL_TEST_LOG like `sleepy`."""
+    log = Path(os.environ["JOBPOOL_TEST_LOG"])
+    with log.open("a") as out:
+        out.write(f"start {payload['n']} {os.getpid()} {time.time()}\n")
+    time.sleep(payload.get("seconds", 0))
+    with log.open("a") as out:
+        out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
+    return payload["n"]

@@ -256,3 +256,59 @@ def test_a_drain_does_not_wait_for_a_sync_handler_stuck_in_its_thread(queue, spa
     stats = queue.stats()
     assert (stats.waiting, stats.in_flight) == (1, 0)      # released, not lost
     assert queue.result(job_id) is None
+
+
+def timed_events(log: Path) -> list[tuple[str, int, float]]:
+    """(start|end, job number, time) lines written by the `sleepy`/`stuck_sync` handlers."""
+    if not log.exists():
+        return []
+    return [(kind, int(n), float(at)) for kind, n, _, at in
+            (line.split() for line in log.read_text().splitlines() if line)]
+
+
+def test_a_timed_out_sync_thread_keeps_its_slot_until_it_returns(queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    worker = spawn_worker(handler="tests.integration.handlers:stuck_sync", concurrency=2,
+                          timeout=1, max_attempts=1, heartbeat_interval=0.1,
+                          env={"JOBPOOL_TEST_LOG": str(log)})
+    # both threads overrun the 1 s timeout; the second returns before the worker gives up
+    stuck = queue.submit_many([{"n": 1, "seconds": 3}, {"n": 2, "seconds": 1.6}])
+    wait_until(lambda: len(timed_events(log)) == 2, what="the stuck jobs to start")
+    quick = queue.submit_many([{"n": 3}, {"n": 4}])
+
+    def failed_at_deadline_slots_still_busy():
+        stats = queue.stats()
+        return (stats.dead_letter == 2 and [w.busy for w in stats.workers] == [2]
+                and not any(kind == "end" for kind, _, _ in timed_events(log)))
+    wait_until(failed_at_deadline_slots_still_busy, timeout=3,
+               what="both jobs failed at their deadline while their threads still run")
+    assert {d.id for d in queue.dead_letters()} == set(stuck)
+    assert all(d.error == "timed out after 1s" for d in queue.dead_letters())
+    for job_id in stuck:
+        assert f"job {job_id} timed out after 1s but its handler thread is still running" \
+            in worker.log()
+    assert [queue.result(i, timeout=15).result for i in quick] == [3, 4]
+    wait_until(lambda: len(timed_events(log)) == 8, what="every thread to return")
+    first_end = min(at for kind, _, at in timed_events(log) if kind == "end")
+    assert all(at >= first_end for kind, n, at in timed_events(log)
+               if kind == "start" and n in (3, 4))
+    running = most_running = 0
+    for kind, _, _ in sorted(timed_events(log), key=lambda e: e[2]):
+        running += 1 if kind == "start" else -1
+        most_running = max(most_running, running)
+    assert most_running == 2
+    assert "its handler thread returned after" in worker.log() and worker.alive()
+
+
+def test_a_worker_whose_slots_all_stay_overrun_exits_3_without_losing_jobs(queue, spawn_worker,
+                                                                           tmp_path):
+    log = tmp_path / "jobs.log"
+    worker = spawn_worker(handler="tests.integration.handlers:stuck_sync", timeout=0.3,
+                          max_attempts=1, env={"JOBPOOL_TEST_LOG": str(log)})
+    [job_id] = queue.submit_many([{"n": 1, "seconds": 120}])
+    assert worker.wait(timeout=20) == 3
+    assert f"all 1 slots are occupied by handler threads that overran the 0.3s timeout (jobs " \
+        f"{job_id}, already failed)" in worker.log()
+    stats = queue.stats()
+    assert (stats.dead_letter, stats.backlog, stats.workers) == (1, 0, ())
+    assert [d.id for d in queue.dead_letters()] == [job_id]

@@ -26,7 +26,10 @@ class HandlerError(ValueError):
     """The handler cannot be loaded; the message names it."""
 
 
-Runner = Callable[[Any, str], Awaitable[Any]]   # (payload, payload_text) -> result
+# (payload, payload_text, overrun) -> result; a runner whose job is cancelled while its
+# handler goes on running (a thread cannot be killed) calls overrun(a future of its end)
+Overrun = Callable[["asyncio.Future[Any]"], None]
+Runner = Callable[[Any, str, Overrun], Awaitable[Any]]
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
@@ -54,15 +57,22 @@ def load_callable(spec: str) -> Callable[..., Any]:
 def python_runner(function: Callable[..., Any], threads: int) -> tuple[Runner, Callable[[], None]]:
     """A runner for `function(payload)` and a function that shuts its thread pool down."""
     if inspect.iscoroutinefunction(function):
-        async def run_async(payload: Any, _text: str) -> Any:
+        async def run_async(payload: Any, _text: str, _overrun: Overrun) -> Any:
             return await function(payload)
         return run_async, lambda: None
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                      thread_name_prefix="job")
 
-    async def run_in_thread(payload: Any, _text: str) -> Any:
-        result = await asyncio.get_running_loop().run_in_executor(executor, function, payload)
+    async def run_in_thread(payload: Any, _text: str, overrun: Overrun) -> Any:
+        thread_run = executor.submit(function, payload)
+        thread_end = asyncio.wrap_future(thread_run)
+        try:
+            result = await asyncio.shield(thread_end)
+        except asyncio.CancelledError:
+            if not thread_run.cancel():      # already running: only its end can be awaited
+                overrun(thread_end)
+            raise
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -71,7 +81,7 @@ def python_runner(function: Callable[..., Any], threads: int) -> tuple[Runner, C
 
 
 def command_runner(argv: tuple[str, ...]) -> Runner:
-    async def run_command(_payload: Any, text: str) -> Any:
+    async def run_command(_payload: Any, text: str, _overrun: Overrun) -> Any:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -2,6 +2,10 @@
 
 Completed jobs are acknowledged in batches by one task (one round trip for many jobs), and a
 slot counts as busy until its job is acknowledged, so "held" == "unacknowledged" <= slots.
+A sync handler's thread that outlives its job's timeout cannot be killed: its job is failed at
+the deadline, but its slot stays occupied until the thread returns, so no more than
+`concurrency` handlers ever run. When every slot stays occupied like that for another timeout
+(at least a second), the worker exits with status 3 so that it is restarted.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from .metrics import WorkerMetrics, serve_metrics
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
+EXIT_ALL_SLOTS_OVERRUN = 3
 
 
 def reconnect_delay(failures: int, cap: float = 10.0) -> float:
@@ -57,6 +62,7 @@ class Worker:
         self.on_exit = on_exit
         self.held: dict[str, Job] = {}                   # token -> unacknowledged job
         self.running: dict[str, asyncio.Task] = {}       # token -> task running the handler
+        self.overrun: dict[str, Job] = {}                # token -> failed job whose thread runs on
         self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
         self.ack_buffer: list[tuple[Job, Any]] = []
         self.stopping = asyncio.Event()
@@ -88,9 +94,10 @@ class Worker:
                  redact_url(self.config.queue_url))
         acker = asyncio.create_task(self._ack_loop())
         heartbeat = asyncio.create_task(self._heartbeat_loop())
+        watch = asyncio.create_task(self._overrun_watch_loop())
         late_fetch = await self._fetch_loop()
         await self._drain(late_fetch)
-        for task in (acker, heartbeat):
+        for task in (acker, heartbeat, watch):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -116,8 +123,13 @@ class Worker:
 
     def _health(self) -> str:
         return json.dumps({"status": "ok", "queueReachable": self.queue_reachable,
-                           "slots": self.config.concurrency, "busy": len(self.held),
-                           "stopping": self.stopping.is_set()})
+                           "slots": self.config.concurrency, "busy": self.occupied,
+                           "overrun": len(self.overrun), "stopping": self.stopping.is_set()})
+
+    @property
+    def occupied(self) -> int:
+        """Slots holding a job, or a thread still running the handler of a timed-out job."""
+        return len(self.held) + len(self.overrun)
 
     # -- fetching --------------------------------------------------------
     async def _fetch_loop(self) -> asyncio.Task | None:
@@ -126,7 +138,7 @@ class Worker:
         stop_wait = asyncio.create_task(self.stopping.wait())
         try:
             while not self.stopping.is_set():
-                free = self.config.concurrency - len(self.held)
+                free = self.config.concurrency - self.occupied
                 if free <= 0:
                     self.slot_freed.clear()
                     slot_wait = asyncio.create_task(self.slot_freed.wait())
@@ -168,7 +180,7 @@ class Worker:
 
     def _start(self, job: Job) -> None:
         self.held[job.token] = job
-        self.metrics.busy_slots.set(len(self.held))
+        self.metrics.busy_slots.set(self.occupied)
         task = asyncio.create_task(self._run(job))
         self.running[job.token] = task
         self.tasks.add(task)
@@ -181,13 +193,14 @@ class Worker:
             self.metrics.wait.observe(max(0.0, started - job.enqueued_at))
         error = job.payload_error or lost_job_error(job, self.config.max_attempts)
         result: Any = None
+        overran: list[asyncio.Future] = []
         if error is None:
             try:
+                run = self.runner(job.payload, job.payload_text, overran.append)
                 if self.config.timeout:
-                    result = await asyncio.wait_for(self.runner(job.payload, job.payload_text),
-                                                    self.config.timeout)
+                    result = await asyncio.wait_for(run, self.config.timeout)
                 else:
-                    result = await self.runner(job.payload, job.payload_text)
+                    result = await run
                 result = RawJSON(encode_json(result, "the handler's result"))
             except asyncio.TimeoutError:
                 error = f"timed out after {self.config.timeout:g}s"
@@ -197,12 +210,56 @@ class Worker:
                 error = error_text(exc)
         self.metrics.duration.observe(time.time() - started)
         self.running.pop(job.token, None)
+        if overran:
+            # taken before the job's failure frees its slot, so the slot never looks free
+            self.overrun[job.token] = job
+            log.warning("job %s timed out after %gs but its handler thread is still running (a "
+                        "thread cannot be stopped): the job is failed now, its slot stays "
+                        "occupied until the thread returns", job.id, self.config.timeout)
         if error is None:
             self.ack_buffer.append((job, result))
             self.acks_idle.clear()
             self.ack_wanted.set()
         else:
             await self._fail(job, error)
+        if overran:
+            await self._wait_for_overrun(job, overran[0], started)
+
+    async def _wait_for_overrun(self, job: Job, thread_end: asyncio.Future, started: float) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await thread_end
+            log.info("job %s: its handler thread returned after %.1fs; the slot is free again",
+                     job.id, time.time() - started)
+        finally:
+            self.overrun.pop(job.token, None)
+            self.metrics.busy_slots.set(self.occupied)
+            self.slot_freed.set()
+
+    async def _overrun_watch_loop(self) -> None:
+        """Exit when every slot is occupied by an overrunning thread for another timeout."""
+        if not self.config.timeout:
+            return
+        grace = max(self.config.timeout, 1.0)
+        loop = asyncio.get_running_loop()
+        since: float | None = None
+        while True:
+            await asyncio.sleep(min(grace / 4, 1.0))
+            if len(self.overrun) < self.config.concurrency:
+                since = None
+                continue
+            since = since if since is not None else loop.time()
+            if loop.time() - since >= grace:
+                break
+        log.error("all %d slots are occupied by handler threads that overran the %gs timeout "
+                  "(jobs %s, already failed) for %gs more: exiting with status %d so the worker "
+                  "is restarted", self.config.concurrency, self.config.timeout,
+                  ", ".join(sorted(j.id for j in self.overrun.values())), grace,
+                  EXIT_ALL_SLOTS_OVERRUN)
+        with contextlib.suppress(QueueError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.queue.unregister(self.config.worker_id), 5)
+        logging.shutdown()
+        os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
     async def _fail(self, job: Job, error: str) -> None:
         failures = 0
@@ -234,7 +291,7 @@ class Worker:
     def _free(self, job: Job) -> None:
         self.held.pop(job.token, None)
         self.finished += 1
-        self.metrics.busy_slots.set(len(self.held))
+        self.metrics.busy_slots.set(self.occupied)
         self.slot_freed.set()
 
     async def _ack_loop(self) -> None:
@@ -267,7 +324,7 @@ class Worker:
         while True:
             try:
                 await self.queue.heartbeat(self.config.worker_id, list(self.held.values()),
-                                           self.config.concurrency, len(self.held))
+                                           self.config.concurrency, self.occupied)
             except QueueError:
                 pass   # the fetch loop reports the queue being down
             await asyncio.sleep(self.config.heartbeat_interval)
