@@ -219,6 +219,47 @@ def test_heartbeats_keep_a_running_job_from_being_redelivered(redis_server, pool
         q.close()
 
 
+def test_heartbeats_count_no_delivery_so_a_released_job_keeps_its_attempts(queue):
+    queue.submit_many(["long"])
+    [job] = queue.fetch("draining-worker", 1, 0)
+    for _ in range(5):
+        queue.heartbeat("draining-worker", [job], 1, 1)
+    queue.release([job])
+    [again] = queue.fetch("next-worker", 1, 0)
+    assert (again.id, again.attempts) == (job.id, 1)
+
+
+def test_heartbeats_count_no_delivery_so_a_reclaimed_job_counts_one_more_attempt(
+        redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    try:
+        q.submit_many(["long"])
+        [job] = q.fetch("dying-worker", 1, 0)
+        for _ in range(5):
+            q.heartbeat("dying-worker", [job], 1, 1)
+        [again] = wait_until(lambda: q.fetch("survivor", 1, 100), timeout=5, what="redelivery")
+        assert (again.id, again.attempts) == (job.id, 2)
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_a_stalled_workers_heartbeat_does_not_take_back_a_reclaimed_job(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    stream = PoolKeys("it", pool_name).stream
+    try:
+        q.submit_many(["long"])
+        [job] = q.fetch("stalled-worker", 1, 0)
+        [again] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
+        q.heartbeat("stalled-worker", [job], 1, 1)
+        [entry] = raw.xpending_range(stream, GROUP, "-", "+", 10)
+        assert (entry["consumer"], entry["times_delivered"]) == ("new-owner", again.attempts)
+    finally:
+        q.delete_all()
+        q.close()
+
+
 def test_a_second_completion_is_counted_as_a_duplicate_not_a_success(redis_server, pool_name):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
     try:

@@ -261,9 +261,17 @@ local stream, workers = KEYS[1], KEYS[2]
 local group, consumer, info = ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', workers, consumer, info)
 if #ARGV >= 4 and redis.call('EXISTS', stream) == 1 then
+  -- Only entries this consumer still owns: a job another worker reclaimed stays theirs.
   local ids = {}
-  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-  pcall(redis.call, 'XCLAIM', stream, group, consumer, 0, unpack(ids))
+  for i = 4, #ARGV do
+    local ok, owned = pcall(redis.call, 'XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer)
+    if ok and owned[1] then ids[#ids + 1] = ARGV[i] end
+  end
+  -- JUSTID resets the idle time without counting another delivery (attempts stay true).
+  if #ids > 0 then
+    ids[#ids + 1] = 'JUSTID'
+    pcall(redis.call, 'XCLAIM', stream, group, consumer, 0, unpack(ids))
+  end
 end
 return 1
 """
