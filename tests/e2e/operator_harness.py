@@ -188,3 +188,14 @@ def operator(jobpool_crds, kube_namespace, redis_server, tmp_path):
 def items(cluster, namespace: str, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
     args = ["get", "-n", namespace, kind, "-o", "json"] + (["-l", selector] if selector else [])
     return json.loads(cluster.kubectl(*args).stdout)["items"]
+
+
+def kubeconfig_for_token(cluster, token: str, path: pathlib.Path) -> str:
+    config = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
+    ca = config["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": ca}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}]}))
+    return str(path)

@@ -1,14 +1,13 @@
 """The Helm chart: it lints and renders, its values are validated, it installs under the
 restricted Pod Security Standard, and its RBAC is exactly enough to run the operator."""
 import json
-import pathlib
 import subprocess
 
 import pytest
 import yaml
 
 from tests.e2e.operator_harness import (ROOT, OperatorProcess, apply, condition, eventually, get, items,  # noqa: F401
-                                        jobpool_crds, pool_manifest, unique)
+                                        jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
 
 CHART = ROOT / "charts/jobpool"
 
@@ -79,17 +78,6 @@ def test_bad_values_are_refused(kube_cluster, bad):
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
 
 
-def kubeconfig_for_token(cluster, token: str, path: pathlib.Path) -> str:
-    config = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
-    ca = config["clusters"][0]["cluster"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": ca}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}]}))
-    return str(path)
-
-
 def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, kube_namespace, redis_server,
                                                                   tmp_path):
     cluster, ns = jobpool_crds, kube_namespace
@@ -115,7 +103,9 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
         scoped = kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")
         operator = OperatorProcess(cluster, ns, redis_server.url, tmp_path / "operator.log", kubeconfig=scoped).start()
         try:
-            eventually(lambda: "holding the leader lease" in operator.logs(), timeout=60, message="the lease")
+            eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
+                       message="the lease")
+            assert operator.alive(), operator.logs()[-3000:]
             name = unique("restricted")
             apply(cluster, ns, pool_manifest(name, parallelism=2,
                                              queue={"urlSecretRef": {"name": "queue", "key": "url"}}))

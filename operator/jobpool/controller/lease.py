@@ -1,7 +1,9 @@
 """One active operator: a coordination.k8s.io Lease, as Kubernetes' own controllers use.
 
 A second replica waits in `acquire()` until the holder stops renewing (or releases the
-lease on a clean shutdown), then takes over.
+lease on a clean shutdown), then takes over. API errors while waiting (RBAC not yet in
+effect after an install, a 429 or a timeout on a loaded API server) are retried, as
+client-go's leader election does, instead of ending the process.
 """
 from __future__ import annotations
 
@@ -10,9 +12,14 @@ import datetime
 import logging
 from typing import Any
 
+import aiohttp
+
 from .kube import KubeApi, KubeError
 
 log = logging.getLogger("jobpool.operator")
+
+# What a call to the API server can fail with that a later attempt may not.
+API_FAILURES = (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
 
 def _micro_time(moment: datetime.datetime) -> str:
@@ -73,13 +80,23 @@ class LeaderLease:
                 return False
             raise
 
-    async def acquire(self) -> None:
+    async def acquire(self, retry_every: float = 1.0) -> None:
         announced = False
-        while not await self.try_acquire():
-            if not announced:
-                log.info("waiting for the leader lease %s/%s", self.namespace, self.name)
-                announced = True
-            await asyncio.sleep(1.0)
+        last_failure = ""
+        while True:
+            try:
+                if await self.try_acquire():
+                    break
+                if not announced:
+                    log.info("waiting for the leader lease %s/%s", self.namespace, self.name)
+                    announced = True
+            except API_FAILURES as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                if failure != last_failure:  # once per distinct failure, not every second
+                    log.warning("cannot take the leader lease %s/%s yet, retrying: %s",
+                                self.namespace, self.name, failure)
+                    last_failure = failure
+            await asyncio.sleep(retry_every)
         log.info("holding the leader lease %s/%s as %s", self.namespace, self.name, self.identity)
 
     async def keep(self, lost: asyncio.Event) -> None:
@@ -94,8 +111,8 @@ class LeaderLease:
                 log.error("the leader lease was taken over; stopping")
                 lost.set()
                 return
-            except (KubeError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("renewing the leader lease failed: %s", exc)
+            except API_FAILURES as exc:
+                log.warning("renewing the leader lease failed: %s: %s", type(exc).__name__, exc)
             if asyncio.get_running_loop().time() - last_ok > self.duration:
                 lost.set()
                 return
@@ -107,5 +124,5 @@ class LeaderLease:
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 await self.kube.replace(lease)
-        except (KubeError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("releasing the leader lease failed: %s", exc)
+        except API_FAILURES as exc:
+            log.warning("releasing the leader lease failed: %s: %s", type(exc).__name__, exc)
