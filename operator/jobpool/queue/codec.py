@@ -71,47 +71,72 @@ def outcome_of_failure(attempts: int, max_attempts: int) -> str:
     return "retried" if attempts < max_attempts else "dead_lettered"
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+# redis-py takes the password from the userinfo or from a `password=` query parameter.
+_QUERY_SECRETS = frozenset({"password"})
+_EXPECTED_URL = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+
+
+def redact_url(url: Any) -> str:
+    """The URL with every password masked, fit for messages and logs. A value without
+    `scheme://` is not shown at all: it may be a secret put where a URL belongs."""
+    if not isinstance(url, str) or "://" not in url:
+        return "<not a URL: value not shown>"
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    else:
-        netloc = f":***@{netloc}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return "<unparsable URL: value not shown>"
+    # Split the netloc by hand: `parts.port` raises on a bad port and `parts.hostname` drops
+    # the brackets of an IPv6 address; the host and port are shown exactly as written.
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(_redact_query_field(field) for field in parts.query.split("&")) if parts.query else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_query_field(field: str) -> str:
+    name, equals, _value = field.partition("=")
+    if equals and urllib.parse.unquote_plus(name).strip().lower() in _QUERY_SECRETS:
+        return f"{name}=***"
+    return field
+
+
+def queue_url_problem(url: Any) -> str | None:
+    """What is wrong with a queue URL, in words that quote no part of it (so the message is
+    safe even when the value came from a Secret), or None if it is a usable Redis URL."""
+    if not isinstance(url, str) or not url.strip():
+        return "no queue URL given"
+    if "://" not in url:
+        return "it is not a URL (no scheme://)"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "it cannot be parsed as a URL"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "unknown scheme"
+    if parts.scheme == "unix":
+        return None if parts.path else "no socket path"
+    try:
+        port = parts.port
+    except ValueError:
+        return "the port is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return "the database is not a number"
+    return None
 
 
 def check_queue_url(url: Any) -> str:
     """Refuse what cannot be a Redis URL with a one-line message that says what is expected."""
-    expected = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
     if not isinstance(url, str) or not url.strip():
-        raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({expected})")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: {exc} ({expected})") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: unknown scheme "
-                         f"{parts.scheme or '(none)'!r} ({expected})")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise QueueError(f"invalid queue URL {redact_url(url)!r}: no socket path ({expected})")
-        return url
-    if not parts.hostname:
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: no host ({expected})")
-    if port == 0:
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: port 0 ({expected})")
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: database {db!r} is not a "
-                         f"number ({expected})")
+        raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({_EXPECTED_URL})")
+    problem = queue_url_problem(url)
+    if problem is not None:
+        raise QueueError(f"invalid queue URL {redact_url(url)!r}: {problem} ({_EXPECTED_URL})")
     return url
