@@ -67,3 +67,27 @@ def test_batch_from_items_and_range():
         JobsSpec.model_validate({"items": [1], "range": {"count": 1}})
     with pytest.raises(ValidationError, match="count"):
         JobsSpec.model_validate({"range": {"count": -1}})
+
+
+@pytest.mark.parametrize("handler", ["tasks.square", "app:", ":f", "app tasks:f", "1app:f", "a:b:c", "m:f\n"])
+def test_a_malformed_handler_is_refused_naming_the_field(handler):
+    with pytest.raises(ValidationError, match="worker.handler") as caught:
+        spec(worker={"image": "a", "handler": handler})
+    assert caught.value.errors()[0]["loc"] == ("worker", "handler")
+
+
+@pytest.mark.parametrize("handler", ["m:f", "pkg.mod:Class.method", "_private.mod:_f2"])
+def test_module_function_handlers_are_accepted(handler):
+    assert spec(worker={"image": "a", "handler": handler}).worker.handler == handler
+
+
+@pytest.mark.parametrize("url", ["http://x", "localhost:6379", "sk-live-ABCDEF", "REDIS://h", " redis://h"])
+def test_a_queue_url_without_a_redis_scheme_is_refused_naming_the_field(url):
+    with pytest.raises(ValidationError) as caught:
+        spec(queue={"url": url})
+    assert caught.value.errors()[0]["loc"] == ("queue", "url")
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://:pw@h/1", "unix:///run/redis.sock"])
+def test_redis_queue_urls_are_accepted(url):
+    assert spec(queue={"url": url}).queue.url == url

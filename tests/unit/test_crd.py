@@ -1,5 +1,6 @@
 """The committed CRD is generated from the models, and agrees with them field by field."""
 import pathlib
+import re
 import types
 import typing
 
@@ -115,6 +116,14 @@ def test_cel_rules_guard_what_the_models_refuse(committed):
     # Nested objects default to their fields' defaults; optional jobs does not.
     assert spec["retry"]["default"] == {"maxAttempts": 3, "backoffSeconds": 1.0, "maxBackoffSeconds": 300.0}
     assert "default" not in spec["jobs"]
+
+
+def test_the_api_server_checks_the_handler_and_queue_url_shapes(committed):
+    spec = version(committed)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    handler = re.compile(spec["worker"]["properties"]["handler"]["pattern"])
+    url = re.compile(spec["queue"]["properties"]["url"]["pattern"])
+    assert handler.search("pkg.mod:Class.method") and not handler.search("tasks.square")
+    assert url.search("rediss://h/0") and not url.search("http://h") and not url.search("sk-live-ABCDEF")
 
 
 def test_names_subresources_and_columns(committed):

@@ -20,6 +20,11 @@ SINGULAR = "jobpool"
 SHORT_NAMES = ["jp"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+# "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it.
+HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
+QUEUE_URL_PATTERN = r"^(redis|rediss|unix)://"
+
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     """One `x-kubernetes-validations` entry; the message names the field it refuses."""
@@ -51,8 +56,8 @@ class QueueSpec(Model):
     ]})
 
     url: str | None = Field(
-        default=None, min_length=1,
-        description="Redis URL of the queue, e.g. redis://jobpool-redis:6379/0. "
+        default=None, min_length=1, pattern=QUEUE_URL_PATTERN,
+        description="Redis URL of the queue (redis://, rediss:// or unix://), e.g. redis://jobpool-redis:6379/0. "
                     "Unset (and no urlSecretRef): the operator's default queue.")
     url_secret_ref: SecretKeyRef | None = Field(
         default=None,
@@ -79,7 +84,7 @@ class WorkerSpec(Model):
 
     image: str = Field(min_length=1, description="Container image of the worker pods (required).")
     handler: str | None = Field(
-        default=None, min_length=1,
+        default=None, min_length=1, pattern=HANDLER_PATTERN,
         description='A Python callable "module:function" (sync or async) called with each '
                     "job's payload; its return value is the job's result.")
     command: list[str] | None = Field(
