@@ -1,4 +1,5 @@
 """The operator's small pure pieces: flags, the leader-lease rule, URL redaction, batch digest."""
+import asyncio
 import datetime
 
 import pytest
@@ -6,7 +7,9 @@ import pytest
 from jobpool.api import JobPoolSpec
 from jobpool.controller.lease import lease_is_free
 from jobpool.controller.main import parse_args
-from jobpool.controller.reconcile import batch_digest, redact
+from jobpool.controller.reconcile import batch_digest, invalid_queue_url, queue_message, shown_queue
+from jobpool.queue import QueueUnavailable
+from jobpool.queue.codec import redact_url
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -36,10 +39,37 @@ def test_lease_is_free_when_unheld_ours_or_expired():
     assert lease_is_free(held, "me", NOW + datetime.timedelta(seconds=11))
 
 
-def test_queue_urls_lose_their_password_in_messages():
-    assert redact("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
-    assert redact("rediss://user:pw@host/1") == "rediss://user:***@host/1"
-    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+def pool_spec(queue):
+    return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, "queue": queue})
+
+
+SECRET_QUEUE = pool_spec({"urlSecretRef": {"name": "queue-auth", "key": "url"}})
+
+
+def test_inline_queue_urls_lose_their_password_in_messages():
+    inline = pool_spec({"url": "redis://:s3cret@redis:6379/0?password=s3cret"})
+    assert shown_queue(inline, inline.queue.url) == "redis://:***@redis:6379/0?password=***"
+    error = QueueUnavailable(f"cannot reach the queue at {redact_url(inline.queue.url)}: refused")
+    assert "s3cret" not in queue_message(inline, inline.queue.url, error)
+
+
+@pytest.mark.parametrize("value", ["sk-live-ABCDEF123456", "redis://ABCDEF123456:x/0", "http://ABCDEF123456",
+                                   "redis://h/ABCDEF123456"])
+def test_a_queue_url_from_a_secret_is_never_quoted(value):
+    problem = invalid_queue_url(SECRET_QUEUE, value)
+    assert problem.reason == "InvalidQueueURL" and "ABCDEF" not in problem.message
+    assert problem.message.startswith('spec.queue.urlSecretRef: the URL in Secret "queue-auth" key "url" is not')
+    assert "ABCDEF" not in shown_queue(SECRET_QUEUE, value)
+
+
+def test_queue_errors_about_a_secret_url_name_the_secret_instead():
+    url = "redis://:s3cret@private-host.example:6379/0"
+    error = QueueUnavailable(f"cannot reach the queue at {redact_url(url)}: Connection refused")
+    message = queue_message(SECRET_QUEUE, url, error)
+    assert message == 'cannot reach the queue at the URL in Secret "queue-auth" key "url": Connection refused'
+    assert queue_message(SECRET_QUEUE, url, ValueError(f"bad {url}\nmore")) == \
+        'bad the URL in Secret "queue-auth" key "url"'
+    assert queue_message(SECRET_QUEUE, "", asyncio.TimeoutError()) == "TimeoutError"
 
 
 def test_batch_digest_follows_the_jobs_only():

@@ -16,13 +16,13 @@ import json
 import logging
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import ValidationError
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue, QueueStats
+from ..queue.codec import EXPECTED_QUEUE_URL, queue_url_problem, redact_url
 from . import autoscaler, builders, cleanup, status as pool_status
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
@@ -91,16 +91,30 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def redact(url: str) -> str:
-    """A queue URL without its password, fit for status and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def queue_field(spec: JobPoolSpec) -> str:
+    return "spec.queue.urlSecretRef" if spec.queue.url_secret_ref else "spec.queue.url"
+
+
+def shown_queue(spec: JobPoolSpec, url: str) -> str:
+    """How messages name the queue: a URL read from a Secret is never quoted, only its Secret key
+    (whoever may create a JobPool must not read Secret values through its status)."""
+    ref = spec.queue.url_secret_ref
+    return f'the URL in Secret "{ref.name}" key "{ref.key}"' if ref is not None else redact_url(url)
+
+
+def queue_message(spec: JobPoolSpec, url: str, exc: BaseException) -> str:
+    """The first line of a queue error, with the queue named as `shown_queue` names it."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not url:
+        return text
+    return text.replace(redact_url(url), shown_queue(spec, url)).replace(url, shown_queue(spec, url))
+
+
+def invalid_queue_url(spec: JobPoolSpec, url: str) -> pool_status.Problem:
+    """An unusable queue URL, described without quoting any part of it."""
+    problem = queue_url_problem(url) or "the queue refused it"
+    return pool_status.Problem("InvalidQueueURL", f"{queue_field(spec)}: {shown_queue(spec, url)} is not a "
+                                                  f"valid queue URL: {problem} ({EXPECTED_QUEUE_URL})")
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
@@ -202,8 +216,8 @@ class PoolController:
             except Exception as exc:  # any backend failure means "unreachable" for the pool
                 problem = pool_status.Problem(
                     "QueueUnavailable",
-                    f"spec.queue: cannot reach the queue at {redact(self.queue_url or '')}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                    f"spec.queue: cannot reach the queue at {shown_queue(spec, self.queue_url or '')}: "
+                    f"{queue_message(spec, self.queue_url or '', exc)}")
         deployment = self.ctx.cache.get("Deployment", self.ref.namespace, builders.workers_name(self.ref.name))
 
         # decide
@@ -272,7 +286,12 @@ class PoolController:
             problem = pool_status.Problem(
                 "SecretKeyNotFound", f'spec.queue.urlSecretRef: Secret "{ref.name}" has no key "{ref.key}"')
         else:
-            url = base64.b64decode(secret["data"][ref.key]).decode().strip()
+            try:
+                url = base64.b64decode(secret["data"][ref.key]).decode().strip()
+            except ValueError:  # binary data: said without quoting it
+                problem = pool_status.Problem(
+                    "InvalidQueueURL", f'spec.queue.urlSecretRef: the value of Secret "{ref.name}" key '
+                                       f'"{ref.key}" is not text')
         self._secret_cache = (time.monotonic(), key, url, problem)
         return url, problem
 
@@ -284,9 +303,8 @@ class PoolController:
             await self._drop_queue()
             try:
                 self.queue = self.ctx.open_queue(url, self.ref.namespace, self.ref.name)
-            except Exception as exc:
-                field = "spec.queue.urlSecretRef" if spec.queue.url_secret_ref else "spec.queue.url"
-                return pool_status.Problem("InvalidQueueURL", f"{field}: {str(exc).splitlines()[0]}")
+            except Exception:  # the message may quote the value: say what is wrong without it
+                return invalid_queue_url(spec, url)
             self.queue_url = url
         if self.configured_max_length != spec.queue.max_length and self.queue is not None:
             try:
@@ -458,7 +476,10 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
     if problem is not None or url is None:
         return CleanupStep(True, f"queue keys not deleted: {problem.message if problem else 'no queue URL'}",
                            warning=problem is not None)
-    queue = ctx.open_queue(url, namespace, name)
+    try:
+        queue = ctx.open_queue(url, namespace, name)
+    except Exception:  # the message may quote the value: say what is wrong without it
+        return CleanupStep(True, f"queue keys not deleted: {invalid_queue_url(spec, url).message}", warning=True)
     try:
         try:
             stats = await asyncio.wait_for(queue.stats(), QUEUE_TIMEOUT_SECONDS)
@@ -471,12 +492,12 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
         try:
             await asyncio.wait_for(queue.delete_all(), 10)
         except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = queue_message(spec, url, exc)
             if cleanup.give_up_on_queue(waited, spec.drain_seconds):
-                return CleanupStep(True, f"gave up deleting the queue keys at {redact(url)} after "
+                return CleanupStep(True, f"gave up deleting the queue keys at {shown_queue(spec, url)} after "
                                          f"{waited:.0f}s: {reason}", warning=True)
-            return CleanupStep(False, f"deleting the queue keys at {redact(url)} failed: {reason}")
+            return CleanupStep(False, f"deleting the queue keys at {shown_queue(spec, url)} failed: {reason}")
     finally:
         await queue.close()
-    return CleanupStep(True, f"deleted the queue keys of {namespace}/{name} at {redact(url)}; {decision.message}",
-                       warning=decision.gave_up)
+    return CleanupStep(True, f"deleted the queue keys of {namespace}/{name} at {shown_queue(spec, url)}; "
+                             f"{decision.message}", warning=decision.gave_up)

@@ -73,7 +73,7 @@ def outcome_of_failure(attempts: int, max_attempts: int) -> str:
 
 # redis-py takes the password from the userinfo or from a `password=` query parameter.
 _QUERY_SECRETS = frozenset({"password"})
-_EXPECTED_URL = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+EXPECTED_QUEUE_URL = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
 
 
 def redact_url(url: Any) -> str:
@@ -135,8 +135,8 @@ def queue_url_problem(url: Any) -> str | None:
 def check_queue_url(url: Any) -> str:
     """Refuse what cannot be a Redis URL with a one-line message that says what is expected."""
     if not isinstance(url, str) or not url.strip():
-        raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({_EXPECTED_URL})")
+        raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({EXPECTED_QUEUE_URL})")
     problem = queue_url_problem(url)
     if problem is not None:
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: {problem} ({_EXPECTED_URL})")
+        raise QueueError(f"invalid queue URL {redact_url(url)!r}: {problem} ({EXPECTED_QUEUE_URL})")
     return url
