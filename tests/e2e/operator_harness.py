@@ -55,15 +55,18 @@ def jobpool_command() -> list[str]:
 
 class OperatorProcess:
     def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
-                 kubeconfig: str | None = None):
+                 kubeconfig: str | None = None, all_namespaces: bool = False):
+        """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
+        self.all_namespaces = all_namespaces
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.metrics_port = free_port()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "OperatorProcess":
-        args = [*jobpool_command(), "operator", "--namespace", self.namespace,
+        scope = ["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]
+        args = [*jobpool_command(), "operator", *scope,
                 "--metrics-port", str(self.metrics_port), "--lease-namespace", self.namespace]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
@@ -163,8 +166,9 @@ def jobpool_crds(kube_cluster):
     return kube_cluster
 
 
-def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path) -> OperatorProcess:
-    operator = OperatorProcess(cluster, namespace, queue_url, log_path).start()
+def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
+                   all_namespaces: bool = False) -> OperatorProcess:
+    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces).start()
     eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
                message="the operator to take its lease")
     assert operator.alive(), operator.logs()[-3000:]
