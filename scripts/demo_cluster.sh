@@ -34,9 +34,11 @@ stop_pid() {  # SIGTERM, then SIGKILL after $2 seconds
   wait "$pid" 2>/dev/null || true
 }
 
+exec 3>&1 4>&2   # the terminal, for the teardown: a signal may arrive inside a redirected poll
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  exec 1>&3 2>&4
   [ -t 1 ] && printf '\r\033[K'
   echo
   echo "== tearing down (everything started above)"
@@ -137,7 +139,12 @@ wait_for "status on the JobPool" 30 has_status
 kubectl get jp -n "$NS"
 
 step "6. Scale-up: the autoscaler turns the backlog into worker pods"
-scaled_up() { [ "$(jp_field '{.status.readyReplicas}')" = "$MAX_WORKERS" ]; }
+# A small batch may already be scaling down by the time all pods were seen: Complete ends the wait too.
+scaled_up() {
+  local ready_complete
+  ready_complete=$(jp_field '{.status.readyReplicas}|{.status.conditions[?(@.type=="Complete")].status}')
+  [ "${ready_complete%%|*}" = "$MAX_WORKERS" ] || [ "${ready_complete#*|}" = True ]
+}
 wait_for "$MAX_WORKERS ready worker pods" 60 scaled_up
 kubectl get deployment,pods -n "$NS" -l "jobpool.dev/pool=$POOL"
 

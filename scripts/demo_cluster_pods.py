@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except Stop:
         pass
     finally:
+        # A second signal (Ctrl-C reaches the whole group, then the demo's teardown sends SIGTERM) must not cut this short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for process in workers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
