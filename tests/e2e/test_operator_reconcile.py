@@ -1,5 +1,6 @@
 """The operator against the real control plane: worker objects, status, scale, drift, errors."""
 import json
+import secrets
 import time
 
 from tests.e2e.operator_harness import (apply, condition, eventually, free_port, get, jobpool_crds,  # noqa: F401
@@ -85,17 +86,11 @@ def test_kubectl_scale_sets_parallelism(operator, jobpool_crds, kube_namespace):
     eventually(lambda: get(cluster, ns, "pdb", f"{name}-workers"), message="a PDB once parallelism > 1")
 
 
-def test_bad_handler_and_missing_secret_are_degraded_and_named(operator, jobpool_crds, kube_namespace):
+def test_a_missing_secret_is_degraded_and_named(operator, jobpool_crds, kube_namespace):
     cluster, ns = jobpool_crds, kube_namespace
-    bad, secretless, good = unique("bad"), unique("secretless"), unique("good")
-    apply(cluster, ns, pool_manifest(bad, worker={"image": "app:1", "handler": "tasks.square"}))
+    secretless, good = unique("secretless"), unique("good")
     apply(cluster, ns, pool_manifest(secretless, queue={"urlSecretRef": {"name": "queue-auth", "key": "url"}}))
     apply(cluster, ns, pool_manifest(good))
-
-    degraded = eventually(lambda: condition(get(cluster, ns, "jobpool", bad), "Degraded").get("status") == "True"
-                          and condition(get(cluster, ns, "jobpool", bad), "Degraded"), message="Degraded")
-    assert degraded["reason"] == "InvalidHandler" and "spec.worker.handler" in degraded["message"]
-    assert deployment_of(cluster, ns, bad) is None
 
     missing = eventually(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status")
                          == "True" and condition(get(cluster, ns, "jobpool", secretless), "Degraded"))
@@ -114,6 +109,48 @@ def test_bad_handler_and_missing_secret_are_degraded_and_named(operator, jobpool
     assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL",
                                         "valueFrom": {"secretKeyRef": {"name": "queue-auth", "key": "url"}}}
     assert queue_url not in json.dumps(get(cluster, ns, "jobpool", secretless))
+    assert deployment_of(cluster, ns, good) is not None
+
+
+def degraded(cluster, ns, name):
+    return eventually(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
+                      and c.get("status") == "True" and c, timeout=30, message=f"{name} Degraded")
+
+
+def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    token = f"sk-live-{secrets.token_hex(8)}"
+    password = secrets.token_hex(8)
+    unreachable = f"redis://127.0.0.1:{free_port()}/0?password={password}"
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "api-keys", f"--from-literal=stripe={token}",
+                    f"--from-literal=queue={unreachable}")
+    not_a_url, down = unique("notaurl"), unique("down")
+    apply(cluster, ns, pool_manifest(not_a_url, queue={"urlSecretRef": {"name": "api-keys", "key": "stripe"}}))
+    apply(cluster, ns, pool_manifest(down, queue={"urlSecretRef": {"name": "api-keys", "key": "queue"}}))
+
+    invalid = degraded(cluster, ns, not_a_url)
+    assert invalid["reason"] == "InvalidQueueURL"
+    assert invalid["message"].startswith('spec.queue.urlSecretRef: the URL in Secret "api-keys" key "stripe"')
+    assert deployment_of(cluster, ns, not_a_url) is None
+    unavailable = degraded(cluster, ns, down)
+    assert unavailable["reason"] == "QueueUnavailable" and '"api-keys" key "queue"' in unavailable["message"]
+
+    # The finalizer reads the Secret too; its Events and log lines must not quote it either.
+    # (The unreachable pool gets a reachable queue first: its finalizer would retry for minutes.)
+    reachable = cluster.kubectl("-n", ns, "create", "secret", "generic", "api-keys", f"--from-literal=stripe={token}",
+                                f"--from-literal=queue={operator.default_queue}", "--dry-run=client", "-o", "yaml")
+    apply(cluster, ns, reachable.stdout)
+    eventually(lambda: condition(get(cluster, ns, "jobpool", down), "Degraded").get("status") == "False",
+               timeout=30, message=f"{down} reaches its queue")
+    cluster.kubectl("-n", ns, "delete", "jobpool", not_a_url, down, "--wait=false")
+    eventually(lambda: get(cluster, ns, "jobpool", not_a_url) is None and get(cluster, ns, "jobpool", down) is None,
+               timeout=60, message="both pools deleted")
+    events = eventually(lambda: (e := cluster.kubectl("-n", ns, "get", "events", "-o", "json").stdout)
+                        and "QueueCleanupIncomplete" in e and e, message="the finalizer's Event")
+    assert "InvalidQueueURL" in events and "QueueUnavailable" in events
+    for value in (token, password, unreachable):
+        assert value not in events and value not in operator.logs()
+    assert operator.alive()
 
 
 def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):
@@ -141,6 +178,10 @@ def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespac
         (pool_manifest("batch", jobs={"items": [1], "range": {"count": 1}}), "spec.jobs"),
         (pool_manifest("nobatch", jobs={}), "spec.jobs"),
         (pool_manifest("noimage", worker={"handler": "m:f"}), "spec.worker.image"),
+        (pool_manifest("handler", worker={"image": "a", "handler": "tasks.square"}), "spec.worker.handler"),
+        (pool_manifest("callable", worker={"image": "a", "handler": "tasks:square()"}), "spec.worker.handler"),
+        (pool_manifest("scheme", queue={"url": "http://redis:6379/0"}), "spec.queue.url"),
+        (pool_manifest("bare", queue={"url": "redis:6379"}), "spec.queue.url"),
     ]
     for manifest, message in cases:
         result = apply(cluster, ns, manifest, check=False)
