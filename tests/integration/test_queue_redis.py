@@ -327,10 +327,12 @@ def test_delete_all_removes_exactly_the_pools_keys(redis_server, pool_name):
 def test_a_bad_url_is_refused_with_one_line():
     for url, fragment in [("http://x", "unknown scheme 'http'"), ("", "no queue URL"),
                           ("redis://h:99999/0", "invalid queue URL"),
-                          ("redis://h:1/x", "database 'x' is not a number")]:
+                          ("redis://h:1/x", "database 'x' is not a number"),
+                          ("redis://u:s3cret@h:abc/0", "port is not a number"),
+                          ("redis://h:1/x?password=s3cret", "database 'x' is not a number")]:
         with pytest.raises(QueueError, match=fragment) as caught:
             open_queue(url, "ns", "p")
-        assert "\n" not in str(caught.value)
+        assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
 
 
 def test_an_unreachable_queue_raises_queue_unavailable_without_the_password():

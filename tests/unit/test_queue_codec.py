@@ -105,7 +105,7 @@ def test_good_queue_urls_are_accepted(url):
 
 
 @pytest.mark.parametrize("url, message", [
-    ("localhost:6379", "not a URL"), ("http://h", "'http://h': unknown scheme"),
+    ("localhost:6379", "not a URL"), ("http://h", "'http://h': unknown scheme 'http'"),
     ("redis://", "no host"), ("redis://h:x/0", "invalid queue URL"),
     ("redis://h/db", "is not a number"), (None, "no queue URL")])
 def test_bad_queue_urls_get_one_line_naming_what_is_expected(url, message):

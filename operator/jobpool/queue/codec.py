@@ -103,9 +103,10 @@ def _redact_query_field(field: str) -> str:
     return field
 
 
-def queue_url_problem(url: Any) -> str | None:
-    """What is wrong with a queue URL, in words that quote no part of it (so the message is
-    safe even when the value came from a Secret), or None if it is a usable Redis URL."""
+def queue_url_problem(url: Any, *, quote: bool = False) -> str | None:
+    """What is wrong with a queue URL, or None if it is a usable Redis URL. The words quote no
+    part of it (safe even when the value came from a Secret) unless `quote` asks for the scheme
+    or database that `redact_url` shows anyway."""
     if not isinstance(url, str) or not url.strip():
         return "no queue URL given"
     if "://" not in url:
@@ -115,7 +116,7 @@ def queue_url_problem(url: Any) -> str | None:
     except ValueError:
         return "it cannot be parsed as a URL"
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return "unknown scheme"
+        return f"unknown scheme {parts.scheme!r}" if quote else "unknown scheme"
     if parts.scheme == "unix":
         return None if parts.path else "no socket path"
     try:
@@ -128,7 +129,7 @@ def queue_url_problem(url: Any) -> str | None:
         return "port 0"
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        return "the database is not a number"
+        return f"database {db!r} is not a number" if quote else "the database is not a number"
     return None
 
 
@@ -136,7 +137,7 @@ def check_queue_url(url: Any) -> str:
     """Refuse what cannot be a Redis URL with a one-line message that says what is expected."""
     if not isinstance(url, str) or not url.strip():
         raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({EXPECTED_QUEUE_URL})")
-    problem = queue_url_problem(url)
+    problem = queue_url_problem(url, quote=True)
     if problem is not None:
         raise QueueError(f"invalid queue URL {redact_url(url)!r}: {problem} ({EXPECTED_QUEUE_URL})")
     return url
