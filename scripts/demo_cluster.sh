@@ -96,7 +96,7 @@ kubectl apply --server-side --force-conflicts -f charts/jobpool/crds/
 kubectl wait --for=condition=Established --timeout=60s crd/jobpools.jobpool.dev
 
 step "4. The operator: jobpool operator --namespace $NS --default-queue $URL"
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
 wait_for "default service account in namespace $NS" 30 kubectl get serviceaccount default -n "$NS"
 jobpool operator --namespace "$NS" --default-queue "$URL" --metrics-port "$(free_port)" \
   >"$DIR/operator.log" 2>&1 &

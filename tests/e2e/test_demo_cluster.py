@@ -7,6 +7,7 @@ anything it left running.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -26,15 +27,15 @@ POOL = "frames"
 MAX_WORKERS = 5
 
 
-def processes_with(marker: str) -> list[str]:
-    """Command lines of the live processes whose environment carries the marker."""
-    found = []
+def processes_with(marker: str) -> dict[int, str]:
+    """Command lines of the live processes whose environment carries the marker, by pid."""
+    found = {}
     for proc in pathlib.Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             if f"JOBPOOL_DEMO_RUN={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
     return found
@@ -49,8 +50,10 @@ def demo_env(kube_cluster, kube_namespace, redis_server, tmp_path):
     env.pop("KUBECONFIG", None)
     yield env
     leftovers = processes_with(marker)
-    for line in leftovers:
-        print("left running:", line)
+    for pid, command in leftovers.items():
+        print("left running:", pid, command)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     # Nothing may survive a run, whatever the test asserted.
     assert not leftovers
 
@@ -78,6 +81,8 @@ def test_demo_runs_end_to_end_and_leaves_nothing(demo_env, kube_cluster, kube_na
     logs = pathlib.Path(demo_env["JOBPOOL_DEMO_DIR"])
     assert sorted(p.name for p in logs.glob("worker-*.log")) == sorted(f"worker-{n}.log" for n in started_pods)
     assert all(f"[pods] {name} is terminating" in out for name in started_pods)
+    # `jobpool status` lists the workers by the ids they registered with: the pods' names.
+    assert all(re.search(rf"^ +{name} ", out, re.M) for name in started_pods)
     # Progress reached every job, and `jobpool status` agreed.
     assert re.search(rf"succeeded +{JOBS}/{JOBS} +dead-lettered 0 ", out)
     assert re.search(rf"submitted {JOBS} +succeeded {JOBS} ", out)
