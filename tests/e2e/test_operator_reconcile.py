@@ -121,7 +121,8 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     cluster, ns = jobpool_crds, kube_namespace
     token = f"sk-live-{secrets.token_hex(8)}"
     password = secrets.token_hex(8)
-    unreachable = f"redis://127.0.0.1:{free_port()}/0?password={password}"
+    port = free_port()
+    unreachable = f"redis://127.0.0.1:{port}/0?password={password}"
     cluster.kubectl("-n", ns, "create", "secret", "generic", "api-keys", f"--from-literal=stripe={token}",
                     f"--from-literal=queue={unreachable}")
     not_a_url, down = unique("notaurl"), unique("down")
@@ -134,6 +135,7 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     assert deployment_of(cluster, ns, not_a_url) is None
     unavailable = degraded(cluster, ns, down)
     assert unavailable["reason"] == "QueueUnavailable" and '"api-keys" key "queue"' in unavailable["message"]
+    assert f"127.0.0.1:{port}" not in unavailable["message"]
 
     # The finalizer reads the Secret too; its Events and log lines must not quote it either.
     # (The unreachable pool gets a reachable queue first: its finalizer would retry for minutes.)
@@ -148,7 +150,7 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     events = eventually(lambda: (e := cluster.kubectl("-n", ns, "get", "events", "-o", "json").stdout)
                         and "QueueCleanupIncomplete" in e and e, message="the finalizer's Event")
     assert "InvalidQueueURL" in events and "QueueUnavailable" in events
-    for value in (token, password, unreachable):
+    for value in (token, password, unreachable, f"127.0.0.1:{port}"):
         assert value not in events and value not in operator.logs()
     assert operator.alive()
 

@@ -62,14 +62,23 @@ def test_a_queue_url_from_a_secret_is_never_quoted(value):
     assert "ABCDEF" not in shown_queue(SECRET_QUEUE, value)
 
 
-def test_queue_errors_about_a_secret_url_name_the_secret_instead():
-    url = "redis://:s3cret@private-host.example:6379/0"
-    error = QueueUnavailable(f"cannot reach the queue at {redact_url(url)}: Connection refused")
-    message = queue_message(SECRET_QUEUE, url, error)
-    assert message == 'cannot reach the queue at the URL in Secret "queue-auth" key "url": Connection refused'
-    assert queue_message(SECRET_QUEUE, url, ValueError(f"bad {url}\nmore")) == \
-        'bad the URL in Secret "queue-auth" key "url"'
+@pytest.mark.parametrize("url", ["redis://:s3cret@private-host.example/0",
+                                 "rediss://u:s3cret@private-host.example:6380/0?password=s3cret"])
+def test_queue_errors_about_a_secret_url_quote_no_part_of_it(url):
+    port = "6380" if ":6380" in url else "6379"
+    error = QueueUnavailable(f"cannot reach the queue at {redact_url(url)}: Error 111 connecting to "
+                             f"private-host.example:{port}. Connection refused.")
+    assert queue_message(SECRET_QUEUE, url, error) == (
+        "cannot reach the queue at <hidden>: Error 111 connecting to <hidden>. Connection refused.")
+    assert queue_message(SECRET_QUEUE, url, ValueError(f"bad {url}\nmore")) == "bad <hidden>"
     assert queue_message(SECRET_QUEUE, "", asyncio.TimeoutError()) == "TimeoutError"
+    assert "private-host" not in shown_queue(SECRET_QUEUE, url)
+
+
+def test_queue_errors_about_an_inline_url_keep_it_without_the_password():
+    inline = pool_spec({"url": "redis://:s3cret@redis:6379/0"})
+    assert queue_message(inline, inline.queue.url, OSError(f"lost {inline.queue.url}")) == \
+        "lost redis://:***@redis:6379/0"
 
 
 def test_batch_digest_follows_the_jobs_only():

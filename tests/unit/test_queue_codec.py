@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from jobpool.queue import QueueError, QueueStats, WorkerInfo
 from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json, new_job_ids,
-                                 outcome_of_failure, queue_url_problem, redact_url,
+                                 outcome_of_failure, queue_url_problem, redact_url, scrub_url,
                                  retry_delay)
 from jobpool.queue.keys import PoolKeys
 
@@ -140,3 +140,14 @@ JSON_VALUES = st.recursive(
 @given(JSON_VALUES)
 def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(value):
     assert "\0" not in encode_json(value)
+
+
+@pytest.mark.parametrize("url, error", [
+    ("redis://:pw@cache.internal:7000/0", "Error 111 connecting to cache.internal:7000. Connection refused."),
+    ("redis://cache.internal/0", "Error 111 connecting to cache.internal:6379. Connection refused."),
+    ("unix:///run/cache.internal.sock", "Error 2 connecting to unix:///run/cache.internal.sock. No such file."),
+    ("unix:///run/cache.internal.sock", "Error 2 connecting to /run/cache.internal.sock. No such file."),
+])
+def test_scrubbing_a_url_removes_every_form_an_error_quotes(url, error):
+    scrubbed = scrub_url(f"at {redact_url(url)}: {error}", url, "<hidden>")
+    assert "cache.internal" not in scrubbed and scrubbed.startswith("at <hidden>: Error")

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue, QueueStats
-from ..queue.codec import EXPECTED_QUEUE_URL, queue_url_problem, redact_url
+from ..queue.codec import EXPECTED_QUEUE_URL, queue_url_problem, redact_url, scrub_url
 from . import autoscaler, builders, cleanup, status as pool_status
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
@@ -105,9 +105,9 @@ def shown_queue(spec: JobPoolSpec, url: str) -> str:
 def queue_message(spec: JobPoolSpec, url: str, exc: BaseException) -> str:
     """The first line of a queue error, with the queue named as `shown_queue` names it."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if not url:
-        return text
-    return text.replace(redact_url(url), shown_queue(spec, url)).replace(url, shown_queue(spec, url))
+    if spec.queue.url_secret_ref is not None:
+        return scrub_url(text, url, "<hidden>")
+    return text.replace(url, redact_url(url)) if url else text
 
 
 def invalid_queue_url(spec: JobPoolSpec, url: str) -> pool_status.Problem:

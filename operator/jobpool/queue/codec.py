@@ -103,6 +103,27 @@ def _redact_query_field(field: str) -> str:
     return field
 
 
+def scrub_url(text: str, url: str, replacement: str) -> str:
+    """`text` with every way an error may quote `url` (as given, redacted, its host:port or
+    socket path) replaced, for messages that must not reveal a URL read from a Secret."""
+    if not url:
+        return text
+    forms = {url, redact_url(url)}
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostport = parts.netloc.rpartition("@")[2]
+        forms.add(hostport)
+        if parts.hostname:
+            forms.add(f"{parts.hostname}:{parts.port or 6379}")
+        if parts.scheme == "unix" and parts.path:
+            forms.add(parts.path)
+    except ValueError:
+        pass
+    for form in sorted((f for f in forms if len(f) > 1), key=len, reverse=True):
+        text = text.replace(form, replacement)
+    return text
+
+
 def queue_url_problem(url: Any, *, quote: bool = False) -> str | None:
     """What is wrong with a queue URL, or None if it is a usable Redis URL. The words quote no
     part of it (safe even when the value came from a Secret) unless `quote` asks for the scheme
