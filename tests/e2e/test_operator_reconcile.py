@@ -165,6 +165,12 @@ def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):
     events = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}").stdout
     assert "QueueUnavailable" in events
 
+    # It recovers once the queue is reachable (and then its finalizer need not wait the queue out).
+    cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
+                    "-p", json.dumps({"spec": {"queue": {"url": operator.default_queue}}}))
+    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
+               timeout=30, message="Degraded=False once the queue is reachable")
+
 
 def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespace):
     cluster, ns = jobpool_crds, kube_namespace
