@@ -160,5 +160,7 @@ def check_queue_url(url: Any) -> str:
         raise QueueError(f"no queue URL given: set --queue or JOBPOOL_QUEUE_URL ({EXPECTED_QUEUE_URL})")
     problem = queue_url_problem(url, quote=True)
     if problem is not None:
-        raise QueueError(f"invalid queue URL {redact_url(url)!r}: {problem} ({EXPECTED_QUEUE_URL})")
+        shown = redact_url(url)
+        shown = repr(shown) if "://" in url and not shown.startswith("<") else "(value not shown)"
+        raise QueueError(f"invalid queue URL {shown}: {problem} ({EXPECTED_QUEUE_URL})")
     return url
