@@ -57,3 +57,15 @@ def stuck_sync(payload):
     with log.open("a") as out:
         out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
     return payload["n"]
+
+
+async def held(payload):
+    """Like `sleepy`, but sleeps JOBPOOL_TEST_HOLD_SECONDS of the worker's environment, so
+    the same job holds one worker and finishes at once on another."""
+    log = Path(os.environ["JOBPOOL_TEST_LOG"])
+    with log.open("a") as out:
+        out.write(f"start {payload['n']} {os.getpid()} {time.time()}\n")
+    await asyncio.sleep(float(os.environ.get("JOBPOOL_TEST_HOLD_SECONDS", "0")))
+    with log.open("a") as out:
+        out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
+    return payload["n"]

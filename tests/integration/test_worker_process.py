@@ -312,3 +312,33 @@ def test_a_worker_whose_slots_all_stay_overrun_exits_3_without_losing_jobs(queue
     stats = queue.stats()
     assert (stats.dead_letter, stats.backlog, stats.workers) == (1, 0, ())
     assert [d.id for d in queue.dead_letters()] == [job_id]
+
+
+def test_survivors_finish_the_jobs_of_two_killed_workers_and_steal_none(queue, spawn_worker,
+                                                                        tmp_path):
+    log = tmp_path / "jobs.log"
+    fast = dict(handler="tests.integration.handlers:held", concurrency=8, visibility_timeout=1,
+                heartbeat_interval=0.2)
+    doomed = [spawn_worker(env={"JOBPOOL_TEST_LOG": str(log), "JOBPOOL_TEST_HOLD_SECONDS": "600"},
+                           **fast) for _ in range(2)]
+    ids = queue.submit_many([{"n": n} for n in range(16)])
+    wait_until(lambda: len(events(log)) == 16, what="the doomed workers to take every job")
+    assert sorted(pid for _, _, pid in events(log)) == sorted([doomed[0].pid, doomed[1].pid] * 8)
+    survivors = [spawn_worker(env={"JOBPOOL_TEST_LOG": str(log)}, **fast) for _ in range(2)]
+    wait_until(lambda: len(queue.stats().workers) == 4, what="the survivors to register")
+    # the survivors fetch for three visibility timeouts while the holders heartbeat
+    time.sleep(3)
+    assert len(events(log)) == 16
+    killed_at = time.time()
+    for worker in doomed:
+        worker.kill()
+    results = [queue.result(i, timeout=30) for i in ids]
+    assert [r.result for r in results] == list(range(16))
+    assert {r.attempts for r in results} == {2}
+    survivor_pids = {w.pid for w in survivors}
+    again = [(n, pid, at) for (kind, n, pid), (_, _, at) in zip(events(log), timed_events(log))
+             if kind == "start" and pid in survivor_pids]
+    assert sorted(n for n, _, _ in again) == list(range(16))
+    assert all(at > killed_at for _, _, at in again)
+    stats = queue.stats()
+    assert (stats.succeeded, stats.duplicates, stats.backlog) == (16, 0, 0)
