@@ -36,4 +36,9 @@ def test_keys_go_only_when_nothing_is_left_or_the_wait_is_over(pods, workers, wa
     nothing_left = not pods and not workers
     assert decision.delete_keys == (nothing_left or waited >= wait_limit(drain))
     assert decision.gave_up == (decision.delete_keys and not nothing_left)
-    assert not give_up_on_queue(waited, drain) or waited > wait_limit(drain)
+
+
+def test_an_unreachable_queue_is_given_up_sooner_than_one_that_had_a_blip():
+    assert give_up_on_queue(30.0, 60, reachable=False)
+    assert not give_up_on_queue(29.0, 60, reachable=False)
+    assert not give_up_on_queue(30.0, 60, reachable=True) and give_up_on_queue(wait_limit(60) + 30, 60, reachable=True)

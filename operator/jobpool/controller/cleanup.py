@@ -13,8 +13,8 @@ import dataclasses
 # visibility timeout), so the wait covers it.
 REGISTRATION_EXPIRY_SECONDS = 30.0
 WAIT_MARGIN_SECONDS = 5.0
-# After the wait, an unreachable queue is retried this long before the pool goes anyway.
-QUEUE_GIVE_UP_SECONDS = 60.0
+# A queue whose keys cannot be deleted is retried this long before the pool goes anyway.
+QUEUE_GIVE_UP_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,10 @@ def decide_cleanup(observation: CleanupObservation) -> CleanupDecision:
                                   f"queue keys ({observation.waited:.0f}s so far)")
 
 
-def give_up_on_queue(waited: float, drain_seconds: int) -> bool:
-    """Whether an unreachable queue has been retried long enough to let the pool go."""
-    return waited >= wait_limit(drain_seconds) + QUEUE_GIVE_UP_SECONDS
+def give_up_on_queue(waited: float, drain_seconds: int, reachable: bool) -> bool:
+    """Whether failing to delete the keys has been retried long enough to let the pool go.
+
+    A queue that answered this attempt had a blip: retry past the wait. One that did not
+    answer at all has no worker to wait for either, so it is retried only briefly.
+    """
+    return waited >= (wait_limit(drain_seconds) if reachable else 0.0) + QUEUE_GIVE_UP_SECONDS

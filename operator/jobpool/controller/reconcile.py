@@ -493,7 +493,7 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
             await asyncio.wait_for(queue.delete_all(), 10)
         except Exception as exc:
             reason = queue_message(spec, url, exc)
-            if cleanup.give_up_on_queue(waited, spec.drain_seconds):
+            if cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=registered is not None):
                 return CleanupStep(True, f"gave up deleting the queue keys at {shown_queue(spec, url)} after "
                                          f"{waited:.0f}s: {reason}", warning=True)
             return CleanupStep(False, f"deleting the queue keys at {shown_queue(spec, url)} failed: {reason}")
