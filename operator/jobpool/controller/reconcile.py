@@ -472,7 +472,12 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
         if waited < limit:
             return CleanupStep(False, f"cannot stop the worker pods yet: {exc}")
         pods = ()
-    url, problem = await PoolController(ctx, name, namespace, uid="")._queue_url(spec)
+    try:
+        url, problem = await PoolController(ctx, name, namespace, uid="")._queue_url(spec)
+    except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        if not cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=True):
+            return CleanupStep(False, f"cannot read spec.queue.urlSecretRef yet: {exc}")
+        url, problem = None, pool_status.Problem("SecretUnreadable", f"spec.queue.urlSecretRef: {exc}")
     if problem is not None or url is None:
         return CleanupStep(True, f"queue keys not deleted: {problem.message if problem else 'no queue URL'}",
                            warning=problem is not None)
