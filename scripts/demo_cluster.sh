@@ -6,7 +6,8 @@
 #
 # JOBPOOL_DEMO_KUBECONFIG and JOBPOOL_DEMO_QUEUE_URL run it against an existing cluster and
 # redis instead of starting its own (KUBECONFIG itself is ignored: it may point at a real
-# cluster); JOBPOOL_DEMO_NAMESPACE (default demo) and JOBS (default 2000) change the rest.
+# cluster); JOBPOOL_DEMO_NAMESPACE (default demo), JOBPOOL_DEMO_DIR (default .demo-cluster)
+# and JOBS (default 2000) change the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
@@ -22,8 +23,9 @@ PIDS=()          # started by this script, stopped in reverse order
 OWN_CLUSTER=""
 OWN_REDIS=""
 
+exec 3>&1 4>&2   # the terminal, for the teardown: a signal may arrive inside a redirected poll
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-fail() { echo "demo-cluster: $*" >&2; exit 1; }
+fail() { echo "demo-cluster: $*" >&4; exit 1; }   # fd 4: stderr even inside a silenced poll
 free_port() { $BIN/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 stop_pid() {  # SIGTERM, then SIGKILL after $2 seconds
@@ -34,7 +36,6 @@ stop_pid() {  # SIGTERM, then SIGKILL after $2 seconds
   wait "$pid" 2>/dev/null || true
 }
 
-exec 3>&1 4>&2   # the terminal, for the teardown: a signal may arrive inside a redirected poll
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
@@ -100,9 +101,16 @@ kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/
 wait_for "default service account in namespace $NS" 30 kubectl get serviceaccount default -n "$NS"
 jobpool operator --namespace "$NS" --default-queue "$URL" --metrics-port "$(free_port)" \
   >"$DIR/operator.log" 2>&1 &
-PIDS+=($!)
-wait_for "leader lease held by the operator" 60 grep -q "holding the leader lease" "$DIR/operator.log"
-echo "running (pid ${PIDS[-1]}, log in $DIR/operator.log), holding its leader Lease in $NS"
+OPERATOR=$!
+PIDS+=($OPERATOR)
+operator_leads() {
+  grep -q "holding the leader lease" "$DIR/operator.log" && return
+  kill -0 "$OPERATOR" 2>/dev/null || fail "the operator exited; the end of $DIR/operator.log:
+$(tail -n 5 "$DIR/operator.log")"
+  return 1
+}
+wait_for "leader lease held by the operator" 60 operator_leads
+echo "running (pid $OPERATOR, log in $DIR/operator.log), holding its leader Lease in $NS"
 
 echo "kwok makes the worker pods Ready but runs no code: one local \`jobpool worker\` per Ready pod plays its container, with the pod's JOBPOOL_* environment (logs in $DIR/worker-*.log)"
 $BIN/python scripts/demo_cluster_pods.py --namespace "$NS" --pool "$POOL" --log-dir "$DIR" &
