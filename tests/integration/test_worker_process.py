@@ -269,23 +269,25 @@ def timed_events(log: Path) -> list[tuple[str, int, float]]:
 def test_a_timed_out_sync_thread_keeps_its_slot_until_it_returns(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
     worker = spawn_worker(handler="tests.integration.handlers:stuck_sync", concurrency=2,
-                          timeout=1, max_attempts=1, heartbeat_interval=0.1,
+                          timeout=1.5, max_attempts=1, heartbeat_interval=0.1,
                           env={"JOBPOOL_TEST_LOG": str(log)})
-    # both threads overrun the 1 s timeout; the second returns before the worker gives up
-    stuck = queue.submit_many([{"n": 1, "seconds": 3}, {"n": 2, "seconds": 1.6}])
+    # both threads overrun the 1.5 s timeout; the second returns before the worker gives up
+    stuck = queue.submit_many([{"n": 1, "seconds": 3.5}, {"n": 2, "seconds": 2.2}])
     wait_until(lambda: len(timed_events(log)) == 2, what="the stuck jobs to start")
     quick = queue.submit_many([{"n": 3}, {"n": 4}])
 
     def failed_at_deadline_slots_still_busy():
         stats = queue.stats()
         return (stats.dead_letter == 2 and [w.busy for w in stats.workers] == [2]
+                and (stats.waiting, stats.in_flight) == (2, 0)      # not fetched into
                 and not any(kind == "end" for kind, _, _ in timed_events(log)))
-    wait_until(failed_at_deadline_slots_still_busy, timeout=3,
-               what="both jobs failed at their deadline while their threads still run")
+    wait_until(failed_at_deadline_slots_still_busy, timeout=4,
+               what="both jobs failed at their deadline while their threads still run "
+                    "and the quick jobs still wait")
     assert {d.id for d in queue.dead_letters()} == set(stuck)
-    assert all(d.error == "timed out after 1s" for d in queue.dead_letters())
+    assert all(d.error == "timed out after 1.5s" for d in queue.dead_letters())
     for job_id in stuck:
-        assert f"job {job_id} timed out after 1s but its handler thread is still running" \
+        assert f"job {job_id} timed out after 1.5s but its handler thread is still running" \
             in worker.log()
     assert [queue.result(i, timeout=15).result for i in quick] == [3, 4]
     wait_until(lambda: len(timed_events(log)) == 8, what="every thread to return")
