@@ -453,3 +453,22 @@ def test_a_submit_resent_after_its_reply_was_lost_enqueues_generated_ids_once(re
         q.delete_all()
         q.close()
         proxy.close()
+
+
+def test_an_ack_resent_after_its_reply_was_lost_is_not_a_duplicate(redis_server, pool_name):
+    proxy = ReplyDroppingProxy(redis_server.port)
+    q = SyncQueue(f"redis://127.0.0.1:{proxy.port}/0", "it", pool_name)
+    try:
+        q.submit_many(["x", "y"])
+        first, second = q.fetch("c", 2, 0)
+        assert q.ack_many([(first, "warm-up")]) == (1, 0)
+        proxy.drop_reply_after(b"resend-probe")
+        assert q.ack_many([(second, "resend-probe")]) == (1, 0)
+        assert proxy.dropped == 1                     # the ack ran and was sent again
+        stats = q.stats()
+        assert (stats.succeeded, stats.duplicates) == (2, 0)
+        assert q.result(second.id).result == "resend-probe"
+    finally:
+        q.delete_all()
+        q.close()
+        proxy.close()

@@ -176,27 +176,30 @@ return {now, next_due, reclaimed, fresh}
 
 # KEYS: stream live counters results result_prefix
 # ARGV: group result_ttl_ms results_cap blob of (entry_id, id, attempts, result)
-# -> {succeeded, duplicates}
+# -> {succeeded, duplicates}; succeeded includes completions this same ack already recorded
+# (sent again after its reply was lost), which the counters do not count twice
 ACK = _SPLIT + """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
-local succeeded, duplicates = 0, 0
+local succeeded, resent, duplicates = 0, 0, 0
 for _, done in ipairs(split_blob(ARGV[4], 4)) do
   local entry, id, attempts, result = done[1], done[2], done[3], done[4]
-  redis.call('XACK', stream, group, entry)
+  local acked = redis.call('XACK', stream, group, entry)
   redis.call('XDEL', stream, entry)
   redis.call('SREM', live, id)
   -- the result key is the proof of a first completion: a second one is a duplicate
   if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
     redis.call('XADD', results, 'MAXLEN', '~', cap, '*', 'id', id, 'r', result, 'a', attempts)
     succeeded = succeeded + 1
+  elseif acked == 0 and redis.call('GET', result_prefix .. id) == attempts .. ':' .. result then
+    resent = resent + 1     -- every delivery has its own attempt number
   else
     duplicates = duplicates + 1
   end
 end
 if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
-return {succeeded, duplicates}
+return {succeeded + resent, duplicates}
 """
 
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
