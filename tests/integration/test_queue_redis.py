@@ -421,7 +421,7 @@ class ReplyDroppingProxy:
     def _replies(self, upstream: socket.socket, client: socket.socket, cut: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while data := upstream.recv(65536):
-                if cut.is_set() and data.startswith(b"*"):     # the script ran: lose its reply
+                if cut.is_set() and not data.startswith(b"-"):  # the script ran: lose its reply
                     self.marker = None
                     self.dropped += 1
                     for end in (client, upstream):
@@ -468,6 +468,29 @@ def test_an_ack_resent_after_its_reply_was_lost_is_not_a_duplicate(redis_server,
         stats = q.stats()
         assert (stats.succeeded, stats.duplicates) == (2, 0)
         assert q.result(second.id).result == "resend-probe"
+    finally:
+        q.delete_all()
+        q.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("max_attempts,outcome", [(2, "retried"), (1, "dead_lettered")])
+def test_a_failure_resent_after_its_reply_was_lost_is_recorded_once(redis_server, pool_name,
+                                                                     max_attempts, outcome):
+    proxy = ReplyDroppingProxy(redis_server.port)
+    q = SyncQueue(f"redis://127.0.0.1:{proxy.port}/0", "it", pool_name)
+    try:
+        q.submit_many(["x"])
+        [job] = q.fetch("c", 1, 0)
+        proxy.drop_reply_after(b"resend-probe")
+        assert q.fail(job, "resend-probe", max_attempts=max_attempts, backoff=60,
+                      max_backoff=60) == outcome
+        assert proxy.dropped == 1                     # the failure ran and was sent again
+        stats = q.stats()
+        assert (stats.retried, stats.dead_lettered, stats.duplicates) == \
+            ((1, 0, 0) if outcome == "retried" else (0, 1, 0))
+        assert (stats.delayed, stats.dead_letter) == \
+            ((1, 0) if outcome == "retried" else (0, 1))
     finally:
         q.delete_all()
         q.close()

@@ -212,6 +212,23 @@ local group, entry, id, attempts, payload, err, outcome, delay, replayed =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
 local acked = redis.call('XACK', stream, group, entry)
 redis.call('XDEL', stream, entry)
+if acked == 0 then
+  -- this same failure sent again after its reply was lost: already recorded, not counted again
+  local waiting = redis.call('HGET', delayed_jobs, id)
+  if outcome == 'retried' and waiting and string.sub(waiting, 1, #attempts + 1) == attempts .. ':' then
+    return 'retried'
+  end
+  local dead_entry = redis.call('HGET', dead_ids, id)
+  if outcome == 'dead_lettered' and dead_entry then
+    local found = redis.call('XRANGE', dead, dead_entry, dead_entry)
+    if found[1] then
+      local f = found[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'a' and f[i + 1] == attempts then return 'dead_lettered' end
+      end
+    end
+  end
+end
 if acked == 0 or redis.call('EXISTS', result_prefix .. id) == 1 then
   redis.call('HINCRBY', counters, 'duplicates', 1)
   return 'duplicate'
