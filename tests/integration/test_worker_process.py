@@ -344,3 +344,21 @@ def test_survivors_finish_the_jobs_of_two_killed_workers_and_steal_none(queue, s
     assert all(at > killed_at for _, _, at in again)
     stats = queue.stats()
     assert (stats.succeeded, stats.duplicates, stats.backlog) == (16, 0, 0)
+
+
+def test_the_busy_count_is_published_when_it_changes_not_only_on_heartbeat(queue, spawn_worker,
+                                                                           tmp_path):
+    log = tmp_path / "jobs.log"
+    # heartbeats every 20 s: anything seen sooner was published because the count changed
+    worker = spawn_worker(handler=SLEEPY, concurrency=4, visibility_timeout=60,
+                          heartbeat_interval=20, env={"JOBPOOL_TEST_LOG": str(log)})
+
+    def busy() -> int | None:
+        mine = [w for w in queue.stats().workers if w.id == worker.name]
+        return mine[0].busy if mine else None
+
+    wait_until(lambda: busy() == 0, timeout=10, what="the worker to register idle")
+    ids = queue.submit_many([{"n": n, "seconds": 3} for n in range(4)])
+    wait_until(lambda: busy() == 4, timeout=2.5, what="4 busy slots to be published")
+    wait_until(lambda: all(queue.result(i) for i in ids), timeout=15, what="the jobs to finish")
+    wait_until(lambda: busy() == 0, timeout=1.5, what="0 busy slots to be published")

@@ -28,6 +28,17 @@ from .metrics import WorkerMetrics, serve_metrics
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
 EXIT_ALL_SLOTS_OVERRUN = 3
+BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
+IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
+
+
+def busy_publish_delay(busy: int, published: int | None, since_published: float) -> float | None:
+    """Seconds until the busy count should be published again; None when the published one is
+    current. Rate-limited, so a stream of short jobs costs a few writes a second, not one each."""
+    if busy == published:
+        return None
+    interval = IDLE_PUBLISH_INTERVAL if busy == 0 else BUSY_PUBLISH_INTERVAL
+    return max(0.0, interval - since_published)
 
 
 def reconnect_delay(failures: int, cap: float = 10.0) -> float:
@@ -67,6 +78,7 @@ class Worker:
         self.ack_buffer: list[tuple[Job, Any]] = []
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
+        self.busy_changed = asyncio.Event()
         self.ack_wanted = asyncio.Event()
         self.acks_idle = asyncio.Event()
         self.acks_idle.set()
@@ -180,7 +192,7 @@ class Worker:
 
     def _start(self, job: Job) -> None:
         self.held[job.token] = job
-        self.metrics.busy_slots.set(self.occupied)
+        self._busy_changed()
         task = asyncio.create_task(self._run(job))
         self.running[job.token] = task
         self.tasks.add(task)
@@ -233,7 +245,7 @@ class Worker:
                      job.id, time.time() - started)
         finally:
             self.overrun.pop(job.token, None)
-            self.metrics.busy_slots.set(self.occupied)
+            self._busy_changed()
             self.slot_freed.set()
 
     async def _overrun_watch_loop(self) -> None:
@@ -291,8 +303,12 @@ class Worker:
     def _free(self, job: Job) -> None:
         self.held.pop(job.token, None)
         self.finished += 1
-        self.metrics.busy_slots.set(self.occupied)
+        self._busy_changed()
         self.slot_freed.set()
+
+    def _busy_changed(self) -> None:
+        self.metrics.busy_slots.set(self.occupied)
+        self.busy_changed.set()
 
     async def _ack_loop(self) -> None:
         failures = 0
@@ -321,13 +337,34 @@ class Worker:
                 self.acks_idle.set()
 
     async def _heartbeat_loop(self) -> None:
+        """Heartbeats keep held jobs and the registration alive; between them, a changed busy
+        count is published on its own (no job ids: one small write)."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
+        published: int | None = None
+        published_at = loop.time()
         while True:
-            try:
-                await self.queue.heartbeat(self.config.worker_id, list(self.held.values()),
-                                           self.config.concurrency, self.occupied)
-            except QueueError:
-                pass   # the fetch loop reports the queue being down
-            await asyncio.sleep(self.config.heartbeat_interval)
+            now = loop.time()
+            beat = now >= next_beat
+            delay = None if beat else busy_publish_delay(self.occupied, published,
+                                                         now - published_at)
+            if beat or delay == 0:
+                busy = self.occupied
+                held = list(self.held.values()) if beat else []
+                try:
+                    await self.queue.heartbeat(self.config.worker_id, held,
+                                               self.config.concurrency, busy)
+                    published, published_at = busy, loop.time()
+                except QueueError:
+                    # the fetch loop reports the queue being down; retry no faster than busy
+                    published_at = loop.time() + BUSY_PUBLISH_INTERVAL
+                if beat:
+                    next_beat = now + self.config.heartbeat_interval
+                continue
+            self.busy_changed.clear()
+            wait = next_beat - now if delay is None else min(delay, next_beat - now)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.busy_changed.wait(), wait)
 
     # -- draining --------------------------------------------------------
     async def _drain(self, late_fetch: asyncio.Task | None) -> None:
