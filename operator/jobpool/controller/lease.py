@@ -113,7 +113,12 @@ class LeaderLease:
                 return
             except API_FAILURES as exc:
                 log.warning("renewing the leader lease failed: %s: %s", type(exc).__name__, exc)
+            except Exception:  # a keeper that died silently would leave two active operators
+                log.exception("renewing the leader lease failed unexpectedly; stopping")
+                lost.set()
+                return
             if asyncio.get_running_loop().time() - last_ok > self.duration:
+                log.error("the leader lease was not renewed for %ds; stopping", self.duration)
                 lost.set()
                 return
 
