@@ -154,7 +154,7 @@ def test_replay_reruns_dead_jobs_and_counts_them_once(queue):
 def test_released_jobs_go_to_the_next_fetches_at_once_without_counting_an_attempt(queue):
     queue.submit_many(list(range(5)))
     jobs = queue.fetch("c1", 5, 0)
-    queue.release(jobs)
+    assert queue.release("c1", jobs) == 5
     stats = queue.stats()
     assert (stats.waiting, stats.in_flight) == (5, 0)
     again = queue.fetch("c2", 2, 0) + queue.fetch("c3", 2, 0) + queue.fetch("c2", 2, 0)
@@ -224,7 +224,7 @@ def test_heartbeats_count_no_delivery_so_a_released_job_keeps_its_attempts(queue
     [job] = queue.fetch("draining-worker", 1, 0)
     for _ in range(5):
         queue.heartbeat("draining-worker", [job], 1, 1)
-    queue.release([job])
+    queue.release("draining-worker", [job])
     [again] = queue.fetch("next-worker", 1, 0)
     assert (again.id, again.attempts) == (job.id, 1)
 
@@ -239,6 +239,23 @@ def test_heartbeats_count_no_delivery_so_a_reclaimed_job_counts_one_more_attempt
             q.heartbeat("dying-worker", [job], 1, 1)
         [again] = wait_until(lambda: q.fetch("survivor", 1, 100), timeout=5, what="redelivery")
         assert (again.id, again.attempts) == (job.id, 2)
+    finally:
+        q.delete_all()
+        q.close()
+
+
+def test_a_draining_worker_releases_only_the_jobs_it_still_owns(redis_server, pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    stream = PoolKeys("it", pool_name).stream
+    try:
+        q.submit_many(["long"])
+        [job] = q.fetch("draining-worker", 1, 0)
+        [again] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
+        assert q.release("draining-worker", [job]) == 0
+        [entry] = raw.xpending_range(stream, GROUP, "-", "+", 10)
+        assert (entry["consumer"], entry["times_delivered"]) == ("new-owner", again.attempts)
+        assert q.fetch("third-worker", 1, 0) == []
     finally:
         q.delete_all()
         q.close()

@@ -63,6 +63,25 @@ def test_sigterm_drains_in_flight_jobs_and_releases_the_rest(queue, spawn_worker
     assert queue.result(long_id) is None
 
 
+def test_jobs_fetched_as_the_stop_arrives_are_released_at_once_not_after_the_drain(
+        queue, spawn_worker, tmp_path):
+    log = tmp_path / "jobs.log"
+    env = {"JOBPOOL_TEST_LOG": str(log)}
+    worker = spawn_worker(handler=SLEEPY, concurrency=2, drain_seconds=30, visibility_timeout=60,
+                          env=env)
+    queue.submit_many([{"n": 1, "seconds": 60}])
+    wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the long job to start")
+    worker.send(signal.SIGTERM)
+    wait_until(lambda: "draining" in worker.log(), what="the drain to begin")
+    # the free slot's blocking read (up to a second) is still under way and gets this job
+    queue.submit_many([{"n": 2, "seconds": 0}])
+    successor = spawn_worker(handler=SLEEPY, env=env)
+    wait_until(lambda: ("end", 2, successor.pid) in events(log), timeout=8,
+               what="the job to run on the next worker while the first one still drains")
+    assert worker.alive()
+    assert ("start", 2, worker.pid) not in events(log)
+
+
 def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
     fast = dict(visibility_timeout=1.5, heartbeat_interval=0.3, drain_seconds=60,

@@ -158,8 +158,10 @@ class Queue(abc.ABC):
         "retried" or "dead_lettered"."""
 
     @abc.abstractmethod
-    async def release(self, jobs: Iterable[Job]) -> None:
-        """Give jobs back for immediate redelivery (drain on shutdown)."""
+    async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
+        """Give back the jobs `consumer` still holds, for immediate redelivery (drain on
+        shutdown); a job another worker has reclaimed meanwhile stays theirs. Returns how many
+        were given back."""
 
     @abc.abstractmethod
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:

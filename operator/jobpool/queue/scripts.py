@@ -252,16 +252,17 @@ return 'dead_lettered'
 """
 
 # KEYS: stream reclaim_gate reclaim_cursor
-# ARGV: group released_consumer entry ids...
+# ARGV: group released_consumer consumer entry ids... -> number released
 # Entries move to a consumer nobody reads from, look idle forever and keep their delivery
 # count, so the next fetch of any worker reclaims them at once without counting an attempt.
+# Only entries `consumer` still owns move: one another worker reclaimed stays with it.
 RELEASE = """
 local stream, gate, cursor_key = KEYS[1], KEYS[2], KEYS[3]
-local group, released = ARGV[1], ARGV[2]
+local group, released, consumer = ARGV[1], ARGV[2], ARGV[3]
 local n = 0
-for i = 3, #ARGV do
-  local info = redis.call('XPENDING', stream, group, ARGV[i], ARGV[i], 1)
-  if info[1] then
+for i = 4, #ARGV do
+  local ok, info = pcall(redis.call, 'XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer)
+  if ok and info[1] then
     redis.call('XCLAIM', stream, group, released, 0, ARGV[i], 'IDLE', 1000000000000,
                'RETRYCOUNT', math.max(info[1][4] - 1, 0), 'JUSTID')
     n = n + 1

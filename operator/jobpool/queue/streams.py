@@ -255,14 +255,15 @@ class RedisStreamsQueue(Queue):
                 args=[GROUP, job.token, job.id, job.attempts, job.payload_text, error[:8000],
                       outcome, delay_ms, "1" if job.replayed else "0"])
 
-    async def release(self, jobs: Iterable[Job]) -> None:
+    async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]
         if not tokens:
-            return
+            return 0
         k = self.keys
         with self._errors():
-            await self._call(self._release, keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
-                                args=[GROUP, RELEASED_CONSUMER, *tokens])
+            return await self._call(self._release,
+                                    keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
+                                    args=[GROUP, RELEASED_CONSUMER, consumer, *tokens])
 
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
         now = time.time()

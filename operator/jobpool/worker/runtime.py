@@ -85,6 +85,7 @@ class Worker:
         self.queue_reachable = True
         self.signals = 0
         self.finished = 0
+        self.released = 0
 
     # -- lifecycle -------------------------------------------------------
     async def run(self) -> int:
@@ -107,8 +108,8 @@ class Worker:
         acker = asyncio.create_task(self._ack_loop())
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         watch = asyncio.create_task(self._overrun_watch_loop())
-        late_fetch = await self._fetch_loop()
-        await self._drain(late_fetch)
+        await self._fetch_loop()
+        await self._drain()
         for task in (acker, heartbeat, watch):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -144,8 +145,9 @@ class Worker:
         return len(self.held) + len(self.overrun)
 
     # -- fetching --------------------------------------------------------
-    async def _fetch_loop(self) -> asyncio.Task | None:
-        """Fetch at most the free slots until told to stop; returns a fetch still under way."""
+    async def _fetch_loop(self) -> None:
+        """Fetch at most the free slots until told to stop; jobs of a fetch still under way
+        when the stop comes are given back at once (the fetch is bounded by `block_ms`)."""
         failures = 0
         stop_wait = asyncio.create_task(self.stopping.wait())
         try:
@@ -158,13 +160,11 @@ class Worker:
                                        return_when=asyncio.FIRST_COMPLETED)
                     slot_wait.cancel()
                     continue
-                fetch = asyncio.create_task(
-                    self.queue.fetch(self.config.worker_id, free, self.config.block_ms))
-                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    return fetch
+                # not cancelled when the stop comes: a cancelled read could lose the jobs it
+                # claimed until the visibility timeout, so they are awaited and given back
+                fetch = self.queue.fetch(self.config.worker_id, free, self.config.block_ms)
                 try:
-                    jobs = fetch.result()
+                    jobs = await fetch
                 except QueueError as exc:
                     failures += 1
                     self._queue_down(exc, failures)
@@ -179,7 +179,6 @@ class Worker:
                     break
                 for job in jobs:
                     self._start(job)
-            return None
         finally:
             stop_wait.cancel()
 
@@ -367,7 +366,7 @@ class Worker:
                 await asyncio.wait_for(self.busy_changed.wait(), wait)
 
     # -- draining --------------------------------------------------------
-    async def _drain(self, late_fetch: asyncio.Task | None) -> None:
+    async def _drain(self) -> None:
         pending: set[asyncio.Task] = set()
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.config.drain_seconds)
@@ -377,20 +376,16 @@ class Worker:
             await asyncio.wait(pending)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.acks_idle.wait(), timeout=10)
-        released = list(self.held.values())
-        if late_fetch is not None:
-            with contextlib.suppress(Exception):
-                released += await late_fetch
-        await self._release(released)
+        await self._release(list(self.held.values()))
         log.info("drained: %d jobs finished, %d released for immediate redelivery",
-                 self.finished, len(released))
+                 self.finished, self.released)
 
     async def _release(self, jobs: list[Job]) -> None:
         if not jobs:
             return
         for attempt in range(1, 4):
             try:
-                await self.queue.release(jobs)
+                self.released += await self.queue.release(self.config.worker_id, jobs)
                 break
             except QueueError as exc:
                 log.warning("cannot release %d jobs (%s); attempt %d/3", len(jobs), exc, attempt)
