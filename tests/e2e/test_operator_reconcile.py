@@ -117,7 +117,7 @@ def degraded(cluster, ns, name):
                       and c.get("status") == "True" and c, timeout=30, message=f"{name} Degraded")
 
 
-def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool_crds, kube_namespace):
+def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool_crds, kube_namespace, tmp_path):
     cluster, ns = jobpool_crds, kube_namespace
     token = f"sk-live-{secrets.token_hex(8)}"
     password = secrets.token_hex(8)
@@ -125,14 +125,21 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     unreachable = f"redis://127.0.0.1:{port}/0?password={password}"
     cluster.kubectl("-n", ns, "create", "secret", "generic", "api-keys", f"--from-literal=stripe={token}",
                     f"--from-literal=queue={unreachable}")
-    not_a_url, down = unique("notaurl"), unique("down")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe" + token.encode())
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "signing-key", f"--from-file=key={binary}")
+    not_a_url, down, not_text = unique("notaurl"), unique("down"), unique("nottext")
     apply(cluster, ns, pool_manifest(not_a_url, queue={"urlSecretRef": {"name": "api-keys", "key": "stripe"}}))
+    apply(cluster, ns, pool_manifest(not_text, queue={"urlSecretRef": {"name": "signing-key", "key": "key"}}))
     apply(cluster, ns, pool_manifest(down, queue={"urlSecretRef": {"name": "api-keys", "key": "queue"}}))
 
     invalid = degraded(cluster, ns, not_a_url)
     assert invalid["reason"] == "InvalidQueueURL"
     assert invalid["message"].startswith('spec.queue.urlSecretRef: the URL in Secret "api-keys" key "stripe"')
     assert deployment_of(cluster, ns, not_a_url) is None
+    undecodable = degraded(cluster, ns, not_text)
+    assert undecodable["reason"] == "InvalidQueueURL"
+    assert '"signing-key" key "key" is not text' in undecodable["message"]
     unavailable = degraded(cluster, ns, down)
     assert unavailable["reason"] == "QueueUnavailable" and '"api-keys" key "queue"' in unavailable["message"]
     assert f"127.0.0.1:{port}" not in unavailable["message"]
@@ -144,9 +151,9 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     apply(cluster, ns, reachable.stdout)
     eventually(lambda: condition(get(cluster, ns, "jobpool", down), "Degraded").get("status") == "False",
                timeout=30, message=f"{down} reaches its queue")
-    cluster.kubectl("-n", ns, "delete", "jobpool", not_a_url, down, "--wait=false")
-    eventually(lambda: get(cluster, ns, "jobpool", not_a_url) is None and get(cluster, ns, "jobpool", down) is None,
-               timeout=60, message="both pools deleted")
+    cluster.kubectl("-n", ns, "delete", "jobpool", not_a_url, down, not_text, "--wait=false")
+    eventually(lambda: all(get(cluster, ns, "jobpool", name) is None for name in (not_a_url, down, not_text)),
+               timeout=60, message="the pools deleted")
     events = eventually(lambda: (e := cluster.kubectl("-n", ns, "get", "events", "-o", "json").stdout)
                         and "QueueCleanupIncomplete" in e and e, message="the finalizer's Event")
     assert "InvalidQueueURL" in events and "QueueUnavailable" in events
