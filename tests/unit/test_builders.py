@@ -137,6 +137,27 @@ def test_a_pool_without_any_queue_names_the_field():
     builders.check_spec(spec(worker={"image": "a", "handler": "pkg.mod:Class.method"}), "redis://q")
 
 
+@pytest.mark.parametrize("default_queue", ["redis://:s3cretpw@jp-redis.ops.svc:6379/0",
+                                           "redis://app:s3cretpw@jp-redis:6379/0",
+                                           "rediss://jp-redis:6380/0?password=s3cretpw"])
+def test_a_default_queue_with_a_password_is_never_inlined(default_queue):
+    with pytest.raises(SpecProblem, match="spec.queue.urlSecretRef") as info:
+        builders.check_spec(spec(), default_queue)
+    assert info.value.reason == "DefaultQueueHasCredentials" and "s3cretpw" not in info.value.message
+    with pytest.raises(SpecProblem):
+        builders.build_deployment(POOL, spec(), 1, default_queue)
+    # A pool naming its own queue does not use the default, so nothing of it reaches the Deployment.
+    for own in ({"url": "redis://own:6379/0"}, {"urlSecretRef": {"name": "q", "key": "url"}}):
+        builders.check_spec(spec(queue=own), default_queue)
+        built = json.dumps(builders.build_deployment(POOL, spec(queue=own), 1, default_queue))
+        assert "s3cretpw" not in built
+
+
+def test_a_default_queue_without_a_password_may_stay_inline():
+    env = env_of(builders.build_deployment(POOL, spec(), 1, "redis://jp-redis.ops.svc:6379/0"))
+    assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL", "value": "redis://jp-redis.ops.svc:6379/0"}
+
+
 def test_deletion_costs_follow_busy_slots():
     current = {"p1": None, "p2": "100", "p3": "0"}
     assert builders.deletion_costs({"p1": 2, "p2": 1}, current) == {"p1": "200"}

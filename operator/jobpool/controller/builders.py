@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from ..api import API_VERSION, KIND, JobPoolSpec
+from ..queue.codec import redact_url
 
 LABEL_POOL = "jobpool.dev/pool"
 ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
@@ -76,17 +77,36 @@ def check_spec(spec: JobPoolSpec, default_queue: str | None) -> None:
     if handler is not None and not _HANDLER.match(handler):
         raise SpecProblem("InvalidHandler",
                           f'spec.worker.handler: "{handler}" is not a Python callable "module:function"')
-    if spec.queue.url is None and spec.queue.url_secret_ref is None and not default_queue:
-        raise SpecProblem("NoQueue", "spec.queue: no url or urlSecretRef, and the operator has no "
-                                     "--default-queue; set spec.queue.url")
+    if spec.queue.url is None and spec.queue.url_secret_ref is None:
+        if not default_queue:
+            raise SpecProblem("NoQueue", "spec.queue: no url or urlSecretRef, and the operator has no "
+                                         "--default-queue; set spec.queue.url")
+        if carries_credentials(default_queue):
+            raise default_queue_with_credentials()
+
+
+def carries_credentials(url: str) -> bool:
+    """Whether a URL holds a password (userinfo or `?password=`): what redaction would mask."""
+    return redact_url(url) != url
+
+
+def default_queue_with_credentials() -> SpecProblem:
+    # Whoever may read the pool's Deployment must not learn the password of the shared queue.
+    return SpecProblem("DefaultQueueHasCredentials",
+                       "spec.queue: the operator's default queue URL carries a password, which is never "
+                       "copied into a worker Deployment; set spec.queue.urlSecretRef to a Secret in this "
+                       "namespace holding the queue URL (or spec.queue.url to a queue without one)")
 
 
 def queue_url_env(spec: JobPoolSpec, default_queue: str | None) -> dict[str, Any]:
-    """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret, never its value."""
+    """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret, never its value; the
+    operator's default queue only inline when it carries no password."""
     ref = spec.queue.url_secret_ref
     if ref is not None:
         return {"name": "JOBPOOL_QUEUE_URL",
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    if spec.queue.url is None and default_queue and carries_credentials(default_queue):
+        raise default_queue_with_credentials()
     return {"name": "JOBPOOL_QUEUE_URL", "value": spec.queue.url or default_queue or ""}
 
 
