@@ -16,6 +16,7 @@ log = logging.getLogger("jobpool.operator")
 FINALIZER = "jobpool.dev/queue-cleanup"
 # How often the finalizer looks again whether the workers of a deleted pool are gone.
 CLEANUP_POLL_SECONDS = 1.0
+DAEMON_BACKOFF_SECONDS = 1.0
 
 
 def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
@@ -42,7 +43,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     # The loop checks `stopped` every poll interval, so it exits within the graceful backoff.
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=2.0, cancellation_timeout=10.0)
+    # Should the loop still end with an error, it restarts after DAEMON_BACKOFF_SECONDS, not kopf's 60 s.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=2.0, cancellation_timeout=10.0,
+                 backoff=DAEMON_BACKOFF_SECONDS)
     async def run_pool(name: str, namespace: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped,
                        **_: Any) -> None:
         await PoolController(ctx, name, namespace, uid).run(body, stopped)

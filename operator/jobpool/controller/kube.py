@@ -27,6 +27,10 @@ _PATHS = {
 }
 
 
+# KubeError.status when the API server gave no usable reply (connection lost, garbled body).
+NO_RESPONSE = 0
+
+
 class KubeError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(f"{status}: {message}")
@@ -78,18 +82,23 @@ class KubeApi:
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
                 timeout=aiohttp.ClientTimeout(total=30))
         data = None if body is None else json.dumps(body)
-        async with self._session.request(method, self._host + path, data=data, params=params,
-                                         headers=self._headers(content_type)) as response:
-            text = await response.text()
-            if response.status == 404 and method in ("GET", "DELETE"):
-                return None
-            if response.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise KubeError(response.status, message)
-            return json.loads(text) if text else None
+        try:
+            async with self._session.request(method, self._host + path, data=data, params=params,
+                                             headers=self._headers(content_type)) as response:
+                text = await response.text()
+                if response.status == 404 and method in ("GET", "DELETE"):
+                    return None
+                if response.status >= 400:
+                    try:
+                        message = json.loads(text).get("message", text)
+                    except ValueError:
+                        message = text
+                    raise KubeError(response.status, message)
+                return json.loads(text) if text else None
+        except aiohttp.ClientError as exc:  # e.g. ServerDisconnectedError, which is no OSError
+            raise KubeError(NO_RESPONSE, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a reply that is not JSON
+            raise KubeError(NO_RESPONSE, f"{method} {path}: unreadable reply: {exc}") from exc
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", object_path(api_version, kind, namespace, name))

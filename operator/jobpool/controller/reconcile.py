@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+import traceback
 from typing import Any, Callable
 
 import aiohttp
@@ -166,6 +167,9 @@ class PoolController:
                     await self.reconcile(body)
                 except (KubeError, OSError, asyncio.TimeoutError) as exc:
                     log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
+                except Exception as exc:  # one bad tick must not stop the pool's loop
+                    log.error("%s/%s: reconcile failed unexpectedly, retrying:\n%s", self.ref.namespace,
+                              self.ref.name, self._scrubbed_traceback(exc))
                 self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
                 waker.clear()
                 try:
@@ -176,6 +180,11 @@ class PoolController:
             if self.ctx.controllers.get(key) is self:
                 del self.ctx.controllers[key]
             await self.close()
+
+    def _scrubbed_traceback(self, exc: BaseException) -> str:
+        """The traceback, with the queue URL (which may carry a password) never quoted."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        return scrub_url(text, self.queue_url, "<queue URL>") if self.queue_url else text
 
     async def close(self) -> None:
         """Stop feeding and let go of the queue (before the finalizer deletes its keys)."""

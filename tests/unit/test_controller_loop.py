@@ -1,0 +1,129 @@
+"""The per-pool loop keeps ticking through failures, against a real HTTP peer standing in for the
+API server (it drops connections on request) and a real `PoolController`."""
+import asyncio
+import json
+
+import pytest
+from kubernetes import client as k8s_client
+
+from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
+from jobpool.controller.metrics import OperatorMetrics
+from jobpool.controller.reconcile import OperatorConfig, OperatorContext, PoolController
+
+POOL_BODY = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
+             "spec": {"worker": {"image": "registry.example/worker:1", "handler": "tasks:square"}}}
+
+
+class ApiPeer:
+    """A minimal HTTP/1.1 server: closes the first `drop` connections without a reply, then
+    answers every request with `{}` and records its method and path."""
+
+    def __init__(self, drop: int):
+        self.drop = drop
+        self.requests: list[tuple[str, str]] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                length = next((int(line.split(":", 1)[1]) for line in lines
+                               if line.lower().startswith("content-length:")), 0)
+                await reader.readexactly(length)
+                if self.drop > 0:
+                    self.drop -= 1
+                    writer.close()
+                    return
+                method, path, _ = lines[0].split(" ", 2)
+                self.requests.append((method, path.split("?")[0]))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def kube_api(host: str) -> KubeApi:
+    configuration = k8s_client.Configuration()
+    configuration.host = host
+    return KubeApi(configuration)
+
+
+async def eventually(check, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_dropped_connection_is_a_kube_error():
+    async def scenario() -> None:
+        peer = ApiPeer(drop=1)
+        kube = kube_api(await peer.start())
+        try:
+            with pytest.raises(KubeError) as raised:  # a PATCH is not retried by aiohttp itself
+                await kube.merge_patch("v1", "Pod", "ns", "p", {"metadata": {}})
+            assert raised.value.status == NO_RESPONSE
+            assert "ServerDisconnectedError" in str(raised.value)
+            assert await kube.get("v1", "Secret", "ns", "s") == {}
+        finally:
+            await kube.close()
+            await peer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_error(caplog):
+    async def scenario() -> None:
+        peer = ApiPeer(drop=1)
+        kube = kube_api(await peer.start())
+        events: list[str] = []
+
+        def post_event(_body, _type, reason, _message) -> None:
+            events.append(reason)
+            if len(events) == 1:
+                raise RuntimeError("event sink broke")
+
+        metrics = OperatorMetrics()
+        ctx = OperatorContext(kube, OperatorConfig(default_queue=None, poll_interval=0.02), metrics,
+                              open_queue=lambda *_: pytest.fail("no queue is configured"), post_event=post_event)
+        controller = PoolController(ctx, "p", "ns", "u")
+
+        class Stopped:
+            flag = False
+
+            def __bool__(self) -> bool:
+                return self.flag
+
+        stopped = Stopped()
+
+        def ticks() -> float:
+            return metrics.registry.get_sample_value("jobpool_reconcile_seconds_count") or 0.0
+
+        loop = asyncio.create_task(controller.run(json.loads(json.dumps(POOL_BODY)), stopped))
+        try:
+            # tick 1: the status write's connection is dropped; tick 2: written, then the event fails
+            await eventually(lambda: len(events) >= 1 or loop.done())
+            await eventually(lambda: ticks() >= 5 or loop.done())
+            assert not loop.done(), loop.exception()
+            status_path = "/apis/jobpool.dev/v1alpha1/namespaces/ns/jobpools/p/status"
+            assert ("PATCH", status_path) in peer.requests
+        finally:
+            stopped.flag = True
+            await asyncio.wait_for(loop, 5)
+            await kube.close()
+            await peer.stop()
+
+    asyncio.run(scenario())
+    logged = caplog.text
+    assert "ServerDisconnectedError" in logged and "RuntimeError: event sink broke" in logged
+    assert "Traceback" in logged
