@@ -162,6 +162,9 @@ def test_deletion_costs_follow_busy_slots():
     current = {"p1": None, "p2": "100", "p3": "0"}
     assert builders.deletion_costs({"p1": 2, "p2": 1}, current) == {"p1": "200"}
     assert builders.deletion_costs({}, current) == {"p2": "0"}
+    # A busy count moving within its tier is no write; crossing a tier is.
+    assert builders.deletion_costs({"p1": 3, "p2": 1}, {"p1": "200", "p2": "100"}) == {}
+    assert builders.deletion_costs({"p1": 4, "p2": 0}, {"p1": "200", "p2": "100"}) == {"p1": "300", "p2": "0"}
 
 
 def test_canonicalised_quantities_are_not_drift():

@@ -8,7 +8,10 @@ from kubernetes import client as k8s_client
 
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.metrics import OperatorMetrics
-from jobpool.controller.reconcile import OperatorConfig, OperatorContext, PoolController
+from jobpool.controller.reconcile import (DELETION_COST_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
+                                          PoolController)
+from jobpool.queue import QueueStats
+from jobpool.queue.base import WorkerInfo
 
 POOL_BODY = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
              "spec": {"worker": {"image": "registry.example/worker:1", "handler": "tasks:square"}}}
@@ -16,11 +19,15 @@ POOL_BODY = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "generatio
 
 class ApiPeer:
     """A minimal HTTP/1.1 server: closes the first `drop` connections without a reply, then
-    answers every request with `{}` and records its method and path."""
+    answers every request with `{}` after `delay` seconds, recording its method and path and how
+    many requests it held at once."""
 
-    def __init__(self, drop: int):
+    def __init__(self, drop: int, delay: float = 0.0):
         self.drop = drop
+        self.delay = delay
         self.requests: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> str:
@@ -41,6 +48,10 @@ class ApiPeer:
                     return
                 method, path, _ = lines[0].split(" ", 2)
                 self.requests.append((method, path.split("?")[0]))
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                await asyncio.sleep(self.delay)
+                self.in_flight -= 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -63,6 +74,11 @@ async def eventually(check, timeout: float = 10.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+def context(kube: KubeApi, post_event=lambda *_: None) -> OperatorContext:
+    return OperatorContext(kube, OperatorConfig(default_queue=None, poll_interval=0.02), OperatorMetrics(),
+                           open_queue=lambda *_: pytest.fail("no queue is configured"), post_event=post_event)
 
 
 def test_a_dropped_connection_is_a_kube_error():
@@ -93,9 +109,8 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
             if len(events) == 1:
                 raise RuntimeError("event sink broke")
 
-        metrics = OperatorMetrics()
-        ctx = OperatorContext(kube, OperatorConfig(default_queue=None, poll_interval=0.02), metrics,
-                              open_queue=lambda *_: pytest.fail("no queue is configured"), post_event=post_event)
+        ctx = context(kube, post_event)
+        metrics = ctx.metrics
         controller = PoolController(ctx, "p", "ns", "u")
 
         class Stopped:
@@ -127,3 +142,34 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
     logged = caplog.text
     assert "ServerDisconnectedError" in logged and "RuntimeError: event sink broke" in logged
     assert "Traceback" in logged
+
+
+def test_deletion_costs_are_patched_concurrently_within_a_bound_and_only_on_a_tier_change():
+    async def scenario() -> None:
+        peer = ApiPeer(drop=0, delay=0.1)
+        kube = kube_api(await peer.start())
+        try:
+            ctx = context(kube)
+            controller = PoolController(ctx, "p", "ns", "u")
+            names = [f"p-workers-{index}" for index in range(3 * DELETION_COST_PATCHES_IN_FLIGHT)]
+            for name in names:
+                ctx.cache.on_object_event("Pod", "ADDED", {"metadata": {
+                    "name": name, "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
+                    "annotations": {"controller.kubernetes.io/pod-deletion-cost": "200"}}})
+            moved = QueueStats(workers=tuple(WorkerInfo(name, 8, 4, 0.0) for name in names))
+            await controller._update_deletion_costs(moved)
+            assert len(peer.requests) == len(names)
+            assert peer.most_in_flight == DELETION_COST_PATCHES_IN_FLIGHT
+
+            for name in names:  # the peer answers `{}`: record the new tier as the watch would
+                ctx.cache.pods[("ns", "p")][name]["metadata"]["annotations"][
+                    "controller.kubernetes.io/pod-deletion-cost"] = "300"
+            within_tier = QueueStats(workers=tuple(WorkerInfo(name, 8, busy, 0.0)
+                                                   for name, busy in zip(names, [4, 5, 6, 7] * len(names))))
+            await controller._update_deletion_costs(within_tier)
+            assert len(peer.requests) == len(names), "a busy count within its tier was written"
+        finally:
+            await kube.close()
+            await peer.stop()
+
+    asyncio.run(scenario())

@@ -273,8 +273,14 @@ def needs_write(desired: dict[str, Any], observed: dict[str, Any] | None) -> boo
                 and is_subset(desired["metadata"].get("labels", {}), observed["metadata"].get("labels", {})))
 
 
+def deletion_cost(busy: int) -> str:
+    """Idle pods cost 0 and go first; busy ones cost 100 x the bit length of their busy slots
+    (1 -> 100, 2-3 -> 200, 4-7 -> 300, ...), so a cost changes only when the tier does."""
+    return str(max(0, busy).bit_length() * 100)
+
+
 def deletion_costs(busy_by_pod: dict[str, int], current: dict[str, str | None]) -> dict[str, str]:
-    """Pods whose pod-deletion-cost must change: busy slots x 100, so idle pods go first."""
-    wanted = {pod: str(busy_by_pod.get(pod, 0) * 100) for pod in current}
+    """Pods whose pod-deletion-cost tier changed."""
+    wanted = {pod: deletion_cost(busy_by_pod.get(pod, 0)) for pod in current}
     return {pod: cost for pod, cost in wanted.items() if current[pod] != cost
             and not (cost == "0" and current[pod] is None)}

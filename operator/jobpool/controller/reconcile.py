@@ -33,6 +33,8 @@ log = logging.getLogger("jobpool.operator")
 FEED_CHUNK = 500
 QUEUE_TIMEOUT_SECONDS = 2.0
 SECRET_TTL_SECONDS = 10.0
+# Pod-deletion-cost PATCHes sent at once: a tick with many changed tiers stays short, the API unflooded.
+DELETION_COST_PATCHES_IN_FLIGHT = 8
 
 KINDS = {"Deployment": "apps/v1", "Service": "v1", "PodDisruptionBudget": "policy/v1"}
 
@@ -388,17 +390,28 @@ class PoolController:
         live = {name: ((pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_DELETION_COST))
                 for name, pod in pods.items() if not pod["metadata"].get("deletionTimestamp")}
         busy = {w.id: w.busy for w in stats.workers}
-        for pod, cost in builders.deletion_costs(busy, live).items():
-            try:
-                patched = await self.ctx.kube.merge_patch(
-                    "v1", "Pod", self.ref.namespace, pod,
-                    {"metadata": {"annotations": {builders.ANNOTATION_DELETION_COST: cost}}})
-            except KubeError as exc:
-                if exc.status != 404:
+        changed = builders.deletion_costs(busy, live)
+        if not changed:
+            return
+        bound = asyncio.Semaphore(DELETION_COST_PATCHES_IN_FLIGHT)
+
+        async def patch(pod: str, cost: str) -> None:
+            async with bound:
+                try:
+                    patched = await self.ctx.kube.merge_patch(
+                        "v1", "Pod", self.ref.namespace, pod,
+                        {"metadata": {"annotations": {builders.ANNOTATION_DELETION_COST: cost}}})
+                except KubeError as exc:
+                    if exc.status == 404:  # the pod is already gone
+                        return
                     raise
-                continue
             if patched is not None:
                 self.ctx.cache.on_object_event("Pod", "MODIFIED", patched)
+
+        outcomes = await asyncio.gather(*(patch(pod, cost) for pod, cost in changed.items()), return_exceptions=True)
+        failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failed is not None:
+            raise failed
 
     def _ensure_feeding(self, spec: JobPoolSpec) -> None:
         if self.batch is None or self.batch["fed"] >= self.batch["total"]:
