@@ -1,5 +1,6 @@
 """The Helm chart: it lints and renders, its values are validated, it installs under the
 restricted Pod Security Standard, and its RBAC is exactly enough to run the operator."""
+import base64
 import json
 import subprocess
 
@@ -45,8 +46,9 @@ def test_rendered_operator_is_restricted_and_rbac_is_least_privilege(kube_cluste
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
     assert sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert "--all-namespaces" in container["args"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["JOBPOOL_DEFAULT_QUEUE_URL"] == "redis://jp-redis.ops.svc:6379/0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JOBPOOL_DEFAULT_QUEUE_URL"] == {
+        "name": "JOBPOOL_DEFAULT_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "jp-redis", "key": "url"}}}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
     (role,) = by_kind(docs, "ClusterRole")
@@ -71,8 +73,87 @@ def test_watch_namespaces_get_roles_not_a_cluster_role_and_redis_is_optional(kub
     assert by_kind(docs, "Service") and all(s["metadata"]["name"] != "jp-redis" for s in by_kind(docs, "Service"))
 
 
+def decoded(secret):
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def redis_parts(docs):
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-redis"]
+    pod = deployment["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+def test_bundled_redis_requires_a_generated_password_that_no_manifest_spells_out(kube_cluster):
+    docs = render(kube_cluster)
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["metadata"]["name"] == "jp-redis" and "stringData" not in secret
+    values = decoded(secret)
+    password = values["password"]
+    assert len(password) == 32 and password.isalnum()
+    assert values["url"] == f"redis://:{password}@jp-redis.ops.svc:6379/0"
+    # Only the Secret holds it (base64); every other object refers to the Secret.
+    for doc in docs:
+        if doc is not secret:
+            text = json.dumps(doc)
+            assert password not in text and base64.b64encode(password.encode()).decode() not in text, doc["kind"]
+    _, redis = redis_parts(docs)
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)" and "--protected-mode" not in args
+    assert args[args.index("--appendonly") + 1] == "yes"
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
+    assert env == {"REDIS_PASSWORD": {"name": "jp-redis", "key": "password"},
+                   "REDISCLI_AUTH": {"name": "jp-redis", "key": "password"}}
+    # Generated per install: another render (no Secret to look up) gets another password.
+    assert decoded(by_kind(render(kube_cluster), "Secret")[0])["password"] != password
+
+
+def test_bundled_redis_is_durable_by_default_and_an_empty_dir_is_opt_in(kube_cluster):
+    docs = render(kube_cluster, "redis.persistence.size=5Gi", "redis.persistence.storageClass=fast")
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "jp-redis" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi" and claim["spec"]["storageClassName"] == "fast"
+    pod, redis = redis_parts(docs)
+    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "jp-redis"}}]
+    assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"]
+    assert "storageClassName" not in by_kind(render(kube_cluster), "PersistentVolumeClaim")[0]["spec"]
+
+    docs = render(kube_cluster, "redis.persistence.enabled=false")
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    assert redis_parts(docs)[0]["volumes"] == [{"name": "data", "emptyDir": {}}]
+
+
+def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
+    (policy,) = by_kind(render(kube_cluster), "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "jobpool-redis",
+                                                  "app.kubernetes.io/instance": "jp"}
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    workers, operator = rule["from"]
+    assert workers["podSelector"] == {"matchExpressions": [{"key": "jobpool.dev/pool", "operator": "Exists"}]}
+    assert workers["namespaceSelector"] == {}
+    assert operator == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "jobpool-operator",
+                                                        "app.kubernetes.io/instance": "jp"}}}
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+
+    (scoped,) = by_kind(render(kube_cluster, "watchNamespaces={team-a,team-b}"), "NetworkPolicy")
+    assert scoped["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}
+    assert by_kind(render(kube_cluster, "redis.networkPolicy.enabled=false"), "NetworkPolicy") == []
+
+
+def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
+    docs = render(kube_cluster, "redis.auth.enabled=false")
+    assert by_kind(docs, "Secret") == []
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBPOOL_DEFAULT_QUEUE_URL"]["value"] == "redis://jp-redis.ops.svc:6379/0"
+    assert "--requirepass" not in redis_parts(docs)[1]["args"]
+
+
 @pytest.mark.parametrize("bad", ["replicas=-1", "metricsPort=0", "image.pullPolicy=Sometimes",
-                                 "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}"])
+                                 "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
+                                 "redis.persistence.size=lots", "redis.auth.enabled=maybe"])
 def test_bad_values_are_refused(kube_cluster, bad):
     result = helm(kube_cluster, "template", "jp", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr

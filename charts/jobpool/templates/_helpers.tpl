@@ -23,12 +23,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-redis" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "jobpool.defaultQueueUrl" -}}
-{{- if .Values.defaultQueueUrl -}}
-{{- .Values.defaultQueueUrl -}}
-{{- else if .Values.redis.enabled -}}
-{{- printf "redis://%s.%s.svc:%d/0" (include "jobpool.redisName" .) .Release.Namespace (int .Values.redis.port) -}}
+{{- define "jobpool.redisSelectorLabels" -}}
+app.kubernetes.io/name: jobpool-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "jobpool.redisAddress" -}}
+{{- printf "%s.%s.svc:%d/0" (include "jobpool.redisName" .) .Release.Namespace (int .Values.redis.port) -}}
+{{- end -}}
+
+{{/* JOBPOOL_DEFAULT_QUEUE_URL: the bundled Redis's URL comes from its Secret, never inline. */}}
+{{- define "jobpool.defaultQueueEnv" -}}
+{{- if .Values.defaultQueueUrl }}
+- name: JOBPOOL_DEFAULT_QUEUE_URL
+  value: {{ .Values.defaultQueueUrl | quote }}
+{{- else if and .Values.redis.enabled .Values.redis.auth.enabled }}
+- name: JOBPOOL_DEFAULT_QUEUE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jobpool.redisName" . }}
+      key: url
+{{- else if .Values.redis.enabled }}
+- name: JOBPOOL_DEFAULT_QUEUE_URL
+  value: {{ printf "redis://%s" (include "jobpool.redisAddress" .) | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* The restricted Pod Security Standard, for every container of the chart. */}}
