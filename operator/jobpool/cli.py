@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "worker is redelivered (default 30)")
     worker.add_argument("--heartbeat-interval", help="seconds between heartbeats (default "
                                                      "visibility timeout / 3)")
+    worker.add_argument("--result-ttl", help="seconds each result is kept, and with it the "
+                                             "dedup of its id (default 86400)")
 
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
     _queue_flags(submit)
@@ -254,7 +256,7 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
     flags = {name: getattr(args, name, None) for name in (
         "queue_url", "namespace", "pool", "concurrency", "handler", "timeout", "max_attempts",
         "backoff", "max_backoff", "drain_seconds", "metrics_port", "worker_id",
-        "visibility_timeout", "heartbeat_interval")}
+        "visibility_timeout", "heartbeat_interval", "result_ttl")}
     if args.command_flag and not command:
         raise UsageError("--command needs the program after `--`: --command -- PROG ARGS...")
     flags["command"] = command or None

@@ -188,18 +188,38 @@ def test_the_worker_backs_off_while_the_queue_is_down_and_recovers(queue, spawn_
 
 
 def test_memory_stays_bounded_after_100k_jobs(queue, spawn_worker, redis_server):
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    keys = PoolKeys("it", queue.pool)
+    memory_before = raw.info("memory")["used_memory"]
     for _ in range(2):
-        spawn_worker(handler="tests.integration.handlers:noop", concurrency=50)
+        spawn_worker(handler="tests.integration.handlers:noop", concurrency=50, result_ttl=5)
     queue.submit_many(list(range(100_000)))
     wait_until(lambda: queue.stats().succeeded == 100_000, timeout=240, interval=0.5,
                what="100k jobs to finish")
-    raw = redis_sync.Redis.from_url(redis_server.url)
-    keys = PoolKeys("it", queue.pool)
     assert raw.xlen(keys.stream) == 0
     assert raw.xpending(keys.stream, GROUP)["pending"] == 0
     assert raw.scard(keys.live) == 0 and raw.zcard(keys.delayed) == 0
     assert raw.memory_usage(keys.stream) < 64 * 1024
     assert raw.xlen(keys.results) <= 110_000   # capped (approximately) at 100k
+
+    def pool_keys() -> list[bytes]:
+        return list(raw.scan_iter(match=keys.scan_pattern, count=10_000))
+    # once the result TTL has passed only the pool's fixed keys remain, not one per job
+    wait_until(lambda: len(pool_keys()) <= 12, timeout=30, interval=0.5,
+               what=f"the results to expire (keys left: {len(pool_keys())})")
+    # what remains is the capped results stream (about 6 MB here) and little else
+    grown = raw.info("memory")["used_memory"] - memory_before
+    results_stream = raw.memory_usage(keys.results)
+    assert grown < results_stream + 8 * 1024 * 1024, f"redis grew by {grown} bytes"
+
+
+def test_a_result_is_kept_for_the_workers_result_ttl(queue, spawn_worker, redis_server):
+    spawn_worker(handler="tests.integration.handlers:echo", result_ttl=1.5)
+    [job_id] = queue.submit_many(["kept briefly"])
+    assert queue.result(job_id, timeout=10).result == {"echo": "kept briefly"}
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    assert 0 < raw.pttl(PoolKeys("it", queue.pool).result(job_id)) <= 1500
+    wait_until(lambda: queue.result(job_id) is None, timeout=10, what="the result to expire")
 
 
 def test_command_handler_gets_stdin_and_returns_stdout(queue, spawn_worker):

@@ -91,3 +91,15 @@ def test_handlers_that_cannot_be_loaded_are_named():
     with pytest.raises(HandlerError, match="has no attribute 'nope'"):
         load_callable("json:nope")
     assert load_callable("json:dumps")([1]) == "[1]"
+
+
+def test_the_result_ttl_defaults_to_a_day_and_comes_from_the_flag_or_the_variable():
+    assert resolve().result_ttl == 86400.0
+    assert resolve(env=dict(BASE_ENV, JOBPOOL_RESULT_TTL="600")).result_ttl == 600.0
+    assert resolve({"result_ttl": "60"}, dict(BASE_ENV, JOBPOOL_RESULT_TTL="600")).result_ttl == 60
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf"])
+def test_a_result_ttl_that_is_not_a_positive_number_is_refused_naming_its_variable(value):
+    with pytest.raises(ConfigError, match=rf"^JOBPOOL_RESULT_TTL='{value}': "):
+        resolve(env=dict(BASE_ENV, JOBPOOL_RESULT_TTL=value))

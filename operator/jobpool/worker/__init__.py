@@ -24,7 +24,8 @@ def run_worker(config: WorkerConfig) -> int:
 
     async def main() -> int:
         queue = open_queue(config.queue_url, config.namespace, config.pool,
-                           visibility_timeout=config.visibility_timeout)
+                           visibility_timeout=config.visibility_timeout,
+                           result_ttl=config.result_ttl)
         return await Worker(queue, runner, config, on_exit=shutdown).run()
 
     return asyncio.run(main())

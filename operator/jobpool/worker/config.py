@@ -34,6 +34,7 @@ class WorkerConfig:
     metrics_port: int = 9100        # 0 = no metrics endpoint
     visibility_timeout: float = 30.0
     heartbeat_interval: float = 10.0
+    result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
     block_ms: int = 1000            # longest blocking read, and so the longest idle fetch
 
     @property
@@ -53,6 +54,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be a number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number > 0")
     return value
 
 
@@ -88,6 +96,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
                            _non_negative_float),
     "heartbeat_interval": ("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
                            _non_negative_float),
+    "result_ttl": ("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float),
 }
 
 
