@@ -13,7 +13,7 @@ import threading
 from typing import Any, Iterable, Sequence, TextIO
 
 from ._progress import Progress
-from .queue import QueueError, QueueStats, open_queue
+from .queue import QueueError, QueueFull, QueueStats, open_queue
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
 
@@ -183,6 +183,12 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
     try:
         job_ids = await queue.submit_many(payloads, ids, wait=not args.no_wait,
                                           progress=progress.update)
+    except QueueFull as exc:
+        # the jobs of earlier chunks are in the queue: their ids must not be lost
+        progress.clear()
+        stdout.write("".join(f"{job_id}\n" for job_id in exc.submitted_ids))
+        stdout.flush()
+        raise
     finally:
         progress.clear()
         await queue.close()

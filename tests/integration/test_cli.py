@@ -68,6 +68,20 @@ def test_submit_without_waiting_fails_clearly_when_the_queue_is_full(capsys, poo
     assert code == 1 and "is full" in err and "maxLength" in err
 
 
+def test_a_submit_that_fills_the_queue_part_way_prints_the_ids_it_enqueued(capsys, pool_args,
+                                                                            queue, tmp_path):
+    queue.configure(max_length=1500)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(f"{n}\n" for n in range(2500)))
+    code, out, err = run(capsys, "submit", *pool_args, "--file", str(jobs), "--no-wait")
+    assert code == 1 and "is full" in err and "submitted 1000 of 2500" in err
+    printed = out.split()
+    assert len(printed) == 1000
+    fetched = queue.fetch("checker", 2000, 0)
+    assert [job.id for job in fetched] == printed
+    assert [job.payload for job in fetched] == list(range(1000))
+
+
 def test_results_and_dead_letters(capsys, pool_args, queue):
     queue.submit_many(["good", "bad"], ["good", "bad"])
     good, bad = queue.fetch("c", 2, 0)

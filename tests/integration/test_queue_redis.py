@@ -84,6 +84,17 @@ def test_max_length_refuses_without_waiting_and_enqueues_nothing(queue):
         queue.submit_many([5], wait=True, timeout=0.3)
 
 
+def test_a_submit_refused_part_way_names_the_ids_it_enqueued(queue):
+    queue.configure(max_length=1200)
+    with pytest.raises(QueueFull) as refused:
+        queue.submit_many(list(range(2100)), [f"job-{n}" for n in range(2100)], wait=False)
+    assert refused.value.submitted_ids == [f"job-{n}" for n in range(1000)]
+    with pytest.raises(QueueFull) as timed_out:
+        queue.submit_many(list(range(500)), wait=True, timeout=0.2)
+    assert len(timed_out.value.submitted_ids) == 200
+    assert queue.stats().waiting == 1200
+
+
 def test_max_length_is_seen_by_every_submitter_and_waiting_ones_resume(queue, redis_server,
                                                                           pool_name):
     queue.configure(max_length=3)

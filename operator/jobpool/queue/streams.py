@@ -155,11 +155,13 @@ class RedisStreamsQueue(Queue):
                     raise QueueFull(
                         f"queue {self.namespace}/{self.pool} is full: its maxLength of waiting "
                         f"jobs is reached ({room} free for {end - start} more); submitted "
-                        f"{start} of {len(job_ids)}; retry later or submit with waiting")
+                        f"{start} of {len(job_ids)}; retry later or submit with waiting",
+                        job_ids[:start])
                 if deadline is not None and time.monotonic() > deadline:
                     raise QueueFull(
                         f"queue {self.namespace}/{self.pool} stayed full for {timeout}s "
-                        f"(maxLength reached); submitted {start} of {len(job_ids)}")
+                        f"(maxLength reached); submitted {start} of {len(job_ids)}",
+                        job_ids[:start])
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.25)
             else:
