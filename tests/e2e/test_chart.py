@@ -202,3 +202,64 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
             operator.stop()
     finally:
         helm(cluster, "uninstall", release, "--namespace", ns, check=False)
+
+
+def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(jobpool_crds, kube_namespace,
+                                                                                redis_server, tmp_path):
+    cluster, ns = jobpool_crds, kube_namespace
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    release = unique("jp")
+    install = ("--namespace", ns, "--wait=false", "--set", f"watchNamespaces={{{ns}}}")
+    helm(cluster, "install", release, str(CHART), *install)
+    try:
+        # Pods exist only once admitted: the Redis pod (its PVC may stay unbound here) and the operator pass.
+        for name in ("jobpool-redis", "jobpool-operator"):
+            eventually(lambda: items(cluster, ns, "pods", f"app.kubernetes.io/name={name}"), timeout=60,
+                       message=f"the {name} pod admitted under the restricted PSS")
+        secret = get(cluster, ns, "secret", f"{release}-redis")
+        password, url = decoded(secret)["password"], decoded(secret)["url"]
+        assert get(cluster, ns, "networkpolicy", f"{release}-redis") is not None
+        assert get(cluster, ns, "persistentvolumeclaim", f"{release}-redis") is not None
+        for kind in ("deployments", "pods", "configmaps", "networkpolicies"):
+            assert password not in json.dumps(items(cluster, ns, kind)), kind
+        # An upgrade keeps the generated password (looked up, not generated again).
+        helm(cluster, "upgrade", release, str(CHART), *install)
+        assert decoded(get(cluster, ns, "secret", f"{release}-redis"))["password"] == password
+
+        # The operator with the chart's default queue (it has a password): a pool without spec.queue
+        # is Degraded naming what to set, and no worker Deployment carries the URL.
+        sa = f"{release}-operator"
+        token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
+        scoped = kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")
+        operator = OperatorProcess(cluster, ns, url, tmp_path / "operator.log", kubeconfig=scoped).start()
+        try:
+            eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
+                       message="the lease")
+            assert operator.alive(), operator.logs()[-3000:]
+            name = unique("shared")
+            apply(cluster, ns, pool_manifest(name, parallelism=1))
+            degraded = eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded")
+                                  if condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "True"
+                                  else None, timeout=60, message="Degraded for a default queue with a password")
+            assert degraded["reason"] == "DefaultQueueHasCredentials", degraded
+            assert "spec.queue.urlSecretRef" in degraded["message"]
+            assert get(cluster, ns, "deployment", f"{name}-workers") is None
+            for text in (json.dumps(get(cluster, ns, "jobpool", name)), json.dumps(items(cluster, ns, "events")),
+                         json.dumps(items(cluster, ns, "deployments")), operator.logs()):
+                assert password not in text
+
+            # Setting what the message asks for makes the pool Ready, its URL a secretKeyRef.
+            cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
+            cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge", "-p",
+                            json.dumps({"spec": {"queue": {"urlSecretRef": {"name": "queue", "key": "url"}}}}))
+            eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
+                       timeout=90, message="Ready=True once spec.queue.urlSecretRef is set")
+            deployment = get(cluster, ns, "deployment", f"{name}-workers")
+            (env,) = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+                      if e["name"] == "JOBPOOL_QUEUE_URL"]
+            assert env == {"name": "JOBPOOL_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "queue", "key": "url"}}}
+            cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
+        finally:
+            operator.stop()
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", ns, check=False)
