@@ -7,6 +7,7 @@ import pytest
 from kubernetes import client as k8s_client
 
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
+from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
 from jobpool.controller.reconcile import (DELETION_COST_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
                                           PoolController)
@@ -122,7 +123,7 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
         stopped = Stopped()
 
         def ticks() -> float:
-            return metrics.registry.get_sample_value("jobpool_reconcile_seconds_count") or 0.0
+            return metrics.registry.get_sample_value("jobpool_reconcile_seconds_count", {"namespace": "ns", "pool": "p"}) or 0.0
 
         loop = asyncio.create_task(controller.run(json.loads(json.dumps(POOL_BODY)), stopped))
         try:
@@ -169,6 +170,27 @@ def test_deletion_costs_are_patched_concurrently_within_a_bound_and_only_on_a_ti
             await controller._update_deletion_costs(within_tier)
             assert len(peer.requests) == len(names), "a busy count within its tier was written"
         finally:
+            await kube.close()
+            await peer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_renewal_hangs_stops_at_the_renew_deadline_before_the_lease_expires():
+    async def scenario() -> None:
+        peer = ApiPeer(drop=0, delay=30.0)  # an API server that accepts the renewal and never answers
+        kube = kube_api(await peer.start())
+        lease = LeaderLease(kube, "ns", "jobpool-operator", "me", duration=3, renew_deadline=1.0, renew_every=0.2)
+        lost = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        keeper = asyncio.create_task(lease.keep(lost))
+        try:
+            await asyncio.wait_for(lost.wait(), lease.duration + 5)
+            # A standby waits a whole duration after the last renewal it saw: no two leaders.
+            assert loop.time() - started < lease.duration
+        finally:
+            keeper.cancel()
             await kube.close()
             await peer.stop()
 

@@ -1,17 +1,14 @@
 """The operator's small pure pieces: flags, the leader-lease rule, URL redaction, batch digest."""
 import asyncio
-import datetime
 
 import pytest
 
 from jobpool.api import JobPoolSpec
-from jobpool.controller.lease import lease_is_free
+from jobpool.controller.lease import LeaderLease, LeaseObserver, lease_is_free
 from jobpool.controller.main import parse_args
 from jobpool.controller.reconcile import batch_digest, invalid_queue_url, queue_message, shown_queue
 from jobpool.queue import QueueUnavailable
 from jobpool.queue.codec import redact_url
-
-NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
 
 def test_operator_flags(monkeypatch):
@@ -30,13 +27,29 @@ def test_operator_needs_a_scope(capsys):
         parse_args(["--namespace", "a", "--all-namespaces"])
 
 
-def test_lease_is_free_when_unheld_ours_or_expired():
-    renewed = (NOW - datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    held = {"holderIdentity": "other", "renewTime": renewed, "leaseDurationSeconds": 15}
-    assert not lease_is_free(held, "me", NOW)
-    assert lease_is_free(held, "other", NOW)
-    assert lease_is_free({**held, "holderIdentity": None}, "me", NOW)
-    assert lease_is_free(held, "me", NOW + datetime.timedelta(seconds=11))
+def test_lease_is_free_when_unheld_ours_or_unchanged_for_a_duration():
+    held = {"holderIdentity": "other", "renewTime": "2020-01-01T00:00:00.000000Z", "leaseDurationSeconds": 15}
+    # A renewTime far behind our clock (skew, or a holder that just took over) is not expiry.
+    assert not lease_is_free(held, "me", unchanged_for=0.0)
+    assert not lease_is_free(held, "me", unchanged_for=15.0)
+    assert lease_is_free(held, "me", unchanged_for=15.1)
+    assert lease_is_free(held, "other", unchanged_for=0.0)
+    assert lease_is_free({**held, "holderIdentity": None}, "me", unchanged_for=0.0)
+
+
+def test_a_standby_times_the_lease_from_when_it_last_saw_it_change():
+    observer = LeaseObserver()
+    held = {"holderIdentity": "other", "renewTime": "2099-01-01T00:00:00.000000Z", "leaseDurationSeconds": 15}
+    assert observer.unchanged_for(held, now=100.0) == 0.0  # first sight: a whole duration to wait
+    assert observer.unchanged_for(held, now=110.0) == 10.0
+    renewed = {**held, "renewTime": "2099-01-01T00:00:02.000000Z"}
+    assert observer.unchanged_for(renewed, now=112.0) == 0.0
+    assert observer.unchanged_for(renewed, now=127.5) == 15.5
+
+
+def test_the_renew_deadline_is_shorter_than_the_lease():
+    with pytest.raises(ValueError, match="renew_deadline < duration"):
+        LeaderLease(None, "ns", "lease", "me", duration=15, renew_deadline=15)  # type: ignore[arg-type]
 
 
 def pool_spec(queue):

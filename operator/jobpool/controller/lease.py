@@ -26,29 +26,40 @@ def _micro_time(moment: datetime.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    value = value.rstrip("Z")
-    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in value else "%Y-%m-%dT%H:%M:%S"
-    return datetime.datetime.strptime(value, fmt).replace(tzinfo=datetime.timezone.utc)
-
-
-def lease_is_free(spec: dict[str, Any], identity: str, now: datetime.datetime) -> bool:
-    """Free when nobody holds it, we hold it, or the holder stopped renewing in time."""
+def lease_is_free(spec: dict[str, Any], identity: str, unchanged_for: float) -> bool:
+    """Free when nobody holds it, we hold it, or the holder's record has not changed for a whole
+    lease duration, timed by our own clock (`unchanged_for`), so clock skew between nodes cannot
+    make a live holder look expired."""
     holder = spec.get("holderIdentity")
     if not holder or holder == identity:
         return True
-    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
-    duration = int(spec.get("leaseDurationSeconds") or 15)
-    return renewed is None or now - renewed > datetime.timedelta(seconds=duration)
+    return unchanged_for > int(spec.get("leaseDurationSeconds") or 15)
+
+
+class LeaseObserver:
+    """Since when (local monotonic seconds) the lease record has looked the same to us."""
+
+    def __init__(self) -> None:
+        self._record: tuple[Any, ...] | None = None
+        self._since = 0.0
+
+    def unchanged_for(self, spec: dict[str, Any], now: float) -> float:
+        record = tuple(spec.get(key) for key in ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions"))
+        if record != self._record:
+            self._record, self._since = record, now
+        return now - self._since
 
 
 class LeaderLease:
     def __init__(self, kube: KubeApi, namespace: str, name: str, identity: str, *,
-                 duration: int = 15, renew_every: float = 3.0):
+                 duration: int = 15, renew_deadline: float = 10.0, renew_every: float = 2.0):
+        # As client-go: the holder stops once it could not renew for `renew_deadline`, well before
+        # a standby (which waits `duration` after it last saw the lease change) may take over.
+        if not renew_every < renew_deadline < duration:
+            raise ValueError("the leader lease needs renew_every < renew_deadline < duration")
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
-        self.duration, self.renew_every = duration, renew_every
+        self.duration, self.renew_deadline, self.renew_every = duration, renew_deadline, renew_every
+        self.observer = LeaseObserver()
 
     def _spec(self, now: datetime.datetime, previous: dict[str, Any]) -> dict[str, Any]:
         taking_over = previous.get("holderIdentity") != self.identity
@@ -70,7 +81,8 @@ class LeaderLease:
                                         "spec": self._spec(now, {})})
                 return True
             spec = lease.get("spec") or {}
-            if not lease_is_free(spec, self.identity, now):
+            unchanged_for = self.observer.unchanged_for(spec, asyncio.get_running_loop().time())
+            if not lease_is_free(spec, self.identity, unchanged_for):
                 return False
             lease["spec"] = self._spec(now, spec)
             await self.kube.replace(lease)
@@ -100,13 +112,17 @@ class LeaderLease:
         log.info("holding the leader lease %s/%s as %s", self.namespace, self.name, self.identity)
 
     async def keep(self, lost: asyncio.Event) -> None:
-        """Renew until cancelled; set `lost` when renewal failed for a whole lease duration."""
-        last_ok = asyncio.get_running_loop().time()
+        """Renew until cancelled; set `lost` once no renewal succeeded within the renew deadline."""
+        loop = asyncio.get_running_loop()
+        last_ok = loop.time()
         while True:
             await asyncio.sleep(self.renew_every)
+            attempt = loop.time()
+            left = self.renew_deadline - (attempt - last_ok)
             try:
-                if await self.try_acquire():
-                    last_ok = asyncio.get_running_loop().time()
+                # A renewal that hangs must not keep us leading past the deadline.
+                if await asyncio.wait_for(self.try_acquire(), left):
+                    last_ok = attempt  # the standby saw this write no earlier than it was sent
                     continue
                 log.error("the leader lease was taken over; stopping")
                 lost.set()
@@ -117,8 +133,8 @@ class LeaderLease:
                 log.exception("renewing the leader lease failed unexpectedly; stopping")
                 lost.set()
                 return
-            if asyncio.get_running_loop().time() - last_ok > self.duration:
-                log.error("the leader lease was not renewed for %ds; stopping", self.duration)
+            if loop.time() - last_ok >= self.renew_deadline:
+                log.error("the leader lease was not renewed for %.0fs; stopping", self.renew_deadline)
                 lost.set()
                 return
 
