@@ -1,7 +1,8 @@
 """The operator against the real control plane: worker objects, status, scale, drift, errors."""
 import json
 import secrets
-import time
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.operator_harness import (apply, condition, eventually, free_port, get, jobpool_crds,  # noqa: F401
                                         operator, pool_manifest, unique)
@@ -9,6 +10,15 @@ from tests.e2e.operator_harness import (apply, condition, eventually, free_port,
 
 def deployment_of(cluster, ns, pool):
     return get(cluster, ns, "deployment", f"{pool}-workers")
+
+
+def reconcile_ticks(operator, ns, pool) -> float:
+    """How many reconcile ticks the operator has finished for one pool."""
+    for family in text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "jobpool_reconcile_seconds_count" and sample.labels == {"namespace": ns, "pool": pool}:
+                return sample.value
+    return 0.0
 
 
 def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_namespace):
@@ -62,7 +72,9 @@ def test_unchanged_pool_is_not_rewritten_and_manual_edits_are_put_back(operator,
     eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
     before = deployment_of(cluster, ns, name)["metadata"]["resourceVersion"]
     pool_before = get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"]
-    time.sleep(3)  # several reconcile ticks of an idle, unchanged pool
+    ticks = reconcile_ticks(operator, ns, name)
+    eventually(lambda: reconcile_ticks(operator, ns, name) >= ticks + 5, timeout=30,
+               message="several reconcile ticks of the idle, unchanged pool")
     assert deployment_of(cluster, ns, name)["metadata"]["resourceVersion"] == before
     assert get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"] == pool_before
 

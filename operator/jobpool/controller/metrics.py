@@ -28,7 +28,7 @@ class OperatorMetrics:
         # Queue counters are absolute, so they are exported as gauges named like counters.
         self.jobs = Gauge("jobpool_jobs_total", "Jobs by outcome (distinct ids).", LABELS + ("outcome",),
                           registry=r)
-        self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.",
+        self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.", LABELS,
                                            registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
         self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
                                     registry=r)
@@ -53,7 +53,8 @@ class OperatorMetrics:
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
-                      self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events):
+                      self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
+                      self.reconcile_seconds):
             try:
                 gauge.remove(namespace, pool)
             except KeyError:

@@ -172,7 +172,7 @@ class PoolController:
                 except Exception as exc:  # one bad tick must not stop the pool's loop
                     log.error("%s/%s: reconcile failed unexpectedly, retrying:\n%s", self.ref.namespace,
                               self.ref.name, self._scrubbed_traceback(exc))
-                self.ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+                self.ctx.metrics.reconcile_seconds.labels(*key).observe(time.perf_counter() - started)
                 waker.clear()
                 try:
                     await asyncio.wait_for(waker.wait(), timeout=self.ctx.config.poll_interval)
