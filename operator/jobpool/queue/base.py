@@ -147,15 +147,9 @@ class Queue(abc.ABC):
         """Claim up to `count` jobs for `consumer` (never more: no prefetch hoarding)."""
 
     @abc.abstractmethod
-    async def ack(self, job: Job, result: Any) -> None:
-        """The job succeeded: store its result and remove it from the queue."""
-
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
-        """Acknowledge several finished jobs at once (one round trip in a real backend).
-        Returns (first completions, duplicate completions)."""
-        for job, result in done:
-            await self.ack(job, result)
-        return len(done), 0
+        """The jobs succeeded: store their results and remove them from the queue, several at
+        once (one round trip). Returns (first completions, duplicate completions)."""
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,

@@ -16,10 +16,6 @@ class RawJSON(str):
     """Text that is already JSON: stored as it is, not encoded again."""
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
 def new_job_ids(count: int) -> list[str]:
     """`count` unique ids at once: a random 96-bit prefix shared by one batch, then the index."""
     prefix = uuid.uuid4().hex[:24]

@@ -205,7 +205,7 @@ return {succeeded + resent, duplicates}
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
 # ARGV: group entry_id id attempts payload error outcome(retried|dead_lettered) delay_ms replayed
 # -> the outcome, or "duplicate" when the entry was already finished by another delivery
-FAIL = """
+FAIL = _ENSURE_GROUP + """
 local stream, live, delayed, delayed_jobs, dead, dead_ids, counters, result_prefix =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local group, entry, id, attempts, payload, err, outcome, delay, replayed =
@@ -233,8 +233,7 @@ if acked == 0 or redis.call('EXISTS', result_prefix .. id) == 1 then
   redis.call('HINCRBY', counters, 'duplicates', 1)
   return 'duplicate'
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 if outcome == 'retried' then
   redis.call('ZADD', delayed, now + delay, id)
   redis.call('HSET', delayed_jobs, id, attempts .. ':' .. replayed .. ':' .. payload)
@@ -333,20 +332,21 @@ return {redis.call('XLEN', stream), pending, redis.call('ZCARD', delayed),
 """
 
 # KEYS: stream live dead dead_ids
-# ARGV: all(1|0) ids... -> number replayed
+# ARGV: group all(1|0) ids... -> number replayed
 REPLAY = _ENSURE_GROUP + """
 local stream, live, dead, dead_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group = ARGV[1]
 local entries = {}
-if ARGV[1] == '1' then
+if ARGV[2] == '1' then
   local all = redis.call('HGETALL', dead_ids)
   for i = 2, #all, 2 do entries[#entries + 1] = all[i] end
 else
-  for i = 2, #ARGV do
+  for i = 3, #ARGV do
     local e = redis.call('HGET', dead_ids, ARGV[i])
     if e then entries[#entries + 1] = e end
   end
 end
-ensure_group(stream, 'workers')
+ensure_group(stream, group)
 local now = tostring(now_ms())
 local n = 0
 for _, e in ipairs(entries) do

@@ -221,13 +221,7 @@ class RedisStreamsQueue(Queue):
                 with contextlib.suppress(ResponseError):
                     await self._call(self.redis.xgroup_create, k.stream, GROUP, id="0", mkstream=True)
                 return []
-        if not reply:
-            return []
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [job_from_entry(entry_id, fields, 1) for entry_id, fields in entries]
-
-    async def ack(self, job: Job, result: Any) -> None:
-        await self.ack_many([(job, result)])
+        return [job_from_entry(entry_id, fields, 1) for entry_id, fields in stream_entries(reply)]
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""
@@ -302,9 +296,7 @@ class RedisStreamsQueue(Queue):
             with self._errors():
                 reply = await self._call(self.redis.xread, {self.keys.results: last}, count=1000,
                                                block=1000 if follow else None)
-            entries = []
-            if reply:
-                entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+            entries = stream_entries(reply)
             for entry_id, fields in entries:
                 last = entry_id
                 yield Result(fields["id"], decode_json(fields["r"]), int(fields["a"]))
@@ -328,7 +320,7 @@ class RedisStreamsQueue(Queue):
         k = self.keys
         with self._errors():
             return await self._call(self._replay, keys=[k.stream, k.live, k.dead, k.dead_ids],
-                                      args=["1" if ids is None else "0", *(ids or ())])
+                                    args=[GROUP, "1" if ids is None else "0", *(ids or ())])
 
     async def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         with self._errors():
@@ -361,6 +353,13 @@ class RedisStreamsQueue(Queue):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+
+def stream_entries(reply: Any) -> list:
+    """The entries of a one-stream XREAD/XREADGROUP reply (a list in RESP2, a dict in RESP3)."""
+    if not reply:
+        return []
+    return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
 
 
 def job_from_entry(entry_id: str, fields: Any, deliveries: int) -> Job:

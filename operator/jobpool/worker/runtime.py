@@ -72,7 +72,6 @@ class Worker:
         self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
         self.on_exit = on_exit
         self.held: dict[str, Job] = {}                   # token -> unacknowledged job
-        self.running: dict[str, asyncio.Task] = {}       # token -> task running the handler
         self.overrun: dict[str, Job] = {}                # token -> failed job whose thread runs on
         self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
         self.ack_buffer: list[tuple[Job, Any]] = []
@@ -131,7 +130,7 @@ class Worker:
             logging.shutdown()
             os._exit(1)
         log.info("%s: no new jobs; draining %d in-flight jobs for up to %ss", name,
-                 len(self.running), self.config.drain_seconds)
+                 len(self.tasks), self.config.drain_seconds)
         self.stopping.set()
 
     def _health(self) -> str:
@@ -193,7 +192,6 @@ class Worker:
         self.held[job.token] = job
         self._busy_changed()
         task = asyncio.create_task(self._run(job))
-        self.running[job.token] = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -220,7 +218,6 @@ class Worker:
             except Exception as exc:
                 error = error_text(exc)
         self.metrics.duration.observe(time.time() - started)
-        self.running.pop(job.token, None)
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
             self.overrun[job.token] = job
