@@ -1,7 +1,6 @@
 """The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
 from __future__ import annotations
 
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,7 +31,6 @@ class OperatorMetrics:
                                            registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
         self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
                                     registry=r)
-        self.last_loop = time.monotonic()
 
     def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int) -> None:
         labels = (namespace, pool)
