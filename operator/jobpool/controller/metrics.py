@@ -1,7 +1,6 @@
 """The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
 from __future__ import annotations
 
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
