@@ -523,3 +523,47 @@ def test_a_failure_resent_after_its_reply_was_lost_is_recorded_once(redis_server
         q.delete_all()
         q.close()
         proxy.close()
+
+
+def test_a_stale_workers_late_ack_is_a_duplicate_and_the_owners_result_is_kept(redis_server,
+                                                                               pool_name):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
+    raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
+    stream = PoolKeys("it", pool_name).stream
+    try:
+        q.submit_many(["x"])
+        [stale] = q.fetch("stalled-worker", 1, 0)
+        [owned] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
+        assert q.ack_many([(stale, "from the stalled worker")]) == (0, 1)
+        [entry] = raw.xpending_range(stream, GROUP, "-", "+", 10)
+        assert entry["consumer"] == "new-owner"          # still running there, not taken away
+        assert q.result(stale.id) is None
+        assert q.ack_many([(owned, "from the owner")]) == (1, 0)
+        assert q.result(owned.id).result == "from the owner"
+        stats = q.stats()
+        assert (stats.succeeded, stats.duplicates, stats.backlog) == (1, 1, 0)
+    finally:
+        q.delete_all()
+        q.close()
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_stale_workers_failure_neither_retries_nor_dead_letters_a_job_another_worker_holds(
+        redis_server, pool_name, max_attempts):
+    q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
+    try:
+        q.submit_many(["x"])
+        [stale] = q.fetch("stalled-worker", 1, 0)
+        [owned] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
+        assert q.fail(stale, "late failure", max_attempts=max_attempts, backoff=0,
+                      max_backoff=0) == "duplicate"
+        assert q.ack_many([(owned, "done")]) == (1, 0)
+        assert q.fail(stale, "later still", max_attempts=max_attempts, backoff=0,
+                      max_backoff=0) == "duplicate"
+        stats = q.stats()
+        assert (stats.succeeded, stats.retried, stats.dead_lettered) == (1, 0, 0)
+        assert (stats.delayed, stats.dead_letter, stats.backlog, stats.duplicates) == (0, 0, 0, 2)
+        assert q.fetch("third-worker", 1, 300) == []
+    finally:
+        q.delete_all()
+        q.close()

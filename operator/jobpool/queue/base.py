@@ -39,8 +39,9 @@ class Job:
     enqueued_at: float     # unix seconds, when it was submitted (or became due again)
     token: str             # backend handle used to ack/fail/heartbeat this delivery
     payload_text: str = dataclasses.field(default="", compare=False, repr=False)  # as stored
-    payload_error: str | None = None   # set when the stored payload is not valid JSON
+    payload_error: str | None = None   # set when the stored entry cannot be run (the reason)
     replayed: bool = False             # re-run from the dead letters (counted there once)
+    consumer: str = ""                 # the worker this delivery belongs to: only it may finish it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ class QueueStats:
     retried: int = 0
     dead_lettered: int = 0
     workers: tuple[WorkerInfo, ...] = ()
-    duplicates: int = 0    # completions of an already finished job (at-least-once), not in succeeded
+    duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
 
     @property
     def busy_slots(self) -> int:
@@ -149,13 +150,15 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """The jobs succeeded: store their results and remove them from the queue, several at
-        once (one round trip). Returns (first completions, duplicate completions)."""
+        once (one round trip). Returns (first completions, duplicate completions); the late
+        completion of a delivery its worker no longer holds is a duplicate and changes nothing."""
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:
         """A failed attempt: schedule a delayed retry or dead-letter it. Returns
-        "retried" or "dead_lettered"."""
+        "retried" or "dead_lettered", or "duplicate" (nothing changed) when the delivery's
+        worker no longer holds it: another worker reclaimed or finished the job."""
 
     @abc.abstractmethod
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:

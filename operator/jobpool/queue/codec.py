@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import urllib.parse
 import uuid
 from typing import Any
@@ -44,6 +45,22 @@ def encode_json(value: Any, what: str = "payload") -> str:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise QueueError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def encode_result(value: Any) -> str:
+    """A handler's result as JSON that Redis can store (UTF-8): a lone surrogate, as
+    `os.fsdecode` makes of bytes that are not UTF-8, is written as a \\u escape, which JSON
+    decodes back to the same string."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                               encode_json(value, "the handler's result"))
+
+
+def storable_text(text: str) -> str:
+    """Text fit for Redis (UTF-8), e.g. an error message: a lone surrogate shows as \\udcff."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def decode_json(text: str | bytes | None) -> Any:

@@ -6,12 +6,11 @@ so a second dead-lettering is not counted twice). All keys share the pool's hash
 result keys are built from a prefix that carries it too.
 """
 
-# Creates the group with the stream (a stream without the group is repaired by the caller).
+# Creates the group, with the stream or on a stream a producer wrote before the first worker
+# (its entries are then delivered from the start); BUSYGROUP means it exists already.
 _ENSURE_GROUP = """
 local function ensure_group(stream, group)
-  if redis.call('EXISTS', stream) == 0 then
-    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-  end
+  pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,6 +30,16 @@ local function in_flight_count(stream, group)
 end
 local function waiting_count(stream, group)
   return redis.call('XLEN', stream) - in_flight_count(stream, group)
+end
+"""
+
+# Whether `consumer` still holds the delivery of `entry`: a worker that stalled past the
+# visibility timeout has lost it to the worker that reclaimed it, and one that finished it
+# (or released it) holds it no more.
+_HOLDS = """
+local function holds(stream, group, entry, consumer)
+  local ok, info = pcall(redis.call, 'XPENDING', stream, group, entry, entry, 1, consumer)
+  return ok and info[1] ~= nil
 end
 """
 
@@ -175,23 +184,31 @@ return {now, next_due, reclaimed, fresh}
 """
 
 # KEYS: stream live counters results result_prefix
-# ARGV: group result_ttl_ms results_cap blob of (entry_id, id, attempts, result)
+# ARGV: group result_ttl_ms results_cap blob of (entry_id, consumer, id, attempts, result)
 # -> {succeeded, duplicates}; succeeded includes completions this same ack already recorded
-# (sent again after its reply was lost), which the counters do not count twice
-ACK = _SPLIT + """
+# (sent again after its reply was lost), which the counters do not count twice.
+# Only the worker that holds the delivery completes the job. The late ack of a worker that
+# lost it (its job was reclaimed while it stalled) is a duplicate: nothing is stored or
+# removed, and the job finishes with the result of the worker that holds it now.
+ACK = _SPLIT + _HOLDS + """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
-for _, done in ipairs(split_blob(ARGV[4], 4)) do
-  local entry, id, attempts, result = done[1], done[2], done[3], done[4]
-  local acked = redis.call('XACK', stream, group, entry)
-  redis.call('XDEL', stream, entry)
-  redis.call('SREM', live, id)
-  -- the result key is the proof of a first completion: a second one is a duplicate
-  if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
-    redis.call('XADD', results, 'MAXLEN', '~', cap, '*', 'id', id, 'r', result, 'a', attempts)
-    succeeded = succeeded + 1
-  elseif acked == 0 and redis.call('GET', result_prefix .. id) == attempts .. ':' .. result then
+for _, done in ipairs(split_blob(ARGV[4], 5)) do
+  local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
+  if holds(stream, group, entry, consumer) then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    redis.call('SREM', live, id)
+    -- the result key is the proof of a first completion: an id that already has one was
+    -- written twice (by a foreign producer), so this completion is a duplicate
+    if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
+      redis.call('XADD', results, 'MAXLEN', '~', cap, '*', 'id', id, 'r', result, 'a', attempts)
+      succeeded = succeeded + 1
+    else
+      duplicates = duplicates + 1
+    end
+  elseif redis.call('GET', result_prefix .. id) == attempts .. ':' .. result then
     resent = resent + 1     -- every delivery has its own attempt number
   else
     duplicates = duplicates + 1
@@ -203,16 +220,18 @@ return {succeeded + resent, duplicates}
 """
 
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
-# ARGV: group entry_id id attempts payload error outcome(retried|dead_lettered) delay_ms replayed
-# -> the outcome, or "duplicate" when the entry was already finished by another delivery
-FAIL = _ENSURE_GROUP + """
+# ARGV: group entry_id consumer id attempts payload error outcome(retried|dead_lettered)
+#       delay_ms replayed
+# -> the outcome, or "duplicate" when the worker no longer holds the delivery: another worker
+# reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
+# copy nor dead-letters a job that may succeed; it is counted as a duplicate.
+FAIL = _ENSURE_GROUP + _HOLDS + """
 local stream, live, delayed, delayed_jobs, dead, dead_ids, counters, result_prefix =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local group, entry, id, attempts, payload, err, outcome, delay, replayed =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
-local acked = redis.call('XACK', stream, group, entry)
-redis.call('XDEL', stream, entry)
-if acked == 0 then
+local group, entry, consumer, id, attempts, payload, err, outcome, delay, replayed =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]),
+  ARGV[10]
+if not holds(stream, group, entry, consumer) then
   -- this same failure sent again after its reply was lost: already recorded, not counted again
   local waiting = redis.call('HGET', delayed_jobs, id)
   if outcome == 'retried' and waiting and string.sub(waiting, 1, #attempts + 1) == attempts .. ':' then
@@ -228,8 +247,12 @@ if acked == 0 then
       end
     end
   end
+  redis.call('HINCRBY', counters, 'duplicates', 1)
+  return 'duplicate'
 end
-if acked == 0 or redis.call('EXISTS', result_prefix .. id) == 1 then
+redis.call('XACK', stream, group, entry)
+redis.call('XDEL', stream, entry)
+if redis.call('EXISTS', result_prefix .. id) == 1 then
   redis.call('HINCRBY', counters, 'duplicates', 1)
   return 'duplicate'
 end
@@ -276,7 +299,7 @@ return n
 # ARGV: group consumer info_json entry ids...
 # XCLAIM with the same consumer and JUSTID resets the idle time of running jobs, so the
 # visibility timeout never takes them from a live worker.
-HEARTBEAT = """
+HEARTBEAT = _HOLDS + """
 local stream, workers = KEYS[1], KEYS[2]
 local group, consumer, info = ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', workers, consumer, info)
@@ -284,8 +307,7 @@ if #ARGV >= 4 and redis.call('EXISTS', stream) == 1 then
   -- Only entries this consumer still owns: a job another worker reclaimed stays theirs.
   local ids = {}
   for i = 4, #ARGV do
-    local ok, owned = pcall(redis.call, 'XPENDING', stream, group, ARGV[i], ARGV[i], 1, consumer)
-    if ok and owned[1] then ids[#ids + 1] = ARGV[i] end
+    if holds(stream, group, ARGV[i], consumer) then ids[#ids + 1] = ARGV[i] end
   end
   -- JUSTID resets the idle time without counting another delivery (attempts stay true).
   if #ids > 0 then

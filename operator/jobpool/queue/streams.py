@@ -22,7 +22,7 @@ from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, Queue
                    Result, WorkerInfo)
 from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_ids,
                     outcome_of_failure, retry_delay,
-                    redact_url)
+                    redact_url, storable_text)
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 SUBMIT_CHUNK = 1000          # jobs per submit script call
@@ -53,15 +53,17 @@ class RedisStreamsQueue(Queue):
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.results_cap = results_cap
+        options = dict(socket_connect_timeout=connect_timeout,
+                       socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
+                       health_check_interval=0)
         try:
-            self.redis = aioredis.from_url(
-                url, decode_responses=True, socket_connect_timeout=connect_timeout,
-                socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
-                health_check_interval=0)
+            self.redis = aioredis.from_url(url, decode_responses=True, **options)
+            # stream entries as bytes: any producer may have written them, valid UTF-8 or not
+            self.entries = aioredis.from_url(url, decode_responses=False, **options)
         except ValueError as exc:
             raise QueueError(f"invalid queue URL {redact_url(url)!r}: {exc}") from None
         self._submit = self.redis.register_script(scripts.SUBMIT)
-        self._fetch = self.redis.register_script(scripts.FETCH)
+        self._fetch = self.entries.register_script(scripts.FETCH)
         self._ack = self.redis.register_script(scripts.ACK)
         self._fail = self.redis.register_script(scripts.FAIL)
         self._release = self.redis.register_script(scripts.RELEASE)
@@ -88,12 +90,21 @@ class RedisStreamsQueue(Queue):
                              f"{self.namespace}/{self.pool}: {exc}") from None
 
     async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one command in a task of its own, so that cancelling the caller ends its wait at
+        once: redis-py wraps socket writes in asyncio.wait_for, which on Python 3.11 swallows a
+        cancellation that arrives as the write completes. An abandoned command runs to its end."""
+        command = asyncio.ensure_future(self._command(function, *args, **kwargs))
+        command.add_done_callback(_consume_outcome)
+        return await asyncio.shield(command)
+
+    async def _command(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one command, once more on a fresh connection if a pooled one went stale (the
         server restarted); a second failure means the queue is down."""
         try:
             return await function(*args, **kwargs)
         except ConnectionError:
             await self.redis.connection_pool.disconnect()
+            await self.entries.connection_pool.disconnect()
             return await function(*args, **kwargs)
 
     # -- configuration ---------------------------------------------------
@@ -201,9 +212,9 @@ class RedisStreamsQueue(Queue):
                 keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
                 args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
                       reclaim_interval_ms])
-        jobs = [job_from_entry(entry_id, fields, int(deliveries))
+        jobs = [job_from_entry(entry_id, fields, int(deliveries), consumer)
                 for entry_id, fields, deliveries in reclaimed]
-        jobs += [job_from_entry(entry_id, fields, 1) for entry_id, fields in fresh]
+        jobs += [job_from_entry(entry_id, fields, 1, consumer) for entry_id, fields in fresh]
         # the next reclaim pass matters too: stale entries of dead workers wait for it
         next_event = reclaim_interval_ms if next_due < 0 else min(
             reclaim_interval_ms, max(1, int(next_due) - int(now_ms)))
@@ -213,15 +224,16 @@ class RedisStreamsQueue(Queue):
         k = self.keys
         with self._errors():
             try:
-                reply = await self._call(self.redis.xreadgroup, GROUP, consumer, {k.stream: ">"}, count=count,
-                                                    block=max(1, block_ms))
+                reply = await self._call(self.entries.xreadgroup, GROUP, consumer,
+                                         {k.stream: ">"}, count=count, block=max(1, block_ms))
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 with contextlib.suppress(ResponseError):
                     await self._call(self.redis.xgroup_create, k.stream, GROUP, id="0", mkstream=True)
                 return []
-        return [job_from_entry(entry_id, fields, 1) for entry_id, fields in stream_entries(reply)]
+        return [job_from_entry(entry_id, fields, 1, consumer)
+                for entry_id, fields in stream_entries(reply)]
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""
@@ -231,7 +243,8 @@ class RedisStreamsQueue(Queue):
         for start in range(0, len(done), ACK_CHUNK):
             fields: list[str] = []
             for job, result in done[start:start + ACK_CHUNK]:
-                fields += (job.token, job.id, str(job.attempts), encode_json(result, "result"))
+                fields += (job.token, job.consumer, job.id, str(job.attempts),
+                           encode_json(result, "result"))
             args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
             with self._errors():
                 first, again = await self._call(self._ack, keys=keys, args=args)
@@ -248,8 +261,10 @@ class RedisStreamsQueue(Queue):
             return await self._call(self._fail, 
                 keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
                       k.counters, k.result_prefix],
-                args=[GROUP, job.token, job.id, job.attempts, job.payload_text, error[:8000],
-                      outcome, delay_ms, "1" if job.replayed else "0"])
+                args=[GROUP, job.token, job.consumer, job.id, job.attempts,
+                      job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
+                      storable_text(error[:8000]), outcome, delay_ms,
+                      "1" if job.replayed else "0"])
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]
@@ -305,12 +320,15 @@ class RedisStreamsQueue(Queue):
 
     async def dead_letters(self) -> list[DeadJob]:
         with self._errors():
-            entries = await self._call(self.redis.xrange, self.keys.dead)
+            entries = await self._call(self.entries.xrange, self.keys.dead)
         dead = []
-        for _entry_id, f in entries:
+        for _entry_id, raw in entries:
+            # a payload that was not UTF-8 was dead-lettered as it was: shown with \x escapes
+            f = {name.decode(): value.decode("utf-8", "backslashreplace")
+                 for name, value in raw.items()}
             try:
                 payload = decode_json(f.get("p"))
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = f.get("p")
             dead.append(DeadJob(f.get("id", ""), payload, int(f.get("a", 0)), f.get("e", ""),
                                 int(f.get("t", 0)) / 1000))
@@ -351,8 +369,15 @@ class RedisStreamsQueue(Queue):
                 await self._call(self.redis.unlink, *batch)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        for client in (self.redis, self.entries):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _consume_outcome(command: asyncio.Future) -> None:
+    """Retrieve the error of a command whose caller was cancelled: it is nobody's to report."""
+    if not command.cancelled():
+        command.exception()
 
 
 def stream_entries(reply: Any) -> list:
@@ -362,36 +387,60 @@ def stream_entries(reply: Any) -> list:
     return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
 
 
-def job_from_entry(entry_id: str, fields: Any, deliveries: int) -> Job:
-    """A stream entry as a Job; an entry whose payload is not JSON still becomes a Job, marked
-    with `payload_error`, so the worker can dead-letter it with that error."""
+def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str) -> Job:
+    """A stream entry, read as bytes, as a Job. An entry that cannot be run (whoever wrote it)
+    still becomes a Job, marked with `payload_error`, so the worker dead-letters it with that
+    error; its payload bytes travel on unchanged (`payload_text` decodes them losslessly)."""
+    entry = entry_id.decode()
     if isinstance(fields, list):
         fields = dict(zip(fields[::2], fields[1::2]))
-    text = fields.get("p")
-    payload_error = None
-    payload: Any = None
-    if text is None:
-        payload_error = "the queue entry has no payload field 'p'"
-        text = ""
-    else:
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            payload_error = f"payload is not valid JSON: {exc}"
+    job_id, id_error = job_id_of(entry, fields.get(b"id"))
+    text, payload, payload_error = payload_of(fields.get(b"p"))
     try:
-        used = int(fields.get("a", 0))
+        used = int(fields.get(b"a", 0))
     except ValueError:
         used = 0
     try:
-        enqueued_at = int(fields.get("t", 0)) / 1000
+        enqueued_at = int(fields.get(b"t", 0)) / 1000
     except ValueError:
         enqueued_at = 0.0
-    job_id = fields.get("id") or entry_id
-    if "\0" in job_id:   # only a foreign producer could write this; NUL separates ack fields
-        job_id = entry_id
     return Job(id=job_id, payload=payload, attempts=used + deliveries,
-               enqueued_at=enqueued_at, token=entry_id, payload_text=RawJSON(text),
-               payload_error=payload_error, replayed=fields.get("r") == "1")
+               enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
+               payload_error=id_error or payload_error, replayed=fields.get(b"r") == b"1",
+               consumer=consumer)
+
+
+def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:
+    """The job id of an entry and what is wrong with it; the entry id stands in for an id
+    that is missing or unusable."""
+    if not raw:
+        return entry, None
+    try:
+        job_id = raw.decode()
+    except UnicodeDecodeError:
+        return entry, (f"queue entry {entry}: its id {raw!r} is not valid UTF-8; the entry id "
+                       f"stands for it")
+    if "\0" in job_id:   # only a foreign producer could write this; NUL separates ack fields
+        return entry, None
+    return job_id, None
+
+
+def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
+    """(the payload text as stored, the payload, what is wrong with it)."""
+    if raw is None:
+        return "", None, "the queue entry has no payload field 'p'"
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        return (raw.decode("utf-8", "surrogateescape"), None,
+                f"payload is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position "
+                f"{exc.start}): {exc.reason}")
+    try:
+        return text, json.loads(text), None
+    except ValueError as exc:
+        return text, None, f"payload is not valid JSON: {exc}"
+    except RecursionError:
+        return text, None, "payload is nested too deeply to decode"
 
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
