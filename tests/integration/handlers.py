@@ -69,3 +69,59 @@ async def held(payload):
     with log.open("a") as out:
         out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
     return payload["n"]
+
+
+class Abort(BaseException):
+    """Not an Exception: a handler raising it breaks its worker, not only its job."""
+
+
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("this error cannot be shown")
+
+
+class Unserializable:
+    def __str__(self):
+        raise RuntimeError("nor can this result")
+
+
+def _text(recipe) -> str:
+    """The recipe's text, given as code points so that lone surrogates can travel in JSON."""
+    return "".join(map(chr, recipe.get("text", [])))
+
+
+async def scripted(payload):
+    """Does what a payload {"do": ..., "text": [code points], ...} says; echoes anything else.
+    The hardening and property tests drive odd results and errors through a worker with it."""
+    if not isinstance(payload, dict) or "do" not in payload:
+        return payload
+    do, text = payload["do"], _text(payload)
+    if do == "return":
+        return {"text": text, "also": [text]}
+    if do == "return_huge":
+        return text + "x" * payload["size"]
+    if do == "return_nested":
+        nested: list = []
+        for _ in range(payload["depth"]):
+            nested = [nested]
+        return nested
+    if do == "return_unserializable":
+        return {"value": Unserializable()}
+    if do == "return_nan":
+        return [float("nan")]
+    if do == "raise":
+        raise ValueError(text)
+    if do == "raise_unprintable":
+        raise UnprintableError()
+    if do == "fail":
+        from jobpool.worker import JobFailed
+        raise JobFailed(text)
+    if do == "abort":
+        raise Abort()
+    if do == "ignore_cancel":
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(payload["seconds"])
+            raise
+    raise AssertionError(f"unknown recipe {do!r}")

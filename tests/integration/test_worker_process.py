@@ -7,9 +7,11 @@ import os
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 import redis as redis_sync
 
 from jobpool.queue.keys import GROUP, PoolKeys
@@ -401,3 +403,117 @@ def test_the_busy_count_is_published_when_it_changes_not_only_on_heartbeat(queue
     wait_until(lambda: busy() == 4, timeout=2.5, what="4 busy slots to be published")
     wait_until(lambda: all(queue.result(i) for i in ids), timeout=15, what="the jobs to finish")
     wait_until(lambda: busy() == 0, timeout=1.5, what="0 busy slots to be published")
+
+
+SCRIPTED = "tests.integration.handlers:scripted"
+
+
+def codepoints(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_sigterm_drain_exits_after_a_peer_was_killed_while_jobs_flow(queue, spawn_worker, trial):
+    fast = dict(handler="tests.integration.handlers:slow_sync", concurrency=8,
+                visibility_timeout=1, heartbeat_interval=0.2, drain_seconds=10)
+    killed, drained, survivor = (spawn_worker(**fast) for _ in range(3))
+    queue.submit_many([0.05] * 1000)
+    wait_until(lambda: queue.stats().succeeded >= 150, what="the jobs to flow")
+    killed.kill()
+    time.sleep(0.5)      # the reported scenario: SIGTERM half a second after the kill
+    drained.send(signal.SIGTERM)
+    assert drained.wait(timeout=20) == 0
+    wait_until(lambda: queue.stats().succeeded == 1000, timeout=60, interval=0.2,
+               what="the survivor to finish every job")
+    assert survivor.alive()
+
+
+def test_results_and_errors_with_lone_surrogates_are_stored_and_the_worker_goes_on(
+        queue, spawn_worker):
+    name = os.fsdecode(b"scan-\xff.png")          # what os.fsdecode makes of a non-UTF-8 name
+    spawn_worker(handler=SCRIPTED, max_attempts=1)
+    returned, raised, failed = queue.submit_many([
+        {"do": "return", "text": codepoints(name)},
+        {"do": "raise", "text": codepoints(name)},
+        {"do": "fail", "text": codepoints(name)}])
+    assert queue.result(returned, timeout=10).result == {"text": name, "also": [name]}
+    wait_until(lambda: queue.stats().dead_letter == 2, timeout=10, what="two dead letters")
+    dead = {d.id: d.error for d in queue.dead_letters()}
+    assert dead[raised].startswith("ValueError: scan-\\udcff.png\n")
+    assert dead[failed] == "scan-\\udcff.png"
+    [later] = queue.submit_many(["still acknowledged"])
+    assert queue.result(later, timeout=10).result == "still acknowledged"
+    stats = queue.stats()
+    assert (stats.succeeded, stats.dead_lettered, stats.backlog) == (2, 2, 0)
+
+
+def test_foreign_entries_that_cannot_be_decoded_are_dead_lettered_and_the_worker_goes_on(
+        queue, spawn_worker, redis_server):
+    worker = spawn_worker(handler=SCRIPTED, concurrency=4, max_attempts=1)
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    stream = PoolKeys("it", queue.pool).stream
+    now = str(int(time.time() * 1000))
+    raw.xadd(stream, {"id": "latin-1", "p": b'{"name": "caf\xe9"}', "a": "0", "t": now})
+    raw.xadd(stream, {"id": "nested", "p": "[" * 100_000 + "]" * 100_000, "a": "0", "t": now})
+    bad_id = raw.xadd(stream, {"id": b"\xff\xfe", "p": "1", "a": "0", "t": now}).decode()
+    [fine] = queue.submit_many(["fine"])
+    assert queue.result(fine, timeout=10).result == "fine"
+    wait_until(lambda: queue.stats().dead_letter == 3, timeout=10, what="three dead letters")
+    dead = {d.id: d for d in queue.dead_letters()}
+    assert dead["latin-1"].error == ("payload is not valid UTF-8 (byte 0xe9 at position 13): "
+                                     "invalid continuation byte")
+    assert dead["latin-1"].payload == '{"name": "caf\\xe9"}'
+    kept = {f[b"id"]: f[b"p"] for _, f in raw.xrange(PoolKeys("it", queue.pool).dead)}
+    assert kept[b"latin-1"] == b'{"name": "caf\xe9"}'        # the bytes as they were written
+    assert dead["nested"].error == "payload is nested too deeply to decode"
+    assert dead[bad_id].error == (f"queue entry {bad_id}: its id b'\\xff\\xfe' is not valid "
+                                  f"UTF-8; the entry id stands for it")
+    assert worker.alive()
+    stats = queue.stats()
+    assert (stats.succeeded, stats.dead_lettered, stats.backlog) == (1, 3, 0)
+
+
+def test_jobs_written_before_the_consumer_group_exists_are_run(queue, spawn_worker, redis_server,
+                                                               metrics_port):
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    raw.xadd(PoolKeys("it", queue.pool).stream,
+             {"id": "early", "p": '"first"', "a": "0", "t": str(int(time.time() * 1000))})
+    [submitted] = queue.submit_many(["second"])
+    assert queue.stats().waiting == 2
+    spawn_worker(handler="tests.integration.handlers:echo", metrics_port=metrics_port)
+    assert queue.result("early", timeout=10).result == {"echo": "first"}
+    assert queue.result(submitted, timeout=10).result == {"echo": "second"}
+    health = json.loads(wait_until(lambda: _get(f"http://127.0.0.1:{metrics_port}/healthz"),
+                                   what="/healthz"))
+    assert (health["status"], health["queueReachable"]) == ("ok", True)
+
+
+def test_an_unexpected_error_makes_the_worker_unhealthy_and_exit_non_zero(
+        queue, spawn_worker, metrics_port):
+    worker = spawn_worker(handler=SCRIPTED, concurrency=2, metrics_port=metrics_port,
+                          visibility_timeout=1, heartbeat_interval=0.2, max_attempts=2)
+    [lingering] = queue.submit_many([{"do": "ignore_cancel", "seconds": 3}])
+    wait_until(lambda: queue.stats().in_flight == 1, what="the lingering job to start")
+    [aborting] = queue.submit_many([{"do": "abort"}])
+    health = wait_until(lambda: _health(metrics_port).get("status") == "failed" and
+                        _health(metrics_port), timeout=10, what="/healthz to turn unhealthy")
+    assert "Abort" in health["error"]
+    assert worker.wait(timeout=15) != 0
+    # its jobs are left to the visibility timeout, so each redelivery counts an attempt
+    successor = spawn_worker(handler=SCRIPTED, visibility_timeout=1, heartbeat_interval=0.2,
+                             max_attempts=1)
+    wait_until(lambda: queue.stats().dead_letter == 2, timeout=30, what="two dead letters")
+    dead = {d.id: d for d in queue.dead_letters()}
+    assert dead[aborting].error.startswith("delivered 2 times without finishing")
+    assert dead[lingering].error.startswith("delivered 2 times without finishing")
+    assert successor.alive()
+
+
+def _health(port: int) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+    except OSError:
+        return {}

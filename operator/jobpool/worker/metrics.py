@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from typing import Any, Callable
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
@@ -40,26 +42,31 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-async def serve_metrics(metrics: WorkerMetrics, port: int, health: callable) -> asyncio.AbstractServer:
-    """Serve `/metrics` and `/healthz` (200 while the worker's loop runs) on `port`."""
+async def serve_metrics(metrics: WorkerMetrics, port: int,
+                        health: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:
+    """Serve `/metrics` and `/healthz` on `port`: 200 while the worker works, 503 once its
+    `status` is no longer "ok" (it failed and is about to exit)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
             parts = request.decode(errors="replace").split()
             path = parts[1].split("?")[0] if len(parts) > 1 else ""
             if path == "/metrics":
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
             elif path == "/healthz":
-                status, ctype, body = "200 OK", "application/json", health().encode()
+                report = health()
+                status = "200 OK" if report["status"] == "ok" else "503 Service Unavailable"
+                ctype, body = "application/json", json.dumps(report).encode()
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
                          f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             with contextlib.suppress(Exception):

@@ -6,12 +6,17 @@ A sync handler's thread that outlives its job's timeout cannot be killed: its jo
 the deadline, but its slot stays occupied until the thread returns, so no more than
 `concurrency` handlers ever run. When every slot stays occupied like that for another timeout
 (at least a second), the worker exits with status 3 so that it is restarted.
+
+Its loops run in one task group: an unexpected error in any of them, or in a job's task,
+turns /healthz unhealthy and the worker exits with status 4 for a restart, instead of going
+on with a dead loop. Its jobs are then left to the visibility timeout, so each redelivery
+counts an attempt and a job that breaks every worker is dead-lettered after maxAttempts.
+Waits use asyncio.timeout, never wait_for, which on Python 3.11 can swallow a cancellation.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,7 +25,7 @@ import traceback
 from typing import Any, Callable
 
 from ..queue import Job, Queue, QueueError
-from ..queue.codec import RawJSON, encode_json, redact_url
+from ..queue.codec import RawJSON, encode_result, redact_url
 from .config import WorkerConfig
 from .handlers import JobFailed, Runner
 from .metrics import WorkerMetrics, serve_metrics
@@ -28,6 +33,9 @@ from .metrics import WorkerMetrics, serve_metrics
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
 EXIT_ALL_SLOTS_OVERRUN = 3
+EXIT_UNEXPECTED_ERROR = 4
+CANCEL_GRACE = 5.0              # seconds a cancelled job gets to end (a handler may linger)
+ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledgements
 BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
 IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
 
@@ -49,7 +57,8 @@ def reconnect_delay(failures: int, cap: float = 10.0) -> float:
 def error_text(exc: BaseException) -> str:
     """The error recorded for a failed attempt: the exception line first, then the traceback."""
     if isinstance(exc, JobFailed):
-        return str(exc)[:ERROR_TEXT_LIMIT]
+        with contextlib.suppress(Exception):      # its __str__ may fail: then the headline
+            return str(exc)[:ERROR_TEXT_LIMIT]
     headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return f"{headline}\n{trace}"[:ERROR_TEXT_LIMIT]
@@ -82,6 +91,8 @@ class Worker:
         self.acks_idle = asyncio.Event()
         self.acks_idle.set()
         self.queue_reachable = True
+        self.failure: asyncio.Future[None] | None = None   # a job task's unexpected error
+        self.failed = ""                                    # why the worker stopped, if it did
         self.signals = 0
         self.finished = 0
         self.released = 0
@@ -104,22 +115,61 @@ class Worker:
                  self.config.worker_id, self.config.namespace, self.config.pool,
                  self.config.concurrency, self.config.handler_description,
                  redact_url(self.config.queue_url))
-        acker = asyncio.create_task(self._ack_loop())
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
-        watch = asyncio.create_task(self._overrun_watch_loop())
-        await self._fetch_loop()
-        await self._drain()
-        for task in (acker, heartbeat, watch):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(QueueError):
-            await self.queue.unregister(self.config.worker_id)
+        code = await self._serve()
         if server:
             server.close()
         await self.queue.close()
         self.on_exit()
+        return code
+
+    async def _serve(self) -> int:
+        """Fetch and run jobs until told to stop, then drain; the exit status."""
+        self.failure = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.TaskGroup() as group:
+                loops = [group.create_task(loop()) for loop in (
+                    self._ack_loop, self._heartbeat_loop, self._overrun_watch_loop,
+                    self._job_failures)]
+                await self._fetch_loop()
+                await self._drain()
+                for task in loops:
+                    task.cancel()
+        except BaseExceptionGroup as errors:
+            return await self._stop_failed(errors.exceptions[0])
+        await self._release(list(self.held.values()))
+        log.info("drained: %d jobs finished, %d released for immediate redelivery",
+                 self.finished, self.released)
+        await self._unregister()
         return 0
+
+    async def _job_failures(self) -> None:
+        """Raise, inside the task group, the unexpected error of a job's task."""
+        await self.failure
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not self.failure.done():
+            self.failure.set_exception(task.exception())
+
+    async def _stop_failed(self, error: BaseException) -> int:
+        """After an unexpected error: unhealthy, jobs cancelled and left to the visibility
+        timeout (a redelivery counts an attempt, a release would not), exit status 4."""
+        text = error_text(error)
+        self.failed = text.splitlines()[0]
+        log.error("unexpected error, exiting with status %d so that the worker is restarted; "
+                  "its %d jobs are redelivered after the visibility timeout:\n%s",
+                  EXIT_UNEXPECTED_ERROR, len(self.held), text)
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=CANCEL_GRACE)
+        await self._unregister()
+        return EXIT_UNEXPECTED_ERROR
+
+    async def _unregister(self) -> None:
+        with contextlib.suppress(QueueError, TimeoutError):
+            async with asyncio.timeout(5):
+                await self.queue.unregister(self.config.worker_id)
 
     def _on_signal(self, signum: int) -> None:
         self.signals += 1
@@ -133,10 +183,14 @@ class Worker:
                  len(self.tasks), self.config.drain_seconds)
         self.stopping.set()
 
-    def _health(self) -> str:
-        return json.dumps({"status": "ok", "queueReachable": self.queue_reachable,
-                           "slots": self.config.concurrency, "busy": self.occupied,
-                           "overrun": len(self.overrun), "stopping": self.stopping.is_set()})
+    def _health(self) -> dict[str, Any]:
+        health = {"status": "failed" if self.failed else "ok",
+                  "queueReachable": self.queue_reachable, "slots": self.config.concurrency,
+                  "busy": self.occupied, "overrun": len(self.overrun),
+                  "stopping": self.stopping.is_set()}
+        if self.failed:
+            health["error"] = self.failed
+        return health
 
     @property
     def occupied(self) -> int:
@@ -148,38 +202,30 @@ class Worker:
         """Fetch at most the free slots until told to stop; jobs of a fetch still under way
         when the stop comes are given back at once (the fetch is bounded by `block_ms`)."""
         failures = 0
-        stop_wait = asyncio.create_task(self.stopping.wait())
-        try:
-            while not self.stopping.is_set():
-                free = self.config.concurrency - self.occupied
-                if free <= 0:
-                    self.slot_freed.clear()
-                    slot_wait = asyncio.create_task(self.slot_freed.wait())
-                    await asyncio.wait({stop_wait, slot_wait},
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    slot_wait.cancel()
-                    continue
-                # not cancelled when the stop comes: a cancelled read could lose the jobs it
-                # claimed until the visibility timeout, so they are awaited and given back
-                fetch = self.queue.fetch(self.config.worker_id, free, self.config.block_ms)
-                try:
-                    jobs = await fetch
-                except QueueError as exc:
-                    failures += 1
-                    self._queue_down(exc, failures)
-                    await asyncio.wait({stop_wait}, timeout=reconnect_delay(failures))
-                    continue
-                if failures:
-                    log.info("queue reachable again after %d failed attempts", failures)
-                    failures = 0
-                    self.queue_reachable = True
-                if self.stopping.is_set():
-                    await self._release(jobs)
-                    break
-                for job in jobs:
-                    self._start(job)
-        finally:
-            stop_wait.cancel()
+        while not self.stopping.is_set():
+            free = self.config.concurrency - self.occupied
+            if free <= 0:
+                self.slot_freed.clear()
+                await wait_for_any(self.stopping, self.slot_freed)
+                continue
+            # not cancelled when the stop comes: a cancelled read could lose the jobs it
+            # claimed until the visibility timeout, so they are awaited and given back
+            try:
+                jobs = await self.queue.fetch(self.config.worker_id, free, self.config.block_ms)
+            except QueueError as exc:
+                failures += 1
+                self._queue_down(exc, failures)
+                await wait_for_any(self.stopping, timeout=reconnect_delay(failures))
+                continue
+            if failures:
+                log.info("queue reachable again after %d failed attempts", failures)
+                failures = 0
+                self.queue_reachable = True
+            if self.stopping.is_set():
+                await self._release(jobs)
+                break
+            for job in jobs:
+                self._start(job)
 
     def _queue_down(self, exc: QueueError, failures: int) -> None:
         self.queue_reachable = False
@@ -193,7 +239,7 @@ class Worker:
         self._busy_changed()
         task = asyncio.create_task(self._run(job))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._job_done)
 
     # -- running ---------------------------------------------------------
     async def _run(self, job: Job) -> None:
@@ -204,19 +250,14 @@ class Worker:
         result: Any = None
         overran: list[asyncio.Future] = []
         if error is None:
+            deadline = asyncio.timeout(self.config.timeout or None)
             try:
-                run = self.runner(job.payload, job.payload_text, overran.append)
-                if self.config.timeout:
-                    result = await asyncio.wait_for(run, self.config.timeout)
-                else:
-                    result = await run
-                result = RawJSON(encode_json(result, "the handler's result"))
-            except asyncio.TimeoutError:
-                error = f"timed out after {self.config.timeout:g}s"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = error_text(exc)
+                async with deadline:
+                    result = await self.runner(job.payload, job.payload_text, overran.append)
+                result = RawJSON(encode_result(result))
+            except Exception as exc:   # the handler's own TimeoutError is an error like others
+                error = (f"timed out after {self.config.timeout:g}s" if deadline.expired()
+                         else error_text(exc))
         self.metrics.duration.observe(time.time() - started)
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
@@ -264,8 +305,7 @@ class Worker:
                   "is restarted", self.config.concurrency, self.config.timeout,
                   ", ".join(sorted(j.id for j in self.overrun.values())), grace,
                   EXIT_ALL_SLOTS_OVERRUN)
-        with contextlib.suppress(QueueError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.queue.unregister(self.config.worker_id), 5)
+        await self._unregister()
         logging.shutdown()
         os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
@@ -359,23 +399,20 @@ class Worker:
                 continue
             self.busy_changed.clear()
             wait = next_beat - now if delay is None else min(delay, next_beat - now)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.busy_changed.wait(), wait)
+            await wait_for_any(self.busy_changed, timeout=wait)
 
     # -- draining --------------------------------------------------------
     async def _drain(self) -> None:
+        """Let running jobs finish for `drain_seconds`, cancel the rest (a handler that ignores
+        its cancellation is left behind after a grace), then wait for the last acks."""
         pending: set[asyncio.Task] = set()
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.config.drain_seconds)
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.acks_idle.wait(), timeout=10)
-        await self._release(list(self.held.values()))
-        log.info("drained: %d jobs finished, %d released for immediate redelivery",
-                 self.finished, self.released)
+            await asyncio.wait(pending, timeout=CANCEL_GRACE)
+        await wait_for_any(self.acks_idle, timeout=ACK_GRACE)
 
     async def _release(self, jobs: list[Job]) -> None:
         if not jobs:
@@ -389,3 +426,13 @@ class Worker:
                 await asyncio.sleep(reconnect_delay(attempt))
         for job in jobs:
             self.held.pop(job.token, None)
+
+
+async def wait_for_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Until one of `events` is set or `timeout` seconds passed; a cancellation always ends it."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
