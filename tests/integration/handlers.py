@@ -118,6 +118,8 @@ async def scripted(payload):
         raise JobFailed(text)
     if do == "abort":
         raise Abort()
+    if do == "exit":
+        raise SystemExit(0)
     if do == "ignore_cancel":
         try:
             await asyncio.sleep(3600)

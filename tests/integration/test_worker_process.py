@@ -488,17 +488,18 @@ def test_jobs_written_before_the_consumer_group_exists_are_run(queue, spawn_work
     assert (health["status"], health["queueReachable"]) == ("ok", True)
 
 
+@pytest.mark.parametrize("do,error", [("abort", "Abort"), ("exit", "raised SystemExit")])
 def test_an_unexpected_error_makes_the_worker_unhealthy_and_exit_non_zero(
-        queue, spawn_worker, metrics_port):
+        queue, spawn_worker, metrics_port, do, error):
     worker = spawn_worker(handler=SCRIPTED, concurrency=2, metrics_port=metrics_port,
                           visibility_timeout=1, heartbeat_interval=0.2, max_attempts=2)
     [lingering] = queue.submit_many([{"do": "ignore_cancel", "seconds": 3}])
     wait_until(lambda: queue.stats().in_flight == 1, what="the lingering job to start")
-    [aborting] = queue.submit_many([{"do": "abort"}])
+    [aborting] = queue.submit_many([{"do": do}])
     health = wait_until(lambda: _health(metrics_port).get("status") == "failed" and
                         _health(metrics_port), timeout=10, what="/healthz to turn unhealthy")
-    assert "Abort" in health["error"]
-    assert worker.wait(timeout=15) != 0
+    assert error in health["error"]
+    assert worker.wait(timeout=15) == 4
     # its jobs are left to the visibility timeout, so each redelivery counts an attempt
     successor = spawn_worker(handler=SCRIPTED, visibility_timeout=1, heartbeat_interval=0.2,
                              max_attempts=1)

@@ -72,6 +72,10 @@ def lost_job_error(job: Job, max_attempts: int) -> str | None:
     return None
 
 
+class HandlerExit(Exception):
+    """A handler tried to end the process: an unexpected error of the worker, not of the job."""
+
+
 class Worker:
     def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
                  metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
@@ -258,6 +262,9 @@ class Worker:
             except Exception as exc:   # the handler's own TimeoutError is an error like others
                 error = (f"timed out after {self.config.timeout:g}s" if deadline.expired()
                          else error_text(exc))
+            except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
+                raise HandlerExit(f"the handler of job {job.id} raised "
+                                  f"{type(exc).__name__}") from exc
         self.metrics.duration.observe(time.time() - started)
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
