@@ -1,15 +1,19 @@
 """Pure parts of the queue: ids, payload encoding, URLs, key names and the retry policy."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jobpool.queue import QueueError, QueueStats, WorkerInfo
-from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json, new_job_ids,
-                                 outcome_of_failure, queue_url_problem, redact_url, scrub_url,
-                                 retry_delay)
+from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json,
+                                 encode_result, new_job_ids, outcome_of_failure,
+                                 queue_url_problem, redact_url, retry_delay, scrub_url,
+                                 storable_text)
 from jobpool.queue.keys import PoolKeys
+from jobpool.queue.streams import job_from_entry
 
 
 @given(attempt=st.integers(1, 200), backoff=st.floats(0, 100), max_backoff=st.floats(0, 1000),
@@ -151,3 +155,49 @@ def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(v
 def test_scrubbing_a_url_removes_every_form_an_error_quotes(url, error):
     scrubbed = scrub_url(f"at {redact_url(url)}: {error}", url, "<hidden>")
     assert "cache.internal" not in scrubbed and scrubbed.startswith("at <hidden>: Error")
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF,
+                                      exclude_categories=())))
+def test_results_with_lone_surrogates_encode_to_utf8_json_that_decodes_as_json_does(text):
+    encoded = encode_result({"name": text})
+    encoded.encode("utf-8")                       # storable as it is
+    assert json.loads(encoded) == json.loads(json.dumps({"name": text}))
+
+
+def test_error_texts_show_lone_surrogates_as_escapes():
+    assert storable_text("scan-\udcff.png: é") == "scan-\\udcff.png: é"
+
+
+def entry(**fields: bytes) -> list[bytes]:
+    return [x for name, value in fields.items() for x in (name.encode(), value)]
+
+
+def test_an_entry_becomes_the_job_of_the_worker_that_fetched_it():
+    job = job_from_entry(b"1-0", entry(id=b"j", p=b'{"a": 1}', a=b"2", t=b"1500", r=b"1"), 1,
+                         "w1")
+    assert (job.id, job.payload, job.attempts, job.enqueued_at, job.token, job.consumer,
+            job.replayed, job.payload_error) == ("j", {"a": 1}, 3, 1.5, "1-0", "w1", True, None)
+
+
+@pytest.mark.parametrize("fields,error", [
+    (entry(id=b"j", p=b'"caf\xe9"'),
+     "payload is not valid UTF-8 (byte 0xe9 at position 4): invalid continuation byte"),
+    (entry(id=b"j", p=b"[" * 100_000 + b"]" * 100_000), "payload is nested too deeply to decode"),
+    (entry(id=b"j", p=b"{not json"),
+     "payload is not valid JSON: Expecting property name enclosed in double quotes: line 1 "
+     "column 2 (char 1)"),
+    (entry(id=b"j"), "the queue entry has no payload field 'p'"),
+    (entry(id=b"\xff", p=b"1"),
+     "queue entry 1-0: its id b'\\xff' is not valid UTF-8; the entry id stands for it"),
+])
+def test_an_entry_that_cannot_be_run_becomes_a_job_that_says_why(fields, error):
+    job = job_from_entry(b"1-0", fields, 1, "w1")
+    assert job.payload_error == error
+    assert job.payload is None or job.id == "1-0"
+
+
+def test_payload_bytes_that_are_not_utf8_travel_on_unchanged():
+    job = job_from_entry(b"1-0", entry(id=b"j", p=b'"caf\xe9"', a=b"\xff"), 1, "w1")
+    assert job.payload_text.encode("utf-8", "surrogateescape") == b'"caf\xe9"'
+    assert job.attempts == 1
