@@ -324,8 +324,7 @@ class RedisStreamsQueue(Queue):
         dead = []
         for _entry_id, raw in entries:
             # a payload that was not UTF-8 was dead-lettered as it was: shown with \x escapes
-            f = {name.decode(): value.decode("utf-8", "backslashreplace")
-                 for name, value in raw.items()}
+            f = {readable(name): readable(value) for name, value in raw.items()}
             try:
                 payload = decode_json(f.get("p"))
             except (ValueError, RecursionError):
@@ -372,6 +371,11 @@ class RedisStreamsQueue(Queue):
         for client in (self.redis, self.entries):
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+def readable(value: bytes) -> str:
+    """Bytes as text; what is not UTF-8 shows as \\x escapes."""
+    return value.decode("utf-8", "backslashreplace")
 
 
 def _consume_outcome(command: asyncio.Future) -> None:
