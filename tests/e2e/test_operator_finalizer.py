@@ -70,12 +70,15 @@ def test_deleting_the_namespace_deletes_the_pools_keys_though_its_secret_goes_wi
         try:
             eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Complete").get("status") == "True",
                        timeout=60, message="the first batch Complete")
+            assert pool_keys(redis_server.url, ns, name)
+            # The namespace controller deletes the Secret at once; the JobPool waits for its finalizer,
+            # which waits for the registered worker, so the Secret is surely gone before the keys go.
+            cluster.kubectl("delete", "namespace", ns, "--wait=false")
+            eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                       timeout=30, message="the Secret deleted with the namespace")
+            assert get(cluster, ns, "jobpool", name) is not None
         finally:
             worker.stop()
-        assert pool_keys(redis_server.url, ns, name)
-
-        # The namespace controller deletes the Secret at once; the JobPool waits for its finalizer.
-        cluster.kubectl("delete", "namespace", ns, "--wait=false")
         eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
                    message="the namespace gone")
         assert pool_keys(redis_server.url, ns, name) == [], operator.logs()[-3000:]
