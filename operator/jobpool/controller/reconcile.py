@@ -423,7 +423,7 @@ class PoolController:
     async def _feed(self, spec: JobPoolSpec, digest: str) -> None:
         """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
         assert spec.jobs is not None and self.queue is not None
-        queue = self.queue
+        queue, url = self.queue, self.queue_url or ""
         chunk = max(1, min(FEED_CHUNK, spec.queue.max_length))
         log.info("%s/%s: feeding spec.jobs from index %d of %d", self.ref.namespace, self.ref.name,
                  self.batch["fed"] if self.batch else 0, spec.jobs.total)
@@ -439,7 +439,8 @@ class PoolController:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s/%s: feeding spec.jobs paused: %s", self.ref.namespace, self.ref.name, exc)
+            log.warning("%s/%s: feeding spec.jobs paused: %s", self.ref.namespace, self.ref.name,
+                        queue_message(spec, url, exc))
 
     async def _write_status(self, previous: dict[str, Any], new: dict[str, Any], now: float) -> None:
         if not pool_status.status_changed(previous, new):
