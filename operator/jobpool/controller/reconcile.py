@@ -121,8 +121,11 @@ def invalid_queue_url(spec: JobPoolSpec, url: str) -> pool_status.Problem:
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
+    """Identifies what was fed where: a batch moved to another queue (as spec.queue names it) is fed again."""
     assert spec.jobs is not None
-    raw = json.dumps(spec.jobs.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+    source = spec.queue.model_dump(by_alias=True, exclude_none=True, include={"url", "url_secret_ref"})
+    raw = json.dumps({"jobs": spec.jobs.model_dump(by_alias=True, exclude_none=True), "queue": source},
+                     sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -191,13 +194,6 @@ class PoolController:
     async def close(self) -> None:
         """Stop feeding and let go of the queue (before the finalizer deletes its keys)."""
         self.stopping = True
-        if self.feeder is not None:
-            self.feeder.cancel()
-            try:
-                await self.feeder
-            except BaseException:
-                pass
-            self.feeder = None
         await self._drop_queue()
 
     async def reconcile(self, body: Any) -> None:
@@ -311,6 +307,8 @@ class PoolController:
         if problem is not None or url is None or self.stopping:
             return problem
         if url != self.queue_url:
+            if self.queue_url is not None and self.batch is not None:
+                self.batch["fed"] = 0  # the progress was made in the old queue; known ids are not enqueued twice
             await self._drop_queue()
             try:
                 self.queue = self.ctx.open_queue(url, self.ref.namespace, self.ref.name)
@@ -327,6 +325,14 @@ class PoolController:
         return None
 
     async def _drop_queue(self) -> None:
+        """Stop the feeder first: it must not go on feeding a queue the pool has left."""
+        if self.feeder is not None:
+            self.feeder.cancel()
+            try:
+                await self.feeder
+            except BaseException:
+                pass
+            self.feeder = None
         queue, self.queue, self.queue_url, self.configured_max_length = self.queue, None, None, None
         if queue is not None:
             try:
