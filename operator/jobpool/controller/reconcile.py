@@ -140,6 +140,9 @@ class OperatorContext:
         self.metrics = metrics
         self.cache = ClusterCache()
         self.controllers: dict[tuple[str, str], "PoolController"] = {}
+        # The queue URL each pool (by uid) last resolved, kept only in memory: its finalizer deletes
+        # the keys there even when the urlSecretRef Secret is gone (deleted with the namespace).
+        self.queue_urls: dict[str, str] = {}
         self.open_queue = open_queue
         self.post_event = post_event
 
@@ -306,6 +309,7 @@ class PoolController:
         url, problem = await self._queue_url(spec)
         if problem is not None or url is None or self.stopping:
             return problem
+        self.ctx.queue_urls[self.ref.uid] = url
         if url != self.queue_url:
             if self.queue_url is not None and self.batch is not None:
                 self.batch["fed"] = 0  # the progress was made in the old queue; known ids are not enqueued twice
@@ -484,7 +488,7 @@ async def _stop_workers(ctx: OperatorContext, name: str, namespace: str) -> tupl
     return tuple(sorted(pod["metadata"]["name"] for pod in pods))
 
 
-async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any],
+async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: str, spec_raw: dict[str, Any],
                         waited: float) -> CleanupStep:
     """One attempt of the finalizer: stop the workers, and once none is left delete the pool's keys."""
     running = ctx.controllers.get((namespace, name))
@@ -501,15 +505,18 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
         if waited < limit:
             return CleanupStep(False, f"cannot stop the worker pods yet: {exc}")
         pods = ()
-    try:
-        url, problem = await PoolController(ctx, name, namespace, uid="")._queue_url(spec)
-    except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        if not cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=True):
-            return CleanupStep(False, f"cannot read spec.queue.urlSecretRef yet: {exc}")
-        url, problem = None, pool_status.Problem("SecretUnreadable", f"spec.queue.urlSecretRef: {exc}")
-    if problem is not None or url is None:
-        return CleanupStep(True, f"queue keys not deleted: {problem.message if problem else 'no queue URL'}",
-                           warning=problem is not None)
+    url, problem = ctx.queue_urls.get(uid), None
+    if url is None:  # never resolved by this operator (it restarted): the Secret must still be there
+        try:
+            url, problem = await PoolController(ctx, name, namespace, uid)._queue_url(spec)
+        except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            if not cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=True):
+                return CleanupStep(False, f"cannot read spec.queue.urlSecretRef yet: {exc}")
+            url, problem = None, pool_status.Problem("SecretUnreadable", f"spec.queue.urlSecretRef: {exc}")
+    if problem is not None:
+        return CleanupStep(True, cleanup.keys_left_behind(namespace, name, problem.message), warning=True)
+    if url is None:
+        return CleanupStep(True, "queue keys not deleted: no queue URL")
     try:
         queue = ctx.open_queue(url, namespace, name)
     except Exception:  # the message may quote the value: say what is wrong without it
