@@ -27,8 +27,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.persistence.finalizer = FINALIZER
         # Progress and diff-base go to annotations: the status schema is structural.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        # Without spec.jobs.items: a large batch would take the annotations past the API server's 256 KiB.
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration")
+            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.jobs.items"])
         settings.posting.loggers = False
         settings.posting.level = logging.INFO
         settings.peering.standalone = True
