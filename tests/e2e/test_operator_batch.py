@@ -159,6 +159,7 @@ def test_a_running_batch_writes_its_status_at_most_once_per_interval(operator, j
         worker.stop()
     succeeded = (running["status"]["jobs"]["succeeded"], after["status"]["jobs"]["succeeded"])
     assert succeeded[0] < succeeded[1] < total, f"the batch must run through the whole window: {succeeded}"
+    print(f"{writes} writes to the running batch pool in {window}s")
     # Counters are written at most once per second (the operator's status interval), plus a margin of two.
     assert 2 <= writes <= window + 2, f"{writes} writes to the JobPool in {window}s"
 
