@@ -182,6 +182,8 @@ def test_a_large_batch_is_fed_and_deleted_and_too_many_items_are_refused(operato
                       (p.get("status") or {}).get("batch", {}).get("fed") == total and p, timeout=60,
                       message="the large batch fed")
     assert "jobpool.dev/queue-cleanup" in pool["metadata"]["finalizers"]
+    annotations = pool["metadata"].get("annotations") or {}
+    assert 0 < len(annotations.get("jobpool.dev/last-handled-configuration", "")) < 4096, list(annotations)
     assert queue_stats(redis_server.url, ns, name).submitted == total
     # The operator's patches of the pool (its bookkeeping annotations) must be accepted for it to be deleted.
     cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=45s")
