@@ -6,7 +6,7 @@ import json
 from jobpool.queue import open_queue
 from tests.e2e.operator_harness import (WorkerProcess, apply, condition, eventually, get,  # noqa: F401
                                         jobpool_crds, operator, pool_manifest, start_operator, unique)
-from tests.e2e.test_operator_batch import pool_keys
+from tests.e2e.test_operator_batch import delete_queue, pool_keys
 
 
 def registered_workers(redis_url, ns, name):
@@ -102,6 +102,36 @@ def test_deleting_the_namespace_deletes_the_pools_keys_though_its_secret_goes_wi
         assert done["status"]["jobs"]["succeeded"] == 3
     finally:
         cluster.kubectl("delete", "jobpools", "--all", "-n", ns, "--timeout=60s", check=False)
+        operator.stop()
+        print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_an_operator_that_never_saw_the_secret_names_the_keys_it_could_not_delete(jobpool_crds, kube_namespace,
+                                                                                 redis_server, tmp_path):
+    cluster, ns, name = jobpool_crds, f"{kube_namespace[:50]}-doomed", "batch"
+    operator = start_operator(cluster, ns, None, tmp_path / "operator.log", lease_namespace=kube_namespace)
+    try:
+        create_namespace(cluster, ns)
+        cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
+        apply(cluster, ns, pool_manifest(name, parallelism=0, jobs={"items": [1]},
+                                         queue={"urlSecretRef": {"name": "queue", "key": "url"}}))
+        eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 1,
+                   timeout=30, message="the batch fed")
+        operator.stop()
+        # The namespace goes while no operator runs: the Secret is deleted, the JobPool waits for its finalizer.
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                   timeout=30, message="the Secret deleted with the namespace")
+        operator = start_operator(cluster, ns, None, tmp_path / "operator-2.log", lease_namespace=kube_namespace)
+        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   message="the namespace gone")
+        warning = [line for line in operator.logs().splitlines() if "queue keys of" in line]
+        assert warning and "WARNING" in warning[0], operator.logs()[-3000:]
+        assert f"{{jobpool:{ns}/{name}}}" in warning[0] and "by hand" in warning[0]
+        assert pool_keys(redis_server.url, ns, name), "the keys it names are there to delete"
+    finally:
+        delete_queue(redis_server.url, ns, name)
         operator.stop()
         print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
         cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
