@@ -55,10 +55,12 @@ def jobpool_command() -> list[str]:
 
 class OperatorProcess:
     def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
-                 kubeconfig: str | None = None, all_namespaces: bool = False):
-        """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's."""
+                 kubeconfig: str | None = None, all_namespaces: bool = False, lease_namespace: str | None = None):
+        """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's;
+        `lease_namespace` keeps the Lease elsewhere (a test that deletes the watched namespace)."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
         self.all_namespaces = all_namespaces
+        self.lease_namespace = lease_namespace or namespace
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.metrics_port = free_port()
         self.log_path = log_path
@@ -67,7 +69,7 @@ class OperatorProcess:
     def start(self) -> "OperatorProcess":
         scope = ["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]
         args = [*jobpool_command(), "operator", *scope,
-                "--metrics-port", str(self.metrics_port), "--lease-namespace", self.namespace]
+                "--metrics-port", str(self.metrics_port), "--lease-namespace", self.lease_namespace]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
         env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
@@ -167,8 +169,9 @@ def jobpool_crds(kube_cluster):
 
 
 def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
-                   all_namespaces: bool = False) -> OperatorProcess:
-    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces).start()
+                   all_namespaces: bool = False, lease_namespace: str | None = None) -> OperatorProcess:
+    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces,
+                               lease_namespace=lease_namespace).start()
     eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
                message="the operator to take its lease")
     assert operator.alive(), operator.logs()[-3000:]

@@ -1,10 +1,15 @@
-"""Batch pools: spec.jobs fed once with stable ids, across an operator restart; Complete;
-and the finalizer leaves nothing of the pool in Redis."""
+"""Batch pools: spec.jobs fed once with stable ids, across an operator restart and a queue
+change; Complete; few status writes; large batches; and the finalizer leaves nothing of the
+pool in Redis."""
+import asyncio
+import json
 import re
 import signal
+import subprocess
 
 import redis as redis_lib
 
+from jobpool.queue import open_queue
 from tests.e2e.operator_harness import (WorkerProcess, apply, condition, eventually, get, jobpool_crds,  # noqa: F401
                                         operator, pool_manifest, start_operator, unique)
 
@@ -78,3 +83,108 @@ def test_an_autoscaled_batch_completes_with_dead_letters_and_scales_to_min(opera
     assert "16 succeeded, 4 dead-lettered" in condition(done, "Complete")["message"]
     eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 0, timeout=30,
                message="minWorkers once the batch is complete")
+
+
+def queue_stats(redis_url, ns, name):
+    async def read():
+        queue = open_queue(redis_url, ns, name)
+        try:
+            return await queue.stats()
+        finally:
+            await queue.close()
+    return asyncio.run(read())
+
+
+def delete_queue(redis_url, ns, name):
+    async def delete():
+        queue = open_queue(redis_url, ns, name)
+        try:
+            await queue.delete_all()
+        finally:
+            await queue.close()
+    asyncio.run(delete())
+
+
+def test_a_batch_follows_its_pool_to_a_new_queue(operator, jobpool_crds, kube_namespace, redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("moved")
+    old, new = (redis_server.url.rsplit("/", 1)[0] + f"/{db}" for db in (1, 2))
+    # maxLength 10 and no worker on the old queue: the feeder waits there after the first chunk.
+    apply(cluster, ns, pool_manifest(name, jobs={"range": {"start": 0, "count": 50}},
+                                     queue={"url": old, "maxLength": 10}))
+    eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed", 0) >= 10,
+               timeout=30, message="the first chunk fed into the old queue")
+    try:
+        cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
+                        "-p", json.dumps({"spec": {"queue": {"url": new}}}))
+        worker = WorkerProcess(new, ns, name, "tasks:square", concurrency=4)
+        try:
+            done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                              condition(p, "Complete").get("status") == "True" and p, timeout=60,
+                              message="Complete on the new queue")
+        finally:
+            worker.stop()
+        assert done["status"]["jobs"]["submitted"] == 50 and done["status"]["jobs"]["succeeded"] == 50
+        assert queue_stats(old, ns, name).submitted == 10, "the old queue was fed after spec.queue changed"
+    finally:
+        delete_queue(old, ns, name)
+
+
+def count_writes(cluster, ns, kind, name, seconds):
+    """API writes to one object during `seconds`: the resourceVersions a watch sees, less the first."""
+    watch = subprocess.Popen([cluster.bin("kubectl"), "get", kind, name, "-n", ns, "--watch",
+                              "-o", "jsonpath={.metadata.resourceVersion}{\"\\n\"}"],
+                             env=cluster.env, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = watch.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        watch.terminate()
+        out, _ = watch.communicate()
+    return len(set(out.split())) - 1
+
+
+def test_a_running_batch_writes_its_status_at_most_once_per_interval(operator, jobpool_crds, kube_namespace,
+                                                                     redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("quiet")
+    total = 300
+    apply(cluster, ns, pool_manifest(name, jobs={"items": [0.05] * total}))
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:slow", concurrency=2)
+    try:
+        running = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                             (p.get("status") or {}).get("jobs", {}).get("succeeded", 0) > 0 and p,
+                             timeout=30, message="the batch running")
+        window = 6.0
+        writes = count_writes(cluster, ns, "jobpool", name, window)
+        after = get(cluster, ns, "jobpool", name)
+    finally:
+        worker.stop()
+    succeeded = (running["status"]["jobs"]["succeeded"], after["status"]["jobs"]["succeeded"])
+    assert succeeded[0] < succeeded[1] < total, f"the batch must run through the whole window: {succeeded}"
+    print(f"{writes} writes to the running batch pool in {window}s")
+    # Counters are written at most once per second (the operator's status interval), plus a margin of two.
+    assert 2 <= writes <= window + 2, f"{writes} writes to the JobPool in {window}s"
+
+
+def test_a_large_batch_is_fed_and_deleted_and_too_many_items_are_refused(operator, jobpool_crds, kube_namespace,
+                                                                         redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("large")
+    too_many = pool_manifest(unique("toomany"), jobs={"items": list(range(10001))})
+    refused = cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(too_many), check=False)
+    assert refused.returncode != 0
+    assert "spec.jobs.items" in refused.stderr and "10000" in refused.stderr, refused.stderr
+
+    total = 2500
+    manifest = pool_manifest(name, parallelism=0, jobs={"items": [{"src": f"{i:05d}-" + "x" * 110}
+                                                                  for i in range(total)]})
+    assert len(json.dumps(manifest)) > 300 * 1024  # past the API server's 256 KiB of annotations
+    # `kubectl create`: client-side apply would itself copy the spec into an annotation.
+    cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(manifest))
+    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                      (p.get("status") or {}).get("batch", {}).get("fed") == total and p, timeout=60,
+                      message="the large batch fed")
+    assert "jobpool.dev/queue-cleanup" in pool["metadata"]["finalizers"]
+    annotations = pool["metadata"].get("annotations") or {}
+    assert 0 < len(annotations.get("jobpool.dev/last-handled-configuration", "")) < 4096, list(annotations)
+    assert queue_stats(redis_server.url, ns, name).submitted == total
+    # The operator's patches of the pool (its bookkeeping annotations) must be accepted for it to be deleted.
+    cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=45s")
+    assert pool_keys(redis_server.url, ns, name) == []

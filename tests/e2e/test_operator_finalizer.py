@@ -4,9 +4,9 @@ import asyncio
 import json
 
 from jobpool.queue import open_queue
-from tests.e2e.operator_harness import (WorkerProcess, apply, eventually, get, jobpool_crds,  # noqa: F401
-                                        operator, pool_manifest, unique)
-from tests.e2e.test_operator_batch import pool_keys
+from tests.e2e.operator_harness import (WorkerProcess, apply, condition, eventually, get,  # noqa: F401
+                                        jobpool_crds, operator, pool_manifest, start_operator, unique)
+from tests.e2e.test_operator_batch import delete_queue, pool_keys
 
 
 def registered_workers(redis_url, ns, name):
@@ -47,3 +47,91 @@ def test_deleting_a_pool_waits_for_its_live_workers_then_leaves_no_key(operator,
     messages = {e["reason"]: e["message"] for e in events}
     assert f"1 registered worker(s) ({name}-local)" in messages.get("WaitingForWorkers", ""), messages
     assert "deleted the queue keys" in messages.get("QueueCleaned", ""), messages
+
+
+def create_namespace(cluster, ns):
+    cluster.kubectl("create", "namespace", ns)
+    eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
+               timeout=30, message=f"namespace {ns}'s default service account")
+
+
+def test_deleting_the_namespace_deletes_the_pools_keys_though_its_secret_goes_with_it(
+        jobpool_crds, kube_namespace, redis_server, tmp_path):
+    # The operator watches a namespace of its own that the test deletes; its Lease lives elsewhere.
+    cluster, ns, name = jobpool_crds, f"{kube_namespace[:50]}-doomed", "batch"
+    operator = start_operator(cluster, ns, None, tmp_path / "operator.log", lease_namespace=kube_namespace)
+    pool = pool_manifest(name, parallelism=1, drainSeconds=0, jobs={"items": [1, 2, 3]},
+                         queue={"urlSecretRef": {"name": "queue", "key": "url"}})
+    try:
+        create_namespace(cluster, ns)
+        cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
+        apply(cluster, ns, pool)
+        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square")
+        try:
+            eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Complete").get("status") == "True",
+                       timeout=60, message="the first batch Complete")
+            assert pool_keys(redis_server.url, ns, name)
+            # The namespace controller deletes the Secret at once; the JobPool waits for its finalizer,
+            # which waits for the registered worker, so the Secret is surely gone before the keys go.
+            cluster.kubectl("delete", "namespace", ns, "--wait=false")
+            eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                       timeout=30, message="the Secret deleted with the namespace")
+            assert get(cluster, ns, "jobpool", name) is not None
+        finally:
+            worker.stop()
+        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   message="the namespace gone")
+        assert pool_keys(redis_server.url, ns, name) == [], operator.logs()[-3000:]
+
+        # The same pool again: its batch runs, it does not inherit the old one's dedup ids and counters.
+        create_namespace(cluster, ns)
+        cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
+        apply(cluster, ns, pool)
+        fed = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                         (p.get("status") or {}).get("batch", {}).get("fed") == 3 and p, timeout=30,
+                         message="the second batch fed")
+        assert fed["status"]["jobs"]["submitted"] == 3 and fed["status"]["jobs"]["succeeded"] == 0
+        assert condition(fed, "Complete")["status"] == "False"
+        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square")
+        try:
+            done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                              condition(p, "Complete").get("status") == "True" and p, timeout=60,
+                              message="the second batch Complete")
+        finally:
+            worker.stop()
+        assert done["status"]["jobs"]["succeeded"] == 3
+    finally:
+        cluster.kubectl("delete", "jobpools", "--all", "-n", ns, "--timeout=60s", check=False)
+        operator.stop()
+        print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_an_operator_that_never_saw_the_secret_names_the_keys_it_could_not_delete(jobpool_crds, kube_namespace,
+                                                                                 redis_server, tmp_path):
+    cluster, ns, name = jobpool_crds, f"{kube_namespace[:50]}-doomed", "batch"
+    operator = start_operator(cluster, ns, None, tmp_path / "operator.log", lease_namespace=kube_namespace)
+    try:
+        create_namespace(cluster, ns)
+        cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
+        apply(cluster, ns, pool_manifest(name, parallelism=0, jobs={"items": [1]},
+                                         queue={"urlSecretRef": {"name": "queue", "key": "url"}}))
+        eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 1,
+                   timeout=30, message="the batch fed")
+        operator.stop()
+        # The namespace goes while no operator runs: the Secret is deleted, the JobPool waits for its finalizer.
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                   timeout=30, message="the Secret deleted with the namespace")
+        operator = start_operator(cluster, ns, None, tmp_path / "operator-2.log", lease_namespace=kube_namespace)
+        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   message="the namespace gone")
+        warning = [line for line in operator.logs().splitlines() if "queue keys of" in line]
+        assert warning and "WARNING" in warning[0], operator.logs()[-3000:]
+        assert f"{{jobpool:{ns}/{name}}}" in warning[0] and "by hand" in warning[0]
+        assert pool_keys(redis_server.url, ns, name), "the keys it names are there to delete"
+    finally:
+        delete_queue(redis_server.url, ns, name)
+        operator.stop()
+        print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)

@@ -1,11 +1,13 @@
 """The operator against the real control plane: worker objects, status, scale, drift, errors."""
 import json
+import re
 import secrets
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.operator_harness import (apply, condition, eventually, free_port, get, jobpool_crds,  # noqa: F401
                                         operator, pool_manifest, unique)
+from tests.fixtures.redis import RedisServer
 
 
 def deployment_of(cluster, ns, pool):
@@ -172,6 +174,37 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     for value in (token, password, unreachable, f"127.0.0.1:{port}"):
         assert value not in events and value not in operator.logs()
     assert operator.alive()
+
+
+def test_a_failed_feed_does_not_log_the_queue_host_read_from_a_secret(operator, jobpool_crds, kube_namespace,
+                                                                      tmp_path):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("feed")
+    (tmp_path / "redis").mkdir()
+    queue = RedisServer(tmp_path / "redis")
+    queue.start()
+    url = f"redis://localhost:{queue.port}/0"
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={url}")
+    try:
+        # maxLength 10 and no worker: the feeder waits for room in the queue, which then goes down.
+        apply(cluster, ns, pool_manifest(name, jobs={"range": {"start": 0, "count": 100}},
+                                         queue={"urlSecretRef": {"name": "queue", "key": "url"}, "maxLength": 10}))
+        eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 10,
+                   timeout=30, message="the first chunk fed")
+        queue.stop()
+        try:
+            degraded(cluster, ns, name)
+            # What is under test is the log itself, so here the test waits for a log line.
+            eventually(lambda: "feeding spec.jobs paused" in operator.logs(), message="the feeder's failure logged")
+        finally:
+            queue.start()
+        logs = operator.logs()
+        assert url not in logs and f"localhost:{queue.port}" not in logs
+        assert not re.search(rf"(?<!\d){queue.port}(?!\d)", logs), "the queue's port is in the operator log"
+        paused = [line for line in logs.splitlines() if "feeding spec.jobs paused" in line]
+        assert "<hidden>" in paused[0], paused
+        cluster.kubectl("-n", ns, "delete", "jobpool", name, "--timeout=60s")
+    finally:
+        queue.stop()
 
 
 def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):

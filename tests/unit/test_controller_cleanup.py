@@ -1,7 +1,8 @@
 """The finalizer's policy: delete the queue keys only once no worker is left, within a bound."""
 from hypothesis import given, strategies as st
 
-from jobpool.controller.cleanup import (CleanupObservation, decide_cleanup, give_up_on_queue, wait_limit)
+from jobpool.controller.cleanup import (CleanupObservation, decide_cleanup, give_up_on_queue, keys_left_behind,
+                                        wait_limit)
 
 
 def test_keys_are_deleted_at_once_when_no_worker_is_left():
@@ -42,3 +43,9 @@ def test_an_unreachable_queue_is_given_up_sooner_than_one_that_had_a_blip():
     assert give_up_on_queue(30.0, 60, reachable=False)
     assert not give_up_on_queue(29.0, 60, reachable=False)
     assert not give_up_on_queue(30.0, 60, reachable=True) and give_up_on_queue(wait_limit(60) + 30, 60, reachable=True)
+
+
+def test_keys_left_behind_says_which_and_what_to_do():
+    message = keys_left_behind("media", "thumbs", 'spec.queue.urlSecretRef: Secret "q" not found in namespace "media"')
+    assert message.startswith('queue keys of media/thumbs not deleted: spec.queue.urlSecretRef: Secret "q" not')
+    assert "{jobpool:media/thumbs}" in message and "by hand before re-creating the pool" in message

@@ -94,12 +94,16 @@ def test_queue_errors_about_an_inline_url_keep_it_without_the_password():
         "lost redis://:***@redis:6379/0"
 
 
-def test_batch_digest_follows_the_jobs_only():
+def test_batch_digest_follows_the_jobs_and_the_queue_they_go_to():
     def spec(**kw):
         return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, **kw})
     a = spec(jobs={"range": {"count": 10}})
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, parallelism=5))
+    assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, queue={"maxLength": 5}))
     assert batch_digest(a) != batch_digest(spec(jobs={"range": {"count": 11}}))
+    moved = [spec(jobs={"range": {"count": 10}}, queue=queue) for queue in (
+        {"url": "redis://a/0"}, {"url": "redis://a/1"}, {"urlSecretRef": {"name": "q", "key": "url"}})]
+    assert len({batch_digest(s) for s in [a, *moved]}) == 4
 
 
 def test_the_cache_keeps_what_the_loop_reads():

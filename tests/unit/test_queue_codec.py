@@ -149,12 +149,18 @@ def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(v
 @pytest.mark.parametrize("url, error", [
     ("redis://:pw@cache.internal:7000/0", "Error 111 connecting to cache.internal:7000. Connection refused."),
     ("redis://cache.internal/0", "Error 111 connecting to cache.internal:6379. Connection refused."),
+    ("redis://cache.internal:7000/0",
+     "Error 111 connecting to cache.internal:7000. Connect call failed ('10.0.0.7', 7000)."),
+    ("redis://cache.internal:7000/0",
+     "Error connecting to cache.internal:7000. Multiple exceptions: [Errno 111] Connect call failed "
+     "('::1', 7000, 0, 0), [Errno 111] Connect call failed ('10.0.0.7', 7000)."),
     ("unix:///run/cache.internal.sock", "Error 2 connecting to unix:///run/cache.internal.sock. No such file."),
     ("unix:///run/cache.internal.sock", "Error 2 connecting to /run/cache.internal.sock. No such file."),
 ])
 def test_scrubbing_a_url_removes_every_form_an_error_quotes(url, error):
     scrubbed = scrub_url(f"at {redact_url(url)}: {error}", url, "<hidden>")
     assert "cache.internal" not in scrubbed and scrubbed.startswith("at <hidden>: Error")
+    assert "7000" not in scrubbed and "10.0.0.7" not in scrubbed
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF,

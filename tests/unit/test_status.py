@@ -79,3 +79,16 @@ def test_an_unchanged_status_is_not_written_and_counters_can_wait():
     assert status_changed(status, busier) and only_counters_changed(status, busier)
     scaled, _ = build_status(obs(desired_replicas=4), status, now=60.0)
     assert not only_counters_changed(status, scaled)
+
+
+def test_a_running_batch_changes_only_counters_until_it_is_fed_or_done():
+    def status_at(fed, succeeded, previous):
+        stats = QueueStats(submitted=fed, waiting=fed - succeeded, succeeded=succeeded)
+        return build_status(obs(stats=stats, batch_total=100, batch_fed=fed), previous, now=0.0,
+                            batch={"total": 100, "fed": fed, "digest": "d"})[0]
+    first = status_at(50, 10, {})
+    assert only_counters_changed(first, status_at(50, 20, first))
+    assert only_counters_changed(first, status_at(60, 20, first))
+    fed = status_at(100, 20, first)
+    assert not only_counters_changed(first, fed), "all fed is news in the Complete message"
+    assert only_counters_changed(fed, status_at(100, 90, fed))

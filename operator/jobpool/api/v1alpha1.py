@@ -24,6 +24,7 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it.
 HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
 QUEUE_URL_PATTERN = r"^(redis|rediss|unix)://"
+MAX_BATCH_ITEMS = 10_000
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -119,8 +120,10 @@ class JobsSpec(Model):
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["items"]}, {"required": ["range"]}]})
 
     items: list[Any] | None = Field(
-        default=None,
-        description="The jobs' JSON payloads; job i gets the id <pool>-<i>.")
+        default=None, max_length=MAX_BATCH_ITEMS,
+        description=f"The jobs' JSON payloads; job i gets the id <pool>-<i>. At most {MAX_BATCH_ITEMS:,} (the "
+                    "JobPool must also stay within the API server's object size limit, about 1.5 MiB); "
+                    "larger batches: range, or jobpool submit.")
     range: RangeSpec | None = Field(
         default=None, description="Integer payloads start .. start+count-1; job i gets the id <pool>-<i>.")
 

@@ -67,3 +67,10 @@ def give_up_on_queue(waited: float, drain_seconds: int, reachable: bool) -> bool
     answer at all has no worker to wait for either, so it is retried only briefly.
     """
     return waited >= (wait_limit(drain_seconds) if reachable else 0.0) + QUEUE_GIVE_UP_SECONDS
+
+
+def keys_left_behind(namespace: str, pool: str, problem: str) -> str:
+    """Why the keys stay, and what to do: a pool re-created with this name would find them."""
+    return (f"queue keys of {namespace}/{pool} not deleted: {problem}; the operator has not resolved this "
+            f"pool's queue since it started, so delete any keys with the hash tag {{jobpool:{namespace}/{pool}}} "
+            f"by hand before re-creating the pool")

@@ -27,8 +27,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.persistence.finalizer = FINALIZER
         # Progress and diff-base go to annotations: the status schema is structural.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        # Without spec.jobs.items: a large batch would take the annotations past the API server's 256 KiB.
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration")
+            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.jobs.items"])
         settings.posting.loggers = False
         settings.posting.level = logging.INFO
         settings.peering.standalone = True
@@ -52,9 +53,9 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     # No retry limit: `finalize_pool` bounds the wait by the pool's drainSeconds, so it ends.
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=CLEANUP_POLL_SECONDS, retries=None)
-    async def clean_up_queue(name: str, namespace: str, spec: kopf.Spec, retry: int, runtime: datetime.timedelta,
-                             body: kopf.Body, **_: Any) -> None:
-        step = await finalize_pool(ctx, name, namespace, dict(spec), runtime.total_seconds())
+    async def clean_up_queue(name: str, namespace: str, uid: str, spec: kopf.Spec, retry: int,
+                             runtime: datetime.timedelta, body: kopf.Body, **_: Any) -> None:
+        step = await finalize_pool(ctx, name, namespace, uid, dict(spec), runtime.total_seconds())
         if not step.done:
             log.info("%s/%s: %s", namespace, name, step.message)
             if retry == 0:
@@ -62,6 +63,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
         ctx.metrics.forget_pool(namespace, name)
         ctx.cache.forget_pool(namespace, name)
+        ctx.queue_urls.pop(uid, None)
         ctx.post_event(body, "Warning" if step.warning else "Normal",
                        "QueueCleanupIncomplete" if step.warning else "QueueCleaned", step.message)
         log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)

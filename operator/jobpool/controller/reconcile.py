@@ -121,8 +121,11 @@ def invalid_queue_url(spec: JobPoolSpec, url: str) -> pool_status.Problem:
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
+    """Identifies what was fed where: a batch moved to another queue (as spec.queue names it) is fed again."""
     assert spec.jobs is not None
-    raw = json.dumps(spec.jobs.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
+    source = spec.queue.model_dump(by_alias=True, exclude_none=True, include={"url", "url_secret_ref"})
+    raw = json.dumps({"jobs": spec.jobs.model_dump(by_alias=True, exclude_none=True), "queue": source},
+                     sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -137,6 +140,9 @@ class OperatorContext:
         self.metrics = metrics
         self.cache = ClusterCache()
         self.controllers: dict[tuple[str, str], "PoolController"] = {}
+        # The queue URL each pool (by uid) last resolved, kept only in memory: its finalizer deletes
+        # the keys there even when the urlSecretRef Secret is gone (deleted with the namespace).
+        self.queue_urls: dict[str, str] = {}
         self.open_queue = open_queue
         self.post_event = post_event
 
@@ -191,13 +197,6 @@ class PoolController:
     async def close(self) -> None:
         """Stop feeding and let go of the queue (before the finalizer deletes its keys)."""
         self.stopping = True
-        if self.feeder is not None:
-            self.feeder.cancel()
-            try:
-                await self.feeder
-            except BaseException:
-                pass
-            self.feeder = None
         await self._drop_queue()
 
     async def reconcile(self, body: Any) -> None:
@@ -310,7 +309,10 @@ class PoolController:
         url, problem = await self._queue_url(spec)
         if problem is not None or url is None or self.stopping:
             return problem
+        self.ctx.queue_urls[self.ref.uid] = url
         if url != self.queue_url:
+            if self.queue_url is not None and self.batch is not None:
+                self.batch["fed"] = 0  # the progress was made in the old queue; known ids are not enqueued twice
             await self._drop_queue()
             try:
                 self.queue = self.ctx.open_queue(url, self.ref.namespace, self.ref.name)
@@ -327,6 +329,14 @@ class PoolController:
         return None
 
     async def _drop_queue(self) -> None:
+        """Stop the feeder first: it must not go on feeding a queue the pool has left."""
+        if self.feeder is not None:
+            self.feeder.cancel()
+            try:
+                await self.feeder
+            except BaseException:
+                pass
+            self.feeder = None
         queue, self.queue, self.queue_url, self.configured_max_length = self.queue, None, None, None
         if queue is not None:
             try:
@@ -423,7 +433,7 @@ class PoolController:
     async def _feed(self, spec: JobPoolSpec, digest: str) -> None:
         """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
         assert spec.jobs is not None and self.queue is not None
-        queue = self.queue
+        queue, url = self.queue, self.queue_url or ""
         chunk = max(1, min(FEED_CHUNK, spec.queue.max_length))
         log.info("%s/%s: feeding spec.jobs from index %d of %d", self.ref.namespace, self.ref.name,
                  self.batch["fed"] if self.batch else 0, spec.jobs.total)
@@ -439,7 +449,8 @@ class PoolController:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s/%s: feeding spec.jobs paused: %s", self.ref.namespace, self.ref.name, exc)
+            log.warning("%s/%s: feeding spec.jobs paused: %s", self.ref.namespace, self.ref.name,
+                        queue_message(spec, url, exc))
 
     async def _write_status(self, previous: dict[str, Any], new: dict[str, Any], now: float) -> None:
         if not pool_status.status_changed(previous, new):
@@ -477,7 +488,7 @@ async def _stop_workers(ctx: OperatorContext, name: str, namespace: str) -> tupl
     return tuple(sorted(pod["metadata"]["name"] for pod in pods))
 
 
-async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_raw: dict[str, Any],
+async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: str, spec_raw: dict[str, Any],
                         waited: float) -> CleanupStep:
     """One attempt of the finalizer: stop the workers, and once none is left delete the pool's keys."""
     running = ctx.controllers.get((namespace, name))
@@ -494,15 +505,18 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, spec_ra
         if waited < limit:
             return CleanupStep(False, f"cannot stop the worker pods yet: {exc}")
         pods = ()
-    try:
-        url, problem = await PoolController(ctx, name, namespace, uid="")._queue_url(spec)
-    except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        if not cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=True):
-            return CleanupStep(False, f"cannot read spec.queue.urlSecretRef yet: {exc}")
-        url, problem = None, pool_status.Problem("SecretUnreadable", f"spec.queue.urlSecretRef: {exc}")
-    if problem is not None or url is None:
-        return CleanupStep(True, f"queue keys not deleted: {problem.message if problem else 'no queue URL'}",
-                           warning=problem is not None)
+    url, problem = ctx.queue_urls.get(uid), None
+    if url is None:  # never resolved by this operator (it restarted): the Secret must still be there
+        try:
+            url, problem = await PoolController(ctx, name, namespace, uid)._queue_url(spec)
+        except (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            if not cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=True):
+                return CleanupStep(False, f"cannot read spec.queue.urlSecretRef yet: {exc}")
+            url, problem = None, pool_status.Problem("SecretUnreadable", f"spec.queue.urlSecretRef: {exc}")
+    if problem is not None:
+        return CleanupStep(True, cleanup.keys_left_behind(namespace, name, problem.message), warning=True)
+    if url is None:
+        return CleanupStep(True, "queue keys not deleted: no queue URL")
     try:
         queue = ctx.open_queue(url, namespace, name)
     except Exception:  # the message may quote the value: say what is wrong without it

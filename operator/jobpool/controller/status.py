@@ -94,8 +94,10 @@ def _complete(obs: Observation) -> dict[str, str]:
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
         return _cond(COMPLETE, True, "BatchFinished",
                      f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
-    return _cond(COMPLETE, False, "BatchRunning",
-                 f"fed {obs.batch_fed}/{total}, {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
+    # No live counters here: they are in status.batch and status.jobs, written at most every interval.
+    if obs.batch_fed < total:
+        return _cond(COMPLETE, False, "BatchRunning", f"feeding {total} jobs (progress in status.batch)")
+    return _cond(COMPLETE, False, "BatchRunning", f"all {total} jobs fed, waiting for them to finish")
 
 
 def _cond(type_: str, status: bool, reason: str, message: str) -> dict[str, str]:
@@ -148,7 +150,9 @@ def status_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(previous.get(key) != value for key, value in new.items())
 
 
+COUNTERS = ("queue", "jobs", "saturation", "batch")
+
+
 def only_counters_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     """Counter-only changes can be batched; replicas and conditions are written at once."""
-    return all(previous.get(key) == value for key, value in new.items()
-               if key not in ("queue", "jobs", "saturation"))
+    return all(previous.get(key) == value for key, value in new.items() if key not in COUNTERS)

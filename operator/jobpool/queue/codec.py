@@ -127,7 +127,10 @@ def scrub_url(text: str, url: str, replacement: str) -> str:
         hostport = parts.netloc.rpartition("@")[2]
         forms.add(hostport)
         if parts.hostname:
-            forms.add(f"{parts.hostname}:{parts.port or 6379}")
+            port = parts.port or 6379
+            forms.add(f"{parts.hostname}:{port}")
+            # asyncio quotes the resolved address as a tuple: "Connect call failed ('10.0.0.7', 6379)".
+            text = re.sub(rf"\('[^']*', {port}(, \d+, \d+)?\)", replacement, text)
         if parts.scheme == "unix" and parts.path:
             forms.add(parts.path)
     except ValueError:
