@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster test test-fast venv redis prometheus tools cluster-up cluster-down bench bench-operator clean
 
 all: test
 
@@ -20,6 +20,9 @@ venv: $(BIN)/.installed
 redis:
 	@bash scripts/ensure-redis.sh
 
+prometheus:
+	@bash scripts/ensure-prometheus.sh
+
 tools:
 	@bash tools/build.sh
 
@@ -32,11 +35,11 @@ demo-cluster: venv redis tools
 	@bash scripts/demo_cluster.sh
 
 ## The whole test suite, against a real redis-server and a real control plane.
-test: venv redis tools
+test: venv redis prometheus tools
 	$(BIN)/python -m pytest
 
 ## Only the tests that need no control plane.
-test-fast: venv redis
+test-fast: venv redis prometheus
 	$(BIN)/python -m pytest -m 'not cluster'
 
 cluster-up: venv tools
