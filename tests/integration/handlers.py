@@ -69,3 +69,11 @@ async def held(payload):
     with log.open("a") as out:
         out.write(f"end {payload['n']} {os.getpid()} {time.time()}\n")
     return payload["n"]
+
+
+async def sleepy_or_fail(payload):
+    """`sleepy` for {"n", "seconds"} payloads; any other payload fails its attempt."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"cannot handle {payload!r}")
+    await asyncio.sleep(payload.get("seconds", 0))
+    return payload["n"]
