@@ -142,6 +142,13 @@ class Prometheus:
         assert reply["status"] == "success", reply
         return reply["data"]["result"]
 
+    def query_range(self, expr: str, start: float) -> list[dict]:
+        """The series of `expr` from `start` until now, one point a second, as a panel draws it."""
+        reply = json.loads(self._get("/api/v1/query_range", query=expr, start=f"{start:.3f}",
+                                     end=f"{time.time():.3f}", step="1"))
+        assert reply["status"] == "success", reply
+        return reply["data"]["result"]
+
     def alerts(self) -> list[dict]:
         return json.loads(self._get("/api/v1/alerts"))["data"]["alerts"]
 
@@ -157,7 +164,8 @@ class Prometheus:
 
 
 def has_number(result: list[dict]) -> bool:
-    return any(not math.isnan(float(sample["value"][1])) for sample in result)
+    """Some point of some series is a number (a panel would draw it)."""
+    return any(not math.isnan(float(value)) for series in result for _, value in series["values"])
 
 
 def start_worker(queue_url: str, namespace: str, pool: str, pod: str, port: int) -> subprocess.Popen:
@@ -178,8 +186,8 @@ def test_real_prometheus_answers_every_panel_and_alert_and_fires_what_the_batch_
     workers = [start_worker(redis_server.url, ns, pool, pod, port) for pod, port in worker_ports.items()]
     prometheus = Prometheus(tmp_path, operator.metrics_port, worker_ports)
     try:
-        # 0.05 s jobs keep slots busy for a few seconds; strings make tasks.slow fail -> dead letters
-        items = [0.05] * 300 + ["not a number"] * 5
+        # 0.2 s jobs keep 8 slots busy for ~8 s (several scrapes); strings make tasks.slow fail -> dead letters
+        items = [0.2] * 300 + ["not a number"] * 5
         apply(cluster, ns, pool_manifest(pool, parallelism=2, concurrency=4, jobs={"items": items},
                                          retry={"maxAttempts": 1},
                                          worker={"image": "registry.example/jobpool-examples:0.1",
@@ -187,18 +195,28 @@ def test_real_prometheus_answers_every_panel_and_alert_and_fires_what_the_batch_
         closed = free_port()
         apply(cluster, ns, pool_manifest(unreachable, queue={"url": f"redis://127.0.0.1:{closed}/0"}))
 
+        started = time.time()
         answered: set[str] = set()
         queries = panel_queries(ns)
 
         def every_panel_answered() -> list[str] | bool:
             for name, expr in queries.items():
-                if name not in answered and has_number(prometheus.query(expr)):
+                if name not in answered and has_number(prometheus.query_range(expr, started)):
                     answered.add(name)
             missing = sorted(set(queries) - answered)
             return not missing or False
 
-        eventually(every_panel_answered, timeout=90, interval=1,
-                   message=f"every dashboard panel to return data (missing: {set(queries) - answered})")
+        try:
+            eventually(every_panel_answered, timeout=90, interval=1, message="every dashboard panel to return data")
+        except pytest.fail.Exception:
+            targets = [(t["scrapePool"], t["health"], t["lastError"])
+                       for t in json.loads(prometheus._get("/api/v1/targets"))["data"]["activeTargets"]]
+            counts = [(s["metric"].get("pod"), s["value"][1])
+                      for s in prometheus.query("jobpool_job_duration_seconds_count")]
+            worker_up = [(s["metric"].get("pod"), [v for _, v in s["values"]])
+                         for s in prometheus.query_range('up{job="jobpool-worker"}', started)]
+            pytest.fail(f"panels without data: {sorted(set(queries) - answered)}; scrape targets: {targets}; "
+                        f"attempts per worker: {counts}; worker scrapes since the batch began: {worker_up}")
 
         for rule in alert_rules():
             for selector in alert_selectors(rule["expr"]):
