@@ -55,9 +55,10 @@ def jobpool_command() -> list[str]:
 
 class OperatorProcess:
     def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
-                 kubeconfig: str | None = None, all_namespaces: bool = False):
+                 kubeconfig: str | None = None, all_namespaces: bool = False, extra_args: tuple[str, ...] = ()):
         """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
+        self.extra_args = list(extra_args)
         self.all_namespaces = all_namespaces
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.metrics_port = free_port()
@@ -70,6 +71,7 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port), "--lease-namespace", self.namespace]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
+        args += self.extra_args
         env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -167,8 +169,9 @@ def jobpool_crds(kube_cluster):
 
 
 def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
-                   all_namespaces: bool = False) -> OperatorProcess:
-    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces).start()
+                   all_namespaces: bool = False, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
+    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces,
+                               extra_args=extra_args).start()
     eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
                message="the operator to take its lease")
     assert operator.alive(), operator.logs()[-3000:]

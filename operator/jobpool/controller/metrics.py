@@ -1,6 +1,8 @@
 """The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -11,6 +13,8 @@ LABELS = ("namespace", "pool")
 
 class OperatorMetrics:
     def __init__(self) -> None:
+        # (namespace, pool) -> (stats of its last reconcile, when): read by the external metrics API
+        self.latest: dict[tuple[str, str], tuple[QueueStats, float]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
@@ -49,6 +53,7 @@ class OperatorMetrics:
             self.queue_up.labels(*labels).set(1 if queue_up else 0)
         if stats is None:
             return
+        self.latest[labels] = (stats, time.time())
         self.waiting.labels(*labels).set(stats.waiting)
         self.inflight.labels(*labels).set(stats.in_flight)
         self.delayed.labels(*labels).set(stats.delayed)
@@ -61,6 +66,7 @@ class OperatorMetrics:
             self.jobs.labels(*labels, outcome).set(value)
 
     def forget_pool(self, namespace: str, pool: str) -> None:
+        self.latest.pop((namespace, pool), None)
         for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
                       self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
                       self.reconcile_seconds):
