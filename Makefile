@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench bench-operator clean
 
 all: test
 
@@ -20,6 +20,9 @@ venv: $(BIN)/.installed
 redis:
 	@bash scripts/ensure-redis.sh
 
+prometheus:
+	@bash scripts/ensure-prometheus.sh
+
 tools:
 	@bash tools/build.sh
 
@@ -31,12 +34,17 @@ demo: venv redis
 demo-cluster: venv redis tools
 	@bash scripts/demo_cluster.sh
 
+## The demo-cluster run drawn from the operator's metrics into docs/demo-scaling.svg (in the README).
+demo-plot: venv redis tools
+	@mkdir -p docs
+	@JOBPOOL_DEMO_PLOT=docs/demo-scaling.svg bash scripts/demo_cluster.sh
+
 ## The whole test suite, against a real redis-server and a real control plane.
-test: venv redis tools
+test: venv redis prometheus tools
 	$(BIN)/python -m pytest
 
 ## Only the tests that need no control plane.
-test-fast: venv redis
+test-fast: venv redis prometheus
 	$(BIN)/python -m pytest -m 'not cluster'
 
 cluster-up: venv tools

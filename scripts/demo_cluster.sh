@@ -99,10 +99,17 @@ kubectl wait --for=condition=Established --timeout=60s crd/jobpools.jobpool.dev
 step "4. The operator: jobpool operator --namespace $NS --default-queue $URL"
 kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
 wait_for "default service account in namespace $NS" 30 kubectl get serviceaccount default -n "$NS"
-jobpool operator --namespace "$NS" --default-queue "$URL" --metrics-port "$(free_port)" \
+METRICS_PORT=$(free_port)
+jobpool operator --namespace "$NS" --default-queue "$URL" --metrics-port "$METRICS_PORT" \
   >"$DIR/operator.log" 2>&1 &
 OPERATOR=$!
 PIDS+=($OPERATOR)
+if [ -n "${JOBPOOL_DEMO_PLOT:-}" ]; then   # record the pool's metrics for the picture (make demo-plot)
+  $BIN/python scripts/demo_plot.py record --metrics-url "http://127.0.0.1:$METRICS_PORT/metrics" \
+    --namespace "$NS" --pool "$POOL" --out "$DIR/metrics.csv" &
+  RECORDER=$!
+  PIDS+=($RECORDER)
+fi
 operator_leads() {
   grep -q "holding the leader lease" "$DIR/operator.log" && return
   kill -0 "$OPERATOR" 2>/dev/null || fail "the operator exited; the end of $DIR/operator.log:
@@ -189,6 +196,12 @@ while :; do
 done
 kubectl get jp -n "$NS"
 kubectl get deployment -n "$NS" -l "jobpool.dev/pool=$POOL"
+if [ -n "${JOBPOOL_DEMO_PLOT:-}" ]; then
+  sleep 2   # a few samples at rest after the scale-down
+  stop_pid "$RECORDER" 5
+  $BIN/python scripts/demo_plot.py draw "$DIR/metrics.csv" "$JOBPOOL_DEMO_PLOT"
+  echo "the pool's metrics over time: $JOBPOOL_DEMO_PLOT ($(($(wc -l <"$DIR/metrics.csv") - 1)) samples)"
+fi
 
 step "9. Delete the JobPool: its finalizer removes the pool's Redis keys"
 count_keys() { redis-cli -u "$URL" --scan --pattern "{jobpool:$NS/$POOL}*" | wc -l; }

@@ -105,6 +105,15 @@ def make_pki(pki: Path) -> None:
         _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                  "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=pki)
+    # The aggregation layer's own CA and client certificate (front proxy), as kubeadm makes them.
+    _openssl("req", "-x509", *ec, "-keyout", "front-proxy-ca.key", "-out", "front-proxy-ca.crt", "-days", "3650",
+             "-subj", "/CN=jobpool-local-front-proxy-ca", cwd=pki)
+    (pki / "front-proxy-client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("req", *ec, "-keyout", "front-proxy-client.key", "-out", "front-proxy-client.csr",
+             "-subj", "/CN=front-proxy-client", cwd=pki)
+    _openssl("x509", "-req", "-in", "front-proxy-client.csr", "-CA", "front-proxy-ca.crt", "-CAkey",
+             "front-proxy-ca.key", "-CAcreateserial", "-days", "3650", "-extfile", "front-proxy-client.ext",
+             "-out", "front-proxy-client.crt", cwd=pki)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     for path in pki.iterdir():
@@ -154,6 +163,13 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports) -> dict[str, lis
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
             "--enable-admission-plugins=NodeRestriction",
+            # the aggregation layer, for APIServices such as the operator's external metrics
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             # No pod can reach the API through the kubernetes Service here, and loopback may not be advertised.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true", "--profiling=false", "--v=1",
@@ -168,6 +184,8 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports) -> dict[str, lis
             f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*", "--profiling=false", "--v=1",
+            # HPAs are evaluated every 2 s (default 15 s), so tests see them act quickly
+            "--horizontal-pod-autoscaler-sync-period=2s",
             # Each controller fetches its own service-account token at start; the default 20 QPS throttles that.
             "--kube-api-qps=200", "--kube-api-burst=400",
         ],

@@ -55,10 +55,12 @@ def jobpool_command() -> list[str]:
 
 class OperatorProcess:
     def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
-                 kubeconfig: str | None = None, all_namespaces: bool = False, lease_namespace: str | None = None):
+                 kubeconfig: str | None = None, all_namespaces: bool = False, lease_namespace: str | None = None,
+                 extra_args: tuple[str, ...] = ()):
         """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's;
         `lease_namespace` keeps the Lease elsewhere (a test that deletes the watched namespace)."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
+        self.extra_args = list(extra_args)
         self.all_namespaces = all_namespaces
         self.lease_namespace = lease_namespace or namespace
         self.kubeconfig = kubeconfig or cluster.kubeconfig
@@ -72,6 +74,7 @@ class OperatorProcess:
                 "--metrics-port", str(self.metrics_port), "--lease-namespace", self.lease_namespace]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
+        args += self.extra_args
         env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -169,9 +172,10 @@ def jobpool_crds(kube_cluster):
 
 
 def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
-                   all_namespaces: bool = False, lease_namespace: str | None = None) -> OperatorProcess:
+                   all_namespaces: bool = False, lease_namespace: str | None = None,
+                   extra_args: tuple[str, ...] = ()) -> OperatorProcess:
     operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces,
-                               lease_namespace=lease_namespace).start()
+                               lease_namespace=lease_namespace, extra_args=extra_args).start()
     eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
                message="the operator to take its lease")
     assert operator.alive(), operator.logs()[-3000:]

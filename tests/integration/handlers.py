@@ -127,3 +127,11 @@ async def scripted(payload):
             await asyncio.sleep(payload["seconds"])
             raise
     raise AssertionError(f"unknown recipe {do!r}")
+
+
+async def sleepy_or_fail(payload):
+    """`sleepy` for {"n", "seconds"} payloads; any other payload fails its attempt."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"cannot handle {payload!r}")
+    await asyncio.sleep(payload.get("seconds", 0))
+    return payload["n"]

@@ -85,3 +85,12 @@ def test_replicas_stay_in_bounds_never_flap_and_keep_in_flight_work(p, concurren
         if d.replicas > current:
             assert d.replicas <= max(demanded_replicas(queued + in_flight, in_flight, p, concurrency), p.min_workers)
         current, since = d.replicas, d.lower_demand_since
+
+
+def test_max_workers_is_max_workers_when_autoscaling_else_parallelism():
+    from jobpool.api import JobPoolSpec
+    from jobpool.controller.autoscaler import max_workers
+    worker = {"image": "x", "handler": "m:f"}
+    assert max_workers(JobPoolSpec.model_validate({"worker": worker, "parallelism": 3})) == 3
+    assert max_workers(JobPoolSpec.model_validate(
+        {"worker": worker, "parallelism": 3, "autoscaling": {"enabled": True, "maxWorkers": 7}})) == 7

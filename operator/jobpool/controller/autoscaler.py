@@ -20,6 +20,11 @@ class ScaleDecision:
     reason: str
 
 
+def max_workers(spec: JobPoolSpec) -> int:
+    """The most worker pods a pool may have: maxWorkers when autoscaling, else parallelism."""
+    return spec.autoscaling.max_workers if spec.autoscaling.enabled else spec.parallelism
+
+
 def demanded_replicas(backlog: int, in_flight: int, policy: AutoscalingSpec, concurrency: int) -> int:
     """Worker pods the backlog asks for, within [minWorkers, maxWorkers]."""
     per_worker = policy.target_backlog_per_worker or concurrency

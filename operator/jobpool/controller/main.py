@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from . import external_metrics
 from .handlers import build_registry, post_event
 from .kube import KubeApi
 from .lease import LeaderLease
@@ -32,6 +33,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, metavar="P",
                         default=int(os.environ.get("JOBPOOL_OPERATOR_METRICS_PORT", "8080")),
                         help="port of /metrics and /healthz (default 8080; 0 = off)")
+    parser.add_argument("--external-metrics-port", type=int, metavar="P",
+                        default=int(os.environ.get("JOBPOOL_EXTERNAL_METRICS_PORT", "0")),
+                        help="serve external.metrics.k8s.io over HTTPS on this port for an HPA (default 0 = off)")
+    parser.add_argument("--external-metrics-address", metavar="IP", default="0.0.0.0",
+                        help="address of the external metrics API (default 0.0.0.0)")
+    parser.add_argument("--tls-cert-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_CERT_FILE"),
+                        help="serving certificate of the external metrics API")
+    parser.add_argument("--tls-private-key-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_KEY_FILE"),
+                        help="its private key")
     parser.add_argument("--lease-namespace", metavar="NS", default=os.environ.get("JOBPOOL_OPERATOR_NAMESPACE"),
                         help="namespace of the leader Lease (default: the first --namespace, or default)")
     parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
@@ -43,6 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give --namespace NS (repeatable) or --all-namespaces")
     if args.poll_interval <= 0:
         parser.error("--poll-interval must be > 0")
+    if args.external_metrics_port and not (args.tls_cert_file and args.tls_private_key_file):
+        parser.error("--external-metrics-port needs --tls-cert-file and --tls-private-key-file")
     return args
 
 
@@ -57,9 +69,14 @@ async def run_operator(args: argparse.Namespace) -> int:
                         args.lease_name, identity)
     stop_flag = asyncio.Event()
     keeper: asyncio.Task[Any] | None = None
+    external = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
+        if args.external_metrics_port:   # the leader's numbers: a standby serves nothing
+            external = await external_metrics.serve(
+                metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
+                cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.default_queue,
                                                    poll_interval=args.poll_interval),
                               metrics, open_queue, post_event)
@@ -72,6 +89,8 @@ async def run_operator(args: argparse.Namespace) -> int:
         await kube.close()
         if runner is not None:
             await runner.cleanup()
+        if external is not None:
+            await external.cleanup()
     return 0
 
 

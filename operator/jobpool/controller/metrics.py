@@ -1,6 +1,8 @@
 """The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -11,6 +13,8 @@ LABELS = ("namespace", "pool")
 
 class OperatorMetrics:
     def __init__(self) -> None:
+        # (namespace, pool) -> (stats of its last reconcile, when): read by the external metrics API
+        self.latest: dict[tuple[str, str], tuple[QueueStats, float]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
@@ -19,6 +23,10 @@ class OperatorMetrics:
         self.dead_letter = Gauge("jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r)
         self.workers_desired = Gauge("jobpool_workers_desired", "Worker pods the operator decided on.", LABELS,
                                      registry=r)
+        self.workers_max = Gauge("jobpool_workers_max", "Most worker pods the pool may have: autoscaling.maxWorkers, "
+                                 "else parallelism.", LABELS, registry=r)
+        self.queue_up = Gauge("jobpool_queue_up", "1 when the operator reached the pool's queue at its last "
+                              "reconcile, 0 when it could not.", LABELS, registry=r)
         self.workers_ready = Gauge("jobpool_workers_ready", "Worker pods that are ready.", LABELS, registry=r)
         self.slots_busy = Gauge("jobpool_slots_busy", "Busy job slots over live workers.", LABELS, registry=r)
         self.slots_total = Gauge("jobpool_slots_total", "Job slots over live workers.", LABELS, registry=r)
@@ -28,15 +36,24 @@ class OperatorMetrics:
                           registry=r)
         self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.", LABELS,
                                            registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+        self.reconcile_errors = Counter("jobpool_reconcile_errors", "Reconciles of a pool that failed.", LABELS,
+                                        registry=r)
         self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
                                     registry=r)
 
-    def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int) -> None:
+    def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int,
+                     maximum: int | None = None, queue_up: bool | None = None) -> None:
+        """`queue_up` None: the queue was not tried (the spec or its Secret is the problem)."""
         labels = (namespace, pool)
         self.workers_desired.labels(*labels).set(desired)
         self.workers_ready.labels(*labels).set(ready)
+        if maximum is not None:
+            self.workers_max.labels(*labels).set(maximum)
+        if queue_up is not None:
+            self.queue_up.labels(*labels).set(1 if queue_up else 0)
         if stats is None:
             return
+        self.latest[labels] = (stats, time.time())
         self.waiting.labels(*labels).set(stats.waiting)
         self.inflight.labels(*labels).set(stats.in_flight)
         self.delayed.labels(*labels).set(stats.delayed)
@@ -49,8 +66,9 @@ class OperatorMetrics:
             self.jobs.labels(*labels, outcome).set(value)
 
     def forget_pool(self, namespace: str, pool: str) -> None:
+        self.latest.pop((namespace, pool), None)
         for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
-                      self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
+                      self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
                       self.reconcile_seconds):
             try:
                 gauge.remove(namespace, pool)

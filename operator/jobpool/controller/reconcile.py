@@ -168,14 +168,17 @@ class PoolController:
         waker = self.ctx.cache.waker(self.ref.namespace, self.ref.name)
         key = (self.ref.namespace, self.ref.name)
         self.ctx.controllers[key] = self
+        self.ctx.metrics.reconcile_errors.labels(*key)   # exported as 0 from the start, so alerts see it
         try:
             while not stopped and not self.stopping:
                 started = time.perf_counter()
                 try:
                     await self.reconcile(body)
                 except (KubeError, OSError, asyncio.TimeoutError) as exc:
+                    self.ctx.metrics.reconcile_errors.labels(*key).inc()
                     log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
                 except Exception as exc:  # one bad tick must not stop the pool's loop
+                    self.ctx.metrics.reconcile_errors.labels(*key).inc()
                     log.error("%s/%s: reconcile failed unexpectedly, retrying:\n%s", self.ref.namespace,
                               self.ref.name, self._scrubbed_traceback(exc))
                 self.ctx.metrics.reconcile_seconds.labels(*key).observe(time.perf_counter() - started)
@@ -258,8 +261,11 @@ class PoolController:
             desired_replicas=desired, stats=stats, problem=problem,
             batch_total=self.batch["total"] if self.batch else None,
             batch_fed=self.batch["fed"] if self.batch else 0)
+        queue_tried = problem is None or problem.reason == "QueueUnavailable"
         self.ctx.metrics.observe_pool(self.ref.namespace, self.ref.name, stats, desired,
-                                      observation.ready_replicas)
+                                      observation.ready_replicas,
+                                      maximum=autoscaler.max_workers(spec) if spec is not None else None,
+                                      queue_up=stats is not None if queue_tried else None)
         new_status, transitions = pool_status.build_status(observation, previous, now,
                                                            batch=dict(self.batch) if self.batch else None)
         if self.batch is None and previous.get("batch"):
