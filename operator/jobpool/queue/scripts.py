@@ -55,14 +55,21 @@ end
 """
 
 # KEYS: stream live dead_ids config counters result_prefix
-# ARGV: group partial(1|0) blob of (id, given(1|0), payload)
-# -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
+# ARGV: group partial(1|0) blob of (id, given(1|0), payload) default_max_payload_bytes
+# -> {processed, enqueued, room}; processed < number of jobs means the queue is full;
+# nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit}
 SUBMIT = _ENSURE_GROUP + _SPLIT + """
 local stream, live, dead_ids, config, counters, result_prefix =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
+local max_payload = tonumber(redis.call('HGET', config, 'max_payload_bytes') or '')
+  or tonumber(ARGV[4])
+for i = 1, n do
+  local size = #jobs[i][3]
+  if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
+end
 local function known(id)
   return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1

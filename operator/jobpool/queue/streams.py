@@ -18,11 +18,11 @@ from redis.exceptions import (BusyLoadingError, ConnectionError, RedisError, Res
 from redis.retry import Retry
 
 from . import scripts
-from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, QueueUnavailable,
-                   Result, WorkerInfo)
-from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_ids,
-                    outcome_of_failure, retry_delay,
-                    redact_url)
+from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
+                   QueueUnavailable, Result, WorkerInfo)
+from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queue_url,
+                    decode_json, encode_json, new_job_ids, outcome_of_failure, payload_size,
+                    redact_url, retry_delay)
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 SUBMIT_CHUNK = 1000          # jobs per submit script call
@@ -97,12 +97,20 @@ class RedisStreamsQueue(Queue):
             return await function(*args, **kwargs)
 
     # -- configuration ---------------------------------------------------
-    async def configure(self, *, max_length: int | None) -> None:
+    async def configure(self, *, max_length: int | None,
+                        max_payload_bytes: int | None = None) -> None:
+        settings = {"max_length": max_length, "max_payload_bytes": max_payload_bytes}
         with self._errors():
-            if max_length:
-                await self._call(self.redis.hset, self.keys.config, "max_length", int(max_length))
-            else:
-                await self._call(self.redis.hdel, self.keys.config, "max_length")
+            for field, value in settings.items():
+                if value:
+                    await self._call(self.redis.hset, self.keys.config, field, int(value))
+                else:
+                    await self._call(self.redis.hdel, self.keys.config, field)
+
+    async def _max_payload_bytes(self) -> int:
+        with self._errors():
+            stored = await self._call(self.redis.hget, self.keys.config, "max_payload_bytes")
+        return int(stored) if stored else DEFAULT_MAX_PAYLOAD_BYTES
 
     # -- producers -------------------------------------------------------
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
@@ -127,6 +135,9 @@ class RedisStreamsQueue(Queue):
                 except QueueError as exc:
                     raise QueueError(f"job {index}: {exc}") from None
             raise
+        if len(encoded) > SUBMIT_CHUNK:
+            # the script checks one chunk; a later chunk's refusal would come after earlier ones
+            check_payload_sizes(encoded, await self._max_payload_bytes())
         deadline = None if timeout is None else time.monotonic() + timeout
         start = 0
         pause = 0.01
@@ -134,19 +145,23 @@ class RedisStreamsQueue(Queue):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
+            args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES]
             with self._errors():
                 try:
-                    processed, _enqueued, room = await self._submit(
-                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
+                    processed, _enqueued, room, *refusal = await self._submit(
+                        keys=self._submit_keys, args=args)
                 except ConnectionError:
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
                     await self.redis.connection_pool.disconnect()
-                    blob = "\0".join([x for job_id, payload in zip(job_ids[start:end],
-                                                                    encoded[start:end])
-                                       for x in (job_id, "1", payload)])
-                    processed, _enqueued, room = await self._submit(
-                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
+                    args[2] = "\0".join([x for job_id, payload in zip(job_ids[start:end],
+                                                                        encoded[start:end])
+                                          for x in (job_id, "1", payload)])
+                    processed, _enqueued, room, *refusal = await self._submit(
+                        keys=self._submit_keys, args=args)
+            if refusal:
+                _kind, index, size, limit = refusal
+                raise PayloadTooLarge(start + index, size, limit, job_ids[:start])
             start += processed
             if progress is not None and processed:
                 progress(processed)
@@ -353,6 +368,13 @@ class RedisStreamsQueue(Queue):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+
+def check_payload_sizes(encoded: Sequence[str], limit: int) -> None:
+    """Raise PayloadTooLarge for the first encoded payload over `limit` bytes."""
+    for index, text in enumerate(encoded):
+        if len(text) > limit // 4 and payload_size(text) > limit:
+            raise PayloadTooLarge(index, payload_size(text), limit)
 
 
 def stream_entries(reply: Any) -> list:

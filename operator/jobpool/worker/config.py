@@ -10,6 +10,7 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
+from ..queue.codec import name_problem
 from ..queue.keys import RELEASED_CONSUMER
 
 
@@ -128,6 +129,11 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
         if not values.get(name):
             flag, variable, _ = SETTINGS[name]
             raise ConfigError(f"missing {flag} (or {variable})")
+    for name in ("pool", "namespace"):
+        problem = name_problem(values[name], name)
+        if problem is not None:
+            flag, variable, _ = SETTINGS[name]
+            raise ConfigError(f"{flag} (or {variable}): {problem}")
     if bool(values.get("handler")) == bool(values.get("command")):
         raise ConfigError("give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
                           "--command -- PROG ARGS (JOBPOOL_COMMAND)")
