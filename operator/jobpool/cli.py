@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "visibility timeout / 3)")
     worker.add_argument("--result-ttl", help="seconds each result is kept, and with it the "
                                              "dedup of its id (default 86400)")
+    worker.add_argument("--max-results", help="most results kept; the oldest go first "
+                                              "(default 100000)")
+    worker.add_argument("--max-dead-letters", help="most dead letters kept; the oldest go "
+                                                   "first (default 10000)")
 
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
     _queue_flags(submit)
@@ -270,7 +274,8 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
     flags = {name: getattr(args, name, None) for name in (
         "queue_url", "namespace", "pool", "concurrency", "handler", "timeout", "max_attempts",
         "backoff", "max_backoff", "drain_seconds", "metrics_port", "worker_id",
-        "visibility_timeout", "heartbeat_interval", "result_ttl")}
+        "visibility_timeout", "heartbeat_interval", "result_ttl", "max_results",
+        "max_dead_letters")}
     if args.command_flag and not command:
         raise UsageError("--command needs the program after `--`: --command -- PROG ARGS...")
     flags["command"] = command or None

@@ -21,7 +21,7 @@ class QueueUnavailable(QueueError):
 
 class QueueFull(QueueError):
     """`maxLength` jobs are already waiting and the submitter asked not to wait (or not that
-    long). `submitted_ids` are the ids of the jobs that are in the queue nonetheless: the
+    long), or the backend's memory is nearly full (never waited for). `submitted_ids` are the ids of the jobs that are in the queue nonetheless: the
     ones of earlier chunks, in submission order."""
 
     def __init__(self, message: str, submitted_ids: Sequence[str] = ()):

@@ -13,8 +13,8 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import (BusyLoadingError, ConnectionError, RedisError, ResponseError,
-                              TimeoutError)
+from redis.exceptions import (BusyLoadingError, ConnectionError, OutOfMemoryError, RedisError,
+                              ResponseError, TimeoutError)
 from redis.retry import Retry
 
 from . import scripts
@@ -30,6 +30,10 @@ ACK_CHUNK = 500
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_RESULTS_CAP = 100_000
+DEFAULT_DEAD_LETTER_CAP = 10_000
+# Submits stop when Redis memory would pass this share of its maxmemory: the rest is kept for
+# what workers write (results, dead letters, retries), so they never meet Redis's own refusal.
+SUBMIT_MEMORY_SHARE = 0.9
 
 
 def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
@@ -43,7 +47,7 @@ class RedisStreamsQueue(Queue):
     def __init__(self, url: str, namespace: str, pool: str, *,
                  visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
                  result_ttl: float = DEFAULT_RESULT_TTL, results_cap: int = DEFAULT_RESULTS_CAP,
-                 connect_timeout: float = 5.0):
+                 dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP, connect_timeout: float = 5.0):
         if not namespace or not pool:
             raise QueueError("namespace and pool must be non-empty")
         self.url = url
@@ -53,6 +57,7 @@ class RedisStreamsQueue(Queue):
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.results_cap = results_cap
+        self.dead_letter_cap = dead_letter_cap
         try:
             self.redis = aioredis.from_url(
                 url, decode_responses=True, socket_connect_timeout=connect_timeout,
@@ -83,6 +88,11 @@ class RedisStreamsQueue(Queue):
             reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
             raise QueueUnavailable(
                 f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
+        except OutOfMemoryError:
+            raise QueueFull(f"queue {redact_url(self.url)} is out of memory: Redis refused a "
+                            f"write on pool {self.namespace}/{self.pool} because its used memory "
+                            f"is above its maxmemory; let the workers catch up, shorten result "
+                            f"retention (spec.results) or raise the Redis maxmemory") from None
         except RedisError as exc:
             raise QueueError(f"queue {redact_url(self.url)} refused an operation on pool "
                              f"{self.namespace}/{self.pool}: {exc}") from None
@@ -145,7 +155,8 @@ class RedisStreamsQueue(Queue):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
-            args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES]
+            args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES,
+                    SUBMIT_MEMORY_SHARE]
             with self._errors():
                 try:
                     processed, _enqueued, room, *refusal = await self._submit(
@@ -160,8 +171,7 @@ class RedisStreamsQueue(Queue):
                     processed, _enqueued, room, *refusal = await self._submit(
                         keys=self._submit_keys, args=args)
             if refusal:
-                _kind, index, size, limit = refusal
-                raise PayloadTooLarge(start + index, size, limit, job_ids[:start])
+                raise self._refusal(refusal, start, job_ids)
             start += processed
             if progress is not None and processed:
                 progress(processed)
@@ -182,6 +192,20 @@ class RedisStreamsQueue(Queue):
             else:
                 pause = 0.01
         return job_ids
+
+    def _refusal(self, refusal: list[Any], start: int, job_ids: list[str]) -> QueueError:
+        """The error of a chunk the submit script refused as a whole."""
+        kind, *figures = refusal
+        if kind == "payload":
+            index, size, limit = figures
+            return PayloadTooLarge(start + index, size, limit, job_ids[:start])
+        used, max_memory = figures
+        return QueueFull(
+            f"queue {self.namespace}/{self.pool} refused the submit: Redis memory is nearly "
+            f"full ({used / 2**20:.1f} MiB used of its maxmemory {max_memory / 2**20:.1f} MiB; "
+            f"submits stop at {SUBMIT_MEMORY_SHARE:.0%}, the rest is kept for the workers' "
+            f"results); submitted {start} of {len(job_ids)}; let the workers catch up, shorten "
+            f"result retention (spec.results) or raise the Redis maxmemory", job_ids[:start])
 
     @property
     def _submit_keys(self) -> list[str]:
@@ -264,7 +288,7 @@ class RedisStreamsQueue(Queue):
                 keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
                       k.counters, k.result_prefix],
                 args=[GROUP, job.token, job.id, job.attempts, job.payload_text, error[:8000],
-                      outcome, delay_ms, "1" if job.replayed else "0"])
+                      outcome, delay_ms, "1" if job.replayed else "0", self.dead_letter_cap])
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from ..queue.codec import name_problem
 from ..queue.keys import RELEASED_CONSUMER
+from ..queue.streams import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,8 @@ class WorkerConfig:
     visibility_timeout: float = 30.0
     heartbeat_interval: float = 10.0
     result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
+    max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
+    max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
     block_ms: int = 1000            # longest blocking read, and so the longest idle fetch
 
     @property
@@ -98,6 +101,8 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "heartbeat_interval": ("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
                            _non_negative_float),
     "result_ttl": ("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float),
+    "max_results": ("--max-results", "JOBPOOL_MAX_RESULTS", _positive_int),
+    "max_dead_letters": ("--max-dead-letters", "JOBPOOL_MAX_DEAD_LETTERS", _positive_int),
 }
 
 
