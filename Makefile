@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator \
+        bench-memory soak clean
 
 all: test
 
@@ -47,6 +48,10 @@ cluster-down:
 
 bench: venv redis
 	$(BIN)/python bench/bench_queue.py
+
+## Redis bytes per waiting job, per result and per dead letter (the README's sizing figures).
+bench-memory: venv redis
+	$(BIN)/python bench/memory.py
 
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
