@@ -51,7 +51,12 @@ bench: venv redis
 
 ## Redis bytes per waiting job, per result and per dead letter (the README's sizing figures).
 bench-memory: venv redis
-	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/bench_memory.py
+
+## Chaos soak: 20,000 jobs through worker kills, a Redis restart and malformed entries (the
+## test suite runs a short one: tests/integration/test_soak.py).
+soak: venv redis
+	$(BIN)/python bench/soak.py --jobs 20000
 
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py

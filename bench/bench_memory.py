@@ -4,7 +4,7 @@ Against its own redis-server (AOF on, as in the chart), through the queue's own 
 ones `jobpool submit` and `jobpool worker` run): `used_memory` (INFO memory) before and after
 N items, divided by N, for a small payload and for one of 1 KiB.
 
-Usage: python bench/memory.py [--items N]
+Usage: python bench/bench_memory.py [--items N]
 """
 from __future__ import annotations
 
