@@ -63,6 +63,16 @@ def lost_job_error(job: Job, max_attempts: int) -> str | None:
     return None
 
 
+async def stop_task(task: asyncio.Task) -> None:
+    """Cancel a loop task and wait for it, cancelling again while it runs: a cancel that meets
+    a result being set can be swallowed on Python 3.11 (asyncio.wait_for), and the loop lives on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class Worker:
     def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
                  metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
@@ -110,9 +120,7 @@ class Worker:
         await self._fetch_loop()
         await self._drain()
         for task in (acker, heartbeat, watch):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         with contextlib.suppress(QueueError):
             await self.queue.unregister(self.config.worker_id)
         if server:
