@@ -33,11 +33,13 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from jobpool import Client, QueueError  # noqa: E402
+from jobpool.queue import open_queue  # noqa: E402
 from jobpool.queue.keys import PoolKeys  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
 NAMESPACE, POOL = "soak", "chaos"
 SUBMIT_CHUNK = 250
+BACKLOG_SHARE = 10            # maxLength = jobs / this: submits wait for room, spanning the run
 VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
 MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
 
@@ -138,8 +140,8 @@ class Workers:
 
 
 class Submitter(threading.Thread):
-    """Submits the good jobs in chunks with stable ids; a chunk refused because Redis is down
-    is sent again (its ids dedup whatever part of it got in)."""
+    """Submits the good jobs in chunks with stable ids, waiting for room under maxLength; a
+    chunk refused because Redis is down is sent again (its ids dedup what of it got in)."""
 
     def __init__(self, url: str, jobs: int, rng: random.Random):
         super().__init__(daemon=True)
@@ -162,7 +164,6 @@ class Submitter(threading.Thread):
                         time.sleep(0.1)
                         continue
                     self.submitted = stop
-                    time.sleep(0.02)
         except BaseException as exc:  # reported by the soak, not lost in a thread
             self.error = exc
 
@@ -197,6 +198,11 @@ def chaos_plan(jobs: int, rng: random.Random) -> list[tuple[float, str]]:
     return sorted(events)
 
 
+async def configure(queue, max_length: int) -> None:
+    await queue.configure(max_length=max_length)
+    await queue.close()
+
+
 def finished(client: Client) -> tuple[int, Any]:
     stats = client.status()
     return stats.succeeded + stats.dead_lettered, stats
@@ -214,6 +220,8 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
     report = Report(jobs=jobs)
     bad = malformed_ids(max(len(MALFORMED_ENTRIES), jobs // 100))
     report.malformed = len(bad)
+    queue = open_queue(server.url, NAMESPACE, POOL)
+    asyncio.run(configure(queue, max(SUBMIT_CHUNK, jobs // BACKLOG_SHARE)))
     say(f"soak: {jobs:,} jobs, {len(bad)} malformed entries, {workers} workers x {concurrency} "
         f"slots, seed {seed}, logs in {directory}")
     started = time.monotonic()
