@@ -32,7 +32,7 @@ DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_RESULTS_CAP = 100_000
 DEFAULT_DEAD_LETTER_CAP = 10_000
 # Submits stop when Redis memory would pass this share of its maxmemory: the rest is kept for
-# what workers write (results, dead letters, retries), so they never meet Redis's own refusal.
+# what workers write (results, dead letters, retries) while submits are refused.
 SUBMIT_MEMORY_SHARE = 0.9
 
 
