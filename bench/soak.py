@@ -190,7 +190,7 @@ def inject(url: str, entries: list[tuple[str, str]]) -> None:
 def chaos_plan(jobs: int, rng: random.Random) -> list[tuple[float, str]]:
     """(progress fraction, event): kills and stops spread over the run, one Redis restart and
     malformed entries written at several points."""
-    kills = terms = max(3, jobs // 2000)
+    kills, terms = max(3, jobs // 2000), max(6, jobs // 1000)   # SIGTERMs meet drains mid-ack
     events = [(rng.uniform(0.05, 0.9), "kill") for _ in range(kills)]
     events += [(rng.uniform(0.05, 0.9), "term") for _ in range(terms)]
     events += [(rng.uniform(0.3, 0.6), "restart-redis")]

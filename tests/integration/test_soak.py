@@ -10,6 +10,6 @@ def test_a_short_chaos_soak_loses_nothing_and_leaves_no_worker_running(tmp_path)
     report = run_soak(jobs=1500, workers=3, concurrency=8, seed=1, directory=tmp_path,
                       timeout=240, say=lambda line: None)
     assert report.ok, "\n".join(report.lines())
-    assert (report.kills, report.terms, report.redis_restarts) == (3, 3, 1)
+    assert (report.kills, report.terms, report.redis_restarts) == (3, 6, 1)
     assert report.results == 1500 and report.dead_letters == report.malformed >= len(MALFORMED_ENTRIES)
     assert report.workers_left == []
