@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobpool.queue import QueueError, QueueStats, WorkerInfo
-from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json, new_job_ids,
-                                 outcome_of_failure, queue_url_problem, redact_url, scrub_url,
-                                 retry_delay)
+from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json, name_problem,
+                                 new_job_ids, outcome_of_failure, payload_size, queue_url_problem,
+                                 redact_url, scrub_url, retry_delay)
 from jobpool.queue.keys import PoolKeys
 
 
@@ -151,3 +151,21 @@ def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(v
 def test_scrubbing_a_url_removes_every_form_an_error_quotes(url, error):
     scrubbed = scrub_url(f"at {redact_url(url)}: {error}", url, "<hidden>")
     assert "cache.internal" not in scrubbed and scrubbed.startswith("at <hidden>: Error")
+
+
+@pytest.mark.parametrize("name", ["a", "thumbs", "team-a", "0pool", "x" * 63, "a1-b2-c3"])
+def test_dns_labels_are_pool_and_namespace_names(name):
+    assert name_problem(name, "pool") is None
+
+
+@pytest.mark.parametrize("name", ["", "Thumbs", "bad pool name!", "-a", "a-", "a_b", "a.b",
+                                  "x" * 64, "é", None, 7])
+def test_anything_else_is_refused_naming_the_value_and_the_rule(name):
+    problem = name_problem(name, "pool")
+    assert problem == (f"pool {name!r} is not a DNS-1123 label: at most 63 lowercase letters, "
+                       f"digits and '-', starting and ending with a letter or digit")
+
+
+@pytest.mark.parametrize("text", ["x" * 10, "é" * 10, "💥" * 3, ""])
+def test_payload_size_counts_utf8_bytes(text):
+    assert payload_size(text) == len(text.encode())
