@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 import jobpool
 from jobpool.queue import PayloadTooLarge, QueueError
@@ -24,7 +25,6 @@ def jobpool_cli(*argv: str, stdin: str | None = None) -> subprocess.CompletedPro
 
 
 def pool_keys(redis_server, pattern: str = "*") -> list[str]:
-    import redis
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         return list(client.scan_iter(match=pattern, count=1000))
@@ -97,3 +97,20 @@ def test_the_sdk_names_the_job_over_the_limit_and_the_queue_enforces_it(redis_se
                                             "limit of 64 bytes")
         assert client.status().submitted == 0
         assert len(client.submit_many(["z" * 62])) == 1   # 64 bytes of JSON: at the limit
+
+
+def test_a_60_mb_payload_is_refused_without_being_sent_to_redis(redis_server, pool_name, queue,
+                                                                tmp_path):
+    jobs = tmp_path / "huge.jsonl"
+    jobs.write_text(json.dumps({"blob": "x" * 60_000_000}) + "\n")
+    client = redis.Redis.from_url(redis_server.url)
+    received = client.info("stats")["total_net_input_bytes"]
+    done = jobpool_cli("submit", "--queue", redis_server.url, "--namespace", "it", pool_name,
+                       "--file", str(jobs))
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith(f"jobpool submit: error: {jobs} line 1: the payload is "
+                                  f"60000011 bytes, over the pool's limit of 1048576 bytes"), \
+        done.stderr
+    assert client.info("stats")["total_net_input_bytes"] - received < 1_000_000
+    client.close()
+    assert queue.stats().submitted == 0

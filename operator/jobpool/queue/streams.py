@@ -26,6 +26,7 @@ from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queu
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 SUBMIT_CHUNK = 1000          # jobs per submit script call
+LARGE_PAYLOAD = DEFAULT_MAX_PAYLOAD_BYTES // 4   # characters that may be over the default limit
 ACK_CHUNK = 500
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_RESULT_TTL = 24 * 3600.0
@@ -145,8 +146,9 @@ class RedisStreamsQueue(Queue):
                 except QueueError as exc:
                     raise QueueError(f"job {index}: {exc}") from None
             raise
-        if len(encoded) > SUBMIT_CHUNK:
-            # the script checks one chunk; a later chunk's refusal would come after earlier ones
+        if len(encoded) > SUBMIT_CHUNK or any(len(text) > LARGE_PAYLOAD for text in encoded):
+            # the script checks one chunk: a later chunk's refusal would come after earlier
+            # ones, and a payload far over the limit need not travel to Redis to be refused
             check_payload_sizes(encoded, await self._max_payload_bytes())
         deadline = None if timeout is None else time.monotonic() + timeout
         start = 0
