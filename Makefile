@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
+        bench-operator bench-memory soak clean
 
 all: test
 
@@ -55,6 +56,15 @@ cluster-down:
 
 bench: venv redis
 	$(BIN)/python bench/bench_queue.py
+
+## Redis bytes per waiting job, per result and per dead letter (the README's sizing figures).
+bench-memory: venv redis
+	$(BIN)/python bench/bench_memory.py
+
+## Chaos soak: 20,000 jobs through worker kills, a Redis restart and malformed entries (the
+## test suite runs a short one: tests/integration/test_soak.py).
+soak: venv redis
+	$(BIN)/python bench/soak.py --jobs 20000
 
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py

@@ -1,9 +1,9 @@
 """jobpool: a Kubernetes-native pool of workers fed by a queue."""
 from .client import AsyncClient, Client
-from .queue import (DeadJob, QueueError, QueueFull, QueueStats, QueueUnavailable, Result,
-                    WorkerInfo)
+from .queue import (DeadJob, PayloadTooLarge, QueueError, QueueFull, QueueStats,
+                    QueueUnavailable, Result, WorkerInfo)
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "DeadJob", "QueueError", "QueueFull", "QueueStats",
+__all__ = ["AsyncClient", "Client", "DeadJob", "PayloadTooLarge", "QueueError", "QueueFull", "QueueStats",
            "QueueUnavailable", "Result", "WorkerInfo", "__version__"]

@@ -13,7 +13,8 @@ import threading
 from typing import Any, Iterable, Sequence, TextIO
 
 from ._progress import Progress
-from .queue import QueueError, QueueFull, QueueStats, open_queue
+from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
+from .queue.codec import name_problem
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
 
@@ -23,26 +24,26 @@ class UsageError(Exception):
 
 
 # -- pure helpers ---------------------------------------------------------------------------
-def parse_json_lines(lines: Iterable[str], source: str) -> list[Any]:
-    """Every non-blank line as a JSON value; the first bad line raises UsageError naming it,
-    so nothing from a file is submitted unless all of it parses."""
+def parse_json_lines(lines: Iterable[str], source: str) -> list[tuple[str, Any]]:
+    """Every non-blank line as (where, JSON value), `where` naming its line; the first bad line
+    raises UsageError naming it, so nothing from a file is submitted unless all of it parses."""
     payloads = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            payloads.append(json.loads(line))
+            payloads.append((f"{source} line {number}", json.loads(line)))
         except ValueError as exc:
             raise UsageError(f"{source} line {number} is not valid JSON ({exc}); nothing was "
                              f"submitted") from None
     return payloads
 
 
-def parse_payload_flags(values: Sequence[str]) -> list[Any]:
+def parse_payload_flags(values: Sequence[str]) -> list[tuple[str, Any]]:
     payloads = []
     for number, text in enumerate(values, start=1):
         try:
-            payloads.append(json.loads(text))
+            payloads.append((f"--payload #{number}", json.loads(text)))
         except ValueError as exc:
             raise UsageError(f"--payload #{number} {text!r} is not valid JSON ({exc}); nothing "
                              f"was submitted") from None
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "visibility timeout / 3)")
     worker.add_argument("--result-ttl", help="seconds each result is kept, and with it the "
                                              "dedup of its id (default 86400)")
+    worker.add_argument("--max-results", help="most results kept; the oldest go first "
+                                              "(default 100000)")
+    worker.add_argument("--max-dead-letters", help="most dead letters kept; the oldest go "
+                                                   "first (default 10000)")
 
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
     _queue_flags(submit)
@@ -157,21 +162,26 @@ def _open(args: argparse.Namespace):
     pool = args.pool or os.environ.get("JOBPOOL_POOL")
     if not pool:
         raise UsageError("no pool: give POOL or set JOBPOOL_POOL")
+    for value, what in ((pool, "pool"), (namespace, "namespace")):
+        problem = name_problem(value, what)
+        if problem is not None:
+            raise UsageError(problem)
     return open_queue(url, namespace, pool)
 
 
 async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    payloads = parse_payload_flags(args.payload)
+    sourced = parse_payload_flags(args.payload)
     if args.file == "-":
-        payloads += parse_json_lines(stdin, "stdin")
+        sourced += parse_json_lines(stdin, "stdin")
     elif args.file:
         try:
             with open(args.file, encoding="utf-8") as handle:
-                payloads += parse_json_lines(handle, args.file)
+                sourced += parse_json_lines(handle, args.file)
         except OSError as exc:
             raise UsageError(f"cannot read --file {args.file}: {exc.strerror}") from None
-    if not payloads:
+    if not sourced:
         raise UsageError("nothing to submit: give --payload JSON or --file PATH|-")
+    payloads = [payload for _, payload in sourced]
     ids = None
     if args.id:
         if len(args.id) > len(payloads):
@@ -183,11 +193,13 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
     try:
         job_ids = await queue.submit_many(payloads, ids, wait=not args.no_wait,
                                           progress=progress.update)
-    except QueueFull as exc:
+    except (QueueFull, PayloadTooLarge) as exc:
         # the jobs of earlier chunks are in the queue: their ids must not be lost
         progress.clear()
         stdout.write("".join(f"{job_id}\n" for job_id in exc.submitted_ids))
         stdout.flush()
+        if isinstance(exc, PayloadTooLarge):
+            raise UsageError(exc.naming(sourced[exc.index][0])) from None
         raise
     finally:
         progress.clear()
@@ -262,7 +274,8 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
     flags = {name: getattr(args, name, None) for name in (
         "queue_url", "namespace", "pool", "concurrency", "handler", "timeout", "max_attempts",
         "backoff", "max_backoff", "drain_seconds", "metrics_port", "worker_id",
-        "visibility_timeout", "heartbeat_interval", "result_ttl")}
+        "visibility_timeout", "heartbeat_interval", "result_ttl", "max_results",
+        "max_dead_letters")}
     if args.command_flag and not command:
         raise UsageError("--command needs the program after `--`: --command -- PROG ARGS...")
     flags["command"] = command or None

@@ -10,13 +10,15 @@ import asyncio
 from typing import Any, AsyncIterator, Sequence
 
 from .queue import DeadJob, QueueStats, Result, open_queue
+from .queue.codec import check_name
 
 
 class AsyncClient:
     """The SDK for asyncio code; every method is a coroutine."""
 
     def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
-        self.queue = open_queue(queue_url, namespace, pool, **options)
+        self.queue = open_queue(queue_url, check_name(namespace, "namespace"),
+                                check_name(pool, "pool"), **options)
 
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         """Enqueue one JSON payload; returns its id (the given one, or a generated one)."""
@@ -58,8 +60,8 @@ class Client:
     """The synchronous SDK. It runs its own event loop, so use `AsyncClient` inside asyncio."""
 
     def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
-        self._loop = asyncio.new_event_loop()
         self._async = AsyncClient(queue_url, namespace, pool, **options)
+        self._loop = asyncio.new_event_loop()
 
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)

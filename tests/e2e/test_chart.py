@@ -122,6 +122,24 @@ def test_bundled_redis_is_durable_by_default_and_an_empty_dir_is_opt_in(kube_clu
     assert redis_parts(docs)[0]["volumes"] == [{"name": "data", "emptyDir": {}}]
 
 
+def test_bundled_redis_has_a_maxmemory_below_its_memory_limit_and_never_evicts(kube_cluster):
+    def maxmemory(*sets):
+        args = redis_parts(render(kube_cluster, *sets))[1]["args"]
+        assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+        return args[args.index("--maxmemory") + 1]
+
+    assert maxmemory() == str(int(512 * 2**20 * 0.8))   # 80% of the default 512Mi limit
+    assert maxmemory("redis.resources.limits.memory=2Gi", "redis.maxmemoryPercent=75") == str(
+        int(2 * 2**30 * 0.75))
+    assert maxmemory("redis.resources.limits.memory=1G") == str(int(1e9 * 0.8))
+    assert maxmemory("redis.maxmemory=300mb") == "300mb"
+    for limit, said in (("null", "redis.resources.limits.memory is required"),
+                        ("lots", 'redis.resources.limits.memory "lots"')):
+        result = helm(kube_cluster, "template", "jp", str(CHART), "--set",
+                      f"redis.resources.limits.memory={limit}", check=False)
+        assert result.returncode != 0 and said in result.stderr, result.stderr
+
+
 def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
     (policy,) = by_kind(render(kube_cluster), "NetworkPolicy")
     spec = policy["spec"]
@@ -153,7 +171,8 @@ def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
 
 @pytest.mark.parametrize("bad", ["replicas=-1", "metricsPort=0", "image.pullPolicy=Sometimes",
                                  "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
-                                 "redis.persistence.size=lots", "redis.auth.enabled=maybe"])
+                                 "redis.persistence.size=lots", "redis.auth.enabled=maybe",
+                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100"])
 def test_bad_values_are_refused(kube_cluster, bad):
     result = helm(kube_cluster, "template", "jp", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr

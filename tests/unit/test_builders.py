@@ -6,6 +6,7 @@ import pytest
 from jobpool.api import JobPoolSpec
 from jobpool.controller import builders
 from jobpool.controller.builders import PoolRef, SpecProblem
+from jobpool.worker.config import WorkerConfig, resolve_config
 
 POOL = PoolRef(name="thumbnails", namespace="media", uid="1234")
 
@@ -47,6 +48,19 @@ def test_worker_env_mirrors_the_worker_flags():
     assert env["JOBPOOL_WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert values["EXTRA"] == "1"
     assert all(name.startswith("JOBPOOL_") or name == "EXTRA" for name in env)
+
+
+def test_retention_settings_reach_the_worker_config_through_its_env():
+    s = spec(worker={"image": "a", "handler": "m:f"}, results={"ttlSeconds": 600, "maxCount": 2000},
+             deadLetter={"maxLength": 50})
+    env = env_of(builders.build_deployment(POOL, s, 1, "redis://q:6379/0"))
+    values = {k: v["value"] for k, v in env.items() if "value" in v}
+    config = resolve_config({}, values, default_id=lambda: "pod-0")
+    assert (config.result_ttl, config.max_results, config.max_dead_letters) == (600, 2000, 50)
+    defaults = resolve_config({}, {k: v["value"] for k, v in env_of(builders.build_deployment(
+        POOL, spec(), 1, "redis://q:6379/0")).items() if "value" in v}, default_id=lambda: "p")
+    assert (defaults.result_ttl, defaults.max_results, defaults.max_dead_letters) == (
+        WorkerConfig.result_ttl, WorkerConfig.max_results, WorkerConfig.max_dead_letters)
 
 
 def test_command_is_passed_as_a_json_array():

@@ -12,7 +12,8 @@ from jobpool.queue import QueueStats, WorkerInfo
 
 
 def test_json_lines_skip_blank_lines():
-    assert parse_json_lines(['{"a": 1}\n', "\n", "2\n", '"x"'], "jobs.jsonl") == [{"a": 1}, 2, "x"]
+    assert parse_json_lines(['{"a": 1}\n', "\n", "2\n", '"x"'], "jobs.jsonl") == [
+        ("jobs.jsonl line 1", {"a": 1}), ("jobs.jsonl line 3", 2), ("jobs.jsonl line 4", "x")]
 
 
 def test_a_malformed_line_is_named_with_its_number():

@@ -103,3 +103,13 @@ def test_the_result_ttl_defaults_to_a_day_and_comes_from_the_flag_or_the_variabl
 def test_a_result_ttl_that_is_not_a_positive_number_is_refused_naming_its_variable(value):
     with pytest.raises(ConfigError, match=rf"^JOBPOOL_RESULT_TTL='{value}': "):
         resolve(env=dict(BASE_ENV, JOBPOOL_RESULT_TTL=value))
+
+
+@pytest.mark.parametrize("variable, value", [("JOBPOOL_POOL", "bad pool name!"),
+                                             ("JOBPOOL_NAMESPACE", "Media")])
+def test_a_pool_or_namespace_that_is_no_dns_label_is_refused(variable, value):
+    with pytest.raises(ConfigError) as caught:
+        resolve(env=dict(BASE_ENV, **{variable: value}))
+    flag = "--pool" if variable == "JOBPOOL_POOL" else "--namespace"
+    assert str(caught.value).startswith(f"{flag} (or {variable}): {flag[2:]} {value!r} is not a "
+                                        f"DNS-1123 label")

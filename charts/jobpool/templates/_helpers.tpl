@@ -59,3 +59,23 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{- /* Redis maxmemory in bytes: redis.maxmemory, else redis.maxmemoryPercent of the container's
+memory limit (the rest is for the AOF rewrite, client buffers and fragmentation). */}}
+{{- define "jobpool.redisMaxmemory" -}}
+{{- if .Values.redis.maxmemory -}}
+{{- .Values.redis.maxmemory -}}
+{{- else -}}
+{{- $limit := dig "limits" "memory" "" .Values.redis.resources | toString -}}
+{{- if not $limit -}}
+{{- fail "redis.resources.limits.memory is required (maxmemory is derived from it), or set redis.maxmemory" -}}
+{{- end -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $limit -}}
+{{- $unit := trimPrefix $number $limit -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $number) (not (hasKey $units $unit)) -}}
+{{- fail (printf "redis.resources.limits.memory %q: give a number with k, M, G, Ki, Mi, Gi or Ti, or set redis.maxmemory" $limit) -}}
+{{- end -}}
+{{- mulf (float64 $number) (index $units $unit) .Values.redis.maxmemoryPercent 0.01 | floor | int64 -}}
+{{- end -}}
+{{- end -}}

@@ -8,6 +8,7 @@ from .v1alpha1 import (
     AutoscalingSpec,
     BatchProgress,
     Condition,
+    DeadLetterSpec,
     JobCounts,
     JobPool,
     JobPoolSpec,
@@ -16,6 +17,7 @@ from .v1alpha1 import (
     QueueCounts,
     QueueSpec,
     RangeSpec,
+    ResultsSpec,
     RetrySpec,
     SecretKeyRef,
     WorkerSpec,
@@ -23,6 +25,6 @@ from .v1alpha1 import (
 
 __all__ = [
     "API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION", "AutoscalingSpec", "BatchProgress",
-    "Condition", "JobCounts", "JobPool", "JobPoolSpec", "JobPoolStatus", "JobsSpec", "QueueCounts",
-    "QueueSpec", "RangeSpec", "RetrySpec", "SecretKeyRef", "WorkerSpec",
+    "Condition", "DeadLetterSpec", "JobCounts", "JobPool", "JobPoolSpec", "JobPoolStatus", "JobsSpec", "QueueCounts",
+    "QueueSpec", "RangeSpec", "ResultsSpec", "RetrySpec", "SecretKeyRef", "WorkerSpec",
 ]

@@ -67,6 +67,10 @@ class QueueSpec(Model):
     max_length: int = Field(
         default=100000, ge=1,
         description="Backpressure: at most this many jobs wait; submitters then wait or fail.")
+    max_payload_bytes: int = Field(
+        default=1048576, ge=1, le=536870912,
+        description="Largest payload (bytes of its JSON) a submit may enqueue; a larger one is "
+                    "refused, naming the job, and nothing of that submit is enqueued.")
 
     @model_validator(mode="after")
     def _one_url_source(self) -> "QueueSpec":
@@ -168,6 +172,27 @@ class RetrySpec(Model):
         return self
 
 
+class ResultsSpec(Model):
+    """How long and how many results of succeeded jobs Redis keeps (what a job leaves behind)."""
+
+    ttl_seconds: int = Field(
+        default=86400, ge=1,
+        description="Seconds each result is kept; while it is, a job with the same id is not "
+                    "enqueued again.")
+    max_count: int = Field(
+        default=100000, ge=1,
+        description="Most results kept; beyond it the oldest are dropped first, before their "
+                    "ttlSeconds.")
+
+
+class DeadLetterSpec(Model):
+    """The dead-letter stream of jobs that failed their last attempt."""
+
+    max_length: int = Field(
+        default=10000, ge=1,
+        description="Most dead letters kept; a new one beyond it drops the oldest.")
+
+
 class AutoscalingSpec(Model):
     """The operator's own backlog-driven autoscaler."""
 
@@ -210,6 +235,10 @@ class JobPoolSpec(Model):
     jobs: JobsSpec | None = Field(
         default=None, description="An optional finite batch the operator feeds once, idempotently.")
     retry: RetrySpec = Field(default_factory=RetrySpec, description="Retries of failed attempts.")
+    results: ResultsSpec = Field(
+        default_factory=ResultsSpec, description="Retention of the results of succeeded jobs.")
+    dead_letter: DeadLetterSpec = Field(
+        default_factory=DeadLetterSpec, description="The bound of the dead-letter stream.")
     timeout_seconds: int = Field(
         default=600, ge=0,
         description="Per-job deadline: the job is cancelled and counts as a failed attempt (0 = none).")

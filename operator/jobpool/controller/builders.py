@@ -130,6 +130,9 @@ def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None) -> l
         {"name": "JOBPOOL_BACKOFF", "value": _number(spec.retry.backoff_seconds)},
         {"name": "JOBPOOL_MAX_BACKOFF", "value": _number(spec.retry.max_backoff_seconds)},
         {"name": "JOBPOOL_DRAIN_SECONDS", "value": str(spec.drain_seconds)},
+        {"name": "JOBPOOL_RESULT_TTL", "value": str(spec.results.ttl_seconds)},
+        {"name": "JOBPOOL_MAX_RESULTS", "value": str(spec.results.max_count)},
+        {"name": "JOBPOOL_MAX_DEAD_LETTERS", "value": str(spec.dead_letter.max_length)},
         {"name": "JOBPOOL_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
     ]
     ours = {e["name"] for e in env}

@@ -159,7 +159,7 @@ class PoolController:
         self.feeder: asyncio.Task[None] | None = None
         self.queue: Queue | None = None
         self.queue_url: str | None = None
-        self.configured_max_length: int | None = None
+        self.configured: dict[str, int] | None = None    # the pool-wide settings in the queue
         self.stopping = False
         self._secret_cache: tuple[float, tuple[str, str], str | None, pool_status.Problem | None] | None = None
 
@@ -325,11 +325,12 @@ class PoolController:
             except Exception:  # the message may quote the value: say what is wrong without it
                 return invalid_queue_url(spec, url)
             self.queue_url = url
-        if self.configured_max_length != spec.queue.max_length and self.queue is not None:
+        settings = {"max_length": spec.queue.max_length,
+                    "max_payload_bytes": spec.queue.max_payload_bytes}
+        if self.configured != settings and self.queue is not None:
             try:
-                await asyncio.wait_for(self.queue.configure(max_length=spec.queue.max_length),
-                                       QUEUE_TIMEOUT_SECONDS)
-                self.configured_max_length = spec.queue.max_length
+                await asyncio.wait_for(self.queue.configure(**settings), QUEUE_TIMEOUT_SECONDS)
+                self.configured = settings
             except Exception:
                 pass  # stats() reports the queue as unreachable with the reason
         return None
@@ -343,7 +344,7 @@ class PoolController:
             except BaseException:
                 pass
             self.feeder = None
-        queue, self.queue, self.queue_url, self.configured_max_length = self.queue, None, None, None
+        queue, self.queue, self.queue_url, self.configured = self.queue, None, None, None
         if queue is not None:
             try:
                 await queue.close()

@@ -1,9 +1,9 @@
 """The queue: one protocol (`Queue`) and its Redis Streams implementation."""
-from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, QueueUnavailable,
-                   Result, WorkerInfo)
+from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
+                   QueueUnavailable, Result, WorkerInfo)
 from .streams import RedisStreamsQueue, open_queue
 
 __all__ = [
-    "DeadJob", "Job", "Queue", "QueueError", "QueueFull", "QueueStats", "QueueUnavailable",
+    "DeadJob", "Job", "PayloadTooLarge", "Queue", "QueueError", "QueueFull", "QueueStats", "QueueUnavailable",
     "RedisStreamsQueue", "Result", "WorkerInfo", "open_queue",
 ]

@@ -21,12 +21,29 @@ class QueueUnavailable(QueueError):
 
 class QueueFull(QueueError):
     """`maxLength` jobs are already waiting and the submitter asked not to wait (or not that
-    long). `submitted_ids` are the ids of the jobs that are in the queue nonetheless: the
+    long), or the backend's memory is nearly full (never waited for). `submitted_ids` are the ids of the jobs that are in the queue nonetheless: the
     ones of earlier chunks, in submission order."""
 
     def __init__(self, message: str, submitted_ids: Sequence[str] = ()):
         super().__init__(message)
         self.submitted_ids = list(submitted_ids)
+
+
+class PayloadTooLarge(QueueError):
+    """Job `index` of a submit has a payload over the pool's limit; `submitted_ids` are the
+    jobs enqueued before it was refused (none, unless the limit changed during the submit)."""
+
+    def __init__(self, index: int, size: int, limit: int, submitted_ids: Sequence[str] = ()):
+        done = (f"{len(submitted_ids)} jobs before it were submitted" if submitted_ids
+                else "nothing was submitted")
+        super().__init__(f"job {index}: the payload is {size} bytes, over the pool's limit of "
+                         f"{limit} bytes (spec.queue.maxPayloadBytes); {done}")
+        self.index, self.size, self.limit = index, size, limit
+        self.submitted_ids = list(submitted_ids)
+
+    def naming(self, where: str) -> str:
+        """The message with the job named by `where` (e.g. a file and line) instead of its index."""
+        return str(self).replace(f"job {self.index}:", f"{where}:", 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +142,10 @@ class Queue(abc.ABC):
 
     # -- configuration (written by the operator, seen by every submitter) --
     @abc.abstractmethod
-    async def configure(self, *, max_length: int | None) -> None:
-        """Store pool-wide settings in the backend, e.g. the `maxLength` bound."""
+    async def configure(self, *, max_length: int | None,
+                        max_payload_bytes: int | None = None) -> None:
+        """Store pool-wide settings in the backend, seen by every submitter: the `maxLength`
+        bound and the payload limit (None: no bound / the default limit)."""
 
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
@@ -137,7 +156,8 @@ class Queue(abc.ABC):
         """Enqueue jobs (pipelined); returns their ids. A caller-given id that the queue
         still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
         When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
-        or raise QueueFull. `progress(n)` is told each time n more jobs were handled."""
+        or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
+        A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         return (await self.submit_many([payload], [id], wait=wait))[0]

@@ -11,6 +11,8 @@ from typing import Any
 from .base import QueueError
 
 MAX_ID_LENGTH = 256
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20     # a pool's payload limit when spec.queue sets none
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class RawJSON(str):
@@ -33,6 +35,26 @@ def check_job_id(job_id: Any, index: int | None = None) -> str:
     if not job_id.isprintable():
         raise QueueError(f"{where}id {job_id!r} contains non-printable characters")
     return job_id
+
+
+def name_problem(value: Any, what: str) -> str | None:
+    """Why a pool or namespace name cannot be one in Kubernetes (a DNS-1123 label), or None."""
+    if isinstance(value, str) and len(value) <= 63 and _DNS_LABEL.match(value):
+        return None
+    return (f"{what} {value!r} is not a DNS-1123 label: at most 63 lowercase letters, digits "
+            f"and '-', starting and ending with a letter or digit")
+
+
+def check_name(value: Any, what: str) -> str:
+    problem = name_problem(value, what)
+    if problem is not None:
+        raise QueueError(problem)
+    return value
+
+
+def payload_size(text: str) -> int:
+    """Bytes of an encoded payload as Redis stores it (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

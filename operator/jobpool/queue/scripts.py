@@ -63,15 +63,38 @@ local function split_blob(blob, width)
 end
 """
 
+# INFO is allowed in scripts (effects are replicated, not the script); maxmemory 0 = no limit.
+_MEMORY = """
+local function memory_used_and_max()
+  local info = redis.call('INFO', 'memory')
+  return tonumber(string.match(info, 'used_memory:(%d+)')),
+    tonumber(string.match(info, 'maxmemory:(%d+)'))
+end
+"""
+
 # KEYS: stream live dead_ids config counters result_prefix
-# ARGV: group partial(1|0) blob of (id, given(1|0), payload)
+# ARGV: group partial(1|0) blob of (id, given(1|0), payload) default_max_payload_bytes
+#       memory_share (submits stop when used memory would pass this share of maxmemory)
 # -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
-SUBMIT = _ENSURE_GROUP + _SPLIT + """
+# Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
+# or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
+SUBMIT = _ENSURE_GROUP + _SPLIT + _MEMORY + """
 local stream, live, dead_ids, config, counters, result_prefix =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
+local max_payload = tonumber(redis.call('HGET', config, 'max_payload_bytes') or '')
+  or tonumber(ARGV[4])
+for i = 1, n do
+  local size = #jobs[i][3]
+  if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
+end
+-- refused well before Redis itself refuses writes, so workers can still store results
+local used, max_memory = memory_used_and_max()
+if max_memory > 0 and used + #ARGV[3] > max_memory * tonumber(ARGV[5]) then
+  return {0, 0, -1, 'memory', used, max_memory}
+end
 local function known(id)
   return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1
@@ -203,7 +226,7 @@ for _, done in ipairs(split_blob(ARGV[4], 5)) do
     -- the result key is the proof of a first completion: an id that already has one was
     -- written twice (by a foreign producer), so this completion is a duplicate
     if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
-      redis.call('XADD', results, 'MAXLEN', '~', cap, '*', 'id', id, 'r', result, 'a', attempts)
+      redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
       succeeded = succeeded + 1
     else
       duplicates = duplicates + 1
@@ -216,12 +239,22 @@ for _, done in ipairs(split_blob(ARGV[4], 5)) do
 end
 if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
+-- at most `cap` results are kept: the oldest go with their result keys (a bounded step)
+local excess = redis.call('XLEN', results) - tonumber(cap)
+if excess > 0 then
+  local old = {}
+  for _, entry in ipairs(redis.call('XRANGE', results, '-', '+', 'COUNT', math.min(excess, 1000))) do
+    redis.call('DEL', result_prefix .. entry[2][2])
+    old[#old + 1] = entry[1]
+  end
+  redis.call('XDEL', results, unpack(old))
+end
 return {succeeded + resent, duplicates}
 """
 
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
 # ARGV: group entry_id consumer id attempts payload error outcome(retried|dead_lettered)
-#       delay_ms replayed
+#       delay_ms replayed dead_letter_cap
 # -> the outcome, or "duplicate" when the worker no longer holds the delivery: another worker
 # reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
 # copy nor dead-letters a job that may succeed; it is counted as a duplicate.
@@ -270,6 +303,14 @@ if previous then redis.call('XDEL', dead, previous) end
 redis.call('HSET', dead_ids, id, dead_entry)
 redis.call('SREM', live, id)
 if replayed ~= '1' then redis.call('HINCRBY', counters, 'dead_lettered', 1) end
+-- at most `dead_letter_cap` dead letters are kept: the oldest go first
+local excess = redis.call('XLEN', dead) - tonumber(ARGV[11])
+if excess > 0 then
+  for _, old in ipairs(redis.call('XRANGE', dead, '-', '+', 'COUNT', math.min(excess, 1000))) do
+    if redis.call('HGET', dead_ids, old[2][2]) == old[1] then redis.call('HDEL', dead_ids, old[2][2]) end
+    redis.call('XDEL', dead, old[1])
+  end
+end
 return 'dead_lettered'
 """
 

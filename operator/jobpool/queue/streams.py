@@ -13,23 +13,28 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import (BusyLoadingError, ConnectionError, RedisError, ResponseError,
-                              TimeoutError)
+from redis.exceptions import (BusyLoadingError, ConnectionError, OutOfMemoryError, RedisError,
+                              ResponseError, TimeoutError)
 from redis.retry import Retry
 
 from . import scripts
-from .base import (DeadJob, Job, Queue, QueueError, QueueFull, QueueStats, QueueUnavailable,
-                   Result, WorkerInfo)
-from .codec import (RawJSON, check_job_id, check_queue_url, decode_json, encode_json, new_job_ids,
-                    outcome_of_failure, retry_delay,
-                    redact_url, storable_text)
+from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
+                   QueueUnavailable, Result, WorkerInfo)
+from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queue_url,
+                    decode_json, encode_json, new_job_ids, outcome_of_failure, payload_size,
+                    redact_url, retry_delay, storable_text)
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 SUBMIT_CHUNK = 1000          # jobs per submit script call
+LARGE_PAYLOAD = DEFAULT_MAX_PAYLOAD_BYTES // 4   # characters that may be over the default limit
 ACK_CHUNK = 500
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_RESULTS_CAP = 100_000
+DEFAULT_DEAD_LETTER_CAP = 10_000
+# Submits stop when Redis memory would pass this share of its maxmemory: the rest is kept for
+# what workers write (results, dead letters, retries) while submits are refused.
+SUBMIT_MEMORY_SHARE = 0.9
 
 
 def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
@@ -43,7 +48,7 @@ class RedisStreamsQueue(Queue):
     def __init__(self, url: str, namespace: str, pool: str, *,
                  visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
                  result_ttl: float = DEFAULT_RESULT_TTL, results_cap: int = DEFAULT_RESULTS_CAP,
-                 connect_timeout: float = 5.0):
+                 dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP, connect_timeout: float = 5.0):
         if not namespace or not pool:
             raise QueueError("namespace and pool must be non-empty")
         self.url = url
@@ -56,6 +61,7 @@ class RedisStreamsQueue(Queue):
         options = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
                        health_check_interval=0)
+        self.dead_letter_cap = dead_letter_cap
         try:
             self.redis = aioredis.from_url(url, decode_responses=True, **options)
             # stream entries as bytes: any producer may have written them, valid UTF-8 or not
@@ -85,6 +91,11 @@ class RedisStreamsQueue(Queue):
             reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
             raise QueueUnavailable(
                 f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
+        except OutOfMemoryError:
+            raise QueueFull(f"queue {redact_url(self.url)} is out of memory: Redis refused a "
+                            f"write on pool {self.namespace}/{self.pool} because its used memory "
+                            f"is above its maxmemory; let the workers catch up, shorten result "
+                            f"retention (spec.results) or raise the Redis maxmemory") from None
         except RedisError as exc:
             raise QueueError(f"queue {redact_url(self.url)} refused an operation on pool "
                              f"{self.namespace}/{self.pool}: {exc}") from None
@@ -108,12 +119,20 @@ class RedisStreamsQueue(Queue):
             return await function(*args, **kwargs)
 
     # -- configuration ---------------------------------------------------
-    async def configure(self, *, max_length: int | None) -> None:
+    async def configure(self, *, max_length: int | None,
+                        max_payload_bytes: int | None = None) -> None:
+        settings = {"max_length": max_length, "max_payload_bytes": max_payload_bytes}
         with self._errors():
-            if max_length:
-                await self._call(self.redis.hset, self.keys.config, "max_length", int(max_length))
-            else:
-                await self._call(self.redis.hdel, self.keys.config, "max_length")
+            for field, value in settings.items():
+                if value:
+                    await self._call(self.redis.hset, self.keys.config, field, int(value))
+                else:
+                    await self._call(self.redis.hdel, self.keys.config, field)
+
+    async def _max_payload_bytes(self) -> int:
+        with self._errors():
+            stored = await self._call(self.redis.hget, self.keys.config, "max_payload_bytes")
+        return int(stored) if stored else DEFAULT_MAX_PAYLOAD_BYTES
 
     # -- producers -------------------------------------------------------
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
@@ -138,6 +157,10 @@ class RedisStreamsQueue(Queue):
                 except QueueError as exc:
                     raise QueueError(f"job {index}: {exc}") from None
             raise
+        if len(encoded) > SUBMIT_CHUNK or any(len(text) > LARGE_PAYLOAD for text in encoded):
+            # the script checks one chunk: a later chunk's refusal would come after earlier
+            # ones, and a payload far over the limit need not travel to Redis to be refused
+            check_payload_sizes(encoded, await self._max_payload_bytes())
         deadline = None if timeout is None else time.monotonic() + timeout
         start = 0
         pause = 0.01
@@ -145,19 +168,23 @@ class RedisStreamsQueue(Queue):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
+            args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES,
+                    SUBMIT_MEMORY_SHARE]
             with self._errors():
                 try:
-                    processed, _enqueued, room = await self._submit(
-                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
+                    processed, _enqueued, room, *refusal = await self._submit(
+                        keys=self._submit_keys, args=args)
                 except ConnectionError:
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
                     await self.redis.connection_pool.disconnect()
-                    blob = "\0".join([x for job_id, payload in zip(job_ids[start:end],
-                                                                    encoded[start:end])
-                                       for x in (job_id, "1", payload)])
-                    processed, _enqueued, room = await self._submit(
-                        keys=self._submit_keys, args=[GROUP, "1" if wait else "0", blob])
+                    args[2] = "\0".join([x for job_id, payload in zip(job_ids[start:end],
+                                                                        encoded[start:end])
+                                          for x in (job_id, "1", payload)])
+                    processed, _enqueued, room, *refusal = await self._submit(
+                        keys=self._submit_keys, args=args)
+            if refusal:
+                raise self._refusal(refusal, start, job_ids)
             start += processed
             if progress is not None and processed:
                 progress(processed)
@@ -178,6 +205,20 @@ class RedisStreamsQueue(Queue):
             else:
                 pause = 0.01
         return job_ids
+
+    def _refusal(self, refusal: list[Any], start: int, job_ids: list[str]) -> QueueError:
+        """The error of a chunk the submit script refused as a whole."""
+        kind, *figures = refusal
+        if kind == "payload":
+            index, size, limit = figures
+            return PayloadTooLarge(start + index, size, limit, job_ids[:start])
+        used, max_memory = figures
+        return QueueFull(
+            f"queue {self.namespace}/{self.pool} refused the submit: Redis memory is nearly "
+            f"full ({used / 2**20:.1f} MiB used of its maxmemory {max_memory / 2**20:.1f} MiB; "
+            f"submits stop at {SUBMIT_MEMORY_SHARE:.0%}, the rest is kept for the workers' "
+            f"results); submitted {start} of {len(job_ids)}; let the workers catch up, shorten "
+            f"result retention (spec.results) or raise the Redis maxmemory", job_ids[:start])
 
     @property
     def _submit_keys(self) -> list[str]:
@@ -264,7 +305,7 @@ class RedisStreamsQueue(Queue):
                 args=[GROUP, job.token, job.consumer, job.id, job.attempts,
                       job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
                       storable_text(error[:8000]), outcome, delay_ms,
-                      "1" if job.replayed else "0"])
+                      "1" if job.replayed else "0", self.dead_letter_cap])
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]
@@ -382,6 +423,13 @@ def _consume_outcome(command: asyncio.Future) -> None:
     """Retrieve the error of a command whose caller was cancelled: it is nobody's to report."""
     if not command.cancelled():
         command.exception()
+
+
+def check_payload_sizes(encoded: Sequence[str], limit: int) -> None:
+    """Raise PayloadTooLarge for the first encoded payload over `limit` bytes."""
+    for index, text in enumerate(encoded):
+        if len(text) > limit // 4 and payload_size(text) > limit:
+            raise PayloadTooLarge(index, payload_size(text), limit)
 
 
 def stream_entries(reply: Any) -> list:

@@ -25,7 +25,8 @@ def run_worker(config: WorkerConfig) -> int:
     async def main() -> int:
         queue = open_queue(config.queue_url, config.namespace, config.pool,
                            visibility_timeout=config.visibility_timeout,
-                           result_ttl=config.result_ttl)
+                           result_ttl=config.result_ttl, results_cap=config.max_results,
+                           dead_letter_cap=config.max_dead_letters)
         return await Worker(queue, runner, config, on_exit=shutdown).run()
 
     return asyncio.run(main())

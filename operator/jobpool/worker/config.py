@@ -10,7 +10,9 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
+from ..queue.codec import name_problem
 from ..queue.keys import RELEASED_CONSUMER
+from ..queue.streams import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,8 @@ class WorkerConfig:
     visibility_timeout: float = 30.0
     heartbeat_interval: float = 10.0
     result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
+    max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
+    max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
     block_ms: int = 1000            # longest blocking read, and so the longest idle fetch
 
     @property
@@ -97,6 +101,8 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "heartbeat_interval": ("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
                            _non_negative_float),
     "result_ttl": ("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float),
+    "max_results": ("--max-results", "JOBPOOL_MAX_RESULTS", _positive_int),
+    "max_dead_letters": ("--max-dead-letters", "JOBPOOL_MAX_DEAD_LETTERS", _positive_int),
 }
 
 
@@ -128,6 +134,11 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
         if not values.get(name):
             flag, variable, _ = SETTINGS[name]
             raise ConfigError(f"missing {flag} (or {variable})")
+    for name in ("pool", "namespace"):
+        problem = name_problem(values[name], name)
+        if problem is not None:
+            flag, variable, _ = SETTINGS[name]
+            raise ConfigError(f"{flag} (or {variable}): {problem}")
     if bool(values.get("handler")) == bool(values.get("command")):
         raise ConfigError("give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
                           "--command -- PROG ARGS (JOBPOOL_COMMAND)")

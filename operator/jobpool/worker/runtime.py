@@ -76,6 +76,15 @@ class HandlerExit(Exception):
     """A handler tried to end the process: an unexpected error of the worker, not of the job."""
 
 
+async def stop_task(task: asyncio.Task) -> None:
+    """Cancel a loop task until it is done: a cancel that meets a result being set can be
+    swallowed on Python 3.11 (inside asyncio.wait_for, also in libraries), and the loop lives on.
+    Its outcome is left to whoever owns it (the task group)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+
+
 class Worker:
     def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
                  metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
@@ -137,7 +146,7 @@ class Worker:
                 await self._fetch_loop()
                 await self._drain()
                 for task in loops:
-                    task.cancel()
+                    await stop_task(task)
         except BaseExceptionGroup as errors:
             return await self._stop_failed(errors.exceptions[0])
         await self._release(list(self.held.values()))
