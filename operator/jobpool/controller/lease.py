@@ -121,7 +121,9 @@ class LeaderLease:
             left = self.renew_deadline - (attempt - last_ok)
             try:
                 # A renewal that hangs must not keep us leading past the deadline.
-                if await asyncio.wait_for(self.try_acquire(), left):
+                async with asyncio.timeout(left):
+                    renewed = await self.try_acquire()
+                if renewed:
                     last_ok = attempt  # the standby saw this write no earlier than it was sent
                     continue
                 log.error("the leader lease was taken over; stopping")

@@ -9,6 +9,7 @@ costs one Redis round trip per tick and no API calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import dataclasses
 import hashlib
@@ -183,10 +184,9 @@ class PoolController:
                               self.ref.name, self._scrubbed_traceback(exc))
                 self.ctx.metrics.reconcile_seconds.labels(*key).observe(time.perf_counter() - started)
                 waker.clear()
-                try:
-                    await asyncio.wait_for(waker.wait(), timeout=self.ctx.config.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.ctx.config.poll_interval):
+                        await waker.wait()
         finally:
             if self.ctx.controllers.get(key) is self:
                 del self.ctx.controllers[key]
@@ -225,7 +225,8 @@ class PoolController:
             problem = await self._ensure_queue(spec)
         if self.queue is not None and problem is None:
             try:
-                stats = await asyncio.wait_for(self.queue.stats(), QUEUE_TIMEOUT_SECONDS)
+                async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                    stats = await self.queue.stats()
             except Exception as exc:  # any backend failure means "unreachable" for the pool
                 problem = pool_status.Problem(
                     "QueueUnavailable",
@@ -329,7 +330,8 @@ class PoolController:
                     "max_payload_bytes": spec.queue.max_payload_bytes}
         if self.configured != settings and self.queue is not None:
             try:
-                await asyncio.wait_for(self.queue.configure(**settings), QUEUE_TIMEOUT_SECONDS)
+                async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                    await self.queue.configure(**settings)
                 self.configured = settings
             except Exception:
                 pass  # stats() reports the queue as unreachable with the reason
@@ -530,7 +532,8 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: st
         return CleanupStep(True, f"queue keys not deleted: {invalid_queue_url(spec, url).message}", warning=True)
     try:
         try:
-            stats = await asyncio.wait_for(queue.stats(), QUEUE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                stats = await queue.stats()
             registered: tuple[str, ...] | None = tuple(worker.id for worker in stats.workers)
         except Exception:  # an unreachable queue: only the pods can be waited for
             registered = None
@@ -538,7 +541,8 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: st
         if not decision.delete_keys:
             return CleanupStep(False, decision.message)
         try:
-            await asyncio.wait_for(queue.delete_all(), 10)
+            async with asyncio.timeout(10):
+                await queue.delete_all()
         except Exception as exc:
             reason = queue_message(spec, url, exc)
             if cleanup.give_up_on_queue(waited, spec.drain_seconds, reachable=registered is not None):
