@@ -44,11 +44,11 @@ VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
 MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
 
 # Entries a foreign producer might write, as raw stream fields; each must end dead-lettered.
-# Add new kinds here once workers dead-letter them (invalid UTF-8 bytes and deeply nested JSON
-# still crash a worker).
-MALFORMED_ENTRIES: dict[str, dict[str, str]] = {
+MALFORMED_ENTRIES: dict[str, dict[str, str | bytes]] = {
     "non-json-text": {"p": "{this is not JSON", "a": "0"},
     "missing-payload-field": {"a": "0", "t": "0"},
+    "invalid-utf8": {"p": b'{"caf\xe9": 1}', "a": "0"},
+    "nested-too-deep": {"p": "[" * 100_000 + "]" * 100_000, "a": "0"},
 }
 
 
