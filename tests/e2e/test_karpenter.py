@@ -33,7 +33,7 @@ DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 POOL = "renders"
 # Long enough for Karpenter to remove the emptied nodes and find the busy one Consolidatable while the job runs.
-LONG_JOB_SECONDS = 60
+LONG_JOB_SECONDS = 80
 SHORT_JOBS = 5
 
 
@@ -119,7 +119,10 @@ def karpenter(jobpool_crds, tmp_path_factory):
             for name in names:
                 cluster.kubectl("patch", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
                 cluster.kubectl("delete", name, "--wait=false", check=False)
-        print("---- karpenter log (tail) ----\n" + running.logs()[-4000:])
+        decisions = [line[:400] for line in running.logs().splitlines()
+                     if '"created nodeclaim"' in line or '"disrupting node(s)"' in line]
+        print("---- karpenter's decisions ----\n" + "\n".join(decisions))
+        print("---- karpenter log (tail) ----\n" + running.logs()[-3000:])
 
 
 class PodPlayer:
@@ -212,6 +215,7 @@ def test_karpenter_adds_nodes_for_a_backlog_keeps_busy_ones_and_removes_them_whe
         marks["emptied nodes removed, busy node kept"] = time.monotonic() - started
         eventually(lambda: condition(nodeclaim_of(cluster, busy_node), "Consolidatable").get("status") == "True",
                    timeout=LONG_JOB_SECONDS, message="the busy pod's node Consolidatable")
+        marks["busy node Consolidatable"] = time.monotonic() - started
         assert client.status().in_flight == 1, "the long job ended before its node became Consolidatable"
         # One idle pod stays after the job, to show that the node was kept only for the job.
         set_min_workers(cluster, ns, 1)
