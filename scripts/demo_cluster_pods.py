@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 ready = {p["metadata"]["name"]: p for p in pods if pod_is_ready(p)}
                 for name, pod in ready.items():
                     if name not in workers:
-                        env = {**os.environ, **container_env(pod), "PYTHONPATH": handlers, "PYTHONUNBUFFERED": "1"}
+                        env = {**os.environ, **container_env(pod), "PYTHONUNBUFFERED": "1",
+                               "PYTHONPATH": os.pathsep.join(filter(None, [handlers, os.environ.get("PYTHONPATH")]))}
                         log = open(args.log_dir / f"worker-{name}.log", "ab")
                         workers[name] = subprocess.Popen([jobpool, "worker"], env=env, stdout=log,
                                                          stderr=subprocess.STDOUT)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) and helm from the pinned wrapper modules in tools/.
+# kube-scheduler, kubectl, kwok), helm and Karpenter (kwok provider) from the pinned wrapper
+# modules in tools/.
 #
 # Each wrapper module is built into a per-user cache keyed by a hash of its go.mod, go.sum,
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
 # that built the same pins before reuses the binaries in seconds; a new pin builds cold.
-# Usage: tools/build.sh [etcd|kubernetes|kwok|helm ...]   (default: all)
+# Usage: tools/build.sh [etcd|kubernetes|kwok|helm|karpenter ...]   (default: all)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,6 +16,8 @@ cache_root="${JOBPOOL_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobpool-tools
 parallel="${JOBPOOL_TOOLS_PARALLEL:-2}"
 
 export CGO_ENABLED=0
+# A wrapper module whose pins need a newer Go says so in its go.mod; go fetches that toolchain.
+export GOTOOLCHAIN=auto
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false -mod=readonly"
 
 if ! command -v go >/dev/null 2>&1; then
@@ -23,7 +26,6 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 mkdir -p "$bin_dir" "$cache_root"
-go_version="$(go env GOVERSION)"
 
 # Version of a module in a wrapper module's build list, e.g. "v1.37.2".
 module_version() {
@@ -67,11 +69,16 @@ module_plan() {
         echo "sigs.k8s.io/kwok/cmd/kwok=kwok"
         echo "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${v#v}"
         ;;
+    karpenter)
+        echo "sigs.k8s.io/karpenter/kwok=karpenter"
+        echo "-s -w"
+        ;;
     esac
 }
 
 build_module() {
-    local module="$1" plan targets ldflags key cache dir start elapsed
+    local module="$1" plan targets ldflags key cache dir start elapsed go_version
+    go_version="$(cd "$tools/$module" && go env GOVERSION)"
     plan="$(module_plan "$module")"
     targets="$(sed -n 1p <<<"$plan")"
     ldflags="$(sed -n 2p <<<"$plan")"
@@ -119,7 +126,7 @@ build_module() {
 
 total_start=$SECONDS
 modules=("$@")
-[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm)
+[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm karpenter)
 for module in "${modules[@]}"; do
     build_module "$module"
 done

@@ -172,13 +172,29 @@ def test_a_default_queue_without_a_password_may_stay_inline():
     assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL", "value": "redis://jp-redis.ops.svc:6379/0"}
 
 
+BUSY = {"karpenter.sh/do-not-disrupt": "true", "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+IDLE = {"karpenter.sh/do-not-disrupt": None, "cluster-autoscaler.kubernetes.io/safe-to-evict": None}
+COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
 def test_deletion_costs_follow_busy_slots():
-    current = {"p1": None, "p2": "100", "p3": "0"}
-    assert builders.deletion_costs({"p1": 2, "p2": 1}, current) == {"p1": "200"}
-    assert builders.deletion_costs({}, current) == {"p2": "0"}
+    current = {"p1": {}, "p2": {COST: "100", **BUSY}, "p3": {COST: "0"}}
+    assert builders.pod_annotation_patches({"p1": 2, "p2": 1}, current) == {"p1": {COST: "200", **BUSY}}
+    assert builders.pod_annotation_patches({}, current) == {"p2": {COST: "0", **IDLE}}
     # A busy count moving within its tier is no write; crossing a tier is.
-    assert builders.deletion_costs({"p1": 3, "p2": 1}, {"p1": "200", "p2": "100"}) == {}
-    assert builders.deletion_costs({"p1": 4, "p2": 0}, {"p1": "200", "p2": "100"}) == {"p1": "300", "p2": "0"}
+    busy = {"p1": {COST: "200", **BUSY}, "p2": {COST: "100", **BUSY}}
+    assert builders.pod_annotation_patches({"p1": 3, "p2": 1}, busy) == {}
+    assert builders.pod_annotation_patches({"p1": 4, "p2": 0}, busy) == {"p1": {COST: "300"}, "p2": {COST: "0", **IDLE}}
+
+
+def test_busy_pods_ask_cluster_autoscalers_to_keep_their_node_and_idle_pods_let_it_go():
+    assert builders.pod_annotations(1) == {COST: "100", **BUSY}
+    assert builders.pod_annotations(0) == {COST: "0", **IDLE}
+    # An idle pod that never held a job gets no write; one whose marks were lost gets them back.
+    assert builders.pod_annotation_patches({"p1": 0}, {"p1": {"other": "x"}}) == {}
+    assert builders.pod_annotation_patches({"p1": 1}, {"p1": {COST: "100"}}) == {"p1": BUSY}
+    assert builders.pod_annotation_patches({"p1": 0}, {"p1": {"karpenter.sh/do-not-disrupt": "true"}}) == {
+        "p1": {"karpenter.sh/do-not-disrupt": None}}
 
 
 def test_canonicalised_quantities_are_not_drift():

@@ -9,7 +9,7 @@ from kubernetes import client as k8s_client
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
-from jobpool.controller.reconcile import (DELETION_COST_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
+from jobpool.controller.reconcile import (POD_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
                                           PoolController)
 from jobpool.queue import QueueStats
 from jobpool.queue.base import WorkerInfo
@@ -152,22 +152,23 @@ def test_deletion_costs_are_patched_concurrently_within_a_bound_and_only_on_a_ti
         try:
             ctx = context(kube)
             controller = PoolController(ctx, "p", "ns", "u")
-            names = [f"p-workers-{index}" for index in range(3 * DELETION_COST_PATCHES_IN_FLIGHT)]
+            names = [f"p-workers-{index}" for index in range(3 * POD_PATCHES_IN_FLIGHT)]
             for name in names:
                 ctx.cache.on_object_event("Pod", "ADDED", {"metadata": {
                     "name": name, "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
                     "annotations": {"controller.kubernetes.io/pod-deletion-cost": "200"}}})
             moved = QueueStats(workers=tuple(WorkerInfo(name, 8, 4, 0.0) for name in names))
-            await controller._update_deletion_costs(moved)
+            await controller._update_pod_annotations(moved)
             assert len(peer.requests) == len(names)
-            assert peer.most_in_flight == DELETION_COST_PATCHES_IN_FLIGHT
+            assert peer.most_in_flight == POD_PATCHES_IN_FLIGHT
 
-            for name in names:  # the peer answers `{}`: record the new tier as the watch would
-                ctx.cache.pods[("ns", "p")][name]["metadata"]["annotations"][
-                    "controller.kubernetes.io/pod-deletion-cost"] = "300"
+            for name in names:  # the peer answers `{}`: record the new annotations as the watch would
+                ctx.cache.pods[("ns", "p")][name]["metadata"]["annotations"].update(
+                    {"controller.kubernetes.io/pod-deletion-cost": "300", "karpenter.sh/do-not-disrupt": "true",
+                     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"})
             within_tier = QueueStats(workers=tuple(WorkerInfo(name, 8, busy, 0.0)
                                                    for name, busy in zip(names, [4, 5, 6, 7] * len(names))))
-            await controller._update_deletion_costs(within_tier)
+            await controller._update_pod_annotations(within_tier)
             assert len(peer.requests) == len(names), "a busy count within its tier was written"
         finally:
             await kube.close()

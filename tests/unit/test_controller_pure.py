@@ -111,11 +111,15 @@ def test_the_cache_keeps_what_the_loop_reads():
     cache = ClusterCache()
     pod = {"metadata": {"name": "p-1", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
                         "annotations": {"a": "1"}, "managedFields": [{"manager": "kwok"}]},
-           "spec": {"containers": [{"name": "worker"}]}, "status": {"phase": "Running"}}
+           "spec": {"containers": [{"name": "worker"}]},
+           "status": {"phase": "Pending", "conditions": [
+               {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"},
+               {"type": "Ready", "status": "False"}]}}
     cache.on_object_event("Pod", "ADDED", pod)
-    assert cache.pods[("ns", "p")]["p-1"] == {"metadata": {"name": "p-1", "namespace": "ns",
-                                                           "labels": {"jobpool.dev/pool": "p"},
-                                                           "annotations": {"a": "1"}}}
+    assert cache.pods[("ns", "p")]["p-1"] == {
+        "metadata": {"name": "p-1", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"}, "annotations": {"a": "1"}},
+        "status": {"conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"}]}}
     deployment = {"metadata": {"name": "p-workers", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
                                "managedFields": [{}]}, "spec": {"replicas": 2}, "status": {"replicas": 2}}
     cache.on_object_event("Deployment", "ADDED", deployment)

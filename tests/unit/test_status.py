@@ -1,5 +1,5 @@
 """Status and conditions: Kubernetes API conventions, transitions reported once."""
-from jobpool.controller.status import (Observation, Problem, build_status, merge_conditions,
+from jobpool.controller.status import (Observation, Problem, build_status, merge_conditions, unschedulable,
                                        only_counters_changed, status_changed)
 from jobpool.queue.base import QueueStats, WorkerInfo
 
@@ -92,3 +92,27 @@ def test_a_running_batch_changes_only_counters_until_it_is_fed_or_done():
     fed = status_at(100, 20, first)
     assert not only_counters_changed(first, fed), "all fed is news in the Complete message"
     assert only_counters_changed(fed, status_at(100, 90, fed))
+
+
+def pod(name, scheduled=None, deleting=False):
+    meta = {"name": name, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+    conditions = [{"type": "PodScheduled", **scheduled}] if scheduled else []
+    return {"metadata": meta, "status": {"conditions": conditions}}
+
+
+def test_pods_no_node_can_hold_show_as_waiting_for_capacity():
+    no_gpu = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    pods = [pod("a", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
+            pod("b", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
+            pod("c", {"status": "True"}), pod("d"),
+            pod("e", {"status": "False", "reason": "Unschedulable", "message": no_gpu}, deleting=True),
+            pod("f", {"status": "False", "reason": "SchedulingGated", "message": "gated"})]
+    waiting = unschedulable(pods)
+    assert waiting == (no_gpu, no_gpu)
+    c = conditions(build_status(obs(replicas=4, ready_replicas=1, desired_replicas=4, unschedulable=waiting),
+                                {}, now=0.0)[0])
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("True", "WaitingForCapacity")
+    assert c["Progressing"]["message"] == f"2 of 4 worker pods wait for node capacity: {no_gpu}"
+    assert c["Ready"]["status"] == "False"
+    c = conditions(build_status(obs(replicas=4, ready_replicas=1, desired_replicas=4), {}, now=0.0)[0])
+    assert c["Progressing"]["reason"] == "ScalingWorkers"

@@ -19,6 +19,9 @@ from ..queue.codec import redact_url
 LABEL_POOL = "jobpool.dev/pool"
 ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# What cluster autoscalers honour: a pod holding jobs keeps its node (Karpenter, Cluster Autoscaler).
+BUSY_POD_ANNOTATIONS = {"karpenter.sh/do-not-disrupt": "true",
+                        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
 FIELD_MANAGER = "jobpool-operator"
 WORKER_CONTAINER = "worker"
 WORKER_METRICS_PORT = 9100
@@ -282,8 +285,22 @@ def deletion_cost(busy: int) -> str:
     return str(max(0, busy).bit_length() * 100)
 
 
-def deletion_costs(busy_by_pod: dict[str, int], current: dict[str, str | None]) -> dict[str, str]:
-    """Pods whose pod-deletion-cost tier changed."""
-    wanted = {pod: deletion_cost(busy_by_pod.get(pod, 0)) for pod in current}
-    return {pod: cost for pod, cost in wanted.items() if current[pod] != cost
-            and not (cost == "0" and current[pod] is None)}
+def pod_annotations(busy: int) -> dict[str, str | None]:
+    """The annotations a worker pod with `busy` jobs carries; None: the pod must not carry it."""
+    return {ANNOTATION_DELETION_COST: deletion_cost(busy),
+            **{key: value if busy > 0 else None for key, value in BUSY_POD_ANNOTATIONS.items()}}
+
+
+def pod_annotation_patches(busy_by_pod: dict[str, int],
+                           current: dict[str, dict[str, str]]) -> dict[str, dict[str, str | None]]:
+    """Per pod whose annotations must change, the changed keys (a merge patch: None removes a key).
+    An idle pod that never carried a cost is left as it is."""
+    patches = {}
+    for pod, annotations in current.items():
+        wanted = pod_annotations(busy_by_pod.get(pod, 0))
+        if wanted[ANNOTATION_DELETION_COST] == "0" and ANNOTATION_DELETION_COST not in annotations:
+            del wanted[ANNOTATION_DELETION_COST]
+        changed = {key: value for key, value in wanted.items() if annotations.get(key) != value}
+        if changed:
+            patches[pod] = changed
+    return patches

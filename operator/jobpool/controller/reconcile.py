@@ -34,8 +34,8 @@ log = logging.getLogger("jobpool.operator")
 FEED_CHUNK = 500
 QUEUE_TIMEOUT_SECONDS = 2.0
 SECRET_TTL_SECONDS = 10.0
-# Pod-deletion-cost PATCHes sent at once: a tick with many changed tiers stays short, the API unflooded.
-DELETION_COST_PATCHES_IN_FLIGHT = 8
+# Pod annotation PATCHes sent at once: a tick with many changed tiers stays short, the API unflooded.
+POD_PATCHES_IN_FLIGHT = 8
 
 KINDS = {"Deployment": "apps/v1", "Service": "v1", "PodDisruptionBudget": "policy/v1"}
 
@@ -91,7 +91,8 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
-        return {"metadata": {k: meta[k] for k in keep if k in meta}}
+        scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
+        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled}}
     return {**obj, "metadata": meta}
 
 
@@ -249,7 +250,7 @@ class PoolController:
         if spec is not None and spec_ok:
             await self._apply_workers(spec, desired, deployment)
             if stats is not None:
-                await self._update_deletion_costs(stats)
+                await self._update_pod_annotations(stats)
             if spec.jobs is not None and stats is not None:
                 self._ensure_feeding(spec)
         if spec is not None and spec_ok:
@@ -261,7 +262,9 @@ class PoolController:
             replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
             desired_replicas=desired, stats=stats, problem=problem,
             batch_total=self.batch["total"] if self.batch else None,
-            batch_fed=self.batch["fed"] if self.batch else 0)
+            batch_fed=self.batch["fed"] if self.batch else 0,
+            unschedulable=pool_status.unschedulable(
+                self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {}).values()))
         queue_tried = problem is None or problem.reason == "QueueUnavailable"
         self.ctx.metrics.observe_pool(self.ref.namespace, self.ref.name, stats, desired,
                                       observation.ready_replicas,
@@ -404,22 +407,22 @@ class PoolController:
                     if old != replicas:
                         self.ctx.metrics.scale_events.labels(ns, self.ref.name).inc()
 
-    async def _update_deletion_costs(self, stats: QueueStats) -> None:
+    async def _update_pod_annotations(self, stats: QueueStats) -> None:
+        """Busy pods: a higher deletion cost and the autoscalers' do-not-disrupt marks; idle pods lose them."""
         pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
-        live = {name: ((pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_DELETION_COST))
+        live = {name: pod["metadata"].get("annotations") or {}
                 for name, pod in pods.items() if not pod["metadata"].get("deletionTimestamp")}
         busy = {w.id: w.busy for w in stats.workers}
-        changed = builders.deletion_costs(busy, live)
+        changed = builders.pod_annotation_patches(busy, live)
         if not changed:
             return
-        bound = asyncio.Semaphore(DELETION_COST_PATCHES_IN_FLIGHT)
+        bound = asyncio.Semaphore(POD_PATCHES_IN_FLIGHT)
 
-        async def patch(pod: str, cost: str) -> None:
+        async def patch(pod: str, annotations: dict[str, str | None]) -> None:
             async with bound:
                 try:
                     patched = await self.ctx.kube.merge_patch(
-                        "v1", "Pod", self.ref.namespace, pod,
-                        {"metadata": {"annotations": {builders.ANNOTATION_DELETION_COST: cost}}})
+                        "v1", "Pod", self.ref.namespace, pod, {"metadata": {"annotations": annotations}})
                 except KubeError as exc:
                     if exc.status == 404:  # the pod is already gone
                         return
@@ -427,7 +430,8 @@ class PoolController:
             if patched is not None:
                 self.ctx.cache.on_object_event("Pod", "MODIFIED", patched)
 
-        outcomes = await asyncio.gather(*(patch(pod, cost) for pod, cost in changed.items()), return_exceptions=True)
+        outcomes = await asyncio.gather(*(patch(pod, annotations) for pod, annotations in changed.items()),
+                                        return_exceptions=True)
         failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
         if failed is not None:
             raise failed

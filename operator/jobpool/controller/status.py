@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any
+from typing import Any, Iterable
 
 from ..queue.base import QueueStats
 from .builders import selector
@@ -40,6 +40,7 @@ class Observation:
     problem: Problem | None
     batch_total: int | None       # None: no spec.jobs
     batch_fed: int = 0
+    unschedulable: tuple[str, ...] = ()   # the scheduler's message for each worker pod no node can hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, str]]:
     else:
         conditions.append(_cond(READY, False, "WorkersNotReady",
                                 f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready"))
-    if obs.replicas != obs.desired_replicas or obs.ready_replicas < obs.desired_replicas:
+    if obs.unschedulable:
+        # A cluster autoscaler (Karpenter, Cluster Autoscaler) may be adding nodes for them.
+        conditions.append(_cond(PROGRESSING, True, "WaitingForCapacity",
+                                f"{len(obs.unschedulable)} of {obs.replicas} worker pods wait for node capacity: "
+                                f"{obs.unschedulable[0]}"))
+    elif obs.replicas != obs.desired_replicas or obs.ready_replicas < obs.desired_replicas:
         conditions.append(_cond(PROGRESSING, True, "ScalingWorkers",
                                 f"{obs.replicas} worker pods, {obs.desired_replicas} desired"))
     else:
@@ -84,6 +90,16 @@ def desired_conditions(obs: Observation) -> list[dict[str, str]]:
     if obs.batch_total is not None:
         conditions.append(_complete(obs))
     return conditions
+
+
+def unschedulable(pods: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """The scheduler's messages for the live pods it found no node for (PodScheduled False, Unschedulable)."""
+    return tuple(
+        cond.get("message") or "no node can hold the pod"
+        for pod in pods if not pod["metadata"].get("deletionTimestamp")
+        for cond in (pod.get("status") or {}).get("conditions") or []
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+        and cond.get("reason") == "Unschedulable")
 
 
 def _complete(obs: Observation) -> dict[str, str]:
