@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster test test-fast venv redis tools cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster test test-fast venv redis tools images cluster-up cluster-down bench bench-operator clean
 
 all: test
 
@@ -22,6 +22,10 @@ redis:
 
 tools:
 	@bash tools/build.sh
+
+## jobpool-operator:dev, jobpool-worker:dev, jobpool-redis:dev, jobpool-examples:dev, built offline.
+images: venv
+	@bash tools/images/images.sh build
 
 ## The main job: a local queue, two workers, 2,000 jobs, the final status.
 demo: venv redis
@@ -52,4 +56,5 @@ bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
 
 clean: cluster-down
+	@bash tools/images/images.sh clean
 	rm -rf $(VENV) .cluster .demo .demo-cluster
