@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster test test-fast venv redis tools images cluster-up cluster-down bench bench-operator clean
+.PHONY: all demo demo-cluster test test-fast venv redis tools images real-node cluster-up cluster-down bench bench-operator clean
 
 all: test
 
@@ -43,8 +43,13 @@ test: venv redis tools
 test-fast: venv redis
 	$(BIN)/python -m pytest -m 'not cluster'
 
-cluster-up: venv tools
-	$(BIN)/python tools/localcluster.py up --dir .cluster
+## REAL_NODE=1 adds one real node (kubelet, containerd) that runs the images of `make images`.
+cluster-up: venv tools $(if $(REAL_NODE),real-node)
+	$(BIN)/python tools/localcluster.py up --dir .cluster $(if $(REAL_NODE),--real-node)
+
+real-node: images
+	@bash tools/build.sh kubernetes-node
+	@bash tools/images/images.sh pause
 
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi

@@ -9,7 +9,9 @@
 # When no Docker daemon answers, the project's own dockerd runs with its data, state and socket
 # under .docker/ (no bridge, no iptables rules); `stop` stops it (its images stay for the next
 # start), `clean` also removes .docker/.
-# Usage: tools/images/images.sh [build|stop|clean|docker-host]   (default: build)
+# `pause` builds the real node's sandbox image, jobpool-pause, from the Kubernetes module's
+# build/pause/linux/pause.c (gcc -static, FROM scratch).
+# Usage: tools/images/images.sh [build|pause|stop|clean|docker-host]   (default: build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -157,10 +159,25 @@ build() {
     done
 }
 
+# The pause program of the pinned Kubernetes module, statically linked, as jobpool-pause:$tag.
+pause() {
+    local version source context
+    ensure_daemon
+    version="$(cd "$root/tools/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+    source="$(cd "$root/tools/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+    context="$(mktemp -d)"
+    gcc -Os -Wall -Werror -static -DVERSION="$version" -o "$context/pause" "$source"
+    printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$context/Dockerfile"
+    build_image -t "jobpool-pause:$tag" "$context"
+    rm -rf "$context"
+    echo "images: jobpool-pause:$tag from $source"
+}
+
 case "${1:-build}" in
 build) build ;;
+pause) pause ;;
 stop) stop_daemon ;;
 clean) stop_daemon; rm -rf "$state" ;;
 docker-host) ensure_daemon >&2; echo "${DOCKER_HOST:-unix:///var/run/docker.sock}" ;;
-*) echo "usage: $0 [build|stop|clean|docker-host]" >&2; exit 2 ;;
+*) echo "usage: $0 [build|pause|stop|clean|docker-host]" >&2; exit 2 ;;
 esac
