@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.cluster",
     "tests.fixtures.images",
+    "tests.fixtures.real_node",
 ]

@@ -60,7 +60,10 @@ NODE_LABEL = "jobpool.dev/node"     # value "real" on the real node
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
 NODE_BINARIES = ("kubelet", "kube-proxy")
 NODE_IMAGES = ("jobpool-pause", "jobpool-operator", "jobpool-worker", "jobpool-redis", "jobpool-examples")
-NODE_RECORD = Path("/run/jobpool-real-node")   # the cluster dir of the machine's one real node
+# The machine's one real node: its cluster dir (`cluster`) and containerd's sockets, whose paths
+# must stay short (a unix socket path has at most 104 bytes).
+NODE_RUN_DIR = Path("/run/jobpool-node")
+NODE_RECORD = NODE_RUN_DIR / "cluster"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Sysctls the kubelet (protectKernelDefaults: false) or the node's networking may change.
 NODE_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -614,7 +617,7 @@ def kubelet_config(node: Path, pki: Path, ports: dict[str, int]) -> dict:
         "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
                            "x509": {"clientCAFile": str(pki / "ca.crt")}},
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{node / 'containerd' / 'containerd.sock'}",
+        "containerRuntimeEndpoint": f"unix://{NODE_RUN_DIR / 'containerd.sock'}",
         # These VMs: cgroup v1 without systemd, no swap accounting, no CAP_SYS_RESOURCE.
         "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
         "protectKernelDefaults": False,
@@ -640,9 +643,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.internal.v1.opt", "io.containerd.grpc.v1.introspection"]
 [grpc]
-  address = "{state / 'containerd.sock'}"
+  address = "{NODE_RUN_DIR / 'containerd.sock'}"
 [ttrpc]
-  address = "{state / 'containerd.sock.ttrpc'}"
+  address = "{NODE_RUN_DIR / 'containerd.sock.ttrpc'}"
 [debug]
   address = ""
 [metrics]
@@ -701,7 +704,7 @@ class RealNode:
 
     @property
     def socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return NODE_RUN_DIR / "containerd.sock"
 
     # -- checks and set-up, before the control plane starts --------------------------------
 
@@ -734,6 +737,7 @@ class RealNode:
                                        f"stop it first (`python tools/localcluster.py down --dir {other}`)")
             RealNode(other).teardown()
         self.root.mkdir(parents=True, exist_ok=True)
+        NODE_RUN_DIR.mkdir(exist_ok=True)
         NODE_RECORD.write_text(f"{self.cluster_root}\n")
 
     def prepare(self) -> None:
@@ -819,7 +823,7 @@ class RealNode:
         self._restore_sysctls()
         with contextlib.suppress(FileNotFoundError):
             if Path(NODE_RECORD.read_text().strip()) == self.cluster_root:
-                NODE_RECORD.unlink()
+                shutil.rmtree(NODE_RUN_DIR)
 
     def _kill_pods(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
