@@ -48,7 +48,7 @@ cluster-up: venv tools $(if $(REAL_NODE),real-node)
 	$(BIN)/python tools/localcluster.py up --dir .cluster $(if $(REAL_NODE),--real-node)
 
 real-node: images
-	@bash tools/build.sh kubernetes-node
+	@bash tools/build.sh kubernetes-node coredns
 	@bash tools/images/images.sh pause
 
 cluster-down:

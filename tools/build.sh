@@ -6,8 +6,10 @@
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
 # that built the same pins before reuses the binaries in seconds; a new pin builds cold.
 # The real node's kubelet and kube-proxy (`kubernetes-node`, its own wrapper module on the same
-# k8s.io/kubernetes pin, same version stamp) are built only when asked for (REAL_NODE=1).
-# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|kwok|helm ...]   (default: all but kubernetes-node)
+# k8s.io/kubernetes pin, same version stamp) and its cluster DNS (`coredns`, only the plugins it
+# needs) are built only when asked for (REAL_NODE=1).
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kwok|helm ...]
+#        (default: etcd kubernetes kwok helm)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -59,6 +61,10 @@ module_plan() {
         fi
         echo "k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy"
         kubernetes_ldflags kubernetes-node
+        ;;
+    coredns)
+        echo "jobpool.local/tools/coredns=coredns"
+        echo "-s -w"
         ;;
     etcd)
         echo "go.etcd.io/etcd/server/v3=etcd"

@@ -57,8 +57,8 @@ NODE_INTERFACE = "jobpool0"
 NODE_BRIDGE = "jobpool-cni0"
 NODE_POD_SUBNET = "10.245.0.0/24"
 NODE_LABEL = "jobpool.dev/node"     # value "real" on the real node
-NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
-NODE_BINARIES = ("kubelet", "kube-proxy")
+NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
+CLUSTER_DOMAIN = "cluster.local"
 NODE_IMAGES = ("jobpool-pause", "jobpool-operator", "jobpool-worker", "jobpool-redis", "jobpool-examples")
 # The machine's one real node: its cluster dir (`cluster`) and containerd's sockets, whose paths
 # must stay short (a unix socket path has at most 104 bytes).
@@ -131,6 +131,7 @@ def make_pki(pki: Path) -> None:
         # The real node: its kubelet (Node authorizer), kube-proxy, and the API server to kubelets.
         "node": (f"/O=system:nodes/CN=system:node:{NODE_NAME}", "extendedKeyUsage=clientAuth"),
         "kube-proxy": ("/CN=system:kube-proxy", "extendedKeyUsage=clientAuth"),
+        "coredns": ("/CN=system:coredns", "extendedKeyUsage=clientAuth"),
         "apiserver-kubelet-client": ("/O=system:masters/CN=kube-apiserver-kubelet-client",
                                      "extendedKeyUsage=clientAuth"),
     }
@@ -382,7 +383,8 @@ class LocalCluster:
 
     def _start_node(self, node: RealNode, deadline: float) -> None:
         with contextlib.ExitStack() as stack:
-            names = ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics")
+            names = ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics", "dns_health",
+                     "dns_ready")
             socks = [stack.enter_context(socket.socket()) for _ in names]
             for sock in socks:
                 sock.bind(("127.0.0.1", 0))
@@ -393,9 +395,20 @@ class LocalCluster:
         self._save_state()
         self._wait_for("containerd", deadline, lambda: (node.socket.exists(), "no socket yet"))
         node.load_images()
-        for name in ("kubelet", "kube-proxy"):
+        for path, body in COREDNS_RBAC:
+            status, answer = self.request("POST", path, body)
+            if status not in (201, 409):
+                raise ClusterError(f"creating CoreDNS's RBAC: HTTP {status} {answer[:200]!r}")
+        for name in ("coredns", "kubelet", "kube-proxy"):
             self._spawn(name, commands[name])
             self._save_state()
+
+        def dns_ready():
+            url = f"http://127.0.0.1:{ports['dns_ready']}/ready"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200, "not ready"
+
+        self._wait_for("CoreDNS", deadline, dns_ready)
 
         def node_ready():
             status, body = self.request("GET", f"/api/v1/nodes/{NODE_NAME}")
@@ -623,7 +636,8 @@ def kubelet_config(node: Path, pki: Path, ports: dict[str, int]) -> dict:
         "protectKernelDefaults": False,
         "cgroupRoot": f"/{NODE_NAME}",
         "podLogsDir": str(node / "pod-logs"),
-        "resolvConf": "",
+        # Pods resolve cluster names only (CoreDNS on the node's address), nothing outside.
+        "resolvConf": "", "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN,
         "serializeImagePulls": False,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                          "imagefs.available": "1%"},
@@ -681,6 +695,42 @@ def cni_config(node: Path) -> dict:
     }
 
 
+def corefile(node: Path, ports: dict[str, int]) -> str:
+    return f""".:53 {{
+    bind {NODE_IP}
+    errors
+    health 127.0.0.1:{ports['dns_health']}
+    ready 127.0.0.1:{ports['dns_ready']}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {node / 'coredns.kubeconfig'} jobpool-local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    cache 5
+}}
+"""
+
+
+# What CoreDNS reads from the API, for its own identity (system:coredns).
+COREDNS_RBAC = (
+    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "jobpool:coredns"},
+        "rules": [{"apiGroups": [""], "resources": ["services", "namespaces", "pods"],
+                   "verbs": ["list", "watch"]},
+                  {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                   "verbs": ["list", "watch"]}]}),
+    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "jobpool:coredns"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "jobpool:coredns"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": "system:coredns"}]}),
+)
+
+
 def _cgroup_hierarchies() -> list[Path]:
     base = Path("/sys/fs/cgroup")
     return [path for path in base.iterdir() if path.is_dir() and not path.is_symlink()
@@ -714,7 +764,7 @@ class RealNode:
         problems = []
         if sys.platform != "linux" or os.geteuid() != 0:
             problems.append("root (a kubelet, containerd and network set-up)")
-        problems += [f"{bin_dir / name} (bash tools/build.sh kubernetes-node)" for name in NODE_BINARIES
+        problems += [f"{bin_dir / name} (bash tools/build.sh kubernetes-node coredns)" for name in NODE_BINARIES
                      if not os.access(bin_dir / name, os.X_OK)]
         problems += [f"{name} (apt-get install containerd runc)" for name in ("containerd", "runc", "ctr")
                      if shutil.which(name) is None]
@@ -764,8 +814,9 @@ class RealNode:
 
     def write_files(self, cluster: "LocalCluster", ports: dict[str, int]) -> None:
         pki = cluster.root / "pki"
-        for user in ("node", "kube-proxy"):
+        for user in ("node", "kube-proxy", "coredns"):
             write_kubeconfig(self.root / f"{user}.kubeconfig", cluster.server, pki, user)
+        (self.root / "Corefile").write_text(corefile(self.root, ports))
         (self.root / "kubelet.yaml").write_text(json.dumps(kubelet_config(self.root, pki, ports), indent=2))
         (self.root / "containerd.toml").write_text(containerd_config(self.root))
         (self.root / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
@@ -782,6 +833,7 @@ class RealNode:
                 f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
                 f"--node-labels={NODE_LABEL}=real", "--v=1",
             ],
+            "coredns": [str(bin_dir / "coredns"), "-conf", str(self.root / "Corefile")],
             "kube-proxy": [
                 str(bin_dir / "kube-proxy"), f"--kubeconfig={self.root / 'kube-proxy.kubeconfig'}",
                 f"--hostname-override={NODE_NAME}", "--proxy-mode=iptables",

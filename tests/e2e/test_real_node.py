@@ -1,5 +1,5 @@
 """Worker pods from the project's images on the real node: kubelet, containerd, CNI bridge,
-kube-proxy Services, restricted security context with a read-only root filesystem."""
+kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem."""
 from __future__ import annotations
 
 import ipaddress
@@ -67,7 +67,8 @@ def namespace(real_node) -> str:
 
 
 def redis_with_service(cluster, namespace: str) -> str:
-    """The project's Redis image in a pod behind a Service; returns the queue URL (ClusterIP)."""
+    """The project's Redis image in a pod behind the Service `redis`; returns the queue URL by
+    its ClusterIP, for clients on the machine (pods use the Service's name)."""
     apply(cluster, namespace, deployment("redis", 1, {
         "name": "redis", "image": "jobpool-redis:dev",
         "args": ["--port", "6379", "--dir", "/data", "--appendonly", "yes", "--protected-mode", "no"],
@@ -85,9 +86,9 @@ def redis_with_service(cluster, namespace: str) -> str:
     return f"redis://{ip}:6379/0"
 
 
-def test_worker_pods_on_the_real_node_run_jobs_from_redis_behind_a_service(real_node, namespace):
+def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_node, namespace):
     queue_url = redis_with_service(real_node, namespace)
-    env = {"JOBPOOL_QUEUE_URL": queue_url, "JOBPOOL_NAMESPACE": namespace,
+    env = {"JOBPOOL_QUEUE_URL": "redis://redis:6379/0", "JOBPOOL_NAMESPACE": namespace,
            "JOBPOOL_POOL": "squares", "JOBPOOL_HANDLER": "tasks:square",
            "JOBPOOL_CONCURRENCY": "4"}
     apply(real_node, namespace, deployment("squares", 2, {
