@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import secrets
+import subprocess
 
 import pytest
 
 from jobpool import Client
-from tests.fixtures.cluster import localcluster
+from tests.fixtures.cluster import REPO_ROOT, localcluster
 from tests.fixtures.real_node import real_node_cluster
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.realnode
 
 NODE_SELECTOR = {localcluster.NODE_LABEL: "real"}
+CHART = REPO_ROOT / "charts" / "jobpool"
 
 
 def restricted(uid: int) -> tuple[dict, dict]:
@@ -111,3 +114,81 @@ def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_no
     subnet = ipaddress.ip_network(localcluster.NODE_POD_SUBNET)
     assert all(ipaddress.ip_address(pod["status"]["podIP"]) in subnet for pod in pods)
     assert len(workers) == 2, f"both worker pods registered with the queue: {workers}"
+
+
+def helm(cluster, *args: str) -> None:
+    result = subprocess.run([cluster.bin("helm"), *args], env=cluster.env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
+
+
+def pod_names(cluster, namespace: str, selector: str) -> list[str]:
+    return cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "--field-selector",
+                           "status.phase=Running", "-o", "name").stdout.split()
+
+
+def pool_status(cluster, namespace: str, pool: str) -> dict:
+    return json.loads(cluster.kubectl("get", "jobpool", pool, "-n", namespace, "-o",
+                                      "jsonpath={.status}").stdout or "{}")
+
+
+def kill_container(cluster, namespace: str, pod: str) -> None:
+    """kill -9 of the pod's container on the node, as an OOM kill or a crash would."""
+    container_id = cluster.kubectl("get", pod, "-n", namespace, "-o",
+                                   "jsonpath={.status.containerStatuses[0].containerID}").stdout
+    subprocess.run(["ctr", "-a", str(localcluster.NODE_RUN_DIR / "containerd.sock"), "-n", "k8s.io",
+                    "tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://")],
+                   check=True, capture_output=True, timeout=30)
+
+
+def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace,
+                                                                         tmp_path):
+    """The operator in a pod (its ServiceAccount only), the bundled Redis with AOF on a
+    PersistentVolume, workers of the example's image reaching Redis by Service DNS; a batch
+    completes with nothing lost through kill -9 of a worker container, deletion of a worker
+    pod, of the Redis pod and of the operator pod."""
+    volume = tmp_path / "redis-data"
+    volume.mkdir()
+    os.chown(volume, 999, 999)   # the chart's Redis uid; a hostPath volume gets no fsGroup
+    real_node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
+                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+    helm(real_node, "install", "jp", str(CHART), "--namespace", namespace, "--wait", "--timeout", "240s",
+         "--set", "image.repository=jobpool-operator", "--set", "image.tag=dev",
+         "--set", "redis.image.repository=jobpool-redis", "--set", "redis.image.tag=dev")
+    jobs = 4000
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
+        "spec": {"parallelism": 2, "concurrency": 8,
+                 "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
+                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}},
+                 "jobs": {"items": [0.05] * jobs}}}))
+
+    def succeeded() -> int:
+        return pool_status(real_node, namespace, "slow").get("jobs", {}).get("succeeded", 0)
+
+    wait_until(lambda: succeeded() >= 200, timeout=180, interval=0.5, what="the batch under way")
+    workers = wait_until(lambda: len(pod_names(real_node, namespace, "jobpool.dev/pool=slow")) == 2
+                         and pod_names(real_node, namespace, "jobpool.dev/pool=slow"),
+                         timeout=60, what="two running worker pods")
+    kill_container(real_node, namespace, workers[0])
+    real_node.kubectl("delete", workers[1], "-n", namespace, "--wait=false")
+    (redis_pod,) = pod_names(real_node, namespace, "app.kubernetes.io/name=jobpool-redis")
+    done_before_redis_restart = succeeded()
+    real_node.kubectl("delete", redis_pod, "-n", namespace, timeout=120)
+    (operator_pod,) = pod_names(real_node, namespace, "app.kubernetes.io/name=jobpool-operator")
+    real_node.kubectl("delete", operator_pod, "-n", namespace, timeout=120)
+
+    real_node.kubectl("wait", "jobpool/slow", "-n", namespace, "--for=condition=Complete",
+                      "--timeout=600s", timeout=630)
+    status = pool_status(real_node, namespace, "slow")
+    assert done_before_redis_restart < jobs, "Redis restarted while the batch ran"
+    assert status["jobs"]["succeeded"] == jobs and status["jobs"]["deadLettered"] == 0, status
+    assert status["queue"]["waiting"] == status["queue"]["inFlight"] == 0, status
+    restarts = real_node.kubectl("get", workers[0], "-n", namespace, "-o",
+                                 "jsonpath={.status.containerStatuses[0].restartCount}").stdout
+    assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
+    real_node.kubectl("delete", "pv", f"{namespace}-redis", "--wait=false")
