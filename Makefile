@@ -48,8 +48,8 @@ cluster-up: venv tools $(if $(REAL_NODE),real-node)
 	$(BIN)/python tools/localcluster.py up --dir .cluster $(if $(REAL_NODE),--real-node)
 
 real-node: images
-	@bash tools/build.sh kubernetes-node coredns
-	@bash tools/images/images.sh pause
+	@bash tools/build.sh kubernetes-node coredns kube-network-policies
+	@bash tools/images/images.sh node
 
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi

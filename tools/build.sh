@@ -6,9 +6,10 @@
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
 # that built the same pins before reuses the binaries in seconds; a new pin builds cold.
 # The real node's kubelet and kube-proxy (`kubernetes-node`, its own wrapper module on the same
-# k8s.io/kubernetes pin, same version stamp) and its cluster DNS (`coredns`, only the plugins it
-# needs) are built only when asked for (REAL_NODE=1).
-# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kwok|helm ...]
+# k8s.io/kubernetes pin, same version stamp), its cluster DNS (`coredns`, only the plugins it
+# needs) and NetworkPolicy enforcement (`kube-network-policies`) are built only when asked for
+# (REAL_NODE=1).
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm ...]
 #        (default: etcd kubernetes kwok helm)
 set -euo pipefail
 
@@ -64,6 +65,10 @@ module_plan() {
         ;;
     coredns)
         echo "jobpool.local/tools/coredns=coredns"
+        echo "-s -w"
+        ;;
+    kube-network-policies)
+        echo "sigs.k8s.io/kube-network-policies/cmd=kube-network-policies"
         echo "-s -w"
         ;;
     etcd)

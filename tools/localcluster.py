@@ -59,7 +59,9 @@ NODE_POD_SUBNET = "10.245.0.0/24"
 NODE_LABEL = "jobpool.dev/node"     # value "real" on the real node
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
 CLUSTER_DOMAIN = "cluster.local"
-NODE_IMAGES = ("jobpool-pause", "jobpool-operator", "jobpool-worker", "jobpool-redis", "jobpool-examples")
+NODE_IMAGES = ("jobpool-pause", "jobpool-network-policies", "jobpool-operator", "jobpool-worker",
+               "jobpool-redis", "jobpool-examples")
+NETWORK_POLICIES = REPO_ROOT / "tools" / "kube-network-policies" / "install.yaml"
 # The machine's one real node: its cluster dir (`cluster`) and containerd's sockets, whose paths
 # must stay short (a unix socket path has at most 104 bytes).
 NODE_RUN_DIR = Path("/run/jobpool-node")
@@ -292,6 +294,8 @@ class LocalCluster:
     bind_to_parent: bool = False
     # One real node (kubelet, containerd) joins the kwok nodes: see RealNode.
     real_node: bool = False
+    # NetworkPolicy enforced on the real node (the kernel has nftables' queue expression).
+    network_policy: bool = False
     ports: Ports | None = None
     pids: dict[str, int] = field(default_factory=dict)
     startup_seconds: float | None = None
@@ -419,10 +423,28 @@ class LocalCluster:
             return bool(ready) and ready[0]["status"] == "True", str(ready[:1])
 
         self._wait_for(f"the real node {NODE_NAME} to become Ready", deadline, node_ready)
+        self.network_policy = nft_queue_supported()
+        self._save_state()
+        if self.network_policy:
+            self._start_network_policies(deadline)
+
+    def _start_network_policies(self, deadline: float) -> None:
+        subprocess.run([str(self.bin_dir / "kubectl"), "apply", "-f", str(NETWORK_POLICIES)],
+                       env=self.env(), check=True, capture_output=True)
+
+        def network_policies_running():
+            status, body = self.request(
+                "GET", "/api/v1/namespaces/kube-system/pods?labelSelector=app%3Dkube-network-policies")
+            pods = json.loads(body).get("items", []) if status == 200 else []
+            ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                            for c in p.get("status", {}).get("conditions", []))]
+            return bool(ready), f"{len(pods)} pods, {len(ready)} ready"
+
+        self._wait_for("kube-network-policies", deadline, network_policies_running)
 
     def _save_state(self) -> None:
         state = {"pids": self.pids, "ports": vars(self.ports) if self.ports else None,
-                 "real_node": self.real_node,
+                 "real_node": self.real_node, "network_policy": self.network_policy,
                  "server": self.server if self.ports else None, "kubeconfig": str(self.kubeconfig),
                  "startup_seconds": self.startup_seconds}
         tmp = self.root / (STATE_FILE + ".tmp")
@@ -442,6 +464,7 @@ class LocalCluster:
         cluster.ports = Ports(**state["ports"]) if state.get("ports") else None
         cluster.startup_seconds = state.get("startup_seconds")
         cluster.real_node = state.get("real_node", False)
+        cluster.network_policy = state.get("network_policy", False)
         return cluster
 
     def running(self) -> dict[str, bool]:
@@ -731,6 +754,21 @@ COREDNS_RBAC = (
 )
 
 
+def nft_queue_supported() -> bool:
+    """Whether the kernel has nftables' queue expression, which kube-network-policies needs
+    (CONFIG_NFT_QUEUE; some VM kernels lack it and cannot load modules)."""
+    table = ("inet", "jobpool-probe")
+    try:
+        _run("nft", "add", "table", *table)
+        _run("nft", "add", "chain", *table, "probe")
+        return _run("nft", "add", "rule", *table, "probe", "queue", "num", "100", "bypass",
+                    check=False).returncode == 0
+    except ClusterError:
+        return False
+    finally:
+        _run("nft", "delete", "table", *table, check=False)
+
+
 def _cgroup_hierarchies() -> list[Path]:
     base = Path("/sys/fs/cgroup")
     return [path for path in base.iterdir() if path.is_dir() and not path.is_symlink()
@@ -771,8 +809,8 @@ class RealNode:
         problems += [f"{CNI_BIN_DIR / name} (apt-get install containernetworking-plugins)"
                      for name in ("bridge", "host-local", "loopback", "portmap")
                      if not (CNI_BIN_DIR / name).exists()]
-        problems += [f"{name} (apt-get install iproute2 iptables)" for name in ("ip", "iptables")
-                     if shutil.which(name) is None]
+        problems += [f"{name} (apt-get install iproute2 iptables nftables)"
+                     for name in ("ip", "iptables", "nft") if shutil.which(name) is None]
         return problems
 
     def claim_machine(self) -> None:
@@ -853,8 +891,7 @@ class RealNode:
         missing = [name for name in names if subprocess.run(
             ["docker", "image", "inspect", name], env=env, capture_output=True).returncode != 0]
         if missing:
-            raise ClusterError(f"images {', '.join(missing)} are missing: run `make images` "
-                               "and `bash tools/images/images.sh pause`")
+            raise ClusterError(f"images {', '.join(missing)} are missing: run `make real-node`")
         save = subprocess.Popen(["docker", "save", *names], env=env, stdout=subprocess.PIPE)
         result = subprocess.run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "images", "import", "-"],
                                 stdin=save.stdout, capture_output=True)
@@ -871,6 +908,7 @@ class RealNode:
         for interface in (NODE_BRIDGE, NODE_INTERFACE):
             _run("ip", "link", "delete", interface, check=False)
         self._remove_chains()
+        self._remove_nft_tables()
         self._remove_cgroups()
         self._restore_sysctls()
         with contextlib.suppress(FileNotFoundError):
@@ -922,6 +960,16 @@ class RealNode:
                 listed = _run(tool, "-w", "-t", table, "-S", check=False)
                 for args in node_chain_cleanup(listed.stdout.decode()):
                     _run(tool, "-w", "-t", table, *args, check=False)
+
+    def _remove_nft_tables(self) -> None:
+        """kube-network-policies' own nftables table (a killed pod cannot remove it)."""
+        if shutil.which("nft") is None:
+            return
+        listed = _run("nft", "list", "tables", check=False).stdout.decode()
+        for line in listed.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[2] == "kube-network-policies":
+                _run("nft", "delete", "table", words[1], words[2], check=False)
 
     def _remove_cgroups(self) -> None:
         for hierarchy in _cgroup_hierarchies():
@@ -981,6 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  memory: {_format_rss(cluster.rss_bytes())}")
             if cluster.real_node:
                 print(f"  real node {NODE_NAME} ({NODE_IP}): select it with nodeSelector {NODE_LABEL}: real")
+                if not cluster.network_policy:
+                    print("  NetworkPolicy is NOT enforced: this kernel lacks nftables' queue "
+                          "expression (CONFIG_NFT_QUEUE), which kube-network-policies needs")
             print(f"  logs in {cluster.log_dir}; stop with `make cluster-down`")
         elif args.command == "down":
             if not (args.dir / STATE_FILE).exists():

@@ -192,3 +192,37 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
                                  "jsonpath={.status.containerStatuses[0].restartCount}").stdout
     assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
     real_node.kubectl("delete", "pv", f"{namespace}-redis", "--wait=false")
+
+
+def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> bool:
+    """Whether a pod with `labels` (the worker image, a TCP connect) reaches address:port."""
+    name = f"probe-{secrets.token_hex(3)}"
+    pod_context, container_context = restricted(10001)
+    connect = (f"import socket; socket.create_connection(({address!r}, {port}), timeout=3); "
+               "print('connected')")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeSelector": NODE_SELECTOR, "restartPolicy": "Never",
+                 "automountServiceAccountToken": False, "securityContext": pod_context,
+                 "containers": [{"name": "probe", "image": "jobpool-worker:dev",
+                                 "imagePullPolicy": "Never", "securityContext": container_context,
+                                 "command": ["python3", "-c", connect]}]}}))
+    phase = wait_until(lambda: cluster.kubectl("get", "pod", name, "-n", namespace, "-o",
+                                               "jsonpath={.status.phase}").stdout
+                       in ("Succeeded", "Failed") and cluster.kubectl(
+                           "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}").stdout,
+                       timeout=60, interval=0.5, what=f"the probe pod {name} to finish")
+    return phase == "Succeeded"
+
+
+def test_only_pool_pods_reach_the_bundled_redis(real_node, namespace):
+    """The chart's NetworkPolicy, enforced by kube-network-policies on the node."""
+    if not real_node.cluster.network_policy:
+        pytest.skip("NetworkPolicy is not enforced on this node: the kernel lacks nftables' "
+                    "queue expression (CONFIG_NFT_QUEUE) that kube-network-policies needs")
+    helm(real_node, "install", "jp", str(CHART), "--namespace", namespace, "--wait", "--timeout", "240s",
+         "--set", "image.repository=jobpool-operator", "--set", "image.tag=dev",
+         "--set", "redis.image.repository=jobpool-redis", "--set", "redis.image.tag=dev",
+         "--set", "redis.persistence.enabled=false")
+    assert reaches(real_node, namespace, "jp-redis", 6379, {"jobpool.dev/pool": "any"})
+    assert not reaches(real_node, namespace, "jp-redis", 6379, {"app": "intruder"})

@@ -1,5 +1,5 @@
 """Stopping a cluster with a real node leaves the machine as it found it: no process, mount,
-network interface, iptables chain, cgroup or changed sysctl. (Its own module: the machine runs
+network interface, iptables chain, nftables table, cgroup or changed sysctl. (Its own module: the machine runs
 one real node at a time, and test_real_node's is stopped at the end of that module.)"""
 from __future__ import annotations
 
@@ -34,18 +34,20 @@ def machine_state(root: Path) -> dict:
         for table in ("filter", "nat", "mangle"):
             rules = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
             chains[f"{tool}/{table}"] = sorted(rules.splitlines())
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     cgroups = sorted(str(path) for path in Path("/sys/fs/cgroup").glob(f"*/{localcluster.NODE_NAME}"))
     sysctls = {key: (Path("/proc/sys") / key).read_text().strip()
                for key in localcluster.NODE_SYSCTLS if (Path("/proc/sys") / key).exists()}
     return {"processes": processes, "mounts": mounts, "cgroups": cgroups, "sysctls": sysctls,
             "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
-            "chains": chains, "record": localcluster.NODE_RUN_DIR.exists()}
+            "chains": chains, "nft_tables": sorted(tables.splitlines()), "record": localcluster.NODE_RUN_DIR.exists()}
 
 
 def test_cluster_down_leaves_nothing_of_the_real_node(real_node_ready, tmp_path):
     root = tmp_path / "cluster"
     before = machine_state(root)
     with real_node_cluster(root) as cluster:
+        enforced = cluster.cluster.network_policy
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "redis"}, "spec": {
             "nodeSelector": {localcluster.NODE_LABEL: "real"},
             "containers": [{"name": "redis", "image": "jobpool-redis:dev",
@@ -58,4 +60,6 @@ def test_cluster_down_leaves_nothing_of_the_real_node(real_node_ready, tmp_path)
     # The check can fail: the node did make processes, mounts, links, chains and cgroups.
     assert during["processes"] and during["mounts"] and during["cgroups"] and during["record"]
     assert localcluster.NODE_BRIDGE in during["links"] and during["chains"] != before["chains"]
+    if enforced:   # kube-network-policies made its nftables table
+        assert during["nft_tables"] != before["nft_tables"]
     assert after == before

@@ -9,9 +9,10 @@
 # When no Docker daemon answers, the project's own dockerd runs with its data, state and socket
 # under .docker/ (no bridge, no iptables rules); `stop` stops it (its images stay for the next
 # start), `clean` also removes .docker/.
-# `pause` builds the real node's sandbox image, jobpool-pause, from the Kubernetes module's
-# build/pause/linux/pause.c (gcc -static, FROM scratch).
-# Usage: tools/images/images.sh [build|pause|stop|clean|docker-host]   (default: build)
+# `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
+# -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
+# (kube-network-policies of `tools/build.sh kube-network-policies`).
+# Usage: tools/images/images.sh [build|node|stop|clean|docker-host]   (default: build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -159,25 +160,36 @@ build() {
     done
 }
 
-# The pause program of the pinned Kubernetes module, statically linked, as jobpool-pause:$tag.
-pause() {
-    local version source context
+# A FROM scratch image of one static program: image name, program path, USER.
+scratch_image() {
+    local context
+    context="$(mktemp -d)"
+    cp -L "$2" "$context/"
+    printf 'FROM scratch\nCOPY %s /%s\nUSER %s\nENTRYPOINT ["/%s"]\n' \
+        "$(basename "$2")" "$(basename "$2")" "$3" "$(basename "$2")" >"$context/Dockerfile"
+    build_image -t "$1" "$context"
+    rm -rf "$context"
+}
+
+node_images() {
+    local version source build
     ensure_daemon
     version="$(cd "$root/tools/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
     source="$(cd "$root/tools/kubernetes" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
-    context="$(mktemp -d)"
-    gcc -Os -Wall -Werror -static -DVERSION="$version" -o "$context/pause" "$source"
-    printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$context/Dockerfile"
-    build_image -t "jobpool-pause:$tag" "$context"
-    rm -rf "$context"
-    echo "images: jobpool-pause:$tag from $source"
+    build="$(mktemp -d)"
+    gcc -Os -Wall -Werror -static -DVERSION="$version" -o "$build/pause" "$source"
+    scratch_image "jobpool-pause:$tag" "$build/pause" 65535:65535
+    rm -rf "$build"
+    # Root: it programs nftables and an nfqueue on the node (a privileged pod).
+    scratch_image "jobpool-network-policies:$tag" "$root/.tools/bin/kube-network-policies" 0:0
+    echo "images: jobpool-pause:$tag (from $source), jobpool-network-policies:$tag"
 }
 
 case "${1:-build}" in
 build) build ;;
-pause) pause ;;
+node) node_images ;;
 stop) stop_daemon ;;
 clean) stop_daemon; rm -rf "$state" ;;
 docker-host) ensure_daemon >&2; echo "${DOCKER_HOST:-unix:///var/run/docker.sock}" ;;
-*) echo "usage: $0 [build|pause|stop|clean|docker-host]" >&2; exit 2 ;;
+*) echo "usage: $0 [build|node|stop|clean|docker-host]" >&2; exit 2 ;;
 esac
