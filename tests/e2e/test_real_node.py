@@ -16,7 +16,8 @@ from tests.fixtures.cluster import REPO_ROOT, localcluster
 from tests.fixtures.real_node import real_node_cluster
 from tests.integration.conftest import wait_until
 
-pytestmark = pytest.mark.realnode
+# Also `cluster`: they need the control plane (and stay out of `make test-fast`).
+pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
 
 NODE_SELECTOR = {localcluster.NODE_LABEL: "real"}
 CHART = REPO_ROOT / "charts" / "jobpool"
@@ -216,7 +217,7 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
                  "claimRef": {"namespace": namespace, "name": "jp-redis"},
                  "hostPath": {"path": str(volume), "type": "Directory"}}}))
     install_chart(real_node, namespace)
-    jobs = 4000
+    jobs = 5000
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
         "spec": {"parallelism": 2, "concurrency": 8,

@@ -12,7 +12,8 @@ import pytest
 from tests.fixtures.cluster import localcluster
 from tests.fixtures.real_node import real_node_cluster
 
-pytestmark = pytest.mark.realnode
+# Also `cluster`: they need the control plane (and stay out of `make test-fast`).
+pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
 
 
 def machine_state(root: Path) -> dict:
