@@ -239,6 +239,13 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
     real_node.kubectl("delete", redis_pod, "-n", namespace, timeout=120)
     (operator_pod,) = pod_names(real_node, namespace, "app.kubernetes.io/name=jobpool-operator")
     real_node.kubectl("delete", operator_pod, "-n", namespace, timeout=120)
+    (successor,) = wait_until(
+        lambda: pod_names(real_node, namespace, "app.kubernetes.io/name=jobpool-operator"),
+        timeout=120, interval=0.5, what="the operator's successor pod")
+    wait_until(lambda: real_node.kubectl("get", "lease", "jobpool-operator", "-n", namespace, "-o",
+                                         "jsonpath={.spec.holderIdentity}").stdout
+               .startswith(successor.removeprefix("pod/")),
+               timeout=120, interval=0.5, what="the successor holding the operator's Lease")
 
     real_node.kubectl("wait", "jobpool/slow", "-n", namespace, "--for=condition=Complete",
                       "--timeout=600s", timeout=630)
