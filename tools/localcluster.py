@@ -62,8 +62,9 @@ CLUSTER_DOMAIN = "cluster.local"
 NODE_IMAGES = ("jobpool-pause", "jobpool-network-policies", "jobpool-operator", "jobpool-worker",
                "jobpool-redis", "jobpool-examples")
 NETWORK_POLICIES = REPO_ROOT / "tools" / "kube-network-policies" / "install.yaml"
-# The machine's one real node: its cluster dir (`cluster`) and containerd's sockets, whose paths
-# must stay short (a unix socket path has at most 104 bytes).
+# The machine's one real node: its cluster dir (`cluster`), containerd's sockets and the
+# kubelet's root dir, whose sockets' paths must stay short (a unix socket path has at most 104
+# bytes; test temp dirs are longer).
 NODE_RUN_DIR = Path("/run/jobpool-node")
 NODE_RECORD = NODE_RUN_DIR / "cluster"
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -867,7 +868,7 @@ class RealNode:
             "containerd": ["containerd", f"--config={self.root / 'containerd.toml'}"],
             "kubelet": [
                 str(bin_dir / "kubelet"), f"--config={self.root / 'kubelet.yaml'}",
-                f"--kubeconfig={self.root / 'node.kubeconfig'}", f"--root-dir={self.root / 'kubelet'}",
+                f"--kubeconfig={self.root / 'node.kubeconfig'}", f"--root-dir={NODE_RUN_DIR / 'kubelet'}",
                 f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
                 f"--node-labels={NODE_LABEL}=real", "--v=1",
             ],
@@ -938,9 +939,9 @@ class RealNode:
                         os.kill(int(proc.name), signal.SIGKILL)
 
     def _unmount(self) -> None:
-        prefix = f"{self.root}/"
+        prefixes = (f"{self.root}/", f"{NODE_RUN_DIR}/")
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        ours = [mount for mount in mounts if mount.startswith(prefix)]
+        ours = [mount for mount in mounts if mount.startswith(prefixes)]
         # The pods' network namespaces, made by containerd's CRI under /run/netns.
         ours += [mount for mount in mounts if mount.startswith("/run/netns/cni-")
                  or mount.startswith("/var/run/netns/cni-")]

@@ -28,7 +28,7 @@ def machine_state(root: Path) -> dict:
             if str(root) in cmdline or str(localcluster.NODE_RUN_DIR) in cmdline:
                 processes.append(cmdline)
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-              if str(root) in line or "/netns/cni-" in line]
+              if str(root) in line or str(localcluster.NODE_RUN_DIR) in line or "/netns/cni-" in line]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     chains = {}
     for tool in ("iptables", "ip6tables"):
