@@ -817,17 +817,20 @@ class RealNode:
     def claim_machine(self) -> None:
         """Records this cluster as the machine's real node, first cleaning up after a dead one."""
         with contextlib.suppress(FileNotFoundError):
-            other = Path(NODE_RECORD.read_text().strip())
+            other, claimer = NODE_RECORD.read_text().split()
+            other = Path(other)
             if other != self.cluster_root:
                 state = other / STATE_FILE
                 pids = json.loads(state.read_text()).get("pids", {}) if state.exists() else {}
-                if any(_pid_alive(pid) and _pid_belongs_to(pid, other) for pid in pids.values()):
+                # The process starting it (before its components run), or its components.
+                if _pid_alive(int(claimer)) or any(_pid_alive(pid) and _pid_belongs_to(pid, other)
+                                                   for pid in pids.values()):
                     raise ClusterError(f"a real node of the cluster in {other} runs on this machine: "
                                        f"stop it first (`python tools/localcluster.py down --dir {other}`)")
             RealNode(other).teardown()
         self.root.mkdir(parents=True, exist_ok=True)
         NODE_RUN_DIR.mkdir(exist_ok=True)
-        NODE_RECORD.write_text(f"{self.cluster_root}\n")
+        NODE_RECORD.write_text(f"{self.cluster_root}\n{os.getpid()}\n")
 
     def prepare(self) -> None:
         """The node's address, recorded sysctls and cgroup root: what the API server needs first."""
@@ -903,6 +906,9 @@ class RealNode:
     # -- teardown: everything the node made, also after a crash ----------------------------
 
     def teardown(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if Path(NODE_RECORD.read_text().split()[0]) != self.cluster_root:
+                return   # the machine's node belongs to another cluster: leave it alone
         self._kill_pods()
         self._kill_shims()
         self._unmount()
@@ -913,7 +919,7 @@ class RealNode:
         self._remove_cgroups()
         self._restore_sysctls()
         with contextlib.suppress(FileNotFoundError):
-            if Path(NODE_RECORD.read_text().strip()) == self.cluster_root:
+            if Path(NODE_RECORD.read_text().split()[0]) == self.cluster_root:
                 shutil.rmtree(NODE_RUN_DIR)
 
     def _kill_pods(self, timeout: float = 10.0) -> None:
