@@ -889,7 +889,7 @@ class RealNode:
         }
 
     def load_images(self) -> None:
-        """The project's images (make images; the pause image) into the node's containerd."""
+        """The project's images and the node's own (`make real-node`) into its containerd."""
         env = dict(os.environ, DOCKER_HOST=_docker_host())
         names = [f"{image}:dev" for image in NODE_IMAGES]
         missing = [name for name in names if subprocess.run(

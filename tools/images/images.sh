@@ -8,8 +8,7 @@
 # wheels are cached per user, keyed by what goes into them; a warm run only rebuilds layers.
 # When no Docker daemon answers, the project's own dockerd runs with its data, state and socket
 # under .docker/ (no bridge, no iptables rules, its containers' cgroups under /jobpool-docker);
-# `stop` stops it (its images stay for the next
-# start), `clean` also removes .docker/.
+# `stop` stops it (its images stay for the next start), `clean` also removes .docker/.
 # `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
 # -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
 # (kube-network-policies of `tools/build.sh kube-network-policies`).
@@ -23,7 +22,7 @@ state="$root/.docker"
 cache_root="${JOBPOOL_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobpool-images}"
 mirror="${JOBPOOL_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 suite=bookworm
-tag="${JOBPOOL_IMAGE_TAG:-dev}"
+tag=dev
 own_host="unix://$state/docker.sock"
 export DOCKER_BUILDKIT=0   # the classic builder: Debian's docker.io ships no buildx
 
@@ -77,6 +76,7 @@ stop_daemon() {
 # A Debian root filesystem with `packages`, as a tarball in the cache: prints its path.
 rootfs_tar() {
     local name="$1" packages="$2" key dir tar
+    # slim-1: the version of the clean-up below; change it when the clean-up changes.
     key="$(echo "$suite minbase $packages slim-1" | sha256sum | cut -c1-12)"
     dir="$cache_root/$name-$key"
     tar="$dir.tar"
