@@ -81,6 +81,10 @@ rootfs_tar() {
     dir="$cache_root/$name-$key"
     tar="$dir.tar"
     if [[ ! -f "$tar" ]]; then
+        command -v debootstrap >/dev/null || {
+            echo "images: debootstrap is missing (it makes the base images): apt-get install debootstrap" >&2
+            exit 1
+        }
         mkdir -p "$cache_root"
         echo "images: debootstrap $suite with $packages ..." >&2
         rm -rf "$dir"
