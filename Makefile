@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory soak clean
+        bench-operator bench-memory soak images real-node clean
 
 all: test
 
@@ -26,6 +26,10 @@ prometheus:
 
 tools:
 	@bash tools/build.sh
+
+## jobpool-operator:dev, jobpool-worker:dev, jobpool-redis:dev, jobpool-examples:dev, built offline.
+images: venv
+	@bash tools/images/images.sh build
 
 ## The main job: a local queue, two workers, 2,000 jobs, the final status.
 demo: venv redis
@@ -48,8 +52,13 @@ test: venv redis prometheus tools
 test-fast: venv redis prometheus
 	$(BIN)/python -m pytest -m 'not cluster'
 
-cluster-up: venv tools
-	$(BIN)/python tools/localcluster.py up --dir .cluster
+## REAL_NODE=1 adds one real node (kubelet, containerd) that runs the images of `make images`.
+cluster-up: venv tools $(if $(REAL_NODE),real-node)
+	$(BIN)/python tools/localcluster.py up --dir .cluster $(if $(REAL_NODE),--real-node)
+
+real-node: images
+	@bash tools/build.sh kubernetes-node coredns kube-network-policies
+	@bash tools/images/images.sh node
 
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi
@@ -70,4 +79,5 @@ bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
 
 clean: cluster-down
+	@bash tools/images/images.sh clean
 	rm -rf $(VENV) .cluster .demo .demo-cluster

@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.cluster",
+    "tests.fixtures.images",
+    "tests.fixtures.real_node",
 ]

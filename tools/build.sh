@@ -6,7 +6,12 @@
 # Each wrapper module is built into a per-user cache keyed by a hash of its go.mod, go.sum,
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
 # that built the same pins before reuses the binaries in seconds; a new pin builds cold.
-# Usage: tools/build.sh [etcd|kubernetes|kwok|helm|karpenter ...]   (default: all)
+# The real node's kubelet and kube-proxy (`kubernetes-node`, its own wrapper module on the same
+# k8s.io/kubernetes pin, same version stamp), its cluster DNS (`coredns`, only the plugins it
+# needs) and NetworkPolicy enforcement (`kube-network-policies`) are built only when asked for
+# (REAL_NODE=1).
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter ...]
+#        (default: etcd kubernetes kwok helm karpenter)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,20 +37,41 @@ module_version() {
     (cd "$tools/$1" && go list -m -f '{{.Version}}' "$2")
 }
 
+# The -X flags that stamp Kubernetes binaries with the version of the wrapper module $1.
+kubernetes_ldflags() {
+    local v major minor x=""
+    v="$(module_version "$1" k8s.io/kubernetes)"
+    major="${v#v}"; major="${major%%.*}"
+    minor="${v#v*.}"; minor="${minor%%.*}"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        x+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+        x+=" -X $pkg.gitTreeState=clean"
+    done
+    echo "-s -w$x"
+}
+
 # Prints: the commands the module builds as "package=binary" words, then the ldflags.
 module_plan() {
     case "$1" in
     kubernetes)
-        local v major minor x=""
-        v="$(module_version kubernetes k8s.io/kubernetes)"
-        major="${v#v}"; major="${major%%.*}"
-        minor="${v#v*.}"; minor="${minor%%.*}"
-        for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-            x+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-            x+=" -X $pkg.gitTreeState=clean"
-        done
         echo "k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler k8s.io/kubernetes/cmd/kubectl=kubectl"
-        echo "-s -w$x"
+        kubernetes_ldflags kubernetes
+        ;;
+    kubernetes-node)
+        if [[ "$(module_version kubernetes-node k8s.io/kubernetes)" != "$(module_version kubernetes k8s.io/kubernetes)" ]]; then
+            echo "tools/build.sh: tools/kubernetes-node must pin the k8s.io/kubernetes of tools/kubernetes" >&2
+            exit 1
+        fi
+        echo "k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy"
+        kubernetes_ldflags kubernetes-node
+        ;;
+    coredns)
+        echo "jobpool.local/tools/coredns=coredns"
+        echo "-s -w"
+        ;;
+    kube-network-policies)
+        echo "sigs.k8s.io/kube-network-policies/cmd=kube-network-policies"
+        echo "-s -w"
         ;;
     etcd)
         echo "go.etcd.io/etcd/server/v3=etcd"
@@ -77,12 +103,13 @@ module_plan() {
 }
 
 build_module() {
-    local module="$1" plan targets ldflags key cache dir start elapsed go_version
-    go_version="$(cd "$tools/$module" && go env GOVERSION)"
+    local module="$1" dir plan targets ldflags key cache start elapsed go_version
+    dir="$tools/$module"
+    go_version="$(cd "$dir" && go env GOVERSION)"
     plan="$(module_plan "$module")"
     targets="$(sed -n 1p <<<"$plan")"
     ldflags="$(sed -n 2p <<<"$plan")"
-    key="$(cat "$tools/$module/go.mod" "$tools/$module/go.sum" \
+    key="$(cat "$dir/go.mod" "$dir/go.sum" \
         | { cat; echo "$go_version $CGO_ENABLED $(go env GOOS GOARCH) -trimpath $ldflags $targets"; } \
         | sha256sum | cut -c1-16)"
     cache="$cache_root/$module-$key"
@@ -99,10 +126,10 @@ build_module() {
         local word pkgs=()
         for word in $targets; do pkgs+=("${word%%=*}"); done
         if [[ ${#pkgs[@]} -eq 1 ]]; then
-            (cd "$tools/$module" && go build -p "$parallel" -trimpath -ldflags "$ldflags" \
+            (cd "$dir" && go build -p "$parallel" -trimpath -ldflags "$ldflags" \
                 -o "$cache.tmp/bin/${targets#*=}" "${pkgs[0]}")
         else
-            (cd "$tools/$module" && go build -p "$parallel" -trimpath -ldflags "$ldflags" \
+            (cd "$dir" && go build -p "$parallel" -trimpath -ldflags "$ldflags" \
                 -o "$cache.tmp/bin/" "${pkgs[@]}")
         fi
         touch "$cache.tmp/complete"
@@ -112,7 +139,7 @@ build_module() {
     fi
     # Mark this entry as used and drop this module's entries unused for two weeks.
     touch "$cache"
-    find "$cache_root" -mindepth 1 -maxdepth 1 -type d -name "$module-*" ! -name "$module-$key" \
+    find "$cache_root" -mindepth 1 -maxdepth 1 -type d -name "$module-????????????????" ! -name "$module-$key" \
         -mtime +14 -exec rm -rf {} +
     flock -u 9
     exec 9>&-
