@@ -70,8 +70,6 @@ def test_worker_image_runs_jobs_as_any_uid_on_a_read_only_root(docker_images, co
     assert state(docker_images, worker)["Running"]
 
 
-@pytest.mark.xfail(strict=True, reason="worker bug: after draining a job of a sync handler the "
-                   "process never exits (hangs after 'drained:'; reproduced without Docker too)")
 def test_docker_stop_drains_the_job_in_flight_and_exits_0(docker_images, containers,
                                                           redis_server, pool_name):
     port = free_port()

@@ -293,8 +293,6 @@ def test_scale_down_under_load_deletes_idle_pods_and_keeps_the_busy_one(real_nod
     assert result is not None and result.attempts == 1, result
 
 
-@pytest.mark.xfail(strict=True, reason="worker bug: after draining a job of a sync handler the "
-                   "process never exits, so the pod waits out its grace period (see test_images)")
 def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_node, namespace):
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     with slow_pool(real_node, namespace, 1) as client:
