@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory soak images real-node clean
+        bench-operator bench-memory soak images real-node node-packages clean
 
 all: test
 
@@ -24,11 +24,14 @@ redis:
 prometheus:
 	@bash scripts/ensure-prometheus.sh
 
+node-packages:
+	@bash scripts/ensure-node-packages.sh
+
 tools:
 	@bash tools/build.sh
 
 ## jobpool-operator:dev, jobpool-worker:dev, jobpool-redis:dev, jobpool-examples:dev, built offline.
-images: venv
+images: venv node-packages
 	@bash tools/images/images.sh build
 
 ## The main job: a local queue, two workers, 2,000 jobs, the final status.
@@ -45,7 +48,7 @@ demo-plot: venv redis tools
 	@JOBPOOL_DEMO_PLOT=docs/demo-scaling.svg bash scripts/demo_cluster.sh
 
 ## The whole test suite, against a real redis-server and a real control plane.
-test: venv redis prometheus tools
+test: venv redis prometheus node-packages tools
 	$(BIN)/python -m pytest
 
 ## Only the tests that need no control plane.
