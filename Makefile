@@ -39,8 +39,9 @@ demo: venv redis
 	@bash scripts/demo.sh
 
 ## The operator end to end on the local control plane: a JobPool scales up, completes, scales down.
-demo-cluster: venv redis tools
-	@bash scripts/demo_cluster.sh
+## REAL_NODE=1: on the real node, with the chart's pods and real worker containers.
+demo-cluster: venv redis tools $(if $(REAL_NODE),real-node)
+	@REAL_NODE=$(REAL_NODE) bash scripts/demo_cluster.sh
 
 ## The demo-cluster run drawn from the operator's metrics into docs/demo-scaling.svg (in the README).
 demo-plot: venv redis tools

@@ -7,7 +7,9 @@
 # JOBPOOL_DEMO_KUBECONFIG and JOBPOOL_DEMO_QUEUE_URL run it against an existing cluster and
 # redis instead of starting its own (KUBECONFIG itself is ignored: it may point at a real
 # cluster); JOBPOOL_DEMO_NAMESPACE (default demo), JOBPOOL_DEMO_DIR (default .demo-cluster)
-# and JOBS (default 2000) change the rest.
+# and JOBS (default 2000) change the rest. REAL_NODE=1 (root; after `make real-node`) runs it on
+# a control plane whose only node is a real one: the chart installs the operator and Redis as
+# pods from the project's images, and the worker pods are real containers of the example image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
@@ -22,6 +24,7 @@ STARTED=$SECONDS
 PIDS=()          # started by this script, stopped in reverse order
 OWN_CLUSTER=""
 OWN_REDIS=""
+REAL=${REAL_NODE:-}
 
 exec 3>&1 4>&2   # the terminal, for the teardown: a signal may arrive inside a redirected poll
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -72,13 +75,19 @@ if [ -n "${JOBPOOL_DEMO_KUBECONFIG:-}" ]; then
   echo "using the cluster of JOBPOOL_DEMO_KUBECONFIG=$KUBECONFIG"
 else
   OWN_CLUSTER=1
-  $BIN/python tools/localcluster.py up --dir "$DIR/cluster" --nodes 3 | sed 's/^/   /'
+  if [ -n "$REAL" ]; then
+    $BIN/python tools/localcluster.py up --dir "$DIR/cluster" --nodes 0 --real-node | sed 's/^/   /'
+  else
+    $BIN/python tools/localcluster.py up --dir "$DIR/cluster" --nodes 3 | sed 's/^/   /'
+  fi
   export KUBECONFIG=$DIR_ABS/cluster/kubeconfig
 fi
 kubectl get nodes
 
 step "2. Redis (the queue)"
-if [ -n "${JOBPOOL_DEMO_QUEUE_URL:-}" ]; then
+if [ -n "$REAL" ]; then
+  echo "the chart's bundled Redis, as a pod (step 4)"
+elif [ -n "${JOBPOOL_DEMO_QUEUE_URL:-}" ]; then
   URL=$JOBPOOL_DEMO_QUEUE_URL
   echo "using JOBPOOL_DEMO_QUEUE_URL=$URL"
 else
@@ -96,9 +105,22 @@ step "3. The JobPool CRD (charts/jobpool/crds/)"
 kubectl apply --server-side --force-conflicts -f charts/jobpool/crds/
 kubectl wait --for=condition=Established --timeout=60s crd/jobpools.jobpool.dev
 
-step "4. The operator: jobpool operator --namespace $NS --default-queue $URL"
 kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
 wait_for "default service account in namespace $NS" 30 kubectl get serviceaccount default -n "$NS"
+if [ -n "$REAL" ]; then
+  step "4. helm install: the operator and Redis as pods (images jobpool-operator:dev, jobpool-redis:dev)"
+  helm install jp charts/jobpool --namespace "$NS" --wait --timeout 240s \
+    --set image.repository=jobpool-operator --set image.tag=dev \
+    --set redis.image.repository=jobpool-redis --set redis.image.tag=dev \
+    --set redis.persistence.enabled=false --set "watchNamespaces={$NS}" | sed 's/^/   /'
+  kubectl get pods -n "$NS" -o wide
+  # the Redis URL of the chart's Secret, by the Service's ClusterIP (kube-proxy runs on this machine)
+  URL=$(kubectl get secret jp-redis -n "$NS" -o jsonpath='{.data.url}' | base64 -d)
+  URL=${URL/jp-redis.$NS.svc/$(kubectl get service jp-redis -n "$NS" -o jsonpath='{.spec.clusterIP}')}
+  IMAGE=jobpool-examples:dev
+  QUEUE="queue: {urlSecretRef: {name: jp-redis, key: url}}"
+else
+step "4. The operator: jobpool operator --namespace $NS --default-queue $URL"
 METRICS_PORT=$(free_port)
 jobpool operator --namespace "$NS" --default-queue "$URL" --metrics-port "$METRICS_PORT" \
   >"$DIR/operator.log" 2>&1 &
@@ -122,6 +144,9 @@ echo "running (pid $OPERATOR, log in $DIR/operator.log), holding its leader Leas
 echo "kwok makes the worker pods Ready but runs no code: one local \`jobpool worker\` per Ready pod plays its container, with the pod's JOBPOOL_* environment (logs in $DIR/worker-*.log)"
 $BIN/python scripts/demo_cluster_pods.py --namespace "$NS" --pool "$POOL" --log-dir "$DIR" &
 PIDS+=($!)
+IMAGE=registry.example/jobpool-examples:0.1
+QUEUE=""
+fi
 
 step "5. Apply a JobPool: $JOBS jobs (spec.jobs.range), autoscaling 0..$MAX_WORKERS pods x $CONCURRENCY slots"
 MANIFEST=$(cat <<EOF
@@ -132,8 +157,9 @@ metadata:
 spec:
   concurrency: $CONCURRENCY
   worker:
-    image: registry.example/jobpool-demo:0.1
-    handler: demo_cluster_tasks:render_frame
+    image: $IMAGE
+    handler: tasks:render_frame
+  $QUEUE
   jobs:
     range: {start: 0, count: $JOBS}
   retry: {maxAttempts: 3, backoffSeconds: 1}
@@ -196,7 +222,7 @@ while :; do
 done
 kubectl get jp -n "$NS"
 kubectl get deployment -n "$NS" -l "jobpool.dev/pool=$POOL"
-if [ -n "${JOBPOOL_DEMO_PLOT:-}" ]; then
+if [ -n "${RECORDER:-}" ]; then
   sleep 2   # a few samples at rest after the scale-down
   stop_pid "$RECORDER" 5
   $BIN/python scripts/demo_plot.py draw "$DIR/metrics.csv" "$JOBPOOL_DEMO_PLOT"

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     jobpool = str(Path(sys.executable).with_name("jobpool"))
-    handlers = str(Path(__file__).resolve().parent)
+    handlers = str(Path(__file__).resolve().parents[1] / "examples" / "01-minimal")   # the example image's code
     workers: dict[str, subprocess.Popen] = {}
     draining: set[str] = set()
     try:

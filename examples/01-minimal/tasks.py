@@ -1,4 +1,6 @@
 """Handlers of the examples: plain functions of one JSON payload."""
+import asyncio
+import hashlib
 import time
 
 
@@ -17,3 +19,10 @@ def slow(payload):
     """Holds a job slot for `payload` seconds (used to watch saturation and scaling)."""
     time.sleep(float(payload))
     return payload
+
+
+async def render_frame(frame):
+    """The job of `make demo-cluster`: "render" frame n for a fifth of a second, return its checksum
+    (an async handler: a worker's slots wait together, with no thread each)."""
+    await asyncio.sleep(0.2)
+    return hashlib.sha256(f"frame-{frame}".encode()).hexdigest()[:16]
