@@ -187,7 +187,7 @@ scaled_up() {
   [ "${ready_complete%%|*}" = "$MAX_WORKERS" ] || [ "${ready_complete#*|}" = True ]
 }
 wait_for "$MAX_WORKERS ready worker pods" 60 scaled_up
-kubectl get deployment,pods -n "$NS" -l "jobpool.dev/pool=$POOL"
+kubectl get deployment,pods -n "$NS" -l "jobpool.dev/pool=$POOL" -o wide
 
 step "7. Progress (from the JobPool's status)"
 deadline=$((SECONDS + 300)) last_line=0

@@ -119,3 +119,31 @@ def test_ctrl_c_tears_everything_down(demo_env, kube_namespace):
     print(text)
     assert process.returncode == 130
     assert "stopped: local workers, operator" in text.split("tearing down", 1)[-1]
+
+
+def test_demo_on_the_real_node_runs_real_pods_and_leaves_nothing(real_node_ready, tmp_path):
+    """REAL_NODE=1: the demo's own control plane with the real node; the chart's operator and
+    Redis run as pods, the worker pods are containers of the example image."""
+    marker = secrets.token_hex(8)
+    env = {**os.environ, "REAL_NODE": "1", "JOBS": "1000", "JOBPOOL_DEMO_DIR": str(tmp_path / "demo"),
+           "JOBPOOL_DEMO_RUN": marker}
+    env.pop("KUBECONFIG", None)
+    run = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = run.stdout
+    print(out, run.stderr, sep="\n")
+    try:
+        assert run.returncode == 0, run.stderr[-3000:]
+        for step in range(1, 10):
+            assert f"== {step}. " in out
+        assert "helm install" in out and "[pods]" not in out     # no local stand-ins: real containers
+        assert re.search(r"^jp-operator-\S+ +1/1 +Running", out, re.M)
+        assert re.search(rf"^pod/{POOL}-workers-\S+ +1/1 +Running .* jobpool-node", out, re.M)
+        assert re.search(r"succeeded +1000/1000 +dead-lettered 0 ", out)
+        assert out.index("worker pods: 0") > out.index("== 8. ")
+        assert "Redis keys of the pool after:  0" in out
+    finally:
+        leftovers = processes_with(marker)
+        for pid in leftovers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert not leftovers, leftovers
