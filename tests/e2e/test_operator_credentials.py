@@ -11,9 +11,10 @@ import pytest
 import redis as redis_lib
 import yaml
 
+from jobpool.controller.builders import ANNOTATION_CREDENTIALS
 from jobpool.queue import acl, open_queue
-from tests.e2e.operator_harness import (ROOT, WorkerProcess, apply, condition, eventually, get,  # noqa: F401
-                                        jobpool_crds, start_operator)
+from tests.e2e.operator_harness import (ROOT, WorkerProcess, apply, condition, eventually, get, items,  # noqa: F401
+                                        jobpool_crds, pool_manifest, start_operator)
 from tests.e2e.test_operator_finalizer import create_namespace
 
 EXAMPLE = ROOT / "examples/01-minimal/jobpool.yaml"
@@ -113,3 +114,89 @@ def test_deleting_the_namespace_removes_the_pools_users(jobpool_crds, kube_names
         operator.stop()
         print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
         cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def submit_many(url, ns, pool, payloads):
+    async def run():
+        queue = open_queue(url, ns, pool)
+        try:
+            return await queue.submit_many(payloads)
+        finally:
+            await queue.close()
+    return asyncio.run(run())
+
+
+def results_of(url, ns, pool, ids):
+    async def run():
+        queue = open_queue(url, ns, pool)
+        try:
+            return [await queue.result(job_id) for job_id in ids]
+        finally:
+            await queue.close()
+    return asyncio.run(run())
+
+
+def authenticates(url):
+    try:
+        return redis_lib.Redis.from_url(url).ping()
+    except redis_lib.exceptions.AuthenticationError:
+        return False
+
+
+def test_rotating_the_credentials_rolls_the_workers_and_loses_no_job(jobpool_crds, kube_namespace, redis_server,
+                                                                     tmp_path):
+    cluster, ns, pool = jobpool_crds, kube_namespace, "rotated"
+    operator = start_operator(cluster, ns, None, tmp_path / "operator.log",
+                              extra_args=("--admin-queue", redis_server.url))
+    workers = []
+    try:
+        apply(cluster, ns, pool_manifest(pool, parallelism=2))
+        eventually(lambda: ready(cluster, ns, pool), timeout=60, message="Ready")
+        before = {role: secret_values(cluster, ns, name) for role, name in
+                  ((acl.WORKER, f"{pool}-queue"), (acl.PRODUCER, f"{pool}-queue-producer"))}
+        old_digest = get(cluster, ns, "deployment", f"{pool}-workers")["spec"]["template"]["metadata"][
+            "annotations"][ANNOTATION_CREDENTIALS]
+        workers.append(WorkerProcess(before[acl.WORKER]["url"], ns, pool, "tasks:square", concurrency=4))
+        first = submit_many(before[acl.PRODUCER]["url"], ns, pool, list(range(50)))
+
+        # Paused, the Deployment keeps its old pods: the rotation must wait for them.
+        cluster.kubectl("rollout", "pause", "deployment", f"{pool}-workers", "-n", ns)
+        cluster.kubectl("annotate", "jobpool", pool, "-n", ns, "jobpool.dev/rotate-credentials=first")
+        during = eventually(lambda: (v := secret_values(cluster, ns, f"{pool}-queue")) and
+                            v["password"] != before[acl.WORKER]["password"] and v, timeout=30,
+                            message="a new worker password")
+        producer = secret_values(cluster, ns, f"{pool}-queue-producer")
+        assert producer["password"] != before[acl.PRODUCER]["password"]
+        # While old pods may hold it, the old password stays valid: old workers and producers go on.
+        assert during["previous-password"] == before[acl.WORKER]["password"]
+        assert producer["previous-password"] == before[acl.PRODUCER]["password"]
+        for url in (before[acl.WORKER]["url"], before[acl.PRODUCER]["url"], during["url"], producer["url"]):
+            assert authenticates(url)
+        workers.append(WorkerProcess(during["url"], ns, pool, "tasks:square", concurrency=4))
+        second = submit_many(before[acl.PRODUCER]["url"], ns, pool, list(range(50, 75)))
+        second += submit_many(producer["url"], ns, pool, list(range(75, 100)))
+        workers[0].stop()
+        assert "previous-password" in secret_values(cluster, ns, f"{pool}-queue")
+        cluster.kubectl("rollout", "resume", "deployment", f"{pool}-workers", "-n", ns)
+
+        # The pods roll to the new password; then the previous one goes.
+        def rolled():
+            pods = items(cluster, ns, "pods", f"jobpool.dev/pool={pool}")
+            digests = {p["metadata"].get("annotations", {}).get(ANNOTATION_CREDENTIALS) for p in pods}
+            return len(pods) == 2 and old_digest not in digests and digests
+        eventually(rolled, timeout=60, message="the worker pods rolled")
+        eventually(lambda: "previous-password" not in secret_values(cluster, ns, f"{pool}-queue"), timeout=60,
+                   message="the previous password dropped")
+        assert not authenticates(before[acl.WORKER]["url"]) and not authenticates(before[acl.PRODUCER]["url"])
+        assert authenticates(during["url"]) and authenticates(producer["url"])
+
+        done = eventually(lambda: all(results_of(producer["url"], ns, pool, first + second))
+                          and results_of(producer["url"], ns, pool, first + second), timeout=60,
+                          message="every job of before and during the rotation done")
+        assert [r.result for r in done] == [n * n for n in range(100)]
+    finally:
+        for worker in workers:
+            worker.stop()
+        cluster.kubectl("delete", "jobpools", "--all", "-n", ns, "--timeout=60s", check=False)
+        operator.stop()
+        print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
