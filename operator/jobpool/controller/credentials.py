@@ -85,6 +85,10 @@ def old_pods_gone(pods: dict[str, dict[str, Any]], current_digest: str) -> bool:
     return True
 
 
+def owned_by(secret: dict[str, Any], pool: builders.PoolRef) -> bool:
+    return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
+
+
 def read_secret(secret: dict[str, Any] | None) -> Credentials | None:
     if secret is None:
         return None
@@ -155,9 +159,14 @@ class PoolCredentials:
         """Bring the users and Secrets to what `decide` says; a Problem when the queue refuses."""
         if not self._due(rotation, pods):
             return None
-        current = {role: read_secret(await self.kube.get("v1", "Secret", self.pool.namespace,
-                                                         SECRET_NAMES[role](self.pool.name)))
-                   for role in acl.ROLES}
+        current: dict[str, Credentials | None] = {}
+        for role in acl.ROLES:
+            name = SECRET_NAMES[role](self.pool.name)
+            secret = await self.kube.get("v1", "Secret", self.pool.namespace, name)
+            if secret is not None and not owned_by(secret, self.pool):
+                return Problem("QueueSecretTaken", f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
+                                                   f"which exists and is not this pool's; rename or delete it")
+            current[role] = read_secret(secret)
         worker = current[acl.WORKER]
         # both roles rotate together; the worker pods tell when the previous passwords may go
         rolled = worker is not None and old_pods_gone(pods, digest(worker))
