@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from tests.e2e.operator_harness import (ROOT, OperatorProcess, apply, condition, eventually, get, items,  # noqa: F401
                                         jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
@@ -58,7 +60,7 @@ def test_rendered_operator_is_restricted_and_rbac_is_least_privilege(kube_cluste
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
     verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert verbs[("", "secrets")] == {"get", "create", "patch"}
-    assert verbs[("", "pods")] == {"get", "list", "watch", "patch"}
+    assert verbs[("", "pods")] == {"list", "watch", "patch"}
     assert "delete" not in verbs[("apps", "deployments")]
     assert not any(r in ("clusterroles", "roles", "rolebindings", "namespaces") for _, r in verbs)
 
@@ -312,15 +314,17 @@ def check_admission_policy(cluster, ns, pool, kubeconfig):
     pod = eventually(lambda: items(cluster, ns, "pods", f"jobpool.dev/pool={pool}"), timeout=60,
                      message="a worker pod")[0]["metadata"]["name"]
 
-    def as_operator(*args):
-        return cluster.kubectl(f"--kubeconfig={kubeconfig}", "-n", ns, *args, check=False)
-
-    allowed = as_operator("annotate", "pod", pod, "--overwrite", "controller.kubernetes.io/pod-deletion-cost=100")
-    assert allowed.returncode == 0, allowed.stderr
-    for args in (("annotate", "pod", pod, "other=x"), ("label", "pod", pod, "other=x"),
-                 ("create", "secret", "generic", "stolen", "--from-literal=a=b"),
-                 ("create", "secret", "generic", f"{pool}-queue-producer-x", "--from-literal=a=b"),
-                 ("patch", "secret", f"{pool}-queue", "--type=merge", "-p",
-                  json.dumps({"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone"}}}))):
-        denied = as_operator(*args)
-        assert denied.returncode != 0 and "jobpool operator may" in denied.stderr, (args, denied.stderr)
+    # The API as the operator calls it (a PATCH or a POST, no GET first as kubectl would do).
+    core = k8s_client.CoreV1Api(k8s_config.new_client_from_config(kubeconfig))
+    core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {
+        "controller.kubernetes.io/pod-deletion-cost": "100"}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"}, "stringData": {"a": "b"}}
+    for denied in (lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {"other": "x"}}}),
+                   lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"labels": {"other": "x"}}}),
+                   lambda: core.patch_namespaced_pod(pod, ns, {"spec": {"activeDeadlineSeconds": 1}}),
+                   lambda: core.create_namespaced_secret(ns, secret),
+                   lambda: core.patch_namespaced_secret(f"{pool}-queue", ns, {"metadata": {"labels": {
+                       "app.kubernetes.io/managed-by": "someone"}}})):
+        with pytest.raises(k8s_client.ApiException) as refused:
+            denied()
+        assert refused.value.status == 403 and "jobpool operator may" in refused.value.body, refused.value.body
