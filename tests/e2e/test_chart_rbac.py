@@ -15,8 +15,9 @@ import redis as redis_lib
 import yaml
 
 from jobpool.queue import acl
-from tests.e2e.operator_harness import (ROOT, OperatorProcess, WorkerProcess, apply, condition, get, items,  # noqa: F401
-                                        jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
+from tests.e2e.operator_harness import (ROOT, OperatorProcess, WorkerProcess, apply, condition,  # noqa: F401
+                                        get, items, jobpool_crds, kubeconfig_for_token, pool_manifest,
+                                        unique)
 
 CHART = ROOT / "charts/jobpool"
 FORBIDDEN = re.compile(r"forbidden|Forbidden")
@@ -85,11 +86,9 @@ class Scenario:
                                       for e in items(cluster, ns, "events")
                                       if e["involvedObject"].get("name") == own)):
             return "an Event for the pool"
+        if not self.until(lambda: len(items(cluster, ns, "pods", f"jobpool.dev/pool={own}")) == 2):
+            return "two worker pods"
         pods = sorted(p["metadata"]["name"] for p in items(cluster, ns, "pods", f"jobpool.dev/pool={own}"))
-        if len(pods) != 2:
-            if not self.until(lambda: len(items(cluster, ns, "pods", f"jobpool.dev/pool={own}")) == 2):
-                return "two worker pods"
-            pods = sorted(p["metadata"]["name"] for p in items(cluster, ns, "pods", f"jobpool.dev/pool={own}"))
         worker = WorkerProcess(self.redis_server.url, ns, own, "tasks:slow", concurrency=2, worker_id=pods[0])
         try:
             jobpool.Client(self.redis_server.url, ns, own).submit_many([2, 2])

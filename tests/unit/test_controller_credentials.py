@@ -79,6 +79,7 @@ def test_a_managed_pool_reads_its_url_from_its_own_secret_and_rolls_with_its_pas
     rolled = builders.build_deployment(POOL, spec, 1, ADMIN, "digest-2")
     assert builders.needs_write(rolled, deployment)
     # a pool with its own queue keeps it, and no credentials annotation
-    own = JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, "queue": {"url": "redis://own:6379/0"}})
+    own = JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"},
+                                      "queue": {"url": "redis://own:6379/0"}})
     built = builders.build_deployment(POOL, own, 1, ADMIN, "digest-1")
     assert "annotations" not in built["spec"]["template"]["metadata"] and "admin-pw" not in json.dumps(built)

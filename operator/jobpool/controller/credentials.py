@@ -34,7 +34,7 @@ log = logging.getLogger("jobpool.operator")
 
 ANNOTATION_ROTATE = "jobpool.dev/rotate-credentials"
 ANNOTATION_ROTATED_FOR = "jobpool.dev/rotated-for"     # on the Secret: the rotation it holds
-# Users are re-applied this often even when nothing changed: a restarted Redis lost them.
+# Users are applied again this often even when nothing changed: a restarted Redis lost them.
 CHECK_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 5.0
 SECRET_NAMES = {acl.WORKER: builders.queue_secret_name, acl.PRODUCER: builders.producer_secret_name}
@@ -80,7 +80,8 @@ def old_pods_gone(pods: dict[str, dict[str, Any]], current_digest: str) -> bool:
     none is terminating (a draining pod still acks with its connection)."""
     for pod in pods.values():
         meta = pod["metadata"]
-        if meta.get("deletionTimestamp") or (meta.get("annotations") or {}).get(builders.ANNOTATION_CREDENTIALS) != current_digest:
+        digest_of_pod = (meta.get("annotations") or {}).get(builders.ANNOTATION_CREDENTIALS)
+        if meta.get("deletionTimestamp") or digest_of_pod != current_digest:
             return False
     return True
 
@@ -147,18 +148,32 @@ class PoolCredentials:
         worker = self.held.get(acl.WORKER)
         return digest(worker) if worker is not None else None
 
-    def _due(self, rotation: str, pods: dict[str, dict[str, Any]]) -> bool:
+    def _needs_secrets(self, rotation: str, pods: dict[str, dict[str, Any]]) -> bool:
+        """Whether to read (and maybe write) the Secrets: the first time, or a rotation to start or finish."""
         worker = self.held.get(acl.WORKER)
-        if worker is None or time.monotonic() - self.checked_at >= CHECK_SECONDS:
+        if worker is None or len(self.held) < len(acl.ROLES):
             return True
         if worker.previous is not None:
             return old_pods_gone(pods, digest(worker))
         return worker.rotation != rotation
 
     async def ensure(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
-        """Bring the users and Secrets to what `decide` says; a Problem when the queue refuses."""
-        if not self._due(rotation, pods):
-            return None
+        """Bring the users and Secrets to what `decide` says; a Problem when the queue refuses.
+        An unchanged pool costs no API call: only its users are applied again, now and then."""
+        try:
+            if self._needs_secrets(rotation, pods):
+                return await self._sync(rotation, pods)
+            if time.monotonic() - self.checked_at >= CHECK_SECONDS:
+                for role, held in self.held.items():   # a restarted Redis has lost them
+                    await self._apply_user(role, held)
+                self.checked_at = time.monotonic()
+        except (RedisError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Problem("QueueCredentialsFailed", f"spec.queue: cannot set up the pool's users on the "
+                                                     f"operator's queue {redact_url(self.admin.url)}: {reason}")
+        return None
+
+    async def _sync(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
         current: dict[str, Credentials | None] = {}
         for role in acl.ROLES:
             name = SECRET_NAMES[role](self.pool.name)
@@ -175,20 +190,14 @@ class PoolCredentials:
             # a password is valid in Redis before a Secret names it, and leaves Redis only once no
             # Secret names it
             adding = current[role] is None or wanted.password != current[role].password
-            try:
-                if adding:
-                    await self._apply_user(role, wanted)
-                if wanted != current[role]:
-                    await self.kube.apply(build_secret(self.pool, role, wanted, self.admin.url))
-                    log.info("%s/%s: %s credentials %s", self.pool.namespace, self.pool.name, role,
-                             "created" if current[role] is None else "rotating" if adding else "rotated")
-                if not adding:
-                    await self._apply_user(role, wanted)
-            except (RedisError, OSError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                return Problem("QueueCredentialsFailed",
-                               f"spec.queue: cannot set up the pool's users on the operator's queue "
-                               f"{redact_url(self.admin.url)}: {reason}")
+            if adding:
+                await self._apply_user(role, wanted)
+            if wanted != current[role]:
+                await self.kube.apply(build_secret(self.pool, role, wanted, self.admin.url))
+                log.info("%s/%s: %s credentials %s", self.pool.namespace, self.pool.name, role,
+                         "created" if current[role] is None else "rotating" if adding else "rotated")
+            if not adding:
+                await self._apply_user(role, wanted)
             self.held[role] = wanted
         self.checked_at = time.monotonic()
         return None
