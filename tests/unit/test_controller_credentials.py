@@ -4,6 +4,8 @@ import base64
 import itertools
 import json
 
+import pytest
+
 from jobpool.api import JobPoolSpec
 from jobpool.controller import builders, credentials
 from jobpool.controller.credentials import Credentials, decide, old_pods_gone
@@ -83,3 +85,14 @@ def test_a_managed_pool_reads_its_url_from_its_own_secret_and_rolls_with_its_pas
                                       "queue": {"url": "redis://own:6379/0"}})
     built = builders.build_deployment(POOL, own, 1, ADMIN, "digest-1")
     assert "annotations" not in built["spec"]["template"]["metadata"] and "admin-pw" not in json.dumps(built)
+
+
+def test_the_operator_takes_one_default_queue_plain_or_administered(capsys, monkeypatch):
+    from jobpool.controller.main import parse_args
+    monkeypatch.delenv("JOBPOOL_DEFAULT_QUEUE_URL", raising=False)
+    monkeypatch.setenv("JOBPOOL_ADMIN_QUEUE_URL", ADMIN)
+    assert parse_args(["-n", "team-a"]).admin_queue == ADMIN
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["-n", "team-a", "--default-queue", "redis://q:6379/0"])
+    assert exited.value.code == 2
+    assert "not both" in capsys.readouterr().err
