@@ -98,8 +98,11 @@ def test_a_pool_runs_its_whole_life_under_its_worker_and_producer_users(users, q
         wait_until(lambda: ("start", 99, first.pid) in events(log), what="the long job to start")
         first.send(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
+        assert "released for immediate redelivery" in first.log()
         second = spawn_worker(**options)
-        assert producer.result(long_id, timeout=20).result == 99
+        long_result = producer.result(long_id, timeout=20)
+        # one attempt: released without counting one, and never stolen while it ran 2.5 s
+        assert (long_result.result, long_result.attempts) == (99, 1)
         assert ("end", 99, second.pid) in events(log)
         # replay (with the pool's worker credentials) dead-letters the broken job again
         assert team.replay() == 1
