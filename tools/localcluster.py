@@ -214,7 +214,8 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports,
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             *apiserver_access,
-            "--enable-admission-plugins=NodeRestriction",
+            # as many production clusters: setting blockOwnerDeletion needs update on the owner's finalizers
+            "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
             # the aggregation layer, for APIServices such as the operator's external metrics
             f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",

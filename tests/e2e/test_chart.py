@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from tests.e2e.operator_harness import (ROOT, OperatorProcess, apply, condition, eventually, get, items,  # noqa: F401
                                         jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
@@ -47,30 +49,46 @@ def test_rendered_operator_is_restricted_and_rbac_is_least_privilege(kube_cluste
     assert sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert "--all-namespaces" in container["args"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["JOBPOOL_DEFAULT_QUEUE_URL"] == {
-        "name": "JOBPOOL_DEFAULT_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "jp-redis", "key": "url"}}}
+    # The bundled Redis is administered: its superuser URL reaches only the operator, from the Secret.
+    assert env["JOBPOOL_ADMIN_QUEUE_URL"] == {
+        "name": "JOBPOOL_ADMIN_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "jp-redis", "key": "url"}}}
+    assert "JOBPOOL_DEFAULT_QUEUE_URL" not in env
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
-    (role,) = by_kind(docs, "ClusterRole")
+    (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "jp-operator-ops"]
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
     verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert verbs[("", "secrets")] == {"get"}
-    assert verbs[("", "pods")] == {"get", "list", "watch", "patch"}
+    assert verbs[("", "secrets")] == {"get", "create", "patch"}
+    assert verbs[("", "pods")] == {"list", "watch", "patch"}
     assert "delete" not in verbs[("apps", "deployments")]
     assert not any(r in ("clusterroles", "roles", "rolebindings", "namespaces") for _, r in verbs)
 
 
 def test_watch_namespaces_get_roles_not_a_cluster_role_and_redis_is_optional(kube_cluster):
     docs = render(kube_cluster, "watchNamespaces={team-a,team-b}", "redis.enabled=false")
-    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    assert {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")} == {"jobpool-view", "jobpool-edit"}
+    assert by_kind(docs, "ClusterRoleBinding") == []
     namespaces = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
     assert namespaces == {"team-a", "team-b", "ops"}  # ops: only the leader Lease
     (deployment,) = by_kind(docs, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
     assert "JOBPOOL_DEFAULT_QUEUE_URL" not in json.dumps(deployment)
+    assert "JOBPOOL_ADMIN_QUEUE_URL" not in json.dumps(deployment)
     assert by_kind(docs, "Service") and all(s["metadata"]["name"] != "jp-redis" for s in by_kind(docs, "Service"))
+
+
+def test_jobpool_roles_aggregate_to_view_and_edit(kube_cluster):
+    roles = {r["metadata"]["name"]: r for r in by_kind(render(kube_cluster), "ClusterRole")}
+    view, edit = roles["jobpool-view"], roles["jobpool-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    assert by_kind(render(kube_cluster, "aggregatedRoles.enabled=false"), "ClusterRole") != [] and not [
+        r for r in by_kind(render(kube_cluster, "aggregatedRoles.enabled=false"), "ClusterRole")
+        if r["metadata"]["name"].startswith("jobpool-")]
 
 
 def decoded(secret):
@@ -190,9 +208,19 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
         # The restricted namespace admits the chart's pod (kwok then runs it).
         eventually(lambda: items(cluster, ns, "pods", "app.kubernetes.io/name=jobpool-operator"), timeout=60,
                    message="the operator pod admitted under the restricted PSS")
+        # The built-in view and edit roles now cover JobPools (the aggregation controller merged them).
+        cluster.kubectl("-n", ns, "create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer")
+        cluster.kubectl("-n", ns, "create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor")
+        for user, verb, resource, allowed in (("viewer", "list", "jobpools", "yes"), ("viewer", "create", "jobpools", "no"),
+                                              ("editor", "create", "jobpools", "yes"),
+                                              ("editor", "patch", "jobpools/scale", "yes")):
+            eventually(lambda: cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={user}",
+                                               check=False).stdout.strip() == allowed, timeout=30,
+                       message=f"{user} {verb} {resource}: {allowed}")
         sa = f"{release}-operator"
         for verb, resource, allowed in (("patch", "deployments", "yes"), ("get", "secrets", "yes"),
                                         ("list", "secrets", "no"), ("delete", "deployments", "no"),
+                                        ("create", "secrets", "yes"), ("delete", "secrets", "no"),
                                         ("create", "roles", "no"), ("patch", "jobpools/status", "yes")):
             answer = cluster.kubectl("auth", "can-i", verb, resource, "-n", ns,
                                      f"--as=system:serviceaccount:{ns}:{sa}", check=False).stdout.strip()
@@ -245,40 +273,58 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
         helm(cluster, "upgrade", release, str(CHART), *install)
         assert decoded(get(cluster, ns, "secret", f"{release}-redis"))["password"] == password
 
-        # The operator with the chart's default queue (it has a password): a pool without spec.queue
-        # is Degraded naming what to set, and no worker Deployment carries the URL.
+        # `helm install` + `kubectl apply -f examples/01-minimal`: Ready with no manual Secret. The
+        # operator runs with nothing but the chart's ServiceAccount token (and under its admission
+        # policy); kwok runs no Redis, so the session's redis-server stands in for the bundled one.
         sa = f"{release}-operator"
         token = cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
         scoped = kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")
-        operator = OperatorProcess(cluster, ns, url, tmp_path / "operator.log", kubeconfig=scoped).start()
+        operator = OperatorProcess(cluster, ns, None, tmp_path / "operator.log", kubeconfig=scoped,
+                                   extra_args=("--admin-queue", redis_server.url)).start()
         try:
             eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
                        message="the lease")
             assert operator.alive(), operator.logs()[-3000:]
-            name = unique("shared")
-            apply(cluster, ns, pool_manifest(name, parallelism=1))
-            degraded = eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded")
-                                  if condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "True"
-                                  else None, timeout=60, message="Degraded for a default queue with a password")
-            assert degraded["reason"] == "DefaultQueueHasCredentials", degraded
-            assert "spec.queue.urlSecretRef" in degraded["message"]
-            assert get(cluster, ns, "deployment", f"{name}-workers") is None
-            for text in (json.dumps(get(cluster, ns, "jobpool", name)), json.dumps(items(cluster, ns, "events")),
-                         json.dumps(items(cluster, ns, "deployments")), operator.logs()):
-                assert password not in text
-
-            # Setting what the message asks for makes the pool Ready, its URL a secretKeyRef.
-            cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
-            cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge", "-p",
-                            json.dumps({"spec": {"queue": {"urlSecretRef": {"name": "queue", "key": "url"}}}}))
+            cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples/01-minimal/jobpool.yaml"))
+            name = "squares"
             eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
-                       timeout=90, message="Ready=True once spec.queue.urlSecretRef is set")
+                       timeout=90, message="the minimal example Ready with no manual Secret")
             deployment = get(cluster, ns, "deployment", f"{name}-workers")
             (env,) = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
                       if e["name"] == "JOBPOOL_QUEUE_URL"]
-            assert env == {"name": "JOBPOOL_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "queue", "key": "url"}}}
+            assert env == {"name": "JOBPOOL_QUEUE_URL",
+                           "valueFrom": {"secretKeyRef": {"name": f"{name}-queue", "key": "url"}}}
+            assert get(cluster, ns, "secret", f"{name}-queue-producer") is not None
+            for text in (json.dumps(get(cluster, ns, "jobpool", name)), json.dumps(items(cluster, ns, "events")),
+                         json.dumps(items(cluster, ns, "deployments")), operator.logs()):
+                assert password not in text
+            assert "Forbidden" not in operator.logs() and "403" not in operator.logs(), operator.logs()[-3000:]
+            check_admission_policy(cluster, ns, name, scoped)
             cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
+            assert "Forbidden" not in operator.logs(), operator.logs()[-3000:]
         finally:
             operator.stop()
     finally:
         helm(cluster, "uninstall", release, "--namespace", ns, check=False)
+
+
+def check_admission_policy(cluster, ns, pool, kubeconfig):
+    """As the operator's ServiceAccount: the deletion-cost annotation of a worker pod may change,
+    nothing else of it, and no Secret but the pools' queue Secrets may be written."""
+    pod = eventually(lambda: items(cluster, ns, "pods", f"jobpool.dev/pool={pool}"), timeout=60,
+                     message="a worker pod")[0]["metadata"]["name"]
+
+    # The API as the operator calls it (a PATCH or a POST, no GET first as kubectl would do).
+    core = k8s_client.CoreV1Api(k8s_config.new_client_from_config(kubeconfig))
+    core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {
+        "controller.kubernetes.io/pod-deletion-cost": "100"}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"}, "stringData": {"a": "b"}}
+    for denied in (lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {"other": "x"}}}),
+                   lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"labels": {"other": "x"}}}),
+                   lambda: core.patch_namespaced_pod(pod, ns, {"spec": {"activeDeadlineSeconds": 1}}),
+                   lambda: core.create_namespaced_secret(ns, secret),
+                   lambda: core.patch_namespaced_secret(f"{pool}-queue", ns, {"metadata": {"labels": {
+                       "app.kubernetes.io/managed-by": "someone"}}})):
+        with pytest.raises(k8s_client.ApiException) as refused:
+            denied()
+        assert refused.value.status == 403 and "jobpool operator may" in refused.value.body, refused.value.body

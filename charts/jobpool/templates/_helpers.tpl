@@ -32,13 +32,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s.%s.svc:%d/0" (include "jobpool.redisName" .) .Release.Namespace (int .Values.redis.port) -}}
 {{- end -}}
 
-{{/* JOBPOOL_DEFAULT_QUEUE_URL: the bundled Redis's URL comes from its Secret, never inline. */}}
+{{/* The default queue: JOBPOOL_ADMIN_QUEUE_URL when the operator administers it (per-pool ACL
+users), from a Secret, never inline; else JOBPOOL_DEFAULT_QUEUE_URL. */}}
 {{- define "jobpool.defaultQueueEnv" -}}
 {{- if .Values.defaultQueueUrl }}
 - name: JOBPOOL_DEFAULT_QUEUE_URL
   value: {{ .Values.defaultQueueUrl | quote }}
+{{- else if .Values.adminQueue.secretName }}
+- name: JOBPOOL_ADMIN_QUEUE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.adminQueue.secretName }}
+      key: {{ .Values.adminQueue.key }}
 {{- else if and .Values.redis.enabled .Values.redis.auth.enabled }}
-- name: JOBPOOL_DEFAULT_QUEUE_URL
+- name: JOBPOOL_ADMIN_QUEUE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "jobpool.redisName" . }}

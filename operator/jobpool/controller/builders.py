@@ -22,6 +22,7 @@ ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # What cluster autoscalers honour: a pod holding jobs keeps its node (Karpenter, Cluster Autoscaler).
 BUSY_POD_ANNOTATIONS = {"karpenter.sh/do-not-disrupt": "true",
                         "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+ANNOTATION_CREDENTIALS = "jobpool.dev/credentials"   # on worker pods: digest of their queue password
 FIELD_MANAGER = "jobpool-operator"
 WORKER_CONTAINER = "worker"
 WORKER_METRICS_PORT = 9100
@@ -54,6 +55,16 @@ def workers_name(pool: str) -> str:
     return f"{pool}-workers"
 
 
+def queue_secret_name(pool: str) -> str:
+    """The workers' queue URL, on a queue the operator administers."""
+    return f"{pool}-queue"
+
+
+def producer_secret_name(pool: str) -> str:
+    """A submit-only producer's queue URL, on a queue the operator administers."""
+    return f"{pool}-queue-producer"
+
+
 def selector(pool: str) -> str:
     return f"{LABEL_POOL}={pool}"
 
@@ -74,17 +85,21 @@ def owner_reference(pool: PoolRef) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def check_spec(spec: JobPoolSpec, default_queue: str | None) -> None:
+def uses_default_queue(spec: JobPoolSpec) -> bool:
+    return spec.queue.url is None and spec.queue.url_secret_ref is None
+
+
+def check_spec(spec: JobPoolSpec, default_queue: str | None, administered: bool = False) -> None:
     """Raise SpecProblem for what the schema cannot express."""
     handler = spec.worker.handler
     if handler is not None and not _HANDLER.match(handler):
         raise SpecProblem("InvalidHandler",
                           f'spec.worker.handler: "{handler}" is not a Python callable "module:function"')
-    if spec.queue.url is None and spec.queue.url_secret_ref is None:
+    if uses_default_queue(spec):
         if not default_queue:
             raise SpecProblem("NoQueue", "spec.queue: no url or urlSecretRef, and the operator has no "
                                          "--default-queue; set spec.queue.url")
-        if carries_credentials(default_queue):
+        if carries_credentials(default_queue) and not administered:
             raise default_queue_with_credentials()
 
 
@@ -101,13 +116,18 @@ def default_queue_with_credentials() -> SpecProblem:
                        "namespace holding the queue URL (or spec.queue.url to a queue without one)")
 
 
-def queue_url_env(spec: JobPoolSpec, default_queue: str | None) -> dict[str, Any]:
-    """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret, never its value; the
-    operator's default queue only inline when it carries no password."""
+def queue_url_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
+                  credentials: str | None = None) -> dict[str, Any]:
+    """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret (the user's, or the pool's
+    own on a queue the operator administers: `credentials` is then its digest), never its value;
+    the operator's default queue only inline when it carries no password."""
     ref = spec.queue.url_secret_ref
     if ref is not None:
         return {"name": "JOBPOOL_QUEUE_URL",
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    if credentials is not None and uses_default_queue(spec):
+        return {"name": "JOBPOOL_QUEUE_URL",
+                "valueFrom": {"secretKeyRef": {"name": queue_secret_name(pool.name), "key": "url"}}}
     if spec.queue.url is None and default_queue and carries_credentials(default_queue):
         raise default_queue_with_credentials()
     return {"name": "JOBPOOL_QUEUE_URL", "value": spec.queue.url or default_queue or ""}
@@ -117,12 +137,13 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None) -> list[dict[str, Any]]:
+def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
+               credentials: str | None = None) -> list[dict[str, Any]]:
     """The JOBPOOL_* variables mirroring `jobpool worker` flags, then the user's env."""
     runner = ({"name": "JOBPOOL_HANDLER", "value": spec.worker.handler} if spec.worker.handler is not None
               else {"name": "JOBPOOL_COMMAND", "value": json.dumps(spec.worker.command)})
     env = [
-        queue_url_env(spec, default_queue),
+        queue_url_env(pool, spec, default_queue, credentials),
         {"name": "JOBPOOL_NAMESPACE", "value": pool.namespace},
         {"name": "JOBPOOL_POOL", "value": pool.name},
         {"name": "JOBPOOL_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -149,7 +170,8 @@ def restricted_container_security() -> dict[str, Any]:
 
 
 def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
-                     default_queue: str | None) -> dict[str, Any]:
+                     default_queue: str | None, credentials: str | None = None) -> dict[str, Any]:
+    """`credentials`: the digest of the pool's own queue password, when the operator manages it."""
     labels = pool_labels(pool.name)
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10,
              "timeoutSeconds": 2, "failureThreshold": 3}
@@ -157,7 +179,7 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
         "name": WORKER_CONTAINER,
         "image": spec.worker.image,
         "command": ["jobpool", "worker"],
-        "env": worker_env(pool, spec, default_queue),
+        "env": worker_env(pool, spec, default_queue, credentials),
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "periodSeconds": 5},
@@ -165,6 +187,9 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
     }
     if spec.worker.resources:
         container["resources"] = spec.worker.resources
+    template_meta: dict[str, Any] = {"labels": labels}
+    if credentials is not None and uses_default_queue(spec):
+        template_meta["annotations"] = {ANNOTATION_CREDENTIALS: credentials}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -174,7 +199,7 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
             "replicas": replicas,
             "selector": {"matchLabels": {LABEL_POOL: pool.name}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_meta,
                 "spec": {
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": spec.drain_seconds + DRAIN_MARGIN_SECONDS,

@@ -1,6 +1,7 @@
 """kopf wiring, kept thin: events in, `PoolController` and the cache do the work."""
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from typing import Any
@@ -9,7 +10,7 @@ import kopf
 
 from ..api import GROUP, PLURAL, VERSION
 from .builders import LABEL_POOL
-from .reconcile import OperatorContext, PoolController, finalize_pool
+from .reconcile import CleanupStep, OperatorContext, PoolController, finalize_pool
 
 log = logging.getLogger("jobpool.operator")
 
@@ -61,6 +62,11 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             if retry == 0:
                 ctx.post_event(body, "Normal", "WaitingForWorkers", step.message)
             raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
+        if ctx.admin is not None:   # the pool's queue users; its Secrets go with it (owner references)
+            try:
+                await asyncio.wait_for(ctx.admin.delete_users(namespace, name), CLEANUP_POLL_SECONDS * 5)
+            except Exception as exc:
+                step = CleanupStep(True, f"{step.message}; its queue users were not removed: {exc}", warning=True)
         ctx.metrics.forget_pool(namespace, name)
         ctx.cache.forget_pool(namespace, name)
         ctx.queue_urls.pop(uid, None)

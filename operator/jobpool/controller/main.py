@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from . import external_metrics
+from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
 from .kube import KubeApi
 from .lease import LeaderLease
@@ -28,8 +29,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
                        help="watch this namespace (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    parser.add_argument("--default-queue", metavar="URL", default=os.environ.get("JOBPOOL_DEFAULT_QUEUE_URL"),
-                        help="queue of pools without spec.queue (env JOBPOOL_DEFAULT_QUEUE_URL)")
+    default = parser.add_mutually_exclusive_group()
+    default.add_argument("--default-queue", metavar="URL", default=os.environ.get("JOBPOOL_DEFAULT_QUEUE_URL"),
+                         help="queue of pools without spec.queue (env JOBPOOL_DEFAULT_QUEUE_URL)")
+    default.add_argument("--admin-queue", metavar="URL", default=os.environ.get("JOBPOOL_ADMIN_QUEUE_URL"),
+                         help="the same, with a URL allowed to manage ACL users (Redis >= 7): each pool "
+                              "without spec.queue gets users of its own there (env JOBPOOL_ADMIN_QUEUE_URL)")
     parser.add_argument("--metrics-port", type=int, metavar="P",
                         default=int(os.environ.get("JOBPOOL_OPERATOR_METRICS_PORT", "8080")),
                         help="port of /metrics and /healthz (default 8080; 0 = off)")
@@ -51,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
         parser.error("give --namespace NS (repeatable) or --all-namespaces")
+    if args.default_queue and args.admin_queue:
+        parser.error("give --default-queue or --admin-queue, not both (JOBPOOL_DEFAULT_QUEUE_URL or "
+                     "JOBPOOL_ADMIN_QUEUE_URL)")
     if args.poll_interval <= 0:
         parser.error("--poll-interval must be > 0")
     if args.external_metrics_port and not (args.tls_cert_file and args.tls_private_key_file):
@@ -70,6 +78,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     stop_flag = asyncio.Event()
     keeper: asyncio.Task[Any] | None = None
     external = None
+    admin: QueueAdmin | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
@@ -77,9 +86,10 @@ async def run_operator(args: argparse.Namespace) -> int:
             external = await external_metrics.serve(
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
-        ctx = OperatorContext(kube, OperatorConfig(default_queue=args.default_queue,
+        admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
+        ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
                                                    poll_interval=args.poll_interval),
-                              metrics, open_queue, post_event)
+                              metrics, open_queue, post_event, admin)
         await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
                             namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
     finally:
@@ -91,6 +101,8 @@ async def run_operator(args: argparse.Namespace) -> int:
             await runner.cleanup()
         if external is not None:
             await external.cleanup()
+        if admin is not None:
+            await admin.close()
     return 0
 
 

@@ -26,6 +26,7 @@ from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue, QueueStats
 from ..queue.codec import EXPECTED_QUEUE_URL, queue_url_problem, redact_url, scrub_url
 from . import autoscaler, builders, cleanup, status as pool_status
+from .credentials import ANNOTATION_ROTATE, PoolCredentials, QueueAdmin
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
 
@@ -136,7 +137,7 @@ class OperatorContext:
 
     def __init__(self, kube: KubeApi, config: OperatorConfig, metrics: OperatorMetrics,
                  open_queue: Callable[[str, str, str], Queue],
-                 post_event: Callable[[Any, str, str, str], None]):
+                 post_event: Callable[[Any, str, str, str], None], admin: QueueAdmin | None = None):
         self.kube = kube
         self.config = config
         self.metrics = metrics
@@ -147,6 +148,7 @@ class OperatorContext:
         self.queue_urls: dict[str, str] = {}
         self.open_queue = open_queue
         self.post_event = post_event
+        self.admin = admin      # the default queue, when the operator administers it (per-pool users)
 
 
 class PoolController:
@@ -164,6 +166,7 @@ class PoolController:
         self.configured: dict[str, int] | None = None    # the pool-wide settings in the queue
         self.stopping = False
         self._secret_cache: tuple[float, tuple[str, str], str | None, pool_status.Problem | None] | None = None
+        self.credentials = PoolCredentials(ctx.admin, ctx.kube, self.ref) if ctx.admin is not None else None
 
     # -- the loop --------------------------------------------------------------
     async def run(self, body: Any, stopped: Any) -> None:
@@ -215,7 +218,7 @@ class PoolController:
         spec: JobPoolSpec | None = None
         try:
             spec = JobPoolSpec.model_validate(body["spec"])
-            builders.check_spec(spec, self.ctx.config.default_queue)
+            builders.check_spec(spec, self.ctx.config.default_queue, administered=self.ctx.admin is not None)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = "spec." + ".".join(str(p) for p in first["loc"])
@@ -233,6 +236,10 @@ class PoolController:
                     "QueueUnavailable",
                     f"spec.queue: cannot reach the queue at {shown_queue(spec, self.queue_url or '')}: "
                     f"{queue_message(spec, self.queue_url or '', exc)}")
+        managed = self.credentials is not None and spec is not None and builders.uses_default_queue(spec)
+        if managed and problem is None:
+            problem = await self.credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""),
+                                                    self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {}))
         deployment = self.ctx.cache.get("Deployment", self.ref.namespace, builders.workers_name(self.ref.name))
 
         # decide
@@ -247,7 +254,8 @@ class PoolController:
             self.batch = None
 
         # act
-        if spec is not None and spec_ok:
+        # a managed pool's workers start once their Secret exists
+        if spec is not None and spec_ok and not (managed and self.credentials.digest is None):
             await self._apply_workers(spec, desired, deployment)
             if stats is not None:
                 await self._update_pod_annotations(stats)
@@ -387,7 +395,8 @@ class PoolController:
         kube, cache, ns = self.ctx.kube, self.ctx.cache, self.ref.namespace
         name = builders.workers_name(self.ref.name)
         desired = {
-            "Deployment": builders.build_deployment(self.ref, spec, replicas, self.ctx.config.default_queue),
+            "Deployment": builders.build_deployment(self.ref, spec, replicas, self.ctx.config.default_queue,
+                                                    self.credentials.digest if self.credentials else None),
             "Service": builders.build_service(self.ref),
             "PodDisruptionBudget": builders.build_pdb(self.ref, spec),
         }

@@ -1,0 +1,206 @@
+"""Per-pool queue credentials on the queue the operator administers (`--admin-queue`).
+
+A pool without spec.queue gets two Redis ACL users (`jobpool.queue.acl`): a worker user,
+whose URL its worker Deployment reads from the Secret `<pool>-queue`, and a submit-only
+producer user in `<pool>-queue-producer`. Both Secrets are owned by the JobPool, so they
+go with it; the finalizer removes the users. The password lives only in the Secret and in
+Redis: the operator re-applies the users from the Secret, so a Redis restart (ACL users are
+not in the AOF) costs at most one check interval.
+
+Rotation: a new value of the annotation `jobpool.dev/rotate-credentials` gives each user a
+new password while the old one stays valid; the worker pods roll (the password's digest is
+on their template), and the old password goes once no pod of the old template is left.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import logging
+import secrets
+import time
+from typing import Any, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..queue import acl
+from ..queue.codec import redact_url
+from . import builders
+from .kube import KubeApi
+from .status import Problem
+
+log = logging.getLogger("jobpool.operator")
+
+ANNOTATION_ROTATE = "jobpool.dev/rotate-credentials"
+ANNOTATION_ROTATED_FOR = "jobpool.dev/rotated-for"     # on the Secret: the rotation it holds
+# Users are applied again this often even when nothing changed: a restarted Redis lost them.
+CHECK_SECONDS = 5.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+SECRET_NAMES = {acl.WORKER: builders.queue_secret_name, acl.PRODUCER: builders.producer_secret_name}
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What one role's Secret holds."""
+
+    password: str
+    previous: str | None      # still valid while a rotation rolls
+    rotation: str             # the rotate-credentials value this password was made for
+
+    @property
+    def passwords(self) -> tuple[str, ...]:
+        return (self.password,) if self.previous is None else (self.password, self.previous)
+
+
+def new_password() -> str:
+    return secrets.token_hex(32)
+
+
+def decide(current: Credentials | None, rotation: str, old_pods_gone: bool,
+           make_password: Callable[[], str] = new_password) -> Credentials:
+    """The credentials a role should have now. A rotation asked for while one rolls starts
+    once that one is finished: a pod may still hold the previous password until then."""
+    if current is None:
+        return Credentials(make_password(), None, rotation)
+    if current.previous is not None:
+        return Credentials(current.password, None, current.rotation) if old_pods_gone else current
+    if current.rotation != rotation:
+        return Credentials(make_password(), current.password, rotation)
+    return current
+
+
+def digest(credentials: Credentials) -> str:
+    """Stamped on the worker pod template: a new password rolls the pods."""
+    return hashlib.sha256(credentials.password.encode()).hexdigest()[:16]
+
+
+def old_pods_gone(pods: dict[str, dict[str, Any]], current_digest: str) -> bool:
+    """No pod that may still hold the previous password: every pod has the current template and
+    none is terminating (a draining pod still acks with its connection)."""
+    for pod in pods.values():
+        meta = pod["metadata"]
+        digest_of_pod = (meta.get("annotations") or {}).get(builders.ANNOTATION_CREDENTIALS)
+        if meta.get("deletionTimestamp") or digest_of_pod != current_digest:
+            return False
+    return True
+
+
+def owned_by(secret: dict[str, Any], pool: builders.PoolRef) -> bool:
+    return any(ref.get("uid") == pool.uid for ref in secret["metadata"].get("ownerReferences") or [])
+
+
+def read_secret(secret: dict[str, Any] | None) -> Credentials | None:
+    if secret is None:
+        return None
+    data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    if not data.get("password"):
+        return None
+    annotations = secret["metadata"].get("annotations") or {}
+    return Credentials(data["password"], data.get("previous-password"), annotations.get(ANNOTATION_ROTATED_FOR, ""))
+
+
+def build_secret(pool: builders.PoolRef, role: str, credentials: Credentials, admin_url: str) -> dict[str, Any]:
+    user = acl.user_name(pool.namespace, pool.name, role)
+    data = {"url": acl.user_url(admin_url, user, credentials.password), "username": user,
+            "password": credentials.password}
+    if credentials.previous is not None:
+        data["previous-password"] = credentials.previous
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": SECRET_NAMES[role](pool.name), "namespace": pool.namespace,
+                     "labels": {**builders.pool_labels(pool.name), "app.kubernetes.io/component": f"queue-{role}"},
+                     "annotations": {ANNOTATION_ROTATED_FOR: credentials.rotation},
+                     "ownerReferences": [builders.owner_reference(pool)]},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+
+
+class QueueAdmin:
+    """The one connection with ACL rights to the administered queue."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.redis = aioredis.from_url(url, socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
+                                       socket_timeout=COMMAND_TIMEOUT_SECONDS)
+
+    async def apply(self, user: acl.PoolUser) -> None:
+        await acl.apply_user(self.redis, user)
+
+    async def delete_users(self, namespace: str, pool: str) -> int:
+        return await acl.delete_users(self.redis, namespace, pool)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class PoolCredentials:
+    """One managed pool's users and Secrets, kept as `decide` says."""
+
+    def __init__(self, admin: QueueAdmin, kube: KubeApi, pool: builders.PoolRef):
+        self.admin, self.kube, self.pool = admin, kube, pool
+        self.held: dict[str, Credentials] = {}
+        self.checked_at = 0.0
+
+    @property
+    def digest(self) -> str | None:
+        """None until the worker Secret exists: workers are not started before it does."""
+        worker = self.held.get(acl.WORKER)
+        return digest(worker) if worker is not None else None
+
+    def _needs_secrets(self, rotation: str, pods: dict[str, dict[str, Any]]) -> bool:
+        """Whether to read (and maybe write) the Secrets: the first time, or a rotation to start or finish."""
+        worker = self.held.get(acl.WORKER)
+        if worker is None or len(self.held) < len(acl.ROLES):
+            return True
+        if worker.previous is not None:
+            return old_pods_gone(pods, digest(worker))
+        return worker.rotation != rotation
+
+    async def ensure(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
+        """Bring the users and Secrets to what `decide` says; a Problem when the queue refuses.
+        An unchanged pool costs no API call: only its users are applied again, now and then."""
+        try:
+            if self._needs_secrets(rotation, pods):
+                return await self._sync(rotation, pods)
+            if time.monotonic() - self.checked_at >= CHECK_SECONDS:
+                for role, held in self.held.items():   # a restarted Redis has lost them
+                    await self._apply_user(role, held)
+                self.checked_at = time.monotonic()
+        except (RedisError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Problem("QueueCredentialsFailed", f"spec.queue: cannot set up the pool's users on the "
+                                                     f"operator's queue {redact_url(self.admin.url)}: {reason}")
+        return None
+
+    async def _sync(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
+        current: dict[str, Credentials | None] = {}
+        for role in acl.ROLES:
+            name = SECRET_NAMES[role](self.pool.name)
+            secret = await self.kube.get("v1", "Secret", self.pool.namespace, name)
+            if secret is not None and not owned_by(secret, self.pool):
+                return Problem("QueueSecretTaken", f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
+                                                   f"which exists and is not this pool's; rename or delete it")
+            current[role] = read_secret(secret)
+        worker = current[acl.WORKER]
+        # both roles rotate together; the worker pods tell when the previous passwords may go
+        rolled = worker is not None and old_pods_gone(pods, digest(worker))
+        for role in acl.ROLES:
+            wanted = decide(current[role], rotation, rolled)
+            # a password is valid in Redis before a Secret names it, and leaves Redis only once no
+            # Secret names it
+            adding = current[role] is None or wanted.password != current[role].password
+            if adding:
+                await self._apply_user(role, wanted)
+            if wanted != current[role]:
+                await self.kube.apply(build_secret(self.pool, role, wanted, self.admin.url))
+                log.info("%s/%s: %s credentials %s", self.pool.namespace, self.pool.name, role,
+                         "created" if current[role] is None else "rotating" if adding else "rotated")
+            if not adding:
+                await self._apply_user(role, wanted)
+            self.held[role] = wanted
+        self.checked_at = time.monotonic()
+        return None
+
+    async def _apply_user(self, role: str, credentials: Credentials) -> None:
+        await self.admin.apply(acl.PoolUser(self.pool.namespace, self.pool.name, role, credentials.passwords))

@@ -1,0 +1,117 @@
+"""Redis ACL users of one pool: what a worker and a producer may run, and on which keys.
+
+The commands come from the scripts themselves (Redis checks ACLs inside Lua scripts too)
+plus the few commands `streams.py` sends outside them, so a script that starts calling a new
+command extends the users with it. Key patterns are the pool's hash tag, so one pool's
+credentials reach no other pool's keys and no server-wide command (FLUSHALL, CONFIG, KEYS,
+SCAN, MONITOR, ACL, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+from typing import Any
+
+from . import scripts
+from .keys import PoolKeys
+
+WORKER, PRODUCER = "worker", "producer"
+ROLES = (WORKER, PRODUCER)
+
+# Commands whose first argument names what runs (ACL rules name it as "command|subcommand").
+_CONTAINERS = {"XGROUP", "XINFO", "INFO", "SCRIPT", "CLIENT"}
+_CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
+
+# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; SELECT for a URL with a db number.
+_CLIENT = ("evalsha", "script|load", "ping", "select")
+# What streams.py sends outside scripts, by role.
+_DIRECT = {
+    # the blocking read of fetch and its group repair; result, results and dead letters to read
+    WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget"),
+    # the payload limit before a large submit; result and results
+    PRODUCER: ("hget", "get", "xread"),
+}
+_SCRIPTS = {
+    WORKER: ("SUBMIT", "FETCH", "ACK", "FAIL", "RELEASE", "HEARTBEAT", "UNREGISTER", "STATS", "REPLAY",
+             "PURGE"),
+    PRODUCER: ("SUBMIT", "STATS"),
+}
+# Redis checks every key a script is given as one it may read and write, so a producer holds
+# the keys its scripts name; the commands that write are each confined (by an ACL selector) to
+# the one key they must write: a producer submits and reads, it cannot fetch, ack or delete.
+_PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
+                  "result:")
+_PRODUCER_READS = ("results", "result:*")
+_PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
+                    "workers": ("hdel",)}   # status prunes workers whose registration expired
+
+
+def script_commands(source: str) -> frozenset[str]:
+    """The commands a Lua script calls, as ACL rules name them (lower case, `cmd|sub`)."""
+    found = set()
+    for command, first in _CALL.findall(source):
+        name = command.lower()
+        if command.upper() in _CONTAINERS and first:
+            name += "|" + first.lower()
+        found.add(name)
+    return frozenset(found)
+
+
+def role_commands(role: str) -> tuple[str, ...]:
+    used = set(_CLIENT) | set(_DIRECT[role])
+    for script in _SCRIPTS[role]:
+        used |= script_commands(getattr(scripts, script))
+    return tuple(sorted(used))
+
+
+def user_name(namespace: str, pool: str, role: str) -> str:
+    """Names and namespaces are DNS-1123 labels (no dots), so the dots separate unambiguously."""
+    return f"jobpool.{namespace}.{pool}.{role}"
+
+
+def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...]) -> list[str]:
+    """The whole ACL SETUSER rule list: `reset` first, so applying it again is idempotent and
+    the result never depends on what the user held before."""
+    prefix = PoolKeys(namespace, pool).scan_pattern[:-1]   # the escaped "{jobpool:<ns>/<pool>}:"
+    rules = ["reset", "on", *(f">{password}" for password in passwords), "resetchannels"]
+    if role == WORKER:
+        return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role))]
+    writes = {command for commands in _PRODUCER_WRITES.values() for command in commands}
+    return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS), *(f"%R~{prefix}{key}" for key in _PRODUCER_READS),
+            "-@all", *(f"+{c}" for c in role_commands(role) if c not in writes),
+            *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items())]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolUser:
+    namespace: str
+    pool: str
+    role: str
+    passwords: tuple[str, ...]     # the current one first; a second one while a rotation rolls
+
+    @property
+    def name(self) -> str:
+        return user_name(self.namespace, self.pool, self.role)
+
+
+def user_url(admin_url: str, name: str, password: str) -> str:
+    """The administered queue's URL (same scheme, host, port, db) with this user's credentials."""
+    parts = urllib.parse.urlsplit(admin_url)
+    hostport = parts.netloc.rpartition("@")[2]
+    userinfo = f"{urllib.parse.quote(name, safe='')}:{urllib.parse.quote(password, safe='')}"
+    query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query)
+                                    if k not in ("username", "password")])
+    return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}@{hostport}", parts.path, query, ""))
+
+
+async def apply_user(admin: Any, user: PoolUser) -> None:
+    """Create or update the user on the queue `admin` (a redis client with ACL rights)."""
+    await admin.execute_command("ACL", "SETUSER", user.name,
+                                *user_rules(user.namespace, user.pool, user.role, user.passwords))
+
+
+async def delete_users(admin: Any, namespace: str, pool: str) -> int:
+    """Remove the pool's users; Redis closes their connections. Returns how many existed."""
+    return int(await admin.execute_command(
+        "ACL", "DELUSER", *(user_name(namespace, pool, role) for role in ROLES)))

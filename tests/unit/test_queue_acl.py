@@ -1,0 +1,32 @@
+"""The ACL rules of a pool's users, as pure functions (tests/integration/test_acl.py runs them)."""
+from jobpool.queue import acl, scripts
+
+
+def test_the_commands_are_read_from_the_scripts():
+    assert "info|memory" in acl.script_commands(scripts.SUBMIT)
+    assert {"xautoclaim", "xinfo|consumers", "xgroup|delconsumer", "xreadgroup"} <= acl.script_commands(scripts.FETCH)
+    assert "xpending" in acl.script_commands(scripts.RELEASE)    # called through pcall
+
+
+def test_a_producer_gets_no_command_that_fetches_acks_or_deletes():
+    assert {"xack", "xreadgroup", "xclaim", "xautoclaim", "xdel", "del", "unlink", "srem", "set"}.isdisjoint(
+        acl.role_commands(acl.PRODUCER))
+    assert {"xreadgroup", "xack", "evalsha", "script|load"} <= set(acl.role_commands(acl.WORKER))
+    assert not {"info", "scan", "keys", "eval", "script|flush"} & set(acl.role_commands(acl.WORKER))
+
+
+def test_rules_start_from_reset_and_reach_only_the_pools_keys():
+    rules = acl.user_rules("team-a", "p1", acl.WORKER, ("new", "old"))
+    assert rules[:5] == ["reset", "on", ">new", ">old", "resetchannels"]
+    assert [r for r in rules if "~" in r] == ["~{jobpool:team-a/p1}:*"]
+    producer = acl.user_rules("team-a", "p1", acl.PRODUCER, ("pw",))
+    assert "(~{jobpool:team-a/p1}:stream +xadd +xgroup|create)" in producer
+    assert "+xadd" not in producer and all("team-a/p1}" in r for r in producer if "~" in r)
+
+
+def test_the_user_url_keeps_the_queue_address_and_replaces_the_credentials():
+    assert acl.user_url("redis://:admin@jp-redis.ops.svc:6379/0", "jobpool.a.p.worker", "pw") == \
+        "redis://jobpool.a.p.worker:pw@jp-redis.ops.svc:6379/0"
+    assert acl.user_url("rediss://default:x@h:6380/2?password=x&ssl_cert_reqs=none", "u", "p/w") == \
+        "rediss://u:p%2Fw@h:6380/2?ssl_cert_reqs=none"
+    assert acl.user_url("redis://h", "u", "p") == "redis://u:p@h"
