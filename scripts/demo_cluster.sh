@@ -117,8 +117,7 @@ if [ -n "$REAL" ]; then
   # the Redis URL of the chart's Secret, by the Service's ClusterIP (kube-proxy runs on this machine)
   URL=$(kubectl get secret jp-redis -n "$NS" -o jsonpath='{.data.url}' | base64 -d)
   URL=${URL/jp-redis.$NS.svc/$(kubectl get service jp-redis -n "$NS" -o jsonpath='{.spec.clusterIP}')}
-  IMAGE=jobpool-examples:dev
-  QUEUE="queue: {urlSecretRef: {name: jp-redis, key: url}}"
+  IMAGE=jobpool-examples:dev   # on the bundled Redis the operator gives the pool a Redis user and Secret
 else
 step "4. The operator: jobpool operator --namespace $NS --default-queue $URL"
 METRICS_PORT=$(free_port)
@@ -145,7 +144,6 @@ echo "kwok makes the worker pods Ready but runs no code: one local \`jobpool wor
 $BIN/python scripts/demo_cluster_pods.py --namespace "$NS" --pool "$POOL" --log-dir "$DIR" &
 PIDS+=($!)
 IMAGE=registry.example/jobpool-examples:0.1
-QUEUE=""
 fi
 
 step "5. Apply a JobPool: $JOBS jobs (spec.jobs.range), autoscaling 0..$MAX_WORKERS pods x $CONCURRENCY slots"
@@ -159,7 +157,6 @@ spec:
   worker:
     image: $IMAGE
     handler: tasks:render_frame
-  $QUEUE
   jobs:
     range: {start: 0, count: $JOBS}
   retry: {maxAttempts: 3, backoffSeconds: 1}
