@@ -9,6 +9,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from jobpool.controller import builders
 from tests.e2e.operator_harness import (ROOT, OperatorProcess, apply, condition, eventually, get, items,  # noqa: F401
                                         jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
 
@@ -309,15 +310,17 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
 
 
 def check_admission_policy(cluster, ns, pool, kubeconfig):
-    """As the operator's ServiceAccount: the deletion-cost annotation of a worker pod may change,
+    """As the operator's ServiceAccount: the annotations it manages on a worker pod may change,
     nothing else of it, and no Secret but the pools' queue Secrets may be written."""
     pod = eventually(lambda: items(cluster, ns, "pods", f"jobpool.dev/pool={pool}"), timeout=60,
                      message="a worker pod")[0]["metadata"]["name"]
 
     # The API as the operator calls it (a PATCH or a POST, no GET first as kubectl would do).
     core = k8s_client.CoreV1Api(k8s_config.new_client_from_config(kubeconfig))
-    core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {
-        "controller.kubernetes.io/pod-deletion-cost": "100"}}})
+    busy = {builders.ANNOTATION_DELETION_COST: "100", **builders.BUSY_POD_ANNOTATIONS}
+    core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": busy}})       # a pod turns busy
+    core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {              # and idle again
+        builders.ANNOTATION_DELETION_COST: "0", **dict.fromkeys(builders.BUSY_POD_ANNOTATIONS)}}})
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"}, "stringData": {"a": "b"}}
     for denied in (lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"annotations": {"other": "x"}}}),
                    lambda: core.patch_namespaced_pod(pod, ns, {"metadata": {"labels": {"other": "x"}}}),

@@ -10,8 +10,10 @@ import secrets
 import subprocess
 
 import pytest
+import redis
 
 from jobpool import Client
+from jobpool.queue.keys import PoolKeys
 from tests.fixtures.cluster import REPO_ROOT, localcluster
 from tests.fixtures.real_node import real_node_cluster
 from tests.integration.conftest import wait_until
@@ -253,6 +255,11 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
     assert done_before_redis_restart < jobs, "Redis restarted while the batch ran"
     assert status["jobs"]["succeeded"] == jobs and status["jobs"]["deadLettered"] == 0, status
     assert status["queue"]["waiting"] == status["queue"]["inFlight"] == 0, status
+    keys = PoolKeys(namespace, "slow")
+    with redis.Redis.from_url(bundled_queue_url(real_node, namespace)) as queue_redis:
+        assert queue_redis.xlen(keys.results) == jobs, "one result per job: none lost"
+        duplicates = int(queue_redis.hget(keys.counters, "duplicates") or 0)
+    print(f"{jobs} jobs through the disruptions: {jobs} results, {duplicates} duplicate completions")
     restarts = real_node.kubectl("get", workers[0], "-n", namespace, "-o",
                                  "jsonpath={.status.containerStatuses[0].restartCount}").stdout
     assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
