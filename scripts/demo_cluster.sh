@@ -48,7 +48,11 @@ cleanup() {
   echo "== tearing down (everything started above)"
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}" 25; done
   [ -n "$OWN_CLUSTER" ] && $BIN/python tools/localcluster.py down --dir "$DIR/cluster" >/dev/null 2>&1
-  echo "   stopped: local workers, operator${OWN_CLUSTER:+, control plane}${OWN_REDIS:+, redis-server}"
+  if [ -n "$REAL" ]; then
+    echo "   stopped: the control plane and the real node, with the chart's pods"
+  else
+    echo "   stopped: local workers, operator${OWN_CLUSTER:+, control plane}${OWN_REDIS:+, redis-server}"
+  fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -227,7 +231,10 @@ if [ -n "${RECORDER:-}" ]; then
 fi
 
 step "9. Delete the JobPool: its finalizer removes the pool's Redis keys"
-count_keys() { redis-cli -u "$URL" --scan --pattern "{jobpool:$NS/$POOL}*" | wc -l; }
+count_keys() {  # with redis-py, as jobpool connects (redis-cli -u answers WRONGPASS to the chart's user-less URL)
+  $BIN/python -c 'import redis, sys; print(sum(1 for _ in redis.Redis.from_url(sys.argv[1]).scan_iter(match=sys.argv[2])))' \
+    "$URL" "{jobpool:$NS/$POOL}*"
+}
 echo "Redis keys of the pool before: $(count_keys)"
 kubectl delete jobpool "$POOL" -n "$NS" --timeout=60s
 left=$(count_keys)

@@ -173,6 +173,9 @@ def namespace(real_node) -> str:
                                          check=False).returncode == 0,
                timeout=30, what="the namespace's default service account")
     yield name
+    # a release's cluster-wide objects (aggregated roles, admission policy) go with it, not with the namespace
+    subprocess.run([real_node.bin("helm"), "uninstall", "jp", "--namespace", name, "--wait", "--timeout", "120s"],
+                   env=real_node.env, capture_output=True, timeout=180)
     real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
