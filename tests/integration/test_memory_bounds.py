@@ -4,16 +4,12 @@ workers keep acknowledging, and real workers keep at most `--max-results` result
 `--max-dead-letters` dead letters."""
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 import redis
 
 from jobpool.queue import QueueFull
 from jobpool.queue.streams import SUBMIT_MEMORY_SHARE
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import running_redis
 
 from .conftest import SyncQueue, wait_until
 
@@ -23,18 +19,12 @@ MAXMEMORY = 20 * 2**20
 @pytest.fixture(scope="module")
 def small_redis():
     """A redis-server limited to 20 MiB that refuses writes beyond it (noeviction)."""
-    directory = Path(tempfile.mkdtemp(prefix="jobpool-small-redis-"))
-    server = RedisServer(directory)
-    server.start()
-    client = redis.Redis.from_url(server.url)
-    client.config_set("maxmemory", MAXMEMORY)
-    client.config_set("maxmemory-policy", "noeviction")
-    client.close()
-    try:
+    with running_redis("jobpool-small-redis-") as server:
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory", MAXMEMORY)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
