@@ -49,6 +49,17 @@ def eventually(check: Callable[[], Any], *, timeout: float = 30.0, interval: flo
     pytest.fail(f"timed out after {timeout}s waiting for {message}; last: {last}")
 
 
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Signal a process and wait for it; SIGKILL it when it has not exited within `timeout`."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def jobpool_command() -> list[str]:
     return [sys.executable, "-m", "jobpool.cli"]
 
@@ -96,13 +107,8 @@ class OperatorProcess:
             return r.status
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, sig, timeout)
         self.process = None
 
     def kill(self) -> None:
@@ -123,13 +129,7 @@ class WorkerProcess:
                                         start_new_session=True)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout=15)
 
 
 def unique(prefix: str) -> str:

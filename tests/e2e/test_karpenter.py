@@ -23,7 +23,7 @@ import pytest
 
 import jobpool
 from tests.e2e.operator_harness import (EXAMPLE_HANDLERS, ROOT, condition, eventually, free_port, get,  # noqa: F401
-                                        items, jobpool_crds, operator)
+                                        items, jobpool_crds, operator, stop_process)
 from tests.fixtures.cluster import _summary
 
 EXAMPLE = ROOT / "examples/07-karpenter"
@@ -84,13 +84,7 @@ class Karpenter:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from tests.e2e.operator_harness import (EXAMPLE_HANDLERS, ROOT, apply, eventually, free_port,  # noqa: F401
-                                        jobpool_command, jobpool_crds, pool_manifest, start_operator, unique)
+                                        jobpool_command, jobpool_crds, pool_manifest, start_operator, stop_process,
+                                        unique)
 from tests.e2e.test_chart import by_kind, render
 
 MONITORING = ROOT / "charts/jobpool/monitoring"
@@ -153,13 +154,7 @@ class Prometheus:
         return json.loads(self._get("/api/v1/alerts"))["data"]["alerts"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 
