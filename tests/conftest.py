@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.redis",
+    "tests.fixtures.redis_ha",
     "tests.fixtures.cluster",
     "tests.fixtures.images",
     "tests.fixtures.real_node",

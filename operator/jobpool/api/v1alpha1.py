@@ -23,7 +23,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it.
 HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
-QUEUE_URL_PATTERN = r"^(redis|rediss|unix)://"
+QUEUE_URL_PATTERN = r"^(redis|rediss|unix|redis\+sentinel|redis\+cluster)://"
 MAX_BATCH_ITEMS = 10_000
 
 
@@ -58,7 +58,8 @@ class QueueSpec(Model):
 
     url: str | None = Field(
         default=None, min_length=1, pattern=QUEUE_URL_PATTERN,
-        description="Redis URL of the queue (redis://, rediss:// or unix://), e.g. redis://jobpool-redis:6379/0. "
+        description="Redis URL of the queue (redis://, rediss:// or unix://; redis+sentinel://host:port,.../<master> "
+                    "or redis+cluster://host:port,... for Sentinel or Redis Cluster), e.g. redis://jobpool-redis:6379/0. "
                     "Unset (and no urlSecretRef): the operator's default queue.")
     url_secret_ref: SecretKeyRef | None = Field(
         default=None,

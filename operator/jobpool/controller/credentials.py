@@ -21,10 +21,9 @@ import secrets
 import time
 from typing import Any, Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..queue import acl
+from ..queue import acl, connection
 from ..queue.codec import redact_url
 from . import builders
 from .kube import KubeApi
@@ -121,8 +120,9 @@ class QueueAdmin:
 
     def __init__(self, url: str):
         self.url = url
-        self.redis = aioredis.from_url(url, socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
-                                       socket_timeout=COMMAND_TIMEOUT_SECONDS)
+        self.redis = connection.connect(url, decode_responses=False,
+                                        socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
+                                        socket_timeout=COMMAND_TIMEOUT_SECONDS)
 
     async def apply(self, user: acl.PoolUser) -> None:
         await acl.apply_user(self.redis, user)
@@ -167,7 +167,7 @@ class PoolCredentials:
                 for role, held in self.held.items():   # a restarted Redis has lost them
                     await self._apply_user(role, held)
                 self.checked_at = time.monotonic()
-        except (RedisError, OSError) as exc:
+        except (RedisError, *connection.UNAVAILABLE) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return Problem("QueueCredentialsFailed", f"spec.queue: cannot set up the pool's users on the "
                                                      f"operator's queue {redact_url(self.admin.url)}: {reason}")

@@ -13,7 +13,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from . import scripts
+from . import connection, scripts
 from .keys import PoolKeys
 
 WORKER, PRODUCER = "worker", "producer"
@@ -23,8 +23,10 @@ ROLES = (WORKER, PRODUCER)
 _CONTAINERS = {"XGROUP", "XINFO", "INFO", "SCRIPT", "CLIENT"}
 _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 
-# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; SELECT for a URL with a db number.
-_CLIENT = ("evalsha", "script|load", "ping", "select")
+# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; SELECT for a URL with a db number;
+# a cluster client reads the slot map and the command table (to find keys) when it connects.
+_CLIENT = ("evalsha", "script|load", "ping", "select", "cluster|slots", "command",
+           "command|getkeys")
 # What streams.py sends outside scripts, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
@@ -33,8 +35,8 @@ _DIRECT = {
     PRODUCER: ("hget", "get", "xread"),
 }
 _SCRIPTS = {
-    WORKER: ("SUBMIT", "FETCH", "ACK", "FAIL", "RELEASE", "HEARTBEAT", "UNREGISTER", "STATS", "REPLAY",
-             "PURGE"),
+    WORKER: ("SUBMIT", "FETCH", "ACK", "TRIM_RESULTS", "FAIL", "RELEASE", "HEARTBEAT", "UNREGISTER",
+             "STATS", "REPLAY", "PURGE"),
     PRODUCER: ("SUBMIT", "STATS"),
 }
 # Redis checks every key a script is given as one it may read and write, so a producer holds
@@ -106,12 +108,15 @@ def user_url(admin_url: str, name: str, password: str) -> str:
 
 
 async def apply_user(admin: Any, user: PoolUser) -> None:
-    """Create or update the user on the queue `admin` (a redis client with ACL rights)."""
-    await admin.execute_command("ACL", "SETUSER", user.name,
-                                *user_rules(user.namespace, user.pool, user.role, user.passwords))
+    """Create or update the user on every server of the queue `admin` (a redis client with ACL
+    rights): Redis does not replicate ACL users, and a failover may promote any replica."""
+    await connection.on_every_server(admin, "ACL", "SETUSER", user.name,
+                                     *user_rules(user.namespace, user.pool, user.role, user.passwords))
 
 
 async def delete_users(admin: Any, namespace: str, pool: str) -> int:
-    """Remove the pool's users; Redis closes their connections. Returns how many existed."""
-    return int(await admin.execute_command(
-        "ACL", "DELUSER", *(user_name(namespace, pool, role) for role in ROLES)))
+    """Remove the pool's users from every server; Redis closes their connections. Returns how
+    many existed."""
+    replies = await connection.on_every_server(
+        admin, "ACL", "DELUSER", *(user_name(namespace, pool, role) for role in ROLES))
+    return max(int(reply) for reply in replies)

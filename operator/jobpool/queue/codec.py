@@ -8,6 +8,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
+from . import connection
 from .base import QueueError
 
 MAX_ID_LENGTH = 256
@@ -108,7 +109,9 @@ def outcome_of_failure(attempts: int, max_attempts: int) -> str:
 
 # redis-py takes the password from the userinfo or from a `password=` query parameter.
 _QUERY_SECRETS = frozenset({"password"})
-EXPECTED_QUEUE_URL = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+EXPECTED_QUEUE_URL = ("expected redis://[:password@]host[:port][/db], rediss://..., unix:///path, "
+                      "redis+sentinel://[:password@]host:port[,host:port...]/<master>[/db] or "
+                      "redis+cluster://[:password@]host:port[,host:port...]")
 
 
 def redact_url(url: Any) -> str:
@@ -148,6 +151,9 @@ def scrub_url(text: str, url: str, replacement: str) -> str:
         parts = urllib.parse.urlsplit(url)
         hostport = parts.netloc.rpartition("@")[2]
         forms.add(hostport)
+        if connection.topology(url) != connection.SINGLE:   # each sentinel or cluster node
+            forms.update(f"{host}:{port}" for host, port in connection.parse_address(url).nodes)
+            forms.update(hostport.split(","))
         if parts.hostname:
             port = parts.port or 6379
             forms.add(f"{parts.hostname}:{port}")
@@ -174,8 +180,10 @@ def queue_url_problem(url: Any, *, quote: bool = False) -> str | None:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "it cannot be parsed as a URL"
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if parts.scheme not in connection.SCHEMES:
         return f"unknown scheme {parts.scheme!r}" if quote else "unknown scheme"
+    if connection.topology(url) != connection.SINGLE:
+        return connection.address_problem(url)
     if parts.scheme == "unix":
         return None if parts.path else "no socket path"
     try:

@@ -2,8 +2,9 @@
 
 Stream entries have the fields id, p (payload JSON), a (attempts already used),
 t (enqueued or due, unix ms) and r ("1" once the job was replayed from the dead letters,
-so a second dead-lettering is not counted twice). All keys share the pool's hash tag;
-result keys are built from a prefix that carries it too.
+so a second dead-lettering is not counted twice). All keys share the pool's hash tag and
+every key a script touches is one of its KEYS (Redis Cluster routes and checks by them), so
+the result keys of jobs come from the caller.
 """
 
 # Creates the group, with the stream or on a stream a producer wrote before the first worker
@@ -72,18 +73,25 @@ local function memory_used_and_max()
 end
 """
 
-# KEYS: stream live dead_ids config counters result_prefix
+# KEYS: stream live dead_ids config counters, then the result key of each caller-given id
+#       in the order of the blob (generated ids are new: they have none)
 # ARGV: group partial(1|0) blob of (id, given(1|0), payload) default_max_payload_bytes
 #       memory_share (submits stop when used memory would pass this share of maxmemory)
 # -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 # Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
 # or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
 SUBMIT = _ENSURE_GROUP + _SPLIT + _MEMORY + """
-local stream, live, dead_ids, config, counters, result_prefix =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local stream, live, dead_ids, config, counters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
+local result_keys, given_count = {}, 0
+for i = 1, n do
+  if jobs[i][2] == '1' then
+    given_count = given_count + 1
+    result_keys[i] = KEYS[5 + given_count]
+  end
+end
 local max_payload = tonumber(redis.call('HGET', config, 'max_payload_bytes') or '')
   or tonumber(ARGV[4])
 for i = 1, n do
@@ -95,8 +103,9 @@ local used, max_memory = memory_used_and_max()
 if max_memory > 0 and used + #ARGV[3] > max_memory * tonumber(ARGV[5]) then
   return {0, 0, -1, 'memory', used, max_memory}
 end
-local function known(id)
-  return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
+local function known(i)
+  local id = jobs[i][1]
+  return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_keys[i]) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1
 end
 local max_length = tonumber(redis.call('HGET', config, 'max_length') or '0') or 0
@@ -107,7 +116,7 @@ if max_length > 0 then
   if not partial then
     local new = 0
     for i = 1, n do
-      if jobs[i][2] == '0' or not known(jobs[i][1]) then new = new + 1 end
+      if jobs[i][2] == '0' or not known(i) then new = new + 1 end
     end
     if new > room then return {0, 0, room} end
   end
@@ -117,7 +126,7 @@ local now = tostring(now_ms())
 local processed, enqueued = 0, 0
 for i = 1, n do
   local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
-  if given == '1' and known(id) then
+  if given == '1' and known(i) then
     processed = processed + 1
   else
     if room == 0 then break end
@@ -206,32 +215,34 @@ if first[2] then next_due = tonumber(first[2]) end
 return {now, next_due, reclaimed, fresh}
 """
 
-# KEYS: stream live counters results result_prefix
+# KEYS: stream live counters results, then the result key of each job in the blob's order
 # ARGV: group result_ttl_ms results_cap blob of (entry_id, consumer, id, attempts, result)
-# -> {succeeded, duplicates}; succeeded includes completions this same ack already recorded
+# -> {succeeded, duplicates, excess}; excess results over the cap are for TRIM_RESULTS to
+# remove (their keys come from the caller). succeeded includes completions this same ack already recorded
 # (sent again after its reply was lost), which the counters do not count twice.
 # Only the worker that holds the delivery completes the job. The late ack of a worker that
 # lost it (its job was reclaimed while it stalled) is a duplicate: nothing is stored or
 # removed, and the job finishes with the result of the worker that holds it now.
 ACK = _SPLIT + _HOLDS + """
-local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stream, live, counters, results = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
-for _, done in ipairs(split_blob(ARGV[4], 5)) do
+for i, done in ipairs(split_blob(ARGV[4], 5)) do
   local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
+  local result_key = KEYS[4 + i]
   if holds(stream, group, entry, consumer) then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     redis.call('SREM', live, id)
     -- the result key is the proof of a first completion: an id that already has one was
     -- written twice (by a foreign producer), so this completion is a duplicate
-    if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
+    if redis.call('SET', result_key, attempts .. ':' .. result, 'PX', ttl, 'NX') then
       redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
       succeeded = succeeded + 1
     else
       duplicates = duplicates + 1
     end
-  elseif redis.call('GET', result_prefix .. id) == attempts .. ':' .. result then
+  elseif redis.call('GET', result_key) == attempts .. ':' .. result then
     resent = resent + 1     -- every delivery has its own attempt number
   else
     duplicates = duplicates + 1
@@ -239,27 +250,32 @@ for _, done in ipairs(split_blob(ARGV[4], 5)) do
 end
 if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
--- at most `cap` results are kept: the oldest go with their result keys (a bounded step)
-local excess = redis.call('XLEN', results) - tonumber(cap)
-if excess > 0 then
-  local old = {}
-  for _, entry in ipairs(redis.call('XRANGE', results, '-', '+', 'COUNT', math.min(excess, 1000))) do
-    redis.call('DEL', result_prefix .. entry[2][2])
-    old[#old + 1] = entry[1]
-  end
-  redis.call('XDEL', results, unpack(old))
-end
-return {succeeded + resent, duplicates}
+return {succeeded + resent, duplicates, math.max(0, redis.call('XLEN', results) - tonumber(cap))}
 """
 
-# KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix
+# KEYS: results, then the result key of each entry
+# ARGV: the oldest entry ids of the results stream (read by the caller) -> number removed
+# At most `cap` results are kept: the oldest go with their result keys. An entry another
+# caller removed first is skipped, and with it its key, which may hold a newer result by now.
+TRIM_RESULTS = """
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', KEYS[1 + i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: stream live delayed delayed_jobs dead dead_ids counters result (the job's result key)
 # ARGV: group entry_id consumer id attempts payload error outcome(retried|dead_lettered)
 #       delay_ms replayed dead_letter_cap
 # -> the outcome, or "duplicate" when the worker no longer holds the delivery: another worker
 # reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
 # copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 FAIL = _ENSURE_GROUP + _HOLDS + """
-local stream, live, delayed, delayed_jobs, dead, dead_ids, counters, result_prefix =
+local stream, live, delayed, delayed_jobs, dead, dead_ids, counters, result_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local group, entry, consumer, id, attempts, payload, err, outcome, delay, replayed =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]),
@@ -285,7 +301,7 @@ if not holds(stream, group, entry, consumer) then
 end
 redis.call('XACK', stream, group, entry)
 redis.call('XDEL', stream, entry)
-if redis.call('EXISTS', result_prefix .. id) == 1 then
+if redis.call('EXISTS', result_key) == 1 then
   redis.call('HINCRBY', counters, 'duplicates', 1)
   return 'duplicate'
 end

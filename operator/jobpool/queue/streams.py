@@ -11,13 +11,11 @@ import json
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
-import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import (BusyLoadingError, ConnectionError, OutOfMemoryError, RedisError,
-                              ResponseError, TimeoutError)
+from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
-from . import scripts
+from . import connection, scripts
 from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
                    QueueUnavailable, Result, WorkerInfo)
 from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queue_url,
@@ -59,13 +57,14 @@ class RedisStreamsQueue(Queue):
         self.result_ttl = result_ttl
         self.results_cap = results_cap
         options = dict(socket_connect_timeout=connect_timeout,
-                       socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
-                       health_check_interval=0)
+                       socket_timeout=max(10.0, connect_timeout))
+        if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
+            options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
         try:
-            self.redis = aioredis.from_url(url, decode_responses=True, **options)
+            self.redis = connection.connect(url, decode_responses=True, **options)
             # stream entries as bytes: any producer may have written them, valid UTF-8 or not
-            self.entries = aioredis.from_url(url, decode_responses=False, **options)
+            self.entries = connection.connect(url, decode_responses=False, **options)
         except ValueError as exc:
             raise QueueError(f"invalid queue URL {redact_url(url)!r}: {exc}") from None
         self._submit = self.redis.register_script(scripts.SUBMIT)
@@ -78,6 +77,7 @@ class RedisStreamsQueue(Queue):
         self._stats = self.redis.register_script(scripts.STATS)
         self._replay = self.redis.register_script(scripts.REPLAY)
         self._purge = self.redis.register_script(scripts.PURGE)
+        self._trim_results = self.redis.register_script(scripts.TRIM_RESULTS)
 
     def __repr__(self) -> str:
         return f"RedisStreamsQueue({redact_url(self.url)!r}, {self.namespace!r}, {self.pool!r})"
@@ -87,7 +87,7 @@ class RedisStreamsQueue(Queue):
         """Redis errors as one-line QueueErrors that say where and what."""
         try:
             yield
-        except (ConnectionError, TimeoutError, BusyLoadingError, OSError) as exc:
+        except connection.UNAVAILABLE as exc:
             reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
             raise QueueUnavailable(
                 f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
@@ -114,9 +114,12 @@ class RedisStreamsQueue(Queue):
         try:
             return await function(*args, **kwargs)
         except ConnectionError:
-            await self.redis.connection_pool.disconnect()
-            await self.entries.connection_pool.disconnect()
+            await self._drop_connections()
             return await function(*args, **kwargs)
+
+    async def _drop_connections(self) -> None:
+        await connection.drop_connections(self.redis)
+        await connection.drop_connections(self.entries)
 
     # -- configuration ---------------------------------------------------
     async def configure(self, *, max_length: int | None,
@@ -170,19 +173,19 @@ class RedisStreamsQueue(Queue):
                                                    encoded[start:end]) for x in triple])
             args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES,
                     SUBMIT_MEMORY_SHARE]
+            keys = self._submit_keys(job_ids[start:end], given[start:end])
             with self._errors():
                 try:
-                    processed, _enqueued, room, *refusal = await self._submit(
-                        keys=self._submit_keys, args=args)
+                    processed, _enqueued, room, *refusal = await self._submit(keys=keys, args=args)
                 except ConnectionError:
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
-                    await self.redis.connection_pool.disconnect()
+                    await connection.drop_connections(self.redis)
                     args[2] = "\0".join([x for job_id, payload in zip(job_ids[start:end],
                                                                         encoded[start:end])
                                           for x in (job_id, "1", payload)])
-                    processed, _enqueued, room, *refusal = await self._submit(
-                        keys=self._submit_keys, args=args)
+                    keys = self._submit_keys(job_ids[start:end], ["1"] * (end - start))
+                    processed, _enqueued, room, *refusal = await self._submit(keys=keys, args=args)
             if refusal:
                 raise self._refusal(refusal, start, job_ids)
             start += processed
@@ -220,10 +223,11 @@ class RedisStreamsQueue(Queue):
             f"results); submitted {start} of {len(job_ids)}; let the workers catch up, shorten "
             f"result retention (spec.results) or raise the Redis maxmemory", job_ids[:start])
 
-    @property
-    def _submit_keys(self) -> list[str]:
+    def _submit_keys(self, job_ids: Sequence[str], given: Sequence[str]) -> list[str]:
+        """The script's keys: the pool's, then the result key of each caller-given id."""
         k = self.keys
-        return [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix]
+        return [k.stream, k.live, k.dead_ids, k.config, k.counters,
+                *(k.result(job_id) for job_id, flag in zip(job_ids, given) if flag == "1")]
 
     # -- workers ---------------------------------------------------------
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -279,19 +283,30 @@ class RedisStreamsQueue(Queue):
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""
         k = self.keys
-        keys = [k.stream, k.live, k.counters, k.results, k.result_prefix]
         succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
             fields: list[str] = []
+            keys = [k.stream, k.live, k.counters, k.results]
             for job, result in done[start:start + ACK_CHUNK]:
                 fields += (job.token, job.consumer, job.id, str(job.attempts),
                            encode_json(result, "result"))
+                keys.append(k.result(job.id))
             args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
             with self._errors():
-                first, again = await self._call(self._ack, keys=keys, args=args)
+                first, again, excess = await self._call(self._ack, keys=keys, args=args)
+                if excess > 0:
+                    await self._call(self._trim_oldest_results, excess)
             succeeded += first
             duplicates += again
         return succeeded, duplicates
+
+    async def _trim_oldest_results(self, excess: int) -> None:
+        """Remove the oldest results over the cap with their result keys (a bounded step)."""
+        oldest = await self.redis.xrange(self.keys.results, count=min(excess, 1000))
+        if oldest:
+            await self._trim_results(
+                keys=[self.keys.results, *(self.keys.result(fields["id"]) for _, fields in oldest)],
+                args=[entry_id for entry_id, _ in oldest])
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:
@@ -301,7 +316,7 @@ class RedisStreamsQueue(Queue):
         with self._errors():
             return await self._call(self._fail, 
                 keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
-                      k.counters, k.result_prefix],
+                      k.counters, k.result(job.id)],
                 args=[GROUP, job.token, job.consumer, job.id, job.attempts,
                       job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
                       storable_text(error[:8000]), outcome, delay_ms,

@@ -1,0 +1,164 @@
+"""How a queue URL becomes a Redis client: one instance, a Sentinel-watched master, or a
+Redis Cluster. This is the one place that reads the topology out of a URL.
+
+    redis://[user:password@]host[:port][/db]          one instance (rediss:// with TLS, unix://)
+    redis+sentinel://[user:password@]host[:port][,host[:port]...]/<master>[/db][?sentinel_password=...]
+    redis+cluster://[user:password@]host[:port][,host[:port]...]
+
+The user and password are the Redis ones (also for the per-pool ACL users); sentinels that
+require a password of their own take it as `sentinel_password`. A pool's keys share one hash
+tag, so on a cluster each pool lives on one shard and every script runs on one node.
+"""
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, ReadOnlyError,
+                              RedisClusterException, TimeoutError, TryAgainError)
+
+SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+_TOPOLOGIES = {"redis": SINGLE, "rediss": SINGLE, "unix": SINGLE,
+               "redis+sentinel": SENTINEL, "redis+cluster": CLUSTER}
+_DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
+SCHEMES = tuple(_TOPOLOGIES)
+
+# Errors that mean "not reachable right now": a failover in progress, a node down, a stale
+# connection to a demoted master. Callers back off and retry.
+UNAVAILABLE = (ConnectionError, TimeoutError, BusyLoadingError, OSError, ClusterDownError,
+               TryAgainError, ReadOnlyError, RedisClusterException)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueAddress:
+    """Where a sentinel- or cluster-served queue is; the single-instance URL is left to redis-py."""
+
+    topology: str
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    master: str = ""               # the Sentinel service name
+    db: int = 0
+    sentinel_password: str | None = None
+
+
+def topology(url: str) -> str:
+    return _TOPOLOGIES.get(urllib.parse.urlsplit(url).scheme, SINGLE)
+
+
+def parse_address(url: str) -> QueueAddress:
+    """The address of a redis+sentinel:// or redis+cluster:// URL; ValueError says what is
+    wrong without quoting the URL (it may hold a password)."""
+    parts = urllib.parse.urlsplit(url)
+    kind = _TOPOLOGIES[parts.scheme]
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, colon, password = userinfo.partition(":")
+    nodes = tuple(_host_port(item, _DEFAULT_PORTS[kind]) for item in hosts.split(","))
+    path = [segment for segment in parts.path.split("/") if segment]
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    address = QueueAddress(kind, nodes, urllib.parse.unquote(username) or None,
+                           urllib.parse.unquote(password) if colon else None,
+                           sentinel_password=query.get("sentinel_password"))
+    if kind == CLUSTER:
+        if path not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has only database 0: give no path")
+        return address
+    if not path or len(path) > 2:
+        raise ValueError("give the Sentinel master name as the path: /<master>[/db]")
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError("the database is not a number")
+    return dataclasses.replace(address, master=path[0], db=int(path[1]) if len(path) == 2 else 0)
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+    if not colon:
+        host, port = item, str(default_port)
+    host = host.strip("[]")
+    if not host:
+        raise ValueError("a node has no host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("a node's port is not a number from 1 to 65535")
+    return host, int(port)
+
+
+def address_problem(url: str) -> str | None:
+    """What is wrong with a sentinel or cluster URL (quoting none of it), or None."""
+    try:
+        parse_address(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def connect(url: str, *, decode_responses: bool, socket_connect_timeout: float,
+            socket_timeout: float, **options: Any) -> Any:
+    """A redis-py asyncio client for the queue at `url`; no connection is made yet."""
+    kind = topology(url)
+    timeouts = dict(socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
+    if kind == SINGLE:
+        return aioredis.from_url(url, decode_responses=decode_responses, **timeouts, **options)
+    address = parse_address(url)
+    credentials = dict(username=address.username, password=address.password)
+    if kind == CLUSTER:
+        # a failover's errors reach the caller, who backs off: the client re-reads the slots then
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+                            decode_responses=decode_responses, **credentials, **timeouts)
+    sentinels = Sentinel(list(address.nodes), sentinel_kwargs=dict(
+        password=address.sentinel_password, **timeouts))
+    return sentinels.master_for(address.master, db=address.db, decode_responses=decode_responses,
+                                **credentials, **timeouts, **options)
+
+
+async def drop_connections(client: Any) -> None:
+    """Close the pooled connections, so the next command connects afresh (to the master a
+    failover promoted: Sentinel asks the sentinels, a cluster client re-reads the slots)."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+    else:
+        await client.connection_pool.disconnect()
+
+
+async def on_every_server(client: Any, *command: Any) -> list[Any]:
+    """Run `command` on every server of the queue, replicas too, and return their replies:
+    what replication does not carry (ACL users) must be on each node a failover may promote.
+    A replica down now gets it from the operator's periodic re-apply."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()   # a no-op once it knows the slot map
+        view = await client.execute_command("CLUSTER NODES", target_nodes=client.get_random_node())
+        kwargs = client.connection_kwargs
+        primaries = [tuple(address.rsplit(":", 1)) for address, info in view.items()
+                     if "master" in info["flags"] and "fail" not in info["flags"]]
+        replicas = [tuple(address.rsplit(":", 1)) for address, info in view.items()
+                    if "slave" in info["flags"] and "fail" not in info["flags"]]
+        return [*await _run_on(primaries, kwargs, command, required=True),
+                *await _run_on(replicas, kwargs, command, required=False)]
+    replies = [await client.execute_command(*command)]
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        replicas = await pool.sentinel_manager.discover_slaves(pool.service_name)
+        replies += await _run_on(replicas, pool.connection_kwargs, command, required=False)
+    return replies
+
+
+async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, required: bool) -> list[Any]:
+    """`command` on each server; one that cannot be reached is skipped unless `required`."""
+    replies = []
+    for host, port in servers:
+        server = aioredis.Redis(host=host, port=int(port), **{
+            name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs})
+        try:
+            replies.append(await server.execute_command(*command))
+        except UNAVAILABLE:
+            if required:
+                raise
+        finally:
+            await server.aclose()
+    return replies
+
+
+_REPLICA_KWARGS = ("username", "password", "socket_timeout", "socket_connect_timeout")
