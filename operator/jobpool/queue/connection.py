@@ -128,8 +128,7 @@ async def on_every_server(client: Any, *command: Any) -> list[Any]:
     what replication does not carry (ACL users) must be on each node a failover may promote.
     A replica down now gets it from the operator's periodic re-apply."""
     if isinstance(client, RedisCluster):
-        await client.initialize()   # a no-op once it knows the slot map
-        view = await client.execute_command("CLUSTER NODES", target_nodes=client.get_random_node())
+        view = await _retried(client, _cluster_view)
         kwargs = client.connection_kwargs
         primaries = [tuple(address.rsplit(":", 1)) for address, info in view.items()
                      if "master" in info["flags"] and "fail" not in info["flags"]]
@@ -137,12 +136,26 @@ async def on_every_server(client: Any, *command: Any) -> list[Any]:
                     if "slave" in info["flags"] and "fail" not in info["flags"]]
         return [*await _run_on(primaries, kwargs, command, required=True),
                 *await _run_on(replicas, kwargs, command, required=False)]
-    replies = [await client.execute_command(*command)]
+    replies = [await _retried(client, lambda c: c.execute_command(*command))]
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
         replicas = await pool.sentinel_manager.discover_slaves(pool.service_name)
         replies += await _run_on(replicas, pool.connection_kwargs, command, required=False)
     return replies
+
+
+async def _retried(client: Any, action: Any) -> Any:
+    """`action(client)`, once more on fresh connections if a pooled one died in a failover."""
+    try:
+        return await action(client)
+    except ConnectionError:
+        await drop_connections(client)
+        return await action(client)
+
+
+async def _cluster_view(client: RedisCluster) -> dict[str, Any]:
+    await client.initialize()   # a no-op once it knows the slot map
+    return await client.execute_command("CLUSTER NODES", target_nodes=client.get_random_node())
 
 
 async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, required: bool) -> list[Any]:

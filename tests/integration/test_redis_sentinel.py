@@ -1,0 +1,97 @@
+"""The queue on a Sentinel-watched master (a master, a replica and three real sentinels,
+password-protected; tests/fixtures/redis_ha.py).
+
+The queue suite runs here a second time, on the sentinel URL (the tests of
+test_queue_redis.py that talk to Redis only through the queue); then a failover during a
+batch, and the per-pool users on master and replica.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jobpool import Client
+from jobpool.queue import QueueUnavailable, acl, connection
+
+from . import test_queue_redis
+from .conftest import ROOT, SyncQueue, wait_until
+from .test_redis_cluster import _through_the_queue_only
+
+for _name, _test in vars(test_queue_redis).items():
+    if _name.startswith("test_") and callable(_test) and _through_the_queue_only(_test):
+        globals()[_name] = _test
+
+
+@pytest.fixture
+def redis_server(redis_sentinel):
+    """The suite's session server, here the sentinel group: the suite uses only its `url`."""
+    return redis_sentinel
+
+
+def _submit_or_none(sdk: Client, payloads: list) -> list[str] | None:
+    try:
+        return sdk.submit_many(payloads)
+    except QueueUnavailable:
+        return None
+
+
+def test_a_failover_during_a_batch_loses_no_acknowledged_job(redis_sentinel, pool_name, spawn_worker, tmp_path):
+    """The master dies while a batch runs; the sentinels promote the replica, and workers, the
+    SDK, the CLI and a long-lived queue (the operator's) find it and finish every job."""
+    operator_queue = SyncQueue(redis_sentinel.url, "it", pool_name)
+    killed = redis_sentinel.current_master()
+    workers = [spawn_worker(handler="tests.integration.handlers:sleepy", concurrency=4, visibility_timeout=2,
+                            env={"JOBPOOL_TEST_LOG": str(tmp_path / "jobs.log")}) for _ in range(2)]
+    try:
+        with Client(redis_sentinel.url, "it", pool_name) as sdk:
+            batch = sdk.submit_many([{"seconds": 0.05, "n": i} for i in range(400)])
+            wait_until(lambda: operator_queue.stats().succeeded >= 50, what="the batch to run")
+            redis_sentinel.fail_over()
+            assert operator_queue.stats().succeeded < 400, "the batch ended before the failover"
+            after = wait_until(lambda: _submit_or_none(sdk, [{"seconds": 0, "n": -1}] * 50), timeout=30,
+                               what="a submit after the failover")
+            done = [sdk.result(job_id, timeout=60) for job_id in batch + after]
+        assert all(done), f"{sum(1 for r in done if r is None)} jobs have no result"
+        assert all(worker.alive() for worker in workers)
+        status = subprocess.run([sys.executable, "-m", "jobpool.cli", "status", pool_name, "--queue",
+                                 redis_sentinel.url, "--namespace", "it", "--output", "json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["succeeded"] >= 450
+    finally:
+        redis_sentinel.rejoin(killed)
+        operator_queue.delete_all()
+        operator_queue.close()
+
+
+def test_a_pools_users_are_set_on_master_and_replica_and_survive_a_failover(redis_sentinel, pool_name,
+                                                                            spawn_worker):
+    """ACL users are not replicated: the operator sets them on every server, so the promoted
+    replica knows the pool's users."""
+    admin_loop = SyncQueue(redis_sentinel.url, "it", pool_name)
+    admin = connection.connect(redis_sentinel.url, decode_responses=False, socket_connect_timeout=5,
+                               socket_timeout=5)
+    users = {role: acl.PoolUser("it", pool_name, role, (f"{role}-pw",)) for role in acl.ROLES}
+    killed = redis_sentinel.current_master()
+    try:
+        for user in users.values():
+            admin_loop.loop.run_until_complete(acl.apply_user(admin, user))
+        for node in (redis_sentinel.master, redis_sentinel.replica):
+            assert {u.name for u in users.values()} <= set(redis_sentinel._client(node).acl_users())
+        urls = {role: acl.user_url(redis_sentinel.url, user.name, f"{role}-pw") for role, user in users.items()}
+        redis_sentinel.fail_over()
+        spawn_worker(url=urls[acl.WORKER], handler="tests.integration.handlers:echo")
+        with Client(urls[acl.PRODUCER], "it", pool_name) as producer:
+            ids = producer.submit_many([{"n": i} for i in range(10)])
+            assert [producer.result(i, timeout=20).result for i in ids] == [{"echo": {"n": i}} for i in range(10)]
+    finally:
+        admin_loop.loop.run_until_complete(acl.delete_users(admin, "it", pool_name))
+        admin_loop.loop.run_until_complete(admin.aclose())
+        redis_sentinel.rejoin(killed)
+        admin_loop.delete_all()
+        admin_loop.close()
