@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
 import subprocess
 import sys
 
@@ -162,3 +163,22 @@ def _submit_or_none(sdk: Client, count: int) -> list[str] | None:
         return sdk.submit_many([{"seconds": 0.01, "n": -1} for _ in range(count)])
     except QueueUnavailable:
         return None
+
+
+def test_replicated_durability_waits_for_the_replica_of_the_pools_own_shard(redis_cluster, pool_name):
+    q = SyncQueue(redis_cluster.url, "it", pool_name)
+    master = redis_cluster.master_of(PoolKeys("it", pool_name).stream)
+    replica = next(node for node in redis_cluster.live()
+                   if node.client().info("replication").get("master_port") == master.port)
+    try:
+        q.configure(max_length=None, durability="replicated")
+        job_id = q.submit({"n": 1})
+        q.ack_many([(q.fetch("c", 1, 100)[0], "done")])
+        assert q.result(job_id).result == "done"
+        replica.process.send_signal(signal.SIGSTOP)
+        with pytest.raises(QueueUnavailable, match="no replica confirmed"):
+            q.submit({"n": 2})
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        q.delete_all()
+        q.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
 import subprocess
 import sys
 
@@ -95,3 +96,76 @@ def test_a_pools_users_are_set_on_master_and_replica_and_survive_a_failover(redi
         redis_sentinel.rejoin(killed)
         admin_loop.delete_all()
         admin_loop.close()
+
+
+def _queued_ids(queue: SyncQueue) -> set[str]:
+    """The ids of every job waiting in the pool now."""
+    ids: set[str] = set()
+    while jobs := queue.fetch("audit", 1000, 10):
+        ids.update(job.id for job in jobs)
+    return ids
+
+
+def test_replicated_durability_keeps_every_acknowledged_submit_through_a_failover(redis_sentinel, pool_name):
+    q = SyncQueue(redis_sentinel.url, "it", pool_name)
+    killed = redis_sentinel.current_master()
+    try:
+        q.configure(max_length=None, durability="replicated")
+        acknowledged = [job_id for i in range(20) for job_id in q.submit_many([{"n": i, "k": k} for k in range(50)])]
+        redis_sentinel.fail_over()
+        assert _queued_ids(q) == set(acknowledged)
+    finally:
+        redis_sentinel.rejoin(killed)
+        q.delete_all()
+        q.close()
+
+
+@pytest.mark.parametrize("durability", ["async", "replicated"])
+def test_a_submit_the_replica_has_not_got_is_acknowledged_only_without_replicated_durability(
+        redis_sentinel, pool_name, durability):
+    """The replica stops taking the replication stream (SIGSTOP) and the master dies: with async
+    durability the submits acknowledged meanwhile are lost with it (the loss window); with
+    replicated durability they are refused, never acknowledged, and nothing acknowledged is lost."""
+    q = SyncQueue(redis_sentinel.url, "it", pool_name)
+    killed, replica = redis_sentinel.current_master(), redis_sentinel.current_replica()
+    payload = "x" * 2000   # 40 MB in all: more than the kernel buffers of the replication link hold
+    try:
+        q.configure(max_length=None, durability=durability)
+        acknowledged = q.submit_many([{"before": i} for i in range(100)])
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            for chunk in range(20):
+                acknowledged += q.submit_many([{"p": payload, "chunk": chunk}] * 1000)
+        except QueueUnavailable as refused:
+            assert durability == "replicated" and "no replica confirmed" in str(refused)
+        redis_sentinel.fail_over(while_down=lambda: replica.process.send_signal(signal.SIGCONT))
+        found = _queued_ids(q)
+        if durability == "replicated":
+            assert set(acknowledged) <= found
+        else:
+            assert set(acknowledged) - found, "the master's last writes should have died with it"
+    finally:
+        if replica.process:
+            replica.process.send_signal(signal.SIGCONT)
+        redis_sentinel.rejoin(killed)
+        q.delete_all()
+        q.close()
+
+
+def test_under_replicated_durability_an_ack_waits_for_the_replica(redis_sentinel, pool_name):
+    q = SyncQueue(redis_sentinel.url, "it", pool_name)
+    replica = redis_sentinel.current_replica()
+    try:
+        q.configure(max_length=None, durability="replicated")
+        job_id = q.submit({"n": 1})
+        job = q.fetch("c", 1, 100)[0]
+        replica.process.send_signal(signal.SIGSTOP)
+        with pytest.raises(QueueUnavailable, match="no replica confirmed"):
+            q.ack_many([(job, "done")])
+        replica.process.send_signal(signal.SIGCONT)
+        assert q.ack_many([(job, "done")]) == (1, 0)   # the ack sent again is the same completion
+        assert q.result(job_id).result == "done"
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        q.delete_all()
+        q.close()

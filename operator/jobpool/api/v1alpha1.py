@@ -7,7 +7,7 @@ API server and the operator can never disagree about what a field means.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -72,6 +72,13 @@ class QueueSpec(Model):
         default=1048576, ge=1, le=536870912,
         description="Largest payload (bytes of its JSON) a submit may enqueue; a larger one is "
                     "refused, naming the job, and nothing of that submit is enqueued.")
+    durability: Literal["async", "replicated"] = Field(
+        default="async",
+        description="async: a submit or ack is acknowledged once the Redis master has it (a "
+                    "failover may lose the last moment of writes). replicated: submit and ack also "
+                    "wait (WAIT 1, up to 1s) until one replica has them, so an acknowledged submit "
+                    "survives a failover; this costs a replication round trip per call, and a "
+                    "queue without a reachable replica refuses writes as unavailable.")
 
     @model_validator(mode="after")
     def _one_url_source(self) -> "QueueSpec":

@@ -338,7 +338,8 @@ class PoolController:
                 return invalid_queue_url(spec, url)
             self.queue_url = url
         settings = {"max_length": spec.queue.max_length,
-                    "max_payload_bytes": spec.queue.max_payload_bytes}
+                    "max_payload_bytes": spec.queue.max_payload_bytes,
+                    "durability": spec.queue.durability}
         if self.configured != settings and self.queue is not None:
             try:
                 async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):

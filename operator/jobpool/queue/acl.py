@@ -30,9 +30,9 @@ _CLIENT = ("evalsha", "script|load", "ping", "select", "cluster|slots", "command
 # What streams.py sends outside scripts, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
-    WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget"),
-    # the payload limit before a large submit; result and results
-    PRODUCER: ("hget", "get", "xread"),
+    WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget", "wait"),
+    # the payload limit before a large submit; result and results; WAIT for replicated durability
+    PRODUCER: ("hget", "get", "xread", "wait"),
 }
 _SCRIPTS = {
     WORKER: ("SUBMIT", "FETCH", "ACK", "TRIM_RESULTS", "FAIL", "RELEASE", "HEARTBEAT", "UNREGISTER",

@@ -142,10 +142,11 @@ class Queue(abc.ABC):
 
     # -- configuration (written by the operator, seen by every submitter) --
     @abc.abstractmethod
-    async def configure(self, *, max_length: int | None,
-                        max_payload_bytes: int | None = None) -> None:
-        """Store pool-wide settings in the backend, seen by every submitter: the `maxLength`
-        bound and the payload limit (None: no bound / the default limit)."""
+    async def configure(self, *, max_length: int | None, max_payload_bytes: int | None = None,
+                        durability: str | None = None) -> None:
+        """Store pool-wide settings in the backend, seen by every submitter and worker: the
+        `maxLength` bound, the payload limit (None: no bound / the default limit) and the
+        durability ("replicated": submit and ack wait for a replica; None: they do not)."""
 
     # -- producers -------------------------------------------------------
     @abc.abstractmethod

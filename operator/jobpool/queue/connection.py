@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, ReadOnlyError,
+from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, NoScriptError, ReadOnlyError,
                               RedisClusterException, TimeoutError, TryAgainError)
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
@@ -175,3 +175,31 @@ async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, require
 
 
 _REPLICA_KWARGS = ("username", "password", "socket_timeout", "socket_connect_timeout")
+
+
+async def run_replicated(script: Any, keys: list[str], args: list[Any], wait_ms: int) -> tuple[Any, int]:
+    """Run a registered script, then `WAIT 1 wait_ms` on the same connection (WAIT counts the
+    replicas that have this connection's writes). Returns (script reply, replicas that have it)."""
+    client = script.registered_client
+    if not isinstance(client, RedisCluster):
+        async with client.client() as pinned:   # one connection for both commands
+            reply = await script(keys=keys, args=args, client=pinned)
+            return reply, await pinned.execute_command("WAIT", 1, wait_ms)
+    reply, replicas = await _script_and_wait(client, script, keys, args, wait_ms)
+    if isinstance(reply, NoScriptError):   # not loaded on this node yet (or since a failover)
+        await client.script_load(script.script)
+        reply, replicas = await _script_and_wait(client, script, keys, args, wait_ms)
+    for outcome in (reply, replicas):
+        if isinstance(outcome, Exception):
+            raise outcome
+    return reply, replicas
+
+
+async def _script_and_wait(client: RedisCluster, script: Any, keys: list[str], args: list[Any],
+                           wait_ms: int) -> list[Any]:
+    """One pipeline to the node of the keys' slot: it sends both commands on one connection."""
+    await client.initialize()
+    pipe = client.pipeline()
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(keys[0]))
+    return await pipe.execute(raise_on_error=False)

@@ -33,6 +33,11 @@ DEFAULT_DEAD_LETTER_CAP = 10_000
 # Submits stop when Redis memory would pass this share of its maxmemory: the rest is kept for
 # what workers write (results, dead letters, retries) while submits are refused.
 SUBMIT_MEMORY_SHARE = 0.9
+# spec.queue.durability: replicated makes submit and ack wait this long for one replica; the
+# setting is read from the pool's config at most this often.
+REPLICA_WAIT_MS = 1000
+DURABILITY_REFRESH_SECONDS = 5.0
+REPLICATED = "replicated"
 
 
 def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
@@ -78,6 +83,7 @@ class RedisStreamsQueue(Queue):
         self._replay = self.redis.register_script(scripts.REPLAY)
         self._purge = self.redis.register_script(scripts.PURGE)
         self._trim_results = self.redis.register_script(scripts.TRIM_RESULTS)
+        self._durability: tuple[float, bool] | None = None   # (read at, replicated)
 
     def __repr__(self) -> str:
         return f"RedisStreamsQueue({redact_url(self.url)!r}, {self.namespace!r}, {self.pool!r})"
@@ -122,15 +128,38 @@ class RedisStreamsQueue(Queue):
         await connection.drop_connections(self.entries)
 
     # -- configuration ---------------------------------------------------
-    async def configure(self, *, max_length: int | None,
-                        max_payload_bytes: int | None = None) -> None:
-        settings = {"max_length": max_length, "max_payload_bytes": max_payload_bytes}
+    async def configure(self, *, max_length: int | None, max_payload_bytes: int | None = None,
+                        durability: str | None = None) -> None:
+        settings = {"max_length": max_length, "max_payload_bytes": max_payload_bytes,
+                    "durability": durability if durability == REPLICATED else None}
         with self._errors():
             for field, value in settings.items():
                 if value:
-                    await self._call(self.redis.hset, self.keys.config, field, int(value))
+                    await self._call(self.redis.hset, self.keys.config, field,
+                                     value if isinstance(value, str) else int(value))
                 else:
                     await self._call(self.redis.hdel, self.keys.config, field)
+
+    async def _replicated(self) -> bool:
+        """Whether the pool asks for replicated writes (spec.queue.durability), as recently read."""
+        now = time.monotonic()
+        if self._durability is None or now - self._durability[0] > DURABILITY_REFRESH_SECONDS:
+            stored = await self._call(self.redis.hget, self.keys.config, "durability")
+            self._durability = (now, stored == REPLICATED)
+        return self._durability[1]
+
+    async def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that a producer or a worker is told succeeded; under replicated durability
+        only once one replica has its writes, so a failover cannot take them back."""
+        if not await self._replicated():
+            return await script(keys=keys, args=args)
+        reply, replicas = await connection.run_replicated(script, keys, args, REPLICA_WAIT_MS)
+        if replicas < 1:
+            raise QueueUnavailable(
+                f"queue {redact_url(self.url)}: no replica confirmed a write of pool "
+                f"{self.namespace}/{self.pool} within {REPLICA_WAIT_MS} ms (spec.queue.durability: "
+                f"replicated); it may be done: retrying it with the same job ids is safe")
+        return reply
 
     async def _max_payload_bytes(self) -> int:
         with self._errors():
@@ -176,7 +205,7 @@ class RedisStreamsQueue(Queue):
             keys = self._submit_keys(job_ids[start:end], given[start:end])
             with self._errors():
                 try:
-                    processed, _enqueued, room, *refusal = await self._submit(keys=keys, args=args)
+                    processed, _enqueued, room, *refusal = await self._write(self._submit, keys, args)
                 except ConnectionError:
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
@@ -185,7 +214,7 @@ class RedisStreamsQueue(Queue):
                                                                         encoded[start:end])
                                           for x in (job_id, "1", payload)])
                     keys = self._submit_keys(job_ids[start:end], ["1"] * (end - start))
-                    processed, _enqueued, room, *refusal = await self._submit(keys=keys, args=args)
+                    processed, _enqueued, room, *refusal = await self._write(self._submit, keys, args)
             if refusal:
                 raise self._refusal(refusal, start, job_ids)
             start += processed
@@ -293,7 +322,7 @@ class RedisStreamsQueue(Queue):
                 keys.append(k.result(job.id))
             args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
             with self._errors():
-                first, again, excess = await self._call(self._ack, keys=keys, args=args)
+                first, again, excess = await self._call(self._write, self._ack, keys, args)
                 if excess > 0:
                     await self._call(self._trim_oldest_results, excess)
             succeeded += first
