@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory soak images real-node node-packages clean
+        bench-operator bench-memory bench-replication soak images real-node node-packages clean
 
 all: test
 
@@ -73,6 +73,10 @@ bench: venv redis
 ## Redis bytes per waiting job, per result and per dead letter (the README's sizing figures).
 bench-memory: venv redis
 	$(BIN)/python bench/bench_memory.py
+
+## What spec.queue.durability: replicated costs, and one shard's ceiling (the README's sizing).
+bench-replication: venv redis
+	$(BIN)/python bench/bench_replication.py
 
 ## Chaos soak: 20,000 jobs through worker kills, a Redis restart and malformed entries (the
 ## test suite runs a short one: tests/integration/test_soak.py).
