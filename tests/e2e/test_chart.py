@@ -331,3 +331,17 @@ def check_admission_policy(cluster, ns, pool, kubeconfig):
         with pytest.raises(k8s_client.ApiException) as refused:
             denied()
         assert refused.value.status == 403 and "jobpool operator may" in refused.value.body, refused.value.body
+
+
+def test_the_default_queue_may_be_a_sentinel_or_cluster_url_and_its_password_stays_in_a_secret(kube_cluster):
+    def operator_env(*sets):
+        (deployment,) = [d for d in by_kind(render(kube_cluster, "redis.enabled=false", *sets), "Deployment")
+                         if d["metadata"]["name"] == "jp-operator"]
+        return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    admin = operator_env("adminQueue.secretName=ha-redis")["JOBPOOL_ADMIN_QUEUE_URL"]
+    assert admin == {"name": "JOBPOOL_ADMIN_QUEUE_URL",
+                     "valueFrom": {"secretKeyRef": {"name": "ha-redis", "key": "url"}}}
+    for url in ("redis+cluster://node-0:6379\\,node-1:6379", "redis+sentinel://s1:26379\\,s2:26379/mymaster"):
+        env = operator_env(f"defaultQueueUrl={url}")
+        assert env["JOBPOOL_DEFAULT_QUEUE_URL"]["value"] == url.replace("\\,", ",")

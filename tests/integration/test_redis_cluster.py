@@ -18,7 +18,8 @@ import pytest
 import redis as redis_sync
 
 from jobpool import Client
-from jobpool.queue import QueueUnavailable, acl, connection
+from jobpool.controller.credentials import QueueAdmin
+from jobpool.queue import QueueUnavailable, acl
 from jobpool.queue.keys import PoolKeys
 
 from . import test_queue_redis, test_worker_process
@@ -101,12 +102,11 @@ def test_results_over_the_cap_go_with_their_result_keys(redis_cluster, pool_name
 
 def test_a_pools_users_are_set_on_every_node_and_run_the_pool(redis_cluster, pool_name, spawn_worker):
     admin = SyncQueue(redis_cluster.url, "it", pool_name)   # for its loop; the admin is the default user
-    client = connection.connect(redis_cluster.url, decode_responses=False, socket_connect_timeout=5,
-                                socket_timeout=5)
+    client = QueueAdmin(redis_cluster.url)   # the operator's connection to the queue it administers
     users = {role: acl.PoolUser("it", pool_name, role, (f"{role}-pw",)) for role in acl.ROLES}
     try:
         for user in users.values():
-            admin.loop.run_until_complete(acl.apply_user(client, user))
+            admin.loop.run_until_complete(client.apply(user))
         for node in redis_cluster.live():
             assert set(node.client().acl_users()) >= {user.name for user in users.values()}
         urls = {role: acl.user_url(redis_cluster.url, user.name, f"{role}-pw") for role, user in users.items()}
@@ -114,11 +114,11 @@ def test_a_pools_users_are_set_on_every_node_and_run_the_pool(redis_cluster, poo
         with Client(urls[acl.PRODUCER], "it", pool_name) as producer:
             ids = producer.submit_many([{"n": i} for i in range(20)])
             assert [producer.result(job_id, timeout=20).result for job_id in ids] == [{"echo": {"n": i}} for i in range(20)]
-        assert admin.loop.run_until_complete(acl.delete_users(client, "it", pool_name)) == 2
+        assert admin.loop.run_until_complete(client.delete_users("it", pool_name)) == 2
         for node in redis_cluster.live():
             assert not {user.name for user in users.values()} & set(node.client().acl_users())
     finally:
-        admin.loop.run_until_complete(client.aclose())
+        admin.loop.run_until_complete(client.close())
         admin.delete_all()
         admin.close()
 

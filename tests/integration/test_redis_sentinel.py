@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from jobpool import Client
-from jobpool.queue import QueueUnavailable, acl, connection
+from jobpool.controller.credentials import QueueAdmin
+from jobpool.queue import QueueUnavailable, acl
 
 from . import test_queue_redis
 from .conftest import ROOT, SyncQueue, wait_until
@@ -75,13 +76,12 @@ def test_a_pools_users_are_set_on_master_and_replica_and_survive_a_failover(redi
     """ACL users are not replicated: the operator sets them on every server, so the promoted
     replica knows the pool's users."""
     admin_loop = SyncQueue(redis_sentinel.url, "it", pool_name)
-    admin = connection.connect(redis_sentinel.url, decode_responses=False, socket_connect_timeout=5,
-                               socket_timeout=5)
+    admin = QueueAdmin(redis_sentinel.url)   # the operator's connection to the queue it administers
     users = {role: acl.PoolUser("it", pool_name, role, (f"{role}-pw",)) for role in acl.ROLES}
     killed = redis_sentinel.current_master()
     try:
         for user in users.values():
-            admin_loop.loop.run_until_complete(acl.apply_user(admin, user))
+            admin_loop.loop.run_until_complete(admin.apply(user))
         for node in (redis_sentinel.master, redis_sentinel.replica):
             assert {u.name for u in users.values()} <= set(redis_sentinel._client(node).acl_users())
         urls = {role: acl.user_url(redis_sentinel.url, user.name, f"{role}-pw") for role, user in users.items()}
@@ -91,8 +91,8 @@ def test_a_pools_users_are_set_on_master_and_replica_and_survive_a_failover(redi
             ids = producer.submit_many([{"n": i} for i in range(10)])
             assert [producer.result(i, timeout=20).result for i in ids] == [{"echo": {"n": i}} for i in range(10)]
     finally:
-        admin_loop.loop.run_until_complete(acl.delete_users(admin, "it", pool_name))
-        admin_loop.loop.run_until_complete(admin.aclose())
+        admin_loop.loop.run_until_complete(admin.delete_users("it", pool_name))
+        admin_loop.loop.run_until_complete(admin.close())
         redis_sentinel.rejoin(killed)
         admin_loop.delete_all()
         admin_loop.close()
