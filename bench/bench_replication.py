@@ -6,7 +6,8 @@ For each durability (async, replicated), one pool:
 - bulk submit: `submit_many` of N no-op jobs (jobs/s)
 - fetch + ack: the N jobs taken 100 at a time and acknowledged in batches of 100 (jobs/s)
 - master CPU per job over submit + fetch + ack (INFO used_cpu_sys + used_cpu_user), and the
-  ceiling it implies for one pool on one shard: one core / CPU per job
+  ceiling it implies for one pool on one shard (one core / CPU per job): batched as above, and
+  unbatched (the single submits, each fetched and acknowledged alone: the worst case)
 
 Usage: python bench/bench_replication.py [--jobs N] [--latency-samples N] [--rounds N]
 """
@@ -47,10 +48,14 @@ async def measure(url: str, master: Node, durability: str, jobs: int, samples: i
     try:
         await queue.configure(max_length=None, durability=durability)
         latencies = []
+        cpu_before = cpu_seconds(master)
         for i in range(samples):
             started = time.perf_counter()
             await queue.submit(i)
             latencies.append((time.perf_counter() - started) * 1000)
+        for _ in range(samples):
+            await queue.ack_many([(job, None) for job in await queue.fetch("bench", 1, 100)])
+        cpu_unbatched = (cpu_seconds(master) - cpu_before) / samples
         await queue.delete_all()
         await queue.configure(max_length=None, durability=durability)
         cpu_before = cpu_seconds(master)
@@ -68,7 +73,8 @@ async def measure(url: str, master: Node, durability: str, jobs: int, samples: i
         return {"p50": statistics.median(latencies),
                 "p99": statistics.quantiles(latencies, n=100)[98],
                 "submit": jobs / submit_seconds, "ack": jobs / ack_seconds,
-                "cpu_us": cpu_per_job * 1e6, "ceiling": 1 / cpu_per_job}
+                "cpu_us": cpu_per_job * 1e6, "ceiling": 1 / cpu_per_job,
+                "cpu_single_us": cpu_unbatched * 1e6, "ceiling_single": 1 / cpu_unbatched}
     finally:
         await queue.delete_all()
         await queue.close()
@@ -91,10 +97,11 @@ def main() -> int:
             master.stop()
     print(f"{args.jobs} jobs, {args.latency_samples} single submits, one pool, master + 1 replica (AOF everysec)")
     print(f"{'durability':<11} {'submit p50':>11} {'submit p99':>11} {'bulk submit':>13} "
-          f"{'fetch+ack':>11} {'master CPU/job':>15} {'1-core ceiling':>15}")
+          f"{'fetch+ack':>11} {'CPU/job batched':>16} {'ceiling':>11} {'CPU/job single':>15} {'ceiling':>11}")
     for durability, row in rows:
         print(f"{durability:<11} {row['p50']:>8.2f} ms {row['p99']:>8.2f} ms {row['submit']:>8,.0f} j/s "
-              f"{row['ack']:>6,.0f} j/s {row['cpu_us']:>12.1f} us {row['ceiling']:>10,.0f} j/s")
+              f"{row['ack']:>6,.0f} j/s {row['cpu_us']:>13.1f} us {row['ceiling']:>7,.0f} j/s "
+              f"{row['cpu_single_us']:>12.1f} us {row['ceiling_single']:>7,.0f} j/s")
     return 0
 
 

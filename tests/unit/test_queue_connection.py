@@ -3,6 +3,7 @@ with a one-line reason that quotes no password."""
 import pytest
 
 from jobpool.queue import QueueError, open_queue
+from jobpool.queue.codec import redact_url
 from jobpool.queue.connection import CLUSTER, SENTINEL, SINGLE, parse_address, topology
 
 
@@ -37,3 +38,8 @@ def test_a_bad_ha_url_is_refused_in_one_line_without_its_password(url, reason):
         open_queue(url, "ns", "pool")
     message = str(error.value)
     assert reason in message and "topsecret" not in message and "\n" not in message
+
+
+def test_the_sentinels_password_is_redacted_like_the_servers():
+    assert redact_url("redis+sentinel://:pw@s1,s2/m?sentinel_password=spw") == (
+        "redis+sentinel://:***@s1,s2/m?sentinel_password=***")

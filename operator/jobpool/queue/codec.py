@@ -108,7 +108,7 @@ def outcome_of_failure(attempts: int, max_attempts: int) -> str:
 
 
 # redis-py takes the password from the userinfo or from a `password=` query parameter.
-_QUERY_SECRETS = frozenset({"password"})
+_QUERY_SECRETS = frozenset({"password", "sentinel_password"})
 EXPECTED_QUEUE_URL = ("expected redis://[:password@]host[:port][/db], rediss://..., unix:///path, "
                       "redis+sentinel://[:password@]host:port[,host:port...]/<master>[/db] or "
                       "redis+cluster://[:password@]host:port[,host:port...]")
