@@ -7,7 +7,6 @@ batch, and the per-pool users on master and replica.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import subprocess
