@@ -140,8 +140,8 @@ def test_a_master_killed_while_jobs_flow_loses_no_acknowledged_job(redis_cluster
                      env={"JOBPOOL_TEST_LOG": str(tmp_path / "jobs.log")}) for _ in range(2)]
     try:
         with Client(redis_cluster.url, "it", pool_name) as sdk:
-            before = sdk.submit_many([{"seconds": 0.05, "n": i} for i in range(400)])
-            wait_until(lambda: operator_queue.stats().succeeded >= 50, what="jobs to flow")
+            before = sdk.submit_many([{"seconds": 0.05, "n": i} for i in range(600)])
+            wait_until(lambda: 50 <= operator_queue.stats().succeeded < 500, what="jobs to flow")
             redis_cluster.fail_over(master)
             after = wait_until(lambda: _submit_or_none(sdk, 100), timeout=30, what="a submit after the failover")
             assert operator_queue.stats().waiting >= 0
@@ -151,7 +151,7 @@ def test_a_master_killed_while_jobs_flow_loses_no_acknowledged_job(redis_cluster
         status = jobpool_cli("status", pool_name, "--queue", redis_cluster.url, "--namespace", "it",
                              "--output", "json")
         assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["succeeded"] >= 500
+        assert json.loads(status.stdout)["succeeded"] >= 700
     finally:
         redis_cluster.rejoin(master)
         operator_queue.delete_all()

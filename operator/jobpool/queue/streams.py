@@ -443,14 +443,19 @@ class RedisStreamsQueue(Queue):
 
     async def delete_all(self) -> None:
         with self._errors():
-            batch: list[str] = []
-            async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    await self._call(self.redis.unlink, *batch)
-                    batch.clear()
-            if batch:
-                await self._call(self.redis.unlink, *batch)
+            await self._call(self._unlink_pool_keys)
+
+    async def _unlink_pool_keys(self) -> None:
+        """Scan (every master of a cluster) for the pool's keys and unlink them; idempotent, so
+        `_call` may run it again on fresh connections."""
+        batch: list[str] = []
+        async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            await self.redis.unlink(*batch)
 
     async def close(self) -> None:
         for client in (self.redis, self.entries):
