@@ -2,7 +2,7 @@
 with a one-line reason that quotes no password."""
 import pytest
 
-from jobpool.queue import QueueError, open_queue
+from jobpool.queue import QueueError, acl, open_queue
 from jobpool.queue.codec import redact_url
 from jobpool.queue.connection import CLUSTER, SENTINEL, SINGLE, parse_address, topology
 
@@ -43,3 +43,10 @@ def test_a_bad_ha_url_is_refused_in_one_line_without_its_password(url, reason):
 def test_the_sentinels_password_is_redacted_like_the_servers():
     assert redact_url("redis+sentinel://:pw@s1,s2/m?sentinel_password=spw") == (
         "redis+sentinel://:***@s1,s2/m?sentinel_password=***")
+
+
+def test_a_pools_user_url_keeps_every_node_the_master_and_the_sentinel_password():
+    assert acl.user_url("redis+sentinel://:admin@s1:26379,s2:26379/mymaster/0?sentinel_password=spw",
+                        "jobpool.ns.p.worker", "pw") == (
+        "redis+sentinel://jobpool.ns.p.worker:pw@s1:26379,s2:26379/mymaster/0?sentinel_password=spw")
+    assert acl.user_url("redis+cluster://:admin@n1:7000,n2:7001", "u", "pw") == "redis+cluster://u:pw@n1:7000,n2:7001"
