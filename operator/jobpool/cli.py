@@ -17,6 +17,7 @@ from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queu
 from .queue.codec import name_problem
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
+OPERATOR_MODULES = {"kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
 
 
 class UsageError(Exception):
@@ -299,7 +300,14 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "operator":
-        from jobpool.controller.main import main as operator_main
+        try:
+            from jobpool.controller.main import main as operator_main
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in OPERATOR_MODULES:
+                raise
+            print(f"jobpool operator: error: the operator is not installed (no module {exc.name!r}): "
+                  f"pip install 'jobpool[operator]'", file=sys.stderr)
+            return 2
         return operator_main(argv[1:])
     flags, command = split_command(argv)
     args = build_parser().parse_args(flags)
