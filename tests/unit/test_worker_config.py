@@ -8,7 +8,7 @@ import pytest
 from jobpool.cli import build_parser
 from jobpool.worker.config import SETTINGS, ConfigError, flag_reference, resolve_config
 from jobpool.worker.runtime import error_text, lost_job_error, reconnect_delay
-from jobpool.worker.handlers import HandlerError, JobFailed, load_callable
+from jobpool.worker.runners import HandlerError, JobFailed, load_callable
 from jobpool.queue import Job
 
 BASE_ENV = {"JOBPOOL_QUEUE_URL": "redis://q:6379/0", "JOBPOOL_POOL": "thumbs",

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_result, redact_url
 from .config import WorkerConfig
-from .handlers import JobFailed, Runner
+from .runners import JobFailed, Runner
 from .._metrics_server import serve_metrics
 from .metrics import WorkerMetrics
 
