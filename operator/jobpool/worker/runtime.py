@@ -378,10 +378,9 @@ class Worker:
                     failures += 1
                     self._queue_down(exc, failures)
                     await asyncio.sleep(reconnect_delay(failures))
-            if failures:
-                failures = 0
+            failures = 0
             if batch:
-                succeeded, duplicates = outcome if outcome else (len(batch), 0)
+                succeeded, duplicates = outcome
                 self.metrics.jobs["succeeded"].inc(succeeded)
                 if duplicates:
                     self.metrics.jobs["duplicate"].inc(duplicates)
