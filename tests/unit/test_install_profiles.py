@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 
 from jobpool.cli import OPERATOR_MODULES
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "jobpool"
 OPERATOR_ONLY = ("api", "controller")   # subpackages that only `jobpool operator` imports
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from jobpool._metrics_server import serve_metrics
-from tests.fixtures.redis import free_port
+from tests.helpers import free_port
 
 
 async def get(port: int, path: str) -> tuple[int, str, str]:

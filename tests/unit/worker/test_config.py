@@ -1,8 +1,6 @@
 """Worker settings: flags win over JOBPOOL_* variables; errors name the flag or variable."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from jobpool.cli import build_parser
@@ -10,6 +8,7 @@ from jobpool.worker.config import SETTINGS, ConfigError, flag_reference, resolve
 from jobpool.worker.runtime import error_text, lost_job_error, reconnect_delay
 from jobpool.worker.runners import HandlerError, JobFailed, load_callable
 from jobpool.queue import Job
+from tests.helpers import ROOT
 
 BASE_ENV = {"JOBPOOL_QUEUE_URL": "redis://q:6379/0", "JOBPOOL_POOL": "thumbs",
             "JOBPOOL_HANDLER": "app.tasks:resize"}
@@ -119,7 +118,7 @@ def test_a_pool_or_namespace_that_is_no_dns_label_is_refused(variable, value):
 
 
 def test_the_readme_shows_the_flag_table():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert flag_reference() in readme, "README.md's worker flag table differs; paste:\n" + flag_reference()
 
 
