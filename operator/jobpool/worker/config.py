@@ -184,9 +184,9 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
     if "command" in values:
         values["command"] = tuple(values["command"])
     values.setdefault("namespace", "default")
-    for name in ("queue_url", "pool"):
-        if not values.get(name):
-            raise ConfigError(f"missing {SETTINGS[name].flag} (or {SETTINGS[name].variable})")
+    for name, setting in SETTINGS.items():
+        if setting.required and not values.get(name):
+            raise ConfigError(f"missing {setting.flag} (or {setting.variable})")
     for name in ("pool", "namespace"):
         problem = name_problem(values[name], name)
         if problem is not None:
