@@ -65,3 +65,12 @@ def test_sdk_cli_and_worker_load_no_operator_module():
                                 text=True).stdout.split())
     assert {"jobpool", "redis", "aiohttp"} <= loaded
     assert not loaded & OPERATOR_MODULES
+
+
+def test_operator_without_its_packages_names_the_extra_to_install():
+    # None in sys.modules makes `import kopf` fail as it does in a base install
+    probe = "import sys; sys.modules['kopf'] = None; from jobpool.cli import main; sys.exit(main(['operator', '-A']))"
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert answer.returncode == 2
+    assert answer.stderr.splitlines() == ["jobpool operator: error: the operator is not installed (no module 'kopf'): "
+                                          "pip install 'jobpool[operator]'"]
