@@ -97,11 +97,11 @@ async def latency(url: str, samples: int, logs: Path) -> tuple[float, float]:
     workers = start_workers(url, pool, 1, 50, "tests.integration.handlers:started_at", logs)
     try:
         await wait_for_workers(queue, 1)
-        await queue.submit_many([0])   # warm up the worker's connections
+        await queue.submit(0)   # warm up the worker's connections
         delays = []
         for _ in range(samples):
             submitted = time.time()
-            [job_id] = await queue.submit_many([0])
+            job_id = await queue.submit(0)
             result = await queue.result(job_id, timeout=10)
             delays.append((result.result - submitted) * 1000)
             await asyncio.sleep(0.005)

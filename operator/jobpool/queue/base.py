@@ -159,6 +159,9 @@ class Queue(abc.ABC):
         or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
+    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], wait=wait))[0]
+
     # -- workers ---------------------------------------------------------
     @abc.abstractmethod
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:

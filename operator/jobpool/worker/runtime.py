@@ -24,12 +24,12 @@ import time
 import traceback
 from typing import Any, Callable
 
+from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_result, redact_url
 from .config import WorkerConfig
-from .runners import JobFailed, Runner
-from .._metrics_server import serve_metrics
 from .metrics import WorkerMetrics
+from .runners import JobFailed, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
@@ -378,9 +378,10 @@ class Worker:
                     failures += 1
                     self._queue_down(exc, failures)
                     await asyncio.sleep(reconnect_delay(failures))
-            failures = 0
+            if failures:
+                failures = 0
             if batch:
-                succeeded, duplicates = outcome
+                succeeded, duplicates = outcome if outcome else (len(batch), 0)
                 self.metrics.jobs["succeeded"].inc(succeeded)
                 if duplicates:
                     self.metrics.jobs["duplicate"].inc(duplicates)
