@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_HANDLERS = ROOT / "examples" / "01-minimal"   # tasks:square, tasks:slow, ...
 
 
-def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
                what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy and return that; a failing kubectl counts
     as "not yet". Fails naming `what` and the last value at the deadline."""
