@@ -52,9 +52,9 @@ demo-plot: venv redis tools
 test: venv redis prometheus node-packages tools
 	$(BIN)/python -m pytest
 
-## Only the tests that need no control plane.
+## Under two minutes: no control plane, no images or real node, nothing marked slow.
 test-fast: venv redis prometheus
-	$(BIN)/python -m pytest -m 'not cluster'
+	$(BIN)/python -m pytest -m 'not cluster and not slow and not realnode and not images'
 
 ## REAL_NODE=1 adds one real node (kubelet, containerd) that runs the images of `make images`.
 cluster-up: venv tools $(if $(REAL_NODE),real-node)

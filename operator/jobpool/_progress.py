@@ -19,9 +19,6 @@ class Progress:
         self.drawn_at = 0.0
         self.visible = False
 
-    def __call__(self, count: int = 1) -> None:
-        self.update(count)
-
     def update(self, count: int = 1, total: int | None = None) -> None:
         self.done += count
         if total is not None:

@@ -15,8 +15,10 @@ from typing import Any, Iterable, Sequence, TextIO
 from ._progress import Progress
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
 from .queue.codec import name_problem
+from .worker.config import SETTINGS, flag_help
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
+OPERATOR_MODULES = {"kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
 
 
 class UsageError(Exception):
@@ -93,32 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one worker process",
                                  description="Run one worker process. Every flag can also be "
                                  "set by its JOBPOOL_* variable; a flag wins.")
-    worker.add_argument("--queue", dest="queue_url")
-    worker.add_argument("--namespace")
-    worker.add_argument("--pool")
-    worker.add_argument("--concurrency")
-    worker.add_argument("--handler", help="a Python callable module:function, sync or async")
-    worker.add_argument("--command", dest="command_flag", action="store_true",
-                        help="run `-- PROG ARGS...` per job: payload JSON on stdin, result "
-                             "JSON on stdout")
-    worker.add_argument("--timeout", help="per-job deadline in seconds (0 = none)")
-    worker.add_argument("--max-attempts")
-    worker.add_argument("--backoff")
-    worker.add_argument("--max-backoff")
-    worker.add_argument("--drain-seconds")
-    worker.add_argument("--metrics-port", help="port of /metrics and /healthz (default 9100, "
-                                               "0 = off)")
-    worker.add_argument("--worker-id")
-    worker.add_argument("--visibility-timeout", help="seconds before a job held by a silent "
-                                                     "worker is redelivered (default 30)")
-    worker.add_argument("--heartbeat-interval", help="seconds between heartbeats (default "
-                                                     "visibility timeout / 3)")
-    worker.add_argument("--result-ttl", help="seconds each result is kept, and with it the "
-                                             "dedup of its id (default 86400)")
-    worker.add_argument("--max-results", help="most results kept; the oldest go first "
-                                              "(default 100000)")
-    worker.add_argument("--max-dead-letters", help="most dead letters kept; the oldest go "
-                                                   "first (default 10000)")
+    for name, setting in SETTINGS.items():
+        if name == "command":   # the program comes after `--`
+            worker.add_argument(setting.flag, dest="command_flag", action="store_true",
+                                help=flag_help(name))
+        else:
+            worker.add_argument(setting.flag, dest=name, help=flag_help(name))
 
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
     _queue_flags(submit)
@@ -271,11 +253,7 @@ async def cmd_dlq(args: argparse.Namespace, stdout: TextIO) -> int:
 
 def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
     from .worker import ConfigError, HandlerError, resolve_config, run_worker
-    flags = {name: getattr(args, name, None) for name in (
-        "queue_url", "namespace", "pool", "concurrency", "handler", "timeout", "max_attempts",
-        "backoff", "max_backoff", "drain_seconds", "metrics_port", "worker_id",
-        "visibility_timeout", "heartbeat_interval", "result_ttl", "max_results",
-        "max_dead_letters")}
+    flags = {name: getattr(args, name) for name in SETTINGS if name != "command"}
     if args.command_flag and not command:
         raise UsageError("--command needs the program after `--`: --command -- PROG ARGS...")
     flags["command"] = command or None
@@ -299,7 +277,14 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "operator":
-        from jobpool.controller.main import main as operator_main
+        try:
+            from jobpool.controller.main import main as operator_main
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in OPERATOR_MODULES:
+                raise
+            print(f"jobpool operator: error: the operator is not installed (no module {exc.name!r}): "
+                  f"pip install 'jobpool[operator]'", file=sys.stderr)
+            return 2
         return operator_main(argv[1:])
     flags, command = split_command(argv)
     args = build_parser().parse_args(flags)

@@ -1,63 +1,27 @@
-"""Running the real operator and real workers against the local control plane and Redis.
+"""Running the real operator against the local control plane and Redis.
 
 `OperatorProcess` is `jobpool operator --namespace <ns>` as a subprocess with the cluster's
-KUBECONFIG; `WorkerProcess` is a local `jobpool worker` draining a pool's queue (kwok pods
-run nothing, so local processes stand in for the worker pods, with the pods' names as
-their worker ids where a test needs that). Every wait polls with a deadline.
+KUBECONFIG. kwok's pods run nothing, so local workers stand in for worker pods: one
+`tests.helpers.WorkerProcess` named after a pod, or `PodStandIns` for every Ready pod of a
+pool. Every wait polls state with a deadline (`tests.helpers.wait_until`).
 """
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from typing import Any, Callable
+from typing import Any
 
-import pytest
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers import EXAMPLE_HANDLERS, ROOT, free_port, stop_process, wait_until
+
 CRD_DIR = ROOT / "charts/jobpool/crds"
-EXAMPLE_HANDLERS = ROOT / "examples/01-minimal"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1,
-               message: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except subprocess.CalledProcessError as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {message}; last: {last}")
-
-
-def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Signal a process and wait for it; SIGKILL it when it has not exited within `timeout`."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def jobpool_command() -> list[str]:
@@ -98,6 +62,19 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def holds_lease(self) -> bool:
+        """The leader Lease names this process (its identity is `<hostname>-<pid>`)."""
+        lease = self.cluster.kubectl("get", "lease", "jobpool-operator", "-n", self.lease_namespace, "-o", "json",
+                                     check=False)
+        holder = json.loads(lease.stdout)["spec"].get("holderIdentity") if lease.returncode == 0 else None
+        return self.alive() and holder == f"{socket.gethostname()}-{self.process.pid}"
+
+    def serves_healthz(self) -> bool:
+        try:
+            return self.healthz() == 200
+        except OSError:   # not listening yet
+            return False
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
@@ -115,21 +92,19 @@ class OperatorProcess:
         self.stop(signal.SIGKILL)
 
 
-class WorkerProcess:
-    def __init__(self, queue_url: str, namespace: str, pool: str, handler: str, *, concurrency: int = 1,
-                 worker_id: str | None = None, extra: list[str] | None = None):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE_HANDLERS), str(ROOT)]),
-               "PYTHONUNBUFFERED": "1"}
-        args = [*jobpool_command(), "worker", "--queue", queue_url, "--namespace", namespace, "--pool", pool,
-                "--handler", handler, "--concurrency", str(concurrency), "--metrics-port", "0",
-                "--drain-seconds", "5", *(extra or [])]
-        if worker_id:
-            args += ["--worker-id", worker_id]
-        self.process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        start_new_session=True)
+class PodStandIns:
+    """scripts/demo_cluster_pods.py: one local `jobpool worker` per Ready worker pod of `pool`,
+    named after it, drained when its pod goes (kwok's pods run nothing)."""
+
+    def __init__(self, cluster, namespace: str, pool: str, log_dir: pathlib.Path):
+        env = {**cluster.env, "PYTHONPATH": str(EXAMPLE_HANDLERS)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts/demo_cluster_pods.py"), "--namespace", namespace, "--pool", pool,
+             "--log-dir", str(log_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
 
     def stop(self) -> None:
-        stop_process(self.process, timeout=15)
+        stop_process(self.process, timeout=30)
 
 
 def unique(prefix: str) -> str:
@@ -165,35 +140,15 @@ def condition(pool: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture(scope="session")
-def jobpool_crds(kube_cluster):
-    install_crds(kube_cluster)
-    return kube_cluster
-
-
 def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
                    all_namespaces: bool = False, lease_namespace: str | None = None,
                    extra_args: tuple[str, ...] = ()) -> OperatorProcess:
     operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces,
                                lease_namespace=lease_namespace, extra_args=extra_args).start()
-    eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
-               message="the operator to take its lease")
+    wait_until(lambda: operator.holds_lease() or not operator.alive(), timeout=60, interval=0.1,
+               what="the operator to take its lease")
     assert operator.alive(), operator.logs()[-3000:]
     return operator
-
-
-@pytest.fixture
-def operator(jobpool_crds, kube_namespace, redis_server, tmp_path):
-    """A running operator for the test's namespace; its pools are deleted (finalizer run) after."""
-    op = start_operator(jobpool_crds, kube_namespace, redis_server.url, tmp_path / "operator.log")
-    try:
-        yield op
-    finally:
-        if not op.alive():
-            op = start_operator(jobpool_crds, kube_namespace, redis_server.url, tmp_path / "operator.log")
-        jobpool_crds.kubectl("delete", "jobpools", "--all", "-n", kube_namespace, "--timeout=60s", check=False)
-        op.stop()
-        print("---- operator log (tail) ----\n" + op.logs()[-6000:])
 
 
 def items(cluster, namespace: str, kind: str, selector: str | None = None) -> list[dict[str, Any]]:

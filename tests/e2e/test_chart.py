@@ -10,8 +10,9 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from jobpool.controller import builders
-from tests.e2e.operator_harness import (ROOT, OperatorProcess, apply, condition, eventually, get, items,  # noqa: F401
-                                        jobpool_crds, kubeconfig_for_token, pool_manifest, unique)
+from tests.e2e.operator_harness import (OperatorProcess, apply, condition, get, items, kubeconfig_for_token,
+                                        pool_manifest, unique)
+from tests.helpers import ROOT, wait_until
 
 CHART = ROOT / "charts/jobpool"
 
@@ -207,17 +208,17 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
          "--set", f"defaultQueueUrl={redis_server.url}")
     try:
         # The restricted namespace admits the chart's pod (kwok then runs it).
-        eventually(lambda: items(cluster, ns, "pods", "app.kubernetes.io/name=jobpool-operator"), timeout=60,
-                   message="the operator pod admitted under the restricted PSS")
+        wait_until(lambda: items(cluster, ns, "pods", "app.kubernetes.io/name=jobpool-operator"), timeout=60,
+                   what="the operator pod admitted under the restricted PSS")
         # The built-in view and edit roles now cover JobPools (the aggregation controller merged them).
         cluster.kubectl("-n", ns, "create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer")
         cluster.kubectl("-n", ns, "create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor")
         for user, verb, resource, allowed in (("viewer", "list", "jobpools", "yes"), ("viewer", "create", "jobpools", "no"),
                                               ("editor", "create", "jobpools", "yes"),
                                               ("editor", "patch", "jobpools/scale", "yes")):
-            eventually(lambda: cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={user}",
+            wait_until(lambda: cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={user}",
                                                check=False).stdout.strip() == allowed, timeout=30,
-                       message=f"{user} {verb} {resource}: {allowed}")
+                       what=f"{user} {verb} {resource}: {allowed}")
         sa = f"{release}-operator"
         for verb, resource, allowed in (("patch", "deployments", "yes"), ("get", "secrets", "yes"),
                                         ("list", "secrets", "no"), ("delete", "deployments", "no"),
@@ -232,15 +233,14 @@ def test_chart_installs_restricted_and_its_rbac_runs_the_operator(jobpool_crds, 
         scoped = kubeconfig_for_token(cluster, token, tmp_path / "sa.kubeconfig")
         operator = OperatorProcess(cluster, ns, redis_server.url, tmp_path / "operator.log", kubeconfig=scoped).start()
         try:
-            eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
-                       message="the lease")
+            wait_until(lambda: operator.holds_lease() or not operator.alive(), timeout=60, what="the lease")
             assert operator.alive(), operator.logs()[-3000:]
             name = unique("restricted")
             apply(cluster, ns, pool_manifest(name, parallelism=2,
                                              queue={"urlSecretRef": {"name": "queue", "key": "url"}}))
             cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
-            eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
-                       timeout=90, message="Ready=True under the chart's RBAC and the restricted PSS")
+            wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
+                       timeout=90, what="Ready=True under the chart's RBAC and the restricted PSS")
             assert len(items(cluster, ns, "pods", f"jobpool.dev/pool={name}")) == 2
             # The finalizer (scale the workers to zero, list their pods) runs under the same RBAC.
             cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
@@ -262,8 +262,8 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
     try:
         # Pods exist only once admitted: the Redis pod (its PVC may stay unbound here) and the operator pass.
         for name in ("jobpool-redis", "jobpool-operator"):
-            eventually(lambda: items(cluster, ns, "pods", f"app.kubernetes.io/name={name}"), timeout=60,
-                       message=f"the {name} pod admitted under the restricted PSS")
+            wait_until(lambda: items(cluster, ns, "pods", f"app.kubernetes.io/name={name}"), timeout=60,
+                       what=f"the {name} pod admitted under the restricted PSS")
         secret = get(cluster, ns, "secret", f"{release}-redis")
         password, url = decoded(secret)["password"], decoded(secret)["url"]
         assert get(cluster, ns, "networkpolicy", f"{release}-redis") is not None
@@ -283,13 +283,12 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
         operator = OperatorProcess(cluster, ns, None, tmp_path / "operator.log", kubeconfig=scoped,
                                    extra_args=("--admin-queue", redis_server.url)).start()
         try:
-            eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
-                       message="the lease")
+            wait_until(lambda: operator.holds_lease() or not operator.alive(), timeout=60, what="the lease")
             assert operator.alive(), operator.logs()[-3000:]
             cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples/01-minimal/jobpool.yaml"))
             name = "squares"
-            eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
-                       timeout=90, message="the minimal example Ready with no manual Secret")
+            wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True",
+                       timeout=90, what="the minimal example Ready with no manual Secret")
             deployment = get(cluster, ns, "deployment", f"{name}-workers")
             (env,) = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
                       if e["name"] == "JOBPOOL_QUEUE_URL"]
@@ -312,8 +311,8 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
 def check_admission_policy(cluster, ns, pool, kubeconfig):
     """As the operator's ServiceAccount: the annotations it manages on a worker pod may change,
     nothing else of it, and no Secret but the pools' queue Secrets may be written."""
-    pod = eventually(lambda: items(cluster, ns, "pods", f"jobpool.dev/pool={pool}"), timeout=60,
-                     message="a worker pod")[0]["metadata"]["name"]
+    pod = wait_until(lambda: items(cluster, ns, "pods", f"jobpool.dev/pool={pool}"), timeout=60,
+                     what="a worker pod")[0]["metadata"]["name"]
 
     # The API as the operator calls it (a PATCH or a POST, no GET first as kubectl would do).
     core = k8s_client.CoreV1Api(k8s_config.new_client_from_config(kubeconfig))

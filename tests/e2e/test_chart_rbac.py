@@ -15,9 +15,9 @@ import redis as redis_lib
 import yaml
 
 from jobpool.queue import acl
-from tests.e2e.operator_harness import (ROOT, OperatorProcess, WorkerProcess, apply, condition,  # noqa: F401
-                                        get, items, jobpool_crds, kubeconfig_for_token, pool_manifest,
-                                        unique)
+from tests.e2e.operator_harness import (OperatorProcess, apply, condition, get, items, kubeconfig_for_token,
+                                        pool_manifest, unique)
+from tests.helpers import ROOT, WorkerProcess
 
 CHART = ROOT / "charts/jobpool"
 FORBIDDEN = re.compile(r"forbidden|Forbidden")
@@ -75,7 +75,7 @@ class Scenario:
     def run(self) -> str | None:
         cluster, ns, own, managed = self.cluster, self.ns, self.own, self.managed
         self.operator.start()
-        if not self.until(lambda: "holding the leader lease" in self.operator.logs()):
+        if not self.until(self.operator.holds_lease):
             return "lease"
         apply(cluster, ns, pool_manifest(own, parallelism=2, drainSeconds=0,
                                          queue={"urlSecretRef": {"name": "queue", "key": "url"}}))
@@ -89,7 +89,8 @@ class Scenario:
         if not self.until(lambda: len(items(cluster, ns, "pods", f"jobpool.dev/pool={own}")) == 2):
             return "two worker pods"
         pods = sorted(p["metadata"]["name"] for p in items(cluster, ns, "pods", f"jobpool.dev/pool={own}"))
-        worker = WorkerProcess(self.redis_server.url, ns, own, "tasks:slow", concurrency=2, worker_id=pods[0])
+        worker = WorkerProcess(self.redis_server.url, ns, own, "tasks:slow", concurrency=2, worker_id=pods[0],
+                               drain_seconds=5)
         try:
             jobpool.Client(self.redis_server.url, ns, own).submit_many([2, 2])
             busy = self.until(lambda: (get(cluster, ns, "pod", pods[0])["metadata"].get("annotations") or {}).get(

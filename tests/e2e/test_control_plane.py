@@ -13,30 +13,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.fixtures.cluster import REPO_ROOT, localcluster, namespace_name
+from tests.helpers import wait_until
 
 CHART = Path(__file__).parent / "testdata" / "tiny-chart"
 # The pin in the wrapper module is the version the built binaries must report.
 KUBE_VERSION = re.search(r"^require k8s\.io/kubernetes (v\S+)$",
                          (REPO_ROOT / "tools" / "kubernetes" / "go.mod").read_text(), re.M).group(1)
-
-
-def wait_until(what: str, probe, timeout: float = 60.0, interval: float = 0.2):
-    """Polls `probe` until it returns a truthy value; fails naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def get_json(kube_cluster, *args: str) -> dict:
@@ -107,7 +95,8 @@ def test_deleting_the_owner_garbage_collects_its_dependents(kube_cluster, kube_n
                 for item in get_json(kube_cluster, "-n", ns, kind, "-l", "app=owned")["items"]]
         return None if left else "all gone"
 
-    wait_until("the garbage collector to delete the ReplicaSet and its Pods", dependents_left)
+    wait_until(dependents_left, timeout=60, interval=0.2,
+               what="the garbage collector to delete the ReplicaSet and its Pods")
 
 
 def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, kube_namespace):
@@ -144,9 +133,9 @@ def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, 
                                "spec": {"min": low, "max": high}})
 
         # Discovery of a new group can lag behind Established; retry the good object until it lands.
-        wait_until("the new CRD to be served", lambda: kube_cluster.kubectl(
+        wait_until(lambda: kube_cluster.kubectl(
             "apply", "-n", kube_namespace, "-f", "-", input=range_object("good", 1, 5), check=False
-        ).returncode == 0, timeout=30)
+        ).returncode == 0, timeout=30, interval=0.2, what="the new CRD to be served")
 
         bad = kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=range_object("bad", 9, 2),
                                    check=False)
@@ -185,9 +174,9 @@ def test_crd_status_and_scale_subresources(kube_cluster, kube_namespace):
         kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/pools.{group}", "--timeout=30s")
         pool = {"apiVersion": f"{group}/v1", "kind": "Pool", "metadata": {"name": "p"},
                 "spec": {"replicas": 1}, "status": {"replicas": 7}}
-        wait_until("the new CRD to be served", lambda: kube_cluster.kubectl(
+        wait_until(lambda: kube_cluster.kubectl(
             "create", "-n", kube_namespace, "-f", "-", input=json.dumps(pool), check=False
-        ).returncode == 0, timeout=30)
+        ).returncode == 0, timeout=30, interval=0.2, what="the new CRD to be served")
         resource = f"pools.{group}/p"
         # With a status subresource the main endpoint ignores status.
         assert "status" not in get_json(kube_cluster, "-n", kube_namespace, resource)
@@ -233,7 +222,7 @@ def test_service_account_without_rbac_permissions_is_denied(kube_cluster, kube_n
     def rbac_allows_pods():
         return kube_cluster.kubectl("get", "pods", "-n", ns, *as_reader, check=False).returncode == 0
 
-    wait_until("the RoleBinding to take effect", rbac_allows_pods, timeout=30)
+    wait_until(rbac_allows_pods, timeout=30, interval=0.2, what="the RoleBinding to take effect")
     whoami = json.loads(kube_cluster.kubectl("auth", "whoami", "-o", "json", *as_reader).stdout)
     assert whoami["status"]["userInfo"]["username"] == reader
 
@@ -313,6 +302,7 @@ def _gone(pids: list[int]) -> bool:
     return not any(localcluster._pid_alive(pid) for pid in pids)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("kube_cluster")
 def test_a_second_cluster_runs_side_by_side_and_down_leaves_nothing_behind(tmp_path):
     script = str(REPO_ROOT / "tools" / "localcluster.py")
@@ -339,6 +329,7 @@ def test_a_second_cluster_runs_side_by_side_and_down_leaves_nothing_behind(tmp_p
     assert all(_port_is_free(port) for port in ports), "a port is still bound after `down`"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("kube_cluster")
 def test_components_die_with_a_killed_test_process(tmp_path):
     cluster_dir = tmp_path / "orphan"
@@ -358,5 +349,6 @@ def test_components_die_with_a_killed_test_process(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    wait_until("the components of a SIGKILLed parent to exit", lambda: _gone(pids), timeout=30)
-    wait_until("their ports to be released", lambda: all(_port_is_free(p) for p in ports), timeout=30)
+    wait_until(lambda: _gone(pids), timeout=30, interval=0.2, what="the components of a SIGKILLed parent to exit")
+    wait_until(lambda: all(_port_is_free(p) for p in ports), timeout=30, interval=0.2,
+               what="their ports to be released")

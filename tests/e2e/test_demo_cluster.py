@@ -20,7 +20,9 @@ import time
 import pytest
 import redis
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "scripts" / "demo_cluster.sh"
 JOBS = 800
 POOL = "frames"

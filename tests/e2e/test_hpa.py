@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from jobpool.queue import open_queue
-from tests.e2e.operator_harness import (ROOT, apply, eventually, free_port, get, jobpool_crds,  # noqa: F401
-                                        pool_manifest, start_operator, unique)
+from tests.e2e.operator_harness import apply, get, pool_manifest, start_operator, unique
+from tests.helpers import ROOT, free_port, wait_until
 
 HPA_EXAMPLE = ROOT / "examples/06-hpa/hpa.yaml"
 APISERVICE = "v1beta1.external.metrics.k8s.io"
@@ -62,10 +62,10 @@ def external_metrics(jobpool_crds, kube_namespace, redis_server, tmp_path):
                  "versionPriority": 100, "caBundle": base64.b64encode(ca.encode()).decode(),
                  "service": {"namespace": ns, "name": service, "port": port}}})
     try:
-        eventually(lambda: any(c["type"] == "Available" and c["status"] == "True" for c in
+        wait_until(lambda: any(c["type"] == "Available" and c["status"] == "True" for c in
                                (get(cluster, "", "apiservice", APISERVICE) or {}).get("status", {}).get(
                                    "conditions", [])),
-                   timeout=60, message="the external metrics APIService to be Available")
+                   timeout=60, what="the external metrics APIService to be Available")
         yield cluster, ns, operator, port
     finally:
         cluster.kubectl("delete", "apiservice", APISERVICE, "--ignore-not-found", check=False)
@@ -90,7 +90,7 @@ def test_hpa_scales_a_jobpool_on_its_backlog_through_the_operators_external_metr
     cluster, ns, _, _ = external_metrics
     name = unique("hpa")
     apply(cluster, ns, pool_manifest(name, parallelism=1, concurrency=2))
-    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers"), message="the worker Deployment")
+    wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers"), what="the worker Deployment")
     hpa = HPA_EXAMPLE.read_text().replace("name: thumbnails", f"name: {name}").replace(
         "pool: thumbnails", f"pool: {name}")
     apply(cluster, ns, hpa)
@@ -105,15 +105,15 @@ def test_hpa_scales_a_jobpool_on_its_backlog_through_the_operators_external_metr
     submitted = time.monotonic()
     asyncio.run(submit(20))      # no worker runs them: the backlog stays at 20
     path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/jobpool_backlog?labelSelector=pool%3D{name}"
-    values = eventually(lambda: [i["value"] for i in raw(cluster, path)["items"]] == ["20"] or None, timeout=30,
-                        message="the backlog through the aggregated API")
+    values = wait_until(lambda: [i["value"] for i in raw(cluster, path)["items"]] == ["20"] or None, timeout=30,
+                        what="the backlog through the aggregated API")
     assert values
     # target 4 jobs per worker pod: 20 jobs -> 5 pods (maxReplicas 10)
-    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 5 and p,
-                      timeout=60, message="the HPA to set spec.parallelism to 5 through /scale")
+    pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 5 and p,
+                      timeout=60, what="the HPA to set spec.parallelism to 5 through /scale")
     reaction = time.monotonic() - submitted
-    deployment = eventually(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and
-                            d["spec"]["replicas"] == 5 and d, timeout=30, message="5 worker pods wanted")
+    deployment = wait_until(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and
+                            d["spec"]["replicas"] == 5 and d, timeout=30, what="5 worker pods wanted")
     status = get(cluster, ns, "hpa", name)["status"]
     (metric,) = status["currentMetrics"]
     assert metric["external"]["metric"]["name"] == "jobpool_backlog"
@@ -121,8 +121,8 @@ def test_hpa_scales_a_jobpool_on_its_backlog_through_the_operators_external_metr
     # once the HPA runs, a larger backlog reaches the pool within a few sync periods: 40 jobs -> 10 pods
     submitted = time.monotonic()
     asyncio.run(submit(20))
-    eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 10,
-               timeout=60, message="the HPA to set spec.parallelism to 10")
+    wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 10,
+               timeout=60, what="the HPA to set spec.parallelism to 10")
     print(f"HPA reaction, submit -> spec.parallelism: first {reaction:.1f}s (new HPA and APIService), "
           f"then {time.monotonic() - submitted:.1f}s (sync period 2s); deployment replicas "
           f"{deployment['spec']['replicas']}")

@@ -10,8 +10,7 @@ import pytest
 import redis
 
 from jobpool import Client
-from tests.fixtures.redis import free_port
-from tests.integration.conftest import wait_until
+from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.images
 

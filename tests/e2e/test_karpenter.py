@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +20,9 @@ from pathlib import Path
 import pytest
 
 import jobpool
-from tests.e2e.operator_harness import (EXAMPLE_HANDLERS, ROOT, condition, eventually, free_port, get,  # noqa: F401
-                                        items, jobpool_crds, operator, stop_process)
+from tests.e2e.operator_harness import PodStandIns, condition, get, items
 from tests.fixtures.cluster import _summary
+from tests.helpers import ROOT, free_port, stop_process, wait_until
 
 EXAMPLE = ROOT / "examples/07-karpenter"
 NODEPOOL = "jobpool-gpu"
@@ -97,7 +95,7 @@ def karpenter(jobpool_crds, tmp_path_factory):
                     "crd/nodeclaims.karpenter.sh", "crd/kwoknodeclasses.karpenter.kwok.sh")
     running = Karpenter(cluster, tmp_path_factory.mktemp("karpenter") / "karpenter.log")
     try:
-        eventually(running.ready, timeout=60, message="karpenter /readyz")
+        wait_until(running.ready, timeout=60, what="karpenter /readyz")
         cluster.kubectl("apply", "-f", str(EXAMPLE / "nodepool.yaml"))
         yield running
     finally:
@@ -117,25 +115,6 @@ def karpenter(jobpool_crds, tmp_path_factory):
                      if '"created nodeclaim"' in line or '"disrupting node(s)"' in line]
         print("---- karpenter's decisions ----\n" + "\n".join(decisions))
         print("---- karpenter log (tail) ----\n" + running.logs()[-3000:])
-
-
-class PodPlayer:
-    """One local `jobpool worker` per Ready worker pod, stopped (drained) when its pod goes."""
-
-    def __init__(self, cluster, namespace: str, log_dir: Path):
-        env = {**cluster.env, "PYTHONPATH": str(EXAMPLE_HANDLERS)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts/demo_cluster_pods.py"), "--namespace", namespace, "--pool", POOL,
-             "--log-dir", str(log_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def worker_pods(cluster, namespace: str) -> dict[str, dict]:
@@ -162,10 +141,10 @@ def test_karpenter_adds_nodes_for_a_backlog_keeps_busy_ones_and_removes_them_whe
         karpenter, operator, jobpool_crds, kube_namespace, redis_server, tmp_path):
     cluster, ns = jobpool_crds, kube_namespace
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLE / "jobpool.yaml"))
-    eventually(lambda: condition(get(cluster, ns, "jobpool", POOL), "Ready").get("status") == "True",
-               timeout=60, message="the pool Ready at zero pods")
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", POOL), "Ready").get("status") == "True",
+               timeout=60, what="the pool Ready at zero pods")
     assert not karpenter_nodes(cluster)
-    player = PodPlayer(cluster, ns, tmp_path)
+    player = PodStandIns(cluster, ns, POOL, tmp_path)
     client = jobpool.Client(redis_server.url, ns, POOL)
     marks: dict[str, float] = {}
     try:
@@ -173,20 +152,20 @@ def test_karpenter_adds_nodes_for_a_backlog_keeps_busy_ones_and_removes_them_whe
         long_id, *_ = client.submit_many([LONG_JOB_SECONDS] + [1] * SHORT_JOBS)
 
         # No node has a GPU: the pods wait, and the pool says so.
-        waiting = eventually(lambda: (c := condition(get(cluster, ns, "jobpool", POOL), "Progressing"))
+        waiting = wait_until(lambda: (c := condition(get(cluster, ns, "jobpool", POOL), "Progressing"))
                              .get("reason") == "WaitingForCapacity" and c, timeout=30,
-                             message="Progressing reason WaitingForCapacity")
+                             what="Progressing reason WaitingForCapacity")
         marks["pods Pending (WaitingForCapacity)"] = time.monotonic() - started
         assert "Insufficient nvidia.com/gpu" in waiting["message"], waiting
 
-        eventually(lambda: karpenter_nodes(cluster), timeout=60, message="Karpenter to create nodes")
+        wait_until(lambda: karpenter_nodes(cluster), timeout=60, what="Karpenter to create nodes")
         marks["first node created"] = time.monotonic() - started
 
         def all_ready_on_new_nodes():
             pods, nodes = worker_pods(cluster, ns), karpenter_nodes(cluster)
             return (len(pods) == 1 + SHORT_JOBS and all(ready(p) and p["spec"].get("nodeName") in nodes
                                                           for p in pods.values()) and nodes)
-        nodes = eventually(all_ready_on_new_nodes, timeout=120, message="6 Ready pods on Karpenter's nodes")
+        nodes = wait_until(all_ready_on_new_nodes, timeout=120, what="6 Ready pods on Karpenter's nodes")
         marks["all pods Ready on new nodes"] = time.monotonic() - started
         assert len(nodes) >= 2 and all(ready(node) for node in nodes.values())
         assert all(node["status"]["allocatable"]["nvidia.com/gpu"] in ("1", "4") for node in nodes.values())
@@ -198,17 +177,17 @@ def test_karpenter_adds_nodes_for_a_backlog_keeps_busy_ones_and_removes_them_whe
             pods = worker_pods(cluster, ns)
             marked = [p for p in pods.values() if (p["metadata"].get("annotations") or {}).get(DO_NOT_DISRUPT)]
             return len(marked) == 1 and marked[0]
-        busy = eventually(one_busy_pod, timeout=60, message="one pod marked busy once the short jobs are done")
+        busy = wait_until(one_busy_pod, timeout=60, what="one pod marked busy once the short jobs are done")
         assert busy["metadata"]["annotations"][SAFE_TO_EVICT] == "false"
         busy_pod, busy_node = busy["metadata"]["name"], busy["spec"]["nodeName"]
 
         # Karpenter removes the emptied nodes. The busy pod's node (4 GPUs for 1 pod, where a 1-GPU node
         # costs half) becomes a consolidation candidate, yet stays while the job runs.
-        eventually(lambda: list(karpenter_nodes(cluster)) == [busy_node], timeout=LONG_JOB_SECONDS,
-                   message="only the busy pod's node left")
+        wait_until(lambda: list(karpenter_nodes(cluster)) == [busy_node], timeout=LONG_JOB_SECONDS,
+                   what="only the busy pod's node left")
         marks["emptied nodes removed, busy node kept"] = time.monotonic() - started
-        eventually(lambda: condition(nodeclaim_of(cluster, busy_node), "Consolidatable").get("status") == "True",
-                   timeout=LONG_JOB_SECONDS, message="the busy pod's node Consolidatable")
+        wait_until(lambda: condition(nodeclaim_of(cluster, busy_node), "Consolidatable").get("status") == "True",
+                   timeout=LONG_JOB_SECONDS, what="the busy pod's node Consolidatable")
         marks["busy node Consolidatable"] = time.monotonic() - started
         assert client.status().in_flight == 1, "the long job ended before its node became Consolidatable"
         # One idle pod stays after the job, to show that the node was kept only for the job.
@@ -222,21 +201,21 @@ def test_karpenter_adds_nodes_for_a_backlog_keeps_busy_ones_and_removes_them_whe
         marks["long job done on its first attempt"] = time.monotonic() - started
 
         # Idle, the pod loses its marks, and Karpenter replaces its node by a cheaper 1-GPU node at once.
-        eventually(lambda: not {DO_NOT_DISRUPT, SAFE_TO_EVICT} & set(annotations(
-            worker_pods(cluster, ns).get(busy_pod) or {"metadata": {}})), timeout=10, message="the marks removed")
+        wait_until(lambda: not {DO_NOT_DISRUPT, SAFE_TO_EVICT} & set(annotations(
+            worker_pods(cluster, ns).get(busy_pod) or {"metadata": {}})), timeout=10, what="the marks removed")
 
         def idle_pod_on_a_cheaper_node():
             pods, nodes = worker_pods(cluster, ns), karpenter_nodes(cluster)
             return (busy_node not in nodes and len(pods) == 1 and
                     all(ready(p) and nodes.get(p["spec"].get("nodeName"), {}).get("metadata", {}).get(
                         "labels", {}).get("node.kubernetes.io/instance-type") == "gpu-1" for p in pods.values()))
-        eventually(idle_pod_on_a_cheaper_node, timeout=120, message="the idle pod's node replaced by a gpu-1 node")
+        wait_until(idle_pod_on_a_cheaper_node, timeout=120, what="the idle pod's node replaced by a gpu-1 node")
         marks["idle pod's node replaced by a 1-GPU node"] = time.monotonic() - started
 
         set_min_workers(cluster, ns, 0)
-        eventually(lambda: not worker_pods(cluster, ns), timeout=60, message="the pool back at zero pods")
+        wait_until(lambda: not worker_pods(cluster, ns), timeout=60, what="the pool back at zero pods")
         marks["pool back at zero pods"] = time.monotonic() - started
-        eventually(lambda: not karpenter_nodes(cluster), timeout=90, message="Karpenter to remove its nodes")
+        wait_until(lambda: not karpenter_nodes(cluster), timeout=90, what="Karpenter to remove its nodes")
         marks["all Karpenter nodes removed"] = time.monotonic() - started
     finally:
         player.stop()

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -21,10 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.operator_harness import (EXAMPLE_HANDLERS, ROOT, apply, eventually, free_port,  # noqa: F401
-                                        jobpool_command, jobpool_crds, pool_manifest, start_operator, stop_process,
-                                        unique)
+from tests.e2e.operator_harness import apply, pool_manifest, start_operator, unique
 from tests.e2e.test_chart import by_kind, render
+from tests.helpers import ROOT, WorkerProcess, free_port, stop_process, wait_until
 
 MONITORING = ROOT / "charts/jobpool/monitoring"
 RULES = MONITORING / "prometheus-rules.yaml"
@@ -124,7 +121,7 @@ class Prometheus:
             [binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        eventually(self._ready, timeout=30, message="Prometheus to be ready")
+        wait_until(self._ready, timeout=30, what="Prometheus to be ready")
 
     def _get(self, path: str, **params: str):
         url = f"http://127.0.0.1:{self.port}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -163,22 +160,14 @@ def has_number(result: list[dict]) -> bool:
     return any(not math.isnan(float(value)) for series in result for _, value in series["values"])
 
 
-def start_worker(queue_url: str, namespace: str, pool: str, pod: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE_HANDLERS), str(ROOT)])}
-    return subprocess.Popen(
-        [*jobpool_command(), "worker", "--queue", queue_url, "--namespace", namespace, "--pool", pool,
-         "--handler", "tasks:slow", "--concurrency", "4", "--metrics-port", str(port), "--worker-id", pod,
-         "--max-attempts", "1", "--drain-seconds", "5"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
 def test_real_prometheus_answers_every_panel_and_alert_and_fires_what_the_batch_provokes(
         jobpool_crds, kube_namespace, redis_server, tmp_path):
     cluster, ns = jobpool_crds, kube_namespace
     pool, unreachable = unique("frames"), unique("lost")
     operator = start_operator(cluster, ns, redis_server.url, tmp_path / "operator.log")
     worker_ports = {f"{pool}-workers-{i}": free_port() for i in range(2)}
-    workers = [start_worker(redis_server.url, ns, pool, pod, port) for pod, port in worker_ports.items()]
+    workers = [WorkerProcess(redis_server.url, ns, pool, "tasks:slow", concurrency=4, metrics_port=port, worker_id=pod,
+                             max_attempts=1, drain_seconds=5) for pod, port in worker_ports.items()]
     prometheus = Prometheus(tmp_path, operator.metrics_port, worker_ports)
     try:
         # 0.2 s jobs keep 8 slots busy for ~8 s (several scrapes); strings make tasks.slow fail -> dead letters
@@ -202,7 +191,7 @@ def test_real_prometheus_answers_every_panel_and_alert_and_fires_what_the_batch_
             return not missing or False
 
         try:
-            eventually(every_panel_answered, timeout=90, interval=1, message="every dashboard panel to return data")
+            wait_until(every_panel_answered, timeout=90, interval=1, what="every dashboard panel to return data")
         except pytest.fail.Exception:
             targets = [(t["scrapePool"], t["health"], t["lastError"])
                        for t in json.loads(prometheus._get("/api/v1/targets"))["data"]["activeTargets"]]
@@ -221,16 +210,16 @@ def test_real_prometheus_answers_every_panel_and_alert_and_fires_what_the_batch_
             return [a for a in prometheus.alerts() if a["labels"]["alertname"] == name
                     and all(a["labels"].get(k) == v for k, v in labels.items()) and a["state"] in ("pending", "firing")]
 
-        eventually(lambda: firing("JobPoolDeadLettersGrowing", namespace=ns, pool=pool), timeout=60, interval=1,
-                   message="JobPoolDeadLettersGrowing for the pool with failing jobs")
-        eventually(lambda: firing("JobPoolQueueUnreachable", namespace=ns, pool=unreachable), timeout=60,
-                   interval=1, message="JobPoolQueueUnreachable for the pool on a closed port")
+        wait_until(lambda: firing("JobPoolDeadLettersGrowing", namespace=ns, pool=pool), timeout=60, interval=1,
+                   what="JobPoolDeadLettersGrowing for the pool with failing jobs")
+        wait_until(lambda: firing("JobPoolQueueUnreachable", namespace=ns, pool=unreachable), timeout=60,
+                   interval=1, what="JobPoolQueueUnreachable for the pool on a closed port")
         assert not firing("JobPoolQueueUnreachable", namespace=ns, pool=pool)
         assert not firing("JobPoolOperatorDown")
     finally:
         prometheus.stop()
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
+        for worker in workers:   # all drain at once
+            worker.send(signal.SIGTERM)
         for worker in workers:
             try:
                 worker.wait(timeout=15)

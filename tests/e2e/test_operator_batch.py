@@ -10,8 +10,8 @@ import subprocess
 import redis as redis_lib
 
 from jobpool.queue import open_queue
-from tests.e2e.operator_harness import (WorkerProcess, apply, condition, eventually, get, jobpool_crds,  # noqa: F401
-                                        operator, pool_manifest, start_operator, unique)
+from tests.e2e.operator_harness import apply, condition, get, pool_manifest, start_operator, unique
+from tests.helpers import wait_until, WorkerProcess
 
 
 def pool_keys(redis_url, ns, name):
@@ -27,19 +27,19 @@ def test_batch_survives_an_operator_restart_without_double_feeding(operator, job
     cluster, ns, name = jobpool_crds, kube_namespace, unique("batch")
     # maxLength 10 and no worker yet: feeding stops after the first chunks.
     apply(cluster, ns, pool_manifest(name, jobs={"range": {"start": 100, "count": 100}}, queue={"maxLength": 10}))
-    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+    pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                       (p.get("status") or {}).get("batch", {}).get("fed", 0) >= 10 and p, timeout=30,
-                      message="the first chunk fed")
+                      what="the first chunk fed")
     fed_before = pool["status"]["batch"]["fed"]
     assert fed_before < 100 and condition(pool, "Complete")["status"] == "False"
 
     operator.stop(signal.SIGKILL)
     restarted = start_operator(cluster, ns, redis_server.url, tmp_path / "operator-2.log")
-    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", concurrency=4)
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", concurrency=4, drain_seconds=5)
     try:
-        done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+        done = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                           condition(p, "Complete").get("status") == "True" and p, timeout=90,
-                          message="Complete=True")
+                          what="Complete=True")
     finally:
         worker.stop()
     resumed = [int(i) for i in re.findall(r"feeding spec.jobs from index (\d+)", restarted.logs())]
@@ -54,14 +54,14 @@ def test_batch_survives_an_operator_restart_without_double_feeding(operator, job
 def test_deleting_a_pool_removes_its_queue_keys_and_workers(operator, jobpool_crds, kube_namespace, redis_server):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("gone")
     apply(cluster, ns, pool_manifest(name, jobs={"items": [{"n": 1}, {"n": 2}, {"n": 3}]}))
-    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers"), message="the worker Deployment")
-    eventually(lambda: len(pool_keys(redis_server.url, ns, name)) > 0, message="the pool's keys in Redis")
+    wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers"), what="the worker Deployment")
+    wait_until(lambda: len(pool_keys(redis_server.url, ns, name)) > 0, what="the pool's keys in Redis")
     assert "jobpool.dev/queue-cleanup" in get(cluster, ns, "jobpool", name)["metadata"]["finalizers"]
 
     cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
     assert pool_keys(redis_server.url, ns, name) == []
-    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers") is None, timeout=60,
-               message="the Deployment garbage-collected")
+    wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers") is None, timeout=60,
+               what="the Deployment garbage-collected")
 
 
 def test_an_autoscaled_batch_completes_with_dead_letters_and_scales_to_min(operator, jobpool_crds, kube_namespace,
@@ -71,18 +71,18 @@ def test_an_autoscaled_batch_completes_with_dead_letters_and_scales_to_min(opera
     apply(cluster, ns, pool_manifest(name, jobs={"items": payloads}, retry={"maxAttempts": 1},
                                      autoscaling={"enabled": True, "minWorkers": 0, "maxWorkers": 3,
                                                   "targetBacklogPerWorker": 5, "scaleDownDelaySeconds": 0}))
-    eventually(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and d["spec"]["replicas"] == 3,
-               timeout=30, message="3 pods for 20 jobs at 5 per pod")
-    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", concurrency=4)
+    wait_until(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and d["spec"]["replicas"] == 3,
+               timeout=30, what="3 pods for 20 jobs at 5 per pod")
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", concurrency=4, drain_seconds=5)
     try:
-        done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
-                          condition(p, "Complete").get("status") == "True" and p, timeout=60, message="Complete")
+        done = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                          condition(p, "Complete").get("status") == "True" and p, timeout=60, what="Complete")
     finally:
         worker.stop()
     assert done["status"]["jobs"]["succeeded"] == 16 and done["status"]["jobs"]["deadLettered"] == 4
     assert "16 succeeded, 4 dead-lettered" in condition(done, "Complete")["message"]
-    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 0, timeout=30,
-               message="minWorkers once the batch is complete")
+    wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 0, timeout=30,
+               what="minWorkers once the batch is complete")
 
 
 def queue_stats(redis_url, ns, name):
@@ -111,16 +111,16 @@ def test_a_batch_follows_its_pool_to_a_new_queue(operator, jobpool_crds, kube_na
     # maxLength 10 and no worker on the old queue: the feeder waits there after the first chunk.
     apply(cluster, ns, pool_manifest(name, jobs={"range": {"start": 0, "count": 50}},
                                      queue={"url": old, "maxLength": 10}))
-    eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed", 0) >= 10,
-               timeout=30, message="the first chunk fed into the old queue")
+    wait_until(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed", 0) >= 10,
+               timeout=30, what="the first chunk fed into the old queue")
     try:
         cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
                         "-p", json.dumps({"spec": {"queue": {"url": new}}}))
-        worker = WorkerProcess(new, ns, name, "tasks:square", concurrency=4)
+        worker = WorkerProcess(new, ns, name, "tasks:square", concurrency=4, drain_seconds=5)
         try:
-            done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+            done = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                               condition(p, "Complete").get("status") == "True" and p, timeout=60,
-                              message="Complete on the new queue")
+                              what="Complete on the new queue")
         finally:
             worker.stop()
         assert done["status"]["jobs"]["submitted"] == 50 and done["status"]["jobs"]["succeeded"] == 50
@@ -147,11 +147,11 @@ def test_a_running_batch_writes_its_status_at_most_once_per_interval(operator, j
     cluster, ns, name = jobpool_crds, kube_namespace, unique("quiet")
     total = 300
     apply(cluster, ns, pool_manifest(name, jobs={"items": [0.05] * total}))
-    worker = WorkerProcess(redis_server.url, ns, name, "tasks:slow", concurrency=2)
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:slow", concurrency=2, drain_seconds=5)
     try:
-        running = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+        running = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                              (p.get("status") or {}).get("jobs", {}).get("succeeded", 0) > 0 and p,
-                             timeout=30, message="the batch running")
+                             timeout=30, what="the batch running")
         window = 6.0
         writes = count_writes(cluster, ns, "jobpool", name, window)
         after = get(cluster, ns, "jobpool", name)
@@ -178,9 +178,9 @@ def test_a_large_batch_is_fed_and_deleted_and_too_many_items_are_refused(operato
     assert len(json.dumps(manifest)) > 300 * 1024  # past the API server's 256 KiB of annotations
     # `kubectl create`: client-side apply would itself copy the spec into an annotation.
     cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(manifest))
-    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+    pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                       (p.get("status") or {}).get("batch", {}).get("fed") == total and p, timeout=60,
-                      message="the large batch fed")
+                      what="the large batch fed")
     assert "jobpool.dev/queue-cleanup" in pool["metadata"]["finalizers"]
     annotations = pool["metadata"].get("annotations") or {}
     assert 0 < len(annotations.get("jobpool.dev/last-handled-configuration", "")) < 4096, list(annotations)

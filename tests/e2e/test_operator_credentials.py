@@ -13,8 +13,8 @@ import yaml
 
 from jobpool.controller.builders import ANNOTATION_CREDENTIALS
 from jobpool.queue import acl, open_queue
-from tests.e2e.operator_harness import (ROOT, WorkerProcess, apply, condition, eventually, get, items,  # noqa: F401
-                                        jobpool_crds, pool_manifest, start_operator)
+from tests.e2e.operator_harness import apply, condition, get, items, pool_manifest, start_operator
+from tests.helpers import ROOT, wait_until, WorkerProcess
 from tests.e2e.test_operator_finalizer import create_namespace
 
 EXAMPLE = ROOT / "examples/01-minimal/jobpool.yaml"
@@ -54,7 +54,7 @@ def test_the_minimal_example_is_ready_on_its_own_users_and_they_go_with_it(jobpo
     worker = None
     try:
         cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLE))
-        eventually(lambda: ready(cluster, ns, pool), timeout=60, message="the example Ready with no manual Secret")
+        wait_until(lambda: ready(cluster, ns, pool), timeout=60, what="the example Ready with no manual Secret")
         jobpool = get(cluster, ns, "jobpool", pool)
         owner = {"apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "name": pool,
                  "uid": jobpool["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
@@ -70,13 +70,13 @@ def test_the_minimal_example_is_ready_on_its_own_users_and_they_go_with_it(jobpo
         assert env["valueFrom"] == {"secretKeyRef": {"name": f"{pool}-queue", "key": "url"}}
 
         # The Secret's worker URL runs the example's handler; a producer submits with its own.
-        worker = WorkerProcess(urls[acl.WORKER], ns, pool, "tasks:square")
+        worker = WorkerProcess(urls[acl.WORKER], ns, pool, "tasks:square", drain_seconds=5)
         assert submit_and_wait(urls[acl.PRODUCER], ns, pool, 7).result == 49
 
         # ACL users are not in the AOF: after a restart the operator puts them back from its Secrets.
         redis_server.restart()
-        eventually(lambda: users_of(redis_server.url, ns, pool) == set(acl.ROLES), timeout=30,
-                   message="the users re-created after the Redis restart")
+        wait_until(lambda: users_of(redis_server.url, ns, pool) == set(acl.ROLES), timeout=30,
+                   what="the users re-created after the Redis restart")
         assert submit_and_wait(urls[acl.PRODUCER], ns, pool, 8).result == 64
         worker.stop()
         worker = None
@@ -84,8 +84,8 @@ def test_the_minimal_example_is_ready_on_its_own_users_and_they_go_with_it(jobpo
         cluster.kubectl("delete", "jobpool", pool, "-n", ns, "--timeout=60s")
         assert users_of(redis_server.url, ns, pool) == set(), operator.logs()[-3000:]
         for name in (f"{pool}-queue", f"{pool}-queue-producer"):
-            eventually(lambda: get(cluster, ns, "secret", name) is None, timeout=60,
-                       message=f"the Secret {name} collected with its pool")
+            wait_until(lambda: get(cluster, ns, "secret", name) is None, timeout=60,
+                       what=f"the Secret {name} collected with its pool")
         with pytest.raises(redis_lib.exceptions.AuthenticationError):
             redis_lib.Redis.from_url(urls[acl.WORKER]).ping()
     finally:
@@ -104,11 +104,11 @@ def test_deleting_the_namespace_removes_the_pools_users(jobpool_crds, kube_names
         create_namespace(cluster, ns)
         cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLE))
         pool = yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"]
-        eventually(lambda: ready(cluster, ns, pool), timeout=60, message="the example Ready")
+        wait_until(lambda: ready(cluster, ns, pool), timeout=60, what="the example Ready")
         assert users_of(redis_server.url, ns, pool) == set(acl.ROLES)
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
-        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
-                   message="the namespace gone")
+        wait_until(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   what="the namespace gone")
         assert users_of(redis_server.url, ns, pool) == set(), operator.logs()[-3000:]
     finally:
         operator.stop()
@@ -151,20 +151,20 @@ def test_rotating_the_credentials_rolls_the_workers_and_loses_no_job(jobpool_crd
     workers = []
     try:
         apply(cluster, ns, pool_manifest(pool, parallelism=2))
-        eventually(lambda: ready(cluster, ns, pool), timeout=60, message="Ready")
+        wait_until(lambda: ready(cluster, ns, pool), timeout=60, what="Ready")
         before = {role: secret_values(cluster, ns, name) for role, name in
                   ((acl.WORKER, f"{pool}-queue"), (acl.PRODUCER, f"{pool}-queue-producer"))}
         old_digest = get(cluster, ns, "deployment", f"{pool}-workers")["spec"]["template"]["metadata"][
             "annotations"][ANNOTATION_CREDENTIALS]
-        workers.append(WorkerProcess(before[acl.WORKER]["url"], ns, pool, "tasks:square", concurrency=4))
+        workers.append(WorkerProcess(before[acl.WORKER]["url"], ns, pool, "tasks:square", concurrency=4, drain_seconds=5))
         first = submit_many(before[acl.PRODUCER]["url"], ns, pool, list(range(50)))
 
         # Paused, the Deployment keeps its old pods: the rotation must wait for them.
         cluster.kubectl("rollout", "pause", "deployment", f"{pool}-workers", "-n", ns)
         cluster.kubectl("annotate", "jobpool", pool, "-n", ns, "jobpool.dev/rotate-credentials=first")
-        during = eventually(lambda: (v := secret_values(cluster, ns, f"{pool}-queue")) and
+        during = wait_until(lambda: (v := secret_values(cluster, ns, f"{pool}-queue")) and
                             v["password"] != before[acl.WORKER]["password"] and v, timeout=30,
-                            message="a new worker password")
+                            what="a new worker password")
         producer = secret_values(cluster, ns, f"{pool}-queue-producer")
         assert producer["password"] != before[acl.PRODUCER]["password"]
         # While old pods may hold it, the old password stays valid: old workers and producers go on.
@@ -172,7 +172,7 @@ def test_rotating_the_credentials_rolls_the_workers_and_loses_no_job(jobpool_crd
         assert producer["previous-password"] == before[acl.PRODUCER]["password"]
         for url in (before[acl.WORKER]["url"], before[acl.PRODUCER]["url"], during["url"], producer["url"]):
             assert authenticates(url)
-        workers.append(WorkerProcess(during["url"], ns, pool, "tasks:square", concurrency=4))
+        workers.append(WorkerProcess(during["url"], ns, pool, "tasks:square", concurrency=4, drain_seconds=5))
         second = submit_many(before[acl.PRODUCER]["url"], ns, pool, list(range(50, 75)))
         second += submit_many(producer["url"], ns, pool, list(range(75, 100)))
         workers[0].stop()
@@ -184,15 +184,15 @@ def test_rotating_the_credentials_rolls_the_workers_and_loses_no_job(jobpool_crd
             pods = items(cluster, ns, "pods", f"jobpool.dev/pool={pool}")
             digests = {p["metadata"].get("annotations", {}).get(ANNOTATION_CREDENTIALS) for p in pods}
             return len(pods) == 2 and old_digest not in digests and digests
-        eventually(rolled, timeout=60, message="the worker pods rolled")
-        eventually(lambda: "previous-password" not in secret_values(cluster, ns, f"{pool}-queue"), timeout=60,
-                   message="the previous password dropped")
+        wait_until(rolled, timeout=60, what="the worker pods rolled")
+        wait_until(lambda: "previous-password" not in secret_values(cluster, ns, f"{pool}-queue"), timeout=60,
+                   what="the previous password dropped")
         assert not authenticates(before[acl.WORKER]["url"]) and not authenticates(before[acl.PRODUCER]["url"])
         assert authenticates(during["url"]) and authenticates(producer["url"])
 
-        done = eventually(lambda: all(results_of(producer["url"], ns, pool, first + second))
+        done = wait_until(lambda: all(results_of(producer["url"], ns, pool, first + second))
                           and results_of(producer["url"], ns, pool, first + second), timeout=60,
-                          message="every job of before and during the rotation done")
+                          what="every job of before and during the rotation done")
         assert [r.result for r in done] == [n * n for n in range(100)]
     finally:
         for worker in workers:

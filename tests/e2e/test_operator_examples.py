@@ -1,8 +1,8 @@
 """Every numbered example, applied to the local control plane with a running operator."""
 import json
 
-from tests.e2e.operator_harness import (ROOT, WorkerProcess, condition, eventually, get, jobpool_crds,  # noqa: F401
-                                        operator)
+from tests.e2e.operator_harness import condition, get
+from tests.helpers import ROOT, wait_until, WorkerProcess
 
 EXAMPLES = ROOT / "examples"
 
@@ -17,18 +17,19 @@ def ready(cluster, ns, pool):
 
 def test_01_minimal_runs_one_worker_pod(operator, jobpool_crds, kube_namespace):
     apply_example(jobpool_crds, kube_namespace, "01-minimal")
-    eventually(lambda: ready(jobpool_crds, kube_namespace, "squares"), timeout=60, message="squares Ready")
+    wait_until(lambda: ready(jobpool_crds, kube_namespace, "squares"), timeout=60, what="squares Ready")
     assert get(jobpool_crds, kube_namespace, "deployment", "squares-workers")["spec"]["replicas"] == 1
 
 
 def test_02_batch_completes(operator, jobpool_crds, kube_namespace, redis_server):
     cluster, ns = jobpool_crds, kube_namespace
     apply_example(cluster, ns, "02-batch")
-    workers = [WorkerProcess(redis_server.url, ns, "squares-batch", "tasks:square", concurrency=8) for _ in range(2)]
+    workers = [WorkerProcess(redis_server.url, ns, "squares-batch", "tasks:square", concurrency=8, drain_seconds=5)
+               for _ in range(2)]
     try:
-        done = eventually(lambda: (p := get(cluster, ns, "jobpool", "squares-batch")) and
+        done = wait_until(lambda: (p := get(cluster, ns, "jobpool", "squares-batch")) and
                           condition(p, "Complete").get("status") == "True" and p, timeout=120,
-                          message="the batch Complete")
+                          what="the batch Complete")
     finally:
         for worker in workers:
             worker.stop()
@@ -38,7 +39,7 @@ def test_02_batch_completes(operator, jobpool_crds, kube_namespace, redis_server
 
 def test_03_autoscaling_idles_at_zero(operator, jobpool_crds, kube_namespace):
     apply_example(jobpool_crds, kube_namespace, "03-autoscaling")
-    eventually(lambda: ready(jobpool_crds, kube_namespace, "thumbnails"), timeout=60, message="thumbnails Ready")
+    wait_until(lambda: ready(jobpool_crds, kube_namespace, "thumbnails"), timeout=60, what="thumbnails Ready")
     pool = get(jobpool_crds, kube_namespace, "jobpool", "thumbnails")
     assert pool["status"]["desiredReplicas"] == 0
     assert get(jobpool_crds, kube_namespace, "pdb", "thumbnails-workers") is not None
@@ -48,8 +49,8 @@ def test_04_queue_secret_never_shows_the_password(operator, jobpool_crds, kube_n
     cluster, ns = jobpool_crds, kube_namespace
     apply_example(cluster, ns, "04-queue-secret")
     # The example's Redis host does not exist here: the pool is Degraded, and says so without the password.
-    degraded = eventually(lambda: (c := condition(get(cluster, ns, "jobpool", "private-squares"), "Degraded"))
-                          and c.get("status") == "True" and c, timeout=60, message="Degraded")
+    degraded = wait_until(lambda: (c := condition(get(cluster, ns, "jobpool", "private-squares"), "Degraded"))
+                          and c.get("status") == "True" and c, timeout=60, what="Degraded")
     # A Secret-held URL is named by its Secret and key, never quoted (not even its host).
     assert degraded["reason"] == "QueueUnavailable"
     assert 'the URL in Secret "queue-credentials" key "url"' in degraded["message"], degraded["message"]

@@ -4,8 +4,8 @@ import asyncio
 import json
 
 from jobpool.queue import open_queue
-from tests.e2e.operator_harness import (WorkerProcess, apply, condition, eventually, get,  # noqa: F401
-                                        jobpool_crds, operator, pool_manifest, start_operator, unique)
+from tests.e2e.operator_harness import apply, condition, get, pool_manifest, start_operator, unique
+from tests.helpers import wait_until, WorkerProcess
 from tests.e2e.test_operator_batch import delete_queue, pool_keys
 
 
@@ -23,22 +23,22 @@ def test_deleting_a_pool_waits_for_its_live_workers_then_leaves_no_key(operator,
                                                                        redis_server):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("live")
     apply(cluster, ns, pool_manifest(name, parallelism=1, drainSeconds=5))
-    eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers"), message="the worker Deployment")
+    wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers"), what="the worker Deployment")
     # A worker that is not a pod (kwok pods run nothing): only its queue registration shows it.
-    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", worker_id=f"{name}-local")
+    worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", worker_id=f"{name}-local", drain_seconds=5)
     try:
-        eventually(lambda: registered_workers(redis_server.url, ns, name) == [f"{name}-local"], timeout=30,
-                   message="the local worker registered in the pool's queue")
+        wait_until(lambda: registered_workers(redis_server.url, ns, name) == [f"{name}-local"], timeout=30,
+                   what="the local worker registered in the pool's queue")
 
         cluster.kubectl("delete", "jobpool", name, "-n", ns, "--wait=false")
         # The ReplicaSet would stop the worker once the Deployment is scaled to zero (or gone).
-        eventually(lambda: get(cluster, ns, "jobpool", name) is None
+        wait_until(lambda: get(cluster, ns, "jobpool", name) is None
                    or (d := get(cluster, ns, "deployment", f"{name}-workers")) is None
-                   or d["spec"]["replicas"] == 0, timeout=60, message="the workers stopped by the finalizer")
+                   or d["spec"]["replicas"] == 0, timeout=60, what="the workers stopped by the finalizer")
         waited_for_the_worker = get(cluster, ns, "jobpool", name) is not None
     finally:
         worker.stop()
-    eventually(lambda: get(cluster, ns, "jobpool", name) is None, timeout=60, message="the JobPool gone")
+    wait_until(lambda: get(cluster, ns, "jobpool", name) is None, timeout=60, what="the JobPool gone")
     assert pool_keys(redis_server.url, ns, name) == []
     assert waited_for_the_worker, "the finalizer must not delete the keys while a worker is registered"
 
@@ -51,8 +51,8 @@ def test_deleting_a_pool_waits_for_its_live_workers_then_leaves_no_key(operator,
 
 def create_namespace(cluster, ns):
     cluster.kubectl("create", "namespace", ns)
-    eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
-               timeout=30, message=f"namespace {ns}'s default service account")
+    wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
+               timeout=30, what=f"namespace {ns}'s default service account")
 
 
 def test_deleting_the_namespace_deletes_the_pools_keys_though_its_secret_goes_with_it(
@@ -66,37 +66,37 @@ def test_deleting_the_namespace_deletes_the_pools_keys_though_its_secret_goes_wi
         create_namespace(cluster, ns)
         cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
         apply(cluster, ns, pool)
-        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square")
+        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", drain_seconds=5)
         try:
-            eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Complete").get("status") == "True",
-                       timeout=60, message="the first batch Complete")
+            wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Complete").get("status") == "True",
+                       timeout=60, what="the first batch Complete")
             assert pool_keys(redis_server.url, ns, name)
             # The namespace controller deletes the Secret at once; the JobPool waits for its finalizer,
             # which waits for the registered worker, so the Secret is surely gone before the keys go.
             cluster.kubectl("delete", "namespace", ns, "--wait=false")
-            eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
-                       timeout=30, message="the Secret deleted with the namespace")
+            wait_until(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                       timeout=30, what="the Secret deleted with the namespace")
             assert get(cluster, ns, "jobpool", name) is not None
         finally:
             worker.stop()
-        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
-                   message="the namespace gone")
+        wait_until(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   what="the namespace gone")
         assert pool_keys(redis_server.url, ns, name) == [], operator.logs()[-3000:]
 
         # The same pool again: its batch runs, it does not inherit the old one's dedup ids and counters.
         create_namespace(cluster, ns)
         cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
         apply(cluster, ns, pool)
-        fed = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+        fed = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                          (p.get("status") or {}).get("batch", {}).get("fed") == 3 and p, timeout=30,
-                         message="the second batch fed")
+                         what="the second batch fed")
         assert fed["status"]["jobs"]["submitted"] == 3 and fed["status"]["jobs"]["succeeded"] == 0
         assert condition(fed, "Complete")["status"] == "False"
-        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square")
+        worker = WorkerProcess(redis_server.url, ns, name, "tasks:square", drain_seconds=5)
         try:
-            done = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+            done = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                               condition(p, "Complete").get("status") == "True" and p, timeout=60,
-                              message="the second batch Complete")
+                              what="the second batch Complete")
         finally:
             worker.stop()
         assert done["status"]["jobs"]["succeeded"] == 3
@@ -116,16 +116,16 @@ def test_an_operator_that_never_saw_the_secret_names_the_keys_it_could_not_delet
         cluster.kubectl("-n", ns, "create", "secret", "generic", "queue", f"--from-literal=url={redis_server.url}")
         apply(cluster, ns, pool_manifest(name, parallelism=0, jobs={"items": [1]},
                                          queue={"urlSecretRef": {"name": "queue", "key": "url"}}))
-        eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 1,
-                   timeout=30, message="the batch fed")
+        wait_until(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 1,
+                   timeout=30, what="the batch fed")
         operator.stop()
         # The namespace goes while no operator runs: the Secret is deleted, the JobPool waits for its finalizer.
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
-        eventually(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
-                   timeout=30, message="the Secret deleted with the namespace")
+        wait_until(lambda: cluster.kubectl("-n", ns, "get", "secret", "queue", check=False).returncode != 0,
+                   timeout=30, what="the Secret deleted with the namespace")
         operator = start_operator(cluster, ns, None, tmp_path / "operator-2.log", lease_namespace=kube_namespace)
-        eventually(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
-                   message="the namespace gone")
+        wait_until(lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0, timeout=90,
+                   what="the namespace gone")
         warning = [line for line in operator.logs().splitlines() if "queue keys of" in line]
         assert warning and "WARNING" in warning[0], operator.logs()[-3000:]
         assert f"{{jobpool:{ns}/{name}}}" in warning[0] and "by hand" in warning[0]

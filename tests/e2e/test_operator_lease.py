@@ -1,31 +1,30 @@
 """One active operator: a second replica waits on the Lease and takes over when the first stops;
 an operator whose RBAC is not in effect yet keeps trying for the Lease instead of exiting."""
-from tests.e2e.operator_harness import (OperatorProcess, apply, eventually, get, jobpool_crds,  # noqa: F401
-                                        kubeconfig_for_token, operator, pool_manifest, unique)
+from tests.e2e.operator_harness import (OperatorProcess, apply, get, kubeconfig_for_token, pool_manifest,
+                                        unique)
+from tests.helpers import wait_until
 
 
 def test_second_operator_waits_then_takes_over(operator, jobpool_crds, kube_namespace, redis_server, tmp_path):
     cluster, ns = jobpool_crds, kube_namespace
     standby = OperatorProcess(cluster, ns, redis_server.url, tmp_path / "standby.log").start()
     try:
-        eventually(lambda: "waiting for the leader lease" in standby.logs(), timeout=60,
-                   message="the standby to wait")
-        assert standby.alive() and standby.healthz() == 200
-        lease = get(cluster, ns, "lease", "jobpool-operator")
-        holder = lease["spec"]["holderIdentity"]
+        wait_until(standby.serves_healthz, timeout=60, what="the standby up")
+        assert operator.holds_lease() and not standby.holds_lease()
+        holder = get(cluster, ns, "lease", "jobpool-operator")["spec"]["holderIdentity"]
 
         first = unique("first")
         apply(cluster, ns, pool_manifest(first))
-        eventually(lambda: get(cluster, ns, "deployment", f"{first}-workers"), message="the active operator")
-        assert "holding the leader lease" not in standby.logs()
+        wait_until(lambda: get(cluster, ns, "deployment", f"{first}-workers"), what="the active operator")
+        assert standby.alive() and not standby.holds_lease()
 
         operator.stop()
-        eventually(lambda: "holding the leader lease" in standby.logs(), timeout=30, message="the takeover")
+        wait_until(standby.holds_lease, timeout=30, what="the takeover")
         assert get(cluster, ns, "lease", "jobpool-operator")["spec"]["holderIdentity"] != holder
         second = unique("second")
         apply(cluster, ns, pool_manifest(second, parallelism=2))
-        eventually(lambda: (d := get(cluster, ns, "deployment", f"{second}-workers")) and d["spec"]["replicas"] == 2,
-                   timeout=30, message="the new leader reconciling")
+        wait_until(lambda: (d := get(cluster, ns, "deployment", f"{second}-workers")) and d["spec"]["replicas"] == 2,
+                   timeout=30, what="the new leader reconciling")
         cluster.kubectl("delete", "jobpools", "--all", "-n", ns, "--timeout=60s")
     finally:
         standby.stop()
@@ -40,8 +39,9 @@ def test_operator_started_before_its_rbac_takes_the_lease_once_granted(jobpool_c
     scoped = kubeconfig_for_token(cluster, token, tmp_path / "late-rbac.kubeconfig")
     operator = OperatorProcess(cluster, ns, redis_server.url, tmp_path / "operator.log", kubeconfig=scoped).start()
     try:
-        eventually(lambda: "cannot take the leader lease" in operator.logs() or not operator.alive(), timeout=60,
-                   message="the Forbidden lease read")
+        # No object records a refused read: the operator's own report of it is what is awaited.
+        wait_until(lambda: "cannot take the leader lease" in operator.logs() or not operator.alive(), timeout=60,
+                   what="the Forbidden lease read")
         assert operator.alive(), operator.logs()[-3000:]
         assert "Forbidden" in operator.logs() or "403" in operator.logs(), operator.logs()[-3000:]
 
@@ -49,8 +49,8 @@ def test_operator_started_before_its_rbac_takes_the_lease_once_granted(jobpool_c
                         "--resource=leases.coordination.k8s.io")
         cluster.kubectl("create", "rolebinding", "lease", "-n", ns, "--role=lease",
                         f"--serviceaccount={ns}:late-rbac")
-        eventually(lambda: "holding the leader lease" in operator.logs() or not operator.alive(), timeout=60,
-                   message="the lease once the RoleBinding is in effect")
+        wait_until(lambda: operator.holds_lease() or not operator.alive(), timeout=60,
+                   what="the lease once the RoleBinding is in effect")
         assert operator.alive(), operator.logs()[-3000:]
         assert get(cluster, ns, "lease", "jobpool-operator")["spec"]["holderIdentity"]
     finally:

@@ -4,8 +4,8 @@ import pytest
 
 import jobpool
 from jobpool.queue import PayloadTooLarge
-from tests.e2e.operator_harness import (apply, eventually, get, jobpool_crds, operator,  # noqa: F401
-                                        pool_manifest, unique)
+from tests.e2e.operator_harness import apply, get, pool_manifest, unique
+from tests.helpers import wait_until
 
 
 def test_pool_memory_settings_reach_the_queue_and_the_worker_env(operator, jobpool_crds, kube_namespace,
@@ -14,8 +14,8 @@ def test_pool_memory_settings_reach_the_queue_and_the_worker_env(operator, jobpo
     apply(cluster, ns, pool_manifest(name, queue={"maxPayloadBytes": 100},
                                      results={"ttlSeconds": 600, "maxCount": 5000},
                                      deadLetter={"maxLength": 70}))
-    deployment = eventually(lambda: get(cluster, ns, "deployment", f"{name}-workers"),
-                            message="the worker Deployment")
+    deployment = wait_until(lambda: get(cluster, ns, "deployment", f"{name}-workers"),
+                            what="the worker Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["JOBPOOL_RESULT_TTL"], env["JOBPOOL_MAX_RESULTS"], env["JOBPOOL_MAX_DEAD_LETTERS"]) == (
         "600", "5000", "70")
@@ -27,7 +27,7 @@ def test_pool_memory_settings_reach_the_queue_and_the_worker_env(operator, jobpo
                 return "limit of 100 bytes" in str(exc)
             return False
         # until the operator has written the limit, the probe may go in under the default one
-        eventually(refused, message="the pool's maxPayloadBytes enforced by the queue")
+        wait_until(refused, what="the pool's maxPayloadBytes enforced by the queue")
         with pytest.raises(PayloadTooLarge, match="job 1: the payload is 202 bytes"):
             client.submit_many([1, "y" * 200])
         assert len(client.submit_many(["z" * 90])) == 1

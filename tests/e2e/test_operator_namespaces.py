@@ -1,7 +1,7 @@
 """`jobpool operator --all-namespaces`: one operator reconciles pools in every namespace, and
 runs their finalizers there too."""
-from tests.e2e.operator_harness import (apply, condition, eventually, get, jobpool_crds,  # noqa: F401
-                                        pool_manifest, start_operator, unique)
+from tests.e2e.operator_harness import apply, condition, get, pool_manifest, start_operator, unique
+from tests.helpers import wait_until
 from tests.e2e.test_operator_batch import pool_keys
 
 
@@ -12,18 +12,18 @@ def test_all_namespaces_operator_reconciles_pools_in_two_namespaces(jobpool_crds
     cluster.kubectl("create", "namespace", second)
     operator = None
     try:
-        eventually(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", second, check=False)
-                   .returncode == 0, timeout=30, message="the second namespace's default service account")
+        wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", second, check=False)
+                   .returncode == 0, timeout=30, what="the second namespace's default service account")
         operator = start_operator(cluster, first, redis_server.url, tmp_path / "operator.log", all_namespaces=True)
         pools = {first: unique("alpha"), second: unique("beta")}
         for replicas, (ns, name) in enumerate(pools.items(), start=1):
             apply(cluster, ns, pool_manifest(name, parallelism=replicas, jobs={"items": [1, 2, 3]}))
         for replicas, (ns, name) in enumerate(pools.items(), start=1):
             # batch progress is a counter: written at most once a second, so it may follow Ready
-            pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+            pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                               condition(p, "Ready").get("status") == "True"
                               and (p["status"].get("batch") or {}).get("fed") == 3 and p, timeout=60,
-                              message=f"{ns}/{name} Ready with its batch fed")
+                              what=f"{ns}/{name} Ready with its batch fed")
             assert pool["status"]["desiredReplicas"] == replicas
             assert get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == replicas
             assert pool_keys(redis_server.url, ns, name)

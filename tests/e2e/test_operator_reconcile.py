@@ -5,8 +5,8 @@ import secrets
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.operator_harness import (apply, condition, eventually, free_port, get, jobpool_crds,  # noqa: F401
-                                        operator, pool_manifest, unique)
+from tests.e2e.operator_harness import apply, condition, get, pool_manifest, unique
+from tests.helpers import free_port, wait_until
 from tests.fixtures.redis import RedisServer
 
 
@@ -26,8 +26,8 @@ def reconcile_ticks(operator, ns, pool) -> float:
 def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("thumbs")
     apply(cluster, ns, pool_manifest(name, parallelism=3, concurrency=4, drainSeconds=20))
-    pool = eventually(lambda: get(cluster, ns, "jobpool", name), message="the JobPool")
-    deployment = eventually(lambda: deployment_of(cluster, ns, name), message="the worker Deployment")
+    pool = wait_until(lambda: get(cluster, ns, "jobpool", name), what="the JobPool")
+    deployment = wait_until(lambda: deployment_of(cluster, ns, name), what="the worker Deployment")
 
     assert deployment["spec"]["replicas"] == 3
     (owner,) = deployment["metadata"]["ownerReferences"]
@@ -49,8 +49,8 @@ def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_n
     assert get(cluster, ns, "pdb", f"{name}-workers")["spec"]["maxUnavailable"] == 1
 
     # kwok runs the pods and marks them Ready.
-    ready = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and condition(p, "Ready").get("status")
-                       == "True" and p, timeout=60, message="Ready=True")
+    ready = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and condition(p, "Ready").get("status")
+                       == "True" and p, timeout=60, what="Ready=True")
     status = ready["status"]
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (3, 3, 3)
     assert status["selector"] == f"jobpool.dev/pool={name}"
@@ -71,33 +71,33 @@ def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_n
 def test_unchanged_pool_is_not_rewritten_and_manual_edits_are_put_back(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("drift")
     apply(cluster, ns, pool_manifest(name, parallelism=2))
-    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
     before = deployment_of(cluster, ns, name)["metadata"]["resourceVersion"]
     pool_before = get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"]
     ticks = reconcile_ticks(operator, ns, name)
-    eventually(lambda: reconcile_ticks(operator, ns, name) >= ticks + 5, timeout=30,
-               message="several reconcile ticks of the idle, unchanged pool")
+    wait_until(lambda: reconcile_ticks(operator, ns, name) >= ticks + 5, timeout=30,
+               what="several reconcile ticks of the idle, unchanged pool")
     assert deployment_of(cluster, ns, name)["metadata"]["resourceVersion"] == before
     assert get(cluster, ns, "jobpool", name)["metadata"]["resourceVersion"] == pool_before
 
     cluster.kubectl("-n", ns, "set", "image", f"deployment/{name}-workers", "worker=evil.example/miner:1")
     cluster.kubectl("-n", ns, "scale", f"deployment/{name}-workers", "--replicas=7")
-    eventually(lambda: (d := deployment_of(cluster, ns, name)) and d["spec"]["replicas"] == 2 and
+    wait_until(lambda: (d := deployment_of(cluster, ns, name)) and d["spec"]["replicas"] == 2 and
                d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/jobpool-examples:0.1",
-               message="the operator to put the Deployment back")
+               what="the operator to put the Deployment back")
 
 
 def test_kubectl_scale_sets_parallelism(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("scaled")
     apply(cluster, ns, pool_manifest(name, parallelism=1))
-    eventually(lambda: deployment_of(cluster, ns, name), message="the worker Deployment")
+    wait_until(lambda: deployment_of(cluster, ns, name), what="the worker Deployment")
     cluster.kubectl("-n", ns, "scale", f"jobpool/{name}", "--replicas=4")
-    eventually(lambda: deployment_of(cluster, ns, name)["spec"]["replicas"] == 4, message="4 replicas")
-    scale = eventually(lambda: (s := json.loads(cluster.kubectl("-n", ns, "get", f"jobpool/{name}",
+    wait_until(lambda: deployment_of(cluster, ns, name)["spec"]["replicas"] == 4, what="4 replicas")
+    scale = wait_until(lambda: (s := json.loads(cluster.kubectl("-n", ns, "get", f"jobpool/{name}",
                                                                  "--subresource=scale", "-o", "json").stdout))
-                       and s["status"].get("replicas") == 4 and s, timeout=60, message="scale status replicas 4")
+                       and s["status"].get("replicas") == 4 and s, timeout=60, what="scale status replicas 4")
     assert scale["spec"]["replicas"] == 4 and scale["status"]["selector"] == f"jobpool.dev/pool={name}"
-    eventually(lambda: get(cluster, ns, "pdb", f"{name}-workers"), message="a PDB once parallelism > 1")
+    wait_until(lambda: get(cluster, ns, "pdb", f"{name}-workers"), what="a PDB once parallelism > 1")
 
 
 def test_a_missing_secret_is_degraded_and_named(operator, jobpool_crds, kube_namespace):
@@ -106,18 +106,18 @@ def test_a_missing_secret_is_degraded_and_named(operator, jobpool_crds, kube_nam
     apply(cluster, ns, pool_manifest(secretless, queue={"urlSecretRef": {"name": "queue-auth", "key": "url"}}))
     apply(cluster, ns, pool_manifest(good))
 
-    missing = eventually(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status")
+    missing = wait_until(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status")
                          == "True" and condition(get(cluster, ns, "jobpool", secretless), "Degraded"))
     assert missing["reason"] == "SecretNotFound" and "spec.queue.urlSecretRef" in missing["message"]
     assert "queue-auth" in missing["message"]
 
-    eventually(lambda: condition(get(cluster, ns, "jobpool", good), "Ready").get("status") == "True", timeout=60)
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", good), "Ready").get("status") == "True", timeout=60)
     assert operator.alive()
 
     queue_url = operator.default_queue
     cluster.kubectl("-n", ns, "create", "secret", "generic", "queue-auth", f"--from-literal=url={queue_url}")
-    eventually(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status") == "False",
-               timeout=30, message="Degraded=False once the Secret exists")
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", secretless), "Degraded").get("status") == "False",
+               timeout=30, what="Degraded=False once the Secret exists")
     env = {e["name"]: e for e in deployment_of(cluster, ns, secretless)["spec"]["template"]["spec"]
            ["containers"][0]["env"]}
     assert env["JOBPOOL_QUEUE_URL"] == {"name": "JOBPOOL_QUEUE_URL",
@@ -127,8 +127,8 @@ def test_a_missing_secret_is_degraded_and_named(operator, jobpool_crds, kube_nam
 
 
 def degraded(cluster, ns, name):
-    return eventually(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
-                      and c.get("status") == "True" and c, timeout=30, message=f"{name} Degraded")
+    return wait_until(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
+                      and c.get("status") == "True" and c, timeout=30, what=f"{name} Degraded")
 
 
 def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool_crds, kube_namespace, tmp_path):
@@ -163,13 +163,13 @@ def test_secret_values_appear_nowhere_in_status_events_or_logs(operator, jobpool
     reachable = cluster.kubectl("-n", ns, "create", "secret", "generic", "api-keys", f"--from-literal=stripe={token}",
                                 f"--from-literal=queue={operator.default_queue}", "--dry-run=client", "-o", "yaml")
     apply(cluster, ns, reachable.stdout)
-    eventually(lambda: condition(get(cluster, ns, "jobpool", down), "Degraded").get("status") == "False",
-               timeout=30, message=f"{down} reaches its queue")
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", down), "Degraded").get("status") == "False",
+               timeout=30, what=f"{down} reaches its queue")
     cluster.kubectl("-n", ns, "delete", "jobpool", not_a_url, down, not_text, "--wait=false")
-    eventually(lambda: all(get(cluster, ns, "jobpool", name) is None for name in (not_a_url, down, not_text)),
-               timeout=60, message="the pools deleted")
-    events = eventually(lambda: (e := cluster.kubectl("-n", ns, "get", "events", "-o", "json").stdout)
-                        and "QueueCleanupIncomplete" in e and e, message="the finalizer's Event")
+    wait_until(lambda: all(get(cluster, ns, "jobpool", name) is None for name in (not_a_url, down, not_text)),
+               timeout=60, what="the pools deleted")
+    events = wait_until(lambda: (e := cluster.kubectl("-n", ns, "get", "events", "-o", "json").stdout)
+                        and "QueueCleanupIncomplete" in e and e, what="the finalizer's Event")
     assert "InvalidQueueURL" in events and "QueueUnavailable" in events
     for value in (token, password, unreachable, f"127.0.0.1:{port}"):
         assert value not in events and value not in operator.logs()
@@ -188,13 +188,13 @@ def test_a_failed_feed_does_not_log_the_queue_host_read_from_a_secret(operator, 
         # maxLength 10 and no worker: the feeder waits for room in the queue, which then goes down.
         apply(cluster, ns, pool_manifest(name, jobs={"range": {"start": 0, "count": 100}},
                                          queue={"urlSecretRef": {"name": "queue", "key": "url"}, "maxLength": 10}))
-        eventually(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 10,
-                   timeout=30, message="the first chunk fed")
+        wait_until(lambda: (get(cluster, ns, "jobpool", name).get("status") or {}).get("batch", {}).get("fed") == 10,
+                   timeout=30, what="the first chunk fed")
         queue.stop()
         try:
             degraded(cluster, ns, name)
             # What is under test is the log itself, so here the test waits for a log line.
-            eventually(lambda: "feeding spec.jobs paused" in operator.logs(), message="the feeder's failure logged")
+            wait_until(lambda: "feeding spec.jobs paused" in operator.logs(), what="the feeder's failure logged")
         finally:
             queue.start()
         logs = operator.logs()
@@ -210,7 +210,7 @@ def test_a_failed_feed_does_not_log_the_queue_host_read_from_a_secret(operator, 
 def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("noqueue")
     apply(cluster, ns, pool_manifest(name, queue={"url": f"redis://127.0.0.1:{free_port()}/0"}))
-    cond = eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "True"
+    cond = wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "True"
                       and condition(get(cluster, ns, "jobpool", name), "Degraded"), timeout=30)
     assert cond["reason"] == "QueueUnavailable" and "cannot reach the queue" in cond["message"]
     assert condition(get(cluster, ns, "jobpool", name), "Ready")["status"] == "False"
@@ -220,8 +220,8 @@ def test_unreachable_queue_is_degraded(operator, jobpool_crds, kube_namespace):
     # It recovers once the queue is reachable (and then its finalizer need not wait the queue out).
     cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
                     "-p", json.dumps({"spec": {"queue": {"url": operator.default_queue}}}))
-    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
-               timeout=30, message="Degraded=False once the queue is reachable")
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
+               timeout=30, what="Degraded=False once the queue is reachable")
 
 
 def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespace):
@@ -264,8 +264,8 @@ def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("metered")
     apply(cluster, ns, pool_manifest(name, parallelism=2))
     labels = f'namespace="{ns}",pool="{name}"'
-    text = eventually(lambda: (m := operator.metrics()) and f"jobpool_workers_desired{{{labels}}} 2.0" in m and m,
-                      message="the pool's metrics")
+    text = wait_until(lambda: (m := operator.metrics()) and f"jobpool_workers_desired{{{labels}}} 2.0" in m and m,
+                      what="the pool's metrics")
     for metric in ("jobpool_queue_waiting", "jobpool_queue_inflight", "jobpool_queue_delayed",
                    "jobpool_queue_dead_letter", "jobpool_workers_ready", "jobpool_slots_busy",
                    "jobpool_slots_total", "jobpool_saturation"):
@@ -278,25 +278,25 @@ def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
 def test_queue_outage_degrades_the_pool_and_it_recovers(operator, jobpool_crds, kube_namespace, redis_server):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("outage")
     apply(cluster, ns, pool_manifest(name, parallelism=1))
-    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
     redis_server.stop()
     try:
-        cond = eventually(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
-                          and c.get("status") == "True" and c, timeout=30, message="Degraded during the outage")
+        cond = wait_until(lambda: (c := condition(get(cluster, ns, "jobpool", name), "Degraded"))
+                          and c.get("status") == "True" and c, timeout=30, what="Degraded during the outage")
         assert cond["reason"] == "QueueUnavailable" and operator.alive()
         # The workers are left alone: they back off and retry on their own.
         assert get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"] == 1
     finally:
         redis_server.start()
-    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
-               timeout=30, message="Degraded=False once the queue is back")
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Degraded").get("status") == "False",
+               timeout=30, what="Degraded=False once the queue is back")
     assert condition(get(cluster, ns, "jobpool", name), "Ready")["status"] == "True"
 
 
 def test_a_spec_change_is_rolled_out_and_observed(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("rollout")
     apply(cluster, ns, pool_manifest(name, concurrency=2))
-    eventually(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", name), "Ready").get("status") == "True", timeout=60)
     cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
                     "-p", json.dumps({"spec": {"concurrency": 8, "worker": {"env": [{"name": "MODE", "value": "fast"}]}}}))
 
@@ -304,7 +304,7 @@ def test_a_spec_change_is_rolled_out_and_observed(operator, jobpool_crds, kube_n
         env = {e["name"]: e.get("value") for e in deployment_of(cluster, ns, name)["spec"]["template"]["spec"]
                ["containers"][0]["env"]}
         return env["JOBPOOL_CONCURRENCY"] == "8" and env.get("MODE") == "fast"
-    eventually(rolled_out, message="the new concurrency and env in the Deployment")
-    pool = eventually(lambda: (p := get(cluster, ns, "jobpool", name)) and
+    wait_until(rolled_out, what="the new concurrency and env in the Deployment")
+    pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
                       p["status"]["observedGeneration"] == p["metadata"]["generation"] and p, timeout=30)
     assert all(c["observedGeneration"] == pool["metadata"]["generation"] for c in pool["status"]["conditions"])

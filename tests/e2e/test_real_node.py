@@ -16,7 +16,7 @@ from jobpool import Client
 from jobpool.queue.keys import PoolKeys
 from tests.fixtures.cluster import REPO_ROOT, localcluster
 from tests.fixtures.real_node import real_node_cluster
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 # Also `cluster`: they need the control plane (and stay out of `make test-fast`).
 pytestmark = [pytest.mark.realnode, pytest.mark.cluster]

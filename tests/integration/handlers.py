@@ -41,6 +41,14 @@ async def sleepy(payload):
     return payload["n"]
 
 
+def events(log: Path) -> list[tuple[str, int, int]]:
+    """(start|end, job number, worker pid) of the lines `sleepy` wrote, for the tests to read."""
+    if not log.exists():
+        return []
+    return [(kind, int(n), int(pid)) for kind, n, pid, _ in
+            (line.split() for line in log.read_text().splitlines() if line)]
+
+
 def slow_sync(payload):
     """A sync handler that outlives any drain: it blocks its thread for `payload` seconds."""
     time.sleep(payload)

@@ -12,7 +12,7 @@ import pytest
 
 from jobpool.cli import main
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 
 def run(capsys, *argv):

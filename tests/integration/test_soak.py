@@ -3,7 +3,11 @@ are killed (SIGKILL) and stopped (SIGTERM), a Redis restart (AOF, appendfsync al
 malformed entries written by a foreign producer; nothing is lost and nothing is left behind."""
 from __future__ import annotations
 
+import pytest
+
 from bench.soak import MALFORMED_ENTRIES, run_soak
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_short_chaos_soak_loses_nothing_and_leaves_no_worker_running(tmp_path):

@@ -112,7 +112,8 @@ base_image() {
     echo "$name"
 }
 
-# The project's dependencies (and its build backend) as wheels for the image's Python `version`:
+# The project's dependencies with the operator's extra (and its build backend) as wheels for
+# the image's Python `version`:
 # pip runs on the host, its environment markers (python_full_version) told the image's version.
 wheelhouse() {
     local version="$1" key dir
@@ -125,7 +126,7 @@ wheelhouse() {
         IMAGE_PYTHON="$version" "$root/.venv/bin/python" -c 'import os, platform, runpy
 platform.python_version = lambda: os.environ["IMAGE_PYTHON"]
 runpy.run_module("pip", run_name="__main__")' wheel --quiet --disable-pip-version-check --wheel-dir "$dir" \
-            "$root" "setuptools>=68" wheel >&2
+            "$root[operator]" "setuptools>=68" wheel >&2
         rm -f "$dir"/jobpool-*.whl   # the image builds the project itself from its sources
         touch "$dir/complete"
     fi

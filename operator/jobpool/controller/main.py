@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from .._metrics_server import serve_metrics
 from . import external_metrics
 from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
@@ -71,7 +72,7 @@ async def run_operator(args: argparse.Namespace) -> int:
 
     kube = KubeApi.from_environment()
     metrics = OperatorMetrics()
-    runner = await metrics.serve(args.metrics_port) if args.metrics_port else None
+    runner = await serve_metrics(metrics.registry, args.metrics_port) if args.metrics_port else None
     identity = f"{socket.gethostname()}-{os.getpid()}"
     lease = LeaderLease(kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
                         args.lease_name, identity)

@@ -1,10 +1,9 @@
-"""The operator's Prometheus metrics and its `/metrics` + `/healthz` endpoint."""
+"""The operator's Prometheus metrics (served by `jobpool._metrics_server`)."""
 from __future__ import annotations
 
 import time
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..queue.base import QueueStats
 
@@ -79,18 +78,3 @@ class OperatorMetrics:
                 self.jobs.remove(namespace, pool, outcome)
             except KeyError:
                 pass
-
-    async def serve(self, port: int) -> web.AppRunner:
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.Response(text="ok\n")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/healthz", healthz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-        return runner

@@ -216,10 +216,6 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats: ...
 
     @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise QueueUnavailable when the backend cannot be reached."""
-
-    @abc.abstractmethod
     async def delete_all(self) -> None:
         """Remove every key of this pool (the operator's finalizer)."""
 

@@ -437,10 +437,6 @@ class RedisStreamsQueue(Queue):
                 args=[GROUP, int(time.time() * 1000)])
         return stats_from_reply(length, pending, delayed, dead, counters, workers)
 
-    async def ping(self) -> None:
-        with self._errors():
-            await self._call(self.redis.ping, )
-
     async def delete_all(self) -> None:
         with self._errors():
             await self._call(self._unlink_pool_keys)

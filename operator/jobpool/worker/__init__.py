@@ -1,6 +1,6 @@
 """The worker runtime behind `jobpool worker`."""
 from .config import ConfigError, WorkerConfig, resolve_config
-from .handlers import HandlerError, JobFailed, command_runner, load_callable, python_runner
+from .runners import HandlerError, JobFailed, command_runner, load_callable, python_runner
 from .runtime import Worker
 
 __all__ = ["ConfigError", "HandlerError", "JobFailed", "Worker", "WorkerConfig",

@@ -46,7 +46,6 @@ class WorkerConfig:
         return self.handler if self.handler else "command " + json.dumps(list(self.command or ()))
 
 
-# setting name -> (flag, variable, parser, default)
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -82,28 +81,83 @@ def _command(text: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-SETTINGS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
-    "queue_url": ("--queue", "JOBPOOL_QUEUE_URL", str),
-    "namespace": ("--namespace", "JOBPOOL_NAMESPACE", str),
-    "pool": ("--pool", "JOBPOOL_POOL", str),
-    "worker_id": ("--worker-id", "JOBPOOL_WORKER_ID", str),
-    "handler": ("--handler", "JOBPOOL_HANDLER", str),
-    "command": ("--command", "JOBPOOL_COMMAND", _command),
-    "concurrency": ("--concurrency", "JOBPOOL_CONCURRENCY", _positive_int),
-    "timeout": ("--timeout", "JOBPOOL_TIMEOUT", _non_negative_float),
-    "max_attempts": ("--max-attempts", "JOBPOOL_MAX_ATTEMPTS", _positive_int),
-    "backoff": ("--backoff", "JOBPOOL_BACKOFF", _non_negative_float),
-    "max_backoff": ("--max-backoff", "JOBPOOL_MAX_BACKOFF", _non_negative_float),
-    "drain_seconds": ("--drain-seconds", "JOBPOOL_DRAIN_SECONDS", _non_negative_float),
-    "metrics_port": ("--metrics-port", "JOBPOOL_METRICS_PORT", _port),
-    "visibility_timeout": ("--visibility-timeout", "JOBPOOL_VISIBILITY_TIMEOUT",
-                           _non_negative_float),
-    "heartbeat_interval": ("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
-                           _non_negative_float),
-    "result_ttl": ("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float),
-    "max_results": ("--max-results", "JOBPOOL_MAX_RESULTS", _positive_int),
-    "max_dead_letters": ("--max-dead-letters", "JOBPOOL_MAX_DEAD_LETTERS", _positive_int),
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One worker setting: the one home of its flag, its variable, its parser and its docs,
+    from which argparse, `resolve_config` and the README's flag table are made."""
+    flag: str
+    variable: str
+    parse: Callable[[str], Any]
+    help: str
+    default: str | None = None   # the default as documented, when WorkerConfig's own does not say it
+    required: bool = False
+
+
+SETTINGS: dict[str, Setting] = {
+    "queue_url": Setting("--queue", "JOBPOOL_QUEUE_URL", str,
+                         "queue URL, e.g. redis://localhost:6379/0", required=True),
+    "namespace": Setting("--namespace", "JOBPOOL_NAMESPACE", str, "namespace of the pool", "default"),
+    "pool": Setting("--pool", "JOBPOOL_POOL", str, "pool name", required=True),
+    "worker_id": Setting("--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue",
+                         "<hostname>-<pid>"),
+    "handler": Setting("--handler", "JOBPOOL_HANDLER", str,
+                       "a Python callable module:function, sync or async (this or --command)"),
+    "command": Setting("--command", "JOBPOOL_COMMAND", _command,
+                       "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout "
+                       "(the variable: a JSON array; this or --handler)"),
+    "concurrency": Setting("--concurrency", "JOBPOOL_CONCURRENCY", _positive_int, "job slots"),
+    "timeout": Setting("--timeout", "JOBPOOL_TIMEOUT", _non_negative_float,
+                       "per-job deadline in seconds (0 = none)"),
+    "max_attempts": Setting("--max-attempts", "JOBPOOL_MAX_ATTEMPTS", _positive_int,
+                            "attempts before a job is dead-lettered"),
+    "backoff": Setting("--backoff", "JOBPOOL_BACKOFF", _non_negative_float,
+                       "first retry delay in seconds, doubling with jitter"),
+    "max_backoff": Setting("--max-backoff", "JOBPOOL_MAX_BACKOFF", _non_negative_float,
+                           "longest retry delay in seconds"),
+    "drain_seconds": Setting("--drain-seconds", "JOBPOOL_DRAIN_SECONDS", _non_negative_float,
+                             "seconds in-flight jobs get to finish after SIGTERM"),
+    "metrics_port": Setting("--metrics-port", "JOBPOOL_METRICS_PORT", _port,
+                            "port of /metrics and /healthz (0 = off)"),
+    "visibility_timeout": Setting("--visibility-timeout", "JOBPOOL_VISIBILITY_TIMEOUT",
+                                  _non_negative_float,
+                                  "seconds before a job held by a silent worker is redelivered"),
+    "heartbeat_interval": Setting("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
+                                  _non_negative_float, "seconds between heartbeats",
+                                  "visibility timeout / 3"),
+    "result_ttl": Setting("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float,
+                          "seconds each result is kept, and with it the dedup of its id"),
+    "max_results": Setting("--max-results", "JOBPOOL_MAX_RESULTS", _positive_int,
+                           "most results kept; the oldest go first"),
+    "max_dead_letters": Setting("--max-dead-letters", "JOBPOOL_MAX_DEAD_LETTERS", _positive_int,
+                                "most dead letters kept; the oldest go first"),
 }
+
+
+def documented_default(name: str) -> str:
+    """The default as `--help` and the README say it: "required", "-" for none, or the value."""
+    setting = SETTINGS[name]
+    if setting.required or setting.default is not None:
+        return "required" if setting.required else setting.default
+    value = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}[name]
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_help(name: str) -> str:
+    setting, default = SETTINGS[name], documented_default(name)
+    then = {"required": "; required", "-": ""}.get(default, f"; default {default}")
+    return f"{setting.help} (env {setting.variable}{then})"
+
+
+def flag_reference() -> str:
+    """The README's table of worker flags (a test keeps the README equal to it)."""
+    rows = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
+    for name, setting in SETTINGS.items():
+        default = documented_default(name)
+        shown = default if default in ("required", "-") else f"`{default}`"
+        rows.append(f"| `{setting.flag}` | `{setting.variable}` | {shown} | {setting.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def default_worker_id() -> str:
@@ -114,31 +168,29 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
                    default_id: Callable[[], str] = default_worker_id) -> WorkerConfig:
     """Flags (already typed, None when absent) win over environment variables (text)."""
     values: dict[str, Any] = {}
-    for name, (flag, variable, parse) in SETTINGS.items():
+    for name, setting in SETTINGS.items():
         given = flags.get(name)
         if given is not None:
             try:
-                values[name] = parse(given) if isinstance(given, str) and name != "command" \
+                values[name] = setting.parse(given) if isinstance(given, str) and name != "command" \
                     else given
             except ValueError as exc:
-                raise ConfigError(f"{flag} {given!r}: {exc}") from None
-        elif env.get(variable, "") != "":
+                raise ConfigError(f"{setting.flag} {given!r}: {exc}") from None
+        elif env.get(setting.variable, "") != "":
             try:
-                values[name] = parse(env[variable])
+                values[name] = setting.parse(env[setting.variable])
             except ValueError as exc:
-                raise ConfigError(f"{variable}={env[variable]!r}: {exc}") from None
+                raise ConfigError(f"{setting.variable}={env[setting.variable]!r}: {exc}") from None
     if "command" in values:
         values["command"] = tuple(values["command"])
     values.setdefault("namespace", "default")
-    for name in ("queue_url", "pool"):
-        if not values.get(name):
-            flag, variable, _ = SETTINGS[name]
-            raise ConfigError(f"missing {flag} (or {variable})")
+    for name, setting in SETTINGS.items():
+        if setting.required and not values.get(name):
+            raise ConfigError(f"missing {setting.flag} (or {setting.variable})")
     for name in ("pool", "namespace"):
         problem = name_problem(values[name], name)
         if problem is not None:
-            flag, variable, _ = SETTINGS[name]
-            raise ConfigError(f"{flag} (or {variable}): {problem}")
+            raise ConfigError(f"{SETTINGS[name].flag} (or {SETTINGS[name].variable}): {problem}")
     if bool(values.get("handler")) == bool(values.get("command")):
         raise ConfigError("give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
                           "--command -- PROG ARGS (JOBPOOL_COMMAND)")

@@ -1,17 +1,8 @@
-"""The worker's Prometheus metrics and the tiny HTTP endpoint serving `/metrics` and `/healthz`."""
+"""The worker's Prometheus metrics (served by `jobpool._metrics_server`)."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
-from typing import Any, Callable
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-log = logging.getLogger("jobpool.worker")
 disable_created_metrics()   # the *_created series double the output for no use here
 
 OUTCOMES = ("succeeded", "retried", "dead_lettered", "duplicate")
@@ -37,39 +28,3 @@ class WorkerMetrics:
         self.wait = Histogram("jobpool_job_wait_seconds", "From enqueue (or due) to start",
                               labels, buckets=WAIT_BUCKETS, registry=self.registry).labels(*values)
         self.slots.set(slots)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-async def serve_metrics(metrics: WorkerMetrics, port: int,
-                        health: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:
-    """Serve `/metrics` and `/healthz` on `port`: 200 while the worker works, 503 once its
-    `status` is no longer "ok" (it failed and is about to exit)."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            parts = request.decode(errors="replace").split()
-            path = parts[1].split("?")[0] if len(parts) > 1 else ""
-            if path == "/metrics":
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, metrics.exposition()
-            elif path == "/healthz":
-                report = health()
-                status = "200 OK" if report["status"] == "ok" else "503 Service Unavailable"
-                ctype, body = "application/json", json.dumps(report).encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: "
-                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    return await asyncio.start_server(answer, host="0.0.0.0", port=port)

@@ -24,11 +24,12 @@ import time
 import traceback
 from typing import Any, Callable
 
+from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_result, redact_url
 from .config import WorkerConfig
-from .handlers import JobFailed, Runner
-from .metrics import WorkerMetrics, serve_metrics
+from .metrics import WorkerMetrics
+from .runners import JobFailed, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
@@ -118,7 +119,8 @@ class Worker:
         server = None
         if self.config.metrics_port:
             try:
-                server = await serve_metrics(self.metrics, self.config.metrics_port, self._health)
+                server = await serve_metrics(self.metrics.registry, self.config.metrics_port,
+                                             self._health)
             except OSError as exc:
                 log.error("cannot serve /metrics on port %d: %s; choose another --metrics-port "
                           "(0 = none)", self.config.metrics_port, exc.strerror or exc)
@@ -130,7 +132,7 @@ class Worker:
                  redact_url(self.config.queue_url))
         code = await self._serve()
         if server:
-            server.close()
+            await server.cleanup()
         await self.queue.close()
         self.on_exit()
         return code

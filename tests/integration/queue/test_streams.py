@@ -12,9 +12,8 @@ import redis as redis_sync
 from jobpool.queue import QueueError, QueueFull, QueueUnavailable, open_queue
 from jobpool.queue.keys import GROUP, PoolKeys
 
-from tests.fixtures.redis import free_port
 
-from .conftest import SyncQueue, wait_until
+from tests.helpers import SyncQueue, free_port, wait_until
 
 
 def test_submit_fetch_ack_stores_the_result(queue):

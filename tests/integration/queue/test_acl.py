@@ -16,8 +16,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 
-from .conftest import ROOT, SyncQueue, wait_until
-from .test_worker_process import events
+from tests.helpers import ROOT, SyncQueue, wait_until
+from tests.integration.handlers import events
 
 SLEEPY = "tests.integration.handlers:sleepy"
 # Redis's words for an ACL denial: NOPERM at the top level, and inside a script

@@ -1,5 +1,4 @@
 """The committed CRD is generated from the models, and agrees with them field by field."""
-import pathlib
 import re
 import types
 import typing
@@ -10,8 +9,8 @@ import yaml
 
 from jobpool.api import crd
 from jobpool.api.v1alpha1 import JobPoolSpec, JobPoolStatus
+from tests.helpers import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "charts/jobpool/crds/jobpool.dev_jobpools.yaml"
 
 

@@ -15,7 +15,7 @@ import redis
 import yaml
 
 from jobpool.queue.keys import GROUP, PoolKeys
-from tests.integration.conftest import ROOT
+from tests.helpers import ROOT
 
 EXAMPLE = ROOT / "examples/05-keda/scaledobject.yaml"
 

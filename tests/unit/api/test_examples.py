@@ -1,12 +1,11 @@
 """Every example manifest is a valid JobPool (the same models the CRD is built from)."""
-import pathlib
-
 import pytest
 import yaml
 
 from jobpool.api import JobPool
+from tests.helpers import ROOT
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = ROOT / "examples"
 MANIFESTS = sorted(EXAMPLES.glob("*/jobpool.yaml"))
 
 

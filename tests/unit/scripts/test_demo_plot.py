@@ -1,13 +1,12 @@
 """scripts/demo_plot.py: the pool's series are read from the operator's exposition and drawn."""
 import importlib.util
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from jobpool.controller.metrics import OperatorMetrics
 from jobpool.queue.base import QueueStats, WorkerInfo
 from prometheus_client import generate_latest
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("demo_plot", ROOT / "scripts/demo_plot.py")
 demo_plot = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo_plot)

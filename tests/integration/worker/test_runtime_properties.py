@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jobpool.queue.codec import storable_text
 from jobpool.queue.keys import PoolKeys
 
-from .conftest import wait_until
+from tests.helpers import wait_until
 
 SCRIPTED = "tests.integration.handlers:scripted"
 

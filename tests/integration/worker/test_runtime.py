@@ -1,5 +1,6 @@
-"""Real `jobpool worker` processes against a real redis-server: the guarantees of DESIGN.md
-that involve a worker (kill -9, drain, dead letters, bounds, restarts, memory, back-off)."""
+"""Real `jobpool worker` processes against a real redis-server: the worker's guarantees of the
+README ("Command line", "How the queue works": kill -9, drain, dead letters, bounds, restarts,
+memory, back-off)."""
 from __future__ import annotations
 
 import json
@@ -16,17 +17,10 @@ import redis as redis_sync
 
 from jobpool.queue.keys import GROUP, PoolKeys
 
-from .conftest import wait_until
+from tests.helpers import wait_until
+from tests.integration.handlers import events
 
 SLEEPY = "tests.integration.handlers:sleepy"
-
-
-def events(log: Path) -> list[tuple[str, int, int]]:
-    """(start|end, job number, worker pid) lines written by the `sleepy` handler."""
-    if not log.exists():
-        return []
-    return [(kind, int(n), int(pid)) for kind, n, pid, _ in
-            (line.split() for line in log.read_text().splitlines() if line)]
 
 
 def test_a_job_killed_with_its_worker_completes_on_another_worker(queue, spawn_worker, tmp_path):
@@ -66,15 +60,15 @@ def test_sigterm_drains_in_flight_jobs_and_releases_the_rest(queue, spawn_worker
 
 
 def test_jobs_fetched_as_the_stop_arrives_are_released_at_once_not_after_the_drain(
-        queue, spawn_worker, tmp_path):
+        queue, spawn_worker, tmp_path, metrics_port):
     log = tmp_path / "jobs.log"
     env = {"JOBPOOL_TEST_LOG": str(log)}
     worker = spawn_worker(handler=SLEEPY, concurrency=2, drain_seconds=30, visibility_timeout=60,
-                          env=env)
+                          env=env, metrics_port=metrics_port)
     queue.submit_many([{"n": 1, "seconds": 60}])
     wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the long job to start")
     worker.send(signal.SIGTERM)
-    wait_until(lambda: "draining" in worker.log(), what="the drain to begin")
+    wait_until(lambda: draining(metrics_port), what="the drain to begin")
     # the free slot's blocking read (up to a second) is still under way and gets this job
     queue.submit_many([{"n": 2, "seconds": 0}])
     successor = spawn_worker(handler=SLEEPY, env=env)
@@ -84,15 +78,16 @@ def test_jobs_fetched_as_the_stop_arrives_are_released_at_once_not_after_the_dra
     assert ("start", 2, worker.pid) not in events(log)
 
 
-def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_worker, tmp_path):
+def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_worker, tmp_path,
+                                                                   metrics_port):
     log = tmp_path / "jobs.log"
     fast = dict(visibility_timeout=1.5, heartbeat_interval=0.3, drain_seconds=60,
                 env={"JOBPOOL_TEST_LOG": str(log)})
-    worker = spawn_worker(handler=SLEEPY, **fast)
+    worker = spawn_worker(handler=SLEEPY, metrics_port=metrics_port, **fast)
     queue.submit_many([{"n": 1, "seconds": 30}])
     wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the job to start")
     worker.send(signal.SIGTERM)
-    wait_until(lambda: "draining" in worker.log(), what="the drain to begin")
+    wait_until(lambda: draining(metrics_port), what="the drain to begin")
     worker.send(signal.SIGTERM)
     assert worker.wait(timeout=5) != 0
     assert queue.stats().in_flight == 1                # still pending, not lost
@@ -173,22 +168,22 @@ def test_no_acknowledged_job_is_lost_when_redis_restarts_with_aof(queue, spawn_w
 
 
 def test_the_worker_backs_off_while_the_queue_is_down_and_recovers(queue, spawn_worker,
-                                                                   redis_server):
+                                                                   redis_server, metrics_port):
     redis_server.stop()
     try:
-        worker = spawn_worker(handler="tests.integration.handlers:echo")
-        wait_until(lambda: "cannot reach the queue" in worker.log(), what="the back-off line")
+        worker = spawn_worker(handler="tests.integration.handlers:echo", metrics_port=metrics_port)
+        wait_until(lambda: queue_reachable(metrics_port) is False, what="the queue reported unreachable")
         time.sleep(1.0)
         assert worker.alive()
-        assert worker.log().count("cannot reach the queue") <= 3   # backs off, no busy loop
+        assert 1 <= worker.log().count("cannot reach the queue") <= 3   # backs off, no busy loop
     finally:
         redis_server.start()
-    wait_until(lambda: "queue reachable again" in worker.log(), timeout=20,
-               what="the worker to reconnect")
+    wait_until(lambda: queue_reachable(metrics_port), timeout=20, what="the worker to reconnect")
     [job_id] = queue.submit_many(["after"])
     assert queue.result(job_id, timeout=10).result == {"echo": "after"}
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_after_100k_jobs(queue, spawn_worker, redis_server):
     raw = redis_sync.Redis.from_url(redis_server.url)
     keys = PoolKeys("it", queue.pool)
@@ -412,7 +407,8 @@ def codepoints(text: str) -> list[int]:
     return [ord(c) for c in text]
 
 
-@pytest.mark.parametrize("trial", range(4))   # the hang was a race: 1 to 3 trials in 3
+# the hang was a race (1 to 3 trials in 3): `make test-fast` runs one trial, `make test` four
+@pytest.mark.parametrize("trial", [0, *(pytest.param(n, marks=pytest.mark.slow) for n in range(1, 4))])
 def test_sigterm_drain_exits_after_a_peer_was_killed_while_jobs_flow(queue, spawn_worker, trial):
     fast = dict(handler="tests.integration.handlers:slow_sync", concurrency=8,
                 visibility_timeout=1, heartbeat_interval=0.2, drain_seconds=10)
@@ -522,3 +518,14 @@ def _healthz(port: int) -> tuple[int, dict] | None:
         return error.code, json.loads(error.read())
     except OSError:
         return None
+
+
+def draining(port: int) -> bool:
+    answer = _healthz(port)
+    return bool(answer and answer[1]["stopping"])
+
+
+def queue_reachable(port: int) -> bool | None:
+    """What the worker's /healthz says of its queue; None while it does not answer."""
+    answer = _healthz(port)
+    return answer[1]["queueReachable"] if answer else None

@@ -1,4 +1,4 @@
-"""The ACL rules of a pool's users, as pure functions (tests/integration/test_acl.py runs them)."""
+"""The ACL rules of a pool's users, as pure functions (tests/integration/queue/test_acl.py runs them)."""
 from jobpool.queue import acl, scripts
 
 

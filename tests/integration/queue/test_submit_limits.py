@@ -15,7 +15,7 @@ import jobpool
 from jobpool.queue import PayloadTooLarge, QueueError
 from jobpool.queue.codec import DEFAULT_MAX_PAYLOAD_BYTES
 
-from .conftest import ROOT
+from tests.helpers import ROOT
 
 
 def jobpool_cli(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:

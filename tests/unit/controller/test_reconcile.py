@@ -13,6 +13,7 @@ from jobpool.controller.reconcile import (POD_PATCHES_IN_FLIGHT, OperatorConfig,
                                           PoolController)
 from jobpool.queue import QueueStats
 from jobpool.queue.base import WorkerInfo
+from tests.helpers import wait_until
 
 POOL_BODY = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
              "spec": {"worker": {"image": "registry.example/worker:1", "handler": "tasks:square"}}}
@@ -70,13 +71,6 @@ def kube_api(host: str) -> KubeApi:
     return KubeApi(configuration)
 
 
-async def eventually(check, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def context(kube: KubeApi, post_event=lambda *_: None) -> OperatorContext:
     return OperatorContext(kube, OperatorConfig(default_queue=None, poll_interval=0.02), OperatorMetrics(),
                            open_queue=lambda *_: pytest.fail("no queue is configured"), post_event=post_event)
@@ -128,8 +122,9 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
         loop = asyncio.create_task(controller.run(json.loads(json.dumps(POOL_BODY)), stopped))
         try:
             # tick 1: the status write's connection is dropped; tick 2: written, then the event fails
-            await eventually(lambda: len(events) >= 1 or loop.done())
-            await eventually(lambda: ticks() >= 5 or loop.done())
+            # polled from a thread, so the loop under test runs on meanwhile
+            await asyncio.to_thread(wait_until, lambda: len(events) >= 1 or loop.done(), 10, 0.02, "an event")
+            await asyncio.to_thread(wait_until, lambda: ticks() >= 5 or loop.done(), 10, 0.02, "five ticks")
             assert not loop.done(), loop.exception()
             status_path = "/apis/jobpool.dev/v1alpha1/namespaces/ns/jobpools/p/status"
             assert ("PATCH", status_path) in peer.requests

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from jobpool.worker.config import ConfigError, resolve_config
+from jobpool.cli import build_parser
+from jobpool.worker.config import SETTINGS, ConfigError, flag_reference, resolve_config
 from jobpool.worker.runtime import error_text, lost_job_error, reconnect_delay
-from jobpool.worker.handlers import HandlerError, JobFailed, load_callable
+from jobpool.worker.runners import HandlerError, JobFailed, load_callable
 from jobpool.queue import Job
+from tests.helpers import ROOT
 
 BASE_ENV = {"JOBPOOL_QUEUE_URL": "redis://q:6379/0", "JOBPOOL_POOL": "thumbs",
             "JOBPOOL_HANDLER": "app.tasks:resize"}
@@ -113,3 +115,20 @@ def test_a_pool_or_namespace_that_is_no_dns_label_is_refused(variable, value):
     flag = "--pool" if variable == "JOBPOOL_POOL" else "--namespace"
     assert str(caught.value).startswith(f"{flag} (or {variable}): {flag[2:]} {value!r} is not a "
                                         f"DNS-1123 label")
+
+
+def test_the_readme_shows_the_flag_table():
+    readme = (ROOT / "README.md").read_text()
+    assert flag_reference() in readme, "README.md's worker flag table differs; paste:\n" + flag_reference()
+
+
+@pytest.mark.parametrize("name", [n for n in SETTINGS if n != "command"])
+def test_every_worker_flag_reaches_its_setting(name):
+    assert getattr(build_parser().parse_args(["worker", SETTINGS[name].flag, "7"]), name) == "7"
+
+
+def test_worker_help_names_every_variable(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--help"])
+    help_text = capsys.readouterr().out
+    assert [s.variable for s in SETTINGS.values() if s.variable not in help_text] == []

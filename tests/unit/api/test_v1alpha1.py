@@ -1,4 +1,4 @@
-"""The pydantic models: defaults from DESIGN.md and the rules the CRD's CEL mirrors."""
+"""The pydantic models: the defaults and rules of the README's "The CRD", which the CRD's CEL mirrors."""
 import pytest
 from pydantic import ValidationError
 

@@ -11,7 +11,7 @@ from jobpool.queue import QueueFull
 from jobpool.queue.streams import SUBMIT_MEMORY_SHARE
 from tests.fixtures.redis import running_redis
 
-from .conftest import SyncQueue, wait_until
+from tests.helpers import SyncQueue, wait_until
 
 MAXMEMORY = 20 * 2**20
 
