@@ -1,8 +1,8 @@
 """spec.queue.durability reaches the queue's config, where every submitter and worker reads it."""
 import jobpool
 from jobpool.queue import QueueUnavailable
-from tests.e2e.operator_harness import (apply, eventually, jobpool_crds, operator,  # noqa: F401
-                                        pool_manifest, unique)
+from tests.e2e.operator_harness import apply, pool_manifest, unique
+from tests.helpers import wait_until
 
 
 def test_replicated_durability_makes_submits_wait_for_a_replica(operator, jobpool_crds, kube_namespace,
@@ -16,4 +16,4 @@ def test_replicated_durability_makes_submits_wait_for_a_replica(operator, jobpoo
             except QueueUnavailable as exc:
                 return "no replica confirmed" in str(exc)
             return False
-        eventually(waits_for_a_replica, timeout=30, message="submits waiting for a replica")
+        wait_until(waits_for_a_replica, timeout=30, what="submits waiting for a replica")

@@ -18,8 +18,8 @@ from jobpool import Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
 
-from . import test_queue_redis
-from .conftest import ROOT, SyncQueue, wait_until
+from tests.integration.queue import test_streams as test_queue_redis
+from tests.helpers import ROOT, SyncQueue, wait_until
 from .test_redis_cluster import _through_the_queue_only
 
 for _name, _test in vars(test_queue_redis).items():

@@ -22,8 +22,9 @@ from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
 from jobpool.queue.keys import PoolKeys
 
-from . import test_queue_redis, test_worker_process
-from .conftest import ROOT, SyncQueue, wait_until
+from tests.integration.queue import test_streams as test_queue_redis
+from tests.integration.worker import test_runtime as test_worker_process
+from tests.helpers import ROOT, SyncQueue, wait_until
 
 # What a test needs that a cluster URL cannot give: one server's client, its port, a restart.
 _SINGLE_SERVER_ONLY = ("redis_sync.", "ReplyDroppingProxy", ".restart(", ".stop()", ".start()",
