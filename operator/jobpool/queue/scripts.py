@@ -217,12 +217,12 @@ ACK = _SPLIT + _HOLDS + """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
+local entries, ids = {}, {}
 for _, done in ipairs(split_blob(ARGV[4], 5)) do
   local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
   if holds(stream, group, entry, consumer) then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
-    redis.call('SREM', live, id)
+    entries[#entries + 1] = entry
+    ids[#ids + 1] = id
     -- the result key is the proof of a first completion: an id that already has one was
     -- written twice (by a foreign producer), so this completion is a duplicate
     if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
@@ -236,6 +236,12 @@ for _, done in ipairs(split_blob(ARGV[4], 5)) do
   else
     duplicates = duplicates + 1
   end
+end
+-- one call each for the whole batch: a call per entry cost more than the work (XDEL most)
+if #entries > 0 then
+  redis.call('XACK', stream, group, unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
+  redis.call('SREM', live, unpack(ids))
 end
 if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
