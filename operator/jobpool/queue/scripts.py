@@ -217,31 +217,36 @@ ACK = _SPLIT + _HOLDS + """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
-local entries, ids = {}, {}
+local held, entries, ids = {}, {}, {}
 for _, done in ipairs(split_blob(ARGV[4], 5)) do
   local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
   if holds(stream, group, entry, consumer) then
+    held[#held + 1] = done
     entries[#entries + 1] = entry
     ids[#ids + 1] = id
-    -- the result key is the proof of a first completion: an id that already has one was
-    -- written twice (by a foreign producer), so this completion is a duplicate
-    if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
-      redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
-      succeeded = succeeded + 1
-    else
-      duplicates = duplicates + 1
-    end
   elseif redis.call('GET', result_prefix .. id) == attempts .. ':' .. result then
     resent = resent + 1     -- every delivery has its own attempt number
   else
     duplicates = duplicates + 1
   end
 end
--- one call each for the whole batch: a call per entry cost more than the work (XDEL most)
+-- XACK first: a script's first write must not be one Redis refuses past its maxmemory (then
+-- the rest may write), so acks go on and free memory; one call each for the whole batch
 if #entries > 0 then
   redis.call('XACK', stream, group, unpack(entries))
   redis.call('XDEL', stream, unpack(entries))
   redis.call('SREM', live, unpack(ids))
+end
+for _, done in ipairs(held) do
+  local id, attempts, result = done[3], done[4], done[5]
+  -- the result key is the proof of a first completion: an id that already has one was
+  -- written twice (by a foreign producer), so this completion is a duplicate
+  if redis.call('SET', result_prefix .. id, attempts .. ':' .. result, 'PX', ttl, 'NX') then
+    redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
+    succeeded = succeeded + 1
+  else
+    duplicates = duplicates + 1
+  end
 end
 if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) end
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
