@@ -64,11 +64,32 @@ end
 """
 
 # INFO is allowed in scripts (effects are replicated, not the script); maxmemory 0 = no limit.
+# INFO costs more than the rest of a one-job submit, so each pool reads it at most every
+# MEMORY_SAMPLE_MS into its config hash ("memory" = used:maxmemory:time) and adds an estimate
+# of what it submitted since ("memory_added": the blob x 1.25 + 200 bytes a job, more than a
+# waiting job takes); what other pools and the workers add shows at the next sample.
 _MEMORY = """
+local MEMORY_SAMPLE_MS = 100
 local function memory_used_and_max()
   local info = redis.call('INFO', 'memory')
   return tonumber(string.match(info, 'used_memory:(%d+)')),
     tonumber(string.match(info, 'maxmemory:(%d+)'))
+end
+-- (used memory estimate, maxmemory, whether it is a fresh sample to store)
+local function sampled_memory(sample, added, now)
+  local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
+  if at and now - tonumber(at) < MEMORY_SAMPLE_MS then
+    return tonumber(used) + (tonumber(added) or 0), tonumber(max_memory), false
+  end
+  used, max_memory = memory_used_and_max()
+  return used, max_memory, true
+end
+local function record_memory(config, used, max_memory, now, fresh, added)
+  if fresh then
+    redis.call('HSET', config, 'memory', used .. ':' .. max_memory .. ':' .. now, 'memory_added', added)
+  else
+    redis.call('HINCRBY', config, 'memory_added', added)
+  end
 end
 """
 
@@ -84,14 +105,16 @@ local stream, live, dead_ids, config, counters, result_prefix =
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
-local max_payload = tonumber(redis.call('HGET', config, 'max_payload_bytes') or '')
-  or tonumber(ARGV[4])
+local settings = redis.call('HMGET', config, 'max_payload_bytes', 'max_length', 'memory',
+                            'memory_added')
+local max_payload = tonumber(settings[1] or '') or tonumber(ARGV[4])
 for i = 1, n do
   local size = #jobs[i][3]
   if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
 end
 -- refused well before Redis itself refuses writes, so workers can still store results
-local used, max_memory = memory_used_and_max()
+local now = now_ms()
+local used, max_memory, fresh = sampled_memory(settings[3], settings[4], now)
 if max_memory > 0 and used + #ARGV[3] > max_memory * tonumber(ARGV[5]) then
   return {0, 0, -1, 'memory', used, max_memory}
 end
@@ -99,7 +122,7 @@ local function known(id)
   return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_prefix .. id) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1
 end
-local max_length = tonumber(redis.call('HGET', config, 'max_length') or '0') or 0
+local max_length = tonumber(settings[2] or '0') or 0
 local room = -1
 if max_length > 0 then
   room = max_length - waiting_count(stream, group)
@@ -112,8 +135,8 @@ if max_length > 0 then
     if new > room then return {0, 0, room} end
   end
 end
-ensure_group(stream, group)
-local now = tostring(now_ms())
+if redis.call('EXISTS', stream) == 0 then ensure_group(stream, group) end
+local stamp = tostring(now)
 local processed, enqueued = 0, 0
 for i = 1, n do
   local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
@@ -122,13 +145,16 @@ for i = 1, n do
   else
     if room == 0 then break end
     redis.call('SADD', live, id)
-    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', '0', 't', now, 'r', '0')
+    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', '0', 't', stamp, 'r', '0')
     processed = processed + 1
     enqueued = enqueued + 1
     if room > 0 then room = room - 1 end
   end
 end
 if enqueued > 0 then redis.call('HINCRBY', counters, 'submitted', enqueued) end
+if fresh or (max_memory > 0 and enqueued > 0) then
+  record_memory(config, used, max_memory, now, fresh, math.floor(#ARGV[3] * 1.25) + 200 * enqueued)
+end
 return {processed, enqueued, room}
 """
 
