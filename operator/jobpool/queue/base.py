@@ -162,6 +162,13 @@ class Queue(abc.ABC):
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         return (await self.submit_many([payload], [id], wait=wait))[0]
 
+    def submit_blocking(self, payload: Any, id: str | None = None, *,
+                        wait: bool = True) -> tuple[str | None, bool]:
+        """Submit one job from synchronous code without an event loop, where the backend
+        can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
+        False): that id may be in the queue already, so it must be submitted as given."""
+        return id, False
+
     # -- workers ---------------------------------------------------------
     @abc.abstractmethod
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:

@@ -67,19 +67,23 @@ end
 # INFO costs more than the rest of a one-job submit, so each pool reads it at most every
 # MEMORY_SAMPLE_MS into its config hash ("memory" = used:maxmemory:time) and adds an estimate
 # of what it submitted since ("memory_added": the blob x 1.25 + 200 bytes a job, more than a
-# waiting job takes); what other pools and the workers add shows at the next sample.
+# waiting job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
+# below it); nearer, every submit reads INFO.
 _MEMORY = """
-local MEMORY_SAMPLE_MS = 100
+local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
 local function memory_used_and_max()
   local info = redis.call('INFO', 'memory')
   return tonumber(string.match(info, 'used_memory:(%d+)')),
     tonumber(string.match(info, 'maxmemory:(%d+)'))
 end
--- (used memory estimate, maxmemory, whether it is a fresh sample to store)
-local function sampled_memory(sample, added, now)
+-- (used memory, maxmemory, whether it is a fresh sample to store) for a submit of `size` bytes
+local function sampled_memory(sample, added, now, size, share)
   local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
   if at and now - tonumber(at) < MEMORY_SAMPLE_MS then
-    return tonumber(used) + (tonumber(added) or 0), tonumber(max_memory), false
+    used, max_memory = tonumber(used) + (tonumber(added) or 0), tonumber(max_memory)
+    if max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN) then
+      return used, max_memory, false
+    end
   end
   used, max_memory = memory_used_and_max()
   return used, max_memory, true
@@ -114,8 +118,10 @@ for i = 1, n do
 end
 -- refused well before Redis itself refuses writes, so workers can still store results
 local now = now_ms()
-local used, max_memory, fresh = sampled_memory(settings[3], settings[4], now)
-if max_memory > 0 and used + #ARGV[3] > max_memory * tonumber(ARGV[5]) then
+local share = tonumber(ARGV[5])
+local used, max_memory, fresh = sampled_memory(settings[3], settings[4], now, #ARGV[3],
+                                                share)
+if max_memory > 0 and used + #ARGV[3] > max_memory * share then
   return {0, 0, -1, 'memory', used, max_memory}
 end
 local function known(id)

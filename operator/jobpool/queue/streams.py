@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
+import redis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import (BusyLoadingError, ConnectionError, OutOfMemoryError, RedisError,
@@ -62,6 +63,13 @@ class RedisStreamsQueue(Queue):
                        socket_timeout=max(10.0, connect_timeout), retry=Retry(NoBackoff(), 0),
                        health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
+        self._options = options
+        k = self.keys
+        self._submit_keys = [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix]
+        self._blocking: Any = None        # the sync client of submit_blocking, made on first use
+        self._direct_submits = 0          # one-job submits under way on their own
+        self._gathered: list[tuple[Any, str | None, asyncio.Future]] = []
+        self._gatherer: asyncio.Task | None = None
         try:
             self.redis = aioredis.from_url(url, decode_responses=True, **options)
             # stream entries as bytes: any producer may have written them, valid UTF-8 or not
@@ -220,10 +228,87 @@ class RedisStreamsQueue(Queue):
             f"results); submitted {start} of {len(job_ids)}; let the workers catch up, shorten "
             f"result retention (spec.results) or raise the Redis maxmemory", job_ids[:start])
 
-    @property
-    def _submit_keys(self) -> list[str]:
-        k = self.keys
-        return [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix]
+    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        """One job. Submits that overlap (concurrent tasks) travel together: while one is under
+        way on its own, the next ones gather and go as one script call (up to SUBMIT_CHUNK)."""
+        if not wait or (self._direct_submits == 0 and self._gatherer is None):
+            self._direct_submits += 1
+            try:
+                return (await self.submit_many([payload], [id], wait=wait))[0]
+            finally:
+                self._direct_submits -= 1
+        try:
+            text = encode_json(payload)
+            if id is not None:
+                check_job_id(id, 0)
+        except QueueError as exc:
+            raise QueueError(f"job 0: {exc}") from None
+        if len(text) > LARGE_PAYLOAD:     # checked against the pool's limit before it travels
+            return (await self.submit_many([payload], [id]))[0]
+        submitted = asyncio.get_running_loop().create_future()
+        self._gathered.append((RawJSON(text), id, submitted))
+        if self._gatherer is None:
+            self._gatherer = asyncio.ensure_future(self._submit_gathered())
+        return await submitted
+
+    async def _submit_gathered(self) -> None:
+        try:
+            while self._gathered:
+                batch = self._gathered[:SUBMIT_CHUNK]
+                del self._gathered[:SUBMIT_CHUNK]
+                await self._submit_batch(batch)
+        finally:
+            self._gatherer = None
+            for _, _, submitted in self._gathered:    # only when this task was cancelled
+                submitted.cancel()
+
+    async def _submit_batch(self, batch: list[tuple[Any, str | None, asyncio.Future]]) -> None:
+        """Submit gathered jobs; each caller gets its id or the error its own submit would get."""
+        try:
+            job_ids = await self.submit_many([job[0] for job in batch], [job[1] for job in batch])
+        except PayloadTooLarge as exc:   # the chunk was refused: that job fails, the rest go again
+            settle(batch[exc.index][2], error=PayloadTooLarge(0, exc.size, exc.limit))
+            self._gathered[:0] = batch[:exc.index] + batch[exc.index + 1:]
+            return
+        except QueueFull as exc:         # memory: each one alone, for its own error
+            for job_id, (_, _, submitted) in zip(exc.submitted_ids, batch):
+                settle(submitted, job_id)
+            for payload, id, submitted in batch[len(exc.submitted_ids):]:
+                try:
+                    settle(submitted, (await self.submit_many([payload], [id]))[0])
+                except QueueError as error:
+                    settle(submitted, error=error)
+            return
+        except QueueError as exc:        # unreachable or refused: the same for every one
+            for _, _, submitted in batch:
+                settle(submitted, error=type(exc)(str(exc)))
+            return
+        for job_id, (_, _, submitted) in zip(job_ids, batch):
+            settle(submitted, job_id)
+
+    def submit_blocking(self, payload: Any, id: str | None = None, *,
+                        wait: bool = True) -> tuple[str | None, bool]:
+        """The sync SDK's one-job submit over a sync connection: an event loop's round trip
+        costs the client three times the CPU. Anything but a plain success (a bad payload or
+        id, a full queue, a refusal, a lost connection) is left to `submit`, which reports it."""
+        try:
+            text = encode_json(payload)
+            job_id = new_job_ids(1)[0] if id is None else check_job_id(id, 0)
+        except QueueError:
+            return id, False
+        if len(text) > LARGE_PAYLOAD:
+            return job_id, False
+        args = [GROUP, "1" if wait else "0", f"{job_id}\0{'0' if id is None else '1'}\0{text}",
+                DEFAULT_MAX_PAYLOAD_BYTES, SUBMIT_MEMORY_SHARE]
+        try:
+            if self._blocking is None:
+                self._blocking = redis.Redis.from_url(self.url, decode_responses=True,
+                                                      **self._options).register_script(scripts.SUBMIT)
+            processed, _enqueued, _room, *refusal = self._blocking(keys=self._submit_keys, args=args)
+        except (redis.RedisError, OSError, ValueError):
+            return job_id, False
+        return job_id, processed == 1 and not refusal
+
 
     # -- workers ---------------------------------------------------------
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -412,11 +497,24 @@ class RedisStreamsQueue(Queue):
         for client in (self.redis, self.entries):
             with contextlib.suppress(Exception):
                 await client.aclose()
+        if self._blocking is not None:
+            self._blocking.registered_client.close()
 
 
 def readable(value: bytes) -> str:
     """Bytes as text; what is not UTF-8 shows as \\x escapes."""
     return value.decode("utf-8", "backslashreplace")
+
+
+def settle(submitted: asyncio.Future, job_id: str | None = None, *,
+           error: BaseException | None = None) -> None:
+    """Give a gathered submit its outcome, unless its caller stopped waiting."""
+    if submitted.done():
+        return
+    if error is not None:
+        submitted.set_exception(error)
+    else:
+        submitted.set_result(job_id)
 
 
 def _consume_outcome(command: asyncio.Future) -> None:
