@@ -180,6 +180,14 @@ class Queue(abc.ABC):
         once (one round trip). Returns (first completions, duplicate completions); the late
         completion of a delivery its worker no longer holds is a duplicate and changes nothing."""
 
+    async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
+                             count: int) -> tuple[int, int, list[Job]]:
+        """`ack_many(done)`, then claim up to `count` jobs for `consumer` without waiting for
+        any (one round trip where the backend can; nothing is fetched if the ack fails).
+        Returns (first completions, duplicate completions, the jobs)."""
+        succeeded, duplicates = await self.ack_many(done)
+        return succeeded, duplicates, (await self.fetch(consumer, count, 0) if count > 0 else [])
+
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:

@@ -167,7 +167,7 @@ return {processed, enqueued, room}
 # KEYS: stream delayed delayed_jobs reclaim_gate reclaim_cursor
 # ARGV: group consumer count visibility_ms reclaim_interval_ms
 # -> {now, next_due, reclaimed, fresh}; reclaimed = {{entry_id, fields, deliveries}...}
-FETCH = _ENSURE_GROUP + """
+_FETCH_BODY = """
 local stream, delayed, delayed_jobs, gate, cursor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local count, visibility, interval = tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -245,7 +245,7 @@ return {now, next_due, reclaimed, fresh}
 # Only the worker that holds the delivery completes the job. The late ack of a worker that
 # lost it (its job was reclaimed while it stalled) is a duplicate: nothing is stored or
 # removed, and the job finishes with the result of the worker that holds it now.
-ACK = _SPLIT + _HOLDS + """
+_ACK_BODY = """
 local stream, live, counters, results, result_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
@@ -293,6 +293,29 @@ if excess > 0 then
   redis.call('XDEL', results, unpack(old))
 end
 return {succeeded + resent, duplicates}
+"""
+
+FETCH = _ENSURE_GROUP + _FETCH_BODY
+ACK = _SPLIT + _HOLDS + _ACK_BODY
+
+# A worker's ack and its next fetch in one call (a round trip less per batch), for the slots
+# the ack frees: the fetch runs only once the ack is done, so the worker never holds more.
+# KEYS: stream live counters results result_prefix delayed delayed_jobs reclaim_gate
+#       reclaim_cursor
+# ARGV: the ACK's (group result_ttl_ms results_cap blob), then consumer count visibility_ms
+#       reclaim_interval_ms
+# -> {ACK's reply, FETCH's reply}
+ACK_THEN_FETCH = _SPLIT + _HOLDS + _ENSURE_GROUP + """
+local function ack(KEYS, ARGV)
+""" + _ACK_BODY + """
+end
+local function fetch(KEYS, ARGV)
+""" + _FETCH_BODY + """
+end
+local acked = ack({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]},
+                  {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+return {acked, fetch({KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[9]},
+                     {ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]})}
 """
 
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result_prefix

@@ -79,6 +79,7 @@ class RedisStreamsQueue(Queue):
         self._submit = self.redis.register_script(scripts.SUBMIT)
         self._fetch = self.entries.register_script(scripts.FETCH)
         self._ack = self.redis.register_script(scripts.ACK)
+        self._ack_then_fetch = self.entries.register_script(scripts.ACK_THEN_FETCH)
         self._fail = self.redis.register_script(scripts.FAIL)
         self._release = self.redis.register_script(scripts.RELEASE)
         self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
@@ -339,18 +340,26 @@ class RedisStreamsQueue(Queue):
 
     async def _fetch_now(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], int | None]:
         k = self.keys
-        reclaim_interval_ms = max(50, min(1000, int(self.visibility_timeout * 250)))
         with self._errors():
-            now_ms, next_due, reclaimed, fresh = await self._call(self._fetch, 
+            reply = await self._call(self._fetch,
                 keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
                 args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
-                      reclaim_interval_ms])
+                      self._reclaim_interval_ms])
+        return self._fetched(reply, consumer)
+
+    @property
+    def _reclaim_interval_ms(self) -> int:
+        return max(50, min(1000, int(self.visibility_timeout * 250)))
+
+    def _fetched(self, reply: list, consumer: str) -> tuple[list[Job], int]:
+        """The jobs of a fetch script's reply, and the ms until the next thing to fetch is due."""
+        now_ms, next_due, reclaimed, fresh = reply
         jobs = [job_from_entry(entry_id, fields, int(deliveries), consumer)
                 for entry_id, fields, deliveries in reclaimed]
         jobs += [job_from_entry(entry_id, fields, 1, consumer) for entry_id, fields in fresh]
         # the next reclaim pass matters too: stale entries of dead workers wait for it
-        next_event = reclaim_interval_ms if next_due < 0 else min(
-            reclaim_interval_ms, max(1, int(next_due) - int(now_ms)))
+        interval = self._reclaim_interval_ms
+        next_event = interval if next_due < 0 else min(interval, max(1, int(next_due) - int(now_ms)))
         return jobs, next_event
 
     async def _read_blocking(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -370,20 +379,39 @@ class RedisStreamsQueue(Queue):
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""
-        k = self.keys
-        keys = [k.stream, k.live, k.counters, k.results, k.result_prefix]
         succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
-            fields: list[str] = []
-            for job, result in done[start:start + ACK_CHUNK]:
-                fields += (job.token, job.consumer, job.id, str(job.attempts),
-                           encode_json(result, "result"))
-            args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
             with self._errors():
-                first, again = await self._call(self._ack, keys=keys, args=args)
+                first, again = await self._call(self._ack, keys=self._ack_keys,
+                                                args=self._ack_args(done[start:start + ACK_CHUNK]))
             succeeded += first
             duplicates += again
         return succeeded, duplicates
+
+    async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
+                             count: int) -> tuple[int, int, list[Job]]:
+        if count <= 0 or len(done) > ACK_CHUNK:
+            return await super().ack_then_fetch(done, consumer, count)
+        k = self.keys
+        with self._errors():
+            (first, again), fetched = await self._call(
+                self._ack_then_fetch,
+                keys=[*self._ack_keys, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
+                args=[*self._ack_args(done), consumer, count,
+                      int(self.visibility_timeout * 1000), self._reclaim_interval_ms])
+        return first, again, self._fetched(fetched, consumer)[0]
+
+    @property
+    def _ack_keys(self) -> list[str]:
+        k = self.keys
+        return [k.stream, k.live, k.counters, k.results, k.result_prefix]
+
+    def _ack_args(self, done: Sequence[tuple[Job, Any]]) -> list[Any]:
+        fields: list[str] = []
+        for job, result in done:
+            fields += (job.token, job.consumer, job.id, str(job.attempts),
+                       encode_json(result, "result"))
+        return [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:

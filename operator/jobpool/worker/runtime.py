@@ -103,6 +103,7 @@ class Worker:
         self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
         self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
         self.ack_buffer: list[tuple[Job, Any]] = []
+        self.claiming = 0                                 # slots a fetch under way may fill
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.busy_changed = asyncio.Event()
@@ -222,13 +223,14 @@ class Worker:
         when the stop comes are given back at once (the fetch is bounded by `block_ms`)."""
         failures = 0
         while not self.stopping.is_set():
-            free = self.config.concurrency - self.occupied
+            free = self.config.concurrency - self.occupied - self.claiming
             if free <= 0:
                 self.slot_freed.clear()
                 await wait_for_any(self.stopping, self.slot_freed)
                 continue
             # not cancelled when the stop comes: a cancelled read could lose the jobs it
             # claimed until the visibility timeout, so they are awaited and given back
+            self.claiming += free
             try:
                 jobs = await self.queue.fetch(self.config.worker_id, free, self.config.block_ms)
             except QueueError as exc:
@@ -236,6 +238,8 @@ class Worker:
                 self._queue_down(exc, failures)
                 await wait_for_any(self.stopping, timeout=reconnect_delay(failures))
                 continue
+            finally:
+                self.claiming -= free
             if failures:
                 log.info("queue reachable again after %d failed attempts", failures)
                 failures = 0
@@ -395,23 +399,35 @@ class Worker:
             await self.ack_wanted.wait()
             self.ack_wanted.clear()
             batch, self.ack_buffer = self.ack_buffer, []
+            jobs: list[Job] = []
             while batch:
+                # the slots this ack frees are fetched into in the same round trip
+                count = 0 if self.stopping.is_set() else max(
+                    0, self.config.concurrency - self.occupied + len(batch) - self.claiming)
+                self.claiming += count
                 try:
-                    outcome = await self.queue.ack_many(batch)
+                    succeeded, duplicates, jobs = await self.queue.ack_then_fetch(
+                        batch, self.config.worker_id, count)
                     break
                 except QueueError as exc:
                     failures += 1
                     self._queue_down(exc, failures)
                     await asyncio.sleep(reconnect_delay(failures))
+                finally:
+                    self.claiming -= count
             if failures:
                 failures = 0
             if batch:
-                succeeded, duplicates = outcome if outcome else (len(batch), 0)
                 self.metrics.jobs["succeeded"].inc(succeeded)
                 if duplicates:
                     self.metrics.jobs["duplicate"].inc(duplicates)
                 for job, _ in batch:
                     self._free(job)
+            if self.stopping.is_set():
+                await self._release(jobs)
+            else:
+                for job in jobs:
+                    self._start(job)
             if not self.ack_buffer:
                 self.acks_idle.set()
 
