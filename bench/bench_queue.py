@@ -287,8 +287,8 @@ def main() -> None:
     server.start()
     url = server.url
     try:
-        print(f"redis-server 127.0.0.1:{server.port} (AOF on, everysec); {os.cpu_count()} CPUs; "
-              f"median of {runs} runs")
+        print(f"redis-server 127.0.0.1:{server.port} (AOF on, everysec); {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}; median of {runs} runs")
         one = median_of(runs, lambda: floor_xadd_one(url, args.single_jobs))
         piped = median_of(runs, lambda: floor_xadd_pipelined(url, jobs))
         in_flight = median_of(runs, lambda: asyncio.run(floor_xadd_in_flight(url, jobs)))

@@ -65,9 +65,9 @@ end
 
 # INFO is allowed in scripts (effects are replicated, not the script); maxmemory 0 = no limit.
 # INFO costs more than the rest of a one-job submit, so each pool reads it at most every
-# MEMORY_SAMPLE_MS into its config hash ("memory" = used:maxmemory:time) and adds an estimate
-# of what it submitted since ("memory_added": the blob x 1.25 + 200 bytes a job, more than a
-# waiting job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
+# MEMORY_SAMPLE_MS into its memory hash (sample = used:maxmemory:time) and adds an estimate
+# of what it submitted since (added: the blob x 1.25 + 200 bytes a job, more than a waiting
+# job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
 # below it); nearer, every submit reads INFO.
 _MEMORY = """
 local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
@@ -88,29 +88,28 @@ local function sampled_memory(sample, added, now, size, share)
   used, max_memory = memory_used_and_max()
   return used, max_memory, true
 end
-local function record_memory(config, used, max_memory, now, fresh, added)
+local function record_memory(memory, used, max_memory, now, fresh, added)
   if fresh then
-    redis.call('HSET', config, 'memory', used .. ':' .. max_memory .. ':' .. now, 'memory_added', added)
+    redis.call('HSET', memory, 'sample', used .. ':' .. max_memory .. ':' .. now, 'added', added)
   else
-    redis.call('HINCRBY', config, 'memory_added', added)
+    redis.call('HINCRBY', memory, 'added', added)
   end
 end
 """
 
-# KEYS: stream live dead_ids config counters result_prefix
+# KEYS: stream live dead_ids config counters result_prefix memory
 # ARGV: group partial(1|0) blob of (id, given(1|0), payload) default_max_payload_bytes
 #       memory_share (submits stop when used memory would pass this share of maxmemory)
 # -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 # Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
 # or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
 SUBMIT = _ENSURE_GROUP + _SPLIT + _MEMORY + """
-local stream, live, dead_ids, config, counters, result_prefix =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local stream, live, dead_ids, config, counters, result_prefix, memory =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
-local settings = redis.call('HMGET', config, 'max_payload_bytes', 'max_length', 'memory',
-                            'memory_added')
+local settings = redis.call('HMGET', config, 'max_payload_bytes', 'max_length')
 local max_payload = tonumber(settings[1] or '') or tonumber(ARGV[4])
 for i = 1, n do
   local size = #jobs[i][3]
@@ -119,8 +118,8 @@ end
 -- refused well before Redis itself refuses writes, so workers can still store results
 local now = now_ms()
 local share = tonumber(ARGV[5])
-local used, max_memory, fresh = sampled_memory(settings[3], settings[4], now, #ARGV[3],
-                                                share)
+local sample = redis.call('HMGET', memory, 'sample', 'added')
+local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #ARGV[3], share)
 if max_memory > 0 and used + #ARGV[3] > max_memory * share then
   return {0, 0, -1, 'memory', used, max_memory}
 end
@@ -159,7 +158,7 @@ for i = 1, n do
 end
 if enqueued > 0 then redis.call('HINCRBY', counters, 'submitted', enqueued) end
 if fresh or (max_memory > 0 and enqueued > 0) then
-  record_memory(config, used, max_memory, now, fresh, math.floor(#ARGV[3] * 1.25) + 200 * enqueued)
+  record_memory(memory, used, max_memory, now, fresh, math.floor(#ARGV[3] * 1.25) + 200 * enqueued)
 end
 return {processed, enqueued, room}
 """

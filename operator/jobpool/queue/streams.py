@@ -65,7 +65,8 @@ class RedisStreamsQueue(Queue):
         self.dead_letter_cap = dead_letter_cap
         self._options = options
         k = self.keys
-        self._submit_keys = [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix]
+        self._submit_keys = [k.stream, k.live, k.dead_ids, k.config, k.counters, k.result_prefix,
+                             k.memory]
         self._blocking: Any = None        # the sync client of submit_blocking, made on first use
         self._direct_submits = 0          # one-job submits under way on their own
         self._gathered: list[tuple[Any, str | None, asyncio.Future]] = []
