@@ -107,6 +107,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.busy_changed = asyncio.Event()
+        self.went_idle = asyncio.Event()
         self.ack_wanted = asyncio.Event()
         self.acks_idle = asyncio.Event()
         self.acks_idle.set()
@@ -392,6 +393,8 @@ class Worker:
 
     def _busy_changed(self) -> None:
         self.busy_changed.set()
+        if not self.occupied:
+            self.went_idle.set()
 
     async def _ack_loop(self) -> None:
         failures = 0
@@ -459,8 +462,9 @@ class Worker:
             if delay is None:       # the published count is current: wait for a change
                 self.busy_changed.clear()
                 await wait_for_any(self.busy_changed, timeout=next_beat - now)
-            else:                   # changes before the publish is due change nothing
-                await asyncio.sleep(min(delay, next_beat - now))
+            else:                   # until it is due; only becoming idle is reported sooner
+                self.went_idle.clear()
+                await wait_for_any(self.went_idle, timeout=min(delay, next_beat - now))
 
     # -- draining --------------------------------------------------------
     async def _drain(self) -> None:
