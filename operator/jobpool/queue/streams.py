@@ -254,6 +254,7 @@ class RedisStreamsQueue(Queue):
         return await submitted
 
     async def _submit_gathered(self) -> None:
+        batch: list[tuple[Any, str | None, asyncio.Future]] = []
         try:
             while self._gathered:
                 batch = self._gathered[:SUBMIT_CHUNK]
@@ -261,7 +262,7 @@ class RedisStreamsQueue(Queue):
                 await self._submit_batch(batch)
         finally:
             self._gatherer = None
-            for _, _, submitted in self._gathered:    # only when this task was cancelled
+            for _, _, submitted in batch + self._gathered:   # unsettled only if this was cancelled
                 submitted.cancel()
 
     async def _submit_batch(self, batch: list[tuple[Any, str | None, asyncio.Future]]) -> None:
@@ -284,6 +285,10 @@ class RedisStreamsQueue(Queue):
         except QueueError as exc:        # unreachable or refused: the same for every one
             for _, _, submitted in batch:
                 settle(submitted, error=type(exc)(str(exc)))
+            return
+        except Exception as exc:         # a bug: every caller sees it, none waits forever
+            for _, _, submitted in batch:
+                settle(submitted, error=exc)
             return
         for job_id, (_, _, submitted) in zip(job_ids, batch):
             settle(submitted, job_id)
@@ -317,7 +322,6 @@ class RedisStreamsQueue(Queue):
         except (redis.RedisError, OSError, ValueError):
             return job_id, False
         return job_id, processed == 1 and not refusal
-
 
     # -- workers ---------------------------------------------------------
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
