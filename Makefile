@@ -67,6 +67,7 @@ real-node: images
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi
 
+## The data plane's figures, each as a ratio to bare redis-py on the same Redis (README: Benchmark).
 bench: venv redis
 	$(BIN)/python bench/bench_queue.py
 

@@ -21,8 +21,9 @@ class AsyncClient:
                                 check_name(pool, "pool"), **options)
 
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        """Enqueue one JSON payload; returns its id (the given one, or a generated one)."""
-        return (await self.queue.submit_many([payload], [id], wait=wait))[0]
+        """Enqueue one JSON payload; returns its id (the given one, or a generated one).
+        Submits from concurrent tasks that overlap go to Redis together, in one round trip."""
+        return await self.queue.submit(payload, id, wait=wait)
 
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
                           *, wait: bool = True, timeout: float | None = None) -> list[str]:
@@ -67,7 +68,8 @@ class Client:
         return self._loop.run_until_complete(coroutine)
 
     def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        return self._run(self._async.submit(payload, id, wait=wait))
+        job_id, submitted = self._async.queue.submit_blocking(payload, id, wait=wait)
+        return job_id if submitted else self._run(self._async.submit(payload, job_id, wait=wait))
 
     def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
                     wait: bool = True, timeout: float | None = None) -> list[str]:

@@ -35,18 +35,19 @@ _DIRECT = {
     PRODUCER: ("hget", "get", "xread", "wait"),
 }
 _SCRIPTS = {
-    WORKER: ("SUBMIT", "FETCH", "ACK", "TRIM_RESULTS", "FAIL", "RELEASE", "HEARTBEAT", "UNREGISTER",
-             "STATS", "REPLAY", "PURGE"),
+    WORKER: ("SUBMIT", "FETCH", "ACK", "ACK_THEN_FETCH", "TRIM_RESULTS", "FAIL", "RELEASE",
+             "HEARTBEAT", "UNREGISTER", "STATS", "REPLAY", "PURGE"),
     PRODUCER: ("SUBMIT", "STATS"),
 }
 # Redis checks every key a script is given as one it may read and write, so a producer holds
 # the keys its scripts name; the commands that write are each confined (by an ACL selector) to
 # the one key they must write: a producer submits and reads, it cannot fetch, ack or delete.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:")
+                  "result:", "memory")
 _PRODUCER_READS = ("results", "result:*")
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
-                    "workers": ("hdel",)}   # status prunes workers whose registration expired
+                    "workers": ("hdel",),   # status prunes workers whose registration expired
+                    "memory": ("hset", "hincrby")}   # the submit script's memory sample
 
 
 def script_commands(source: str) -> frozenset[str]:

@@ -163,6 +163,13 @@ class Queue(abc.ABC):
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         return (await self.submit_many([payload], [id], wait=wait))[0]
 
+    def submit_blocking(self, payload: Any, id: str | None = None, *,
+                        wait: bool = True) -> tuple[str | None, bool]:
+        """Submit one job from synchronous code without an event loop, where the backend
+        can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
+        False): that id may be in the queue already, so it must be submitted as given."""
+        return id, False
+
     # -- workers ---------------------------------------------------------
     @abc.abstractmethod
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -173,6 +180,14 @@ class Queue(abc.ABC):
         """The jobs succeeded: store their results and remove them from the queue, several at
         once (one round trip). Returns (first completions, duplicate completions); the late
         completion of a delivery its worker no longer holds is a duplicate and changes nothing."""
+
+    async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
+                             count: int) -> tuple[int, int, list[Job]]:
+        """`ack_many(done)`, then claim up to `count` jobs for `consumer` without waiting for
+        any (one round trip where the backend can; nothing is fetched if the ack fails).
+        Returns (first completions, duplicate completions, the jobs)."""
+        succeeded, duplicates = await self.ack_many(done)
+        return succeeded, duplicates, (await self.fetch(consumer, count, 0) if count > 0 else [])
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,

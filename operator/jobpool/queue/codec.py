@@ -77,8 +77,10 @@ def encode_result(value: Any) -> str:
     """A handler's result as JSON that Redis can store (UTF-8): a lone surrogate, as
     `os.fsdecode` makes of bytes that are not UTF-8, is written as a \\u escape, which JSON
     decodes back to the same string."""
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}",
-                               encode_json(value, "the handler's result"))
+    text = encode_json(value, "the handler's result")
+    if text.isascii():      # the common case, and no surrogate is ASCII
+        return text
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def storable_text(text: str) -> str:

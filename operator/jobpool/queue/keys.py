@@ -64,6 +64,10 @@ class PoolKeys:
         return self.key("config")
 
     @property
+    def memory(self) -> str:           # HASH sample -> "used:maxmemory:ms", added -> bytes since
+        return self.key("memory")
+
+    @property
     def workers(self) -> str:          # HASH consumer -> JSON {slots, busy, lastSeen, expiresAt}
         return self.key("workers")
 

@@ -65,23 +65,49 @@ end
 """
 
 # INFO is allowed in scripts (effects are replicated, not the script); maxmemory 0 = no limit.
+# INFO costs more than the rest of a one-job submit, so each pool reads it at most every
+# MEMORY_SAMPLE_MS into its memory hash (sample = used:maxmemory:time) and adds an estimate
+# of what it submitted since (added: the blob x 1.25 + 200 bytes a job, more than a waiting
+# job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
+# below it); nearer, every submit reads INFO.
 _MEMORY = """
+local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
 local function memory_used_and_max()
   local info = redis.call('INFO', 'memory')
   return tonumber(string.match(info, 'used_memory:(%d+)')),
     tonumber(string.match(info, 'maxmemory:(%d+)'))
 end
+-- (used memory, maxmemory, whether it is a fresh sample to store) for a submit of `size` bytes
+local function sampled_memory(sample, added, now, size, share)
+  local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
+  if at and now - tonumber(at) < MEMORY_SAMPLE_MS then
+    used, max_memory = tonumber(used) + (tonumber(added) or 0), tonumber(max_memory)
+    if max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN) then
+      return used, max_memory, false
+    end
+  end
+  used, max_memory = memory_used_and_max()
+  return used, max_memory, true
+end
+local function record_memory(memory, used, max_memory, now, fresh, added)
+  if fresh then
+    redis.call('HSET', memory, 'sample', used .. ':' .. max_memory .. ':' .. now, 'added', added)
+  else
+    redis.call('HINCRBY', memory, 'added', added)
+  end
+end
 """
 
-# KEYS: stream live dead_ids config counters, then the result key of each caller-given id
-#       in the order of the blob (generated ids are new: they have none)
+# KEYS: stream live dead_ids config counters memory, then the result key of each caller-given
+#       id in the order of the blob (generated ids are new: they have none)
 # ARGV: group partial(1|0) blob of (id, given(1|0), payload) default_max_payload_bytes
 #       memory_share (submits stop when used memory would pass this share of maxmemory)
 # -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 # Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
 # or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
 SUBMIT = _ENSURE_GROUP + _SPLIT + _MEMORY + """
-local stream, live, dead_ids, config, counters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stream, live, dead_ids, config, counters, memory =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, partial = ARGV[1], ARGV[2] == '1'
 local jobs = split_blob(ARGV[3], 3)
 local n = #jobs
@@ -89,18 +115,21 @@ local result_keys, given_count = {}, 0
 for i = 1, n do
   if jobs[i][2] == '1' then
     given_count = given_count + 1
-    result_keys[i] = KEYS[5 + given_count]
+    result_keys[i] = KEYS[6 + given_count]
   end
 end
-local max_payload = tonumber(redis.call('HGET', config, 'max_payload_bytes') or '')
-  or tonumber(ARGV[4])
+local settings = redis.call('HMGET', config, 'max_payload_bytes', 'max_length')
+local max_payload = tonumber(settings[1] or '') or tonumber(ARGV[4])
 for i = 1, n do
   local size = #jobs[i][3]
   if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
 end
 -- refused well before Redis itself refuses writes, so workers can still store results
-local used, max_memory = memory_used_and_max()
-if max_memory > 0 and used + #ARGV[3] > max_memory * tonumber(ARGV[5]) then
+local now = now_ms()
+local share = tonumber(ARGV[5])
+local sample = redis.call('HMGET', memory, 'sample', 'added')
+local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #ARGV[3], share)
+if max_memory > 0 and used + #ARGV[3] > max_memory * share then
   return {0, 0, -1, 'memory', used, max_memory}
 end
 local function known(i)
@@ -108,7 +137,7 @@ local function known(i)
   return redis.call('SISMEMBER', live, id) == 1 or redis.call('EXISTS', result_keys[i]) == 1
     or redis.call('HEXISTS', dead_ids, id) == 1
 end
-local max_length = tonumber(redis.call('HGET', config, 'max_length') or '0') or 0
+local max_length = tonumber(settings[2] or '0') or 0
 local room = -1
 if max_length > 0 then
   room = max_length - waiting_count(stream, group)
@@ -121,8 +150,8 @@ if max_length > 0 then
     if new > room then return {0, 0, room} end
   end
 end
-ensure_group(stream, group)
-local now = tostring(now_ms())
+if redis.call('EXISTS', stream) == 0 then ensure_group(stream, group) end
+local stamp = tostring(now)
 local processed, enqueued = 0, 0
 for i = 1, n do
   local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
@@ -131,20 +160,23 @@ for i = 1, n do
   else
     if room == 0 then break end
     redis.call('SADD', live, id)
-    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', '0', 't', now, 'r', '0')
+    redis.call('XADD', stream, '*', 'id', id, 'p', payload, 'a', '0', 't', stamp, 'r', '0')
     processed = processed + 1
     enqueued = enqueued + 1
     if room > 0 then room = room - 1 end
   end
 end
 if enqueued > 0 then redis.call('HINCRBY', counters, 'submitted', enqueued) end
+if fresh or (max_memory > 0 and enqueued > 0) then
+  record_memory(memory, used, max_memory, now, fresh, math.floor(#ARGV[3] * 1.25) + 200 * enqueued)
+end
 return {processed, enqueued, room}
 """
 
 # KEYS: stream delayed delayed_jobs reclaim_gate reclaim_cursor
 # ARGV: group consumer count visibility_ms reclaim_interval_ms
 # -> {now, next_due, reclaimed, fresh}; reclaimed = {{entry_id, fields, deliveries}...}
-FETCH = _ENSURE_GROUP + """
+_FETCH_BODY = """
 local stream, delayed, delayed_jobs, gate, cursor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local count, visibility, interval = tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -223,27 +255,39 @@ return {now, next_due, reclaimed, fresh}
 # Only the worker that holds the delivery completes the job. The late ack of a worker that
 # lost it (its job was reclaimed while it stalled) is a duplicate: nothing is stored or
 # removed, and the job finishes with the result of the worker that holds it now.
-ACK = _SPLIT + _HOLDS + """
+_ACK_BODY = """
 local stream, live, counters, results = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, ttl, cap = ARGV[1], ARGV[2], ARGV[3]
 local succeeded, resent, duplicates = 0, 0, 0
+local held, entries, ids = {}, {}, {}
 for i, done in ipairs(split_blob(ARGV[4], 5)) do
   local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
   local result_key = KEYS[4 + i]
   if holds(stream, group, entry, consumer) then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
-    redis.call('SREM', live, id)
-    -- the result key is the proof of a first completion: an id that already has one was
-    -- written twice (by a foreign producer), so this completion is a duplicate
-    if redis.call('SET', result_key, attempts .. ':' .. result, 'PX', ttl, 'NX') then
-      redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
-      succeeded = succeeded + 1
-    else
-      duplicates = duplicates + 1
-    end
+    held[#held + 1] = {done, result_key}
+    entries[#entries + 1] = entry
+    ids[#ids + 1] = id
   elseif redis.call('GET', result_key) == attempts .. ':' .. result then
     resent = resent + 1     -- every delivery has its own attempt number
+  else
+    duplicates = duplicates + 1
+  end
+end
+-- XACK first: a script's first write must not be one Redis refuses past its maxmemory (then
+-- the rest may write), so acks go on and free memory; one call each for the whole batch
+if #entries > 0 then
+  redis.call('XACK', stream, group, unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
+  redis.call('SREM', live, unpack(ids))
+end
+for _, job in ipairs(held) do
+  local done, result_key = job[1], job[2]
+  local id, attempts, result = done[3], done[4], done[5]
+  -- the result key is the proof of a first completion: an id that already has one was
+  -- written twice (by a foreign producer), so this completion is a duplicate
+  if redis.call('SET', result_key, attempts .. ':' .. result, 'PX', ttl, 'NX') then
+    redis.call('XADD', results, '*', 'id', id, 'r', result, 'a', attempts)
+    succeeded = succeeded + 1
   else
     duplicates = duplicates + 1
   end
@@ -252,6 +296,9 @@ if succeeded > 0 then redis.call('HINCRBY', counters, 'succeeded', succeeded) en
 if duplicates > 0 then redis.call('HINCRBY', counters, 'duplicates', duplicates) end
 return {succeeded + resent, duplicates, math.max(0, redis.call('XLEN', results) - tonumber(cap))}
 """
+
+FETCH = _ENSURE_GROUP + _FETCH_BODY
+ACK = _SPLIT + _HOLDS + _ACK_BODY
 
 # KEYS: results, then the result key of each entry
 # ARGV: the oldest entry ids of the results stream (read by the caller) -> number removed
@@ -266,6 +313,27 @@ for i = 1, #ARGV do
   end
 end
 return n
+"""
+
+# A worker's ack and its next fetch in one call (a round trip less per batch), for the slots
+# the ack frees: the fetch runs only once the ack is done, so the worker never holds more.
+# KEYS: stream live counters results delayed delayed_jobs reclaim_gate reclaim_cursor, then
+#       the result key of each job in the blob's order (as ACK takes them)
+# ARGV: the ACK's (group result_ttl_ms results_cap blob), then consumer count visibility_ms
+#       reclaim_interval_ms
+# -> {ACK's reply, FETCH's reply}; the ACK's excess is for TRIM_RESULTS as after ACK
+ACK_THEN_FETCH = _SPLIT + _HOLDS + _ENSURE_GROUP + """
+local function ack(KEYS, ARGV)
+""" + _ACK_BODY + """
+end
+local function fetch(KEYS, ARGV)
+""" + _FETCH_BODY + """
+end
+local ack_keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
+for i = 9, #KEYS do ack_keys[#ack_keys + 1] = KEYS[i] end
+local acked = ack(ack_keys, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]})
+return {acked, fetch({KEYS[1], KEYS[5], KEYS[6], KEYS[7], KEYS[8]},
+                     {ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[8]})}
 """
 
 # KEYS: stream live delayed delayed_jobs dead dead_ids counters result (the job's result key)

@@ -11,8 +11,9 @@ import json
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
+import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
 from . import connection, scripts
@@ -66,6 +67,11 @@ class RedisStreamsQueue(Queue):
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
             options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
+        self._options = options
+        self._blocking: Any = None        # the sync client of submit_blocking, made on first use
+        self._direct_submits = 0          # one-job submits under way on their own
+        self._gathered: list[tuple[Any, str | None, asyncio.Future]] = []
+        self._gatherer: asyncio.Task | None = None
         try:
             self.redis = connection.connect(url, decode_responses=True, **options)
             # stream entries as bytes: any producer may have written them, valid UTF-8 or not
@@ -75,6 +81,7 @@ class RedisStreamsQueue(Queue):
         self._submit = self.redis.register_script(scripts.SUBMIT)
         self._fetch = self.entries.register_script(scripts.FETCH)
         self._ack = self.redis.register_script(scripts.ACK)
+        self._ack_then_fetch = self.entries.register_script(scripts.ACK_THEN_FETCH)
         self._fail = self.redis.register_script(scripts.FAIL)
         self._release = self.redis.register_script(scripts.RELEASE)
         self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
@@ -142,10 +149,17 @@ class RedisStreamsQueue(Queue):
 
     async def _replicated(self) -> bool:
         """Whether the pool asks for replicated writes (spec.queue.durability), as recently read."""
-        now = time.monotonic()
-        if self._durability is None or now - self._durability[0] > DURABILITY_REFRESH_SECONDS:
+        known = self._durability_known()
+        if known is None:
             stored = await self._call(self.redis.hget, self.keys.config, "durability")
-            self._durability = (now, stored == REPLICATED)
+            self._durability = (time.monotonic(), stored == REPLICATED)
+            return self._durability[1]
+        return known
+
+    def _durability_known(self) -> bool | None:
+        """Whether the pool's writes are replicated, if read recently; None: read it again."""
+        if self._durability is None or time.monotonic() - self._durability[0] > DURABILITY_REFRESH_SECONDS:
+            return None
         return self._durability[1]
 
     async def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -255,8 +269,106 @@ class RedisStreamsQueue(Queue):
     def _submit_keys(self, job_ids: Sequence[str], given: Sequence[str]) -> list[str]:
         """The script's keys: the pool's, then the result key of each caller-given id."""
         k = self.keys
-        return [k.stream, k.live, k.dead_ids, k.config, k.counters,
+        return [k.stream, k.live, k.dead_ids, k.config, k.counters, k.memory,
                 *(k.result(job_id) for job_id, flag in zip(job_ids, given) if flag == "1")]
+
+    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+        """One job. Submits that overlap (concurrent tasks) travel together: while one is under
+        way on its own, the next ones gather and go as one script call (up to SUBMIT_CHUNK)."""
+        if not wait or (self._direct_submits == 0 and self._gatherer is None):
+            self._direct_submits += 1
+            try:
+                return (await self.submit_many([payload], [id], wait=wait))[0]
+            finally:
+                self._direct_submits -= 1
+        try:
+            text = encode_json(payload)
+            if id is not None:
+                check_job_id(id, 0)
+        except QueueError as exc:
+            raise QueueError(f"job 0: {exc}") from None
+        if len(text) > LARGE_PAYLOAD:     # checked against the pool's limit before it travels
+            return (await self.submit_many([payload], [id]))[0]
+        submitted = asyncio.get_running_loop().create_future()
+        self._gathered.append((RawJSON(text), id, submitted))
+        if self._gatherer is None:
+            self._gatherer = asyncio.ensure_future(self._submit_gathered())
+        return await submitted
+
+    async def _submit_gathered(self) -> None:
+        batch: list[tuple[Any, str | None, asyncio.Future]] = []
+        try:
+            while self._gathered:
+                batch = self._gathered[:SUBMIT_CHUNK]
+                del self._gathered[:SUBMIT_CHUNK]
+                await self._submit_batch(batch)
+        finally:
+            self._gatherer = None
+            for _, _, submitted in batch + self._gathered:   # unsettled only if this was cancelled
+                submitted.cancel()
+
+    async def _submit_batch(self, batch: list[tuple[Any, str | None, asyncio.Future]]) -> None:
+        """Submit gathered jobs; each caller gets its id or the error its own submit would get."""
+        try:
+            job_ids = await self.submit_many([job[0] for job in batch], [job[1] for job in batch])
+        except PayloadTooLarge as exc:   # the chunk was refused: that job fails, the rest go again
+            settle(batch[exc.index][2], error=PayloadTooLarge(0, exc.size, exc.limit))
+            self._gathered[:0] = batch[:exc.index] + batch[exc.index + 1:]
+            return
+        except QueueFull as exc:         # memory: each one alone, for its own error
+            for job_id, (_, _, submitted) in zip(exc.submitted_ids, batch):
+                settle(submitted, job_id)
+            for payload, id, submitted in batch[len(exc.submitted_ids):]:
+                try:
+                    settle(submitted, (await self.submit_many([payload], [id]))[0])
+                except QueueError as error:
+                    settle(submitted, error=error)
+            return
+        except QueueError as exc:        # unreachable or refused: the same for every one
+            for _, _, submitted in batch:
+                settle(submitted, error=type(exc)(str(exc)))
+            return
+        except Exception as exc:         # a bug: every caller sees it, none waits forever
+            for _, _, submitted in batch:
+                settle(submitted, error=exc)
+            return
+        for job_id, (_, _, submitted) in zip(job_ids, batch):
+            settle(submitted, job_id)
+
+    def submit_blocking(self, payload: Any, id: str | None = None, *,
+                        wait: bool = True) -> tuple[str | None, bool]:
+        """The sync SDK's one-job submit over a sync connection: an event loop's round trip
+        costs the client three times the CPU. Anything but a plain success (a bad payload or
+        id, a full queue, a refusal, a lost connection) is left to `submit`, which reports it."""
+        try:
+            text = encode_json(payload)
+            job_id = new_job_ids(1)[0] if id is None else check_job_id(id, 0)
+        except QueueError:
+            return id, False
+        # cluster and sentinel URLs and replicated pools take the async path, which routes and WAITs
+        if connection.topology(self.url) != connection.SINGLE or self._durability_known() is not False:
+            return id, False
+        if len(text) > LARGE_PAYLOAD:
+            return job_id, False
+        given = "0" if id is None else "1"
+        args = [GROUP, "1" if wait else "0", f"{job_id}\0{given}\0{text}",
+                DEFAULT_MAX_PAYLOAD_BYTES, SUBMIT_MEMORY_SHARE]
+        keys = self._submit_keys([job_id], [given])
+        try:
+            if self._blocking is None:
+                self._blocking = redis.Redis.from_url(self.url, decode_responses=True,
+                                                      **self._options)
+            # EVALSHA by hand: redis-py's Script wrapper costs a sixth of the call
+            call = ("EVALSHA", self._submit.sha, len(keys), *keys, *args)
+            try:
+                reply = self._blocking.execute_command(*call)
+            except NoScriptError:
+                self._blocking.script_load(scripts.SUBMIT)
+                reply = self._blocking.execute_command(*call)
+            processed, _enqueued, _room, *refusal = reply
+        except (redis.RedisError, OSError, ValueError):
+            return job_id, False
+        return job_id, processed == 1 and not refusal
 
     # -- workers ---------------------------------------------------------
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -280,18 +392,26 @@ class RedisStreamsQueue(Queue):
 
     async def _fetch_now(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], int | None]:
         k = self.keys
-        reclaim_interval_ms = max(50, min(1000, int(self.visibility_timeout * 250)))
         with self._errors():
-            now_ms, next_due, reclaimed, fresh = await self._call(self._fetch, 
+            reply = await self._call(self._fetch,
                 keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
                 args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
-                      reclaim_interval_ms])
+                      self._reclaim_interval_ms])
+        return self._fetched(reply, consumer)
+
+    @property
+    def _reclaim_interval_ms(self) -> int:
+        return max(50, min(1000, int(self.visibility_timeout * 250)))
+
+    def _fetched(self, reply: list, consumer: str) -> tuple[list[Job], int]:
+        """The jobs of a fetch script's reply, and the ms until the next thing to fetch is due."""
+        now_ms, next_due, reclaimed, fresh = reply
         jobs = [job_from_entry(entry_id, fields, int(deliveries), consumer)
                 for entry_id, fields, deliveries in reclaimed]
         jobs += [job_from_entry(entry_id, fields, 1, consumer) for entry_id, fields in fresh]
         # the next reclaim pass matters too: stale entries of dead workers wait for it
-        next_event = reclaim_interval_ms if next_due < 0 else min(
-            reclaim_interval_ms, max(1, int(next_due) - int(now_ms)))
+        interval = self._reclaim_interval_ms
+        next_event = interval if next_due < 0 else min(interval, max(1, int(next_due) - int(now_ms)))
         return jobs, next_event
 
     async def _read_blocking(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -311,23 +431,48 @@ class RedisStreamsQueue(Queue):
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""
-        k = self.keys
         succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
-            fields: list[str] = []
-            keys = [k.stream, k.live, k.counters, k.results]
-            for job, result in done[start:start + ACK_CHUNK]:
-                fields += (job.token, job.consumer, job.id, str(job.attempts),
-                           encode_json(result, "result"))
-                keys.append(k.result(job.id))
-            args = [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
+            batch = done[start:start + ACK_CHUNK]
             with self._errors():
-                first, again, excess = await self._call(self._write, self._ack, keys, args)
-                if excess > 0:
-                    await self._call(self._trim_oldest_results, excess)
+                first, again, excess = await self._call(self._write, self._ack, self._ack_keys(batch),
+                                                        self._ack_args(batch))
+                await self._trim_over_cap(excess)
             succeeded += first
             duplicates += again
         return succeeded, duplicates
+
+    async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
+                             count: int) -> tuple[int, int, list[Job]]:
+        if count <= 0 or len(done) > ACK_CHUNK:
+            return await super().ack_then_fetch(done, consumer, count)
+        k = self.keys
+        ack_keys = self._ack_keys(done)
+        with self._errors():
+            (first, again, excess), fetched = await self._call(
+                self._write, self._ack_then_fetch,
+                [*ack_keys[:4], k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor,
+                 *ack_keys[4:]],
+                [*self._ack_args(done), consumer, count, int(self.visibility_timeout * 1000),
+                 self._reclaim_interval_ms])
+            await self._trim_over_cap(excess)
+        return first, again, self._fetched(fetched, consumer)[0]
+
+    def _ack_keys(self, done: Sequence[tuple[Job, Any]]) -> list[str]:
+        """The ACK script's keys: the pool's, then the result key of each job."""
+        k = self.keys
+        return [k.stream, k.live, k.counters, k.results, *(k.result(job.id) for job, _ in done)]
+
+    def _ack_args(self, done: Sequence[tuple[Job, Any]]) -> list[Any]:
+        fields: list[str] = []
+        for job, result in done:
+            fields += (job.token, job.consumer, job.id, str(job.attempts),
+                       encode_json(result, "result"))
+        return [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
+
+    async def _trim_over_cap(self, excess: int) -> None:
+        if excess > 0:
+            await self._call(self._trim_oldest_results, excess)
 
     async def _trim_oldest_results(self, excess: int) -> None:
         """Remove the oldest results over the cap with their result keys (a bounded step)."""
@@ -457,11 +602,24 @@ class RedisStreamsQueue(Queue):
         for client in (self.redis, self.entries):
             with contextlib.suppress(Exception):
                 await client.aclose()
+        if self._blocking is not None:
+            self._blocking.close()
 
 
 def readable(value: bytes) -> str:
     """Bytes as text; what is not UTF-8 shows as \\x escapes."""
     return value.decode("utf-8", "backslashreplace")
+
+
+def settle(submitted: asyncio.Future, job_id: str | None = None, *,
+           error: BaseException | None = None) -> None:
+    """Give a gathered submit its outcome, unless its caller stopped waiting."""
+    if submitted.done():
+        return
+    if error is not None:
+        submitted.set_exception(error)
+    else:
+        submitted.set_result(job_id)
 
 
 def _consume_outcome(command: asyncio.Future) -> None:

@@ -12,6 +12,8 @@ turns /healthz unhealthy and the worker exits with status 4 for a restart, inste
 on with a dead loop. Its jobs are then left to the visibility timeout, so each redelivery
 counts an attempt and a job that breaks every worker is dead-lettered after maxAttempts.
 Waits use asyncio.timeout, never wait_for, which on Python 3.11 can swallow a cancellation.
+Per-job deadlines are kept by one sweeping loop, not a timer per job (a timer each costs more
+than a no-op job), so a job times out up to DEADLINE_TICK late.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ CANCEL_GRACE = 5.0              # seconds a cancelled job gets to end (a handler
 ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledgements
 BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
 IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
+DEADLINE_TICK = 0.05            # seconds between deadline checks: a job times out at most this late
 
 
 def busy_publish_delay(busy: int, published: int | None, since_published: float) -> float | None:
@@ -93,14 +96,19 @@ class Worker:
         self.runner = runner
         self.config = config
         self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
+        self.metrics.busy_slots.set_function(lambda: self.occupied)   # read when scraped
         self.on_exit = on_exit
         self.held: dict[str, Job] = {}                   # token -> unacknowledged job
         self.overrun: dict[str, Job] = {}                # token -> failed job whose thread runs on
         self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
+        self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
+        self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
         self.ack_buffer: list[tuple[Job, Any]] = []
+        self.claiming = 0                                 # slots a fetch under way may fill
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.busy_changed = asyncio.Event()
+        self.went_idle = asyncio.Event()
         self.ack_wanted = asyncio.Event()
         self.acks_idle = asyncio.Event()
         self.acks_idle.set()
@@ -144,7 +152,7 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 loops = [group.create_task(loop()) for loop in (
                     self._ack_loop, self._heartbeat_loop, self._overrun_watch_loop,
-                    self._job_failures)]
+                    self._deadline_loop, self._job_failures)]
                 await self._fetch_loop()
                 await self._drain()
                 for task in loops:
@@ -218,13 +226,14 @@ class Worker:
         when the stop comes are given back at once (the fetch is bounded by `block_ms`)."""
         failures = 0
         while not self.stopping.is_set():
-            free = self.config.concurrency - self.occupied
+            free = self.config.concurrency - self.occupied - self.claiming
             if free <= 0:
                 self.slot_freed.clear()
                 await wait_for_any(self.stopping, self.slot_freed)
                 continue
             # not cancelled when the stop comes: a cancelled read could lose the jobs it
             # claimed until the visibility timeout, so they are awaited and given back
+            self.claiming += free
             try:
                 jobs = await self.queue.fetch(self.config.worker_id, free, self.config.block_ms)
             except QueueError as exc:
@@ -232,6 +241,8 @@ class Worker:
                 self._queue_down(exc, failures)
                 await wait_for_any(self.stopping, timeout=reconnect_delay(failures))
                 continue
+            finally:
+                self.claiming -= free
             if failures:
                 log.info("queue reachable again after %d failed attempts", failures)
                 failures = 0
@@ -265,17 +276,24 @@ class Worker:
         result: Any = None
         overran: list[asyncio.Future] = []
         if error is None:
-            deadline = asyncio.timeout(self.config.timeout or None)
+            task = asyncio.current_task()
+            if self.config.timeout:
+                self.deadlines[task] = asyncio.get_running_loop().time() + self.config.timeout
             try:
-                async with deadline:
-                    result = await self.runner(job.payload, job.payload_text, overran.append)
+                result = await self.runner(job.payload, job.payload_text, overran.append)
                 result = RawJSON(encode_result(result))
+            except asyncio.CancelledError:
+                if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
+                    raise
+                error = self._timed_out()
             except Exception as exc:   # the handler's own TimeoutError is an error like others
-                error = (f"timed out after {self.config.timeout:g}s" if deadline.expired()
-                         else error_text(exc))
+                error = self._timed_out() if task in self.expired else error_text(exc)
             except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
                 raise HandlerExit(f"the handler of job {job.id} raised "
                                   f"{type(exc).__name__}") from exc
+            finally:
+                self.deadlines.pop(task, None)
+                self.expired.discard(task)
         self.metrics.duration.observe(time.time() - started)
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
@@ -302,6 +320,21 @@ class Worker:
             self.overrun.pop(job.token, None)
             self._busy_changed()
             self.slot_freed.set()
+
+    def _timed_out(self) -> str:
+        return f"timed out after {self.config.timeout:g}s"
+
+    async def _deadline_loop(self) -> None:
+        """Cancel the handlers that ran past their deadline (`--timeout`)."""
+        if not self.config.timeout:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(DEADLINE_TICK, self.config.timeout / 10))
+            now = loop.time()
+            for task in overdue(self.deadlines, self.expired, now):
+                self.expired.add(task)
+                task.cancel()
 
     async def _overrun_watch_loop(self) -> None:
         """Exit when every slot is occupied by an overrunning thread for another timeout."""
@@ -361,8 +394,9 @@ class Worker:
         self.slot_freed.set()
 
     def _busy_changed(self) -> None:
-        self.metrics.busy_slots.set(self.occupied)
         self.busy_changed.set()
+        if not self.occupied:
+            self.went_idle.set()
 
     async def _ack_loop(self) -> None:
         failures = 0
@@ -370,23 +404,35 @@ class Worker:
             await self.ack_wanted.wait()
             self.ack_wanted.clear()
             batch, self.ack_buffer = self.ack_buffer, []
+            jobs: list[Job] = []
             while batch:
+                # the slots this ack frees are fetched into in the same round trip
+                count = 0 if self.stopping.is_set() else max(
+                    0, self.config.concurrency - self.occupied + len(batch) - self.claiming)
+                self.claiming += count
                 try:
-                    outcome = await self.queue.ack_many(batch)
+                    succeeded, duplicates, jobs = await self.queue.ack_then_fetch(
+                        batch, self.config.worker_id, count)
                     break
                 except QueueError as exc:
                     failures += 1
                     self._queue_down(exc, failures)
                     await asyncio.sleep(reconnect_delay(failures))
+                finally:
+                    self.claiming -= count
             if failures:
                 failures = 0
             if batch:
-                succeeded, duplicates = outcome if outcome else (len(batch), 0)
                 self.metrics.jobs["succeeded"].inc(succeeded)
                 if duplicates:
                     self.metrics.jobs["duplicate"].inc(duplicates)
                 for job, _ in batch:
                     self._free(job)
+            if self.stopping.is_set():
+                await self._release(jobs)
+            else:
+                for job in jobs:
+                    self._start(job)
             if not self.ack_buffer:
                 self.acks_idle.set()
 
@@ -415,9 +461,12 @@ class Worker:
                 if beat:
                     next_beat = now + self.config.heartbeat_interval
                 continue
-            self.busy_changed.clear()
-            wait = next_beat - now if delay is None else min(delay, next_beat - now)
-            await wait_for_any(self.busy_changed, timeout=wait)
+            if delay is None:       # the published count is current: wait for a change
+                self.busy_changed.clear()
+                await wait_for_any(self.busy_changed, timeout=next_beat - now)
+            else:                   # until it is due; only becoming idle is reported sooner
+                self.went_idle.clear()
+                await wait_for_any(self.went_idle, timeout=min(delay, next_beat - now))
 
     # -- draining --------------------------------------------------------
     async def _drain(self) -> None:
@@ -444,6 +493,11 @@ class Worker:
                 await asyncio.sleep(reconnect_delay(attempt))
         for job in jobs:
             self.held.pop(job.token, None)
+
+
+def overdue(deadlines: dict[Any, float], expired: set, now: float) -> list:
+    """The running handlers past their deadline that were not cancelled yet."""
+    return [task for task, deadline in deadlines.items() if deadline <= now and task not in expired]
 
 
 async def wait_for_any(*events: asyncio.Event, timeout: float | None = None) -> None:

@@ -13,6 +13,7 @@ import redis as redis_sync
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
+import jobpool
 from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 
@@ -231,3 +232,17 @@ def test_applying_a_user_again_is_idempotent_and_a_second_password_works_until_r
     finally:
         loop.run_until_complete(admin.aclose())
         loop.close()
+
+
+def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users, redis_server):
+    admin = redis_sync.Redis.from_url(redis_server.url)
+    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit script samples memory
+    try:
+        with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+            ids = [client.submit({"n": n}) for n in range(5)]
+            assert len(set(ids)) == 5 and client.status().submitted == 5
+        # the sample and what the producer's submits added to it since
+        assert int(admin.hget(PoolKeys("it", users.pool).memory, "added")) > 5 * 200
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()

@@ -7,6 +7,7 @@ batch, and the per-pool users on master and replica.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 
 import pytest
 
-from jobpool import Client
+from jobpool import AsyncClient, Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
 
@@ -163,6 +164,54 @@ def test_under_replicated_durability_an_ack_waits_for_the_replica(redis_sentinel
         replica.process.send_signal(signal.SIGCONT)
         assert q.ack_many([(job, "done")]) == (1, 0)   # the ack sent again is the same completion
         assert q.result(job_id).result == "done"
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        q.delete_all()
+        q.close()
+
+
+def test_under_replicated_durability_an_ack_with_the_next_fetch_waits_for_the_replica(redis_sentinel,
+                                                                                     pool_name):
+    q = SyncQueue(redis_sentinel.url, "it", pool_name)
+    replica = redis_sentinel.current_replica()
+    try:
+        q.configure(max_length=None, durability="replicated")
+        job_id, _ = q.submit_many([{"n": 1}, {"n": 2}])
+        job = q.fetch("c", 1, 100)[0]
+        replica.process.send_signal(signal.SIGSTOP)
+        with pytest.raises(QueueUnavailable, match="no replica confirmed"):
+            q.ack_then_fetch([(job, "done")], "c", 1)
+        replica.process.send_signal(signal.SIGCONT)
+        assert q.ack_then_fetch([(job, "done")], "c", 1)[:2] == (1, 0)   # the same completion
+        assert q.result(job_id).result == "done"
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        q.delete_all()
+        q.close()
+
+
+def test_under_replicated_durability_every_sdk_submit_waits_for_the_replica(redis_sentinel, pool_name):
+    """Client.submit (its sync path too, on a plain redis:// URL of the master) and AsyncClient
+    submits sent together are refused while the replica takes nothing."""
+    q = SyncQueue(redis_sentinel.url, "it", pool_name)
+    master, replica = redis_sentinel.current_master(), redis_sentinel.current_replica()
+    plain_url = f"redis://:{redis_sentinel.password}@{master.host}:{master.port}"
+
+    async def submit_together() -> list:
+        async with AsyncClient(redis_sentinel.url, "it", pool_name) as sdk:
+            return await asyncio.gather(*(sdk.submit({"n": n}) for n in range(10)),
+                                        return_exceptions=True)
+    try:
+        q.configure(max_length=None, durability="replicated")
+        replica.process.send_signal(signal.SIGSTOP)
+        for url in (plain_url, redis_sentinel.url):
+            with Client(url, "it", pool_name) as sdk:
+                for n in range(2):   # the second once the client knows the pool's durability
+                    with pytest.raises(QueueUnavailable, match="no replica confirmed"):
+                        sdk.submit({"n": n})
+        outcomes = asyncio.run(submit_together())
+        assert all(isinstance(outcome, QueueUnavailable) and "no replica confirmed" in str(outcome)
+                   for outcome in outcomes), outcomes
     finally:
         replica.process.send_signal(signal.SIGCONT)
         q.delete_all()

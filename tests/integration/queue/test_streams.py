@@ -40,6 +40,29 @@ def test_acknowledged_entries_are_removed_from_the_stream(queue, redis_server):
     assert raw.scard(keys.live) == 0
 
 
+def test_ack_then_fetch_claims_only_the_slots_its_ack_freed_in_one_call(queue, redis_server):
+    ids = queue.submit_many(list(range(5)))
+    first = queue.fetch("c1", 2, 0)
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    calls = script_runs(raw)
+    succeeded, duplicates, more = queue.ack_then_fetch([(job, job.payload) for job in first],
+                                                       "c1", 2)
+    assert script_runs(raw) == calls + 1
+    assert (succeeded, duplicates) == (2, 0)
+    assert [job.id for job in more] == ids[2:4] and {job.consumer for job in more} == {"c1"}
+    assert raw.xpending(PoolKeys("it", queue.pool).stream, GROUP)["pending"] == 2
+    assert [queue.result(i).result for i in ids[:2]] == [0, 1]
+    # a late ack of a delivery the worker lost changes nothing, and the fetch still runs
+    assert queue.ack_then_fetch([(first[0], "late")], "c1", 1)[:2] == (0, 1)
+    assert queue.stats().in_flight == 3
+
+
+def script_runs(raw: redis_sync.Redis) -> int:
+    """Script calls that ran (not the ones refused with NOSCRIPT before a load)."""
+    stats = raw.info("commandstats").get("cmdstat_evalsha", {})
+    return stats.get("calls", 0) - stats.get("failed_calls", 0) - stats.get("rejected_calls", 0)
+
+
 def test_caller_given_ids_are_enqueued_once_while_the_queue_knows_them(queue):
     assert queue.submit_many(["a", "b"], ["job-1", "job-2"]) == ["job-1", "job-2"]
     assert queue.submit_many(["again"], ["job-1"]) == ["job-1"]          # waiting

@@ -219,6 +219,17 @@ def test_a_result_is_kept_for_the_workers_result_ttl(queue, spawn_worker, redis_
     wait_until(lambda: queue.result(job_id) is None, timeout=10, what="the result to expire")
 
 
+def test_a_worker_keeps_at_most_max_results_results(queue, spawn_worker):
+    """The oldest results over --max-results go with their result keys, also when the worker's
+    ack carries its next fetch (one free slot: every ack does)."""
+    spawn_worker(handler="tests.integration.handlers:echo", concurrency=1, max_results=3)
+    ids = queue.submit_many(list(range(10)))
+    wait_until(lambda: [r.id for r in queue.collect(queue.results())] == ids[-3:], timeout=20,
+               what="only the 3 newest results kept")
+    assert [queue.result(job_id) for job_id in ids[:7]] == [None] * 7
+    assert queue.result(ids[-1]).result == {"echo": 9}
+
+
 def test_command_handler_gets_stdin_and_returns_stdout(queue, spawn_worker):
     program = "import json,sys; p=json.load(sys.stdin); print(json.dumps({'doubled': p * 2}))"
     spawn_worker(command=[sys.executable, "-c", program], concurrency=2)
