@@ -14,17 +14,10 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from . import kinds
 from .builders import FIELD_MANAGER
 
-_PATHS = {
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
-    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
-    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
-    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
-    ("policy/v1", "PodDisruptionBudget"): "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
-    ("coordination.k8s.io/v1", "Lease"): "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-    ("jobpool.dev/v1alpha1", "JobPool"): "/apis/jobpool.dev/v1alpha1/namespaces/{ns}/jobpools",
-}
+_KINDS = {(kind.api_version, kind.kind): kind for kind in kinds.ALL}
 
 
 # KubeError.status when the API server gave no usable reply (connection lost, garbled body).
@@ -38,8 +31,7 @@ class KubeError(Exception):
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    base = _PATHS[(api_version, kind)].format(ns=namespace)
-    return f"{base}/{name}" if name else base
+    return _KINDS[(api_version, kind)].path(namespace, name)
 
 
 class KubeApi:
