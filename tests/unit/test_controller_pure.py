@@ -6,7 +6,8 @@ import pytest
 from jobpool.api import JobPoolSpec
 from jobpool.controller.lease import LeaderLease, LeaseObserver, lease_is_free
 from jobpool.controller.main import parse_args
-from jobpool.controller.reconcile import batch_digest, invalid_queue_url, queue_message, shown_queue
+from jobpool.controller.plan import batch_digest
+from jobpool.controller.problems import invalid_queue_url, queue_message, shown_queue
 from jobpool.queue import QueueUnavailable
 from jobpool.queue.codec import redact_url
 
