@@ -113,3 +113,12 @@ def test_a_pool_or_namespace_that_is_no_dns_label_is_refused(variable, value):
     flag = "--pool" if variable == "JOBPOOL_POOL" else "--namespace"
     assert str(caught.value).startswith(f"{flag} (or {variable}): {flag[2:]} {value!r} is not a "
                                         f"DNS-1123 label")
+
+
+def test_the_handler_format_is_the_crds():
+    for handler in ("app.tasks", "app tasks:f", "a:b:c", "1app:f"):
+        with pytest.raises(ConfigError, match=r"--handler \(or JOBPOOL_HANDLER\): .* is not a Python callable"):
+            resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": handler})
+        with pytest.raises(HandlerError, match="is not a Python callable module:function"):
+            load_callable(handler)
+    assert resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": "pkg.mod:Class.method"}).handler == "pkg.mod:Class.method"
