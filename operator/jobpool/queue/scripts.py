@@ -5,10 +5,13 @@ t (enqueued or due, unix ms) and r ("1" once the job was replayed from the dead 
 so a second dead-lettering is not counted twice). All keys share the pool's hash tag;
 result keys are built from a prefix that carries it too.
 """
+from .keys import RELEASED_CONSUMER
 
 # Creates the group, with the stream or on a stream a producer wrote before the first worker
 # (its entries are then delivered from the start); BUSYGROUP means it exists already.
-_ENSURE_GROUP = """
+_ENSURE_GROUP = f"""
+local RELEASED_CONSUMER = '{RELEASED_CONSUMER}'
+""" + """
 local function ensure_group(stream, group)
   pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 end
@@ -23,7 +26,7 @@ local function in_flight_count(stream, group)
   local pending = summary[1]
   if summary[4] then
     for _, consumer in ipairs(summary[4]) do
-      if consumer[1] == 'released' then pending = pending - tonumber(consumer[2]) end
+      if consumer[1] == RELEASED_CONSUMER then pending = pending - tonumber(consumer[2]) end
     end
   end
   return pending
@@ -155,7 +158,7 @@ for _, id in ipairs(due) do
 end
 local reclaimed = {}
 -- jobs given back by a draining worker go first, to whoever asks next
-local released = redis.call('XPENDING', stream, group, '-', '+', count, 'released')
+local released = redis.call('XPENDING', stream, group, '-', '+', count, RELEASED_CONSUMER)
 if released[1] then
   local ids, deliveries = {}, {}
   for _, info in ipairs(released) do
