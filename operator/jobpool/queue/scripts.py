@@ -377,11 +377,21 @@ return 1
 
 # KEYS: stream delayed dead counters workers
 # ARGV: group now_ms
-# -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones)}
+# -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones), held(flat: consumer, count)}
+# `held` is what each consumer has not acknowledged, read with in_flight at the same instant: the
+# workers' busy slots (their own published counts lag behind a burst by up to a publish interval).
 STATS = _ENSURE_GROUP + """
 local stream, delayed, dead, counters, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, now = ARGV[1], tonumber(ARGV[2])
 local pending = in_flight_count(stream, group)
+local held = {}
+local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+if ok and summary[4] then
+  for _, consumer in ipairs(summary[4]) do
+    held[#held + 1] = consumer[1]
+    held[#held + 1] = consumer[2]
+  end
+end
 local live = {}
 local all = redis.call('HGETALL', workers)
 for i = 1, #all, 2 do
@@ -394,7 +404,7 @@ for i = 1, #all, 2 do
   end
 end
 return {redis.call('XLEN', stream), pending, redis.call('ZCARD', delayed),
-        redis.call('XLEN', dead), redis.call('HGETALL', counters), live}
+        redis.call('XLEN', dead), redis.call('HGETALL', counters), live, held}
 """
 
 # KEYS: stream live dead dead_ids

@@ -388,10 +388,10 @@ class RedisStreamsQueue(Queue):
     async def stats(self) -> QueueStats:
         k = self.keys
         with self._errors():
-            length, pending, delayed, dead, counters, workers = await self._call(self._stats, 
+            length, pending, delayed, dead, counters, workers, held = await self._call(self._stats,
                 keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
                 args=[GROUP, int(time.time() * 1000)])
-        return stats_from_reply(length, pending, delayed, dead, counters, workers)
+        return stats_from_reply(length, pending, delayed, dead, counters, workers, held)
 
     async def ping(self) -> None:
         with self._errors():
@@ -496,13 +496,17 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
-                     counters: list[str], workers: list[str]) -> QueueStats:
+                     counters: list[str], workers: list[str], held: list[str]) -> QueueStats:
+    """A worker's busy slots are the jobs it holds unacknowledged (a slot is busy from fetch to
+    ack), so in-flight jobs and busy slots come from one reading."""
     count = dict(zip(counters[::2], counters[1::2]))
+    unacknowledged = {name: int(n) for name, n in zip(held[::2], held[1::2])}
     infos = []
     for name, text in zip(workers[::2], workers[1::2]):
         info = json.loads(text)
-        infos.append(WorkerInfo(name, int(info.get("slots", 0)), int(info.get("busy", 0)),
-                                float(info.get("lastSeen", 0))))
+        slots = int(info.get("slots", 0))
+        # a restarted worker may still hold its former life's jobs until they are reclaimed
+        infos.append(WorkerInfo(name, slots, min(unacknowledged.get(name, 0), slots), float(info.get("lastSeen", 0))))
     return QueueStats(
         waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
         submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
