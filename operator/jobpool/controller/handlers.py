@@ -42,9 +42,10 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 
+    # kopf's watches use the credentials the operator loaded once (KubeApi.from_environment).
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(ctx.kube.configuration)
 
     # The loop checks `stopped` every poll interval, so it exits within the graceful backoff.
     # Should the loop still end with an error, it restarts after DAEMON_BACKOFF_SECONDS, not kopf's 60 s.
@@ -86,6 +87,18 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
     for kind in kinds.WATCHED:
         watch(kind)
     return registry
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's connection from a kubernetes-client Configuration; a pod's rotated token is read again
+    (the client's refresh hook) each time kopf logs in anew after a 401."""
+    authorization = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = authorization.partition(" ") if " " in authorization else ("Bearer", "", authorization)
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
+        scheme=scheme if token else None, token=token or None,
+        username=configuration.username or None, password=configuration.password or None,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file)
 
 
 def post_event(body: Any, type_: str, reason: str, message: str) -> None:

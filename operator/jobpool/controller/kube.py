@@ -36,7 +36,7 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
 
 class KubeApi:
     def __init__(self, configuration: k8s_client.Configuration):
-        self._config = configuration
+        self.configuration = configuration   # loaded once; kopf's login reads it too
         self._host = configuration.host.rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
@@ -60,7 +60,7 @@ class KubeApi:
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         # The refresh hook (in-cluster token rotation) runs inside get_api_key_with_prefix.
-        token = self._config.get_api_key_with_prefix("BearerToken", alias="authorization")
+        token = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         return headers
