@@ -168,3 +168,12 @@ def test_a_managed_pool_starts_its_workers_once_its_secret_exists():
     assert waiting.apply == ()
     started = plan(gathered(managed=True, credentials="digest-1"))
     assert [obj["kind"] for obj in started.apply] == ["Deployment", "Service"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(queue=stats)
+def test_a_pool_is_idle_only_without_jobs_and_without_anything_to_do(queue):
+    g = settle(settle(gathered(spec(), stats=queue, pods=pods_of(queue.workers))))
+    decided = plan(g)
+    assert decided.idle == (queue.backlog == 0 and queue.in_flight == 0)
+    assert not plan(gathered(spec(), stats=QueueStats())).idle, "a pool with objects to apply is not idle"

@@ -80,7 +80,8 @@ class Plan:
     desired: int
     scaled: str | None                                 # why the autoscaler changed the size (logged)
     replicas_changed: bool                             # the applied Deployment changes spec.replicas
-    feed: Batch | None                                 # feed this batch (None: no feeder should run)
+    feed: Batch | None             # feed this batch (None: leave the feeder be; it stops when memory.batch is None)
+    idle: bool                     # no job anywhere and nothing to do: the next tick may wait longer
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
@@ -213,4 +214,6 @@ def plan(g: Gathered) -> Plan:
         events=tuple(transitions),
         memory=Memory(decided=desired if spec_ok else memory.decided, lower_demand_since=lower_demand_since,
                       batch=batch, status=written[0], status_written_at=written[1]),
-        desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed)
+        desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed,
+        idle=(stats is not None and stats.backlog == 0 and stats.in_flight == 0 and not apply and not delete
+              and not patches and not write and feed is None))

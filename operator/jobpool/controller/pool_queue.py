@@ -120,14 +120,15 @@ class PoolQueue:
         """How far the feeder got with the batch `digest` (None: it is not feeding that one)."""
         return self.fed if self.feeding == digest else None
 
-    async def feed(self, spec: JobPoolSpec, digest: str | None, start: int, total: int) -> None:
-        """Feed batch `digest` from `start` unless a feeder runs for it already; None stops feeding."""
+    async def feed(self, spec: JobPoolSpec, digest: str, start: int, total: int) -> None:
+        """Feed batch `digest` from `start` unless a feeder runs for it already (one of another
+        batch is stopped)."""
         running = self.feeder is not None and not self.feeder.done()
         if running and self.feeding == digest:
             return
         if running:
-            await self._stop_feeder()
-        if digest is None or self.queue is None or start >= total:
+            await self.stop_feeding()
+        if self.queue is None or start >= total:
             return
         self.feeding, self.fed = digest, start
         self.feeder = asyncio.create_task(self._feed(self.queue, spec, start, total))
@@ -148,7 +149,7 @@ class PoolQueue:
             log.warning("%s/%s: feeding spec.jobs paused: %s", self.pool.namespace, self.pool.name,
                         queue_message(spec, self.url or "", exc))
 
-    async def _stop_feeder(self) -> None:
+    async def stop_feeding(self) -> None:
         if self.feeder is not None:
             self.feeder.cancel()
             try:
@@ -159,7 +160,7 @@ class PoolQueue:
 
     async def _drop(self) -> None:
         """Stop the feeder first: it must not go on feeding a queue the pool has left."""
-        await self._stop_feeder()
+        await self.stop_feeding()
         queue, self.queue, self.url, self.configured = self.queue, None, None, None
         if queue is not None:
             try:

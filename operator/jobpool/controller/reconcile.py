@@ -37,6 +37,9 @@ POD_PATCHES_IN_FLIGHT = 8
 class OperatorConfig:
     default_queue: str | None
     poll_interval: float = 0.5
+    # An idle pool (no job waiting, delayed or running) is read this often: one Redis round trip per
+    # second at most; a submit is still seen within it, and Deployment events wake the loop at once.
+    idle_interval: float = 1.0
     # Counter-only status changes are written at most this often; conditions at once.
     status_min_interval: float = 1.0
 
@@ -126,8 +129,9 @@ class PoolController:
         try:
             while not stopped and not self.queue.closed:
                 started = time.perf_counter()
+                idle = False
                 try:
-                    await self.reconcile(body)
+                    idle = await self.reconcile(body)
                 except (KubeError, OSError, asyncio.TimeoutError) as exc:
                     self.ctx.metrics.reconcile_errors.labels(*key).inc()
                     log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
@@ -138,7 +142,9 @@ class PoolController:
                 self.ctx.metrics.reconcile_seconds.labels(*key).observe(time.perf_counter() - started)
                 waker.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.ctx.config.poll_interval):
+                    config = self.ctx.config
+                    async with asyncio.timeout(max(config.poll_interval, config.idle_interval) if idle
+                                               else config.poll_interval):
                         await waker.wait()
         finally:
             if self.ctx.controllers.get(key) is self:
@@ -155,9 +161,12 @@ class PoolController:
         """Stop feeding and let go of the queue (before the finalizer deletes its keys)."""
         await self.queue.close()
 
-    async def reconcile(self, body: Any) -> None:
+    async def reconcile(self, body: Any) -> bool:
+        """One tick; whether the pool is idle."""
         gathered = await self.gather(body)
-        await self.act(body, gathered, plan(gathered))
+        decided = plan(gathered)
+        await self.act(body, gathered, decided)
+        return decided.idle
 
     async def gather(self, body: Any) -> Gathered:
         """Every read of one tick; the queue and credential set-up it needs happen here too."""
@@ -204,10 +213,10 @@ class PoolController:
             if observed is not None:
                 self.ctx.cache.on_object_event(kind.kind, "DELETED", observed)
         await self._patch_pods(decided.pod_patches)
-        if gathered.spec is not None:
-            feed = decided.feed
-            await self.queue.feed(gathered.spec, feed.digest if feed else None, feed.fed if feed else 0,
-                                  feed.total if feed else 0)
+        if decided.memory.batch is None:
+            await self.queue.stop_feeding()
+        elif decided.feed is not None and gathered.spec is not None:
+            await self.queue.feed(gathered.spec, decided.feed.digest, decided.feed.fed, decided.feed.total)
         spec, problem = gathered.spec, gathered.problem
         self.ctx.metrics.observe_pool(
             ns, self.ref.name, gathered.stats, decided.desired,
