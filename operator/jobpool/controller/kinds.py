@@ -40,7 +40,6 @@ WORKER_OBJECTS = (DEPLOYMENT, SERVICE, PDB)
 # What kopf watches (by the pool label) to keep the loop's cache current.
 WATCHED = (*WORKER_OBJECTS, POD)
 ALL = (*WATCHED, SECRET, LEASE, JOBPOOL)
-BY_KIND = {kind.kind: kind for kind in ALL}
 
 # Grants that are not on a kind of the table: (api groups, resource, verbs).
 OTHER_GRANTS = (
