@@ -1,6 +1,7 @@
 """The reconcile decision, `plan(Gathered) -> Plan`, as properties (hypothesis): no cluster, queue
 or clock, only the one frozen input the loop gathers and the memory one tick hands the next."""
 import dataclasses
+import itertools
 import json
 
 from hypothesis import assume, given, settings, strategies as st
@@ -27,9 +28,13 @@ def gathered(pool_spec=None, **kw) -> Gathered:
     return Gathered(**{**base, **kw})
 
 
+VERSIONS = itertools.count(1)
+
+
 def as_observed(obj, ready=None):
     """What the watch delivers once an applied object is there (and its pods are ready)."""
     seen = json.loads(json.dumps(obj))
+    seen["metadata"]["resourceVersion"] = str(next(VERSIONS))
     if obj["kind"] == "Deployment":
         replicas = obj["spec"]["replicas"]
         seen["status"] = {"replicas": replicas, "readyReplicas": replicas if ready is None else ready}
@@ -177,3 +182,15 @@ def test_a_pool_is_idle_only_without_jobs_and_without_anything_to_do(queue):
     decided = plan(g)
     assert decided.idle == (queue.backlog == 0 and queue.in_flight == 0)
     assert not plan(gathered(spec(), stats=QueueStats())).idle, "a pool with objects to apply is not idle"
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_spec=specs, image=st.sampled_from(["registry.example/other:2", "evil/miner:1"]))
+def test_a_hand_edit_of_a_worker_object_is_put_back(pool_spec, image):
+    g = settle(settle(gathered(pool_spec)))
+    edited = json.loads(json.dumps(g.observed["Deployment"]))
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    edited["metadata"]["resourceVersion"] = str(next(VERSIONS))
+    decided = plan(dataclasses.replace(g, observed={**g.observed, "Deployment": edited}))
+    (deployment,) = [obj for obj in decided.apply if obj["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/w:1"

@@ -40,6 +40,9 @@ class Memory:
     batch: Batch | None = None
     status: Mapping[str, Any] | None = None    # the status as last written (None: read the object's)
     status_written_at: float = 0.0
+    # The inputs of the worker objects when they were last found current: the same inputs (and the
+    # same observed resourceVersions) skip building and comparing them.
+    objects_current_for: tuple[Any, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +146,21 @@ def worker_objects(g: Gathered, spec: JobPoolSpec, replicas: int) -> dict[kinds.
     }
 
 
+def worker_changes(g: Gathered, spec: JobPoolSpec, desired: int) -> tuple[list[dict[str, Any]], list[kinds.Kind], bool]:
+    """The worker objects to apply and to delete, and whether the Deployment's replicas change."""
+    apply, delete, replicas_changed = [], [], False
+    for kind, obj in worker_objects(g, spec, desired).items():
+        observed = g.observed.get(kind.kind)
+        if obj is None:
+            if observed is not None:
+                delete.append(kind)
+        elif builders.needs_write(obj, dict(observed) if observed is not None else None):
+            apply.append(obj)
+            if kind is kinds.DEPLOYMENT and observed is not None:
+                replicas_changed = (observed.get("spec") or {}).get("replicas") != desired
+    return apply, delete, replicas_changed
+
+
 def live_pod_annotations(pods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     return {name: dict(pod["metadata"].get("annotations") or {})
             for name, pod in pods.items() if not pod["metadata"].get("deletionTimestamp")}
@@ -175,16 +193,11 @@ def plan(g: Gathered) -> Plan:
     feed = None
     replicas_changed = False
     # a managed pool's workers start once their Secret exists
+    objects_inputs = (g.generation, desired, g.credentials, tuple(
+        ((g.observed.get(kind.kind) or {}).get("metadata") or {}).get("resourceVersion") for kind in kinds.WORKER_OBJECTS))
     if spec is not None and spec_ok and not (g.managed and g.credentials is None):
-        for kind, obj in worker_objects(g, spec, desired).items():
-            observed = g.observed.get(kind.kind)
-            if obj is None:
-                if observed is not None:
-                    delete.append(kind)
-            elif builders.needs_write(obj, dict(observed) if observed is not None else None):
-                apply.append(obj)
-                if kind is kinds.DEPLOYMENT and observed is not None:
-                    replicas_changed = (observed.get("spec") or {}).get("replicas") != desired
+        if objects_inputs != memory.objects_current_for:
+            apply, delete, replicas_changed = worker_changes(g, spec, desired)
         if stats is not None:
             patches = builders.pod_annotation_patches({w.id: w.busy for w in stats.workers},
                                                       live_pod_annotations(g.pods))
@@ -213,7 +226,8 @@ def plan(g: Gathered) -> Plan:
         apply=tuple(apply), delete=tuple(delete), pod_patches=patches, status=new_status if write else None,
         events=tuple(transitions),
         memory=Memory(decided=desired if spec_ok else memory.decided, lower_demand_since=lower_demand_since,
-                      batch=batch, status=written[0], status_written_at=written[1]),
+                      batch=batch, status=written[0], status_written_at=written[1],
+                      objects_current_for=objects_inputs if spec_ok and not apply and not delete else None),
         desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed,
         idle=(stats is not None and stats.backlog == 0 and stats.in_flight == 0 and not apply and not delete
               and not patches and not write and feed is None))

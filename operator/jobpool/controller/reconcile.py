@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from ..api import API_VERSION, KIND
+from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
 from ..queue.codec import scrub_url
 from . import autoscaler, builders, kinds
@@ -116,6 +116,7 @@ class PoolController:
         self.ctx = ctx
         self.ref = builders.PoolRef(name=name, namespace=namespace, uid=uid)
         self.memory = Memory()
+        self.validated: tuple[int, tuple[JobPoolSpec | None, Problem | None]] | None = None
         self.settings = Settings(ctx.config.default_queue, ctx.config.status_min_interval)
         self.queue = PoolQueue(ctx.kube, self.ref, ctx.open_queue, ctx.config.default_queue,
                                on_progress=ctx.cache.waker(namespace, name).set)
@@ -171,8 +172,11 @@ class PoolController:
     async def gather(self, body: Any) -> Gathered:
         """Every read of one tick; the queue and credential set-up it needs happen here too."""
         meta = body["metadata"]
-        spec, problem = validate_spec(body["spec"], self.ctx.config.default_queue,
-                                      administered=self.ctx.admin is not None)
+        generation = int(meta.get("generation", 0))
+        if self.validated is None or self.validated[0] != generation:   # a new spec has a new generation
+            self.validated = (generation, validate_spec(body["spec"], self.ctx.config.default_queue,
+                                                        administered=self.ctx.admin is not None))
+        spec, problem = self.validated[1]
         stats, moved = None, False
         if spec is not None and problem is None:
             problem, moved = await self.queue.connect(spec)
@@ -188,7 +192,7 @@ class PoolController:
         batch = self.memory.batch
         name = builders.workers_name(self.ref.name)
         return Gathered(
-            pool=self.ref, generation=int(meta.get("generation", 0)), spec=spec, problem=problem, stats=stats,
+            pool=self.ref, generation=generation, spec=spec, problem=problem, stats=stats,
             queue_moved=moved, feeder_progress=self.queue.progress(batch.digest) if batch else None,
             managed=managed, credentials=self.credentials.digest if managed else None,
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
