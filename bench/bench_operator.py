@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -170,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if external:
         cluster = localcluster.LocalCluster.attach(Path(external), BIN)
     else:
-        cluster = localcluster.LocalCluster(root=work / "cluster", bin_dir=BIN, bind_to_parent=True).start()
+        # a kwok node holds 110 pods: one per pool plus the spiky pool's 10
+        nodes = max(3, math.ceil((args.pools + 20) / 100))
+        cluster = localcluster.LocalCluster(root=work / "cluster", bin_dir=BIN, nodes=nodes, bind_to_parent=True).start()
     redis_dir = work / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir)
