@@ -35,7 +35,7 @@ class WorkerConfig:
     drain_seconds: float = 60.0
     metrics_port: int = 9100        # 0 = no metrics endpoint
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
-    heartbeat_interval: float = 10.0
+    heartbeat_interval: float = DEFAULT_VISIBILITY_TIMEOUT / 3
     result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
     max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
     max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
