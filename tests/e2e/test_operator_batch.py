@@ -178,9 +178,11 @@ def test_a_large_batch_is_fed_and_deleted_and_too_many_items_are_refused(operato
     assert len(json.dumps(manifest)) > 300 * 1024  # past the API server's 256 KiB of annotations
     # `kubectl create`: client-side apply would itself copy the spec into an annotation.
     cluster.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(manifest))
+    # kopf writes its bookkeeping annotation on its own schedule: wait for it as for the batch.
     pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
-                      (p.get("status") or {}).get("batch", {}).get("fed") == total and p, timeout=60,
-                      what="the large batch fed")
+                      (p.get("status") or {}).get("batch", {}).get("fed") == total and
+                      "jobpool.dev/last-handled-configuration" in (p["metadata"].get("annotations") or {}) and p,
+                      timeout=60, what="the large batch fed and kopf's annotation written")
     assert "jobpool.dev/queue-cleanup" in pool["metadata"]["finalizers"]
     annotations = pool["metadata"].get("annotations") or {}
     assert 0 < len(annotations.get("jobpool.dev/last-handled-configuration", "")) < 4096, list(annotations)

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from ..queue.codec import HANDLER_PATTERN
+
 GROUP = "jobpool.dev"
 VERSION = "v1alpha1"
 KIND = "JobPool"
@@ -20,9 +22,6 @@ SINGULAR = "jobpool"
 SHORT_NAMES = ["jp"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-# "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it.
-HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
 QUEUE_URL_PATTERN = r"^(redis|rediss|unix|redis\+sentinel|redis\+cluster)://"
 MAX_BATCH_ITEMS = 10_000
 

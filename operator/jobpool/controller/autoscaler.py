@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 from ..api import AutoscalingSpec, JobPoolSpec
+from . import reasons
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +41,15 @@ def decide_replicas(*, backlog: int, in_flight: int, current: int, policy: Autos
     wanted = demanded_replicas(backlog, in_flight, policy, concurrency)
     clamped = min(max(current, policy.min_workers), policy.max_workers)
     if clamped != current:
-        return ScaleDecision(max(wanted, clamped), None, "OutOfBounds")
+        return ScaleDecision(max(wanted, clamped), None, reasons.OUT_OF_BOUNDS)
     if wanted > current:
-        return ScaleDecision(wanted, None, "BacklogGrew")
+        return ScaleDecision(wanted, None, reasons.BACKLOG_GREW)
     if wanted == current:
-        return ScaleDecision(current, None, "Steady")
+        return ScaleDecision(current, None, reasons.STEADY)
     since = now if lower_demand_since is None else lower_demand_since
     if now - since >= policy.scale_down_delay_seconds:
-        return ScaleDecision(wanted, None, "BacklogShrank")
-    return ScaleDecision(current, since, "WaitingForScaleDownDelay")
+        return ScaleDecision(wanted, None, reasons.BACKLOG_SHRANK)
+    return ScaleDecision(current, since, reasons.WAITING_FOR_SCALE_DOWN_DELAY)
 
 
 def static_replicas(spec: JobPoolSpec) -> int:

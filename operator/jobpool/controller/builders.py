@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-from fractions import Fraction
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from ..api import API_VERSION, KIND, JobPoolSpec
-from ..queue.codec import redact_url
+from .problems import carries_credentials, uses_default_queue
 
 LABEL_POOL = "jobpool.dev/pool"
 ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
@@ -29,10 +29,6 @@ WORKER_METRICS_PORT = 9100
 # Extra grace beyond drainSeconds so the worker can release leftovers after its drain.
 DRAIN_MARGIN_SECONDS = 10
 
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-_HANDLER = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$")
-
-
 @dataclasses.dataclass(frozen=True)
 class PoolRef:
     """The identity of one JobPool object (what owner references and labels need)."""
@@ -40,15 +36,6 @@ class PoolRef:
     name: str
     namespace: str
     uid: str
-
-
-class SpecProblem(Exception):
-    """Something the CRD schema cannot check is wrong; the message names the field."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def workers_name(pool: str) -> str:
@@ -85,37 +72,6 @@ def owner_reference(pool: PoolRef) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def uses_default_queue(spec: JobPoolSpec) -> bool:
-    return spec.queue.url is None and spec.queue.url_secret_ref is None
-
-
-def check_spec(spec: JobPoolSpec, default_queue: str | None, administered: bool = False) -> None:
-    """Raise SpecProblem for what the schema cannot express."""
-    handler = spec.worker.handler
-    if handler is not None and not _HANDLER.match(handler):
-        raise SpecProblem("InvalidHandler",
-                          f'spec.worker.handler: "{handler}" is not a Python callable "module:function"')
-    if uses_default_queue(spec):
-        if not default_queue:
-            raise SpecProblem("NoQueue", "spec.queue: no url or urlSecretRef, and the operator has no "
-                                         "--default-queue; set spec.queue.url")
-        if carries_credentials(default_queue) and not administered:
-            raise default_queue_with_credentials()
-
-
-def carries_credentials(url: str) -> bool:
-    """Whether a URL holds a password (userinfo or `?password=`): what redaction would mask."""
-    return redact_url(url) != url
-
-
-def default_queue_with_credentials() -> SpecProblem:
-    # Whoever may read the pool's Deployment must not learn the password of the shared queue.
-    return SpecProblem("DefaultQueueHasCredentials",
-                       "spec.queue: the operator's default queue URL carries a password, which is never "
-                       "copied into a worker Deployment; set spec.queue.urlSecretRef to a Secret in this "
-                       "namespace holding the queue URL (or spec.queue.url to a queue without one)")
-
-
 def queue_url_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
                   credentials: str | None = None) -> dict[str, Any]:
     """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret (the user's, or the pool's
@@ -129,7 +85,7 @@ def queue_url_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
         return {"name": "JOBPOOL_QUEUE_URL",
                 "valueFrom": {"secretKeyRef": {"name": queue_secret_name(pool.name), "key": "url"}}}
     if spec.queue.url is None and default_queue and carries_credentials(default_queue):
-        raise default_queue_with_credentials()
+        raise ValueError("the default queue URL carries a password: never inlined (validate_spec refuses it)")
     return {"name": "JOBPOOL_QUEUE_URL", "value": spec.queue.url or default_queue or ""}
 
 
@@ -268,29 +224,11 @@ def is_subset(desired: Any, observed: Any, *, quantities: bool = False) -> bool:
                 and all(is_subset(d, o, quantities=quantities) for d, o in zip(desired, observed)))
     if quantities and isinstance(desired, str) and isinstance(observed, str) and desired != observed:
         # The API server canonicalises quantities ("0.5" -> "500m", "1024Mi" -> "1Gi").
-        left, right = parse_quantity(desired), parse_quantity(observed)
-        return left is not None and left == right
+        try:
+            return parse_quantity(desired) == parse_quantity(observed)
+        except ValueError:
+            return False
     return desired == observed
-
-
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {"": 1, "m": Fraction(1, 1000), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-           "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def parse_quantity(text: str) -> Fraction | None:
-    """A Kubernetes resource quantity as an exact number, or None when it is not one."""
-    match = _QUANTITY.match(text)
-    if not match:
-        return None
-    number, suffix = match.groups()
-    try:
-        value = Fraction(number)
-    except (ValueError, ZeroDivisionError):
-        return None
-    if suffix and suffix[0] in "eE":
-        return value * Fraction(10) ** int(suffix[1:])
-    return value * _SUFFIX[suffix or ""]
 
 
 def needs_write(desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-# A killed worker's registration lives this long after its last heartbeat (the queue's
-# visibility timeout), so the wait covers it.
-REGISTRATION_EXPIRY_SECONDS = 30.0
+from ..api import JobPoolSpec
+from ..queue.streams import DEFAULT_VISIBILITY_TIMEOUT
+
 WAIT_MARGIN_SECONDS = 5.0
 # A queue whose keys cannot be deleted is retried this long before the pool goes anyway.
 QUEUE_GIVE_UP_SECONDS = 30.0
@@ -23,7 +23,7 @@ class CleanupObservation:
     # None when the queue could not be read: then only the pods can be waited for.
     registered_workers: tuple[str, ...] | None
     waited: float
-    drain_seconds: int
+    limit: float      # wait_limit(spec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +33,22 @@ class CleanupDecision:
     gave_up: bool = False
 
 
-def wait_limit(drain_seconds: int) -> float:
-    """A draining pod gets drainSeconds; a killed one's registration expires after that."""
-    return drain_seconds + REGISTRATION_EXPIRY_SECONDS + WAIT_MARGIN_SECONDS
+def visibility_timeout(spec: JobPoolSpec) -> float:
+    """The workers' visibility timeout: the queue's default unless spec.worker.env sets another."""
+    for variable in spec.worker.env:
+        if variable.get("name") == "JOBPOOL_VISIBILITY_TIMEOUT":
+            try:
+                seconds = float(variable["value"])
+            except (KeyError, TypeError, ValueError):  # valueFrom or no number: the worker refuses it
+                return DEFAULT_VISIBILITY_TIMEOUT
+            return seconds if seconds > 0 else DEFAULT_VISIBILITY_TIMEOUT
+    return DEFAULT_VISIBILITY_TIMEOUT
+
+
+def wait_limit(spec: JobPoolSpec) -> float:
+    """A draining pod gets drainSeconds; a killed one's registration expires a visibility timeout
+    after its last heartbeat."""
+    return spec.drain_seconds + visibility_timeout(spec) + WAIT_MARGIN_SECONDS
 
 
 def _waiting_for(observation: CleanupObservation) -> str:
@@ -49,7 +62,7 @@ def _waiting_for(observation: CleanupObservation) -> str:
 
 
 def decide_cleanup(observation: CleanupObservation) -> CleanupDecision:
-    limit = wait_limit(observation.drain_seconds)
+    limit = observation.limit
     pending = _waiting_for(observation)
     if not pending:
         return CleanupDecision(True, f"no worker pod or registered worker left after {observation.waited:.0f}s")
@@ -60,13 +73,13 @@ def decide_cleanup(observation: CleanupObservation) -> CleanupDecision:
                                   f"queue keys ({observation.waited:.0f}s so far)")
 
 
-def give_up_on_queue(waited: float, drain_seconds: int, reachable: bool) -> bool:
+def give_up_on_queue(waited: float, spec: JobPoolSpec, reachable: bool) -> bool:
     """Whether failing to delete the keys has been retried long enough to let the pool go.
 
     A queue that answered this attempt had a blip: retry past the wait. One that did not
     answer at all has no worker to wait for either, so it is retried only briefly.
     """
-    return waited >= (wait_limit(drain_seconds) if reachable else 0.0) + QUEUE_GIVE_UP_SECONDS
+    return waited >= (wait_limit(spec) if reachable else 0.0) + QUEUE_GIVE_UP_SECONDS
 
 
 def keys_left_behind(namespace: str, pool: str, problem: str) -> str:

@@ -25,9 +25,9 @@ from redis.exceptions import RedisError
 
 from ..queue import acl, connection
 from ..queue.codec import redact_url
-from . import builders
+from . import builders, reasons
 from .kube import KubeApi
-from .status import Problem
+from .problems import Problem
 
 log = logging.getLogger("jobpool.operator")
 
@@ -169,7 +169,7 @@ class PoolCredentials:
                 self.checked_at = time.monotonic()
         except (RedisError, *connection.UNAVAILABLE) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Problem("QueueCredentialsFailed", f"spec.queue: cannot set up the pool's users on the "
+            return Problem(reasons.QUEUE_CREDENTIALS_FAILED, f"spec.queue: cannot set up the pool's users on the "
                                                      f"operator's queue {redact_url(self.admin.url)}: {reason}")
         return None
 
@@ -179,7 +179,7 @@ class PoolCredentials:
             name = SECRET_NAMES[role](self.pool.name)
             secret = await self.kube.get("v1", "Secret", self.pool.namespace, name)
             if secret is not None and not owned_by(secret, self.pool):
-                return Problem("QueueSecretTaken", f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
+                return Problem(reasons.QUEUE_SECRET_TAKEN, f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
                                                    f"which exists and is not this pool's; rename or delete it")
             current[role] = read_secret(secret)
         worker = current[acl.WORKER]

@@ -1,4 +1,4 @@
-"""kopf wiring, kept thin: events in, `PoolController` and the cache do the work."""
+"""kopf wiring, kept thin: events in, `PoolController`, the finalizer and the cache do the work."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +9,10 @@ from typing import Any
 import kopf
 
 from ..api import GROUP, PLURAL, VERSION
+from . import kinds, reasons
 from .builders import LABEL_POOL
-from .reconcile import CleanupStep, OperatorContext, PoolController, finalize_pool
+from .finalizer import CleanupStep, finalize_pool
+from .reconcile import OperatorContext, PoolController
 
 log = logging.getLogger("jobpool.operator")
 
@@ -40,9 +42,10 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 
+    # kopf's watches use the credentials the operator loaded once (KubeApi.from_environment).
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(ctx.kube.configuration)
 
     # The loop checks `stopped` every poll interval, so it exits within the graceful backoff.
     # Should the loop still end with an error, it restarts after DAEMON_BACKOFF_SECONDS, not kopf's 60 s.
@@ -60,7 +63,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         if not step.done:
             log.info("%s/%s: %s", namespace, name, step.message)
             if retry == 0:
-                ctx.post_event(body, "Normal", "WaitingForWorkers", step.message)
+                ctx.post_event(body, "Normal", reasons.WAITING_FOR_WORKERS, step.message)
             raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
         if ctx.admin is not None:   # the pool's queue users; its Secrets go with it (owner references)
             try:
@@ -71,21 +74,31 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         ctx.cache.forget_pool(namespace, name)
         ctx.queue_urls.pop(uid, None)
         ctx.post_event(body, "Warning" if step.warning else "Normal",
-                       "QueueCleanupIncomplete" if step.warning else "QueueCleaned", step.message)
+                       reasons.QUEUE_CLEANUP_INCOMPLETE if step.warning else reasons.QUEUE_CLEANED, step.message)
         log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)
 
-    def watch(group: str, version: str, plural: str, kind: str) -> None:
-        @kopf.on.event(group, version, plural, registry=registry, labels={LABEL_POOL: kopf.PRESENT})
+    def watch(kind: kinds.Kind) -> None:
+        @kopf.on.event(kind.group, kind.version, kind.plural, registry=registry, labels={LABEL_POOL: kopf.PRESENT})
         def cache_worker_object(event: dict[str, Any], **_: Any) -> None:
             obj = event.get("object")
             if obj:
-                ctx.cache.on_object_event(kind, event.get("type"), obj)
+                ctx.cache.on_object_event(kind.kind, event.get("type"), obj)
 
-    watch("apps", "v1", "deployments", "Deployment")
-    watch("", "v1", "services", "Service")
-    watch("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
-    watch("", "v1", "pods", "Pod")
+    for kind in kinds.WATCHED:
+        watch(kind)
     return registry
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's connection from a kubernetes-client Configuration; a pod's rotated token is read again
+    (the client's refresh hook) each time kopf logs in anew after a 401."""
+    authorization = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = authorization.partition(" ") if " " in authorization else ("Bearer", "", authorization)
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
+        scheme=scheme if token else None, token=token or None,
+        username=configuration.username or None, password=configuration.password or None,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file)
 
 
 def post_event(body: Any, type_: str, reason: str, message: str) -> None:

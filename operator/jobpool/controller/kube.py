@@ -14,17 +14,10 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from . import kinds
 from .builders import FIELD_MANAGER
 
-_PATHS = {
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
-    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
-    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
-    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
-    ("policy/v1", "PodDisruptionBudget"): "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
-    ("coordination.k8s.io/v1", "Lease"): "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-    ("jobpool.dev/v1alpha1", "JobPool"): "/apis/jobpool.dev/v1alpha1/namespaces/{ns}/jobpools",
-}
+_KINDS = {(kind.api_version, kind.kind): kind for kind in kinds.ALL}
 
 
 # KubeError.status when the API server gave no usable reply (connection lost, garbled body).
@@ -38,13 +31,12 @@ class KubeError(Exception):
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    base = _PATHS[(api_version, kind)].format(ns=namespace)
-    return f"{base}/{name}" if name else base
+    return _KINDS[(api_version, kind)].path(namespace, name)
 
 
 class KubeApi:
     def __init__(self, configuration: k8s_client.Configuration):
-        self._config = configuration
+        self.configuration = configuration   # loaded once; kopf's login reads it too
         self._host = configuration.host.rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
@@ -68,7 +60,7 @@ class KubeApi:
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         # The refresh hook (in-cluster token rotation) runs inside get_api_key_with_prefix.
-        token = self._config.get_api_key_with_prefix("BearerToken", alias="authorization")
+        token = self.configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         return headers

@@ -74,7 +74,9 @@ async def run_operator(args: argparse.Namespace) -> int:
     metrics = OperatorMetrics()
     runner = await serve_metrics(metrics.registry, args.metrics_port) if args.metrics_port else None
     identity = f"{socket.gethostname()}-{os.getpid()}"
-    lease = LeaderLease(kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
+    # The lease has connections of its own: a renewal must never queue behind a thousand pools' writes.
+    lease_kube = KubeApi(kube.configuration)
+    lease = LeaderLease(lease_kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
                         args.lease_name, identity)
     stop_flag = asyncio.Event()
     keeper: asyncio.Task[Any] | None = None
@@ -97,6 +99,7 @@ async def run_operator(args: argparse.Namespace) -> int:
         if keeper is not None:
             keeper.cancel()
         await lease.release()
+        await lease_kube.close()
         await kube.close()
         if runner is not None:
             await runner.cleanup()

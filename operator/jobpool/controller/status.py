@@ -10,21 +10,10 @@ import datetime
 from typing import Any, Iterable
 
 from ..queue.base import QueueStats
+from . import reasons
 from .builders import selector
-
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-COMPLETE = "Complete"
-CONDITION_ORDER = (READY, PROGRESSING, DEGRADED, COMPLETE)
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """Why a pool is Degraded: a CamelCase reason and a message that names the field."""
-
-    reason: str
-    message: str
+from .problems import Problem
+from .reasons import COMPLETE, DEGRADED, PROGRESSING, READY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,24 +58,24 @@ def desired_conditions(obs: Observation) -> list[dict[str, str]]:
     elif obs.ready_replicas >= obs.desired_replicas and obs.replicas <= obs.desired_replicas:
         message = (f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready" if obs.desired_replicas
                    else "scaled to zero worker pods")
-        conditions.append(_cond(READY, True, "WorkersReady", message))
+        conditions.append(_cond(READY, True, reasons.WORKERS_READY, message))
     else:
-        conditions.append(_cond(READY, False, "WorkersNotReady",
+        conditions.append(_cond(READY, False, reasons.WORKERS_NOT_READY,
                                 f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready"))
     if obs.unschedulable:
         # A cluster autoscaler (Karpenter, Cluster Autoscaler) may be adding nodes for them.
-        conditions.append(_cond(PROGRESSING, True, "WaitingForCapacity",
+        conditions.append(_cond(PROGRESSING, True, reasons.WAITING_FOR_CAPACITY,
                                 f"{len(obs.unschedulable)} of {obs.replicas} worker pods wait for node capacity: "
                                 f"{obs.unschedulable[0]}"))
     elif obs.replicas != obs.desired_replicas or obs.ready_replicas < obs.desired_replicas:
-        conditions.append(_cond(PROGRESSING, True, "ScalingWorkers",
+        conditions.append(_cond(PROGRESSING, True, reasons.SCALING_WORKERS,
                                 f"{obs.replicas} worker pods, {obs.desired_replicas} desired"))
     else:
-        conditions.append(_cond(PROGRESSING, False, "Stable", f"{obs.desired_replicas} worker pods"))
+        conditions.append(_cond(PROGRESSING, False, reasons.STABLE, f"{obs.desired_replicas} worker pods"))
     if obs.problem is not None:
         conditions.append(_cond(DEGRADED, True, obs.problem.reason, obs.problem.message))
     else:
-        conditions.append(_cond(DEGRADED, False, "AsExpected", "queue reachable, spec valid"))
+        conditions.append(_cond(DEGRADED, False, reasons.AS_EXPECTED, "queue reachable, spec valid"))
     if obs.batch_total is not None:
         conditions.append(_complete(obs))
     return conditions
@@ -105,15 +94,15 @@ def unschedulable(pods: Iterable[dict[str, Any]]) -> tuple[str, ...]:
 def _complete(obs: Observation) -> dict[str, str]:
     total, stats = obs.batch_total or 0, obs.stats
     if stats is None:
-        return _cond(COMPLETE, False, "QueueUnknown", "the queue could not be read")
+        return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
     done = stats.succeeded + stats.dead_lettered
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
-        return _cond(COMPLETE, True, "BatchFinished",
+        return _cond(COMPLETE, True, reasons.BATCH_FINISHED,
                      f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
     # No live counters here: they are in status.batch and status.jobs, written at most every interval.
     if obs.batch_fed < total:
-        return _cond(COMPLETE, False, "BatchRunning", f"feeding {total} jobs (progress in status.batch)")
-    return _cond(COMPLETE, False, "BatchRunning", f"all {total} jobs fed, waiting for them to finish")
+        return _cond(COMPLETE, False, reasons.BATCH_RUNNING, f"feeding {total} jobs (progress in status.batch)")
+    return _cond(COMPLETE, False, reasons.BATCH_RUNNING, f"all {total} jobs fed, waiting for them to finish")
 
 
 def _cond(type_: str, status: bool, reason: str, message: str) -> dict[str, str]:

@@ -46,6 +46,19 @@ def name_problem(value: Any, what: str) -> str | None:
             f"and '-', starting and ending with a letter or digit")
 
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+# "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it
+# (the CRD's schema carries the same pattern).
+HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
+
+
+def handler_problem(handler: str) -> str | None:
+    """Why `handler` is not a Python callable "module:function" (dotted names allowed), or None."""
+    if re.match(HANDLER_PATTERN, handler):
+        return None
+    return f"{handler!r} is not a Python callable module:function (e.g. app.tasks:resize)"
+
+
 def check_name(value: Any, what: str) -> str:
     problem = name_problem(value, what)
     if problem is not None:

@@ -6,10 +6,13 @@ so a second dead-lettering is not counted twice). All keys share the pool's hash
 every key a script touches is one of its KEYS (Redis Cluster routes and checks by them), so
 the result keys of jobs come from the caller.
 """
+from .keys import RELEASED_CONSUMER
 
 # Creates the group, with the stream or on a stream a producer wrote before the first worker
 # (its entries are then delivered from the start); BUSYGROUP means it exists already.
-_ENSURE_GROUP = """
+_ENSURE_GROUP = f"""
+local RELEASED_CONSUMER = '{RELEASED_CONSUMER}'
+""" + """
 local function ensure_group(stream, group)
   pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 end
@@ -24,7 +27,7 @@ local function in_flight_count(stream, group)
   local pending = summary[1]
   if summary[4] then
     for _, consumer in ipairs(summary[4]) do
-      if consumer[1] == 'released' then pending = pending - tonumber(consumer[2]) end
+      if consumer[1] == RELEASED_CONSUMER then pending = pending - tonumber(consumer[2]) end
     end
   end
   return pending
@@ -196,7 +199,7 @@ for _, id in ipairs(due) do
 end
 local reclaimed = {}
 -- jobs given back by a draining worker go first, to whoever asks next
-local released = redis.call('XPENDING', stream, group, '-', '+', count, 'released')
+local released = redis.call('XPENDING', stream, group, '-', '+', count, RELEASED_CONSUMER)
 if released[1] then
   local ids, deliveries = {}, {}
   for _, info in ipairs(released) do
@@ -458,11 +461,21 @@ return 1
 
 # KEYS: stream delayed dead counters workers
 # ARGV: group now_ms
-# -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones)}
+# -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones), held(flat: consumer, count)}
+# `held` is what each consumer has not acknowledged, read with in_flight at the same instant: the
+# workers' busy slots (their own published counts lag behind a burst by up to a publish interval).
 STATS = _ENSURE_GROUP + """
 local stream, delayed, dead, counters, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, now = ARGV[1], tonumber(ARGV[2])
 local pending = in_flight_count(stream, group)
+local held = {}
+local ok, summary = pcall(redis.call, 'XPENDING', stream, group)
+if ok and summary[4] then
+  for _, consumer in ipairs(summary[4]) do
+    held[#held + 1] = consumer[1]
+    held[#held + 1] = consumer[2]
+  end
+end
 local live = {}
 local all = redis.call('HGETALL', workers)
 for i = 1, #all, 2 do
@@ -475,7 +488,7 @@ for i = 1, #all, 2 do
   end
 end
 return {redis.call('XLEN', stream), pending, redis.call('ZCARD', delayed),
-        redis.call('XLEN', dead), redis.call('HGETALL', counters), live}
+        redis.call('XLEN', dead), redis.call('HGETALL', counters), live, held}
 """
 
 # KEYS: stream live dead dead_ids

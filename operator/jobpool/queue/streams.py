@@ -577,10 +577,10 @@ class RedisStreamsQueue(Queue):
     async def stats(self) -> QueueStats:
         k = self.keys
         with self._errors():
-            length, pending, delayed, dead, counters, workers = await self._call(self._stats, 
+            length, pending, delayed, dead, counters, workers, held = await self._call(self._stats,
                 keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
                 args=[GROUP, int(time.time() * 1000)])
-        return stats_from_reply(length, pending, delayed, dead, counters, workers)
+        return stats_from_reply(length, pending, delayed, dead, counters, workers, held)
 
     async def delete_all(self) -> None:
         with self._errors():
@@ -699,13 +699,19 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
-                     counters: list[str], workers: list[str]) -> QueueStats:
+                     counters: list[str], workers: list[str], held: list[str]) -> QueueStats:
+    """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
+    count: its own published count lags behind a burst by up to a publish interval."""
     count = dict(zip(counters[::2], counters[1::2]))
+    unacknowledged = {name: int(n) for name, n in zip(held[::2], held[1::2])}
     infos = []
     for name, text in zip(workers[::2], workers[1::2]):
         info = json.loads(text)
-        infos.append(WorkerInfo(name, int(info.get("slots", 0)), int(info.get("busy", 0)),
-                                float(info.get("lastSeen", 0))))
+        slots = int(info.get("slots", 0))
+        # the published count also covers a slot whose timed-out sync thread still runs (its job is
+        # acknowledged); a restarted worker may hold its former life's jobs until they are reclaimed
+        busy = max(int(info.get("busy", 0)), unacknowledged.get(name, 0))
+        infos.append(WorkerInfo(name, slots, min(busy, slots), float(info.get("lastSeen", 0))))
     return QueueStats(
         waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
         submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),

@@ -10,9 +10,9 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
-from ..queue.codec import name_problem
+from ..queue.codec import handler_problem, name_problem
 from ..queue.keys import RELEASED_CONSUMER
-from ..queue.streams import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP
+from ..queue.streams import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
 
 
 class ConfigError(ValueError):
@@ -34,8 +34,8 @@ class WorkerConfig:
     max_backoff: float = 300.0
     drain_seconds: float = 60.0
     metrics_port: int = 9100        # 0 = no metrics endpoint
-    visibility_timeout: float = 30.0
-    heartbeat_interval: float = 10.0
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    heartbeat_interval: float = DEFAULT_VISIBILITY_TIMEOUT / 3
     result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
     max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
     max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
@@ -194,14 +194,15 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
     if bool(values.get("handler")) == bool(values.get("command")):
         raise ConfigError("give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
                           "--command -- PROG ARGS (JOBPOOL_COMMAND)")
-    if values.get("handler") and ":" not in values["handler"]:
-        raise ConfigError(f"--handler {values['handler']!r}: expected module:function")
+    problem = handler_problem(values["handler"]) if values.get("handler") else None
+    if problem is not None:
+        raise ConfigError(f"--handler (or JOBPOOL_HANDLER): {problem}")
     if not values.get("worker_id"):
         values["worker_id"] = default_id()
     if values["worker_id"] == RELEASED_CONSUMER:
         raise ConfigError(f"--worker-id {RELEASED_CONSUMER!r} is reserved for jobs given back "
                           "on drain; choose another id")
-    values.setdefault("visibility_timeout", 30.0)
+    values.setdefault("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
     if values["visibility_timeout"] <= 0:
         raise ConfigError("--visibility-timeout must be > 0")
     if not values.get("heartbeat_interval"):

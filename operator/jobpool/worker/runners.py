@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable
 
-from ..queue.codec import RawJSON
+from ..queue.codec import RawJSON, handler_problem
 
 STDERR_TAIL = 4000
 
@@ -33,9 +33,10 @@ Runner = Callable[[Any, str, Overrun], Awaitable[Any]]
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
+    problem = handler_problem(spec)
+    if problem is not None:
+        raise HandlerError(f"handler {problem}")
     module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise HandlerError(f"handler {spec!r}: expected module:function")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())   # handlers next to where the worker starts, as uvicorn does
     try:

@@ -332,11 +332,18 @@ def test_a_second_completion_is_counted_as_a_duplicate_not_a_success(redis_serve
 def test_workers_register_and_expire(redis_server, pool_name):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.5)
     try:
-        q.heartbeat("pod-a", [], 4, 1)
-        q.heartbeat("pod-b", [], 4, 3)
+        q.submit_many([{"n": n} for n in range(4)])
+        held_a, held_b = q.fetch("pod-a", 1, 0), q.fetch("pod-b", 3, 0)
+        # a job held unacknowledged is a busy slot, whatever count the worker last published; a
+        # published count covers slots whose timed-out threads still run (their jobs acknowledged)
+        q.heartbeat("pod-a", held_a, 4, 0)
+        q.heartbeat("pod-b", held_b, 4, 0)
+        q.heartbeat("pod-c", [], 4, 2)
         stats = q.stats()
-        assert [w.id for w in stats.workers] == ["pod-a", "pod-b"]
-        assert (stats.busy_slots, stats.total_slots, stats.saturation) == (4, 8, 0.5)
+        assert [w.id for w in stats.workers] == ["pod-a", "pod-b", "pod-c"]
+        assert [w.busy for w in stats.workers] == [1, 3, 2]
+        assert (stats.busy_slots, stats.total_slots, stats.saturation, stats.in_flight) == (6, 12, 0.5, 4)
+        q.unregister("pod-c")
         q.unregister("pod-b")
         assert [w.id for w in q.stats().workers] == ["pod-a"]
         wait_until(lambda: not q.stats().workers, timeout=5, what="pod-a to expire")

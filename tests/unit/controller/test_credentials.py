@@ -9,6 +9,7 @@ import pytest
 from jobpool.api import JobPoolSpec
 from jobpool.controller import builders, credentials
 from jobpool.controller.credentials import Credentials, decide, old_pods_gone
+from jobpool.controller.problems import validate_spec
 from jobpool.queue import acl
 
 POOL = builders.PoolRef(name="squares", namespace="team-a", uid="uid-1")
@@ -70,8 +71,8 @@ def test_the_secret_is_owned_by_the_pool_and_holds_the_users_url_on_the_same_ser
 
 
 def test_a_managed_pool_reads_its_url_from_its_own_secret_and_rolls_with_its_password():
-    spec = JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}})
-    builders.check_spec(spec, ADMIN, administered=True)
+    spec, problem = validate_spec({"worker": {"image": "a", "handler": "m:f"}}, ADMIN, administered=True)
+    assert problem is None
     deployment = builders.build_deployment(POOL, spec, 1, ADMIN, "digest-1")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     (env,) = [e for e in container["env"] if e["name"] == "JOBPOOL_QUEUE_URL"]

@@ -6,7 +6,8 @@ import pytest
 from jobpool.api import JobPoolSpec
 from jobpool.controller.lease import LeaderLease, LeaseObserver, lease_is_free
 from jobpool.controller.main import parse_args
-from jobpool.controller.reconcile import batch_digest, invalid_queue_url, queue_message, shown_queue
+from jobpool.controller.plan import batch_digest
+from jobpool.controller.problems import invalid_queue_url, queue_message, shown_queue
 from jobpool.queue import QueueUnavailable
 from jobpool.queue.codec import redact_url
 
@@ -127,3 +128,18 @@ def test_the_cache_keeps_what_the_loop_reads():
     assert "managedFields" not in cached["metadata"] and cached["spec"] == {"replicas": 2}
     cache.on_object_event("Deployment", "DELETED", deployment)
     assert cache.get("Deployment", "ns", "p-workers") is None
+
+
+def test_kopf_logs_in_with_the_credentials_the_operator_loaded_once():
+    from kubernetes import client as k8s_client
+
+    from jobpool.controller.handlers import connection_info
+    token = k8s_client.Configuration()
+    token.host, token.ssl_ca_cert, token.api_key = "https://api:6443", "/ca.crt", {"authorization": "Bearer t0ken"}
+    info = connection_info(token)
+    assert (info.server, info.ca_path, info.scheme, info.token, info.insecure) == (
+        "https://api:6443", "/ca.crt", "Bearer", "t0ken", False)
+    certificate = k8s_client.Configuration()
+    certificate.host, certificate.cert_file, certificate.key_file = "https://api:6443", "/tls.crt", "/tls.key"
+    info = connection_info(certificate)
+    assert (info.certificate_path, info.private_key_path, info.token, info.scheme) == ("/tls.crt", "/tls.key", None, None)

@@ -9,8 +9,10 @@ from kubernetes import client as k8s_client
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
+from jobpool.controller.plan import plan
 from jobpool.controller.reconcile import (POD_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
                                           PoolController)
+from tests.unit.controller.test_plan import gathered, pods_of
 from jobpool.queue import QueueStats
 from jobpool.queue.base import WorkerInfo
 from tests.helpers import wait_until
@@ -140,31 +142,18 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
     assert "Traceback" in logged
 
 
-def test_deletion_costs_are_patched_concurrently_within_a_bound_and_only_on_a_tier_change():
+def test_deletion_costs_are_patched_concurrently_within_a_bound():
     async def scenario() -> None:
         peer = ApiPeer(drop=0, delay=0.1)
         kube = kube_api(await peer.start())
         try:
-            ctx = context(kube)
-            controller = PoolController(ctx, "p", "ns", "u")
-            names = [f"p-workers-{index}" for index in range(3 * POD_PATCHES_IN_FLIGHT)]
-            for name in names:
-                ctx.cache.on_object_event("Pod", "ADDED", {"metadata": {
-                    "name": name, "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
-                    "annotations": {"controller.kubernetes.io/pod-deletion-cost": "200"}}})
-            moved = QueueStats(workers=tuple(WorkerInfo(name, 8, 4, 0.0) for name in names))
-            await controller._update_pod_annotations(moved)
-            assert len(peer.requests) == len(names)
+            controller = PoolController(context(kube), "p", "ns", "u")
+            busy = tuple(WorkerInfo(f"p-workers-{index}", 8, 4, 0.0) for index in range(3 * POD_PATCHES_IN_FLIGHT))
+            tick = gathered(stats=QueueStats(workers=busy), pods=pods_of(busy))
+            await controller.act(json.loads(json.dumps(POOL_BODY)), tick, plan(tick))
+            patched = [path for method, path in peer.requests if method == "PATCH" and "/pods/" in path]
+            assert len(patched) == len(busy)
             assert peer.most_in_flight == POD_PATCHES_IN_FLIGHT
-
-            for name in names:  # the peer answers `{}`: record the new annotations as the watch would
-                ctx.cache.pods[("ns", "p")][name]["metadata"]["annotations"].update(
-                    {"controller.kubernetes.io/pod-deletion-cost": "300", "karpenter.sh/do-not-disrupt": "true",
-                     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"})
-            within_tier = QueueStats(workers=tuple(WorkerInfo(name, 8, busy, 0.0)
-                                                   for name, busy in zip(names, [4, 5, 6, 7] * len(names))))
-            await controller._update_pod_annotations(within_tier)
-            assert len(peer.requests) == len(names), "a busy count within its tier was written"
         finally:
             await kube.close()
             await peer.stop()

@@ -132,3 +132,12 @@ def test_worker_help_names_every_variable(capsys):
         build_parser().parse_args(["worker", "--help"])
     help_text = capsys.readouterr().out
     assert [s.variable for s in SETTINGS.values() if s.variable not in help_text] == []
+
+
+def test_the_handler_format_is_the_crds():
+    for handler in ("app.tasks", "app tasks:f", "a:b:c", "1app:f"):
+        with pytest.raises(ConfigError, match=r"--handler \(or JOBPOOL_HANDLER\): .* is not a Python callable"):
+            resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": handler})
+        with pytest.raises(HandlerError, match="is not a Python callable module:function"):
+            load_callable(handler)
+    assert resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": "pkg.mod:Class.method"}).handler == "pkg.mod:Class.method"

@@ -1,0 +1,175 @@
+"""One pool's queue: where its URL comes from, the connection, the pool-wide settings stored in
+it, and the feeder of spec.jobs. The reconcile loop asks it for stats and tells it what to feed;
+everything about the queue's lifecycle (including letting go of it) is here."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+from ..api import JobPoolSpec
+from ..queue.base import Queue, QueueStats
+from . import reasons
+from .builders import PoolRef
+from .kube import KubeApi
+from .problems import Problem, invalid_queue_url, queue_message, queue_unavailable
+
+log = logging.getLogger("jobpool.operator")
+
+FEED_CHUNK = 500
+QUEUE_TIMEOUT_SECONDS = 2.0
+SECRET_TTL_SECONDS = 10.0
+
+OpenQueue = Callable[[str, str, str], Queue]
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRead:
+    """What reading spec.queue.urlSecretRef gave: a URL or the problem, and when."""
+
+    key: tuple[str, str]       # (Secret name, key)
+    url: str | None
+    problem: Problem | None
+    read_at: float             # monotonic seconds
+
+
+async def read_queue_url(kube: KubeApi, namespace: str, spec: JobPoolSpec,
+                         default_queue: str | None) -> SecretRead:
+    """The pool's queue URL: spec.queue.url, the URL in its Secret, or the operator's default."""
+    ref = spec.queue.url_secret_ref
+    if ref is None:
+        return SecretRead(("", ""), spec.queue.url or default_queue, None, time.monotonic())
+    key = (ref.name, ref.key)
+    secret = await kube.get("v1", "Secret", namespace, ref.name)
+    if secret is None:
+        return SecretRead(key, None, Problem(reasons.SECRET_NOT_FOUND, f'spec.queue.urlSecretRef: Secret '
+                                             f'"{ref.name}" not found in namespace "{namespace}"'), time.monotonic())
+    if ref.key not in (secret.get("data") or {}):
+        return SecretRead(key, None, Problem(reasons.SECRET_KEY_NOT_FOUND, f'spec.queue.urlSecretRef: Secret '
+                                             f'"{ref.name}" has no key "{ref.key}"'), time.monotonic())
+    try:
+        url = base64.b64decode(secret["data"][ref.key]).decode().strip()
+    except ValueError:  # binary data: said without quoting it
+        return SecretRead(key, None, Problem(reasons.INVALID_QUEUE_URL, f'spec.queue.urlSecretRef: the value of '
+                                             f'Secret "{ref.name}" key "{ref.key}" is not text'), time.monotonic())
+    return SecretRead(key, url, None, time.monotonic())
+
+
+class PoolQueue:
+    def __init__(self, kube: KubeApi, pool: PoolRef, open_queue: OpenQueue, default_queue: str | None,
+                 on_progress: Callable[[], None]):
+        self.kube, self.pool, self.open_queue, self.default_queue = kube, pool, open_queue, default_queue
+        self.on_progress = on_progress      # wakes the loop when a chunk was fed
+        self.queue: Queue | None = None
+        self.url: str | None = None                      # the queue connected to
+        self.resolved: str | None = None                 # the URL last read (the finalizer's, too)
+        self.configured: dict[str, int] | None = None   # the pool-wide settings stored in the queue
+        self.secret: SecretRead | None = None            # read again after SECRET_TTL_SECONDS
+        self.feeder: asyncio.Task[None] | None = None
+        self.feeding: str | None = None                  # digest of the batch the feeder feeds
+        self.fed = 0                                     # its progress
+        self.closed = False
+
+    async def _url(self, spec: JobPoolSpec) -> SecretRead:
+        ref = spec.queue.url_secret_ref
+        cached = self.secret
+        if (ref is not None and cached is not None and cached.key == (ref.name, ref.key)
+                and time.monotonic() - cached.read_at < SECRET_TTL_SECONDS):
+            return cached
+        self.secret = await read_queue_url(self.kube, self.pool.namespace, spec, self.default_queue)
+        return self.secret
+
+    async def connect(self, spec: JobPoolSpec) -> tuple[Problem | None, bool]:
+        """Open (or keep) the connection to the queue the spec names; (problem, whether it moved
+        from another queue since the last call)."""
+        read = await self._url(spec)
+        if read.problem is not None or read.url is None or self.closed:
+            return read.problem, False
+        self.resolved = read.url
+        moved = False
+        if read.url != self.url:
+            moved = self.url is not None
+            await self._drop()
+            try:
+                self.queue = self.open_queue(read.url, self.pool.namespace, self.pool.name)
+            except Exception:  # the message may quote the value: say what is wrong without it
+                return invalid_queue_url(spec, read.url), moved
+            self.url = read.url
+        settings = {"max_length": spec.queue.max_length, "max_payload_bytes": spec.queue.max_payload_bytes,
+                    "durability": spec.queue.durability}
+        if self.configured != settings and self.queue is not None:
+            try:
+                async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                    await self.queue.configure(**settings)
+                self.configured = settings
+            except Exception:
+                pass  # stats() reports the queue as unreachable with the reason
+        return None, moved
+
+    async def stats(self, spec: JobPoolSpec) -> QueueStats | Problem:
+        assert self.queue is not None
+        try:
+            async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                return await self.queue.stats()
+        except Exception as exc:  # any backend failure means "unreachable" for the pool
+            return queue_unavailable(spec, self.url or "", exc)
+
+    def progress(self, digest: str) -> int | None:
+        """How far the feeder got with the batch `digest` (None: it is not feeding that one)."""
+        return self.fed if self.feeding == digest else None
+
+    async def feed(self, spec: JobPoolSpec, digest: str, start: int, total: int) -> None:
+        """Feed batch `digest` from `start` unless a feeder runs for it already (one of another
+        batch is stopped)."""
+        running = self.feeder is not None and not self.feeder.done()
+        if running and self.feeding == digest:
+            return
+        if running:
+            await self.stop_feeding()
+        if self.queue is None or start >= total:
+            return
+        self.feeding, self.fed = digest, start
+        self.feeder = asyncio.create_task(self._feed(self.queue, spec, start, total))
+
+    async def _feed(self, queue: Queue, spec: JobPoolSpec, start: int, total: int) -> None:
+        """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
+        assert spec.jobs is not None
+        chunk = max(1, min(FEED_CHUNK, spec.queue.max_length))
+        log.info("%s/%s: feeding spec.jobs from index %d of %d", self.pool.namespace, self.pool.name, start, total)
+        try:
+            while self.fed < total:
+                stop = min(self.fed + chunk, total)
+                ids = [f"{self.pool.name}-{index}" for index in range(self.fed, stop)]
+                await queue.submit_many(spec.jobs.payloads(self.fed, stop), ids, wait=True)
+                self.fed = stop
+                self.on_progress()
+        except Exception as exc:
+            log.warning("%s/%s: feeding spec.jobs paused: %s", self.pool.namespace, self.pool.name,
+                        queue_message(spec, self.url or "", exc))
+
+    async def stop_feeding(self) -> None:
+        if self.feeder is not None:
+            self.feeder.cancel()
+            try:
+                await self.feeder
+            except BaseException:
+                pass
+        self.feeder, self.feeding = None, None
+
+    async def _drop(self) -> None:
+        """Stop the feeder first: it must not go on feeding a queue the pool has left."""
+        await self.stop_feeding()
+        queue, self.queue, self.url, self.configured = self.queue, None, None, None
+        if queue is not None:
+            try:
+                await queue.close()
+            except Exception:
+                pass
+
+    async def close(self) -> None:
+        """Let go of the queue for good (before the finalizer deletes its keys)."""
+        self.closed = True
+        await self._drop()

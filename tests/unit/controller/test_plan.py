@@ -1,0 +1,196 @@
+"""The reconcile decision, `plan(Gathered) -> Plan`, as properties (hypothesis): no cluster, queue
+or clock, only the one frozen input the loop gathers and the memory one tick hands the next."""
+import dataclasses
+import itertools
+import json
+
+from hypothesis import assume, given, settings, strategies as st
+
+from jobpool.api import JobPoolSpec
+from jobpool.controller import builders, kinds, reasons
+from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan
+from jobpool.controller.problems import Problem, validate_spec
+from jobpool.queue.base import QueueStats, WorkerInfo
+
+POOL = builders.PoolRef(name="p", namespace="ns", uid="u")
+QUEUE = "redis://q:6379/0"
+
+
+def spec(**kw):
+    return JobPoolSpec.model_validate({"worker": {"image": "registry.example/w:1", "handler": "m:f"}, **kw})
+
+
+def gathered(pool_spec=None, **kw) -> Gathered:
+    base = dict(pool=POOL, generation=1, spec=pool_spec or spec(), problem=None, stats=QueueStats(),
+                queue_moved=False, feeder_progress=None, managed=False, credentials=None,
+                observed={kind.kind: None for kind in kinds.WORKER_OBJECTS}, pods={}, stored_status={},
+                now=1000.0, memory=Memory(), settings=Settings(QUEUE))
+    return Gathered(**{**base, **kw})
+
+
+VERSIONS = itertools.count(1)
+
+
+def as_observed(obj, ready=None):
+    """What the watch delivers once an applied object is there (and its pods are ready)."""
+    seen = json.loads(json.dumps(obj))
+    seen["metadata"]["resourceVersion"] = str(next(VERSIONS))
+    if obj["kind"] == "Deployment":
+        replicas = obj["spec"]["replicas"]
+        seen["status"] = {"replicas": replicas, "readyReplicas": replicas if ready is None else ready}
+    return seen
+
+
+def patched(pod, patch):
+    """A pod after a merge patch of its annotations (None removes a key)."""
+    annotations = {**(pod["metadata"].get("annotations") or {}), **patch}
+    return {"metadata": {**pod["metadata"], "annotations": {k: v for k, v in annotations.items() if v is not None}}}
+
+
+def settle(g: Gathered) -> Gathered:
+    """The next tick's input after acting on `plan(g)`: applied objects observed, pods patched, status written."""
+    decided = plan(g)
+    observed = dict(g.observed)
+    for obj in decided.apply:
+        observed[obj["kind"]] = as_observed(obj)
+    for kind in decided.delete:
+        observed[kind.kind] = None
+    pods = {name: patched(pod, decided.pod_patches.get(name, {})) for name, pod in g.pods.items()}
+    return dataclasses.replace(g, observed=observed, pods=pods, memory=decided.memory, now=g.now + 0.5)
+
+
+workers = st.lists(st.tuples(st.integers(1, 16), st.integers(0, 16)), max_size=5).map(
+    lambda pairs: tuple(WorkerInfo(f"p-workers-{i}", slots, min(busy, slots), 0.0) for i, (slots, busy) in enumerate(pairs)))
+stats = st.builds(QueueStats, waiting=st.integers(0, 10_000), in_flight=st.integers(0, 500),
+                  delayed=st.integers(0, 100), dead_letter=st.integers(0, 100), submitted=st.integers(0, 10**6),
+                  succeeded=st.integers(0, 10**6), workers=workers)
+specs = st.builds(
+    lambda parallelism, enabled, low, extra, concurrency: spec(
+        parallelism=parallelism, concurrency=concurrency,
+        autoscaling={"enabled": enabled, "minWorkers": low, "maxWorkers": max(1, low + extra)}),
+    st.integers(0, 20), st.booleans(), st.integers(0, 5), st.integers(0, 10), st.integers(1, 8))
+
+
+def pods_of(ws):
+    return {w.id: {"metadata": {"name": w.id, "namespace": "ns", "labels": {builders.LABEL_POOL: "p"}}}
+            for w in ws}
+
+
+@settings(max_examples=200, deadline=None)
+@given(pool_spec=specs, queue=stats)
+def test_an_unchanged_pool_causes_no_write_on_the_next_tick(pool_spec, queue):
+    g = gathered(pool_spec, stats=queue, pods=pods_of(queue.workers))
+    first = settle(g)
+    second = settle(first)   # a scale-up may need one more tick for its Deployment
+    again = plan(second)
+    assert again.apply == () and again.delete == () and dict(again.pod_patches) == {}
+    assert again.status is None and again.events == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(pool_spec=specs, queue=stats, current=st.integers(0, 30))
+def test_desired_replicas_stay_within_the_spec(pool_spec, queue, current):
+    decided = plan(gathered(pool_spec, stats=queue, memory=Memory(decided=current)))
+    if pool_spec.autoscaling.enabled:
+        assert pool_spec.autoscaling.min_workers <= decided.desired <= pool_spec.autoscaling.max_workers
+        assert (decided.scaled is not None) == (decided.desired != current)
+    else:
+        assert decided.desired == pool_spec.parallelism
+    (deployment,) = [obj for obj in decided.apply if obj["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == decided.desired == decided.status["desiredReplicas"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.sampled_from([{"worker": {"image": "a", "handler": "app tasks:f"}},
+                            {"worker": {"image": "a", "handler": "m:f"}, "concurrency": 0},
+                            {"worker": {"image": "a", "handler": "m:f", "command": ["x"]}}]),
+       queue=stats)
+def test_an_invalid_spec_applies_nothing_and_says_why(raw, queue):
+    pool_spec, problem = validate_spec(raw, QUEUE, administered=False)
+    assert pool_spec is None and problem.reason == reasons.INVALID_SPEC
+    decided = plan(gathered(None, spec=None, problem=problem, stats=None))
+    assert decided.apply == () and decided.feed is None and dict(decided.pod_patches) == {}
+    conditions = {c["type"]: c for c in decided.status["conditions"]}
+    assert conditions[reasons.READY]["status"] == "False" and conditions[reasons.READY]["reason"] == reasons.INVALID_SPEC
+    assert any(e.type == reasons.DEGRADED and e.warning for e in decided.events)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pool_spec=specs, queue=stats, current=st.integers(0, 10))
+def test_an_unreachable_queue_keeps_the_workers_and_the_last_counters(pool_spec, queue, current):
+    assume(not pool_spec.autoscaling.enabled or
+           pool_spec.autoscaling.min_workers <= current <= pool_spec.autoscaling.max_workers)
+    before = settle(gathered(pool_spec, stats=queue, memory=Memory(decided=current)))
+    down = Problem(reasons.QUEUE_UNAVAILABLE, "spec.queue: cannot reach the queue", spec_ok=True)
+    decided = plan(dataclasses.replace(before, stats=None, problem=down))
+    assert decided.desired == before.memory.decided
+    assert not any(obj["kind"] == "Deployment" for obj in decided.apply)
+    assert decided.status["queue"] == before.memory.status["queue"]
+    assert decided.status["saturation"] == before.memory.status["saturation"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(1, 10_000), fed=st.integers(0, 10_000), progress=st.integers(0, 10_000))
+def test_a_batch_is_fed_forward_and_again_from_the_start_when_it_or_its_queue_changes(count, fed, progress):
+    pool_spec = spec(jobs={"range": {"count": count}})
+    digest = batch_digest(pool_spec)
+    fed = min(fed, count)
+    memory = Memory(batch=Batch(count, fed, digest))
+    decided = plan(gathered(pool_spec, memory=memory, feeder_progress=min(progress, count)))
+    assert decided.memory.batch.fed == max(fed, min(progress, count))
+    assert (decided.feed is None) == (decided.memory.batch.fed >= count)
+    assert plan(gathered(pool_spec, memory=memory, queue_moved=True)).memory.batch.fed == 0
+    changed = spec(jobs={"range": {"count": count + 1}})
+    assert plan(gathered(changed, memory=memory)).memory.batch == Batch(count + 1, 0, batch_digest(changed))
+    assert plan(gathered(spec(), memory=memory)).memory.batch is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(queue=stats, waited=st.floats(0.0, 0.99), more=st.integers(1, 1000))
+def test_counter_changes_wait_for_the_interval_but_condition_changes_do_not(queue, waited, more):
+    g = settle(settle(gathered(spec(), stats=queue)))   # the workers are up: only counters change
+    busier = dataclasses.replace(queue, succeeded=queue.succeeded + more)
+    written_at = g.memory.status_written_at
+    assert plan(dataclasses.replace(g, stats=busier, now=written_at + waited)).status is None
+    assert plan(dataclasses.replace(g, stats=busier, now=written_at + 1.0)).status is not None
+    down = Problem(reasons.QUEUE_UNAVAILABLE, "spec.queue: cannot reach the queue", spec_ok=True)
+    assert plan(dataclasses.replace(g, stats=None, problem=down, now=written_at + waited)).status is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=workers, busy=st.lists(st.integers(0, 16), min_size=5, max_size=5))
+def test_pods_are_patched_only_when_their_deletion_cost_tier_changes(before, busy):
+    g = settle(gathered(spec(), stats=QueueStats(workers=before), pods=pods_of(before)))
+    after = tuple(dataclasses.replace(w, busy=b) for w, b in zip(before, busy))
+    decided = plan(dataclasses.replace(g, stats=QueueStats(workers=after)))
+    tier = {w.id: builders.deletion_cost(w.busy) for w in before}
+    changed = {w.id for w in after if builders.deletion_cost(w.busy) != tier[w.id]}
+    assert set(decided.pod_patches) == changed
+
+
+def test_a_managed_pool_starts_its_workers_once_its_secret_exists():
+    waiting = plan(gathered(managed=True, credentials=None))
+    assert waiting.apply == ()
+    started = plan(gathered(managed=True, credentials="digest-1"))
+    assert [obj["kind"] for obj in started.apply] == ["Deployment", "Service"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(queue=stats)
+def test_a_pool_is_idle_only_without_jobs_and_without_anything_to_do(queue):
+    g = settle(settle(gathered(spec(), stats=queue, pods=pods_of(queue.workers))))
+    decided = plan(g)
+    assert decided.idle == (queue.backlog == 0 and queue.in_flight == 0)
+    assert not plan(gathered(spec(), stats=QueueStats())).idle, "a pool with objects to apply is not idle"
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_spec=specs, image=st.sampled_from(["registry.example/other:2", "evil/miner:1"]))
+def test_a_hand_edit_of_a_worker_object_is_put_back(pool_spec, image):
+    g = settle(settle(gathered(pool_spec)))
+    edited = json.loads(json.dumps(g.observed["Deployment"]))
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    edited["metadata"]["resourceVersion"] = str(next(VERSIONS))
+    decided = plan(dataclasses.replace(g, observed={**g.observed, "Deployment": edited}))
+    (deployment,) = [obj for obj in decided.apply if obj["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/w:1"
