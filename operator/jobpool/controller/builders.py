@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from ..api import API_VERSION, KIND, JobPoolSpec
+from ..worker.config import SETTINGS
 from .problems import carries_credentials, uses_default_queue
 
 LABEL_POOL = "jobpool.dev/pool"
@@ -79,14 +80,19 @@ def queue_url_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
     the operator's default queue only inline when it carries no password."""
     ref = spec.queue.url_secret_ref
     if ref is not None:
-        return {"name": "JOBPOOL_QUEUE_URL",
+        return {"name": _variable("queue_url"),
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
     if credentials is not None and uses_default_queue(spec):
-        return {"name": "JOBPOOL_QUEUE_URL",
+        return {"name": _variable("queue_url"),
                 "valueFrom": {"secretKeyRef": {"name": queue_secret_name(pool.name), "key": "url"}}}
     if spec.queue.url is None and default_queue and carries_credentials(default_queue):
         raise ValueError("the default queue URL carries a password: never inlined (validate_spec refuses it)")
-    return {"name": "JOBPOOL_QUEUE_URL", "value": spec.queue.url or default_queue or ""}
+    return {"name": _variable("queue_url"), "value": spec.queue.url or default_queue or ""}
+
+
+def _variable(setting: str) -> str:
+    """The worker's variable for a setting (one home: the worker's flag table)."""
+    return SETTINGS[setting].variable
 
 
 def _number(value: float) -> str:
@@ -96,24 +102,25 @@ def _number(value: float) -> str:
 def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
                credentials: str | None = None) -> list[dict[str, Any]]:
     """The JOBPOOL_* variables mirroring `jobpool worker` flags, then the user's env."""
-    runner = ({"name": "JOBPOOL_HANDLER", "value": spec.worker.handler} if spec.worker.handler is not None
-              else {"name": "JOBPOOL_COMMAND", "value": json.dumps(spec.worker.command)})
+    runner = ({"name": _variable("handler"), "value": spec.worker.handler}
+              if spec.worker.handler is not None
+              else {"name": _variable("command"), "value": json.dumps(spec.worker.command)})
     env = [
         queue_url_env(pool, spec, default_queue, credentials),
-        {"name": "JOBPOOL_NAMESPACE", "value": pool.namespace},
-        {"name": "JOBPOOL_POOL", "value": pool.name},
-        {"name": "JOBPOOL_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "JOBPOOL_CONCURRENCY", "value": str(spec.concurrency)},
+        {"name": _variable("namespace"), "value": pool.namespace},
+        {"name": _variable("pool"), "value": pool.name},
+        {"name": _variable("worker_id"), "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": _variable("concurrency"), "value": str(spec.concurrency)},
         runner,
-        {"name": "JOBPOOL_TIMEOUT", "value": str(spec.timeout_seconds)},
-        {"name": "JOBPOOL_MAX_ATTEMPTS", "value": str(spec.retry.max_attempts)},
-        {"name": "JOBPOOL_BACKOFF", "value": _number(spec.retry.backoff_seconds)},
-        {"name": "JOBPOOL_MAX_BACKOFF", "value": _number(spec.retry.max_backoff_seconds)},
-        {"name": "JOBPOOL_DRAIN_SECONDS", "value": str(spec.drain_seconds)},
-        {"name": "JOBPOOL_RESULT_TTL", "value": str(spec.results.ttl_seconds)},
-        {"name": "JOBPOOL_MAX_RESULTS", "value": str(spec.results.max_count)},
-        {"name": "JOBPOOL_MAX_DEAD_LETTERS", "value": str(spec.dead_letter.max_length)},
-        {"name": "JOBPOOL_METRICS_PORT", "value": str(WORKER_METRICS_PORT)},
+        {"name": _variable("timeout"), "value": str(spec.timeout_seconds)},
+        {"name": _variable("max_attempts"), "value": str(spec.retry.max_attempts)},
+        {"name": _variable("backoff"), "value": _number(spec.retry.backoff_seconds)},
+        {"name": _variable("max_backoff"), "value": _number(spec.retry.max_backoff_seconds)},
+        {"name": _variable("drain_seconds"), "value": str(spec.drain_seconds)},
+        {"name": _variable("result_ttl"), "value": str(spec.results.ttl_seconds)},
+        {"name": _variable("max_results"), "value": str(spec.results.max_count)},
+        {"name": _variable("max_dead_letters"), "value": str(spec.dead_letter.max_length)},
+        {"name": _variable("metrics_port"), "value": str(WORKER_METRICS_PORT)},
     ]
     ours = {e["name"] for e in env}
     return env + [e for e in spec.worker.env if e.get("name") not in ours]

@@ -11,6 +11,7 @@ import dataclasses
 
 from ..api import JobPoolSpec
 from ..queue.streams import DEFAULT_VISIBILITY_TIMEOUT
+from ..worker.config import SETTINGS
 
 WAIT_MARGIN_SECONDS = 5.0
 # A queue whose keys cannot be deleted is retried this long before the pool goes anyway.
@@ -36,7 +37,7 @@ class CleanupDecision:
 def visibility_timeout(spec: JobPoolSpec) -> float:
     """The workers' visibility timeout: the queue's default unless spec.worker.env sets another."""
     for variable in spec.worker.env:
-        if variable.get("name") == "JOBPOOL_VISIBILITY_TIMEOUT":
+        if variable.get("name") == SETTINGS["visibility_timeout"].variable:
             try:
                 seconds = float(variable["value"])
             except (KeyError, TypeError, ValueError):  # valueFrom or no number: the worker refuses it
