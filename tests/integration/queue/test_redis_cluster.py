@@ -1,7 +1,8 @@
 """The queue on a real Redis Cluster (three masters, a replica each; tests/fixtures/redis_ha.py).
 
 The queue and worker suites run here a second time, on the cluster: every test of
-test_queue_redis.py and test_worker_process.py that talks to Redis only through the queue
+tests/integration/queue/test_streams.py and
+tests/integration/worker/test_runtime.py that talks to Redis only through the queue
 (the others inspect one server's keys, restart it or proxy its port). Then what only a cluster
 has: pools spread over the masters, `delete_all` across nodes, per-pool users on every node,
 and a master killed while jobs flow.
@@ -25,6 +26,9 @@ from jobpool.queue.keys import PoolKeys
 from tests.integration.queue import test_streams as test_queue_redis
 from tests.integration.worker import test_runtime as test_worker_process
 from tests.helpers import ROOT, SyncQueue, wait_until
+
+# a second Redis topology started once per session, and its suites run again on it
+pytestmark = pytest.mark.slow
 
 # What a test needs that a cluster URL cannot give: one server's client, its port, a restart.
 _SINGLE_SERVER_ONLY = ("redis_sync.", "ReplyDroppingProxy", ".restart(", ".stop()", ".start()",

@@ -2,7 +2,7 @@
 password-protected; tests/fixtures/redis_ha.py).
 
 The queue suite runs here a second time, on the sentinel URL (the tests of
-test_queue_redis.py that talk to Redis only through the queue); then a failover during a
+tests/integration/queue/test_streams.py that talk to Redis only through the queue); then a failover during a
 batch, and the per-pool users on master and replica.
 """
 from __future__ import annotations
@@ -22,6 +22,9 @@ from jobpool.queue import QueueUnavailable, acl
 from tests.integration.queue import test_streams as test_queue_redis
 from tests.helpers import ROOT, SyncQueue, wait_until
 from .test_redis_cluster import _through_the_queue_only
+
+# a second Redis topology started once per session, and its suites run again on it
+pytestmark = pytest.mark.slow
 
 for _name, _test in vars(test_queue_redis).items():
     if _name.startswith("test_") and callable(_test) and _through_the_queue_only(_test):
