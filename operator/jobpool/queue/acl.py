@@ -42,9 +42,11 @@ _SCRIPTS = {
 # Redis checks every key a script is given as one it may read and write, so a producer holds
 # the keys its scripts name; the commands that write are each confined (by an ACL selector) to
 # the one key they must write: a producer submits and reads, it cannot fetch, ack or delete.
+# The submit script is given the result key of every caller-given id (also of a submit sent
+# again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:", "memory")
-_PRODUCER_READS = ("results", "result:*")
+                  "result:*", "memory")
+_PRODUCER_READS = ("results",)
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
                     "memory": ("hset", "hincrby")}   # the submit script's memory sample

@@ -246,3 +246,18 @@ def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users,
     finally:
         admin.config_set("maxmemory", 0)
         admin.close()
+
+
+def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
+    """A given id's result key is among the submit script's keys (so a done job is not run
+    again); a submit sent again after a dropped connection, as in a failover, gives every id."""
+    producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    try:
+        assert producer.submit_many([{"n": 1}, {"n": 2}], ["mine-1", "mine-2"]) == ["mine-1", "mine-2"]
+        with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+            assert client.submit({"n": 3}, id="mine-3") == "mine-3"
+        assert producer.submit_many([{"n": 1}], ["mine-1"]) == ["mine-1"]   # the same job, sent again
+        assert queue.stats().submitted == 3
+        assert users.denials() == []
+    finally:
+        producer.close()
