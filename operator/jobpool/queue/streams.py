@@ -444,7 +444,11 @@ class RedisStreamsQueue(Queue):
 
     async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
                              count: int) -> tuple[int, int, list[Job]]:
-        if count <= 0 or len(done) > ACK_CHUNK:
+        with self._errors():
+            # replicated: fetch once the ack is confirmed; jobs fetched with an ack refused after
+            # the script ran would be lost to the worker until the visibility timeout, a delivery burnt
+            separate = count <= 0 or len(done) > ACK_CHUNK or await self._replicated()
+        if separate:
             return await super().ack_then_fetch(done, consumer, count)
         k = self.keys
         ack_keys = self._ack_keys(done)
