@@ -2,7 +2,8 @@
 URL>` on the local control plane, a pool with `spec.queue.durability: replicated` on its own
 users, two real `jobpool worker` processes holding the pool's worker Secret, and the master
 killed (SIGKILL) while a batch runs. Its replica is promoted; the pool's users work there, the
-operator reconnects and its status counts every job; nothing acknowledged is lost.
+operator reconnects and its status counts every job; nothing acknowledged is lost. Until the
+killed node is back as a replica, no write is acknowledged (replicated durability needs one).
 
 The Redis topologies are the session's (tests/fixtures/redis_ha.py): the killed node is started
 again as a replica, so the next test finds the topology whole.
@@ -90,8 +91,8 @@ def test_a_failover_under_the_operator_loses_no_job_and_the_pool_works_on(topolo
                 for role, name in ((acl.WORKER, f"{pool}-queue"), (acl.PRODUCER, f"{pool}-queue-producer"))}
         assert all(url.startswith(topology.url.split("://")[0] + "://jobpool.") for url in urls.values())
         workers = [WorkerProcess(urls[acl.WORKER], ns, pool, "tests.integration.handlers:sleepy", concurrency=4,
-                                 visibility_timeout=2, drain_seconds=5,
-                                 env={"JOBPOOL_TEST_LOG": str(tmp_path / "jobs.log")}) for _ in range(2)]
+                                 visibility_timeout=2, drain_seconds=5, log_path=tmp_path / f"worker{i}.log",
+                                 env={"JOBPOOL_TEST_LOG": str(tmp_path / "jobs.log")}) for i in range(2)]
         with Client(urls[acl.PRODUCER], ns, pool) as producer:
             batch = producer.submit_many([{"seconds": 0.05, "n": n} for n in range(BATCH)],
                                          [f"batch-{n}" for n in range(BATCH)])
@@ -100,32 +101,39 @@ def test_a_failover_under_the_operator_loses_no_job_and_the_pool_works_on(topolo
             assert promoted is not killed
             # ACL users are not replicated: the operator had set them on the replica beforehand
             assert _users_on(topology, promoted, ns, pool)
-            after = wait_until(lambda: _submit_or_none(
-                producer, [{"seconds": 0, "n": n} for n in range(BATCH, BATCH + AFTER)],
-                [f"after-{n}" for n in range(BATCH, BATCH + AFTER)]), timeout=30, what="a submit after the failover")
-            done = [producer.result(job_id, timeout=60) for job_id in batch + after]
+            after_ids = [f"after-{n}" for n in range(BATCH, BATCH + AFTER)]
+            after_jobs = [{"seconds": 0, "n": n} for n in range(BATCH, BATCH + AFTER)]
+            # The promoted master has no replica until the killed node is back: nothing is acknowledged
+            with pytest.raises(QueueUnavailable, match="no replica confirmed"):
+                producer.submit_many(after_jobs[:1], after_ids[:1])
+            topology.rejoin(killed)
+            # ... and the operator gives the rejoined node the users again (a restart loses them)
+            wait_until(lambda: _users_on(topology, killed, ns, pool), timeout=30,
+                       what="the pool's users re-applied on the rejoined node")
+            # the refused job sent again with its id is the same job
+            after = wait_until(lambda: _submit_or_none(producer, after_jobs, after_ids), timeout=30,
+                               what="a submit after the failover")
+            total = BATCH + AFTER
+            wait_until(lambda: (stats := producer.status()).succeeded >= total and stats.backlog == 0,
+                       timeout=60, what="every job done")
+            done = [producer.result(job_id) for job_id in batch + after]
         assert [r.result if r else None for r in done] == list(range(BATCH + AFTER)), "a job has no result"
         assert all(worker.alive() for worker in workers)
 
         # The operator reconnected: its status counts every job exactly once, and the pool is Ready.
-        total = BATCH + AFTER
         wait_until(lambda: _status(cluster, ns, pool).get("jobs", {}).get("succeeded") == total, timeout=30,
                    what=f"status.jobs.succeeded to reach {total}")
         status = _status(cluster, ns, pool)
         assert status["jobs"] == {"submitted": total, "succeeded": total, "retried": 0, "deadLettered": 0}
         wait_until(lambda: ready(cluster, ns, pool), timeout=30, what="the pool Ready after the failover")
         assert operator.alive()
-
-        # The killed master comes back as a replica; the operator gives it the pool's users again
-        # (a restart loses them), so the next failover finds them there too.
-        topology.rejoin(killed)
-        wait_until(lambda: _users_on(topology, killed, ns, pool), timeout=30,
-                   what="the pool's users re-applied on the rejoined node")
     finally:
         for worker in workers:
             worker.stop()
+            print(f"---- {worker.log_path.name} (tail) ----\n" + worker.log()[-3000:])
         if killed is not None:
             topology.rejoin(killed)
+        print(f"---- the pool's status ----\n{_status(cluster, ns, pool)}")
         cluster.kubectl("delete", "jobpools", "--all", "-n", ns, "--timeout=60s", check=False)
         operator.stop()
         print("---- operator log (tail) ----\n" + operator.logs()[-6000:])
