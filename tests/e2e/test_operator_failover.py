@@ -27,7 +27,7 @@ from tests.helpers import WorkerProcess, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BATCH = 600        # jobs submitted before the failover, 50 ms each on 2 workers x 4 slots
-AFTER = 100        # jobs submitted once the replica is promoted
+AFTER = 100        # jobs submitted after the failover (the first one refused until a replica is back)
 
 
 @dataclasses.dataclass
