@@ -264,8 +264,9 @@ def test_operator_metrics_and_health(operator, jobpool_crds, kube_namespace):
     cluster, ns, name = jobpool_crds, kube_namespace, unique("metered")
     apply(cluster, ns, pool_manifest(name, parallelism=2))
     labels = f'namespace="{ns}",pool="{name}"'
-    text = wait_until(lambda: (m := operator.metrics()) and f"jobpool_workers_desired{{{labels}}} 2.0" in m and m,
-                      what="the pool's metrics")
+    # the gauges are set during a tick, its duration observed once it ends: wait for both
+    text = wait_until(lambda: (m := operator.metrics()) and f"jobpool_workers_desired{{{labels}}} 2.0" in m
+                      and "jobpool_reconcile_seconds_count" in m and m, what="the pool's metrics")
     for metric in ("jobpool_queue_waiting", "jobpool_queue_inflight", "jobpool_queue_delayed",
                    "jobpool_queue_dead_letter", "jobpool_workers_ready", "jobpool_slots_busy",
                    "jobpool_slots_total", "jobpool_saturation"):
