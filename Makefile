@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
+.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus browser tools cluster-up cluster-down bench \
         bench-operator bench-memory bench-replication soak images real-node node-packages clean
 
 all: test
@@ -26,6 +26,10 @@ prometheus:
 
 node-packages:
 	@bash scripts/ensure-node-packages.sh
+
+## Debian's chromium and chromium-driver, which the web UI's browser tests drive (Selenium).
+browser:
+	@bash scripts/ensure-browser.sh
 
 tools:
 	@bash tools/build.sh
@@ -49,7 +53,7 @@ demo-plot: venv redis tools
 	@JOBPOOL_DEMO_PLOT=docs/demo-scaling.svg bash scripts/demo_cluster.sh
 
 ## The whole test suite, against a real redis-server and a real control plane.
-test: venv redis prometheus node-packages tools
+test: venv redis prometheus browser node-packages tools
 	$(BIN)/python -m pytest
 
 ## Under two minutes: no control plane, no images or real node, nothing marked slow.

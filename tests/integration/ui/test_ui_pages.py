@@ -1,0 +1,190 @@
+"""`jobpool ui` over HTTP against a real redis-server, with a pool's own Redis users: what each
+credential sees and may do, CSRF, escaping, no credential in any page or log, and the cost of
+many open pages in Redis commands."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import aiohttp
+import pytest
+import redis as redis_sync
+import requests
+
+from tests.fixtures.redis import running_redis
+from tests.helpers import SyncQueue, wait_until
+
+MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def make_dead(worker_url: str, pool: str, job_id: str, payload, error: str) -> None:
+    """Submit a job and dead-letter it as a worker would, under the worker's own credential."""
+    queue = SyncQueue(worker_url, "it", pool)
+    try:
+        queue.submit_many([payload], [job_id])
+        (job,) = [j for j in queue.fetch("ui-test-worker", 10, 0) if j.id == job_id]
+        assert queue.fail(job, error, max_attempts=1, backoff=0, max_backoff=0) == "dead_lettered"
+    finally:
+        queue.close()
+
+
+def tokens(html: str, action: str) -> list[str]:
+    """The CSRF tokens of the page's `action` forms."""
+    return re.findall(rf'action="{action}"><input type="hidden" name="token" value="([^"]+)"', html) + \
+        re.findall(rf'action="{action}" data-confirm="[^"]*">\s*<input type="hidden" name="token" value="([^"]+)"', html)
+
+
+def test_a_producer_sees_the_pool_read_only_and_a_forged_post_is_refused(redis_server, pool_name, pool_users, start_ui):
+    make_dead(pool_users.url("worker"), pool_name, "dead-1", {"n": 1}, "ValueError: boom")
+    producer = SyncQueue(pool_users.url("producer"), "it", pool_name)
+    producer.submit_many([{"n": 2}, {"n": 3}], ["wait-2", "wait-3"])
+    producer.close()
+    ui = start_ui(pool_users.url("producer"), [pool_name])
+
+    pools = requests.get(ui.base, timeout=10)
+    assert pools.status_code == 200 and f'data-pool="{pool_name}"' in pools.text
+    assert re.search(r'data-field="waiting" class="num">2<', pools.text), pools.text
+    pool = requests.get(f"{ui.base}pools/{pool_name}", timeout=10).text
+    assert "wait-2" in pool and "wait-3" in pool
+    assert "may not read the delayed jobs" in requests.get(f"{ui.base}pools/{pool_name}?state=delayed", timeout=10).text
+    dead = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    assert "dead-1" in dead and "read-only: this credential may not replay or purge" in dead
+    assert "<form" not in dead.replace('<form class="search"', "")     # no replay, no purge
+    job = requests.get(f"{ui.base}pools/{pool_name}/job", params={"id": "dead-1"}, timeout=10).text
+    assert "ValueError: boom" in job and 'class="purge"' not in job and 'class="replay"' not in job
+
+    # a POST made up by hand: no token, a token of another server, and the form fields right
+    for token in (None, f"{int(time.time())}.{'0' * 64}"):
+        form = {"id": "dead-1", "back": "dead", "confirm": "yes", **({"token": token} if token else {})}
+        for action in ("replay", "purge"):
+            reply = requests.post(f"{ui.base}pools/{pool_name}/{action}", data=form, allow_redirects=False, timeout=10)
+            assert reply.status_code == 403, (action, reply.status_code, reply.text)
+    admin = SyncQueue(redis_server.url, "it", pool_name)
+    try:
+        assert [d.id for d in admin.dead_letters()] == ["dead-1"]
+    finally:
+        admin.delete_all()
+        admin.close()
+
+
+def test_a_worker_credential_replays_and_purges_with_the_pages_tokens_only(redis_server, pool_name, pool_users, start_ui):
+    worker_url = pool_users.url("worker")
+    make_dead(worker_url, pool_name, "dead-a", {"n": "a"}, "boom a")
+    make_dead(worker_url, pool_name, "dead-b", {"n": "b"}, "boom b")
+    ui = start_ui(worker_url, [pool_name])
+    page = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    assert "this credential may replay and purge dead letters" in page
+    replay_token, purge_token = tokens(page, "replay")[0], tokens(page, "purge")[0]
+    url = f"{ui.base}pools/{pool_name}/"
+
+    refused = requests.post(url + "replay", data={"token": purge_token, "id": "dead-a"}, allow_redirects=False, timeout=10)
+    assert refused.status_code == 403                       # a purge form's token does not replay
+    other_pool = requests.post(f"{ui.base}pools/{pool_name}x/replay", data={"token": replay_token, "id": "dead-a"},
+                               allow_redirects=False, timeout=10)
+    assert other_pool.status_code == 404
+    replayed = requests.post(url + "replay", data={"token": replay_token, "id": "dead-a", "back": "dead"},
+                             allow_redirects=False, timeout=10)
+    assert replayed.status_code == 303 and replayed.headers["Location"] == "dead?done=replayed&n=1"
+    unconfirmed = requests.post(url + "purge", data={"token": purge_token, "id": "dead-b"}, allow_redirects=False, timeout=10)
+    assert unconfirmed.status_code == 400 and "tick the box" in unconfirmed.text
+    purged = requests.post(url + "purge", data={"token": purge_token, "id": "dead-b", "confirm": "yes"},
+                           allow_redirects=False, timeout=10)
+    assert purged.status_code == 303
+    assert "purged 1 dead job(s)" in requests.get(url + purged.headers["Location"], timeout=10).text
+
+    admin = SyncQueue(redis_server.url, "it", pool_name)
+    try:
+        assert admin.dead_letters() == []
+        assert admin.stats().waiting == 1                    # dead-a waits again
+    finally:
+        admin.delete_all()
+        admin.close()
+
+
+def test_a_read_only_page_shows_and_accepts_no_action_whatever_the_credential(pool_name, pool_users, start_ui):
+    make_dead(pool_users.url("worker"), pool_name, "dead-r", {"n": 1}, "boom")
+    ui = start_ui(pool_users.url("worker"), [pool_name], "--read-only")
+    page = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    assert "actions are turned off" in page and 'class="replay"' not in page
+
+
+def test_markup_in_payloads_and_errors_renders_as_text(pool_name, pool_users, start_ui):
+    make_dead(pool_users.url("worker"), pool_name, "x<b>1</b>", {"html": MARKUP}, f"ValueError: {MARKUP}")
+    ui = start_ui(pool_users.url("worker"), [pool_name])
+    for path, params in ((f"pools/{pool_name}/dead", {}), (f"pools/{pool_name}/job", {"id": "x<b>1</b>"}),
+                         (f"pools/{pool_name}", {"q": MARKUP})):
+        reply = requests.get(ui.base + path, params=params, timeout=10)
+        assert reply.status_code == 200
+        assert "<script>alert" not in reply.text and "<img src=x" not in reply.text and "<b>1</b>" not in reply.text
+        assert "script-src 'self'" in reply.headers["Content-Security-Policy"]
+    job = requests.get(f"{ui.base}pools/{pool_name}/job", params={"id": "x<b>1</b>"}, timeout=10).text
+    assert "ValueError: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in job
+
+
+def test_no_password_in_any_page_event_or_log(redis_server, pool_name, pool_users, start_ui):
+    worker_url = pool_users.url("worker")
+    password = pool_users.passwords["worker"]
+    make_dead(worker_url, pool_name, "dead-p", {"n": 1}, "boom")
+    ui = start_ui(worker_url, [pool_name])
+    wrong = start_ui(worker_url.replace(password, password + "-wrong"), [pool_name])
+    seen = []
+    for base in (ui.base, wrong.base):
+        for path in ("", f"pools/{pool_name}", f"pools/{pool_name}?state=delayed", f"pools/{pool_name}?state=succeeded",
+                     f"pools/{pool_name}/dead", f"pools/{pool_name}/job?id=dead-p", f"pools/{pool_name}?q=dead-p"):
+            seen.append(requests.get(base + path, timeout=10).text)
+        with requests.get(base + "events", stream=True, timeout=10) as events:
+            seen.append(next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:")))
+    assert "WRONGPASS" in seen[-1] or "invalid username-password" in seen[-1], seen[-1]
+    assert "dead-p" in seen[5]
+    for text in [*seen, ui.log(), wrong.log()]:
+        assert password not in text
+        assert pool_users.url("worker") not in text
+
+
+def _commands(client: redis_sync.Redis) -> int:
+    """Commands the server ran, but for the measurement's own INFO and CONFIG."""
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
+
+
+def test_twenty_open_pages_cost_redis_no_more_than_one(start_ui):
+    """The figures of a pool are read once per refresh for all viewers: 20 pages with live figures
+    (each a page load and an SSE stream) add no Redis commands beyond one refresh's worth."""
+    refresh, span = 0.5, 3.0
+    with running_redis() as server:
+        admin = redis_sync.Redis.from_url(server.url)
+        SyncQueue(server.url, "it", "costly").submit_many(list(range(10)))
+        ui = start_ui(server.url, ["costly"], "--refresh", str(refresh))
+        requests.get(ui.base, timeout=10)
+
+        def measure(tabs: int) -> tuple[int, list[int]]:
+            async def run() -> tuple[int, list[int]]:
+                received = [0] * tabs
+                async with aiohttp.ClientSession() as session:
+                    async def tab(index: int) -> None:
+                        async with session.get(ui.base) as page:
+                            assert page.status == 200
+                        async with session.get(ui.base + "events") as stream:
+                            async for line in stream.content:
+                                if line.startswith(b"data: "):
+                                    received[index] += 1
+                    tasks = [asyncio.ensure_future(tab(i)) for i in range(tabs)]
+                    await asyncio.sleep(0.5)          # every page loaded and listening
+                    admin.config_resetstat()
+                    await asyncio.sleep(span)
+                    calls = _commands(admin)
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                return calls, received
+            return asyncio.run(run())
+
+        alone, _ = measure(0)
+        crowded, received = measure(20)
+        admin.close()
+    per_refresh = max(1.0, alone / (span / refresh))
+    print(f"Redis commands in {span}s at a {refresh}s refresh: {alone} with no page open, {crowded} with 20")
+    assert alone >= span / refresh - 2, f"the page read {alone} commands in {span}s, fewer than one per refresh"
+    assert all(count >= span / refresh - 2 for count in received), received
+    assert crowded <= alone + 2 * per_refresh, (alone, crowded)
