@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus browser tools cluster-up cluster-down bench \
+.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus browser ui-screenshots tools cluster-up cluster-down bench \
         bench-operator bench-memory bench-replication soak images real-node node-packages clean
 
 all: test
@@ -30,6 +30,10 @@ node-packages:
 ## Debian's chromium and chromium-driver, which the web UI's browser tests drive (Selenium).
 browser:
 	@bash scripts/ensure-browser.sh
+
+## The web UI's screenshots in docs/ (the README shows them), taken by its browser test.
+ui-screenshots: venv redis browser
+	JOBPOOL_UI_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/integration/ui/test_ui_browser.py -k drain
 
 tools:
 	@bash tools/build.sh
