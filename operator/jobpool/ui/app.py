@@ -20,12 +20,14 @@ from ..queue import QueueError, open_queue
 from ..queue.browse import DEAD, DELAYED, RUNNING, SUCCEEDED, WAITING, JobPage, JobView, NotPermitted, open_browse
 from ..queue.codec import redact_url
 from . import render
+from .discovery import discover_pools
 from .live import Refresher, summary
 from .render import Markup, escape, fragment, join, quote
 from .security import HEADERS, Csrf
 
 log = logging.getLogger("jobpool.ui")
 PAGE_SIZE = 50
+DISCOVER_SECONDS = 30.0     # how often pools are looked for when none were named
 PERMISSION_TTL = 60.0        # seconds a probed permission is trusted for showing buttons
 TABS = (("queued", "waiting / running"), ("delayed", "delayed"), ("succeeded", "succeeded"))
 DONE = {"replayed": "replayed {n} dead job(s): they wait in the queue again",
@@ -35,30 +37,70 @@ DONE = {"replayed": "replayed {n} dead job(s): they wait in the queue again",
 @dataclasses.dataclass(frozen=True)
 class UiSettings:
     url: str
-    namespace: str
-    pools: tuple[str, ...]
+    namespaces: tuple[str, ...] | None     # None: every namespace
+    pools: tuple[tuple[str, str], ...] = ()   # (namespace, pool); none: every pool found, again and again
     refresh: float = 2.0
     actions: bool = True     # False: no action is shown or accepted, whatever the credential may
+    discover_every: float = DISCOVER_SECONDS
+
+    @property
+    def title(self) -> str:
+        if self.namespaces is None:
+            return "pools of every namespace"
+        return "pools of " + ", ".join(self.namespaces)
 
 
 @dataclasses.dataclass
 class PoolHandle:
+    namespace: str
     name: str
     queue: Any
     browse: Any
     may_change: bool = False
     probed_at: float = 0.0
 
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def path(self) -> str:
+        """Its pages' path below pools/."""
+        return f"{quote(self.namespace)}/{quote(self.name)}"
+
 
 class UiState:
     def __init__(self, settings: UiSettings):
         self.settings = settings
-        self.pools = {}
-        for name in settings.pools:
-            queue = open_queue(settings.url, settings.namespace, name)
-            self.pools[name] = PoolHandle(name, queue, open_browse(queue))
-        self.refresher = Refresher({name: p.queue for name, p in self.pools.items()}, settings.refresh)
+        self.pools: dict[str, PoolHandle] = {}
+        self.refresher = Refresher({}, settings.refresh, before=self._discover if not settings.pools else None)
+        self.show(settings.pools)
         self.csrf = Csrf()
+        self.discovered_at = time.monotonic() if settings.pools else 0.0
+
+    def show(self, pools: Any) -> list[Any]:
+        """Show exactly these (namespace, pool) pairs; returns the queues of pools no longer shown."""
+        wanted = {f"{ns}/{name}": (ns, name) for ns, name in pools}
+        gone = [self.pools.pop(key).queue for key in list(self.pools) if key not in wanted]
+        for key, (ns, name) in sorted(wanted.items()):
+            if key not in self.pools:
+                queue = open_queue(self.settings.url, ns, name)
+                self.pools[key] = PoolHandle(ns, name, queue, open_browse(queue))
+        self.refresher.show({key: pool.queue for key, pool in self.pools.items()})
+        return gone
+
+    async def _discover(self) -> None:
+        """Find the pools again every `discover_every` seconds (before a refresh)."""
+        if time.monotonic() - self.discovered_at < self.settings.discover_every:
+            return
+        self.discovered_at = time.monotonic()
+        try:
+            found = await discover_pools(self.settings.url, self.settings.namespaces)
+        except Exception as exc:   # the figures go on for the pools already shown
+            log.warning("cannot list the pools at %s: %s", self.credential(), type(exc).__name__)
+            return
+        for queue in self.show(found):
+            await queue.close()
 
     async def may_change(self, pool: PoolHandle, fresh: bool = False) -> bool:
         """Whether the credential may replay and purge this pool's dead letters (and the chart
@@ -106,9 +148,10 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def _pool(request: web.Request) -> PoolHandle:
-    pool = request.app[STATE].pools.get(request.match_info["pool"])
+    key = f"{request.match_info['namespace']}/{request.match_info['pool']}"
+    pool = request.app[STATE].pools.get(key)
     if pool is None:
-        raise web.HTTPNotFound(text=f"no pool {request.match_info['pool']!r} is shown here")
+        raise web.HTTPNotFound(text=f"no pool {key!r} is shown here")
     return pool
 
 
@@ -135,10 +178,10 @@ async def pools_page(request: web.Request) -> web.Response:
     state = request.app[STATE]
     await state.refresher.ready()
     rows = []
-    for name, history in state.refresher.histories.items():
-        view = summary(history)
+    for key, pool in state.pools.items():
+        view = summary(state.refresher.histories[key])
         rows.append(fragment(
-            '<tr data-pool="$name"><td><a href="pools/$link">$name</a>'
+            '<tr data-pool="$key"><td>$namespace</td><td><a href="pools/$link">$name</a>'
             '<div class="error" data-field="error">$error</div></td>'
             '<td data-field="backlog" class="num">$backlog</td><td data-field="waiting" class="num">$waiting</td>'
             '<td data-field="inFlight" class="num">$inFlight</td><td data-field="delayed" class="num">$delayed</td>'
@@ -146,10 +189,10 @@ async def pools_page(request: web.Request) -> web.Response:
             '<td class="num"><span data-field="busySlots">$busySlots</span> / <span data-field="totalSlots">$totalSlots</span></td>'
             '<td data-field="saturation" class="num">$saturation</td>'
             '<td>$backlogLine</td><td>$throughputLine <span class="rate"><span data-field="succeededPerSecond">$succeededPerSecond</span>/s</span></td></tr>',
-            name=name, link=quote(name), backlogLine=sparkline("backlog", view),
+            key=key, namespace=pool.namespace, name=pool.name, link=pool.path, backlogLine=sparkline("backlog", view),
             throughputLine=sparkline("throughput", view), **_cells(view)))
-    return _page(request, "pools.html", f"pools of {state.settings.namespace}",
-                 namespace=state.settings.namespace, rows=join(rows), interval=state.settings.refresh)
+    return _page(request, "pools.html", state.settings.title, rows=join(rows), interval=state.settings.refresh,
+                 empty="" if rows else "no pool found yet: pools appear once they have had a job")
 
 
 def sparkline(series: str, view: dict[str, Any]) -> Markup:
@@ -163,7 +206,7 @@ async def pool_page(request: web.Request) -> web.Response:
     state = request.app[STATE]
     pool = _pool(request)
     await state.refresher.ready()
-    view = summary(state.refresher.histories[pool.name])
+    view = summary(state.refresher.histories[pool.key])
     tab = request.query.get("state", "queued")
     if tab not in dict(TABS):
         raise web.HTTPBadRequest(text=f"state must be one of {', '.join(dict(TABS))}, not {tab!r}")
@@ -184,6 +227,7 @@ async def pool_page(request: web.Request) -> web.Response:
                           href=f"{quote(pool.name)}?state={key}") for key, label in TABS] +
                 [fragment('<a class="tab" href="$href">dead letters</a>', href=f"{quote(pool.name)}/dead")])
     return _page(request, "pool.html", f"pool {pool.name}", pool=pool.name, poolLink=quote(pool.name),
+                 poolPath=pool.path, poolKey=pool.key, namespace=pool.namespace,
                  tab=tab, q=query, found=found, tabs=tabs, jobs=table,
                  workerRows=workers_rows(view), **_cells(view))
 
@@ -250,9 +294,9 @@ async def job_page(request: web.Request) -> web.Response:
                              f"their result is retained)")
     actions = Markup("")
     if job.state == DEAD and await state.may_change(pool):
-        actions = action_forms(state, pool.name, [job.id], back="job")
+        actions = action_forms(state, pool.key, [job.id], back="job")
     now = time.time()
-    return _page(request, "job.html", f"job {job.id}", pool=pool.name, poolLink=quote(pool.name),
+    return _page(request, "job.html", f"job {job.id}", pool=pool.name, poolPath=pool.path, namespace=pool.namespace,
                  id=job.id, state=job.state, task=job.task or "—", attempts=job.attempts,
                  worker=job.worker or "—",
                  enqueued=f"{render.timestamp(job.enqueued_at)} ({render.ago(job.enqueued_at, now)})" if job.enqueued_at else "—",
@@ -309,12 +353,12 @@ async def dead_page(request: web.Request) -> web.Response:
             idLink=quote(job.id), id=job.id, attempts=job.attempts, failed=render.timestamp(job.failed_at),
             error=(job.error or "").strip().splitlines()[0] if job.error and job.error.strip() else "",
             payload=render.short_json(job.payload),
-            actions=action_forms(state, pool.name, [job.id], back="dead") if may_change else Markup("")))
+            actions=action_forms(state, pool.key, [job.id], back="dead") if may_change else Markup("")))
     more = Markup("")
     if page.next_after is not None:
         more = fragment('<a class="next" href="dead?after=$after&amp;error=$error">next page</a>',
                         after=quote(page.next_after), error=quote(error_filter))
-    bulk = action_forms(state, pool.name, [], back="dead", everything=True) if may_change and page.jobs and not error_filter else Markup("")
+    bulk = action_forms(state, pool.key, [], back="dead", everything=True) if may_change and page.jobs and not error_filter else Markup("")
     rights = ("this credential may replay and purge dead letters" if may_change else
               "read-only: this credential may not replay or purge dead letters" if state.settings.actions else
               "read-only: actions are turned off for this page")
@@ -322,7 +366,8 @@ async def dead_page(request: web.Request) -> web.Response:
                      '<th>payload</th><th></th></tr></thead><tbody>$rows</tbody></table>$more', rows=join(rows), more=more)
             if rows else fragment('<p class="empty">no dead jobs$matching</p>',
                                   matching=f" with an error containing {error_filter!r}" if error_filter else ""))
-    return _page(request, "dead.html", f"dead letters of {pool.name}", pool=pool.name, poolLink=quote(pool.name),
+    return _page(request, "dead.html", f"dead letters of {pool.name}", pool=pool.name, poolPath=pool.path,
+                 namespace=pool.namespace,
                  filter=error_filter, table=body, bulk=bulk, rights=rights, flash=flash(request))
 
 
@@ -331,13 +376,13 @@ async def _action(request: web.Request, action: str) -> web.Response:
     state = request.app[STATE]
     pool = _pool(request)
     form = await request.post()
-    if not state.csrf.valid(form.get("token"), f"{action}:{pool.name}"):
-        log.warning("refused a %s of pool %s: no valid CSRF token", action, pool.name)
+    if not state.csrf.valid(form.get("token"), f"{action}:{pool.key}"):
+        log.warning("refused a %s of pool %s: no valid CSRF token", action, pool.key)
         raise web.HTTPForbidden(text="refused: the form's token is missing, expired or from another page; "
                                      "reload the page and try again")
     if not await state.may_change(pool, fresh=True):
-        log.warning("refused a %s of pool %s: the credential may not change dead letters", action, pool.name)
-        raise web.HTTPForbidden(text=f"refused: this credential may not {action} dead letters of pool {pool.name}")
+        log.warning("refused a %s of pool %s: the credential may not change dead letters", action, pool.key)
+        raise web.HTTPForbidden(text=f"refused: this credential may not {action} dead letters of pool {pool.key}")
     ids = [str(i) for i in form.getall("id", [])]
     everything = form.get("all") == "1"
     if not ids and not everything:
@@ -350,7 +395,7 @@ async def _action(request: web.Request, action: str) -> web.Response:
     except QueueError as exc:
         raise web.HTTPBadGateway(text=f"{action} failed: {exc}") from None
     done = "replayed" if action == "replay" else "purged"
-    log.info("%s %d dead job(s) of pool %s", done, count, pool.name)
+    log.info("%s %d dead job(s) of pool %s", done, count, pool.key)
     if form.get("back") == "job" and len(ids) == 1:
         raise web.HTTPSeeOther(f"job?id={quote(ids[0])}&done={done}&n={count}")
     raise web.HTTPSeeOther(f"dead?done={done}&n={count}")
@@ -416,11 +461,11 @@ def build_app(settings: UiSettings) -> web.Application:
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
     app.router.add_get("/", pools_page)
-    app.router.add_get("/pools/{pool}", pool_page)
-    app.router.add_get("/pools/{pool}/job", job_page)
-    app.router.add_get("/pools/{pool}/dead", dead_page)
-    app.router.add_post("/pools/{pool}/replay", replay)
-    app.router.add_post("/pools/{pool}/purge", purge)
+    app.router.add_get("/pools/{namespace}/{pool}", pool_page)
+    app.router.add_get("/pools/{namespace}/{pool}/job", job_page)
+    app.router.add_get("/pools/{namespace}/{pool}/dead", dead_page)
+    app.router.add_post("/pools/{namespace}/{pool}/replay", replay)
+    app.router.add_post("/pools/{namespace}/{pool}/purge", purge)
     app.router.add_get("/events", events)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)

@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 
-from ..queue import QueueError, connection
+from ..queue import QueueError
 from ..queue.codec import check_queue_url, name_problem, redact_url
-from ..queue.keys import PoolKeys
+from .discovery import discover_pools
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 
@@ -23,9 +23,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     ui.add_argument("--queue", help="queue URL (env JOBPOOL_QUEUE_URL); its credential decides the "
                                     "actions shown")
     ui.add_argument("--namespace", help="namespace of the pools (env JOBPOOL_NAMESPACE, default 'default')")
+    ui.add_argument("--all-namespaces", action="store_true", help="show the pools of every namespace")
     ui.add_argument("--pool", action="append", default=[], help="a pool to show (repeatable; env "
-                    "JOBPOOL_POOL); default: every pool of the namespace, which needs a credential "
-                    "that may SCAN")
+                    "JOBPOOL_POOL, comma-separated); default: every pool of the namespace, found "
+                    "again every 30 s, which needs a credential that may SCAN")
     ui.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port to serve on (default {DEFAULT_LISTEN})")
     ui.add_argument("--refresh", type=float, default=2.0, help="seconds between two reads of the "
                     "pools' figures, shared by every open page (default 2)")
@@ -40,18 +41,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def discover_pools(url: str, namespace: str) -> list[str]:
-    """Every pool of `namespace` that has counters in the queue (SCAN: an administrator's right)."""
-    client = connection.connect(url, decode_responses=True, socket_connect_timeout=5.0, socket_timeout=10.0)
-    prefix = "{jobpool:%s/" % namespace
-    pattern = PoolKeys(namespace, "*").scan_pattern.replace("\\*", "*")[:-1] + "counters"
-    try:
-        found = {key[len(prefix):].partition("}")[0] async for key in client.scan_iter(match=pattern, count=1000)}
-    finally:
-        await client.aclose()
-    return sorted(found)
-
-
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -60,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     url = args.queue or os.environ.get("JOBPOOL_QUEUE_URL")
     namespace = args.namespace or os.environ.get("JOBPOOL_NAMESPACE") or "default"
+    namespaces = None if args.all_namespaces else (namespace,)
     pools = list(args.pool) or [p for p in os.environ.get("JOBPOOL_POOL", "").split(",") if p]
     try:
         if not url:
@@ -72,22 +62,22 @@ def run(args: argparse.Namespace) -> int:
             problem = name_problem(value, what)
             if problem is not None:
                 raise ValueError(problem)
+        if args.all_namespaces and pools:
+            raise ValueError("--pool names a pool of --namespace; give it without --all-namespaces")
         if not pools:
-            try:
-                pools = asyncio.run(discover_pools(url, namespace))
+            try:   # once now, so a credential that may not list pools is told at once
+                asyncio.run(discover_pools(url, namespaces))
             except Exception as exc:   # NOPERM for a pool's own user, or unreachable
-                raise QueueError(f"cannot list the pools of namespace {namespace} at {redact_url(url)} "
+                where = "every namespace" if namespaces is None else f"namespace {namespace}"
+                raise QueueError(f"cannot list the pools of {where} at {redact_url(url)} "
                                  f"({type(exc).__name__}); give --pool P for each pool to show") from None
-            if not pools:
-                raise QueueError(f"no pool of namespace {namespace} has jobs at {redact_url(url)}; "
-                                 f"give --pool P to show one anyway")
     except ValueError as exc:
         print(f"jobpool ui: error: {exc}", file=sys.stderr)
         return 2
     except QueueError as exc:
         print(f"jobpool ui: error: {exc}", file=sys.stderr)
         return 1
-    settings = UiSettings(url=url, namespace=namespace, pools=tuple(pools), refresh=args.refresh,
+    settings = UiSettings(url=url, namespaces=namespaces, pools=tuple((namespace, p) for p in pools), refresh=args.refresh,
                           actions=not args.read_only)
     asyncio.run(_serve(build_app(settings), host, port, settings))
     return 0
@@ -101,9 +91,9 @@ async def _serve(app, host: str, port: int, settings) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
-    logging.getLogger("jobpool.ui").info(
-        "serving pools %s of namespace %s from %s on http://%s:%d/", ", ".join(settings.pools),
-        settings.namespace, redact_url(settings.url), host, bound)
+    shown = ", ".join(f"{ns}/{pool}" for ns, pool in settings.pools) or "found in the queue"
+    logging.getLogger("jobpool.ui").info("serving the %s (%s) from %s on http://%s:%d/", settings.title,
+                                         shown, redact_url(settings.url), host, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import json
 import time
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from ..queue import QueueError, QueueStats
 
@@ -80,21 +80,34 @@ class Refresher:
     """Reads every pool's stats once per `interval` and tells every subscriber (one SSE stream
     each) the new figures; a slow subscriber only ever misses figures that were replaced."""
 
-    def __init__(self, queues: Mapping[str, Any], interval: float, window: float = 300.0):
-        self.queues = dict(queues)
+    def __init__(self, queues: Mapping[str, Any], interval: float, window: float = 300.0,
+                 before: Callable[[], Awaitable[None]] | None = None):
         self.interval = interval
-        self.histories = {name: PoolHistory(window) for name in self.queues}
+        self.window = window
+        self.before = before            # run before each refresh: the pools may have changed
+        self.queues: dict[str, Any] = {}
+        self.histories: dict[str, PoolHistory] = {}
+        self.show(queues)
         self.reads = 0
         self._subscribers: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self._first = asyncio.Event()
 
+    def show(self, queues: Mapping[str, Any]) -> None:
+        """Read these pools from now on; a pool no longer shown loses its history."""
+        self.queues = dict(queues)
+        self.histories = {name: self.histories.get(name) or PoolHistory(self.window) for name in self.queues}
+
     async def refresh(self) -> None:
+        if self.before is not None:
+            await self.before()
         names = list(self.queues)
         outcomes = await asyncio.gather(*(self.queues[n].stats() for n in names), return_exceptions=True)
         now = time.time()
         self.reads += len(names)
         for name, outcome in zip(names, outcomes):
+            if name not in self.histories:
+                continue
             if isinstance(outcome, QueueError):
                 self.histories[name].failed(now, str(outcome))
             elif isinstance(outcome, BaseException):

@@ -16,7 +16,7 @@ ERROR = '<script>document.title="owned"</script> the thumbnail <b>broke</b>'
 
 def cell(browser, pool: str, field: str) -> str:
     from selenium.webdriver.common.by import By
-    return browser.find_element(By.CSS_SELECTOR, f'tr[data-pool="{pool}"] [data-field="{field}"]').text
+    return browser.find_element(By.CSS_SELECTOR, f'tr[data-pool="it/{pool}"] [data-field="{field}"]').text
 
 
 def screenshot(browser, name: str, tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_an_operator_watches_a_pool_drain_reads_a_dead_job_and_replays_it(
     screenshot(browser, "ui-pools.png", tmp_path)
 
     # the dead job: its error is text, not markup that runs
-    browser.get(f"{ui.base}pools/{pool_name}/dead")
+    browser.get(f"{ui.base}pools/it/{pool_name}/dead")
     browser.find_element(By.LINK_TEXT, "bad-1").click()
     error = browser.find_element(By.ID, "job-error").text
     assert error.startswith(f"ValueError: {ERROR}") and "Traceback" in error
@@ -88,7 +88,7 @@ def test_an_operator_watches_a_pool_drain_reads_a_dead_job_and_replays_it(
         return browser.find_element(By.ID, "job-state").text == "succeeded"
     wait_until(succeeded, timeout=30, interval=0.3, what="the replayed job to succeed")
     assert '"done": null' in browser.find_element(By.ID, "job-result").text
-    browser.get(f"{ui.base}pools/{pool_name}?state=succeeded")
+    browser.get(f"{ui.base}pools/it/{pool_name}?state=succeeded")
     assert browser.find_elements(By.LINK_TEXT, "bad-1") and browser.find_elements(By.LINK_TEXT, "thumb-0")
     figure = '.figures [data-field="deadLetter"]'
     wait_until(lambda: browser.find_element(By.CSS_SELECTOR, figure).text == "0", timeout=10,
@@ -107,7 +107,7 @@ def test_a_producers_page_has_no_purge_and_refuses_a_forged_post(
     wait_until(lambda: producer.stats().dead_letter == 1, timeout=30, what="a dead job")
     ui = start_ui(pool_users.url("producer"), [pool_name])
 
-    browser.get(f"{ui.base}pools/{pool_name}/dead")
+    browser.get(f"{ui.base}pools/it/{pool_name}/dead")
     assert browser.find_element(By.LINK_TEXT, "bad-2")
     assert "may not replay or purge" in browser.find_element(By.CSS_SELECTOR, "p.rights").text
     assert not browser.find_elements(By.CSS_SELECTOR, "button.purge, button.replay")
@@ -117,7 +117,7 @@ def test_a_producers_page_has_no_purge_and_refuses_a_forged_post(
             "const done = arguments[arguments.length - 1];"
             "fetch(arguments[0], {method: 'POST', body: new URLSearchParams("
             "{id: 'bad-2', all: '1', confirm: 'yes', token: '1.forged'})}).then(r => done(r.status));",
-            f"{ui.base}pools/{pool_name}/{action}")
+            f"{ui.base}pools/it/{pool_name}/{action}")
         assert status == 403, action
     assert producer.stats().dead_letter == 1
     producer.close()

@@ -43,22 +43,22 @@ def test_a_producer_sees_the_pool_read_only_and_a_forged_post_is_refused(redis_s
     ui = start_ui(pool_users.url("producer"), [pool_name])
 
     pools = requests.get(ui.base, timeout=10)
-    assert pools.status_code == 200 and f'data-pool="{pool_name}"' in pools.text
+    assert pools.status_code == 200 and f'data-pool="it/{pool_name}"' in pools.text
     assert re.search(r'data-field="waiting" class="num">2<', pools.text), pools.text
-    pool = requests.get(f"{ui.base}pools/{pool_name}", timeout=10).text
+    pool = requests.get(f"{ui.base}pools/it/{pool_name}", timeout=10).text
     assert "wait-2" in pool and "wait-3" in pool
-    assert "may not read the delayed jobs" in requests.get(f"{ui.base}pools/{pool_name}?state=delayed", timeout=10).text
-    dead = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    assert "may not read the delayed jobs" in requests.get(f"{ui.base}pools/it/{pool_name}?state=delayed", timeout=10).text
+    dead = requests.get(f"{ui.base}pools/it/{pool_name}/dead", timeout=10).text
     assert "dead-1" in dead and "read-only: this credential may not replay or purge" in dead
     assert "<form" not in dead.replace('<form class="search"', "")     # no replay, no purge
-    job = requests.get(f"{ui.base}pools/{pool_name}/job", params={"id": "dead-1"}, timeout=10).text
+    job = requests.get(f"{ui.base}pools/it/{pool_name}/job", params={"id": "dead-1"}, timeout=10).text
     assert "ValueError: boom" in job and 'class="purge"' not in job and 'class="replay"' not in job
 
     # a POST made up by hand: no token, a token of another server, and the form fields right
     for token in (None, f"{int(time.time())}.{'0' * 64}"):
         form = {"id": "dead-1", "back": "dead", "confirm": "yes", **({"token": token} if token else {})}
         for action in ("replay", "purge"):
-            reply = requests.post(f"{ui.base}pools/{pool_name}/{action}", data=form, allow_redirects=False, timeout=10)
+            reply = requests.post(f"{ui.base}pools/it/{pool_name}/{action}", data=form, allow_redirects=False, timeout=10)
             assert reply.status_code == 403, (action, reply.status_code, reply.text)
     admin = SyncQueue(redis_server.url, "it", pool_name)
     try:
@@ -73,14 +73,14 @@ def test_a_worker_credential_replays_and_purges_with_the_pages_tokens_only(redis
     make_dead(worker_url, pool_name, "dead-a", {"n": "a"}, "boom a")
     make_dead(worker_url, pool_name, "dead-b", {"n": "b"}, "boom b")
     ui = start_ui(worker_url, [pool_name])
-    page = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    page = requests.get(f"{ui.base}pools/it/{pool_name}/dead", timeout=10).text
     assert "this credential may replay and purge dead letters" in page
     replay_token, purge_token = tokens(page, "replay")[0], tokens(page, "purge")[0]
-    url = f"{ui.base}pools/{pool_name}/"
+    url = f"{ui.base}pools/it/{pool_name}/"
 
     refused = requests.post(url + "replay", data={"token": purge_token, "id": "dead-a"}, allow_redirects=False, timeout=10)
     assert refused.status_code == 403                       # a purge form's token does not replay
-    other_pool = requests.post(f"{ui.base}pools/{pool_name}x/replay", data={"token": replay_token, "id": "dead-a"},
+    other_pool = requests.post(f"{ui.base}pools/it/{pool_name}x/replay", data={"token": replay_token, "id": "dead-a"},
                                allow_redirects=False, timeout=10)
     assert other_pool.status_code == 404
     replayed = requests.post(url + "replay", data={"token": replay_token, "id": "dead-a", "back": "dead"},
@@ -105,20 +105,20 @@ def test_a_worker_credential_replays_and_purges_with_the_pages_tokens_only(redis
 def test_a_read_only_page_shows_and_accepts_no_action_whatever_the_credential(pool_name, pool_users, start_ui):
     make_dead(pool_users.url("worker"), pool_name, "dead-r", {"n": 1}, "boom")
     ui = start_ui(pool_users.url("worker"), [pool_name], "--read-only")
-    page = requests.get(f"{ui.base}pools/{pool_name}/dead", timeout=10).text
+    page = requests.get(f"{ui.base}pools/it/{pool_name}/dead", timeout=10).text
     assert "actions are turned off" in page and 'class="replay"' not in page
 
 
 def test_markup_in_payloads_and_errors_renders_as_text(pool_name, pool_users, start_ui):
     make_dead(pool_users.url("worker"), pool_name, "x<b>1</b>", {"html": MARKUP}, f"ValueError: {MARKUP}")
     ui = start_ui(pool_users.url("worker"), [pool_name])
-    for path, params in ((f"pools/{pool_name}/dead", {}), (f"pools/{pool_name}/job", {"id": "x<b>1</b>"}),
-                         (f"pools/{pool_name}", {"q": MARKUP})):
+    for path, params in ((f"pools/it/{pool_name}/dead", {}), (f"pools/it/{pool_name}/job", {"id": "x<b>1</b>"}),
+                         (f"pools/it/{pool_name}", {"q": MARKUP})):
         reply = requests.get(ui.base + path, params=params, timeout=10)
         assert reply.status_code == 200
         assert "<script>alert" not in reply.text and "<img src=x" not in reply.text and "<b>1</b>" not in reply.text
         assert "script-src 'self'" in reply.headers["Content-Security-Policy"]
-    job = requests.get(f"{ui.base}pools/{pool_name}/job", params={"id": "x<b>1</b>"}, timeout=10).text
+    job = requests.get(f"{ui.base}pools/it/{pool_name}/job", params={"id": "x<b>1</b>"}, timeout=10).text
     assert "ValueError: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in job
 
 
@@ -130,8 +130,8 @@ def test_no_password_in_any_page_event_or_log(redis_server, pool_name, pool_user
     wrong = start_ui(worker_url.replace(password, password + "-wrong"), [pool_name])
     seen = []
     for base in (ui.base, wrong.base):
-        for path in ("", f"pools/{pool_name}", f"pools/{pool_name}?state=delayed", f"pools/{pool_name}?state=succeeded",
-                     f"pools/{pool_name}/dead", f"pools/{pool_name}/job?id=dead-p", f"pools/{pool_name}?q=dead-p"):
+        for path in ("", f"pools/it/{pool_name}", f"pools/it/{pool_name}?state=delayed", f"pools/it/{pool_name}?state=succeeded",
+                     f"pools/it/{pool_name}/dead", f"pools/it/{pool_name}/job?id=dead-p", f"pools/it/{pool_name}?q=dead-p"):
             seen.append(requests.get(base + path, timeout=10).text)
         with requests.get(base + "events", stream=True, timeout=10) as events:
             seen.append(next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:")))
@@ -188,3 +188,43 @@ def test_twenty_open_pages_cost_redis_no_more_than_one(start_ui):
     assert alone >= span / refresh - 2, f"the page read {alone} commands in {span}s, fewer than one per refresh"
     assert all(count >= span / refresh - 2 for count in received), received
     assert crowded <= alone + 2 * per_refresh, (alone, crowded)
+
+
+def test_without_pools_named_the_page_finds_every_pool_and_new_ones_as_they_come(redis_server, pool_name, start_ui):
+    from jobpool.ui.app import UiSettings, UiState
+
+    namespace = f"find-{pool_name}"[:63]
+    first = SyncQueue(redis_server.url, namespace, "first")
+    first.submit_many([1])
+
+    async def run() -> tuple[list[str], list[str]]:
+        state = UiState(UiSettings(url=redis_server.url, namespaces=(namespace,), discover_every=0))
+        try:
+            await state.refresher.refresh()
+            before = sorted(state.pools)
+            second = SyncQueue(redis_server.url, namespace, "second")
+            await second.queue.submit_many([2])
+            await second.queue.close()
+            await state.refresher.refresh()
+            return before, sorted(state.pools)
+        finally:
+            await state.close()
+    try:
+        before, after = asyncio.run(run())
+        assert before == [f"{namespace}/first"] and after == [f"{namespace}/first", f"{namespace}/second"]
+        ui = start_ui(redis_server.url, [], namespace=namespace)
+        assert f'data-pool="{namespace}/first"' in requests.get(ui.base, timeout=10).text
+    finally:
+        for queue in (first, SyncQueue(redis_server.url, namespace, "second")):
+            queue.delete_all()
+            queue.close()
+
+
+def test_a_pools_own_credential_must_name_its_pool(pool_name, pool_users, tmp_path):
+    import subprocess
+    import sys
+    reply = subprocess.run([sys.executable, "-m", "jobpool.cli", "ui", "--queue", pool_users.url("producer"),
+                            "--namespace", "it"], capture_output=True, text=True, timeout=30)
+    assert reply.returncode == 1
+    assert "cannot list the pools of namespace it" in reply.stderr and "give --pool P" in reply.stderr
+    assert pool_users.passwords["producer"] not in reply.stderr
