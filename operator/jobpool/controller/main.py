@@ -19,6 +19,7 @@ from .kube import KubeApi
 from .lease import LeaderLease
 from .metrics import OperatorMetrics
 from .reconcile import OperatorConfig, OperatorContext
+from .ui_viewer import keep_viewer
 
 log = logging.getLogger("jobpool.operator")
 
@@ -82,6 +83,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     keeper: asyncio.Task[Any] | None = None
     external = None
     admin: QueueAdmin | None = None
+    viewer_keeper: asyncio.Task[Any] | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
@@ -90,6 +92,10 @@ async def run_operator(args: argparse.Namespace) -> int:
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
+        viewer_password = os.environ.get("JOBPOOL_UI_VIEWER_PASSWORD")
+        if viewer_password and admin is not None:   # the chart's web page reads through its own user
+            viewer_keeper = asyncio.create_task(keep_viewer(
+                admin, args.namespace or None, viewer_password, os.environ.get("JOBPOOL_UI_ACTIONS") == "1"))
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
                                                    poll_interval=args.poll_interval),
                               metrics, open_queue, post_event, admin)
@@ -98,6 +104,8 @@ async def run_operator(args: argparse.Namespace) -> int:
     finally:
         if keeper is not None:
             keeper.cancel()
+        if viewer_keeper is not None:
+            viewer_keeper.cancel()
         await lease.release()
         await lease_kube.close()
         await kube.close()

@@ -1,0 +1,59 @@
+"""The Redis user of the in-cluster web page (`jobpool ui`, chart value `ui.enabled`): it reads every
+pool of the namespaces the operator watches and, only when the chart enables actions, replays and
+purges dead letters. One user for the page, not one per pool: the page shows many pools, and
+Kubernetes RBAC (who may reach its Service) decides who sees it.
+
+Read commands only, on pool keys only, plus the two writes the status script makes (it prunes
+expired workers and creates the consumer group of a pool that has none), each confined by a
+selector to its one key; SCAN to find the pools (it lists key names, not values)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import connection, scripts
+from .acl import script_commands
+
+USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no pool user has this name
+
+# what the page reads outside scripts (queue/browse.py, ui/discovery.py) and what a client sends
+_READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
+          "zrange", "zmscore", "exists", "time", "scan", "ping", "select", "evalsha", "script|load",
+          "cluster|slots", "command", "command|getkeys")
+_STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
+
+
+def key_prefixes(namespaces: Sequence[str] | None) -> list[str]:
+    """The key patterns of the pools of these namespaces (None: of every namespace)."""
+    if not namespaces:
+        return ["{jobpool:*"]
+    return ["{jobpool:%s/*" % namespace for namespace in namespaces]
+
+
+def action_commands() -> tuple[str, ...]:
+    """What replay and purge run (and the page's check that it may: XDEL)."""
+    return tuple(sorted(script_commands(scripts.REPLAY) | script_commands(scripts.PURGE) | {"xdel"}))
+
+
+def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool) -> list[str]:
+    prefixes = key_prefixes(namespaces)
+    status = script_commands(scripts.STATS)
+    writes = {command for commands in _STATUS_WRITES.values() for command in commands}
+    commands = sorted((set(_READS) | status) - writes)
+    rules = ["reset", "on", *(f">{p}" for p in passwords), "resetchannels",
+             *(f"~{prefix}" for prefix in prefixes), "-@all", *(f"+{c}" for c in commands)]
+    if actions:
+        return [*rules, *(f"+{c}" for c in action_commands() if c not in commands)]
+    for key, allowed in _STATUS_WRITES.items():
+        for prefix in prefixes:
+            rules.append(f"(~{prefix}}}:{key} {' '.join('+' + c for c in allowed)})")
+    return rules
+
+
+async def apply_viewer(admin: Any, namespaces: Sequence[str] | None, passwords: Sequence[str],
+                       actions: bool) -> None:
+    """Create or update the page's user on every server of the queue (ACL users are not replicated)."""
+    await connection.on_every_server(admin, "ACL", "SETUSER", USER, *viewer_rules(namespaces, passwords, actions))
+
+
+async def delete_viewer(admin: Any) -> None:
+    await connection.on_every_server(admin, "ACL", "DELUSER", USER)
