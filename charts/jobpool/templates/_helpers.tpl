@@ -86,3 +86,8 @@ memory limit (the rest is for the AOF rewrite, client buffers and fragmentation)
 {{- mulf (float64 $number) (index $units $unit) .Values.redis.maxmemoryPercent 0.01 | floor | int64 -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "jobpool.uiSelectorLabels" -}}
+app.kubernetes.io/name: jobpool-ui
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}

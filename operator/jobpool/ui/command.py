@@ -22,7 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "queue credential allows (replay, purge).")
     ui.add_argument("--queue", help="queue URL (env JOBPOOL_QUEUE_URL); its credential decides the "
                                     "actions shown")
-    ui.add_argument("--namespace", help="namespace of the pools (env JOBPOOL_NAMESPACE, default 'default')")
+    ui.add_argument("--namespace", action="append", default=[], help="namespace of the pools (repeatable; "
+                    "env JOBPOOL_NAMESPACE, default 'default')")
     ui.add_argument("--all-namespaces", action="store_true", help="show the pools of every namespace")
     ui.add_argument("--pool", action="append", default=[], help="a pool to show (repeatable; env "
                     "JOBPOOL_POOL, comma-separated); default: every pool of the namespace, found "
@@ -48,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     url = args.queue or os.environ.get("JOBPOOL_QUEUE_URL")
-    namespace = args.namespace or os.environ.get("JOBPOOL_NAMESPACE") or "default"
-    namespaces = None if args.all_namespaces else (namespace,)
+    given = list(args.namespace) or [os.environ.get("JOBPOOL_NAMESPACE") or "default"]
+    namespace = given[0]
+    namespaces = None if args.all_namespaces else tuple(given)
     pools = list(args.pool) or [p for p in os.environ.get("JOBPOOL_POOL", "").split(",") if p]
     try:
         if not url:
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen)
         if args.refresh < 0.2:
             raise ValueError(f"--refresh {args.refresh} is below 0.2 seconds")
-        for value, what in [(namespace, "namespace"), *((p, "pool") for p in pools)]:
+        if pools and len(given) > 1:
+            raise ValueError("--pool names a pool of one --namespace; give one namespace with it")
+        for value, what in [*((n, "namespace") for n in given), *((p, "pool") for p in pools)]:
             problem = name_problem(value, what)
             if problem is not None:
                 raise ValueError(problem)
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             try:   # once now, so a credential that may not list pools is told at once
                 asyncio.run(discover_pools(url, namespaces))
             except Exception as exc:   # NOPERM for a pool's own user, or unreachable
-                where = "every namespace" if namespaces is None else f"namespace {namespace}"
+                where = "every namespace" if namespaces is None else f"namespace {', '.join(given)}"
                 raise QueueError(f"cannot list the pools of {where} at {redact_url(url)} "
                                  f"({type(exc).__name__}); give --pool P for each pool to show") from None
     except ValueError as exc:
