@@ -137,8 +137,10 @@ class RedisBrowse(Browse):
         return JobPage(jobs, cursor if more else None, scanned)
 
     async def queued(self, after: str = "0-0", count: int = 50, match: str = "") -> JobPage:
-        page = await self._scan(self.keys.stream, "the waiting jobs", after or "0-0", count,
-                                _queued_view, lambda job: matches(job, match))
+        return await self._queued(after or "0-0", count, lambda job: matches(job, match))
+
+    async def _queued(self, after: str, count: int, keep: Callable[[JobView], bool]) -> JobPage:
+        page = await self._scan(self.keys.stream, "the waiting jobs", after, count, _queued_view, keep)
         if not page.jobs:
             return page
         first, last = page.jobs[0].cursor, page.jobs[-1].cursor
@@ -192,11 +194,12 @@ class RedisBrowse(Browse):
             due = await self._delay_of(job_id)
             return _delayed_view(job_id, due, delayed)
         if await self._read("the live jobs", self.queue.redis.sismember, k.live, job_id):
-            page = await self.queued(count=1, match=job_id)
-            exact = [job for job in page.jobs if job.id == job_id]
-            if exact:
-                return exact[0]
-            return JobView(job_id, DELAYED)   # live but not in the stream: waiting for its retry
+            page = await self._queued("0-0", 1, lambda job: job.id == job_id)
+            if page.jobs:
+                return page.jobs[0]
+            # live but not in the stream: a retry waiting for its backoff (which a producer may not
+            # read), unless the search stopped at SCAN_LIMIT entries before the end
+            return JobView(job_id, DELAYED if page.next_after is None else WAITING)
         stored = await self._read("the results", self.queue.redis.get, k.result(job_id))
         if stored is not None:
             attempts, _, text = stored.partition(":")

@@ -142,6 +142,10 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
+    except QueueError as exc:   # unreachable, or refused: the message names the queue without its password
+        response = html_response(render.page("message.html", root=root_of(request), title="the queue failed",
+                                             message=str(exc), status_class="notice",
+                                             credential=request.app[STATE].credential()), status=502)
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
     return response
