@@ -441,7 +441,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    types = {"ui.js": "application/javascript", "ui.css": "text/css"}
+    types = {"ui.js": "application/javascript", "live-worker.js": "application/javascript", "ui.css": "text/css"}
     if name not in types:
         raise web.HTTPNotFound()
     return web.Response(body=render.static_file(name), content_type=types[name],

@@ -118,7 +118,7 @@ class Refresher:
         self.publish()
 
     def view(self) -> dict[str, Any]:
-        return {"interval": self.interval,
+        return {"interval": self.interval, "streams": len(self._subscribers),
                 "pools": {name: summary(history) for name, history in self.histories.items()}}
 
     def publish(self) -> None:

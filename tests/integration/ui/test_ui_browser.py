@@ -3,6 +3,7 @@ redis-server and real `jobpool worker` processes, under the pool's own Redis use
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,62 @@ def test_a_producers_page_has_no_purge_and_refuses_a_forged_post(
         assert status == 403, action
     assert producer.stats().dead_letter == 1
     producer.close()
+
+
+def test_twenty_tabs_share_one_stream_and_cost_redis_what_one_tab_does(browser, start_ui):
+    """20 real tabs on a pool: every tab's figures stay live through one shared stream (a browser
+    allows 6 connections to a server, so a stream per tab would stall the seventh), and the
+    Redis commands per second stay at one refresh's worth."""
+    import redis as redis_sync
+    from tests.fixtures.redis import running_redis
+    from tests.integration.ui.test_ui_pages import _commands
+
+    refresh, span = 0.5, 3.0
+    with running_redis() as server:
+        admin = redis_sync.Redis.from_url(server.url)
+        queue = SyncQueue(server.url, "it", "tabs")
+        queue.submit_many(list(range(5)))
+        ui = start_ui(server.url, ["tabs"], "--refresh", str(refresh))
+        first = browser.current_window_handle
+        tabs = []
+        try:
+            def measure() -> int:
+                marks = {}
+                for handle in tabs:
+                    browser.switch_to.window(handle)
+                    marks[handle] = browser.execute_script("return document.body.dataset.updated")
+                admin.config_resetstat()
+                time.sleep(span)   # the measured window: a count over a fixed span, not a timed assertion
+                calls = _commands(admin)
+                for handle in tabs:   # every tab was updated during the window
+                    browser.switch_to.window(handle)
+                    assert browser.execute_script("return document.body.dataset.updated") != marks[handle]
+                return calls
+
+            def open_tab() -> None:
+                browser.switch_to.new_window("tab")
+                browser.get(ui.base)
+                tabs.append(browser.current_window_handle)
+                wait_until(lambda: browser.execute_script("return document.body.dataset.updated"), timeout=15,
+                           what=f"live figures in tab {len(tabs)}")
+
+            open_tab()
+            alone = measure()
+            for _ in range(19):
+                open_tab()
+            assert len(tabs) == 20
+            wait_until(lambda: browser.execute_script("return document.body.dataset.streams") == "1", timeout=10,
+                       what="one stream for all 20 tabs")
+            crowded = measure()
+        finally:
+            for handle in tabs:
+                browser.switch_to.window(handle)
+                browser.close()
+            browser.switch_to.window(first)
+            queue.delete_all()
+            queue.close()
+            admin.close()
+    print(f"Redis commands in {span}s at a {refresh}s refresh: {alone} with 1 tab open, {crowded} with 20")
+    per_refresh = max(1.0, alone / (span / refresh))
+    assert alone >= span / refresh - 2
+    assert crowded <= alone + 2 * per_refresh, (alone, crowded)

@@ -38,17 +38,31 @@
       });
     });
   }
+  function receive(text) {
+    var data = JSON.parse(text);
+    Object.keys(data.pools).forEach(function (pool) { show(pool, data.pools[pool]); });
+    document.body.dataset.updated = String(Date.now());
+    document.body.dataset.streams = String(data.streams);
+  }
   function connect() {
     var live = document.getElementById("live");
-    if (!window.EventSource || !document.querySelector("[data-pool]")) return;
-    var source = new EventSource(document.body.dataset.root + "events");
-    source.onopen = function () { if (live) live.className = "live on"; };
-    source.onerror = function () { if (live) live.className = "live off"; };
-    source.onmessage = function (message) {
-      var data = JSON.parse(message.data);
-      Object.keys(data.pools).forEach(function (pool) { show(pool, data.pools[pool]); });
-      document.body.dataset.updated = String(Date.now());
-    };
+    if (!document.querySelector("[data-pool]")) return;
+    function state(on) { if (live) live.className = on ? "live on" : "live off"; }
+    var stream = document.body.dataset.root + "events";
+    if (window.SharedWorker) {   // one stream shared by every tab of this UI
+      var worker = new SharedWorker(document.body.dataset.root + "static/live-worker.js", "jobpool-live");
+      worker.port.onmessage = function (message) {
+        if (message.data.state) state(message.data.state === "on");
+        if (message.data.data) receive(message.data.data);
+      };
+      worker.port.start();
+      window.addEventListener("pagehide", function () { worker.port.postMessage("bye"); });
+    } else if (window.EventSource) {
+      var source = new EventSource(stream);
+      source.onopen = function () { state(true); };
+      source.onerror = function () { state(false); };
+      source.onmessage = function (message) { receive(message.data); };
+    }
   }
   function confirmPurges() {
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
