@@ -11,7 +11,6 @@ import abc
 import dataclasses
 from typing import Any, Callable
 
-from redis.exceptions import NoPermissionError, ResponseError
 
 from .base import QueueError
 from .keys import GROUP
@@ -208,11 +207,25 @@ class RedisBrowse(Browse):
         return None
 
     async def _delay_of(self, job_id: str) -> float:
+        """A delayed job's due time (ms): ZMSCORE where the user may, else a bounded ZRANGE walk
+        (a pool's users hold ZRANGE, not ZSCORE); 0 when unknown."""
         try:
-            return float(await self._read("the delayed jobs", self.queue.redis.zmscore,
-                                          self.keys.delayed, [job_id]) [0] or 0)
-        except (NotPermitted, ResponseError):
-            return 0.0
+            scores = await self._read("the delayed jobs", self.queue.redis.zmscore, self.keys.delayed, [job_id])
+            return float(scores[0] or 0)
+        except NotPermitted:
+            pass
+        for start in range(0, SCAN_LIMIT, READ_CHUNK):
+            try:
+                chunk = await self._read("the delayed jobs", self.queue.redis.zrange, self.keys.delayed,
+                                         start, start + READ_CHUNK - 1, withscores=True)
+            except NotPermitted:
+                return 0.0
+            for member, score in chunk:
+                if member == job_id:
+                    return float(score)
+            if len(chunk) < READ_CHUNK:
+                break
+        return 0.0
 
     async def may_change_dead_letters(self) -> bool:
         """Tried, not guessed: XDEL of entry 0-0 (no entry has that id) on the dead-letter stream

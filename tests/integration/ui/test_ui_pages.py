@@ -240,3 +240,36 @@ def test_a_job_is_found_by_its_exact_id_not_by_an_id_that_contains_it(pool_name,
     ui = start_ui(pool_users.url("producer"), [pool_name])
     page = requests.get(f"{ui.base}pools/it/{pool_name}/job", params={"id": "job-1"}, timeout=10).text
     assert '<dd class="job-id">job-1</dd>' in page and "&quot;n&quot;: 1\n" in page
+
+
+def test_jobs_show_in_the_state_they_are_in(redis_server, pool_name, pool_users, start_ui):
+    """Waiting, running (with its worker), delayed for a retry (with its due time), succeeded
+    (with its result) and dead, each in its tab and on its own page."""
+    worker = SyncQueue(pool_users.url("worker"), "it", pool_name)
+    try:
+        worker.submit_many([{"n": n} for n in range(4)], ["ok", "retry", "run", "wait"])
+        fetched = {job.id: job for job in worker.fetch("pod-a", 3, 0)}
+        worker.ack_many([(fetched["ok"], {"squared": 0})])
+        assert worker.fail(fetched["retry"], "try again", max_attempts=3, backoff=600, max_backoff=600) == "retried"
+        ui = start_ui(pool_users.url("worker"), [pool_name])
+        base = f"{ui.base}pools/it/{pool_name}"
+        queued = requests.get(base, timeout=10).text
+        assert re.search(r'>run</a></td><td><span class="state running">running</span></td><td></td><td class="num">1</td><td>pod-a</td>', queued), queued
+        assert re.search(r'>wait</a></td><td><span class="state waiting">waiting</span>', queued)
+        delayed = requests.get(base + "?state=delayed", timeout=10).text
+        assert re.search(r'>retry</a></td><td><span class="state delayed">delayed</span>.*due \d{4}-', delayed), delayed
+        succeeded = requests.get(base + "?state=succeeded", timeout=10).text
+        assert "&quot;squared&quot;: 0" in succeeded
+        expected = {"ok": "succeeded", "retry": "delayed", "run": "running", "wait": "waiting"}
+        for job_id, state in expected.items():
+            page = requests.get(base + "/job", params={"id": job_id}, timeout=10).text
+            assert f'id="job-state">{state}<' in page, (job_id, page)
+        assert "pod-a" in requests.get(base + "/job", params={"id": "run"}, timeout=10).text
+        retry = requests.get(base + "/job", params={"id": "retry"}, timeout=10).text
+        assert re.search(r"<dt>retry due</dt><dd>\d{4}-\d\d-\d\d ", retry), retry
+        assert "knows no job" in requests.get(base + "/job", params={"id": "nope"}, timeout=10).text
+    finally:
+        worker.close()
+        admin = SyncQueue(redis_server.url, "it", pool_name)
+        admin.delete_all()
+        admin.close()
