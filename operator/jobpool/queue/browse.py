@@ -11,7 +11,6 @@ import abc
 import dataclasses
 from typing import Any, Callable
 
-
 from .base import QueueError
 from .keys import GROUP
 from .streams import RedisStreamsQueue, payload_of, readable
