@@ -273,3 +273,29 @@ def test_jobs_show_in_the_state_they_are_in(redis_server, pool_name, pool_users,
         admin = SyncQueue(redis_server.url, "it", pool_name)
         admin.delete_all()
         admin.close()
+
+
+def test_jobs_page_by_fifty_and_dead_letters_filter_by_error_text(pool_name, pool_users, start_ui):
+    make_dead(pool_users.url("worker"), pool_name, "dead-disk", {"n": "d"}, "OSError: disk full")
+    make_dead(pool_users.url("worker"), pool_name, "dead-net", {"n": "n"}, "TimeoutError: network down")
+    producer = SyncQueue(pool_users.url("producer"), "it", pool_name)
+    producer.submit_many([{"n": n} for n in range(60)], [f"job-{n:02d}" for n in range(60)])
+    producer.close()
+    ui = start_ui(pool_users.url("producer"), [pool_name])
+    base = f"{ui.base}pools/it/{pool_name}"
+
+    first = requests.get(base, timeout=10).text
+    shown = re.findall(r'>(job-\d\d)</a>', first)
+    assert shown == [f"job-{n:02d}" for n in range(50)]
+    links = re.findall(r'<a class="next" href="([^"]+)">', first)
+    assert len(links) == 1, first[-3000:]
+    next_page = links[0]
+    second = requests.get(f"{ui.base}pools/it/{next_page}".replace("&amp;", "&"), timeout=10).text
+    assert re.findall(r'>(job-\d\d)</a>', second) == [f"job-{n:02d}" for n in range(50, 60)]
+    assert 'class="next"' not in second
+    searched = requests.get(base, params={"q": "job-4"}, timeout=10).text
+    assert re.findall(r'>(job-\d\d)</a>', searched) == [f"job-{n}" for n in range(40, 50)]
+
+    network = requests.get(base + "/dead", params={"error": "NETWORK"}, timeout=10).text
+    assert "dead-net" in network and "dead-disk" not in network
+    assert "no dead jobs with an error containing" in requests.get(base + "/dead", params={"error": "quota"}, timeout=10).text
