@@ -17,12 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from ..queue import QueueError, open_queue
-from ..queue.browse import DEAD, DELAYED, RUNNING, SUCCEEDED, WAITING, JobPage, JobView, NotPermitted, open_browse
+from ..queue.browse import DEAD, DELAYED, RUNNING, SUCCEEDED, WAITING, JobPage, NotPermitted, open_browse
 from ..queue.codec import redact_url
 from . import render
 from .discovery import discover_pools
 from .live import Refresher, summary
-from .render import Markup, escape, fragment, join, quote
+from .render import Markup, fragment, join, quote
 from .security import HEADERS, Csrf
 
 log = logging.getLogger("jobpool.ui")

@@ -8,12 +8,11 @@ import re
 import time
 
 import aiohttp
-import pytest
 import redis as redis_sync
 import requests
 
 from tests.fixtures.redis import running_redis
-from tests.helpers import SyncQueue, wait_until
+from tests.helpers import SyncQueue
 
 MARKUP = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
