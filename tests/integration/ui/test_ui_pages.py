@@ -144,10 +144,22 @@ def test_no_password_in_any_page_event_or_log(redis_server, pool_name, pool_user
         assert pool_users.url("worker") not in text
 
 
-def _commands(client: redis_sync.Redis) -> int:
-    """Commands the server ran, but for the measurement's own INFO and CONFIG."""
+def _commands(client: redis_sync.Redis) -> tuple[int, int]:
+    """(commands the server ran, but for the measurement's own INFO and CONFIG; of them EVALSHA,
+    one a refresh a pool)."""
     stats = client.info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
+    total = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
+    return total, stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def assert_one_refresh_worth(alone: tuple[int, int], crowded: tuple[int, int], span: float, refresh: float) -> None:
+    """With many viewers the UI refreshes no more often than with one (a count of refreshes, which a
+    busy machine can only lower), and runs no command beyond each refresh's own."""
+    (alone_total, alone_refreshes), (crowded_total, crowded_refreshes) = alone, crowded
+    assert alone_refreshes >= 2, f"the UI refreshed {alone_refreshes} times in {span}s"
+    per_refresh = alone_total / alone_refreshes
+    assert crowded_refreshes <= span / refresh + 1, crowded
+    assert crowded_total <= crowded_refreshes * per_refresh + 1, (alone, crowded)
 
 
 def test_twenty_open_pages_cost_redis_no_more_than_one(start_ui):
@@ -160,8 +172,8 @@ def test_twenty_open_pages_cost_redis_no_more_than_one(start_ui):
         ui = start_ui(server.url, ["costly"], "--refresh", str(refresh))
         requests.get(ui.base, timeout=10)
 
-        def measure(tabs: int) -> tuple[int, list[int]]:
-            async def run() -> tuple[int, list[int]]:
+        def measure(tabs: int) -> tuple[tuple[int, int], list[int]]:
+            async def run() -> tuple[tuple[int, int], list[int]]:
                 received = [0] * tabs
                 async with aiohttp.ClientSession() as session:
                     async def tab(index: int) -> None:
@@ -185,11 +197,10 @@ def test_twenty_open_pages_cost_redis_no_more_than_one(start_ui):
         alone, _ = measure(0)
         crowded, received = measure(20)
         admin.close()
-    per_refresh = max(1.0, alone / (span / refresh))
-    print(f"Redis commands in {span}s at a {refresh}s refresh: {alone} with no page open, {crowded} with 20")
-    assert alone >= span / refresh - 2, f"the page read {alone} commands in {span}s, fewer than one per refresh"
-    assert all(count >= span / refresh - 2 for count in received), received
-    assert crowded <= alone + 2 * per_refresh, (alone, crowded)
+    print(f"Redis commands (refreshes) in {span}s at a {refresh}s refresh: {alone} with no page open, "
+          f"{crowded} with 20")
+    assert all(count >= 2 for count in received), received
+    assert_one_refresh_worth(alone, crowded, span, refresh)
 
 
 def test_without_pools_named_the_page_finds_every_pool_and_new_ones_as_they_come(redis_server, pool_name, start_ui):
