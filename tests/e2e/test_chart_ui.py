@@ -116,7 +116,7 @@ def test_the_page_installs_restricted_and_reads_through_the_user_the_operator_ke
 
             # the page as the chart runs it: the Deployment's URL, the kubelet's expansion done by hand,
             # the session's redis-server standing in for the bundled one (kwok runs no container)
-            (deployment,) = items(cluster, ns, "deployments", "app.kubernetes.io/name=jobpool-ui")
+            deployment = get(cluster, ns, "deployment", f"{release}-ui")
             url = env_of(deployment)["JOBPOOL_QUEUE_URL"]["value"].replace("$(JOBPOOL_UI_VIEWER_PASSWORD)", password)
             host = urllib.parse.urlsplit(redis_server.url).netloc
             url = url.replace(f"{release}-redis.{ns}.svc:6379", host)
