@@ -316,3 +316,38 @@ def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_n
         wait_until(lambda: not json.loads(real_node.kubectl(
             "get", "pods", "-n", namespace, "-l", "jobpool.dev/pool=drain", "-o", "json").stdout)["items"],
             timeout=15, interval=0.5, what="the drained pod gone")
+
+
+def test_the_web_page_opens_through_the_api_servers_service_proxy(real_node, namespace):
+    """The chart's page (ui.enabled), opened as people open it: `kubectl proxy` and the API
+    server's service proxy; it reads through the Redis user the operator keeps for it."""
+    import requests
+
+    from tests.helpers import free_port, stop_process
+
+    install_chart(real_node, namespace, "redis.persistence.enabled=false", "ui.enabled=true")
+    client = Client(bundled_queue_url(real_node, namespace), namespace, "web")
+    client.submit({"n": 1}, id="seen-1")
+    port = free_port()
+    proxy = subprocess.Popen([real_node.bin("kubectl"), "proxy", f"--port={port}"], env=real_node.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/v1/namespaces/{namespace}/services/jp-ui:http/proxy/"
+    try:
+        def shows_the_pool() -> bool:
+            try:
+                return f'data-pool="{namespace}/web"' in requests.get(base, timeout=5).text
+            except requests.RequestException:
+                return False
+        # the page finds pools again every 30 s: this one came after the page
+        wait_until(shows_the_pool, timeout=90, interval=1, what="the pool on the page through kubectl proxy")
+        page = requests.get(f"{base}pools/{namespace}/web", timeout=10)
+        assert page.status_code == 200 and "seen-1" in page.text and "may not read" not in page.text
+        assert requests.get(f"{base}static/ui.css", timeout=10).status_code == 200
+        dead = requests.get(f"{base}pools/{namespace}/web/dead", timeout=10).text
+        assert "actions are turned off" in dead and 'class="replay"' not in dead
+        with requests.get(f"{base}events", stream=True, timeout=10) as events:   # live figures pass the proxy
+            line = next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:"))
+        assert f'"{namespace}/web"' in line
+    finally:
+        stop_process(proxy)
+        client.close()
