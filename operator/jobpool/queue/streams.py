@@ -1,6 +1,7 @@
 """The Redis Streams implementation of `Queue`: one stream and one consumer group per pool.
 
-Every step that must be atomic is one Lua script (see `scripts.py`); this module only
+Every step that must be atomic is one function of the queue's Redis Functions library (see
+`redis/library/`, called through the typed wrappers of `redis/functions.py`); this module only
 encodes arguments, decodes replies and turns Redis errors into `QueueError`s.
 """
 from __future__ import annotations
@@ -13,18 +14,25 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import (ConnectionError, NoPermissionError, OutOfMemoryError, RedisError,
+                              ResponseError)
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
-from . import connection, scripts
+from . import connection
 from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
                    QueueUnavailable, Result, WorkerInfo)
 from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queue_url,
                     decode_json, encode_json, new_job_ids, outcome_of_failure, payload_size,
                     redact_url, retry_delay, storable_text)
-from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
+from .keys import GROUP, PoolKeys
+from .redis import library
+from .redis.fields import DEAD, ENTRY, RESULT
+from .redis.functions import (WITH_GIVEN_IDS, Ack, AckThenFetch, Fail, Fetch, FetchReply, Function,
+                              Heartbeat, Purge, Release, Replay, Stats, Submit, TrimResults,
+                              Unregister)
 
-SUBMIT_CHUNK = 1000          # jobs per submit script call
+SUBMIT_CHUNK = 1000          # jobs per submit function call
 LARGE_PAYLOAD = DEFAULT_MAX_PAYLOAD_BYTES // 4   # characters that may be over the default limit
 ACK_CHUNK = 500
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
@@ -65,7 +73,7 @@ class RedisStreamsQueue(Queue):
         options = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout))
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
-            options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            options.update(retry=AsyncRetry(NoBackoff(), 0), health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
         self._options = options
         self._blocking: Any = None        # the sync client of submit_blocking, made on first use
@@ -78,18 +86,6 @@ class RedisStreamsQueue(Queue):
             self.entries = connection.connect(url, decode_responses=False, **options)
         except ValueError as exc:
             raise QueueError(f"invalid queue URL {redact_url(url)!r}: {exc}") from None
-        self._submit = self.redis.register_script(scripts.SUBMIT)
-        self._fetch = self.entries.register_script(scripts.FETCH)
-        self._ack = self.redis.register_script(scripts.ACK)
-        self._ack_then_fetch = self.entries.register_script(scripts.ACK_THEN_FETCH)
-        self._fail = self.redis.register_script(scripts.FAIL)
-        self._release = self.redis.register_script(scripts.RELEASE)
-        self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
-        self._unregister = self.redis.register_script(scripts.UNREGISTER)
-        self._stats = self.redis.register_script(scripts.STATS)
-        self._replay = self.redis.register_script(scripts.REPLAY)
-        self._purge = self.redis.register_script(scripts.PURGE)
-        self._trim_results = self.redis.register_script(scripts.TRIM_RESULTS)
         self._durability: tuple[float, bool] | None = None   # (read at, replicated)
 
     def __repr__(self) -> str:
@@ -162,12 +158,43 @@ class RedisStreamsQueue(Queue):
             return None
         return self._durability[1]
 
-    async def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run a script that a producer or a worker is told succeeded; under replicated durability
+    async def _function(self, function: type[Function], command: tuple, *, client: Any = None,
+                        write: bool = False) -> Any:
+        """Run one of the library's functions and parse its reply; sent again on a fresh connection
+        after a dropped one as its resend rule allows (submit resends by itself)."""
+        client = self.redis if client is None else client
+        run = self._write if write else self._fcall
+        if function.RESEND == WITH_GIVEN_IDS:
+            return function.parse(await run(client, command))
+        return function.parse(await self._call(run, client, command))
+
+    async def _fcall(self, client: Any, command: tuple) -> Any:
+        """FCALL; on a server without this release's library, load it (if this user may) and call
+        again. Never EVAL: a pool's user may run only the library's functions."""
+        try:
+            return await client.execute_command(*command)
+        except ResponseError as exc:
+            if not library.is_missing(exc):
+                raise
+        await self._load_library(client)
+        return await client.execute_command(*command)
+
+    async def _load_library(self, client: Any) -> None:
+        try:
+            await client.function_load(library.code(), replace=True)
+        except NoPermissionError:
+            raise QueueUnavailable(
+                f"queue {redact_url(self.url)} has no jobpool functions library {library.name()} "
+                f"and this URL's user may not load it (FUNCTION LOAD): the operator loads it with "
+                f"its admin queue URL on every master; waiting for it") from None
+
+    async def _write(self, client: Any, command: tuple) -> Any:
+        """Run a function that a producer or a worker is told succeeded; under replicated durability
         only once one replica has its writes, so a failover cannot take them back."""
         if not await self._replicated():
-            return await script(keys=keys, args=args)
-        reply, replicas = await connection.run_replicated(script, keys, args, REPLICA_WAIT_MS)
+            return await self._fcall(client, command)
+        reply, replicas = await connection.run_replicated(client, command, REPLICA_WAIT_MS,
+                                                          self._fcall, self._load_library)
         if replicas < 1:
             raise QueueUnavailable(
                 f"queue {redact_url(self.url)}: no replica confirmed a write of pool "
@@ -214,21 +241,20 @@ class RedisStreamsQueue(Queue):
             end = min(start + SUBMIT_CHUNK, len(job_ids))
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
-            args = [GROUP, "1" if wait else "0", blob, DEFAULT_MAX_PAYLOAD_BYTES,
-                    SUBMIT_MEMORY_SHARE]
-            keys = self._submit_keys(job_ids[start:end], given[start:end])
+            chunk = job_ids[start:end]
+            command = self._submit_command(blob, [job_id for job_id, flag in zip(chunk, given[start:end])
+                                                  if flag == "1"], partial=wait)
             with self._errors():
                 try:
-                    processed, _enqueued, room, *refusal = await self._write(self._submit, keys, args)
+                    processed, _enqueued, room, refusal = await self._function(Submit, command, write=True)
                 except ConnectionError:
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
                     await connection.drop_connections(self.redis)
-                    args[2] = "\0".join([x for job_id, payload in zip(job_ids[start:end],
-                                                                        encoded[start:end])
-                                          for x in (job_id, "1", payload)])
-                    keys = self._submit_keys(job_ids[start:end], ["1"] * (end - start))
-                    processed, _enqueued, room, *refusal = await self._write(self._submit, keys, args)
+                    blob = "\0".join([x for job_id, payload in zip(chunk, encoded[start:end])
+                                      for x in (job_id, "1", payload)])
+                    command = self._submit_command(blob, chunk, partial=wait)
+                    processed, _enqueued, room, refusal = await self._function(Submit, command, write=True)
             if refusal:
                 raise self._refusal(refusal, start, job_ids)
             start += processed
@@ -266,11 +292,10 @@ class RedisStreamsQueue(Queue):
             f"results); submitted {start} of {len(job_ids)}; let the workers catch up, shorten "
             f"result retention (spec.results) or raise the Redis maxmemory", job_ids[:start])
 
-    def _submit_keys(self, job_ids: Sequence[str], given: Sequence[str]) -> list[str]:
-        """The script's keys: the pool's, then the result key of each caller-given id."""
-        k = self.keys
-        return [k.stream, k.live, k.dead_ids, k.config, k.counters, k.memory,
-                *(k.result(job_id) for job_id, flag in zip(job_ids, given) if flag == "1")]
+    def _submit_command(self, blob: str, given_ids: Sequence[str], *, partial: bool) -> tuple:
+        return Submit.command(self.keys, blob=blob, given_ids=given_ids, partial=partial,
+                              default_max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+                              memory_share=SUBMIT_MEMORY_SHARE)
 
     async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
         """One job. Submits that overlap (concurrent tasks) travel together: while one is under
@@ -351,21 +376,14 @@ class RedisStreamsQueue(Queue):
         if len(text) > LARGE_PAYLOAD:
             return job_id, False
         given = "0" if id is None else "1"
-        args = [GROUP, "1" if wait else "0", f"{job_id}\0{given}\0{text}",
-                DEFAULT_MAX_PAYLOAD_BYTES, SUBMIT_MEMORY_SHARE]
-        keys = self._submit_keys([job_id], [given])
+        command = self._submit_command(f"{job_id}\0{given}\0{text}", [] if id is None else [job_id],
+                                       partial=wait)
         try:
             if self._blocking is None:
-                self._blocking = redis.Redis.from_url(self.url, decode_responses=True,
-                                                      **self._options)
-            # EVALSHA by hand: redis-py's Script wrapper costs a sixth of the call
-            call = ("EVALSHA", self._submit.sha, len(keys), *keys, *args)
-            try:
-                reply = self._blocking.execute_command(*call)
-            except NoScriptError:
-                self._blocking.script_load(scripts.SUBMIT)
-                reply = self._blocking.execute_command(*call)
-            processed, _enqueued, _room, *refusal = reply
+                self._blocking = redis.Redis.from_url(self.url, decode_responses=True, **{
+                    **self._options, "retry": Retry(NoBackoff(), 0)})
+            # a missing library is the async path's to load (or to wait for)
+            processed, _enqueued, _room, refusal = Submit.parse(self._blocking.execute_command(*command))
         except (redis.RedisError, OSError, ValueError):
             return job_id, False
         return job_id, processed == 1 and not refusal
@@ -391,20 +409,19 @@ class RedisStreamsQueue(Queue):
                 return jobs
 
     async def _fetch_now(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], int | None]:
-        k = self.keys
+        command = Fetch.command(self.keys, consumer=consumer, count=count,
+                                visibility_ms=int(self.visibility_timeout * 1000),
+                                reclaim_interval_ms=self._reclaim_interval_ms)
         with self._errors():
-            reply = await self._call(self._fetch,
-                keys=[k.stream, k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor],
-                args=[GROUP, consumer, count, int(self.visibility_timeout * 1000),
-                      self._reclaim_interval_ms])
+            reply = await self._function(Fetch, command, client=self.entries)
         return self._fetched(reply, consumer)
 
     @property
     def _reclaim_interval_ms(self) -> int:
         return max(50, min(1000, int(self.visibility_timeout * 250)))
 
-    def _fetched(self, reply: list, consumer: str) -> tuple[list[Job], int]:
-        """The jobs of a fetch script's reply, and the ms until the next thing to fetch is due."""
+    def _fetched(self, reply: FetchReply, consumer: str) -> tuple[list[Job], int]:
+        """The jobs of a fetch's reply, and the ms until the next thing to fetch is due."""
         now_ms, next_due, reclaimed, fresh = reply
         jobs = [job_from_entry(entry_id, fields, int(deliveries), consumer)
                 for entry_id, fields, deliveries in reclaimed]
@@ -434,9 +451,11 @@ class RedisStreamsQueue(Queue):
         succeeded = duplicates = 0
         for start in range(0, len(done), ACK_CHUNK):
             batch = done[start:start + ACK_CHUNK]
+            command = Ack.command(self.keys, job_ids=[job.id for job, _ in batch],
+                                  blob=self._ack_blob(batch), result_ttl_ms=int(self.result_ttl * 1000),
+                                  results_cap=self.results_cap)
             with self._errors():
-                first, again, excess = await self._call(self._write, self._ack, self._ack_keys(batch),
-                                                        self._ack_args(batch))
+                first, again, excess = await self._function(Ack, command, write=True)
                 await self._trim_over_cap(excess)
             succeeded += first
             duplicates += again
@@ -450,29 +469,24 @@ class RedisStreamsQueue(Queue):
             separate = count <= 0 or len(done) > ACK_CHUNK or await self._replicated()
         if separate:
             return await super().ack_then_fetch(done, consumer, count)
-        k = self.keys
-        ack_keys = self._ack_keys(done)
+        command = AckThenFetch.command(
+            self.keys, job_ids=[job.id for job, _ in done], blob=self._ack_blob(done),
+            result_ttl_ms=int(self.result_ttl * 1000), results_cap=self.results_cap,
+            consumer=consumer, count=count, visibility_ms=int(self.visibility_timeout * 1000),
+            reclaim_interval_ms=self._reclaim_interval_ms)
         with self._errors():
-            (first, again, excess), fetched = await self._call(
-                self._write, self._ack_then_fetch,
-                [*ack_keys[:4], k.delayed, k.delayed_jobs, k.reclaim_gate, k.reclaim_cursor,
-                 *ack_keys[4:]],
-                [*self._ack_args(done), consumer, count, int(self.visibility_timeout * 1000),
-                 self._reclaim_interval_ms])
+            (first, again, excess), fetched = await self._function(AckThenFetch, command,
+                                                                   client=self.entries, write=True)
             await self._trim_over_cap(excess)
         return first, again, self._fetched(fetched, consumer)[0]
 
-    def _ack_keys(self, done: Sequence[tuple[Job, Any]]) -> list[str]:
-        """The ACK script's keys: the pool's, then the result key of each job."""
-        k = self.keys
-        return [k.stream, k.live, k.counters, k.results, *(k.result(job.id) for job, _ in done)]
-
-    def _ack_args(self, done: Sequence[tuple[Job, Any]]) -> list[Any]:
+    @staticmethod
+    def _ack_blob(done: Sequence[tuple[Job, Any]]) -> str:
         fields: list[str] = []
         for job, result in done:
             fields += (job.token, job.consumer, job.id, str(job.attempts),
                        encode_json(result, "result"))
-        return [GROUP, int(self.result_ttl * 1000), self.results_cap, "\0".join(fields)]
+        return "\0".join(fields)
 
     async def _trim_over_cap(self, excess: int) -> None:
         if excess > 0:
@@ -482,46 +496,41 @@ class RedisStreamsQueue(Queue):
         """Remove the oldest results over the cap with their result keys (a bounded step)."""
         oldest = await self.redis.xrange(self.keys.results, count=min(excess, 1000))
         if oldest:
-            await self._trim_results(
-                keys=[self.keys.results, *(self.keys.result(fields["id"]) for _, fields in oldest)],
-                args=[entry_id for entry_id, _ in oldest])
+            await self._fcall(self.redis, TrimResults.command(
+                self.keys, oldest=[(entry_id, fields[RESULT.id]) for entry_id, fields in oldest]))
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
                    max_backoff: float) -> str:
         outcome = outcome_of_failure(job.attempts, max_attempts)
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
-        k = self.keys
+        command = Fail.command(
+            self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,
+            payload=job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
+            error=storable_text(error[:8000]), outcome=outcome, delay_ms=delay_ms,
+            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap)
         with self._errors():
-            return await self._call(self._fail, 
-                keys=[k.stream, k.live, k.delayed, k.delayed_jobs, k.dead, k.dead_ids,
-                      k.counters, k.result(job.id)],
-                args=[GROUP, job.token, job.consumer, job.id, job.attempts,
-                      job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
-                      storable_text(error[:8000]), outcome, delay_ms,
-                      "1" if job.replayed else "0", self.dead_letter_cap])
+            return (await self._function(Fail, command)).outcome
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]
         if not tokens:
             return 0
-        k = self.keys
         with self._errors():
-            return await self._call(self._release,
-                                    keys=[k.stream, k.reclaim_gate, k.reclaim_cursor],
-                                    args=[GROUP, RELEASED_CONSUMER, consumer, *tokens])
+            return await self._function(Release, Release.command(self.keys, consumer=consumer,
+                                                                 entry_ids=tokens))
 
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
         now = time.time()
         info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
                            "expiresAt": round(now + self.visibility_timeout, 3)})
+        command = Heartbeat.command(self.keys, consumer=consumer, info=info,
+                                    entry_ids=[job.token for job in jobs])
         with self._errors():
-            await self._call(self._heartbeat, keys=[self.keys.stream, self.keys.workers],
-                                  args=[GROUP, consumer, info, *(job.token for job in jobs)])
+            await self._function(Heartbeat, command)
 
     async def unregister(self, consumer: str) -> None:
         with self._errors():
-            await self._call(self._unregister, keys=[self.keys.stream, self.keys.workers],
-                                   args=[GROUP, consumer])
+            await self._function(Unregister, Unregister.command(self.keys, consumer=consumer))
 
     # -- results, dead letters, status, lifecycle ------------------------
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
@@ -548,7 +557,8 @@ class RedisStreamsQueue(Queue):
             entries = stream_entries(reply)
             for entry_id, fields in entries:
                 last = entry_id
-                yield Result(fields["id"], decode_json(fields["r"]), int(fields["a"]))
+                yield Result(fields[RESULT.id], decode_json(fields[RESULT.result]),
+                             int(fields[RESULT.attempts]))
             if not entries and not follow:
                 return
 
@@ -560,31 +570,25 @@ class RedisStreamsQueue(Queue):
             # a payload that was not UTF-8 was dead-lettered as it was: shown with \x escapes
             f = {readable(name): readable(value) for name, value in raw.items()}
             try:
-                payload = decode_json(f.get("p"))
+                payload = decode_json(f.get(DEAD.payload))
             except (ValueError, RecursionError):
-                payload = f.get("p")
-            dead.append(DeadJob(f.get("id", ""), payload, int(f.get("a", 0)), f.get("e", ""),
-                                int(f.get("t", 0)) / 1000))
+                payload = f.get(DEAD.payload)
+            dead.append(DeadJob(f.get(DEAD.id, ""), payload, int(f.get(DEAD.attempts, 0)),
+                                f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000))
         return dead
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
-        k = self.keys
         with self._errors():
-            return await self._call(self._replay, keys=[k.stream, k.live, k.dead, k.dead_ids],
-                                    args=[GROUP, "1" if ids is None else "0", *(ids or ())])
+            return await self._function(Replay, Replay.command(self.keys, ids=ids))
 
     async def purge_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         with self._errors():
-            return await self._call(self._purge, keys=[self.keys.dead, self.keys.dead_ids],
-                                     args=["1" if ids is None else "0", *(ids or ())])
+            return await self._function(Purge, Purge.command(self.keys, ids=ids))
 
     async def stats(self) -> QueueStats:
-        k = self.keys
         with self._errors():
-            length, pending, delayed, dead, counters, workers, held = await self._call(self._stats,
-                keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
-                args=[GROUP, int(time.time() * 1000)])
-        return stats_from_reply(length, pending, delayed, dead, counters, workers, held)
+            reply = await self._function(Stats, Stats.command(self.keys, now_ms=int(time.time() * 1000)))
+        return stats_from_reply(*reply)
 
     async def delete_all(self) -> None:
         with self._errors():
@@ -646,6 +650,9 @@ def stream_entries(reply: Any) -> list:
     return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
 
 
+_ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))   # entries are read as bytes
+
+
 def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str) -> Job:
     """A stream entry, read as bytes, as a Job. An entry that cannot be run (whoever wrote it)
     still becomes a Job, marked with `payload_error`, so the worker dead-letters it with that
@@ -653,19 +660,19 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
     entry = entry_id.decode()
     if isinstance(fields, list):
         fields = dict(zip(fields[::2], fields[1::2]))
-    job_id, id_error = job_id_of(entry, fields.get(b"id"))
-    text, payload, payload_error = payload_of(fields.get(b"p"))
+    job_id, id_error = job_id_of(entry, fields.get(_ENTRY_BYTES.id))
+    text, payload, payload_error = payload_of(fields.get(_ENTRY_BYTES.payload))
     try:
-        used = int(fields.get(b"a", 0))
+        used = int(fields.get(_ENTRY_BYTES.attempts, 0))
     except ValueError:
         used = 0
     try:
-        enqueued_at = int(fields.get(b"t", 0)) / 1000
+        enqueued_at = int(fields.get(_ENTRY_BYTES.time, 0)) / 1000
     except ValueError:
         enqueued_at = 0.0
     return Job(id=job_id, payload=payload, attempts=used + deliveries,
                enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
-               payload_error=id_error or payload_error, replayed=fields.get(b"r") == b"1",
+               payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
                consumer=consumer)
 
 
@@ -687,7 +694,7 @@ def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:
 def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
     """(the payload text as stored, the payload, what is wrong with it)."""
     if raw is None:
-        return "", None, "the queue entry has no payload field 'p'"
+        return "", None, f"the queue entry has no payload field {ENTRY.payload!r}"
     try:
         text = raw.decode()
     except UnicodeDecodeError as exc:

@@ -16,6 +16,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 import jobpool
 from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
+from jobpool.queue.redis import library
 
 from tests.helpers import ROOT, SyncQueue, wait_until
 from tests.integration.handlers import events
@@ -31,6 +32,8 @@ class PoolUsers:
     def __init__(self, server, namespace: str, pool: str):
         self.server, self.namespace, self.pool = server, namespace, pool
         self.passwords = {role: f"{role}-{pool}-pw" for role in acl.ROLES}
+        # as the operator does: the library, then the users
+        self._admin(library.load_everywhere)
         self._admin(lambda admin: asyncio.gather(*(
             acl.apply_user(admin, acl.PoolUser(namespace, pool, role, (password,)))
             for role, password in self.passwords.items())))
