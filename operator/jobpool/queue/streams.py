@@ -7,7 +7,9 @@ encodes arguments, decodes replies and turns Redis errors into `QueueError`s.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
@@ -33,6 +35,9 @@ from .redis.functions import (WITH_GIVEN_IDS, Ack, AckThenFetch, Fail, Fetch, Fe
                               Unregister)
 
 SUBMIT_CHUNK = 1000          # jobs per submit function call
+# and at most this many characters of payloads (one larger payload goes alone): the blob is one
+# Redis bulk string, held in the submitter's buffer, which maxmemory-clients bounds (redis/server.py)
+SUBMIT_CHUNK_CHARACTERS = 1 << 20
 LARGE_PAYLOAD = DEFAULT_MAX_PAYLOAD_BYTES // 4   # characters that may be over the default limit
 ACK_CHUNK = 500
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
@@ -230,7 +235,9 @@ class RedisStreamsQueue(Queue):
                 except QueueError as exc:
                     raise QueueError(f"job {index}: {exc}") from None
             raise
-        if len(encoded) > SUBMIT_CHUNK or any(len(text) > LARGE_PAYLOAD for text in encoded):
+        ends = list(itertools.accumulate((len(text) for text in encoded), initial=0))
+        if (len(encoded) > SUBMIT_CHUNK or ends[-1] > SUBMIT_CHUNK_CHARACTERS
+                or any(len(text) > LARGE_PAYLOAD for text in encoded)):
             # the script checks one chunk: a later chunk's refusal would come after earlier
             # ones, and a payload far over the limit need not travel to Redis to be refused
             check_payload_sizes(encoded, await self._max_payload_bytes())
@@ -238,7 +245,7 @@ class RedisStreamsQueue(Queue):
         start = 0
         pause = 0.01
         while start < len(job_ids):
-            end = min(start + SUBMIT_CHUNK, len(job_ids))
+            end = chunk_end(ends, start)
             blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
                                                    encoded[start:end]) for x in triple])
             chunk = job_ids[start:end]
@@ -634,6 +641,13 @@ def _consume_outcome(command: asyncio.Future) -> None:
     """Retrieve the error of a command whose caller was cancelled: it is nobody's to report."""
     if not command.cancelled():
         command.exception()
+
+
+def chunk_end(ends: list[int], start: int) -> int:
+    """Where the submit chunk from `start` ends: SUBMIT_CHUNK jobs, or SUBMIT_CHUNK_CHARACTERS of
+    payloads, at least one job. `ends`: the payloads' cumulative lengths, from 0."""
+    end = bisect.bisect_right(ends, ends[start] + SUBMIT_CHUNK_CHARACTERS, lo=start + 1) - 1
+    return min(max(end, start + 1), start + SUBMIT_CHUNK, len(ends) - 1)
 
 
 def check_payload_sizes(encoded: Sequence[str], limit: int) -> None:
