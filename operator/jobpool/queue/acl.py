@@ -1,10 +1,10 @@
 """Redis ACL users of one pool: what a worker and a producer may run, and on which keys.
 
 The commands come from the library's functions themselves (Redis checks ACLs inside
-functions too, against the caller's user) plus the few commands `streams.py` sends outside them,
-so a function that starts calling a new command extends the users with it. A user runs the
-library's functions (FCALL) and nothing else server-side: no EVAL, EVALSHA, SCRIPT or FUNCTION. Key patterns are the pool's hash tag, so one pool's
-credentials reach no other pool's keys and no server-wide command (FLUSHALL, CONFIG, KEYS,
+functions too, against the caller's user) plus the few commands `redis/queue.py` sends outside
+them, so a function that starts calling a new command extends the users with it. A user runs the
+library's functions (FCALL) and no code of its own: no EVAL, EVALSHA, SCRIPT or FUNCTION. Key
+patterns are the pool's hash tag, so one pool's credentials reach no other pool's keys and no server-wide command (FLUSHALL, CONFIG, KEYS,
 SCAN, MONITOR, ACL, ...).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 # FCALL of the library's functions; SELECT for a URL with a db number; a cluster client reads the
 # slot map and the command table (to find keys) when it connects.
 _CLIENT = ("fcall", "ping", "select", "cluster|slots", "command", "command|getkeys")
-# What streams.py sends outside functions, by role.
+# What redis/queue.py sends outside functions, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
     WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget", "wait"),

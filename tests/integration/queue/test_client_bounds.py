@@ -3,7 +3,6 @@ settings of redis/server.py (the bundled Redis's), a socket that announces a hug
 disconnected instead of counted against maxmemory, and the other pool's submits go on."""
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest

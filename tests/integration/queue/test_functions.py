@@ -17,7 +17,7 @@ from jobpool.queue.keys import PoolKeys
 from jobpool.queue.redis import functions, library
 from tests.fixtures.redis import running_redis
 from tests.helpers import SyncQueue, wait_until
-from tests.integration.queue.test_acl import PoolUsers, other_pool, users  # noqa: F401 (fixtures)
+from tests.integration.queue.test_acl import PoolUsers, users  # noqa: F401 (a fixture)
 
 # The attacks measured on redis-server 7.0 with the users of today's release (issue #18): a busy
 # loop that first writes (unkillable: every pool gets BUSY), and a script that fills memory past
@@ -107,9 +107,9 @@ def test_a_producer_cannot_run_a_workers_function_through_fcall(users, queue):
 
 def test_a_client_whose_user_may_not_load_the_library_waits_for_it_and_never_evals(spawn_worker, pool_name):
     with running_redis() as server:
-        users = PoolUsers(server, "it", pool_name, load_library=False)
-        worker = spawn_worker(url=users.url(acl.WORKER), handler="tests.integration.handlers:echo")
-        producer = open_queue(users.url(acl.PRODUCER), "it", pool_name)
+        tenants = PoolUsers(server, "it", pool_name, load_library=False)
+        worker = spawn_worker(url=tenants.url(acl.WORKER), handler="tests.integration.handlers:echo")
+        producer = open_queue(tenants.url(acl.PRODUCER), "it", pool_name)
         try:
             with pytest.raises(QueueUnavailable) as waiting:
                 asyncio.run(producer.submit_many([{"n": 1}]))
@@ -119,7 +119,7 @@ def test_a_client_whose_user_may_not_load_the_library_waits_for_it_and_never_eva
             assert worker.alive()
             # the operator loads it: both go on, the worker without a restart
             assert asyncio.run(_load(server.url)) == 1
-            with jobpool.Client(users.url(acl.PRODUCER), "it", pool_name) as client:
+            with jobpool.Client(tenants.url(acl.PRODUCER), "it", pool_name) as client:
                 job_id = client.submit({"n": 2})
                 assert client.result(job_id, timeout=20) is not None
             stats = redis_sync.Redis.from_url(server.url).info("commandstats")

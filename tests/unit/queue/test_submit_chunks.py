@@ -4,7 +4,7 @@ import itertools
 
 from hypothesis import given, strategies as st
 
-from jobpool.queue.streams import SUBMIT_CHUNK, SUBMIT_CHUNK_CHARACTERS, chunk_end
+from jobpool.queue.redis.submit import SUBMIT_CHUNK, SUBMIT_CHUNK_CHARACTERS, chunk_end
 
 
 def ends(sizes):
