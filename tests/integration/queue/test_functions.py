@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 import jobpool
-from jobpool.queue import QueueUnavailable, acl, open_queue
+from jobpool.queue import QueueFull, QueueUnavailable, acl, open_queue
 from jobpool.queue.keys import PoolKeys
 from jobpool.queue.redis import functions, library
 from tests.fixtures.redis import running_redis
@@ -147,3 +147,28 @@ async def _load(url: str) -> int:
         return await library.load_everywhere(admin)
     finally:
         await admin.aclose()
+
+
+def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_sample(users, redis_server, queue):
+    """Functions run with the caller's ACL: INFO inside submit is the submitter's to read. Without
+    it, the sample a user that may read INFO stored (the operator, through sample_memory) decides."""
+    admin = redis_sync.Redis.from_url(redis_server.url)
+    name = acl.user_name("it", users.pool, acl.PRODUCER)
+    admin.execute_command("ACL", "SETUSER", name, "-info")
+    producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    try:
+        assert len(producer.submit_many([{"n": 1}])) == 1           # no sample yet: Redis's own limit
+        assert queue.sample_memory().max_memory == 0
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", int(used * 1.05))             # past the 90% submits stop at
+        sample = queue.sample_memory()
+        assert sample.max_memory == int(used * 1.05)
+        with pytest.raises(QueueFull, match="Redis memory is nearly full"):
+            producer.submit_many([{"n": 2}])
+        admin.config_set("maxmemory", 0)
+        queue.sample_memory()
+        assert len(producer.submit_many([{"n": 3}])) == 1
+        assert users.denials() == []                                  # INFO was never tried
+    finally:
+        admin.config_set("maxmemory", 0)
+        producer.close()

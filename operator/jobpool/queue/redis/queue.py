@@ -24,8 +24,8 @@ from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
 from .entries import job_from_entry, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
-from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, Purge, Release,
-                        Replay, Stats, TrimResults, Unregister)
+from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, MemorySample,
+                        Purge, Release, Replay, SampleMemory, Stats, TrimResults, Unregister)
 from .submit import SubmitPath
 
 ACK_CHUNK = 500
@@ -291,6 +291,12 @@ class RedisStreamsQueue(SubmitPath, Queue):
         with self._errors():
             reply = await self._function(Stats, Stats.command(self.keys, now_ms=int(time.time() * 1000)))
         return stats_from_reply(*reply)
+
+    async def sample_memory(self) -> MemorySample:
+        """Store Redis's memory figures in the pool's memory hash, for the submits of users that
+        may not read INFO themselves; needs a user that may (the operator's)."""
+        with self._errors():
+            return await self._function(SampleMemory, SampleMemory.command(self.keys))
 
     async def delete_all(self) -> None:
         with self._errors():
