@@ -74,7 +74,6 @@ class RedisCalls:
         await connection.drop_connections(self.redis)
         await connection.drop_connections(self.entries)
 
-
     async def _replicated(self) -> bool:
         """Whether the pool asks for replicated writes (spec.queue.durability), as recently read."""
         known = self._durability_known()
