@@ -11,6 +11,7 @@ Resend rules (what `RedisStreamsQueue` may do when a connection drops before the
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, NamedTuple, Sequence
 
 from ..keys import PoolKeys
@@ -19,24 +20,41 @@ from . import library
 IDEMPOTENT, REDELIVERED, WITH_GIVEN_IDS = "idempotent", "redelivered", "with given ids"
 
 
+@functools.lru_cache(maxsize=4096)
+def _pool_keys(names: tuple[str, ...], pool: PoolKeys) -> tuple[str, ...]:
+    return tuple(getattr(pool, name) for name in names)
+
+
 class Function:
-    """FCALL of `library.qualified(NAME)`. KEYS and ARGS are the `.lua` contract, in order: a key
-    is the pool key of that name unless the caller gives it, a name ending in `...` is a list."""
+    """FCALL of `library.qualified(NAME)`. KEYS and ARGS are the `.lua` contract, in order: the
+    leading keys are the pool's keys of those names, the rest (per job) the caller gives; a name
+    ending in `...` is a list."""
 
     NAME: ClassVar[str]
     KEYS: ClassVar[tuple[str, ...]]
     ARGS: ClassVar[tuple[str, ...]]
     RESEND: ClassVar[str] = IDEMPOTENT
+    _POOL_KEYS: ClassVar[tuple[str, ...]]
+    _GIVEN_KEYS: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        pool_keys = []
+        for name in cls.KEYS:
+            if name.endswith("...") or not hasattr(PoolKeys, name):
+                break
+            pool_keys.append(name)
+        cls._POOL_KEYS, cls._GIVEN_KEYS = tuple(pool_keys), cls.KEYS[len(pool_keys):]
 
     @classmethod
     def _command(cls, pool: PoolKeys, **values: Any) -> tuple:
-        keys: list[Any] = []
+        keys: list[Any] = [*_pool_keys(cls._POOL_KEYS, pool)]   # built once per pool
         args: list[Any] = []
-        for name in cls.KEYS:
+        for name in cls._GIVEN_KEYS:
             if name.endswith("..."):
                 keys += values.pop(name[:-3])
             else:
-                keys.append(values.pop(name) if name in values else getattr(pool, name))
+                keys.append(values.pop(name))
         for name in cls.ARGS:
             if name.endswith("..."):
                 args += values.pop(name[:-3])
@@ -45,6 +63,11 @@ class Function:
         if values:
             raise TypeError(f"{cls.NAME} takes no {', '.join(values)}")
         return ("FCALL", library.qualified(cls.NAME), len(keys), *keys, *args)
+
+
+def _result_keys(pool: PoolKeys, job_ids: Sequence[str]) -> list[str]:
+    prefix = pool.result_prefix
+    return [prefix + job_id for job_id in job_ids]
 
 
 # -- producers ---------------------------------------------------------------
@@ -65,7 +88,7 @@ class Submit(Function):
     def command(cls, pool: PoolKeys, *, blob: str, given_ids: Sequence[str], partial: bool,
                 default_max_payload_bytes: int, memory_share: float) -> tuple:
         """`blob`: (id, given 1|0, payload) per job, NUL-separated; `given_ids` in its order."""
-        return cls._command(pool, given_results=[pool.result(job_id) for job_id in given_ids],
+        return cls._command(pool, given_results=_result_keys(pool, given_ids),
                             partial="1" if partial else "0", blob=blob,
                             default_max_payload_bytes=default_max_payload_bytes,
                             memory_share=memory_share)
@@ -161,7 +184,7 @@ class Ack(Function):
     def command(cls, pool: PoolKeys, *, job_ids: Sequence[str], blob: bytes | str,
                 result_ttl_ms: int, results_cap: int) -> tuple:
         """`blob`: (entry_id, consumer, id, attempts, result) per job, NUL-separated."""
-        return cls._command(pool, job_results=[pool.result(job_id) for job_id in job_ids],
+        return cls._command(pool, job_results=_result_keys(pool, job_ids),
                             result_ttl_ms=result_ttl_ms, results_cap=results_cap, blob=blob)
 
     @staticmethod
@@ -182,7 +205,7 @@ class AckThenFetch(Function):
     def command(cls, pool: PoolKeys, *, job_ids: Sequence[str], blob: bytes | str,
                 result_ttl_ms: int, results_cap: int, consumer: str, count: int,
                 visibility_ms: int, reclaim_interval_ms: int) -> tuple:
-        return cls._command(pool, job_results=[pool.result(job_id) for job_id in job_ids],
+        return cls._command(pool, job_results=_result_keys(pool, job_ids),
                             result_ttl_ms=result_ttl_ms, results_cap=results_cap, blob=blob,
                             consumer=consumer, count=count, visibility_ms=visibility_ms,
                             reclaim_interval_ms=reclaim_interval_ms)
@@ -201,7 +224,7 @@ class TrimResults(Function):
     @classmethod
     def command(cls, pool: PoolKeys, *, oldest: Sequence[tuple[str, str]]) -> tuple:
         """`oldest`: (entry id, job id) of the results to remove."""
-        return cls._command(pool, job_results=[pool.result(job_id) for _, job_id in oldest],
+        return cls._command(pool, job_results=_result_keys(pool, [job_id for _, job_id in oldest]),
                             entry_ids=[entry_id for entry_id, _ in oldest])
 
     @staticmethod
