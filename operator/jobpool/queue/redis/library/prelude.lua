@@ -14,29 +14,38 @@ local jobpool = {}   -- the bodies by name, so that one function may run another
 -- letters are capped), while submit and replay, which add jobs, are refused.
 local OOM_ALLOWED = {'allow-oom'}
 
-local function bind(function_name, kind, names, values)
-  local bound = {}
-  for i, name in ipairs(names) do
-    if string.sub(name, -3) == '...' then
-      bound[string.sub(name, 1, -4)] = {unpack(values, i)}
-      return bound
-    end
-    if values[i] == nil then
-      error('jobpool: ' .. function_name .. ' takes ' .. kind .. ' ' .. table.concat(names, ' ') ..
-            ' (' .. #values .. ' given)')
-    end
-    bound[name] = values[i]
+-- A function's keys or arguments by the names of its contract (the names worked out once).
+local function binder(function_name, kind, names)
+  local fixed, rest = {}, nil
+  for _, name in ipairs(names) do
+    if string.sub(name, -3) == '...' then rest = string.sub(name, 1, -4) else fixed[#fixed + 1] = name end
   end
-  return bound
+  local count = #fixed
+  local usage = 'jobpool: ' .. function_name .. ' takes ' .. kind .. ' ' .. table.concat(names, ' ')
+  return function(values)
+    if #values < count then error(usage .. ' (' .. #values .. ' given)') end
+    local bound = {}
+    for i = 1, count do bound[fixed[i]] = values[i] end
+    if rest then
+      local list = {}
+      for i = count + 1, #values do list[#list + 1] = values[i] end
+      bound[rest] = list
+    end
+    return bound
+  end
 end
 
 -- Registers `body(k, a)` as the function LIBRARY_<name>.
 local function register(name, contract, body)
   jobpool[name] = body
+  local bind_keys, bind_args   -- made at the first call: a library's load runs no Lua library
   redis.register_function{
     function_name = LIBRARY .. '_' .. name,
     callback = function(keys, args)
-      return body(bind(name, 'keys', contract.keys, keys), bind(name, 'args', contract.args, args))
+      if not bind_keys then
+        bind_keys, bind_args = binder(name, 'keys', contract.keys), binder(name, 'args', contract.args)
+      end
+      return body(bind_keys(keys), bind_args(args))
     end,
     flags = contract.flags,
   }

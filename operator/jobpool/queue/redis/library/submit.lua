@@ -20,14 +20,16 @@ local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
 -- (used memory, maxmemory, whether it is a fresh sample to store) for a submit of `size` bytes
 local function sampled_memory(sample, added, now, size, share)
   local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
-  local may_sample = redis.acl_check_cmd('INFO', 'memory')
-  if at and (not may_sample or now - tonumber(at) < MEMORY_SAMPLE_MS) then
+  if at then
     used, max_memory = tonumber(used) + (tonumber(added) or 0), tonumber(max_memory)
-    if not may_sample or max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN) then
+    if now - tonumber(at) < MEMORY_SAMPLE_MS
+        and (max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN)) then
       return used, max_memory, false
     end
+    if not redis.acl_check_cmd('INFO', 'memory') then return used, max_memory, false end
+  elseif not redis.acl_check_cmd('INFO', 'memory') then
+    return 0, 0, false   -- no sample yet: Redis's own limit holds
   end
-  if not may_sample then return 0, 0, false end   -- no sample yet: Redis's own limit holds
   used, max_memory = memory_used_and_max()
   return used, max_memory, true
 end
