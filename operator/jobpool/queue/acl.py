@@ -3,9 +3,9 @@
 The commands come from the library's functions themselves (Redis checks ACLs inside
 functions too, against the caller's user) plus the few commands `redis/queue.py` sends outside
 them, so a function that starts calling a new command extends the users with it. A user runs the
-library's functions (FCALL) and no code of its own: no EVAL, EVALSHA, SCRIPT or FUNCTION. Key
-patterns are the pool's hash tag, so one pool's credentials reach no other pool's keys and no server-wide command (FLUSHALL, CONFIG, KEYS,
-SCAN, MONITOR, ACL, ...).
+library's functions (FCALL) and no code of its own: no EVAL, EVALSHA, SCRIPT or FUNCTION.
+Key patterns are the pool's hash tag, so one pool's credentials reach no other pool's keys and
+no server-wide command (FLUSHALL, CONFIG, KEYS, SCAN, MONITOR, ACL, ...).
 """
 from __future__ import annotations
 
