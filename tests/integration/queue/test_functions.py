@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
 import jobpool
+from jobpool.controller.credentials import CHECK_SECONDS, QueueAdmin
 from jobpool.queue import QueueFull, QueueUnavailable, acl, open_queue
 from jobpool.queue.keys import PoolKeys
 from jobpool.queue.redis import functions, library
@@ -172,3 +173,30 @@ def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_samp
     finally:
         admin.config_set("maxmemory", 0)
         producer.close()
+
+
+def test_the_operators_credential_pass_loads_the_library_again_where_it_is_missing(pool_name):
+    """Functions are persisted (a restart keeps them), but a replaced server has none: the pass
+    that applies the pools' users checks the library too, at most every CHECK_SECONDS."""
+    with running_redis() as server:
+        raw = redis_sync.Redis.from_url(server.url)
+
+        async def passes():
+            admin = QueueAdmin(server.url)
+            user = acl.PoolUser("it", pool_name, acl.WORKER, ("pw",))
+            try:
+                await admin.apply(user)
+                assert raw.function_list(library=library.name())
+                server.restart()                                  # AOF: the library survives
+                await admin.apply(user)                           # (the users are re-applied)
+                assert raw.function_list(library=library.name())
+                raw.function_delete(library.name())               # as on a replaced server
+                await admin.apply(user)
+                assert raw.function_list(library=library.name()) == []   # checked a moment ago
+                admin.library_checked_at -= CHECK_SECONDS
+                await admin.apply(user)
+                assert raw.function_list(library=library.name())
+            finally:
+                await admin.close()
+
+        asyncio.run(passes())
