@@ -99,6 +99,9 @@ def test_a_producer_cannot_run_a_workers_function_through_fcall(users, queue):
         if "pool worker's function" in str(denied.value):
             refused_by_function.append(function.NAME)
     assert {"heartbeat", "unregister"} <= set(refused_by_function)   # fetch: its keys are refused
+    # the ACL refused the FCALLs themselves (the producer does not hold their keys), and the functions'
+    # own checks refused before any command ran inside them
+    assert users.denials() and all(entry["context"] == "toplevel" for entry in users.denials())
     after = queue.stats()
     assert (after.waiting, after.in_flight, after.dead_letter, [w.id for w in after.workers]) == \
         (before.waiting, before.in_flight, before.dead_letter, ["real-worker"])
