@@ -167,6 +167,8 @@ def test_bundled_redis_bounds_what_one_client_can_do_to_the_others(kube_cluster)
     assert {name: args[args.index(f"--{name}") + 1] for name in server.CLIENT_BOUNDS} == server.CLIENT_BOUNDS
     args = redis_parts(render(kube_cluster, "redis.clientBounds.timeout=60"))[1]["args"]
     assert args[args.index("--timeout") + 1] == "60"
+    result = helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.clientBounds.timeout=lots", check=False)
+    assert result.returncode != 0 and "clientBounds/timeout" in result.stderr, result.stderr
 
 
 def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
