@@ -31,6 +31,8 @@ SUBMIT_MEMORY_SHARE = 0.9
 
 
 class SubmitPath(RedisCalls):
+    """The producer's side of `RedisStreamsQueue`."""
+
     _options: dict[str, Any]
     _blocking: Any                    # the sync client of submit_blocking, made on first use
     _direct_submits: int              # one-job submits under way on their own
