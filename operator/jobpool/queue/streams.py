@@ -12,6 +12,7 @@ import time
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
@@ -65,7 +66,9 @@ class RedisStreamsQueue(Queue):
         options = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout))
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
-            options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            # no retries of its own: the queue's callers back off (an asyncio client takes
+            # redis.asyncio's Retry; the sync Retry makes redis-py 8 warn on every command)
+            options.update(retry=AsyncRetry(NoBackoff(), 0), health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
         self._options = options
         self._blocking: Any = None        # the sync client of submit_blocking, made on first use
@@ -356,8 +359,8 @@ class RedisStreamsQueue(Queue):
         keys = self._submit_keys([job_id], [given])
         try:
             if self._blocking is None:
-                self._blocking = redis.Redis.from_url(self.url, decode_responses=True,
-                                                      **self._options)
+                options = dict(self._options, retry=Retry(NoBackoff(), 0))
+                self._blocking = redis.Redis.from_url(self.url, decode_responses=True, **options)
             # EVALSHA by hand: redis-py's Script wrapper costs a sixth of the call
             call = ("EVALSHA", self._submit.sha, len(keys), *keys, *args)
             try:
