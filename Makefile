@@ -5,18 +5,24 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory bench-replication soak images real-node node-packages clean
+.PHONY: all demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus tools \
+        cluster-up cluster-down bench bench-operator bench-memory bench-replication soak images real-node \
+        node-packages clean
 
 all: test
 
-$(BIN)/.installed: pyproject.toml
+# The tested versions: constraints.txt is the lock (`make lock` re-resolves it).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --constraint constraints.txt -e '.[test]'
 	touch $@
 
 venv: $(BIN)/.installed
+
+## Re-resolve the dependencies of pyproject.toml into constraints.txt (then run make test).
+lock:
+	@PYTHON=$(PYTHON) bash scripts/lock.sh
 
 redis:
 	@bash scripts/ensure-redis.sh
@@ -48,9 +54,17 @@ demo-plot: venv redis tools
 	@mkdir -p docs
 	@JOBPOOL_DEMO_PLOT=docs/demo-scaling.svg bash scripts/demo_cluster.sh
 
+## Everything the suite runs, built before pytest starts (tools, images, the real node), timed.
+test-builds: venv node-packages
+	@bash scripts/test-builds.sh
+
 ## The whole test suite, against a real redis-server and a real control plane.
-test: venv redis prometheus node-packages tools
+test: venv redis prometheus test-builds
 	$(BIN)/python -m pytest
+
+## The whole suite as a fresh machine runs it: a fresh clone, empty Go, pip, tools and image caches.
+test-cold:
+	@bash scripts/test-cold.sh
 
 ## Under two minutes: no control plane, no images or real node, nothing marked slow.
 test-fast: venv redis prometheus
