@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus tools \
+.PHONY: help crd demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus tools \
         cluster-up cluster-down bench bench-operator bench-memory bench-replication soak images real-node \
         node-packages clean
 
@@ -28,6 +28,10 @@ venv: $(BIN)/.installed
 ## Re-resolve the dependencies of pyproject.toml into constraints.txt (then run make test).
 lock:
 	@PYTHON=$(PYTHON) bash scripts/lock.sh
+
+## Regenerates the CRD (charts/jobpool/crds) from the API models; a unit test fails while it is stale.
+crd: venv
+	$(BIN)/python -m jobpool.api.crd > charts/jobpool/crds/jobpool.dev_jobpools.yaml
 
 ## Debian's redis-server, when it is missing.
 redis:
