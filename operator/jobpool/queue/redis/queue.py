@@ -60,6 +60,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
         options = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout))
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
+            # no retries of its own: the queue's callers back off (an asyncio client takes
+            # redis.asyncio's Retry; the sync Retry makes redis-py 8 warn on every command)
             options.update(retry=AsyncRetry(NoBackoff(), 0), health_check_interval=0)
         self.dead_letter_cap = dead_letter_cap
         self._options = options
