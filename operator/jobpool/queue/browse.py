@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from .base import QueueError
 from .keys import GROUP
-from .streams import RedisStreamsQueue, payload_of, readable
+from .redis.entries import payload_of, readable
+from .redis.queue import RedisStreamsQueue
 
 WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD = "waiting", "running", "delayed", "succeeded", "dead"
 SCAN_LIMIT = 10_000      # entries one filtered page or one search reads at most

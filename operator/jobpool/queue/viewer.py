@@ -3,21 +3,23 @@ pool of the namespaces the operator watches and, only when the chart enables act
 purges dead letters. One user for the page, not one per pool: the page shows many pools, and
 Kubernetes RBAC (who may reach its Service) decides who sees it.
 
-Read commands only, on pool keys only, plus the two writes the status script makes (it prunes
-expired workers and creates the consumer group of a pool that has none), each confined by a
-selector to its one key; SCAN to find the pools (it lists key names, not values)."""
+Read commands and the library's status function only, on pool keys only, plus the two writes
+that function makes (it prunes expired workers and creates the consumer group of a pool that has
+none), each confined by a selector to its one key; SCAN to find the pools (it lists key names,
+not values)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from . import connection, scripts
+from . import connection
 from .acl import script_commands
+from .redis import library
 
 USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no pool user has this name
 
-# what the page reads outside scripts (queue/browse.py, ui/discovery.py) and what a client sends
+# what the page reads outside functions (queue/browse.py, ui/discovery.py) and what a client sends
 _READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
-          "zrange", "zmscore", "exists", "time", "scan", "ping", "select", "evalsha", "script|load",
+          "zrange", "zmscore", "exists", "time", "scan", "ping", "select", "fcall",
           "cluster|slots", "command", "command|getkeys")
 _STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
 
@@ -29,14 +31,23 @@ def key_prefixes(namespaces: Sequence[str] | None) -> list[str]:
     return ["{jobpool:%s/*" % namespace for namespace in namespaces]
 
 
+def function_commands(*names: str) -> frozenset[str]:
+    """The commands the library's functions `names` (and its shared prelude) call."""
+    sources = library.sources()
+    found = set(script_commands(sources[library.PRELUDE]))
+    for name in names:
+        found |= script_commands(sources[name])
+    return frozenset(found)
+
+
 def action_commands() -> tuple[str, ...]:
     """What replay and purge run (and the page's check that it may: XDEL)."""
-    return tuple(sorted(script_commands(scripts.REPLAY) | script_commands(scripts.PURGE) | {"xdel"}))
+    return tuple(sorted(function_commands("replay", "purge") | {"xdel"}))
 
 
 def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool) -> list[str]:
     prefixes = key_prefixes(namespaces)
-    status = script_commands(scripts.STATS)
+    status = function_commands("stats")
     writes = {command for commands in _STATUS_WRITES.values() for command in commands}
     commands = sorted((set(_READS) | status) - writes)
     rules = ["reset", "on", *(f">{p}" for p in passwords), "resetchannels",

@@ -16,6 +16,7 @@ from jobpool.controller.credentials import QueueAdmin
 from jobpool.controller.ui_viewer import keep_viewer
 from jobpool.queue import acl, viewer
 from jobpool.queue.keys import PoolKeys
+from jobpool.queue.redis import library
 
 from tests.helpers import SyncQueue, wait_until
 from tests.integration.ui.conftest import start_ui  # noqa: F401  (the fixture)
@@ -45,6 +46,7 @@ def apply(server, namespaces, password: str, actions: bool) -> None:
     async def run():
         admin = aioredis.from_url(server.url)
         try:
+            await library.load_everywhere(admin)   # as the operator does: the library, then the users
             await viewer.apply_viewer(admin, namespaces, [password], actions)
         finally:
             await admin.aclose()

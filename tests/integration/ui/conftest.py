@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from jobpool.queue import acl
+from jobpool.queue.redis import library
 
 from tests.helpers import ROOT, free_port, stop_process, wait_until
 
@@ -25,6 +26,7 @@ class PoolUsers:
     def __init__(self, server, namespace: str, pool: str):
         self.server, self.namespace, self.pool = server, namespace, pool
         self.passwords = {role: f"pw-{role}-{os.urandom(6).hex()}" for role in acl.ROLES}
+        self._admin(library.load_everywhere)   # as the operator does: the library, then the users
         self._admin(lambda admin: asyncio.gather(*(
             acl.apply_user(admin, acl.PoolUser(namespace, pool, role, (password,)))
             for role, password in self.passwords.items())))
