@@ -11,12 +11,13 @@ from typing import Any
 
 import yaml
 
-from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, JobPoolSpec, JobPoolStatus
+from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERBATIM, VERSION, JobPoolSpec, JobPoolStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
-# Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema.
-_DROPPED_KEYWORDS = {"title", "additionalProperties", "$defs"}
+# Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema
+# (additionalProperties is kept when it is a schema: a map's values).
+_DROPPED_KEYWORDS = {"title", "$defs"}
 
 PRINTER_COLUMNS = [
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
@@ -38,6 +39,8 @@ PRINTER_COLUMNS = [
 def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bool) -> dict[str, Any]:
     """Turn one pydantic JSON-Schema node into a structural OpenAPI v3 schema node."""
     node = copy.deepcopy(node)
+    if node.pop(VERBATIM, False):
+        return node   # a Kubernetes type's schema, structural already (jobpool.api.kube_schemas)
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**copy.deepcopy(target), **node}
@@ -52,13 +55,16 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
     out: dict[str, Any] = {}
     optional: set[str] = set()
     for key, value in node.items():
-        if key in _DROPPED_KEYWORDS or (key == "default" and not keep_defaults):
+        if key in _DROPPED_KEYWORDS or (key == "default" and not keep_defaults) or (
+                key == "additionalProperties" and not isinstance(value, dict)):
             continue
         if key == "properties":
             out[key] = {name: _structural(sub, defs, keep_defaults=keep_defaults) for name, sub in value.items()}
             optional = {name for name, sub in value.items() if "anyOf" in sub}
         elif key == "items":
             out[key] = _structural(value, defs, keep_defaults=keep_defaults)
+        elif key == "additionalProperties" and isinstance(value, dict):
+            out[key] = _structural(value, defs, keep_defaults=keep_defaults)   # a map, e.g. dict[str, str]
         else:
             out[key] = value
     if node.get("additionalProperties") is True or ("type" not in out and "properties" not in out):

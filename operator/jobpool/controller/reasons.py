@@ -23,6 +23,7 @@ BATCH_RUNNING = "BatchRunning"
 
 # problems: Ready False and Degraded True with one of these
 INVALID_SPEC = "InvalidSpec"
+INVALID_POD_TEMPLATE = "InvalidPodTemplate"
 NO_QUEUE = "NoQueue"
 DEFAULT_QUEUE_HAS_CREDENTIALS = "DefaultQueueHasCredentials"
 INVALID_QUEUE_URL = "InvalidQueueURL"

@@ -25,7 +25,7 @@ from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
 from .plan import Gathered, Memory, Plan, Settings, plan
 from .pool_queue import PoolQueue
-from .problems import Problem, uses_default_queue, validate_spec
+from .problems import Problem, refused_deployment, uses_default_queue, validate_spec
 
 log = logging.getLogger("jobpool.operator")
 
@@ -117,6 +117,9 @@ class PoolController:
         self.ref = builders.PoolRef(name=name, namespace=namespace, uid=uid)
         self.memory = Memory()
         self.validated: tuple[int, tuple[JobPoolSpec | None, Problem | None]] | None = None
+        self.overridden: tuple[str, ...] = ()
+        # The API server refused the worker Deployment of this generation (what a schema cannot check).
+        self.refused: tuple[int, Problem] | None = None
         self.settings = Settings(ctx.config.default_queue, ctx.config.status_min_interval)
         self.queue = PoolQueue(ctx.kube, self.ref, ctx.open_queue, ctx.config.default_queue,
                                on_progress=ctx.cache.waker(namespace, name).set)
@@ -176,7 +179,11 @@ class PoolController:
         if self.validated is None or self.validated[0] != generation:   # a new spec has a new generation
             self.validated = (generation, validate_spec(body["spec"], self.ctx.config.default_queue,
                                                         administered=self.ctx.admin is not None))
+            valid = self.validated[1][0]
+            self.overridden = builders.overridden_fields(self.ref, valid) if valid is not None else ()
         spec, problem = self.validated[1]
+        if problem is None and self.refused is not None and self.refused[0] == generation:
+            problem = self.refused[1]
         stats, moved = None, False
         if spec is not None and problem is None:
             problem, moved = await self.queue.connect(spec)
@@ -198,7 +205,7 @@ class PoolController:
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
             pods=dict(pods), stored_status=dict(body.get("status") or {}), now=time.time(),
-            memory=self.memory, settings=self.settings)
+            memory=self.memory, settings=self.settings, overridden=self.overridden)
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
         """The only writes: worker objects, pod annotations, the feeder, metrics, status, Events."""
@@ -206,7 +213,15 @@ class PoolController:
         if decided.scaled:
             log.info("%s/%s: %s", ns, self.ref.name, decided.scaled)
         for obj in decided.apply:
-            applied = await self.ctx.kube.apply(obj)
+            try:
+                applied = await self.ctx.kube.apply(obj)
+            except KubeError as exc:
+                if exc.status != 422 or obj["kind"] != kinds.DEPLOYMENT.kind:
+                    raise
+                # Invalid (e.g. a volumeMount of no volume): said in the status until the spec changes.
+                self.refused = (gathered.generation, refused_deployment(exc))
+                log.warning("%s/%s: %s", ns, self.ref.name, self.refused[1].message)
+                return
             if applied is not None:
                 self.ctx.cache.on_object_event(obj["kind"], "MODIFIED", applied)
         if decided.replicas_changed:

@@ -30,6 +30,7 @@ class Observation:
     batch_total: int | None       # None: no spec.jobs
     batch_fed: int = 0
     unschedulable: tuple[str, ...] = ()   # the scheduler's message for each worker pod no node can hold
+    overridden: tuple[str, ...] = ()      # the user's fields the operator's own values override
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,7 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
             status[key] = previous.get(key, empty)
     if batch is not None:
         status["batch"] = batch
+    status["overriddenFields"] = list(obs.overridden) or None   # None: removed by the merge patch
     status["conditions"] = conditions
     return status, transitions
 
