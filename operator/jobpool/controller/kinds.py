@@ -35,6 +35,9 @@ SECRET = Kind("Secret", "", "v1", "secrets", ("get", "create", "patch"))
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", ("get", "create", "update"))
 JOBPOOL = Kind(KIND, GROUP, VERSION, PLURAL, ("list", "watch", "patch"))
 
+# Kueue's Workloads (one per worker pod it gates), read with --kueue only: say why pods wait for quota.
+WORKLOAD = Kind("Workload", "kueue.x-k8s.io", "v1beta2", "workloads", ("list", "watch"))
+
 # The objects the loop builds for each pool and applies (the Deployment first).
 WORKER_OBJECTS = (DEPLOYMENT, SERVICE, PDB)
 # What kopf watches (by the pool label) to keep the loop's cache current.

@@ -71,6 +71,7 @@ class Gathered:
     memory: Memory
     settings: Settings
     overridden: tuple[str, ...] = ()   # the user's fields the operator's own values override (builders)
+    quota: Mapping[str, str] = dataclasses.field(default_factory=dict)   # Kueue's message per pod it has not admitted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +212,8 @@ def plan(g: Gathered) -> Plan:
         replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
         desired_replicas=desired, stats=stats, problem=g.problem,
         batch_total=batch.total if batch else None, batch_fed=batch.fed if batch else 0,
-        unschedulable=pool_status.unschedulable(g.pods.values()), overridden=g.overridden)
+        unschedulable=pool_status.unschedulable(g.pods.values()), overridden=g.overridden,
+        waiting_for_quota=pool_status.waiting_for_quota(g.pods.values(), g.quota))
     new_status, transitions = pool_status.build_status(observation, dict(previous), g.now,
                                                        batch=batch.as_status() if batch else None)
     if batch is None and previous.get("batch"):

@@ -42,6 +42,7 @@ class OperatorConfig:
     idle_interval: float = 1.0
     # Counter-only status changes are written at most this often; conditions at once.
     status_min_interval: float = 1.0
+    kueue: bool = False   # read Kueue's Workloads: why worker pods wait for quota
 
 
 class ClusterCache:
@@ -50,6 +51,8 @@ class ClusterCache:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # Kueue's message for each pod it has not admitted yet, by (namespace, pod name).
+        self.quota: dict[tuple[str, str], str] = {}
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
 
     def waker(self, namespace: str, pool: str) -> asyncio.Event:
@@ -81,6 +84,27 @@ class ClusterCache:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
 
+    def on_workload_event(self, event_type: str | None, workload: dict[str, Any]) -> None:
+        """Kueue's Workload of a pod: its QuotaReserved message while not admitted, forgotten once it is."""
+        meta = workload.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        pods = [ref.get("name", "") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Pod"]
+        message = quota_message(workload) if event_type != "DELETED" else None
+        for pod in pods:
+            if message is None:
+                self.quota.pop((namespace, pod), None)
+            else:
+                self.quota[(namespace, pod)] = message
+
+
+def quota_message(workload: dict[str, Any]) -> str | None:
+    """Why Kueue has not admitted a Workload yet (its QuotaReserved condition); None once it has."""
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    if (conditions.get("QuotaReserved") or {}).get("status") == "True":
+        return None
+    reserved = conditions.get("QuotaReserved") or {}
+    return reserved.get("message") or "waiting for Kueue to reserve quota"
+
 
 def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Only what the loop reads: the cache holds every worker object and pod of every pool."""
@@ -88,7 +112,9 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
         scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
-        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled}}
+        gates = [g for g in (obj.get("spec") or {}).get("schedulingGates") or []]
+        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled},
+                **({"spec": {"schedulingGates": gates}} if gates else {})}
     return {**obj, "metadata": meta}
 
 
@@ -205,7 +231,9 @@ class PoolController:
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
             pods=dict(pods), stored_status=dict(body.get("status") or {}), now=time.time(),
-            memory=self.memory, settings=self.settings, overridden=self.overridden)
+            memory=self.memory, settings=self.settings, overridden=self.overridden,
+            quota={pod: message for pod in pods
+                   if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None})
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
         """The only writes: worker objects, pod annotations, the feeder, metrics, status, Events."""
