@@ -91,3 +91,51 @@ def test_a_template_the_api_server_refuses_makes_the_pool_degraded_naming_the_fi
                timeout=60, what="Ready once the volume exists")
     volumes = get(cluster, ns, "deployment", "mounts-workers")["spec"]["template"]["spec"]["volumes"]
     assert volumes == [{"name": "cache", "emptyDir": {}}]
+
+
+# Every passthrough field at once, within the restricted profile: what the chart's admission policy and a
+# namespace enforcing the restricted Pod Security Standard must admit (tests/e2e/test_chart.py applies it).
+EVERY_FIELD = {
+    "metadata": {"labels": {"team": "vision"}, "annotations": {"cost-tool/owner": "vision"}},
+    "spec": {
+        "serviceAccountName": "default", "automountServiceAccountToken": True,
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {
+            "matchExpressions": [{"key": "type", "operator": "In", "values": ["kwok"]}]}}]}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "imagePullSecrets": [{"name": "registry"}],
+        "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+        "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+                    {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"audience": "sts.example.com",
+                                                                                         "path": "token"}}]}}],
+        "initContainers": [
+            {"name": "fetch", "image": "registry.example/app:1", "command": ["true"],
+             "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]},
+            {"name": "proxy", "image": "registry.example/proxy:1", "restartPolicy": "Always",
+             "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}],
+        "containers": [{"name": "worker", "securityContext": {"readOnlyRootFilesystem": True},
+                        "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": True},
+                                         {"name": "token", "mountPath": "/var/run/secrets/cloud"}]}],
+    },
+}
+
+
+def test_every_passthrough_field_reaches_the_worker_pods(operator, jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    apply(cluster, ns, pool_manifest("every", worker={"image": "registry.example/app:1", "handler": "tasks:square",
+                                                      "podTemplate": EVERY_FIELD}))
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", "every"), "Ready").get("status") == "True",
+               timeout=60, what="Ready")
+    (pod,) = pods_of(cluster, ns, "every")
+    spec = pod["spec"]
+    for field in ("serviceAccountName", "automountServiceAccountToken", "nodeSelector", "affinity",
+                  "topologySpreadConstraints", "imagePullSecrets"):
+        assert spec[field] == EVERY_FIELD["spec"][field], field
+    assert EVERY_FIELD["spec"]["tolerations"][0] in spec["tolerations"]
+    assert [c["name"] for c in spec["initContainers"]] == ["fetch", "proxy"]
+    assert spec["initContainers"][1]["restartPolicy"] == "Always"
+    assert pod["metadata"]["labels"]["team"] == "vision"
+    assert pod["metadata"]["annotations"]["cost-tool/owner"] == "vision"
+    assert "overriddenFields" not in get(cluster, ns, "jobpool", "every")["status"]
