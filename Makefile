@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory bench-replication soak images real-node node-packages clean
+        bench-operator bench-kueue bench-memory bench-replication soak images real-node node-packages clean
 
 all: test
 
@@ -86,6 +86,10 @@ soak: venv redis
 
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
+
+## Kueue's reaction to two teams' backlogs on one ClusterQueue (examples/09-kueue), printed, not asserted.
+bench-kueue: venv redis tools
+	$(BIN)/python bench/bench_kueue.py
 
 clean: cluster-down
 	@bash tools/images/images.sh clean

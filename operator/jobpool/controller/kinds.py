@@ -53,9 +53,9 @@ OTHER_GRANTS = (
 )
 
 
-def rbac_rules() -> set[tuple[str, str, str]]:
-    """(api group, resource, verb) for everything the operator needs."""
-    rules = {(kind.group, kind.plural, verb) for kind in ALL for verb in kind.verbs}
+def rbac_rules(kueue: bool = False) -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) for everything the operator needs (with --kueue: Kueue's Workloads too)."""
+    rules = {(kind.group, kind.plural, verb) for kind in (*ALL, *((WORKLOAD,) if kueue else ())) for verb in kind.verbs}
     rules |= {(group, resource, verb) for groups, resource, verbs in OTHER_GRANTS for group in groups
               for verb in verbs}
     return rules
