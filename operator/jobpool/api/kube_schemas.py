@@ -119,7 +119,7 @@ class Converter:
 
     def _object(self, name: str) -> dict[str, Any]:
         source = self.components[name]
-        short = name.removeprefix(CORE)
+        short = name.rsplit(".", 1)[-1]
         keep = FIELDS.get(short)
         props = {key: value for key, value in source.get("properties", {}).items() if keep is None or key in keep}
         out: dict[str, Any] = {"type": "object"}

@@ -37,6 +37,11 @@ def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] 
     JSON; its schema is Kubernetes' own (the fields jobpool.api.kube_schemas keeps)."""
     schema = kube_schemas.schema(name)
     if many:
+        # a list-map's keys must be required (or defaulted) in its items
+        missing = [key for key in map_keys if key not in schema.get("required", [])
+                   and "default" not in schema["properties"][key]]
+        if missing:
+            schema["required"] = [*schema.get("required", []), *missing]
         schema = {"type": "array", "items": schema,
                   **({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(map_keys)}
                      if map_keys else {"x-kubernetes-list-type": "atomic"})}
