@@ -248,7 +248,8 @@ def is_subset(desired: Any, observed: Any, *, quantities: bool = False) -> bool:
     """
     if isinstance(desired, dict):
         return isinstance(observed, dict) and all(
-            key in observed and is_subset(value, observed[key], quantities=quantities or key == "resources")
+            key in observed and is_subset(value, observed[key],
+                                          quantities=quantities or key in ("resources", "sizeLimit"))
             for key, value in desired.items())
     if isinstance(desired, list):
         return (isinstance(observed, list) and len(desired) == len(observed)

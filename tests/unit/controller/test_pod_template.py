@@ -1,5 +1,7 @@
 """spec.worker.podTemplate merged into the worker pods the operator builds: the user's fields pass through,
 the operator's own win and are named in status.overriddenFields."""
+import copy
+
 import pydantic
 import pytest
 
@@ -135,3 +137,11 @@ def test_the_status_lists_the_overridden_fields_and_drops_them_once_gone():
     assert cleared.status is not None and cleared.status["overriddenFields"] is None
     untouched = plan_module.plan(gathered(s))
     assert "overriddenFields" not in (untouched.status or {})
+
+
+def test_a_volume_size_the_api_server_canonicalised_is_no_drift():
+    desired = builders.build_deployment(POOL, spec({"spec": {"volumes": [{"name": "c", "emptyDir": {"sizeLimit": "1024Mi"}}]}}),
+                                        1, "redis://q:6379/0")
+    observed = copy.deepcopy(desired)
+    observed["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] = "1Gi"
+    assert not builders.needs_write(desired, observed)
