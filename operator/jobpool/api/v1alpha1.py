@@ -32,7 +32,8 @@ VERBATIM = "x-jobpool-verbatim"
 WORKER_CONTAINER = "worker"
 
 
-def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] = ()) -> Any:
+def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] = (),
+                    max_items: int | None = None) -> Any:
     """A field holding the Kubernetes type `name` (a list of them with `many`), passed through as
     JSON; its schema is Kubernetes' own (the fields jobpool.api.kube_schemas keeps)."""
     schema = kube_schemas.schema(name)
@@ -44,7 +45,8 @@ def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] 
             schema["required"] = [*schema.get("required", []), *missing]
         schema = {"type": "array", "items": schema,
                   **({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(map_keys)}
-                     if map_keys else {"x-kubernetes-list-type": "atomic"})}
+                     if map_keys else {"x-kubernetes-list-type": "atomic"}),
+                  **({"maxItems": max_items} if max_items is not None else {})}
     return Annotated[list[dict[str, Any]] if many else dict[str, Any], WithJsonSchema({**schema, VERBATIM: True})]
 
 
@@ -166,7 +168,7 @@ class PodTemplatePodSpec(Model):
         default=None,
         description="Init containers, run before the worker; with restartPolicy: Always a native sidecar that "
                     "runs beside it. Each gets the restricted security context under its own.")
-    containers: kubernetes_type("Container", many=True, map_keys=("name",)) | None = Field(
+    containers: kubernetes_type("Container", many=True, map_keys=("name",), max_items=1) | None = Field(
         default=None, max_length=1,
         description="At most one entry, named worker: merged into the worker container (volumeMounts, "
                     "securityContext, envFrom, env, resources, workingDir, lifecycle, imagePullPolicy). What "

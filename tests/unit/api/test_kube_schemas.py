@@ -41,3 +41,20 @@ def test_every_field_has_a_description_for_kubectl_explain():
             yield from undocumented(sub.get("items", sub), f"{path}.{name}")
     missing = [p for name in kube_schemas.ROOTS for p in undocumented(kube_schemas.schema(name), name)]
     assert not missing, missing[:10]
+
+
+def test_the_crd_adds_no_default_inside_a_kubernetes_type():
+    """A default {} on a volume source or an affinity term would make every pool's pods invalid."""
+    from jobpool.api import crd
+    template = crd.spec_schema()["properties"]["worker"]["properties"]["podTemplate"]["properties"]["spec"]
+
+    def defaults(node, path):
+        if isinstance(node, dict):
+            if "default" in node:
+                yield path
+            for key, sub in node.items():
+                yield from defaults(sub, f"{path}.{key}")
+        elif isinstance(node, list):
+            for sub in node:
+                yield from defaults(sub, path)
+    assert [p for p in defaults(template, "spec") if not p.endswith(".ports.items.properties.protocol")] == []
