@@ -34,7 +34,8 @@ def operator(jobpool_crds, kube_namespace, redis_server, tmp_path):
 
 @pytest.fixture
 def gpu_node(jobpool_crds):
-    """A kwok node as a GPU node pool's: tainted nvidia.com/gpu:NoSchedule, labelled, with GPUs."""
+    """A kwok node as a GPU node pool's: tainted nvidia.com/gpu:NoSchedule, labelled, with GPUs. Ask for it
+    before `operator`, so it goes after the pools (kwok deletes the pods of the nodes it runs)."""
     name = f"gpu-{secrets.token_hex(3)}"
     node = localcluster.fake_node(name)
     node["metadata"]["labels"]["node.kubernetes.io/instance-family"] = "gpu"

@@ -61,7 +61,7 @@ def test_04_queue_secret_never_shows_the_password(operator, jobpool_crds, kube_n
     assert "change-me" not in events and "change-me" not in operator.logs()
 
 
-def test_08_gpu_pool_places_workers_on_the_tainted_gpu_node(operator, jobpool_crds, kube_namespace, gpu_node):
+def test_08_gpu_pool_places_workers_on_the_tainted_gpu_node(gpu_node, operator, jobpool_crds, kube_namespace):
     cluster, ns = jobpool_crds, kube_namespace
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "08-gpu-pool" / "serviceaccount.yaml"))
     apply_example(cluster, ns, "08-gpu-pool")

@@ -42,7 +42,7 @@ def test_the_api_server_refuses_what_the_restricted_profile_forbids(jobpool_crds
 
 
 def test_workers_land_on_the_tainted_node_they_tolerate_and_the_status_names_overridden_fields(
-        operator, jobpool_crds, kube_namespace, gpu_node):
+        gpu_node, operator, jobpool_crds, kube_namespace):   # the node goes last: kwok deletes its pods
     cluster, ns = jobpool_crds, kube_namespace
     placement = {"nodeSelector": {"node.kubernetes.io/instance-family": "gpu"}}
     apply(cluster, ns, pool_manifest("untolerated", parallelism=1, worker={
