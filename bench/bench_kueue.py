@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[dict[str, float]] = []
     try:
         install_crds(cluster)
-        kueue = kueue_fixture.Kueue(cluster, work).start()
+        kueue = kueue_fixture.Kueue(cluster, work)
+        kueue.start()
         for n in range(args.rounds):
             teams = (namespace(cluster, f"team-a-{n}"), namespace(cluster, f"team-b-{n}"))
             round_dir = work / f"round-{n}"

@@ -19,9 +19,9 @@ pytestmark = [pytest.mark.kueue, pytest.mark.cluster]
 
 @pytest.fixture(scope="module")
 def kueue(jobpool_crds, tmp_path_factory):
-    running = kueue_fixture.Kueue(jobpool_crds, tmp_path_factory.mktemp("kueue")).start()
+    running = kueue_fixture.Kueue(jobpool_crds, tmp_path_factory.mktemp("kueue"))
     try:
-        yield running
+        yield running.start()
     finally:
         running.stop()
         print("---- kueue log (tail) ----\n" + running.logs()[-3000:])
