@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help crd demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus browser \
-        ui-screenshots tools cluster-up cluster-down bench bench-operator bench-memory bench-replication soak images \
+        ui-screenshots tools cluster-up cluster-down bench bench-operator bench-kueue bench-memory bench-replication soak images \
         real-node node-packages clean
 
 ## This list: each target with the comment above it.
@@ -125,6 +125,10 @@ soak: venv redis
 ## The operator at 1,000 pools on kwok: time to Ready, RSS, idle API writes and Redis round trips.
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
+
+## Kueue's reaction to two teams' backlogs on one ClusterQueue (examples/09-kueue), printed, not asserted.
+bench-kueue: venv redis tools
+	$(BIN)/python bench/bench_kueue.py
 
 ## Removes the virtualenv, the clusters, the demos' data and the project's Docker daemon data.
 clean: cluster-down

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok), helm and Karpenter (kwok provider) from the pinned wrapper
-# modules in tools/.
+# kube-scheduler, kubectl, kwok), helm, Karpenter (kwok provider) and Kueue from the pinned
+# wrapper modules in tools/.
 #
 # Each wrapper module is built into a per-user cache keyed by a hash of its go.mod, go.sum,
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
@@ -10,8 +10,8 @@
 # k8s.io/kubernetes pin, same version stamp), its cluster DNS (`coredns`, only the plugins it
 # needs) and NetworkPolicy enforcement (`kube-network-policies`) are built only when asked for
 # (REAL_NODE=1).
-# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter ...]
-#        (default: etcd kubernetes kwok helm karpenter)
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter|kueue ...]
+#        (default: etcd kubernetes kwok helm karpenter kueue)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -99,6 +99,10 @@ module_plan() {
         echo "sigs.k8s.io/karpenter/kwok=karpenter"
         echo "-s -w"
         ;;
+    kueue)
+        echo "sigs.k8s.io/kueue/cmd/kueue=kueue"
+        echo "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$(module_version kueue sigs.k8s.io/kueue)"
+        ;;
     esac
 }
 
@@ -153,7 +157,7 @@ build_module() {
 
 total_start=$SECONDS
 modules=("$@")
-[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm karpenter)
+[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm karpenter kueue)
 for module in "${modules[@]}"; do
     build_module "$module"
 done

@@ -14,6 +14,7 @@ import redis
 
 from jobpool import Client
 from jobpool.queue.keys import PoolKeys
+from tests.e2e.operator_harness import install_crds, start_operator
 from tests.fixtures.cluster import REPO_ROOT, localcluster
 from tests.fixtures.real_node import real_node_cluster
 from tests.helpers import wait_until
@@ -351,3 +352,55 @@ def test_the_web_page_opens_through_the_api_servers_service_proxy(real_node, nam
     finally:
         stop_process(proxy)
         client.close()
+
+
+# Run in a worker pod as its command (payload on stdin, result on stdout): what the pod template mounted.
+MOUNTS_REPORT = """
+import base64, json, os
+def claims(path):
+    payload = open(path).read().split('.')[1]
+    return json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+cloud, api = claims('/var/run/secrets/cloud/token'), claims('/var/run/secrets/kubernetes.io/serviceaccount/token')
+print(json.dumps({'model': open('/models/name').read(), 'fetched': open('/cache/fetched').read(),
+                  'cloud': [cloud['aud'], cloud['sub']], 'api': [api['aud'], api['sub']],
+                  'groups': sorted(os.getgroups())}))
+"""
+
+
+def test_pod_template_volumes_and_service_account_tokens_are_mounted_in_the_worker(real_node, namespace, tmp_path):
+    """The operator (a local process) builds worker pods from spec.worker.podTemplate in a namespace that
+    enforces the restricted profile: a ConfigMap volume, an emptyDir an init container filled, the
+    ServiceAccount's API token and a projected token for another audience, all read by the worker."""
+    install_crds(real_node)
+    real_node.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    queue_url = redis_with_service(real_node, namespace)
+    real_node.kubectl("create", "serviceaccount", "model-reader", "-n", namespace)
+    real_node.kubectl("create", "configmap", "model", "--from-literal=name=embeddings-v1", "-n", namespace)
+    mount = lambda name, path: {"name": name, "mountPath": path, "readOnly": True}  # noqa: E731
+    template = {"spec": {
+        "nodeSelector": NODE_SELECTOR, "serviceAccountName": "model-reader", "automountServiceAccountToken": True,
+        "securityContext": {"fsGroup": 2000},
+        "volumes": [{"name": "model", "configMap": {"name": "model"}}, {"name": "cache", "emptyDir": {}},
+                    {"name": "cloud-token", "projected": {"sources": [{"serviceAccountToken": {
+                        "audience": "sts.example.com", "expirationSeconds": 3600, "path": "token"}}]}}],
+        "initContainers": [{"name": "fetch", "image": "jobpool-examples:dev",
+                            "command": ["python3", "-c", "open('/cache/fetched', 'w').write('yes')"],
+                            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
+        "containers": [{"name": "worker", "volumeMounts": [
+            mount("model", "/models"), mount("cache", "/cache"), mount("cloud-token", "/var/run/secrets/cloud")]}]}}
+    operator = start_operator(real_node, namespace, queue_url, tmp_path / "operator.log")
+    try:
+        real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "mounts"},
+            "spec": {"worker": {"image": "jobpool-examples:dev", "command": ["python3", "-c", MOUNTS_REPORT],
+                                "podTemplate": template}}}))
+        with Client(queue_url, namespace, "mounts") as client:
+            result = client.result(client.submit(1), timeout=150)
+        assert result is not None, operator.logs()[-3000:]
+        account = f"system:serviceaccount:{namespace}:model-reader"
+        assert result.result["model"] == "embeddings-v1" and result.result["fetched"] == "yes"
+        assert result.result["cloud"] == [["sts.example.com"], account]
+        assert result.result["api"][1] == account and 2000 in result.result["groups"]
+    finally:
+        real_node.kubectl("delete", "jobpool", "mounts", "-n", namespace, "--timeout=60s", check=False)
+        operator.stop()

@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
     parser.add_argument("--poll-interval", type=float, default=0.5, metavar="S",
                         help="seconds between two reconciles of one pool (default 0.5)")
+    parser.add_argument("--kueue", action="store_true", default=os.environ.get("JOBPOOL_KUEUE", "") == "1",
+                        help="read Kueue's Workloads (kueue.x-k8s.io), so a pool whose pods wait for quota says "
+                             "why in its status (env JOBPOOL_KUEUE=1; needs list/watch on workloads)")
     parser.add_argument("--log-level", default=os.environ.get("JOBPOOL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
@@ -97,7 +100,7 @@ async def run_operator(args: argparse.Namespace) -> int:
             viewer_keeper = asyncio.create_task(keep_viewer(
                 admin, args.namespace or None, viewer_password, os.environ.get("JOBPOOL_UI_ACTIONS") == "1"))
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
-                                                   poll_interval=args.poll_interval),
+                                                   poll_interval=args.poll_interval, kueue=args.kueue),
                               metrics, open_queue, post_event, admin)
         await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
                             namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
