@@ -7,7 +7,8 @@
 # made on the host with `pip wheel`, so no build step needs the network. Root filesystems and
 # wheels are cached per user, keyed by what goes into them; a warm run only rebuilds layers.
 # When no Docker daemon answers, the project's own dockerd runs with its data, state and socket
-# under .docker/ (no bridge, no iptables rules, its containers' cgroups under /jobpool-docker);
+# under .docker/ (no bridge, no iptables rules, its containers' cgroups under /jobpool-docker;
+# its runc, runc-bounded, grants a --privileged container the capabilities this machine has);
 # `stop` stops it (its images stay for the next start), `clean` also removes .docker/.
 # `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
 # -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
@@ -41,7 +42,9 @@ ensure_daemon() {
     dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
         --host "$own_host" --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs \
         --bridge none --iptables=false --ip6tables=false --ip-masq=false \
-        --cgroup-parent /jobpool-docker >"$state/dockerd.log" 2>&1 &
+        --cgroup-parent /jobpool-docker \
+        --add-runtime "jobpool-runc=$here/runc-bounded" --default-runtime jobpool-runc \
+        >"$state/dockerd.log" 2>&1 &
     local deadline=$((SECONDS + 60))
     until docker_answers; do
         if ! kill -0 $! 2>/dev/null || ((SECONDS > deadline)); then
