@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: all demo demo-cluster demo-plot test test-fast venv redis prometheus tools cluster-up cluster-down bench \
-        bench-operator bench-memory bench-replication soak images real-node node-packages clean
+        bench-operator bench-memory bench-replication soak images real-node node-packages clean \
+        kind-node-image kind-up kind-down test-kind
 
 all: test
 
@@ -66,6 +67,22 @@ real-node: images
 
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi
+
+## kind's node image assembled offline (jobpool-kind-node:<Kubernetes version>), and kind itself.
+kind-node-image: tools real-node
+	@bash tools/build.sh kind kubeadm cri-tools coredns-kind
+	@bash tools/images/kind_node.sh
+
+## A kind cluster of that image (tools/kind/cluster.yaml) with the project's images loaded.
+kind-up: kind-node-image
+	@bash tools/kind/cluster.sh up
+
+kind-down:
+	@if [ -x .tools/bin/kind ]; then bash tools/kind/cluster.sh down; fi
+
+## The chart and real-pod suites on a kind cluster (the one of `make kind-up`, else its own).
+test-kind: venv redis kind-node-image
+	JOBPOOL_KIND=1 $(BIN)/python -m pytest -m kind tests/e2e/test_real_node.py tests/e2e/test_kind.py
 
 ## The data plane's figures, each as a ratio to bare redis-py on the same Redis (README: Benchmark).
 bench: venv redis

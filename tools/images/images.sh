@@ -13,7 +13,9 @@
 # `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
 # -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
 # (kube-network-policies of `tools/build.sh kube-network-policies`).
-# Usage: tools/images/images.sh [build|node|stop|clean|docker-host]   (default: build)
+# `base NAME PACKAGES` prints the image of a cached Debian root filesystem with PACKAGES (the
+# kind node image's, tools/images/kind_node.sh).
+# Usage: tools/images/images.sh [build|node|stop|clean|docker-host|base NAME PACKAGES]   (default: build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -204,5 +206,6 @@ node) node_images ;;
 stop) stop_daemon ;;
 clean) stop_daemon; rm -rf "$state" ;;
 docker-host) ensure_daemon >&2; echo "${DOCKER_HOST:-unix:///var/run/docker.sock}" ;;
-*) echo "usage: $0 [build|node|stop|clean|docker-host]" >&2; exit 2 ;;
+base) ensure_daemon >&2; base_image "$2" "$3" ;;
+*) echo "usage: $0 [build|node|stop|clean|docker-host|base NAME PACKAGES]" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 # The kind node image's root filesystem, assembled as kind's images/base/Dockerfile lays it out,
 # from a debootstrap'd Debian (BASE) with Debian's containerd, runc and CNI plugins, kind's own
 # base files (files/, copied from its Go module) and the pinned Kubernetes binaries (bin/).
-# tools/images/kind_node.sh then preloads the control-plane images and commits the image.
+# tools/images/kind_node.sh writes overrides/ and then preloads the control-plane images and commits the image.
 ARG BASE
 FROM ${BASE}
 COPY files/usr/local/bin/ /usr/local/bin/
@@ -28,6 +28,12 @@ RUN chmod 755 /kind /kind/bin /kind/bin/* /usr/local/bin/* /usr/bin/kubeadm /usr
     && systemctl enable kubelet.service containerd.service undo-mount-hacks.service \
     && systemctl mask systemd-binfmt.service \
     && mkdir -p /etc/kubernetes/manifests \
+    && for i in 0 1 2 3 4 5 6 7; do mkdir -p -m 0777 /var/local-volumes/local-$i; done \
     && ctr oci spec \
         | jq '.hooks.createContainer[.hooks.createContainer| length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' \
         | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json
+# /var/local-volumes: the local StorageClass's volumes, writable by any pod's user as
+# local-path-provisioner makes its directories (kind's default storage).
+# systemd reads that it runs in a container; it stops on SIGRTMIN+3 (SIGTERM re-executes it).
+ENV container=docker
+STOPSIGNAL SIGRTMIN+3
