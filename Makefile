@@ -41,8 +41,9 @@ demo: venv redis
 
 ## The operator end to end on the local control plane: a JobPool scales up, completes, scales down.
 ## REAL_NODE=1: on the real node, with the chart's pods and real worker containers.
-demo-cluster: venv redis tools $(if $(REAL_NODE),real-node)
-	@REAL_NODE=$(REAL_NODE) bash scripts/demo_cluster.sh
+## CLUSTER=kind: the same on a kind cluster of the node image of `make kind-node-image`.
+demo-cluster: venv redis tools $(if $(REAL_NODE),real-node) $(if $(filter kind,$(CLUSTER)),kind-node-image)
+	@REAL_NODE=$(REAL_NODE) CLUSTER=$(CLUSTER) bash scripts/demo_cluster.sh
 
 ## The demo-cluster run drawn from the operator's metrics into docs/demo-scaling.svg (in the README).
 demo-plot: venv redis tools
@@ -82,7 +83,7 @@ kind-down:
 
 ## The chart and real-pod suites on a kind cluster (the one of `make kind-up`, else its own).
 test-kind: venv redis kind-node-image
-	JOBPOOL_KIND=1 $(BIN)/python -m pytest -m kind tests/e2e/test_real_node.py tests/e2e/test_kind.py
+	JOBPOOL_KIND=1 $(BIN)/python -m pytest tests/e2e/test_kind.py tests/e2e/test_real_node.py
 
 ## The data plane's figures, each as a ratio to bare redis-py on the same Redis (README: Benchmark).
 bench: venv redis
