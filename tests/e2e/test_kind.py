@@ -95,7 +95,7 @@ def resources(docker_images) -> dict[str, set[str]]:
 def test_kind_up_then_down_leaves_no_container_network_or_volume(docker_images, node_image):
     """Runs first (before the session's cluster): its own cluster and network."""
     env = dict(os.environ, DOCKER_HOST=docker_images.docker_host, KIND_CLUSTER_NAME="jobpool-updown",
-               KIND_EXPERIMENTAL_DOCKER_NETWORK="jobpool-kind-updown")
+               KIND_EXPERIMENTAL_DOCKER_NETWORK="jobpool-kind-updown", KIND_ROUTES="0")
     before = resources(docker_images)
     up = subprocess.run(["bash", str(KIND_SCRIPT), "up"], env=env, capture_output=True, text=True,
                         timeout=900)

@@ -3,7 +3,7 @@
 # daemon (tools/images/images.sh): `up` creates it with tools/kind/cluster.yaml and loads the
 # project's images with `kind load docker-image`; `down` deletes it and its Docker network
 # (kind removes its node containers with their volumes), leaving nothing behind.
-# Its kubeconfig is .kind/kubeconfig; `env` prints the exports that point kubectl and helm at it.
+# Its kubeconfig is .kind/<name>.kubeconfig; `env` prints the exports that point kubectl and helm at it.
 # KIND_NODE_IMAGE picks another node image (e.g. the stock kindest/node on a machine with
 # internet); KIND_CLUSTER_NAME another name (default jobpool).
 # Usage: tools/kind/cluster.sh [up|down|env|status]
@@ -13,8 +13,8 @@ shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 kind="$root/.tools/bin/kind"
 state="$root/.kind"
-kubeconfig="$state/kubeconfig"
 name="${KIND_CLUSTER_NAME:-jobpool}"
+kubeconfig="$state/$name.kubeconfig"
 # Its own Docker network, so `down` can remove it without touching anyone's `kind` network.
 export KIND_EXPERIMENTAL_DOCKER_NETWORK="${KIND_EXPERIMENTAL_DOCKER_NETWORK:-jobpool-kind}"
 images=(jobpool-operator:dev jobpool-worker:dev jobpool-redis:dev jobpool-examples:dev)
@@ -28,10 +28,12 @@ export DOCKER_HOST
 exists() { "$kind" get clusters 2>/dev/null | grep -qx "$name"; }
 
 # As on the real node, this machine reaches ClusterIPs and pod IPs (Linux, root, the node's
-# Docker network on this machine); `down` removes the routes.
+# Docker network on this machine); `down` removes the routes. KIND_ROUTES=0: none (a second
+# cluster on the same subnets).
 route() {
     local action="$1" node="" address="" subnet
-    [[ "$(uname -s)" == Linux && "$(id -u)" == 0 ]] && command -v ip >/dev/null || return 0
+    [[ "${KIND_ROUTES:-1}" != 0 && "$(uname -s)" == Linux && "$(id -u)" == 0 ]] && command -v ip >/dev/null \
+        || return 0
     if [[ "$action" == replace ]]; then
         node="$("$kind" get nodes --name "$name" | grep -- '-control-plane$' | head -n 1)"
         address="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$KIND_EXPERIMENTAL_DOCKER_NETWORK\").IPAddress}}" "$node")"
@@ -70,7 +72,8 @@ down() {
     if docker network inspect "$KIND_EXPERIMENTAL_DOCKER_NETWORK" >/dev/null 2>&1; then
         docker network rm "$KIND_EXPERIMENTAL_DOCKER_NETWORK" >/dev/null
     fi
-    rm -rf "$state"
+    rm -f "$kubeconfig"
+    rmdir "$state" 2>/dev/null || true
     echo "kind: cluster $name and network $KIND_EXPERIMENTAL_DOCKER_NETWORK removed"
 }
 
