@@ -119,7 +119,9 @@ def test_the_kind_node_runs_kubeadms_control_plane_from_its_preloaded_images(kin
     assert [n["metadata"]["name"] for n in nodes] == [node.name]
     assert nodes[0]["status"]["nodeInfo"]["kubeletVersion"] == KUBERNETES
     assert nodes[0]["metadata"]["labels"].get("jobpool.dev/node") == "real"
-    wanted = node.exec("kubeadm", "config", "images", "list", "--kubernetes-version", KUBERNETES).stdout.split()
+    # the images of kubeadm's configuration on the node (kind's, with tools/kind/cluster.yaml's patches)
+    wanted = node.exec("kubeadm", "config", "images", "list", "--config", "/kind/kubeadm.conf").stdout.split()
+    assert f"registry.k8s.io/etcd:{pinned('etcd', 'go.etcd.io/etcd/server/v3').removeprefix('v')}-0" in wanted
     present = {tag for image in json.loads(node.exec("crictl", "images", "-o", "json").stdout)["images"]
                for tag in image.get("repoTags") or ()}
     assert set(wanted) <= present, f"kubeadm's images missing on the node: {set(wanted) - present}"

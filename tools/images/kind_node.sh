@@ -9,7 +9,8 @@
 #  - the images `kubeadm config images list` names, preloaded into the node's containerd as kind
 #    does (ctr import --no-unpack): kube-apiserver, kube-controller-manager, kube-scheduler and
 #    kube-proxy from the same Kubernetes module, etcd, CoreDNS (the plugins kubeadm's Corefile
-#    uses) and pause (pause.c of the same module), each tagged with the name kubeadm asks for;
+#    uses) and pause (pause.c of the same module), each tagged with the name kubeadm asks for
+#    (etcd with the version built, which kind's config gives kubeadm);
 #  - /kind/version and a local StorageClass with pre-made volumes (kind's local-path-provisioner
 #    is an image not built here).
 # What this machine needs (cgroup v1, no CAP_SYS_RESOURCE) and the pod network (a bridge CNI
@@ -87,6 +88,16 @@ component_image() {
 start=$SECONDS
 echo "kind-node: images for Kubernetes $version ..."
 mapfile -t wanted < <("$bin/kubeadm" config images list --kubernetes-version "$version")
+# etcd is tagged with the version built (tools/etcd), not kubeadm's default: tools/kind/cluster.yaml
+# gives kubeadm that tag (etcd.local.imageTag).
+etcd_tag="$("$bin/etcd" --version | sed -n 's/^etcd Version: //p')-0"
+grep -q "imageTag: \"$etcd_tag\"" "$root/tools/kind/cluster.yaml" || {
+    echo "kind-node: tools/kind/cluster.yaml must give kubeadm etcd's imageTag \"$etcd_tag\"" >&2
+    exit 1
+}
+for i in "${!wanted[@]}"; do
+    if [[ "${wanted[i]}" == */etcd:* ]]; then wanted[i]="${wanted[i]%:*}:$etcd_tag"; fi
+done
 proxy_base="$(bash "$here/images.sh" base kube-proxy "$proxy_packages")"
 pause=""
 for name in "${wanted[@]}"; do
