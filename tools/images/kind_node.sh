@@ -52,6 +52,20 @@ docker image inspect jobpool-pause:dev >/dev/null 2>&1 || {
     exit 1
 }
 
+# What goes into the image; an image built from the same is kept (its label says so).
+key="$({
+    cat "$0" "$here/kind-node.Dockerfile" "$root/tools/kind/cluster.yaml"
+    echo "$node_packages $proxy_packages $kind_source"
+    docker image inspect -f '{{.Id}}' jobpool-pause:dev
+    for program in kubeadm kubelet kubectl crictl kube-apiserver kube-controller-manager \
+        kube-scheduler kube-proxy etcd coredns-kind; do readlink -f "$bin/$program"; done
+} | sha256sum | cut -c1-16)"
+if [[ "$(docker image inspect -f '{{index .Config.Labels "jobpool.kind-node.key"}}' "$image" 2>/dev/null)" == "$key" ]]; then
+    echo "kind-node: $image is up to date"
+    echo "$image"
+    exit 0
+fi
+
 work="$(mktemp -d)"
 container=""
 cleanup() {
@@ -182,6 +196,7 @@ done
 docker exec "$container" sh -c 'kill $(pidof containerd); while pidof containerd >/dev/null; do sleep 0.1; done'
 docker commit \
     --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
+    --change "LABEL jobpool.kind-node.key=$key" \
     "$container" "$image" >/dev/null
 echo "kind-node: $image built in $((SECONDS - start))s ($(docker image ls --format '{{.Size}}' "$image")):"
 sed 's/^/  /' "$work/imported"
