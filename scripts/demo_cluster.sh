@@ -86,7 +86,8 @@ wait_for() {
 mkdir -p "$DIR"
 DIR_ABS=$(cd "$DIR" && pwd)
 
-step "1. Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+if [ -n "$KIND" ]; then step "1. Kubernetes: a kind cluster (make kind-up; its node runs kubeadm's control plane)"
+else step "1. Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"; fi
 if [ -n "${JOBPOOL_DEMO_KUBECONFIG:-}" ]; then
   export KUBECONFIG=$JOBPOOL_DEMO_KUBECONFIG
   echo "using the cluster of JOBPOOL_DEMO_KUBECONFIG=$KUBECONFIG"
