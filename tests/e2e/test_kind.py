@@ -97,6 +97,7 @@ def test_kind_up_then_down_leaves_no_container_network_or_volume(docker_images, 
     env = dict(os.environ, DOCKER_HOST=docker_images.docker_host, KIND_CLUSTER_NAME="jobpool-updown",
                KIND_EXPERIMENTAL_DOCKER_NETWORK="jobpool-kind-updown", KIND_ROUTES="0")
     before = resources(docker_images)
+    modules = os.path.exists("/lib/modules")   # bind-mounted by kind; Docker makes it when missing
     up = subprocess.run(["bash", str(KIND_SCRIPT), "up"], env=env, capture_output=True, text=True,
                         timeout=900)
     try:
@@ -110,6 +111,7 @@ def test_kind_up_then_down_leaves_no_container_network_or_volume(docker_images, 
                               text=True, timeout=300)
     assert down.returncode == 0, down.stderr
     assert resources(docker_images) == before
+    assert os.path.exists("/lib/modules") == modules
 
 
 @needs_kind

@@ -2,7 +2,8 @@
 # A kind cluster of the assembled node image (make kind-node-image), on the project's Docker
 # daemon (tools/images/images.sh): `up` creates it with tools/kind/cluster.yaml and loads the
 # project's images with `kind load docker-image`; `down` deletes it and its Docker network
-# (kind removes its node containers with their volumes), leaving nothing behind.
+# (kind removes its node containers with their volumes) and the routes to it, leaving nothing
+# behind.
 # Its kubeconfig is .kind/<name>.kubeconfig; `env` prints the exports that point kubectl and helm at it.
 # KIND_NODE_IMAGE picks another node image (e.g. the stock kindest/node on a machine with
 # internet); KIND_CLUSTER_NAME another name (default jobpool).
@@ -53,6 +54,8 @@ up() {
         echo "kind: cluster $name exists; loading the images again"
     else
         start=$SECONDS
+        # kind bind-mounts /lib/modules; Docker makes it on a machine without one: `down` removes it.
+        if [[ ! -e /lib/modules ]]; then touch "$state/$name.made-lib-modules"; fi
         (cd "$root" && "$kind" create cluster --name "$name" --image "$image" --config "$root/tools/kind/cluster.yaml" \
             --kubeconfig "$kubeconfig" --wait 5m)
         echo "kind: cluster $name ready in $((SECONDS - start))s"
@@ -71,6 +74,10 @@ down() {
     if exists; then "$kind" delete cluster --name "$name" --kubeconfig "$kubeconfig"; fi
     if docker network inspect "$KIND_EXPERIMENTAL_DOCKER_NETWORK" >/dev/null 2>&1; then
         docker network rm "$KIND_EXPERIMENTAL_DOCKER_NETWORK" >/dev/null
+    fi
+    if [[ -f "$state/$name.made-lib-modules" ]]; then
+        rmdir /lib/modules 2>/dev/null || true   # only while empty
+        rm -f "$state/$name.made-lib-modules"
     fi
     rm -f "$kubeconfig"
     rmdir "$state" 2>/dev/null || true
