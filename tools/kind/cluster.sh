@@ -25,6 +25,14 @@ routed=(10.112.0.0/16 10.246.0.0/16)
 [[ -x "$kind" ]] || { echo "kind: $kind is missing: run \`make kind-node-image\`" >&2; exit 1; }
 DOCKER_HOST="$(bash "$root/tools/images/images.sh" docker-host)"
 export DOCKER_HOST
+# The project's own dockerd grants --privileged what this machine has (runc-bounded); one started
+# before it did fails kind's nodes with "unable to apply caps".
+if [[ "$DOCKER_HOST" == "unix://$root/.docker/docker.sock" \
+    && "$(docker info -f '{{.DefaultRuntime}}' 2>/dev/null)" != jobpool-runc ]]; then
+    echo "kind: the project's Docker daemon predates runc-bounded: restart it" \
+        "(bash tools/images/images.sh stop; its images stay)" >&2
+    exit 1
+fi
 
 exists() { "$kind" get clusters 2>/dev/null | grep -qx "$name"; }
 
