@@ -9,8 +9,10 @@
 # The real node's kubelet and kube-proxy (`kubernetes-node`, its own wrapper module on the same
 # k8s.io/kubernetes pin, same version stamp), its cluster DNS (`coredns`, only the plugins it
 # needs) and NetworkPolicy enforcement (`kube-network-policies`) are built only when asked for
-# (REAL_NODE=1).
-# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter|kueue ...]
+# (REAL_NODE=1). kind, and the kind node image's kubeadm (same pin) and crictl, are built for
+# `make kind-node-image` / `make kind-up` only (coredns-kind: the plugins kubeadm's Corefile uses).
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter|
+#                        kueue|kind|kubeadm|cri-tools|coredns-kind ...]
 #        (default: etcd kubernetes kwok helm karpenter kueue)
 set -euo pipefail
 
@@ -64,6 +66,29 @@ module_plan() {
         fi
         echo "k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy"
         kubernetes_ldflags kubernetes-node
+        ;;
+    kubeadm)
+        if [[ "$(module_version kubeadm k8s.io/kubernetes)" != "$(module_version kubernetes k8s.io/kubernetes)" ]]; then
+            echo "tools/build.sh: tools/kubeadm must pin the k8s.io/kubernetes of tools/kubernetes" >&2
+            exit 1
+        fi
+        echo "k8s.io/kubernetes/cmd/kubeadm=kubeadm"
+        kubernetes_ldflags kubeadm
+        ;;
+    kind)
+        # kind's version is in its source (pkg/internal/version); the commit is not known here.
+        echo "sigs.k8s.io/kind=kind"
+        echo "-s -w"
+        ;;
+    cri-tools)
+        local v
+        v="$(module_version cri-tools sigs.k8s.io/cri-tools)"
+        echo "sigs.k8s.io/cri-tools/cmd/crictl=crictl"
+        echo "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$v"
+        ;;
+    coredns-kind)
+        echo "jobpool.local/tools/coredns-kind=coredns-kind"
+        echo "-s -w"
         ;;
     coredns)
         echo "jobpool.local/tools/coredns=coredns"

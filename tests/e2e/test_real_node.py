@@ -1,11 +1,12 @@
 """Worker pods from the project's images on the real node: kubelet, containerd, CNI bridge,
-kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem."""
+kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem.
+With JOBPOOL_KIND=1 (`make test-kind`) the same tests, with the same assertions, run on the node
+of a kind cluster (tests/fixtures/real_node.py: kind_cluster)."""
 from __future__ import annotations
 
 import base64
 import ipaddress
 import json
-import os
 import secrets
 import subprocess
 
@@ -16,7 +17,7 @@ from jobpool import Client
 from jobpool.queue.keys import PoolKeys
 from tests.e2e.operator_harness import install_crds, start_operator
 from tests.fixtures.cluster import REPO_ROOT, localcluster
-from tests.fixtures.real_node import real_node_cluster
+from tests.fixtures.real_node import kind_requested, real_node_cluster
 from tests.helpers import wait_until
 
 # Also `cluster`: they need the control plane (and stay out of `make test-fast`).
@@ -97,9 +98,7 @@ def kill_container(cluster, namespace: str, pod: str) -> None:
     """kill -9 of the pod's container on the node, as an OOM kill or a crash would."""
     container_id = cluster.kubectl("get", pod, "-n", namespace, "-o",
                                    "jsonpath={.status.containerStatuses[0].containerID}").stdout
-    subprocess.run(["ctr", "-a", str(localcluster.NODE_RUN_DIR / "containerd.sock"), "-n", "k8s.io",
-                    "tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://")],
-                   check=True, capture_output=True, timeout=30)
+    cluster.node.kill_container(container_id.removeprefix("containerd://"))
 
 
 def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> bool:
@@ -161,7 +160,11 @@ def slow_pool(cluster, namespace: str, replicas: int) -> Client:
 
 
 @pytest.fixture(scope="module")
-def real_node(real_node_ready, tmp_path_factory):
+def real_node(request, tmp_path_factory):
+    if kind_requested():
+        yield request.getfixturevalue("kind_cluster")
+        return
+    request.getfixturevalue("real_node_ready")
     with real_node_cluster(tmp_path_factory.mktemp("realnode")) as cluster:
         yield cluster
 
@@ -201,28 +204,22 @@ def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_no
     assert [result.result for result in results] == [n * n for n in range(500)]
     pods = json.loads(real_node.kubectl("get", "pods", "-n", namespace, "-l", "app=squares",
                                         "-o", "json").stdout)["items"]
-    assert {pod["spec"]["nodeName"] for pod in pods} == {localcluster.NODE_NAME}
-    subnet = ipaddress.ip_network(localcluster.NODE_POD_SUBNET)
+    assert {pod["spec"]["nodeName"] for pod in pods} == {real_node.node.name}
+    subnet = ipaddress.ip_network(real_node.node.pod_subnet)
     assert all(ipaddress.ip_address(pod["status"]["podIP"]) in subnet for pod in pods)
     assert len(workers) == 2, f"both worker pods registered with the queue: {workers}"
 
 
-def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace,
-                                                                         tmp_path):
+def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace):
     """The operator in a pod (its ServiceAccount only), the bundled Redis with AOF on a
     PersistentVolume, workers of the example's image reaching Redis by Service DNS; a batch
     completes with nothing lost through kill -9 of a worker container, deletion of a worker
     pod, of the Redis pod and of the operator pod."""
-    volume = tmp_path / "redis-data"
-    volume.mkdir()
-    os.chown(volume, 999, 999)   # the chart's Redis uid; a hostPath volume gets no fsGroup
-    real_node.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
-                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
-                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+    volume = real_node.node.redis_volume(real_node, namespace, claim="jp-redis")
     install_chart(real_node, namespace)
+    phase = real_node.kubectl("get", "pvc", "jp-redis", "-n", namespace, "-o",
+                              "jsonpath={.status.phase}").stdout
+    assert phase == "Bound", f"the bundled Redis's claim is {phase}"
     jobs = 5000
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
@@ -267,14 +264,15 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
     restarts = real_node.kubectl("get", workers[0], "-n", namespace, "-o",
                                  "jsonpath={.status.containerStatuses[0].restartCount}").stdout
     assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
-    real_node.kubectl("delete", "pv", f"{namespace}-redis", "--wait=false")
+    if volume:
+        real_node.kubectl("delete", "pv", volume, "--wait=false")
 
 
 def test_only_pool_pods_reach_the_bundled_redis(real_node, namespace):
     """The chart's NetworkPolicy, enforced by kube-network-policies on the node."""
-    if not real_node.cluster.network_policy:
-        pytest.skip("NetworkPolicy is not enforced on this node: the kernel lacks nftables' "
-                    "queue expression (CONFIG_NFT_QUEUE) that kube-network-policies needs")
+    missing = real_node.node.network_policy_missing()
+    if missing:
+        pytest.skip(missing)
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     assert reaches(real_node, namespace, "jp-redis", 6379, {"jobpool.dev/pool": "any"})
     assert not reaches(real_node, namespace, "jp-redis", 6379, {"app": "intruder"})
