@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 
 import pytest
 import redis
@@ -316,3 +317,32 @@ def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_n
         wait_until(lambda: not json.loads(real_node.kubectl(
             "get", "pods", "-n", namespace, "-l", "jobpool.dev/pool=drain", "-o", "json").stdout)["items"],
             timeout=15, interval=0.5, what="the drained pod gone")
+
+
+def test_the_cli_reaches_a_pools_queue_through_the_cluster_with_nothing_in_hand(real_node, namespace):
+    """`jobpool submit squares -n NS --port-forward`: the pool's producer Secret (the operator's
+    ACL user on the bundled Redis) found through the kubeconfig, the in-cluster Redis reached
+    through a port-forward the CLI opens itself; worker pods run the job."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
+        "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",
+                                              "handler": "tasks:square"}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPOOL_")}
+    env["KUBECONFIG"] = real_node.kubeconfig
+
+    def jobpool(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jobpool.cli", *argv, "squares", "-n", namespace,
+                               "--port-forward"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    wait_until(lambda: jobpool("status").returncode == 0, timeout=60, interval=1,
+               what="the pool's producer Secret (made by the operator)")
+    done = jobpool("submit", "--payload", "12", "--id", "twelve")
+    assert (done.returncode, done.stdout) == (0, "twelve\n"), done.stderr
+    wait_until(lambda: json.loads(jobpool("results", "-o", "json").stdout or "[]"), timeout=120,
+               interval=1, what="the job's result")
+    assert json.loads(jobpool("results", "-o", "json").stdout) == [
+        {"id": "twelve", "result": 144, "attempts": 1}]
+    with redis.Redis.from_url(bundled_queue_url(real_node, namespace)) as admin:
+        assert admin.hget(PoolKeys(namespace, "squares").counters, "submitted") == b"1"
