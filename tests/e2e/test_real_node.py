@@ -174,7 +174,9 @@ def namespace(real_node) -> str:
                                          check=False).returncode == 0,
                timeout=30, what="the namespace's default service account")
     yield name
-    # a release's cluster-wide objects (aggregated roles, admission policy) go with it, not with the namespace
+    # the documented order: the pools first, while the operator runs their finalizers; then the
+    # release, whose cluster-wide objects (aggregated roles, admission policy) go with it
+    real_node.kubectl("delete", "jobpools", "--all", "-n", name, "--timeout=90s", check=False, timeout=120)
     subprocess.run([real_node.bin("helm"), "uninstall", "jp", "--namespace", name, "--wait", "--timeout", "120s"],
                    env=real_node.env, capture_output=True, timeout=180)
     real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -346,3 +348,50 @@ def test_the_cli_reaches_a_pools_queue_through_the_cluster_with_nothing_in_hand(
         {"id": "twelve", "result": 144, "attempts": 1}]
     with redis.Redis.from_url(bundled_queue_url(real_node, namespace)) as admin:
         assert admin.hget(PoolKeys(namespace, "squares").counters, "submitted") == b"1"
+
+
+def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace,
+                                                                                     tmp_path):
+    """`helm uninstall` with a pool left fails in its pre-delete hook and removes nothing; once the
+    pool is deleted (the operator, still running, cleans its queue) the uninstall completes; the
+    Redis claim is kept, and a reinstall of the same release adopts it with the queues' data."""
+    volume = tmp_path / "redis-data"
+    volume.mkdir()
+    os.chown(volume, 999, 999)
+    real_node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
+                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+    install_chart(real_node, namespace)
+    pool = slow_pool(real_node, namespace, 1)
+    other = Client(bundled_queue_url(real_node, namespace), namespace, "survivor")
+    other.submit("kept in the AOF", id="kept")
+    other.close()
+    uninstall = [real_node.bin("helm"), "uninstall", "jp", "-n", namespace, "--wait", "--timeout", "180s"]
+
+    refused = subprocess.run(uninstall, env=real_node.env, capture_output=True, text=True, timeout=240)
+    assert refused.returncode != 0 and "pre-delete" in refused.stderr, refused.stderr
+    why = real_node.kubectl("logs", "job/jp-guard-pools", "-n", namespace).stdout
+    assert f"1 JobPool(s) still carry the finalizer jobpool.dev/queue-cleanup ({namespace}/drain)" in why
+    assert real_node.kubectl("get", "jobpool", "drain", "-n", namespace, check=False).returncode == 0
+    assert real_node.kubectl("rollout", "status", "deployment/jp-operator", "-n", namespace,
+                             "--timeout=10s", check=False).returncode == 0, "the operator still runs"
+    with pool as client:
+        job = client.submit(1)
+        assert client.result(job, timeout=60) is not None, "the pool still works"
+
+    # the documented order: the pools first, while the operator runs their finalizers
+    real_node.kubectl("delete", "jobpool", "drain", "-n", namespace, "--timeout=90s", timeout=120)
+    done = subprocess.run(uninstall, env=real_node.env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert real_node.kubectl("get", "jobpool", "drain", "-n", namespace, check=False).returncode != 0
+    claim = json.loads(real_node.kubectl("get", "pvc", "jp-redis", "-n", namespace, "-o", "json").stdout)
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    install_chart(real_node, namespace)
+    with Client(bundled_queue_url(real_node, namespace), namespace, "survivor") as client:
+        assert client.status().waiting == 1, "the reinstall adopted the kept claim and its AOF"
+    with Client(bundled_queue_url(real_node, namespace), namespace, "drain") as client:
+        assert client.status().submitted == 0, "the deleted pool's keys were cleaned by its finalizer"

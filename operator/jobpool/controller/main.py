@@ -111,6 +111,9 @@ async def run_operator(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["guard-pools"]:   # the chart's pre-delete hook
+        from .release_guard import main as guard_main
+        return guard_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
