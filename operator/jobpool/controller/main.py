@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from .._metrics_server import serve_metrics
-from . import external_metrics
+from . import crd_check, external_metrics
 from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
 from .kube import KubeApi
@@ -71,6 +71,11 @@ async def run_operator(args: argparse.Namespace) -> int:
     from ..queue import open_queue
 
     kube = KubeApi.from_environment()
+    stale = await crd_check.check(kube)
+    if stale:
+        await kube.close()
+        print(f"jobpool operator: error: {stale}", file=sys.stderr)
+        return 1
     metrics = OperatorMetrics()
     runner = await serve_metrics(metrics.registry, args.metrics_port) if args.metrics_port else None
     identity = f"{socket.gethostname()}-{os.getpid()}"
