@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
 
 NODE_SELECTOR = {localcluster.NODE_LABEL: "real"}
 CHART = REPO_ROOT / "charts" / "jobpool"
+# The chart of the previous release (0.1.0, main at 852ccab), as `git archive` made it: the
+# upgrade test needs no git history (CI may clone shallow).
+PREVIOUS_CHART = REPO_ROOT / "tests" / "e2e" / "testdata" / "jobpool-chart-852ccab.tar.gz"
 
 
 def restricted(uid: int) -> tuple[dict, dict]:
@@ -123,8 +126,8 @@ def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> b
     return phase == "Succeeded"
 
 
-def install_chart(cluster, namespace: str, *sets: str) -> None:
-    helm(cluster, "install", "jp", str(CHART), "--namespace", namespace, "--wait", "--timeout", "240s",
+def install_chart(cluster, namespace: str, *sets: str, chart=CHART, action: str = "install") -> None:
+    helm(cluster, action, "jp", str(chart), "--namespace", namespace, "--wait", "--timeout", "240s",
          "--set", "image.repository=jobpool-operator", "--set", "image.tag=dev",
          "--set", "redis.image.repository=jobpool-redis", "--set", "redis.image.tag=dev",
          *[arg for value in sets for arg in ("--set", value)])
@@ -350,20 +353,47 @@ def test_the_cli_reaches_a_pools_queue_through_the_cluster_with_nothing_in_hand(
         assert admin.hget(PoolKeys(namespace, "squares").counters, "submitted") == b"1"
 
 
-def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace,
-                                                                                     tmp_path):
-    """`helm uninstall` with a pool left fails in its pre-delete hook and removes nothing; once the
-    pool is deleted (the operator, still running, cleans its queue) the uninstall completes; the
-    Redis claim is kept, and a reinstall of the same release adopts it with the queues' data."""
+def hostpath_volume(cluster, namespace: str, tmp_path) -> None:
+    """A PersistentVolume for the chart's Redis claim; a hostPath volume gets no fsGroup."""
     volume = tmp_path / "redis-data"
     volume.mkdir()
     os.chown(volume, 999, 999)
-    real_node.kubectl("apply", "-f", "-", input=json.dumps({
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                  "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
                  "claimRef": {"namespace": namespace, "name": "jp-redis"},
                  "hostPath": {"path": str(volume), "type": "Directory"}}}))
+
+
+def test_helm_upgrade_from_the_previous_chart_with_jobs_in_flight_loses_none(real_node, namespace, tmp_path):
+    """The upgrade path of the README: the previous chart installed with a pool at work, the CRD
+    applied (Helm never upgrades crds/), `helm upgrade` to this chart while jobs are in flight:
+    every job finishes, none dead-lettered."""
+    hostpath_volume(real_node, namespace, tmp_path)
+    subprocess.run(["tar", "-xzf", str(PREVIOUS_CHART), "-C", str(tmp_path)], check=True)
+    install_chart(real_node, namespace, chart=tmp_path / "previous" / "charts" / "jobpool")
+    with slow_pool(real_node, namespace, 2) as client:
+        ids = client.submit_many([0.5] * 60)
+        wait_until(lambda: client.status().in_flight > 0, timeout=60, what="jobs in flight")
+        real_node.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                          str(CHART / "crds"))
+        install_chart(real_node, namespace, action="upgrade")
+        results = [client.result(job, timeout=180) for job in ids]
+        status = client.status()
+    assert all(result is not None for result in results), "every job finished"
+    assert (status.succeeded, status.dead_lettered) == (60, 0), status
+    chart = json.loads(real_node.kubectl("get", "deployment", "jp-operator", "-n", namespace, "-o",
+                                         "json").stdout)["metadata"]["labels"]["helm.sh/chart"]
+    assert chart == "jobpool-0.2.0"
+
+
+def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace,
+                                                                                     tmp_path):
+    """`helm uninstall` with a pool left fails in its pre-delete hook and removes nothing; once the
+    pool is deleted (the operator, still running, cleans its queue) the uninstall completes; the
+    Redis claim is kept, and a reinstall of the same release adopts it with the queues' data."""
+    hostpath_volume(real_node, namespace, tmp_path)
     install_chart(real_node, namespace)
     pool = slow_pool(real_node, namespace, 1)
     other = Client(bundled_queue_url(real_node, namespace), namespace, "survivor")
