@@ -3,6 +3,7 @@ restricted Pod Security Standard, and its RBAC is exactly enough to run the oper
 import base64
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -103,19 +104,19 @@ def redis_parts(docs):
     return pod, pod["containers"][0]
 
 
-def test_bundled_redis_requires_a_generated_password_that_no_manifest_spells_out(kube_cluster):
+def test_bundled_redis_password_is_made_by_a_hook_and_no_manifest_spells_it_out(kube_cluster):
     docs = render(kube_cluster)
-    (secret,) = by_kind(docs, "Secret")
-    assert secret["metadata"]["name"] == "jp-redis" and "stringData" not in secret
-    values = decoded(secret)
-    password = values["password"]
-    assert len(password) == 32 and password.isalnum()
-    assert values["url"] == f"redis://:{password}@jp-redis.ops.svc:6379/0"
-    # Only the Secret holds it (base64); every other object refers to the Secret.
-    for doc in docs:
-        if doc is not secret:
-            text = json.dumps(doc)
-            assert password not in text and base64.b64encode(password.encode()).decode() not in text, doc["kind"]
+    assert by_kind(docs, "Secret") == [], "the password is made in the cluster, not in a render"
+    hooks = [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    (job,) = [d for d in hooks if d["kind"] == "Job" and d["metadata"]["name"] == "jp-redis-secret"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:5] == ["operator", "ensure-redis-secret", "--name=jp-redis", "--namespace=ops",
+                                     "--address=jp-redis.ops.svc:6379/0"]
+    (role,) = [d for d in hooks if d["kind"] == "Role"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["jp-redis"],
+                              "verbs": ["get", "patch"]}]
     _, redis = redis_parts(docs)
     args = redis["args"]
     assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)" and "--protected-mode" not in args
@@ -123,8 +124,47 @@ def test_bundled_redis_requires_a_generated_password_that_no_manifest_spells_out
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
     assert env == {"REDIS_PASSWORD": {"name": "jp-redis", "key": "password"},
                    "REDISCLI_AUTH": {"name": "jp-redis", "key": "password"}}
-    # Generated per install: another render (no Secret to look up) gets another password.
-    assert decoded(by_kind(render(kube_cluster), "Secret")[0])["password"] != password
+
+
+@pytest.mark.parametrize("sets", [(), ("watchNamespaces={a,b}", "uninstall.pools=delete"),
+                                  ("redis.auth.existingSecret=mine",),
+                                  ("monitoring.prometheusRule.enabled=true", "monitoring.dashboard.enabled=true")])
+def test_two_renders_of_the_same_values_are_identical(kube_cluster, sets):
+    """GitOps: Argo CD and Flux render on every sync; nothing may differ between two renders."""
+    def rendered():
+        return helm(kube_cluster, "template", "jp", str(CHART), "--namespace", "ops",
+                    *[arg for s in sets for arg in ("--set", s)]).stdout
+    assert rendered() == rendered()
+
+
+def test_an_existing_secret_holds_the_password_and_no_hook_runs(kube_cluster):
+    docs = render(kube_cluster, "redis.auth.existingSecret=redis-auth", "redis.auth.existingSecretPasswordKey=pw")
+    assert not [d for d in docs if d["metadata"]["name"] == "jp-redis-secret"]
+    _, redis = redis_parts(docs)
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}["REDIS_PASSWORD"] == {
+        "name": "redis-auth", "key": "pw"}
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBPOOL_REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "pw"}}
+    assert env["JOBPOOL_ADMIN_QUEUE_URL"]["value"] == "redis://:$(JOBPOOL_REDIS_PASSWORD)@jp-redis.ops.svc:6379/0"
+
+
+def run_redis_secret_hook(cluster, release: str, ns: str, tmp_path) -> str:
+    """kwok completes the hook's Job without running it: run its command as the chart renders it,
+    with its ServiceAccount's token (the hook RBAC applied as the hook would create it)."""
+    hooks = [d for d in yaml.safe_load_all(helm(cluster, "get", "hooks", release, "-n", ns).stdout) if d]
+    for doc in hooks:
+        if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    (job,) = [d for d in hooks if d["kind"] == "Job" and d["metadata"]["name"] == f"{release}-redis-secret"]
+    token = cluster.kubectl("create", "token", job["spec"]["template"]["spec"]["serviceAccountName"],
+                            "-n", ns).stdout.strip()
+    scoped = kubeconfig_for_token(cluster, token, tmp_path / "hook.kubeconfig")
+    done = subprocess.run([sys.executable, "-m", "jobpool.cli", *job["spec"]["template"]["spec"]["containers"][0]["args"]],
+                          cwd=ROOT, env={**cluster.env, "KUBECONFIG": scoped}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_bundled_redis_is_durable_by_default_and_an_empty_dir_is_opt_in(kube_cluster):
@@ -260,6 +300,7 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
     install = ("--namespace", ns, "--wait=false", "--set", f"watchNamespaces={{{ns}}}")
     helm(cluster, "install", release, str(CHART), *install)
     try:
+        assert "created Secret" in run_redis_secret_hook(cluster, release, ns, tmp_path)
         # Pods exist only once admitted: the Redis pod (its PVC may stay unbound here) and the operator pass.
         for name in ("jobpool-redis", "jobpool-operator"):
             wait_until(lambda: items(cluster, ns, "pods", f"app.kubernetes.io/name={name}"), timeout=60,
@@ -270,8 +311,10 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
         assert get(cluster, ns, "persistentvolumeclaim", f"{release}-redis") is not None
         for kind in ("deployments", "pods", "configmaps", "networkpolicies"):
             assert password not in json.dumps(items(cluster, ns, kind)), kind
-        # An upgrade keeps the generated password (looked up, not generated again).
+        assert len(password) == 48 and url == f"redis://:{password}@{release}-redis.{ns}.svc:6379/0"
+        # An upgrade keeps the password: the hook finds it and changes nothing.
         helm(cluster, "upgrade", release, str(CHART), *install)
+        assert "is up to date" in run_redis_secret_hook(cluster, release, ns, tmp_path)
         assert decoded(get(cluster, ns, "secret", f"{release}-redis"))["password"] == password
 
         # `helm install` + `kubectl apply -f examples/01-minimal`: Ready with no manual Secret. The

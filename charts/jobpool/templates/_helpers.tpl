@@ -44,6 +44,15 @@ users), from a Secret, never inline; else JOBPOOL_DEFAULT_QUEUE_URL. */}}
     secretKeyRef:
       name: {{ .Values.adminQueue.secretName }}
       key: {{ .Values.adminQueue.key }}
+{{- else if and .Values.redis.enabled .Values.redis.auth.enabled .Values.redis.auth.existingSecret }}
+{{- /* the user's Secret holds only the password: the kubelet puts it into the URL */}}
+- name: JOBPOOL_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.auth.existingSecret }}
+      key: {{ .Values.redis.auth.existingSecretPasswordKey }}
+- name: JOBPOOL_ADMIN_QUEUE_URL
+  value: {{ printf "redis://:$(JOBPOOL_REDIS_PASSWORD)@%s" (include "jobpool.redisAddress" .) | quote }}
 {{- else if and .Values.redis.enabled .Values.redis.auth.enabled }}
 - name: JOBPOOL_ADMIN_QUEUE_URL
   valueFrom:

@@ -119,6 +119,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["guard-pools"]:   # the chart's pre-delete hook
         from .release_guard import main as guard_main
         return guard_main(argv[1:])
+    if argv[:1] == ["ensure-redis-secret"]:   # the chart's pre-install/pre-upgrade hook
+        from .release_secrets import main as secret_main
+        return secret_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
