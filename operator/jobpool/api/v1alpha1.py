@@ -86,6 +86,10 @@ class QueueSpec(Model):
         return self
 
 
+# A worker pod with no requests is invisible to the scheduler and the cluster autoscaler.
+DEFAULT_WORKER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
 class WorkerSpec(Model):
     """The worker pods: what runs one job."""
 
@@ -107,8 +111,10 @@ class WorkerSpec(Model):
         default_factory=list,
         description="Extra environment variables of the worker container (Kubernetes EnvVar list).")
     resources: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Compute resources of the worker container (Kubernetes ResourceRequirements).")
+        default=DEFAULT_WORKER_RESOURCES,
+        description="Compute resources of the worker container (Kubernetes ResourceRequirements); "
+                    "default requests cpu 100m, memory 128Mi, so the scheduler and the cluster "
+                    "autoscaler count every worker pod. Giving resources replaces the default.")
 
     @model_validator(mode="after")
     def _exactly_one_runner(self) -> "WorkerSpec":

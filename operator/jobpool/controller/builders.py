@@ -126,6 +126,9 @@ def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
     return env + [e for e in spec.worker.env if e.get("name") not in ours]
 
 
+TMP_VOLUME = "tmp"
+
+
 def restricted_container_security() -> dict[str, Any]:
     """The restricted Pod Security Standard for a container."""
     return {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
@@ -146,7 +149,9 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "periodSeconds": 5},
-        "securityContext": restricted_container_security(),
+        # read-only: a handler writes only /tmp, an emptyDir that goes with the pod
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     if spec.worker.resources:
         container["resources"] = spec.worker.resources
@@ -168,6 +173,7 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
                     "terminationGracePeriodSeconds": spec.drain_seconds + DRAIN_MARGIN_SECONDS,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
+                    "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
                 },
             },
         },
