@@ -15,6 +15,7 @@ from .._metrics_server import serve_metrics
 from . import crd_check, external_metrics
 from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
+from .health import health_report
 from .kube import KubeApi
 from .lease import LeaderLease
 from .metrics import OperatorMetrics
@@ -77,12 +78,22 @@ async def run_operator(args: argparse.Namespace) -> int:
         print(f"jobpool operator: error: {stale}", file=sys.stderr)
         return 1
     metrics = OperatorMetrics()
-    runner = await serve_metrics(metrics.registry, args.metrics_port) if args.metrics_port else None
     identity = f"{socket.gethostname()}-{os.getpid()}"
     # The lease has connections of its own: a renewal must never queue behind a thousand pools' writes.
     lease_kube = KubeApi(kube.configuration)
     lease = LeaderLease(lease_kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
                         args.lease_name, identity)
+    watching = asyncio.Event()          # kopf set it once its watches started
+    watch_loop: list[asyncio.Task[Any]] = []
+
+    def health() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        leading = lease.renewed_at is not None
+        return health_report(leading=leading, renewed_ago=loop.time() - lease.renewed_at if leading else None,
+                             watching=watching.is_set(), watch_ended=bool(watch_loop) and watch_loop[0].done(),
+                             stale_after=lease.renew_every * 2.5)
+
+    runner = await serve_metrics(metrics.registry, args.metrics_port, health) if args.metrics_port else None
     stop_flag = asyncio.Event()
     keeper: asyncio.Task[Any] | None = None
     external = None
@@ -98,8 +109,10 @@ async def run_operator(args: argparse.Namespace) -> int:
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
                                                    poll_interval=args.poll_interval),
                               metrics, open_queue, post_event, admin)
-        await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
-                            namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
+        watch_loop.append(asyncio.create_task(kopf.operator(
+            registry=build_registry(ctx), clusterwide=args.all_namespaces, namespaces=args.namespace,
+            standalone=True, stop_flag=stop_flag, ready_flag=watching)))
+        await watch_loop[0]
     finally:
         if keeper is not None:
             keeper.cancel()
