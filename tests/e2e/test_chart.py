@@ -232,7 +232,11 @@ def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
 @pytest.mark.parametrize("bad", ["replicas=-1", "metricsPort=0", "image.pullPolicy=Sometimes",
                                  "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
                                  "redis.persistence.size=lots", "redis.auth.enabled=maybe",
-                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100"])
+                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100",
+                                 # Kubernetes' own schemas, closed: a typo is refused
+                                 "resources.requets.cpu=1", "affinity.nodeAfinity.x=1", "tolerations[0].efect=NoSchedule",
+                                 "topologySpreadConstraints[0].maxSkew=one", "redis.resources.limit.memory=1Gi",
+                                 "imagePullSecrets[0].nam=reg", "image.digest=latest", "redis.image.digst=x"])
 def test_bad_values_are_refused(kube_cluster, bad):
     result = helm(kube_cluster, "template", "jp", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
@@ -387,3 +391,44 @@ def test_the_default_queue_may_be_a_sentinel_or_cluster_url_and_its_password_sta
     for url in ("redis+cluster://node-0:6379\\,node-1:6379", "redis+sentinel://s1:26379\\,s2:26379/mymaster"):
         env = operator_env(f"defaultQueueUrl={url}")
         assert env["JOBPOOL_DEFAULT_QUEUE_URL"]["value"] == url.replace("\\,", ",")
+
+
+def test_operator_ha_knobs_render_into_the_pod_and_a_pdb(kube_cluster):
+    docs = render(kube_cluster, "replicas=2", "priorityClassName=platform", "imagePullSecrets[0].name=registry",
+                  "podLabels.team=platform", "podAnnotations.example\\.com/owner=ops",
+                  "image.digest=sha256:" + "a" * 64, "topologySpreadConstraints[0].maxSkew=1",
+                  "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+                  "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+                  "resources.requests.cpu=1", "redis.nodeSelector.disk=ssd", "redis.priorityClassName=queues",
+                  "redis.tolerations[0].key=dedicated", "redis.tolerations[0].operator=Exists")
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["labels"]["team"] == "platform"
+    assert template["metadata"]["annotations"] == {"example.com/owner": "ops"}
+    assert pod["priorityClassName"] == "platform" and pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["containers"][0]["image"] == "ghcr.io/jobpool/operator@sha256:" + "a" * 64
+    assert pod["containers"][0]["resources"]["requests"]["cpu"] == 1
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    redis_pod, _ = redis_parts(docs)
+    assert redis_pod["nodeSelector"] == {"disk": "ssd"} and redis_pod["priorityClassName"] == "queues"
+    assert redis_pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert redis_pod["imagePullSecrets"] == [{"name": "registry"}]
+    hooks = [d for d in docs if d["kind"] == "Job"]
+    assert hooks and all(j["spec"]["template"]["spec"]["containers"][0]["image"].endswith("a" * 64) for j in hooks)
+    # one replica: no PDB (it would block every drain) and no anti-affinity
+    single = render(kube_cluster)
+    assert by_kind(single, "PodDisruptionBudget") == []
+    (one,) = [d for d in by_kind(single, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    assert "affinity" not in one["spec"]["template"]["spec"]
+
+
+@pytest.mark.cluster
+def test_the_kubernetes_schemas_of_the_values_are_those_of_the_kubernetes_we_build():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart_schema.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

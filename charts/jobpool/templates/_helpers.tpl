@@ -95,3 +95,20 @@ memory limit (the rest is for the AOF rewrite, client buffers and fragmentation)
 {{- mulf (float64 $number) (index $units $unit) .Values.redis.maxmemoryPercent 0.01 | floor | int64 -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The operator image (also the hooks'): a digest wins over the tag. */}}
+{{- define "jobpool.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets of every pod of the chart, as a pod spec field (or nothing). */}}
+{{- define "jobpool.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
