@@ -324,11 +324,17 @@ def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_n
             timeout=15, interval=0.5, what="the drained pod gone")
 
 
-def test_the_cli_reaches_a_pools_queue_through_the_cluster_with_nothing_in_hand(real_node, namespace):
-    """`jobpool submit squares -n NS --port-forward`: the pool's producer Secret (the operator's
-    ACL user on the bundled Redis) found through the kubeconfig, the in-cluster Redis reached
-    through a port-forward the CLI opens itself; worker pods run the job."""
+def test_helm_test_and_the_cli_reach_a_pools_queue_through_the_cluster(real_node, namespace):
+    """`helm test` runs one job on a probe pool; `jobpool submit squares -n NS --port-forward`: the
+    pool's producer Secret (the operator's ACL user on the bundled Redis) found through the
+    kubeconfig, the in-cluster Redis reached through a port-forward the CLI opens itself; worker
+    pods run the job."""
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    tested = subprocess.run([real_node.bin("helm"), "test", "jp", "-n", namespace, "--timeout", "240s", "--logs"],
+                            env=real_node.env, capture_output=True, text=True, timeout=300)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "jobpool operator probe: job" in tested.stdout and "ran on pool" in tested.stdout
+    assert real_node.kubectl("get", "jobpool", "jp-probe", "-n", namespace, check=False).returncode != 0
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
         "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",

@@ -6,12 +6,24 @@
 {{- default (include "jobpool.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "jobpool.labels" -}}
-app.kubernetes.io/name: jobpool-operator
+{{- define "jobpool.commonLabels" -}}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jobpool
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "jobpool.labels" -}}
+app.kubernetes.io/name: jobpool-operator
+{{ include "jobpool.commonLabels" . }}
+{{- end -}}
+
+{{/* The bundled Redis's objects: named for what they are, not for the operator. */}}
+{{- define "jobpool.redisLabels" -}}
+app.kubernetes.io/name: jobpool-redis
+app.kubernetes.io/component: queue
+{{ include "jobpool.commonLabels" . }}
 {{- end -}}
 
 {{- define "jobpool.selectorLabels" -}}

@@ -132,6 +132,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["guard-pools"]:   # the chart's pre-delete hook
         from .release_guard import main as guard_main
         return guard_main(argv[1:])
+    if argv[:1] == ["probe"]:   # the chart's `helm test`
+        from .probe import main as probe_main
+        return probe_main(argv[1:])
     if argv[:1] == ["ensure-redis-secret"]:   # the chart's pre-install/pre-upgrade hook
         from .release_secrets import main as secret_main
         return secret_main(argv[1:])
