@@ -334,7 +334,8 @@ def test_helm_test_and_the_cli_reach_a_pools_queue_through_the_cluster(real_node
                             env=real_node.env, capture_output=True, text=True, timeout=300)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "jobpool operator probe: job" in tested.stdout and "ran on pool" in tested.stdout
-    assert real_node.kubectl("get", "jobpool", "jp-probe", "-n", namespace, check=False).returncode != 0
+    wait_until(lambda: real_node.kubectl("get", "jobpool", "jp-probe", "-n", namespace, check=False).returncode != 0,
+               timeout=60, interval=1, what="the probe pool deleted (its finalizer ran)")
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
         "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",
