@@ -432,3 +432,48 @@ def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, n
         assert client.status().waiting == 1, "the reinstall adopted the kept claim and its AOF"
     with Client(bundled_queue_url(real_node, namespace), namespace, "drain") as client:
         assert client.status().submitted == 0, "the deleted pool's keys were cleaned by its finalizer"
+
+
+def redis_exec(cluster, namespace: str, script: str, input: bytes | None = None) -> bytes:
+    """`sh -c script` in the bundled Redis's container (the README's backup and restore steps)."""
+    done = subprocess.run([cluster.bin("kubectl"), "exec", "-i", "-n", namespace, "deploy/jp-redis", "--",
+                           "sh", "-c", script], env=cluster.env, input=input, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(real_node, namespace):
+    """README, "Backup and restore": the AOF directory copied out of the running Redis, a new
+    install, the copy put in place and Redis restarted: the waiting jobs come back and run."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
+        "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
+                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        ids = client.submit_many(list(range(50)))
+    # backup: compact the AOF, wait for the rewrite, stream the directory out
+    redis_exec(real_node, namespace, "redis-cli BGREWRITEAOF && while redis-cli INFO persistence | "
+                                     "grep -q 'aof_rewrite_in_progress:1'; do sleep 0.2; done")
+    backup = redis_exec(real_node, namespace, "tar -C /data -cf - appendonlydir")
+
+    # a new install: the old one goes (the pool first, as "Uninstalling" says)
+    real_node.kubectl("delete", "jobpool", "kept", "-n", namespace, "--timeout=90s", timeout=120)
+    helm(real_node, "uninstall", "jp", "-n", namespace, "--wait", "--timeout", "120s")
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        assert client.status().submitted == 0, "a new, empty Redis"
+    # restore: the copy in place of the new AOF, Redis restarted without saving
+    redis_exec(real_node, namespace, "rm -rf /data/restore && mkdir /data/restore && tar -C /data/restore -xf - "
+                                     "&& rm -rf /data/appendonlydir && mv /data/restore/appendonlydir /data/ "
+                                     "&& (redis-cli SHUTDOWN NOSAVE || true)", input=backup)
+    wait_until(lambda: real_node.kubectl("exec", "-n", namespace, "deploy/jp-redis", "--", "redis-cli", "ping",
+                                         check=False).stdout.strip() == "PONG",
+               timeout=90, interval=1, what="Redis restarted on the restored AOF")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
+        "spec": {"parallelism": 2, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
+                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        results = [client.result(job, timeout=120) for job in ids]
+    assert [r.result for r in results] == [n * n for n in range(50)]
