@@ -124,3 +124,15 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* A size in bytes: Kubernetes quantities (1Gi, 500M) and Redis units (400mb, 1g, 419430400). */}}
+{{- define "jobpool.bytes" -}}
+{{- $text := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text -}}
+{{- $unit := trimPrefix $number $text -}}
+{{- $units := dict "" 1 "b" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "kb" 1024 "mb" 1048576 "gb" 1073741824 "m" 1000000 "g" 1000000000 -}}
+{{- if or (not $number) (not (hasKey $units $unit)) -}}
+{{- fail (printf "cannot read %q as a size" $text) -}}
+{{- end -}}
+{{- mulf (float64 $number) (index $units $unit) | floor | int64 -}}
+{{- end -}}
