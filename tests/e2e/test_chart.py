@@ -432,3 +432,41 @@ def test_the_kubernetes_schemas_of_the_values_are_those_of_the_kubernetes_we_bui
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart_schema.py"), "--check"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_bundled_redis_has_probes_an_opt_in_pdb_and_a_volume_of_twice_its_maxmemory(kube_cluster):
+    docs = render(kube_cluster)
+    _, redis = redis_parts(docs)
+    assert redis["livenessProbe"]["exec"]["command"][-1] == "ping"
+    assert redis["startupProbe"]["failureThreshold"] * redis["startupProbe"]["periodSeconds"] == 300
+    assert [d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"] == "jp-redis"] == []
+    (pdb,) = [d for d in by_kind(render(kube_cluster, "redis.podDisruptionBudget.enabled=true"),
+                                 "PodDisruptionBudget") if d["metadata"]["name"] == "jp-redis"]
+    assert pdb["spec"]["maxUnavailable"] == 0
+    # 512Mi of limit -> maxmemory 429496729 bytes: 1Gi holds twice that, 800Mi does not
+    refused = helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.persistence.size=800Mi", check=False)
+    assert refused.returncode != 0
+    assert "redis.persistence.size 800Mi is less than twice Redis's maxmemory (429496729 bytes)" in refused.stderr
+    assert render(kube_cluster, "redis.persistence.size=2Gi", "redis.maxmemory=1gb")
+    assert helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.maxmemory=600mb",
+                check=False).returncode != 0
+
+
+def test_every_object_carries_the_recommended_labels(kube_cluster):
+    docs = render(kube_cluster, "monitoring.prometheusRule.enabled=true")
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "jobpool", (doc["kind"], doc["metadata"]["name"])
+        assert labels.get("app.kubernetes.io/instance") == "jp", (doc["kind"], doc["metadata"]["name"])
+        if doc["metadata"]["name"].startswith("jp-redis") and "helm.sh/hook" not in doc["metadata"].get("annotations", {}):
+            assert labels["app.kubernetes.io/name"] == "jobpool-redis", doc["kind"]
+
+
+def test_the_notes_warn_when_pools_would_have_no_queue(kube_cluster):
+    def notes(*sets):
+        return helm(kube_cluster, "install", "jp", str(CHART), "--dry-run=client", "--namespace", "ops",
+                    *[arg for s in sets for arg in ("--set", s)]).stdout.split("NOTES:", 1)[1]
+    assert "WARNING: no default queue" in notes("redis.enabled=false")
+    bundled = notes()
+    assert "WARNING" not in bundled and "jobpool submit <pool> -n <namespace>" in bundled
+    assert "kubectl apply --server-side -f <chart>/crds/" in bundled
