@@ -22,6 +22,7 @@ from .metrics import OperatorMetrics
 from .reconcile import OperatorConfig, OperatorContext
 
 log = logging.getLogger("jobpool.operator")
+REDIS_SAMPLE_SECONDS = 10.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,6 +99,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     keeper: asyncio.Task[Any] | None = None
     external = None
     admin: QueueAdmin | None = None
+    sampler: asyncio.Task[Any] | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
@@ -106,6 +108,8 @@ async def run_operator(args: argparse.Namespace) -> int:
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
+        if admin is not None:
+            sampler = asyncio.create_task(sample_redis(admin, metrics))
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
                                                    poll_interval=args.poll_interval),
                               metrics, open_queue, post_event, admin)
@@ -116,6 +120,8 @@ async def run_operator(args: argparse.Namespace) -> int:
     finally:
         if keeper is not None:
             keeper.cancel()
+        if sampler is not None:
+            sampler.cancel()
         await lease.release()
         await lease_kube.close()
         await kube.close()
@@ -126,6 +132,13 @@ async def run_operator(args: argparse.Namespace) -> int:
         if admin is not None:
             await admin.close()
     return 0
+
+
+async def sample_redis(admin: QueueAdmin, metrics: OperatorMetrics, every: float = REDIS_SAMPLE_SECONDS) -> None:
+    """The administered queue's memory for the alerts (jobpool_redis_*), every `every` seconds."""
+    while True:
+        metrics.observe_redis(*await admin.memory())
+        await asyncio.sleep(every)
 
 
 def main(argv: list[str]) -> int:
