@@ -25,7 +25,7 @@ from .queue.codec import name_problem, redact_url
 from .worker.config import SETTINGS, flag_help
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
-OPERATOR_MODULES = {"kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
+OPERATOR_MODULES = {"cryptography", "kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
 
 
 COMPLETE_COMMAND = "__complete"   # the hidden command the completion scripts call

@@ -128,7 +128,8 @@ def test_bundled_redis_password_is_made_by_a_hook_and_no_manifest_spells_it_out(
 
 @pytest.mark.parametrize("sets", [(), ("watchNamespaces={a,b}", "uninstall.pools=delete"),
                                   ("redis.auth.existingSecret=mine",),
-                                  ("monitoring.prometheusRule.enabled=true", "monitoring.dashboard.enabled=true")])
+                                  ("monitoring.prometheusRule.enabled=true", "monitoring.dashboard.enabled=true"),
+                                  ("externalMetrics.enabled=true", "replicas=2")])
 def test_two_renders_of_the_same_values_are_identical(kube_cluster, sets):
     """GitOps: Argo CD and Flux render on every sync; nothing may differ between two renders."""
     def rendered():

@@ -477,3 +477,63 @@ def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(re
     with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
         results = [client.result(job, timeout=120) for job in ids]
     assert [r.result for r in results] == [n * n for n in range(50)]
+
+
+def test_external_metrics_survive_an_upgrade_with_two_operator_replicas(real_node, namespace):
+    """externalMetrics with 2 operator replicas: the Service routes to the leader only (its
+    EndpointSlice), an HPA reads jobpool_backlog; `helm upgrade` rolls both operator pods (a new
+    leader), the certificate stays the same, and the HPA reads the metric again through the new
+    leader, with the APIService never left pointing at a standby."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false", "externalMetrics.enabled=true",
+                  "replicas=2")
+    try:
+        real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "thumbnails"},
+            "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
+                     "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+        real_node.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples/06-hpa/hpa.yaml"))
+        with Client(bundled_queue_url(real_node, namespace), namespace, "thumbnails") as client:
+            client.submit_many([60] * 8)            # 8 jobs of a minute: the backlog stays while we look
+        path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/jobpool_backlog"
+                f"?labelSelector=pool%3Dthumbnails")
+
+        def backlog() -> int | None:
+            done = real_node.kubectl("get", "--raw", path, check=False)
+            items = json.loads(done.stdout)["items"] if done.returncode == 0 else []
+            return int(items[0]["value"]) if items else None
+
+        def leader_pod() -> str:
+            holder = json.loads(real_node.kubectl("get", "lease", "jobpool-operator", "-n", namespace, "-o",
+                                                  "json").stdout)["spec"]["holderIdentity"]
+            return holder.rsplit("-", 1)[0]
+
+        def routed_to() -> list[str]:
+            slice_ = json.loads(real_node.kubectl("get", "endpointslice", "jp-operator-external-metrics", "-n",
+                                                  namespace, "-o", "json").stdout)
+            return [e["targetRef"]["name"] for e in slice_["endpoints"]]
+
+        def hpa_reads() -> bool:
+            """The HPA's last sync read the metric (ScalingActive True, ValidMetricFound)."""
+            status = json.loads(real_node.kubectl("get", "hpa", "thumbnails", "-n", namespace, "-o",
+                                                  "json").stdout).get("status", {})
+            active = [c for c in status.get("conditions") or [] if c["type"] == "ScalingActive"]
+            return bool(active) and active[0]["status"] == "True" and any(
+                m.get("external", {}).get("current", {}).get("averageValue") for m in status.get("currentMetrics") or [])
+
+        wait_until(lambda: backlog() is not None, timeout=120, interval=2, what="jobpool_backlog through the APIService")
+        assert routed_to() == [leader_pod()]
+        wait_until(hpa_reads, timeout=120, interval=2, what="the HPA reading jobpool_backlog")
+        certificate = real_node.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n", namespace,
+                                        "-o", "jsonpath={.data.tls\\.crt}").stdout
+        before = leader_pod()
+
+        install_chart(real_node, namespace, "redis.persistence.enabled=false", "externalMetrics.enabled=true",
+                      "replicas=2", "logLevel=DEBUG", action="upgrade")   # rolls both operator pods
+        wait_until(lambda: leader_pod() != before and routed_to() == [leader_pod()], timeout=120, interval=2,
+                   what="the new leader routing the Service to itself")
+        wait_until(lambda: backlog() is not None, timeout=120, interval=2, what="jobpool_backlog after the upgrade")
+        wait_until(hpa_reads, timeout=120, interval=2, what="the HPA reading jobpool_backlog after the upgrade")
+        assert real_node.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n", namespace, "-o",
+                                 "jsonpath={.data.tls\\.crt}").stdout == certificate, "the certificate was kept"
+    finally:
+        real_node.kubectl("delete", "hpa", "--all", "-n", namespace, check=False)

@@ -50,6 +50,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="serving certificate of the external metrics API")
     parser.add_argument("--tls-private-key-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_KEY_FILE"),
                         help="its private key")
+    parser.add_argument("--tls-ca-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_CA_FILE"),
+                        help="the CA of the serving certificate: the leader puts it into the APIService's caBundle")
+    parser.add_argument("--external-metrics-service", metavar="NAME",
+                        default=os.environ.get("JOBPOOL_EXTERNAL_METRICS_SERVICE"),
+                        help="a Service without selector that the leader routes to itself (its EndpointSlice); "
+                             "needs JOBPOOL_POD_IP and JOBPOOL_POD_NAME")
     parser.add_argument("--lease-namespace", metavar="NS", default=os.environ.get("JOBPOOL_OPERATOR_NAMESPACE"),
                         help="namespace of the leader Lease (default: the first --namespace, or default)")
     parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
@@ -100,13 +106,17 @@ async def run_operator(args: argparse.Namespace) -> int:
     external = None
     admin: QueueAdmin | None = None
     sampler: asyncio.Task[Any] | None = None
+    certificate: asyncio.Task[Any] | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
         if args.external_metrics_port:   # the leader's numbers: a standby serves nothing
-            external = await external_metrics.serve(
+            external, context = await external_metrics.serve_tls(
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
+            await route_external_metrics(args, kube, lease.namespace)
+            certificate = asyncio.create_task(external_metrics.keep_certificate(
+                context, kube, args.tls_cert_file, args.tls_private_key_file, args.tls_ca_file))
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
         if admin is not None:
             sampler = asyncio.create_task(sample_redis(admin, metrics))
@@ -122,6 +132,8 @@ async def run_operator(args: argparse.Namespace) -> int:
             keeper.cancel()
         if sampler is not None:
             sampler.cancel()
+        if certificate is not None:
+            certificate.cancel()
         await lease.release()
         await lease_kube.close()
         await kube.close()
@@ -132,6 +144,17 @@ async def run_operator(args: argparse.Namespace) -> int:
         if admin is not None:
             await admin.close()
     return 0
+
+
+async def route_external_metrics(args: argparse.Namespace, kube: KubeApi, namespace: str) -> None:
+    """As the new leader: the APIService trusts our CA and its Service routes to this pod."""
+    if args.tls_ca_file:
+        with open(args.tls_ca_file, "rb") as ca:
+            await external_metrics.publish_ca(kube, ca.read())
+    pod_ip, pod_name = os.environ.get("JOBPOOL_POD_IP"), os.environ.get("JOBPOOL_POD_NAME")
+    if args.external_metrics_service and pod_ip and pod_name:
+        await external_metrics.route_to_me(kube, args.external_metrics_service, namespace,
+                                           pod_name, pod_ip, args.external_metrics_port)
 
 
 async def sample_redis(admin: QueueAdmin, metrics: OperatorMetrics, every: float = REDIS_SAMPLE_SECONDS) -> None:
@@ -148,6 +171,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["probe"]:   # the chart's `helm test`
         from .probe import main as probe_main
         return probe_main(argv[1:])
+    if argv[:1] == ["ensure-serving-cert"]:   # the chart's hook when externalMetrics.enabled
+        from .serving_cert import main as cert_main
+        return cert_main(argv[1:])
     if argv[:1] == ["ensure-redis-secret"]:   # the chart's pre-install/pre-upgrade hook
         from .release_secrets import main as secret_main
         return secret_main(argv[1:])
