@@ -21,6 +21,7 @@ from .kube import KubeApi, KubeError
 
 VALID_DAYS = 825            # what clients accept for a serving certificate; renewed 30 days before
 RENEW_BEFORE = dt.timedelta(days=30)
+KEEP = {"helm.sh/resource-policy": "keep"}
 CA_DAYS = 3650
 
 
@@ -75,7 +76,7 @@ def make_certificate(dns_names: list[str], now: dt.datetime) -> dict[str, bytes]
 
 def secret_object(name: str, namespace: str, labels: dict[str, str], pems: dict[str, bytes]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": dict(KEEP)},
             "data": {key: base64.b64encode(value).decode() for key, value in pems.items()}}
 
 
@@ -83,13 +84,19 @@ async def ensure(kube: KubeApi, name: str, namespace: str, dns_names: list[str],
     now = dt.datetime.now(dt.timezone.utc)
     existing = await kube.get("v1", "Secret", namespace, name)
     reason = renewal_reason(existing, dns_names, now)
+    # an older chart rendered this Secret itself: marked, Helm's upgrade does not delete it
+    unmarked = existing is not None and ((existing["metadata"].get("annotations") or {}).get(
+        "helm.sh/resource-policy") != "keep")
     if reason is None:
+        if unmarked:
+            await kube.merge_patch("v1", "Secret", namespace, name, {"metadata": {"annotations": dict(KEEP)}})
         return f"Secret {namespace}/{name} keeps its certificate"
     secret = secret_object(name, namespace, labels, make_certificate(dns_names, now))
     if existing is None:
         await kube.create(secret)
     else:
-        await kube.merge_patch("v1", "Secret", namespace, name, {"data": secret["data"]})
+        await kube.merge_patch("v1", "Secret", namespace, name,
+                               {"metadata": {"annotations": dict(KEEP)}, "data": secret["data"]})
     return f"made a new certificate in Secret {namespace}/{name} ({reason})"
 
 
