@@ -62,7 +62,8 @@ def test_the_uninstall_hook_refuses_then_deletes_or_orphans_the_pools(jobpool_cr
                     f"{FINALIZER} ({ns}/{kept}, {ns}/{orphaned})") in done.stderr
             assert get(cluster, ns, "jobpool", kept) is not None
 
-            # orphan, without the operator: the finalizer goes, the pool's deletion no longer hangs
+            # orphan: the operator stopped (the hook scales the chart's Deployment to zero; this
+            # test's operator process is stopped by hand), the finalizer goes, the deletion goes through
             operator.stop()
             helm(cluster, "upgrade", release, str(CHART), "-n", ns, "--reuse-values",
                  "--set", "uninstall.pools=orphan")
@@ -72,6 +73,8 @@ def test_the_uninstall_hook_refuses_then_deletes_or_orphans_the_pools(jobpool_cr
             wait_until(lambda: get(cluster, ns, "jobpool", kept) is None, timeout=30,
                        what="the orphaned pool deleted without its operator")
             assert FINALIZER not in get(cluster, ns, "jobpool", orphaned)["metadata"].get("finalizers", [])
+            # a running operator would put the finalizers back: the hook scaled the chart's to zero first
+            assert get(cluster, ns, "deployment", f"{release}-operator")["spec"]["replicas"] == 0
             with Client(redis_server.url, ns, kept) as client:
                 assert client.status().waiting == 1, "an orphaned pool's queue keys stay"
 

@@ -89,11 +89,33 @@ async def list_pools(kube: KubeApi, namespaces: Sequence[str]) -> list[GuardedPo
     return [pool_of(obj) for obj in found]
 
 
-async def guard(kube: KubeApi, namespaces: Sequence[str], policy: str, timeout: float) -> str | None:
-    """Carries out the policy; returns why the uninstall must stop, or None."""
+async def stop_operator(kube: KubeApi, deployment: tuple[str, str], deadline: float) -> str | None:
+    """Scale the operator to zero and wait for its pods: a running operator puts back every
+    finalizer it finds missing. Returns why it could not, or None."""
+    namespace, name = deployment
+    await kube.merge_patch("apps/v1", "Deployment", namespace, name, {"spec": {"replicas": 0}})
+    while True:
+        current = await kube.get("apps/v1", "Deployment", namespace, name)
+        if current is None or not (current.get("status") or {}).get("replicas"):
+            log.info("scaled the operator %s/%s to zero before removing finalizers", namespace, name)
+            return None
+        if time.monotonic() > deadline:
+            return f"the operator {namespace}/{name} still has pods after scaling it to zero"
+        await asyncio.sleep(1.0)
+
+
+async def guard(kube: KubeApi, namespaces: Sequence[str], policy: str, timeout: float,
+                operator: tuple[str, str] | None = None) -> str | None:
+    """Carries out the policy; returns why the uninstall must stop, or None. `operator`: the
+    (namespace, name) of the operator's Deployment, stopped before finalizers are removed."""
     decision = decide(await list_pools(kube, namespaces), policy)
     if decision.refusal:
         return decision.refusal
+    if decision.orphan and operator is not None:
+        stuck = await stop_operator(kube, operator, time.monotonic() + timeout)
+        if stuck:
+            return stuck
+        decision = decide(await list_pools(kube, namespaces), policy)   # as the operator left them
     for pool in decision.orphan:
         kept = [f for f in pool.finalizers if f != FINALIZER]
         await kube.merge_patch(API_VERSION, KIND, pool.namespace, pool.name,
@@ -129,13 +151,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     scope.add_argument("--all-namespaces", "-A", action="store_true")
     parser.add_argument("--timeout", type=float, default=240.0, metavar="S",
                         help="how long `delete` waits for the pools' cleanup (default 240)")
+    parser.add_argument("--operator-deployment", metavar="NS/NAME",
+                        help="the operator's Deployment, scaled to zero before `orphan` removes finalizers")
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
     kube = KubeApi.from_environment()
     try:
-        problem = await guard(kube, args.namespace, args.policy, args.timeout)
+        operator = tuple(args.operator_deployment.split("/", 1)) if args.operator_deployment else None
+        problem = await guard(kube, args.namespace, args.policy, args.timeout, operator)
     except KubeError as exc:
         problem = f"cannot read or change JobPools: {exc}"
     finally:
