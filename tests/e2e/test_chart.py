@@ -113,7 +113,7 @@ def test_bundled_redis_password_is_made_by_a_hook_and_no_manifest_spells_it_out(
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["args"][:5] == ["operator", "ensure-redis-secret", "--name=jp-redis", "--namespace=ops",
                                      "--address=jp-redis.ops.svc:6379/0"]
-    (role,) = [d for d in hooks if d["kind"] == "Role"]
+    (role,) = [d for d in hooks if d["kind"] == "Role" and d["metadata"]["name"] == "jp-redis-secret"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
                              {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["jp-redis"],
                               "verbs": ["get", "patch"]}]
@@ -190,9 +190,10 @@ def test_bundled_redis_has_a_maxmemory_below_its_memory_limit_and_never_evicts(k
         return args[args.index("--maxmemory") + 1]
 
     assert maxmemory() == str(int(512 * 2**20 * 0.8))   # 80% of the default 512Mi limit
-    assert maxmemory("redis.resources.limits.memory=2Gi", "redis.maxmemoryPercent=75") == str(
-        int(2 * 2**30 * 0.75))
-    assert maxmemory("redis.resources.limits.memory=1G") == str(int(1e9 * 0.8))
+    # the volume holds at least twice the maxmemory (see the volume rule's test)
+    assert maxmemory("redis.resources.limits.memory=2Gi", "redis.maxmemoryPercent=75",
+                     "redis.persistence.size=3Gi") == str(int(2 * 2**30 * 0.75))
+    assert maxmemory("redis.resources.limits.memory=1G", "redis.persistence.size=2Gi") == str(int(1e9 * 0.8))
     assert maxmemory("redis.maxmemory=300mb") == "300mb"
     for limit, said in (("null", "redis.resources.limits.memory is required"),
                         ("lots", 'redis.resources.limits.memory "lots"')):
