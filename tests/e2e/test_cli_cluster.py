@@ -36,6 +36,17 @@ def secret(name: str, url: str, key: str = "url") -> dict:
             "data": {key: base64.b64encode(url.encode()).decode()}}
 
 
+async def submitted_then_cleaned(url: str, namespace: str, pool: str) -> int:
+    """What the pool's queue at `url` counts as submitted (the very queue of the spec); then its keys go."""
+    queue = open_queue(url, namespace, pool)
+    try:
+        submitted = (await queue.stats()).submitted
+        await queue.delete_all()
+        return submitted
+    finally:
+        await queue.close()
+
+
 def test_submit_and_status_find_the_queue_of_the_jobpool(jobpool_crds, kube_namespace,
                                                          redis_server):
     inline, by_ref = unique("inline"), unique("byref")
@@ -50,12 +61,7 @@ def test_submit_and_status_find_the_queue_of_the_jobpool(jobpool_crds, kube_name
         done = jobpool(jobpool_crds, "status", pool, "-n", kube_namespace, "-o", "json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["waiting"] == 1
-        with_url = open_queue(redis_server.url, kube_namespace, pool)
-        try:
-            assert asyncio.run(with_url.stats()).submitted == 1   # the very queue of the spec
-            asyncio.run(with_url.delete_all())
-        finally:
-            asyncio.run(with_url.close())
+        assert asyncio.run(submitted_then_cleaned(redis_server.url, kube_namespace, pool)) == 1
 
 
 def test_a_pool_without_a_queue_of_its_own_reads_the_operators_secret(jobpool_crds, kube_namespace,
