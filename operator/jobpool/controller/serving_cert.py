@@ -63,7 +63,8 @@ def make_certificate(dns_names: list[str], now: dt.datetime) -> dict[str, bytes]
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(name(dns_names[0])).issuer_name(ca.subject)
+    # the names are in the SANs; a common name holds at most 64 characters
+    cert = (x509.CertificateBuilder().subject_name(name("jobpool-external-metrics")).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=VALID_DAYS))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)

@@ -6,7 +6,9 @@ import datetime as dt
 from jobpool.controller.external_metrics import endpoint_slice
 from jobpool.controller.serving_cert import VALID_DAYS, make_certificate, renewal_reason, secret_object
 
-NAMES = ["jp-operator-external-metrics.ops.svc", "jp-operator-external-metrics.ops"]
+# as long as a long namespace makes them: a common name could not hold them (64 characters)
+NAMES = ["jp-operator-external-metrics.a-namespace-named-at-length-by-a-test-run.svc",
+         "jp-operator-external-metrics.a-namespace-named-at-length-by-a-test-run"]
 NOW = dt.datetime(2026, 12, 7, tzinfo=dt.timezone.utc)
 
 
