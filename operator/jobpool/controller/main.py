@@ -16,7 +16,7 @@ from . import crd_check, external_metrics
 from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
 from .health import health_report
-from .kube import KubeApi
+from .kube import KubeApi, KubeError
 from .lease import LeaderLease
 from .metrics import OperatorMetrics
 from .reconcile import OperatorConfig, OperatorContext
@@ -114,7 +114,10 @@ async def run_operator(args: argparse.Namespace) -> int:
             external, context = await external_metrics.serve_tls(
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
-            await route_external_metrics(args, kube, lease.namespace)
+            try:   # a refused route must not stop the operator: the Service then waits for a leader
+                await route_external_metrics(args, kube, lease.namespace)
+            except KubeError as exc:
+                log.error("external metrics: cannot route the Service or publish the CA: %s", exc)
             certificate = asyncio.create_task(external_metrics.keep_certificate(
                 context, kube, args.tls_cert_file, args.tls_private_key_file, args.tls_ca_file))
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
