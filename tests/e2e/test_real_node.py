@@ -490,7 +490,8 @@ def test_external_metrics_survive_an_upgrade_with_two_operator_replicas(real_nod
     try:
         real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
             "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "thumbnails"},
-            "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
+            # one pod at least: an HPA whose target has 0 replicas does not scale (ScalingActive False)
+            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
                      "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
         real_node.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples/06-hpa/hpa.yaml"))
         with Client(bundled_queue_url(real_node, namespace), namespace, "thumbnails") as client:
