@@ -90,7 +90,7 @@ def test_a_template_the_api_server_refuses_makes_the_pool_degraded_naming_the_fi
     wait_until(lambda: condition(get(cluster, ns, "jobpool", "mounts"), "Ready").get("status") == "True",
                timeout=60, what="Ready once the volume exists")
     volumes = get(cluster, ns, "deployment", "mounts-workers")["spec"]["template"]["spec"]["volumes"]
-    assert volumes == [{"name": "cache", "emptyDir": {}}]
+    assert volumes == [{"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]   # /tmp is the operator's
 
 
 # Every passthrough field at once, within the restricted profile: what the chart's admission policy and a
