@@ -13,6 +13,8 @@ import re
 import urllib.parse
 from typing import Any
 
+import redis.connection
+
 from . import connection, scripts
 from .keys import PoolKeys
 
@@ -23,10 +25,14 @@ ROLES = (WORKER, PRODUCER)
 _CONTAINERS = {"XGROUP", "XINFO", "INFO", "SCRIPT", "CLIENT"}
 _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 
-# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; SELECT for a URL with a db number;
-# a cluster client reads the slot map and the command table (to find keys) when it connects.
-_CLIENT = ("evalsha", "script|load", "ping", "select", "cluster|slots", "command",
+# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; a cluster client reads the slot
+# map and the command table (to find keys) when it connects.
+_CLIENT = ("evalsha", "script|load", "ping", "cluster|slots", "command",
            "command|getkeys")
+# Tenants get no INFO (any section shows the whole server): the operator publishes the memory
+# sample the submit script checks (RedisStreamsQueue.publish_memory_sample); the script's own
+# INFO serves a single-user queue with no operator.
+_NOT_FOR_TENANTS = frozenset({"info|memory"})
 # What streams.py sends outside scripts, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
@@ -49,7 +55,9 @@ _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids",
 _PRODUCER_READS = ("results",)
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
-                    "memory": ("hset", "hincrby")}   # the submit script's memory sample
+                    "memory": ("hincrby",)}   # what its submits added since the operator's memory sample
+# Called by the submit script only for a memory sample of its own, which needs INFO: never a tenant's.
+_PRODUCER_UNUSED = ("hset",)
 
 
 def script_commands(source: str) -> frozenset[str]:
@@ -67,7 +75,7 @@ def role_commands(role: str) -> tuple[str, ...]:
     used = set(_CLIENT) | set(_DIRECT[role])
     for script in _SCRIPTS[role]:
         used |= script_commands(getattr(scripts, script))
-    return tuple(sorted(used))
+    return tuple(sorted(used - _NOT_FOR_TENANTS))
 
 
 def user_name(namespace: str, pool: str, role: str) -> str:
@@ -75,16 +83,20 @@ def user_name(namespace: str, pool: str, role: str) -> str:
     return f"jobpool.{namespace}.{pool}.{role}"
 
 
-def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...]) -> list[str]:
+def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...], *,
+               select: bool = False) -> list[str]:
     """The whole ACL SETUSER rule list: `reset` first, so applying it again is idempotent and
-    the result never depends on what the user held before."""
+    the result never depends on what the user held before. `select`: the queue's URL names a
+    db other than 0, which the client SELECTs on connecting (ACLs cannot pin one db: deletion
+    then scans every db for the pool's keys)."""
     prefix = PoolKeys(namespace, pool).scan_pattern[:-1]   # the escaped "{jobpool:<ns>/<pool>}:"
     rules = ["reset", "on", *(f">{password}" for password in passwords), "resetchannels"]
+    db = ["+select"] if select else []
     if role == WORKER:
-        return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role))]
-    writes = {command for commands in _PRODUCER_WRITES.values() for command in commands}
+        return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role)), *db]
+    writes = {command for commands in _PRODUCER_WRITES.values() for command in commands} | set(_PRODUCER_UNUSED)
     return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS), *(f"%R~{prefix}{key}" for key in _PRODUCER_READS),
-            "-@all", *(f"+{c}" for c in role_commands(role) if c not in writes),
+            "-@all", *(f"+{c}" for c in role_commands(role) if c not in writes), *db,
             *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items())]
 
 
@@ -110,11 +122,20 @@ def user_url(admin_url: str, name: str, password: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}@{hostport}", parts.path, query, ""))
 
 
-async def apply_user(admin: Any, user: PoolUser) -> None:
+def names_a_db(url: str) -> bool:
+    """Whether a client of `url` SELECTs a db other than 0 when it connects."""
+    if connection.topology(url) == connection.SINGLE:
+        return bool(int(redis.connection.parse_url(url).get("db") or 0))
+    return connection.parse_address(url).db != 0
+
+
+async def apply_user(admin: Any, user: PoolUser, *, select: bool = False) -> None:
     """Create or update the user on every server of the queue `admin` (a redis client with ACL
-    rights): Redis does not replicate ACL users, and a failover may promote any replica."""
+    rights): Redis does not replicate ACL users, and a failover may promote any replica.
+    `select`: the queue's URL names a db other than 0 (names_a_db)."""
     await connection.on_every_server(admin, "ACL", "SETUSER", user.name,
-                                     *user_rules(user.namespace, user.pool, user.role, user.passwords))
+                                     *user_rules(user.namespace, user.pool, user.role, user.passwords,
+                                                 select=select))
 
 
 async def delete_users(admin: Any, namespace: str, pool: str) -> int:

@@ -231,6 +231,11 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats: ...
 
     @abc.abstractmethod
+    async def upkeep(self) -> tuple[str, ...]:
+        """The operator's pass over the pool's keys with its own connection: publish what tenants'
+        submits check, bound what it reads, undo wedges; returns what it repaired, one line each."""
+        return ()
+
     async def delete_all(self) -> None:
         """Remove every key of this pool (the operator's finalizer)."""
 

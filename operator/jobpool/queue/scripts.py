@@ -73,24 +73,32 @@ end
 # of what it submitted since (added: the blob x 1.25 + 200 bytes a job, more than a waiting
 # job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
 # below it); nearer, every submit reads INFO.
+# Tenants run no INFO: on a queue the operator administers it publishes the sample
+# (publisher = operator, added reset), and submits go by it and what they added since.
 _MEMORY = """
 local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
 local function memory_used_and_max()
-  local info = redis.call('INFO', 'memory')
+  local ok, info = pcall(redis.call, 'INFO', 'memory')
+  if not ok then return nil, nil end
   return tonumber(string.match(info, 'used_memory:(%d+)')),
     tonumber(string.match(info, 'maxmemory:(%d+)'))
 end
 -- (used memory, maxmemory, whether it is a fresh sample to store) for a submit of `size` bytes
-local function sampled_memory(sample, added, now, size, share)
+local function sampled_memory(sample, added, now, size, share, published)
   local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
-  if at and now - tonumber(at) < MEMORY_SAMPLE_MS then
+  if at then
     used, max_memory = tonumber(used) + (tonumber(added) or 0), tonumber(max_memory)
-    if max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN) then
+    if published or (now - tonumber(at) < MEMORY_SAMPLE_MS
+                     and (max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN))) then
       return used, max_memory, false
     end
   end
-  used, max_memory = memory_used_and_max()
-  return used, max_memory, true
+  local fresh_used, fresh_max = memory_used_and_max()
+  if fresh_used == nil then   -- a user without INFO before the operator's first sample: the last one
+    if at then return used, max_memory, false end
+    return 0, 0, false
+  end
+  return fresh_used, fresh_max, true
 end
 local function record_memory(memory, used, max_memory, now, fresh, added)
   if fresh then
@@ -130,8 +138,9 @@ end
 -- refused well before Redis itself refuses writes, so workers can still store results
 local now = now_ms()
 local share = tonumber(ARGV[5])
-local sample = redis.call('HMGET', memory, 'sample', 'added')
-local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #ARGV[3], share)
+local sample = redis.call('HMGET', memory, 'sample', 'added', 'publisher')
+local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #ARGV[3], share,
+                                               sample[3] == 'operator')
 if max_memory > 0 and used + #ARGV[3] > max_memory * share then
   return {0, 0, -1, 'memory', used, max_memory}
 end

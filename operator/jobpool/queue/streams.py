@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, NoScriptError, OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
-from . import connection, scripts
+from . import connection, scripts, upkeep
 from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
                    QueueUnavailable, Result, WorkerInfo)
 from .codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_queue_url,
@@ -585,6 +585,10 @@ class RedisStreamsQueue(Queue):
                 keys=[k.stream, k.delayed, k.dead, k.counters, k.workers],
                 args=[GROUP, int(time.time() * 1000)])
         return stats_from_reply(length, pending, delayed, dead, counters, workers, held)
+
+    async def upkeep(self) -> tuple[str, ...]:
+        with self._errors():
+            return (await self._call(upkeep.upkeep, self.redis, self.keys, self.url)).problems
 
     async def delete_all(self) -> None:
         with self._errors():

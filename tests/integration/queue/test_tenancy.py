@@ -1,0 +1,125 @@
+"""What one pool's credentials can still do to the queue, on a real redis-server: no INFO, no
+SELECT; the operator's pass (queue.upkeep, with the admin's connection) publishes the memory
+sample submits check, bounds what it reads, and undoes the wedges a pool's user could cause.
+Each test of "what a producer can still do" shows that and no more (README, "Security and tenancy")."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis as redis_sync
+from redis.exceptions import NoPermissionError, ResponseError
+
+from jobpool.queue import QueueError, QueueFull, acl
+from jobpool.queue.keys import GROUP, PoolKeys
+from jobpool.queue.upkeep import MAX_WORKERS
+
+from tests.helpers import SyncQueue
+from tests.integration.queue.test_acl import DENIED, users  # noqa: F401 (the fixture)
+
+MAX_ID = "18446744073709551615-18446744073709551615"
+
+
+@pytest.fixture
+def producer(users):  # noqa: F811
+    q = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    yield q
+    q.close()
+
+
+@pytest.mark.parametrize("role", acl.ROLES)
+def test_tenants_run_no_info_and_no_select(users, role):  # noqa: F811
+    client = users.client(role)
+    for command in (("INFO",), ("INFO", "memory"), ("INFO", "memory", "everything"), ("INFO", "server"),
+                    ("SELECT", "1"), ("SELECT", "0")):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
+    # a URL that names another db: its users may SELECT (and deletion then scans every db)
+    rules = acl.user_rules("it", users.pool, role, ("pw",), select=True)
+    assert "+select" in rules and rules.index("+select") > rules.index("-@all")
+    assert acl.names_a_db("redis://h:6379/2") and not acl.names_a_db("redis://h:6379/0")
+    assert not acl.names_a_db("redis://h:6379") and acl.names_a_db("redis+sentinel://s:26379/m/3")
+
+
+def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue, producer):  # noqa: F811
+    admin = redis_sync.Redis.from_url(users.server.url)
+    queue.stats(), producer.stats()                       # their connections count as used memory
+    used = int(admin.info("memory")["used_memory"])
+    try:
+        admin.config_set("maxmemory", int(used / 0.96))   # above 90%: submits stop, writes do not
+        assert queue.upkeep() == ()                       # the operator's pass publishes the sample
+        with pytest.raises(QueueFull, match="memory is nearly full"):
+            producer.submit_many([{"n": 1}])
+        admin.config_set("maxmemory", 8 * 2**30)
+        queue.upkeep()
+        assert len(producer.submit_many([{"n": n} for n in range(3)])) == 3
+        # between two samples the submits' own estimate is added
+        assert int(admin.hget(PoolKeys("it", users.pool).memory, "added")) > 3 * 200
+        assert users.denials() == []                      # the producer never tried INFO
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+
+
+def test_a_forged_maximal_stream_id_is_undone_by_the_operators_pass(users, queue, producer):  # noqa: F811
+    """A producer can: XADD an entry of any id and fields to the pool's stream. The largest id
+    stops every later submit until the operator's next pass removes it."""
+    k = PoolKeys("it", users.pool)
+    producer.submit_many([{"n": 1}], ["before"])
+    users.client(acl.PRODUCER).execute_command("XADD", k.stream, MAX_ID, "id", "wedge", "p", "{}")
+    with pytest.raises(QueueError, match="exhausted the last possible ID"):
+        producer.submit_many([{"n": 2}])
+    (repaired,) = queue.upkeep()
+    assert "ids the queue never makes" in repaired
+    producer.submit_many([{"n": 2}], ["after"])
+    assert sorted(job.id for job in queue.fetch("w", 10, 0)) == ["after", "before"]
+
+
+@pytest.mark.parametrize("position", ["$", "9999999999999-0"])
+def test_a_consumer_group_moved_past_waiting_jobs_is_undone_by_the_operators_pass(users, queue, producer,  # noqa: F811
+                                                                                  position):
+    """A producer can: create the pool's consumer group before the first worker, at any position.
+    Jobs it skipped reach the workers after the operator's next pass."""
+    k = PoolKeys("it", users.pool)
+    client = users.client(acl.PRODUCER)
+    client.execute_command("XADD", k.stream, "*", "id", "early", "p", "{}", "a", "0", "t", "0", "r", "0")
+    client.execute_command("XGROUP", "CREATE", k.stream, GROUP, position)
+    producer.submit_many([{"n": 1}], ["later"])
+    skipped = {"early"} if position == "$" else {"early", "later"}
+    assert {job.id for job in queue.fetch("w", 10, 0)} == {"later"} - skipped
+    assert queue.upkeep()
+    assert {job.id for job in queue.fetch("w", 10, 0)} == skipped
+    assert queue.upkeep() == ()   # nothing left to repair
+
+
+def test_a_forged_worker_registry_is_cleared_and_other_pools_are_not_slowed(users, queue, redis_server):  # noqa: F811
+    """A worker's user can fill its pool's worker registry; the operator's pass clears it before
+    the stats read walks it (HLEN first), so neither this pool's tick nor another's waits on it."""
+    k = PoolKeys("it", users.pool)
+    worker = users.client(acl.WORKER)
+    other = SyncQueue(redis_server.url, "it", f"calm-{users.pool}"[:63])
+    try:
+        other.submit_many([{"n": 1}])
+        def other_tick() -> float:
+            started = time.perf_counter()
+            other.upkeep()
+            other.stats()
+            return time.perf_counter() - started
+        calm = sorted(other_tick() for _ in range(20))[10]
+        forged = 200_000
+        pipe = worker.pipeline(transaction=False)
+        for start in range(0, forged, 10_000):
+            pipe.hset(k.workers, mapping={f"w{i}": '{"slots":1,"busy":1,"expiresAt":9999999999}'
+                                          for i in range(start, start + 10_000)})
+        pipe.execute()
+        started = time.perf_counter()
+        (cleared,) = queue.upkeep()
+        stats = queue.stats()
+        tick = time.perf_counter() - started
+        assert f"{forged} entries (more than {MAX_WORKERS})" in cleared and stats.workers == ()
+        loaded = sorted(other_tick() for _ in range(20))[10]
+        print(f"\nforged {forged} workers: the pool's tick {tick * 1000:.1f} ms; another pool's tick "
+              f"{calm * 1000:.2f} ms before, {loaded * 1000:.2f} ms after (medians of 20)")
+    finally:
+        other.delete_all()
+        other.close()
