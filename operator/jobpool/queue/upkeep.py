@@ -65,6 +65,7 @@ async def publish_memory_sample(client: Any, keys: PoolKeys, url: str) -> None:
     """INFO memory of the pool's server into its memory hash (publisher = operator, added reset):
     tenants' submits check it with no INFO of their own."""
     if connection.topology(url) == connection.CLUSTER:
+        await client.initialize()   # the slot map (a no-op once read)
         info = await client.info("memory", target_nodes=client.get_node_from_key(keys.memory))
     else:
         info = await client.info("memory")
