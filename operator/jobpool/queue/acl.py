@@ -52,7 +52,9 @@ _SCRIPTS = {
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
                   "result:*", "memory")
-_PRODUCER_READS = ("results",)
+# Read only through a selector of their own: XREAD is for the results stream alone, so neither the
+# waiting jobs' payloads nor the dead letters' errors reach a producer.
+_PRODUCER_READS = {"results": ("xread",)}
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
                     "memory": ("hincrby",)}   # what its submits added since the operator's memory sample
@@ -94,10 +96,11 @@ def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...],
     db = ["+select"] if select else []
     if role == WORKER:
         return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role)), *db]
-    writes = {command for commands in _PRODUCER_WRITES.values() for command in commands} | set(_PRODUCER_UNUSED)
-    return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS), *(f"%R~{prefix}{key}" for key in _PRODUCER_READS),
-            "-@all", *(f"+{c}" for c in role_commands(role) if c not in writes), *db,
-            *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items())]
+    own = {command for commands in (*_PRODUCER_WRITES.values(), *_PRODUCER_READS.values()) for command in commands}
+    return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS),
+            "-@all", *(f"+{c}" for c in role_commands(role) if c not in own and c not in _PRODUCER_UNUSED), *db,
+            *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items()),
+            *(f"(%R~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_READS.items())]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,14 +8,14 @@ import time
 
 import pytest
 import redis as redis_sync
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError
 
 from jobpool.queue import QueueError, QueueFull, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 from jobpool.queue.upkeep import MAX_WORKERS
 
 from tests.helpers import SyncQueue
-from tests.integration.queue.test_acl import DENIED, users  # noqa: F401 (the fixture)
+from tests.integration.queue.test_acl import users  # noqa: F401 (the fixture)
 
 MAX_ID = "18446744073709551615-18446744073709551615"
 
@@ -123,3 +123,92 @@ def test_a_forged_worker_registry_is_cleared_and_other_pools_are_not_slowed(user
     finally:
         other.delete_all()
         other.close()
+
+
+# -- What a producer can still do inside its pool (README, "Security and tenancy"), one test a line.
+
+def test_a_producer_can_add_stream_entries_and_trim_the_waiting_jobs_with_them(users, queue, producer):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    producer.submit_many([{"n": n} for n in range(3)])
+    client = users.client(acl.PRODUCER)
+    client.execute_command("XADD", k.stream, "MAXLEN", "0", "*", "id", "x", "p", "{}")   # ACLs see no arguments
+    assert queue.stats().waiting == 0
+    for command in (("XTRIM", k.stream, "MAXLEN", "0"), ("XDEL", k.stream, "0-1"), ("DEL", k.stream),
+                    ("XGROUP", "DESTROY", k.stream, GROUP), ("XGROUP", "SETID", k.stream, GROUP, "$")):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_a_producer_can_mark_ids_as_known_so_their_submit_is_skipped(users, queue, producer):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    client = users.client(acl.PRODUCER)
+    client.execute_command("SADD", k.live, "batch-0")
+    assert producer.submit_many([{"n": 0}], ["batch-0"]) == ["batch-0"]
+    assert queue.stats().waiting == 0   # a duplicate as far as the queue knows
+    for command in (("SREM", k.live, "batch-0"), ("SMEMBERS", k.live), ("DEL", k.live)):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_a_producer_can_raise_the_pools_counters(users, queue):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    client = users.client(acl.PRODUCER)
+    client.execute_command("HINCRBY", k.counters, "succeeded", "1000")
+    assert queue.stats().succeeded == 1000
+    for command in (("HSET", k.counters, "succeeded", "0"), ("HDEL", k.counters, "succeeded"), ("DEL", k.counters)):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_a_producer_can_remove_a_worker_registration_until_its_next_heartbeat(users, queue):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    queue.heartbeat("w-1", [], 4, 0)
+    client = users.client(acl.PRODUCER)
+    client.execute_command("HDEL", k.workers, "w-1")
+    assert queue.stats().workers == ()
+    queue.heartbeat("w-1", [], 4, 0)
+    assert [w.id for w in queue.stats().workers] == ["w-1"]
+    for command in (("HSET", k.workers, "forged", "{}"), ("DEL", k.workers)):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
+
+
+def test_a_producer_can_lower_only_its_own_submits_memory_estimate(users, queue, producer):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    admin = redis_sync.Redis.from_url(users.server.url)
+    queue.stats(), producer.stats()
+    try:
+        admin.config_set("maxmemory", int(int(admin.info("memory")["used_memory"]) / 0.96))
+        queue.upkeep()
+        client = users.client(acl.PRODUCER)
+        client.execute_command("HINCRBY", k.memory, "added", str(-2**40))
+        assert producer.submit_many([{"n": 1}])   # past the check, as its own XADD would be
+        queue.upkeep()                            # the operator's next sample undoes it
+        with pytest.raises(QueueFull, match="memory is nearly full"):
+            producer.submit_many([{"n": 2}])
+        for command in (("HSET", k.memory, "sample", "0:0:0"), ("HDEL", k.memory, "publisher"), ("DEL", k.memory)):
+            with pytest.raises(NoPermissionError):
+                client.execute_command(*command)
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+
+
+def test_a_producer_reads_results_and_counts_but_no_payloads_or_errors(users, queue, producer):  # noqa: F811
+    k = PoolKeys("it", users.pool)
+    done, dead = producer.submit_many([{"n": 1}, {"n": 2}], ["done", "dead"])
+    first, second = sorted(queue.fetch("w", 2, 0), key=lambda job: job.id != "done")
+    queue.ack_many([(first, {"ok": True})])
+    queue.fail(second, "secret error text", max_attempts=1, backoff=0, max_backoff=0)
+    producer.submit_many([{"secret": "payload"}], ["waiting"])
+    client = users.client(acl.PRODUCER)
+    assert client.execute_command("XREAD", "STREAMS", k.results, "0")   # results, and result:<id>
+    assert producer.result("done").result == {"ok": True}
+    stats = producer.stats()
+    assert (stats.waiting, stats.dead_letter, stats.succeeded) == (1, 1, 1)
+    for command in (("XREAD", "STREAMS", k.stream, "0"), ("XRANGE", k.stream, "-", "+"),
+                    ("XREAD", "STREAMS", k.dead, "0"), ("XRANGE", k.dead, "-", "+"),
+                    ("XREADGROUP", "GROUP", GROUP, "thief", "STREAMS", k.stream, ">"),
+                    ("HGET", k.delayed_jobs, "x"), ("XADD", k.results, "*", "id", "forged", "r", "1", "a", "1")):
+        with pytest.raises(NoPermissionError):
+            client.execute_command(*command)
