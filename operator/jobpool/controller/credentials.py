@@ -125,7 +125,7 @@ class QueueAdmin:
                                         socket_timeout=COMMAND_TIMEOUT_SECONDS)
 
     async def apply(self, user: acl.PoolUser) -> None:
-        await acl.apply_user(self.redis, user, select=acl.names_a_db(self.url))
+        await acl.apply_user(self.redis, user, select=connection.names_a_db(self.url))
 
     async def delete_users(self, namespace: str, pool: str) -> int:
         return await acl.delete_users(self.redis, namespace, pool)

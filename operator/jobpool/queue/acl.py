@@ -13,8 +13,6 @@ import re
 import urllib.parse
 from typing import Any
 
-import redis.connection
-
 from . import connection, scripts
 from .keys import PoolKeys
 
@@ -125,17 +123,10 @@ def user_url(admin_url: str, name: str, password: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}@{hostport}", parts.path, query, ""))
 
 
-def names_a_db(url: str) -> bool:
-    """Whether a client of `url` SELECTs a db other than 0 when it connects."""
-    if connection.topology(url) == connection.SINGLE:
-        return bool(int(redis.connection.parse_url(url).get("db") or 0))
-    return connection.parse_address(url).db != 0
-
-
 async def apply_user(admin: Any, user: PoolUser, *, select: bool = False) -> None:
     """Create or update the user on every server of the queue `admin` (a redis client with ACL
     rights): Redis does not replicate ACL users, and a failover may promote any replica.
-    `select`: the queue's URL names a db other than 0 (names_a_db)."""
+    `select`: the queue's URL names a db other than 0 (connection.names_a_db)."""
     await connection.on_every_server(admin, "ACL", "SETUSER", user.name,
                                      *user_rules(user.namespace, user.pool, user.role, user.passwords,
                                                  select=select))

@@ -596,15 +596,31 @@ class RedisStreamsQueue(Queue):
 
     async def _unlink_pool_keys(self) -> None:
         """Scan (every master of a cluster) for the pool's keys and unlink them; idempotent, so
-        `_call` may run it again on fresh connections."""
+        `_call` may run it again on fresh connections. A URL naming a db other than 0 gave the
+        pool's users SELECT, so every db is scanned (where this URL's user may list them)."""
+        await self._unlink_in(self.redis)
+        if not connection.names_a_db(self.url):
+            return
+        try:
+            databases = int((await self.redis.config_get("databases"))["databases"])
+        except RedisError:   # not the admin's URL: its users got no SELECT from the operator
+            return
+        for db in range(databases):
+            other = connection.connect(connection.with_db(self.url, db), decode_responses=True, **self._options)
+            try:
+                await self._unlink_in(other)
+            finally:
+                await other.aclose()
+
+    async def _unlink_in(self, client: Any) -> None:
         batch: list[str] = []
-        async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
+        async for key in client.scan_iter(match=self.keys.scan_pattern, count=1000):
             batch.append(key)
             if len(batch) >= 1000:
-                await self.redis.unlink(*batch)
+                await client.unlink(*batch)
                 batch.clear()
         if batch:
-            await self.redis.unlink(*batch)
+            await client.unlink(*batch)
 
     async def close(self) -> None:
         for client in (self.redis, self.entries):

@@ -10,7 +10,7 @@ import pytest
 import redis as redis_sync
 from redis.exceptions import NoPermissionError
 
-from jobpool.queue import QueueError, QueueFull, acl
+from jobpool.queue import QueueError, QueueFull, acl, connection
 from jobpool.queue.keys import GROUP, PoolKeys
 from jobpool.queue.upkeep import MAX_WORKERS
 
@@ -37,8 +37,32 @@ def test_tenants_run_no_info_and_no_select(users, role):  # noqa: F811
     # a URL that names another db: its users may SELECT (and deletion then scans every db)
     rules = acl.user_rules("it", users.pool, role, ("pw",), select=True)
     assert "+select" in rules and rules.index("+select") > rules.index("-@all")
-    assert acl.names_a_db("redis://h:6379/2") and not acl.names_a_db("redis://h:6379/0")
-    assert not acl.names_a_db("redis://h:6379") and acl.names_a_db("redis+sentinel://s:26379/m/3")
+    assert connection.names_a_db("redis://h:6379/2") and not connection.names_a_db("redis://h:6379/0")
+    assert not connection.names_a_db("redis://h:6379") and connection.names_a_db("redis+sentinel://s:26379/m/3")
+
+
+def test_on_a_url_naming_a_db_users_may_select_and_deletion_scans_every_db(redis_server, pool_name):
+    url = connection.with_db(redis_server.url, 2)
+    assert connection.names_a_db(url) and connection.with_db(url, 0).endswith("/0")
+    name = acl.user_name("it", pool_name, acl.WORKER)
+    admin = SyncQueue(url, "it", pool_name)
+    admin.loop.run_until_complete(acl.apply_user(admin.queue.redis, acl.PoolUser("it", pool_name, acl.WORKER, ("pw",)),
+                                                 select=True))
+    try:
+        worker = SyncQueue(acl.user_url(url, name, "pw"), "it", pool_name)
+        worker.submit_many([{"n": 1}])   # connects with SELECT 2
+        worker.close()
+        client = redis_sync.Redis.from_url(acl.user_url(url, name, "pw"))
+        client.execute_command("SELECT", "5")
+        client.set(PoolKeys("it", pool_name).key("hidden"), "x")   # its own tag, another db
+        admin.delete_all()
+        server = redis_sync.Redis.from_url(redis_server.url)
+        for db in (2, 5):
+            server.execute_command("SELECT", db)
+            assert server.keys(PoolKeys("it", pool_name).scan_pattern) == [], db
+    finally:
+        admin.loop.run_until_complete(acl.delete_users(admin.queue.redis, "it", pool_name))
+        admin.close()
 
 
 def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue, producer):  # noqa: F811
