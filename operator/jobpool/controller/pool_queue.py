@@ -114,21 +114,22 @@ class PoolQueue:
 
     async def stats(self, spec: JobPoolSpec) -> QueueStats | Problem:
         assert self.queue is not None
-        if time.monotonic() - self.upkept >= UPKEEP_INTERVAL_SECONDS:
-            await self._upkeep()
+        await self._upkeep(full=time.monotonic() - self.upkept >= UPKEEP_INTERVAL_SECONDS)
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
                 return await self.queue.stats()
         except Exception as exc:  # any backend failure means "unreachable" for the pool
             return queue_unavailable(spec, self.url or "", exc)
 
-    async def _upkeep(self) -> None:
-        """Before the stats read: the memory sample, bounded structures, wedges undone (queue.upkeep)."""
+    async def _upkeep(self, full: bool) -> None:
+        """Before every stats read, the bounds of what it walks; every UPKEEP_INTERVAL_SECONDS, also
+        the memory sample and the wedges undone (queue.upkeep)."""
         assert self.queue is not None
-        self.upkept = time.monotonic()
+        if full:
+            self.upkept = time.monotonic()
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
-                found = await self.queue.upkeep()
+                found = await self.queue.upkeep(full=full)
         except Exception as exc:  # a URL without the rights (a user's own queue): stats still runs
             log.debug("%s/%s: no upkeep of the queue: %s", self.pool.namespace, self.pool.name, exc)
             return

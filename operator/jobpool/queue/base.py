@@ -231,9 +231,10 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats: ...
 
     @abc.abstractmethod
-    async def upkeep(self) -> tuple[str, ...]:
+    async def upkeep(self, *, full: bool = True) -> tuple[str, ...]:
         """The operator's pass over the pool's keys with its own connection: publish what tenants'
-        submits check, bound what it reads, undo wedges; returns what it repaired, one line each."""
+        submits check, bound what it reads, undo wedges (not `full`: only bound what the stats read
+        walks); returns what it repaired, one line each."""
         return ()
 
     async def delete_all(self) -> None:

@@ -586,9 +586,9 @@ class RedisStreamsQueue(Queue):
                 args=[GROUP, int(time.time() * 1000)])
         return stats_from_reply(length, pending, delayed, dead, counters, workers, held)
 
-    async def upkeep(self) -> tuple[str, ...]:
+    async def upkeep(self, *, full: bool = True) -> tuple[str, ...]:
         with self._errors():
-            return (await self._call(upkeep.upkeep, self.redis, self.keys, self.url)).problems
+            return (await self._call(upkeep.upkeep, self.redis, self.keys, self.url, full=full)).problems
 
     async def delete_all(self) -> None:
         with self._errors():

@@ -73,19 +73,25 @@ async def publish_memory_sample(client: Any, keys: PoolKeys, url: str) -> None:
     await client.hset(keys.memory, mapping={"sample": sample, "added": 0, "publisher": "operator"})
 
 
-async def upkeep(client: Any, keys: PoolKeys, url: str) -> Upkeep:
-    """One pass over the pool's keys (a decode_responses client with the rights to repair them)."""
+async def upkeep(client: Any, keys: PoolKeys, url: str, *, full: bool = True) -> Upkeep:
+    """One pass over the pool's keys (a decode_responses client with the rights to repair them).
+    Not `full`: only the bounds of what the stats read walks (two HLENs, before every read)."""
+    if not full:
+        return Upkeep(tuple(await _bound(client, keys, consumers=False)))
     await publish_memory_sample(client, keys, url)
-    problems = await _bound(client, keys)
+    problems = await _bound(client, keys, consumers=True)
     problems += await _repair_stream(client, keys)
     return Upkeep(tuple(problems))
 
 
-async def _bound(client: Any, keys: PoolKeys) -> list[str]:
-    workers = await client.hlen(keys.workers)
-    counters = await client.hlen(keys.counters)
-    groups = await client.xinfo_groups(keys.stream) if await client.exists(keys.stream) else []
-    group = next((g for g in groups if g["name"] == GROUP), None)
+async def _bound(client: Any, keys: PoolKeys, *, consumers: bool) -> list[str]:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hlen(keys.workers)
+        pipe.hlen(keys.counters)
+        workers, counters = await pipe.execute()
+    group = None
+    if consumers and await client.exists(keys.stream):
+        group = next((g for g in await client.xinfo_groups(keys.stream) if g["name"] == GROUP), None)
     consumers = int(group["consumers"]) if group else 0
     found = oversized(workers, counters, consumers)
     if workers > MAX_WORKERS:
