@@ -180,6 +180,14 @@ def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
     assert by_kind(render(kube_cluster, "redis.networkPolicy.enabled=false"), "NetworkPolicy") == []
 
 
+def test_bundled_redis_image_is_pinned_by_digest_unless_a_local_image_clears_it(kube_cluster):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["redis"]["image"]
+    assert values["digest"].startswith("sha256:") and len(values["digest"]) == 71
+    assert redis_parts(render(kube_cluster))[1]["image"] == f"redis:{values['tag']}@{values['digest']}"
+    local = render(kube_cluster, "redis.image.repository=jobpool-redis", "redis.image.tag=dev", "redis.image.digest=")
+    assert redis_parts(local)[1]["image"] == "jobpool-redis:dev"
+
+
 def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
     docs = render(kube_cluster, "redis.auth.enabled=false")
     assert by_kind(docs, "Secret") == []
@@ -192,7 +200,8 @@ def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
 @pytest.mark.parametrize("bad", ["replicas=-1", "metricsPort=0", "image.pullPolicy=Sometimes",
                                  "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
                                  "redis.persistence.size=lots", "redis.auth.enabled=maybe",
-                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100"])
+                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100",
+                                 "redis.image.digest=latest", "redis.image.digest=sha256:abc"])
 def test_bad_values_are_refused(kube_cluster, bad):
     result = helm(kube_cluster, "template", "jp", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr

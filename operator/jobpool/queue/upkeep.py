@@ -12,6 +12,8 @@ import dataclasses
 import time
 from typing import Any
 
+from redis.exceptions import NoPermissionError
+
 from . import connection
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
@@ -78,7 +80,10 @@ async def upkeep(client: Any, keys: PoolKeys, url: str, *, full: bool = True) ->
     Not `full`: only the bounds of what the stats read walks (two HLENs, before every read)."""
     if not full:
         return Upkeep(tuple(await _bound(client, keys, consumers=False)))
-    await publish_memory_sample(client, keys, url)
+    try:
+        await publish_memory_sample(client, keys, url)
+    except NoPermissionError:   # a URL of the user's own without INFO: its submits sample themselves
+        pass
     problems = await _bound(client, keys, consumers=True)
     problems += await _repair_stream(client, keys)
     return Upkeep(tuple(problems))
