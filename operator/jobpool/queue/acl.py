@@ -28,7 +28,7 @@ _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 _CLIENT = ("evalsha", "script|load", "ping", "cluster|slots", "command",
            "command|getkeys")
 # Tenants get no INFO (any section shows the whole server): the operator publishes the memory
-# sample the submit script checks (RedisStreamsQueue.publish_memory_sample); the script's own
+# sample the submit script checks (upkeep.publish_memory_sample); the script's own
 # INFO serves a single-user queue with no operator.
 _NOT_FOR_TENANTS = frozenset({"info|memory"})
 # What streams.py sends outside scripts, by role.
