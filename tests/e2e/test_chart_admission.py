@@ -81,7 +81,8 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
     denied = {
         "another name": lambda b: b["metadata"].update(name="anything"),
         "no JobPool owner": lambda b: b["metadata"].pop("ownerReferences"),
-        "another owner kind": lambda b: b["metadata"]["ownerReferences"][0].update(kind="ReplicaSet"),
+        "another owner kind": lambda b: b["metadata"].update(ownerReferences=[{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "denied", "uid": other.uid, "controller": True}]),
         "not labelled the operator's": lambda b: b["metadata"]["labels"].pop("app.kubernetes.io/managed-by"),
         "another pool's pods": lambda b: (b["spec"]["selector"]["matchLabels"].update({"jobpool.dev/pool": "allowed"}),
                                            b["spec"]["template"]["metadata"]["labels"].update(
