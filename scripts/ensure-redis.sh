@@ -5,7 +5,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server not found: installing Debian's redis-server package" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq redis-server >/dev/null
   # The package may start a system instance on 6379; jobpool starts its own on free ports.
   (command -v service >/dev/null && $SUDO service redis-server stop >/dev/null 2>&1) || true
 fi

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.images",
     "tests.fixtures.real_node",
+    "tests.fixtures.timings",
 ]

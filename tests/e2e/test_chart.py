@@ -10,6 +10,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from jobpool.controller import builders
+from jobpool.queue.redis import server
 from tests.e2e.operator_harness import (OperatorProcess, apply, condition, get, items, kubeconfig_for_token,
                                         pool_manifest, unique)
 from tests.helpers import ROOT, wait_until
@@ -158,6 +159,16 @@ def test_bundled_redis_has_a_maxmemory_below_its_memory_limit_and_never_evicts(k
         result = helm(kube_cluster, "template", "jp", str(CHART), "--set",
                       f"redis.resources.limits.memory={limit}", check=False)
         assert result.returncode != 0 and said in result.stderr, result.stderr
+
+
+def test_bundled_redis_bounds_what_one_client_can_do_to_the_others(kube_cluster):
+    """The settings jobpool's tests run the preallocation attack against (redis/server.py)."""
+    args = redis_parts(render(kube_cluster))[1]["args"]
+    assert {name: args[args.index(f"--{name}") + 1] for name in server.CLIENT_BOUNDS} == server.CLIENT_BOUNDS
+    args = redis_parts(render(kube_cluster, "redis.clientBounds.timeout=60"))[1]["args"]
+    assert args[args.index("--timeout") + 1] == "60"
+    result = helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.clientBounds.timeout=lots", check=False)
+    assert result.returncode != 0 and "clientBounds/timeout" in result.stderr, result.stderr
 
 
 def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):

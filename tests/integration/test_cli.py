@@ -183,3 +183,14 @@ def test_a_long_submit_draws_a_progress_bar_on_a_terminal(redis_server, pool_nam
     assert done.returncode == 0 and len(done.stdout.split()) == 5000
     assert b"submit [##############################] 5,000/5,000 100%" in terminal
     assert queue.stats().submitted == 5000
+
+
+def test_commands_print_nothing_on_stderr_even_with_warnings_as_errors(redis_server, pool_name):
+    """A dependency's new warning (redis-py 8 warned on every command) must fail here, not reach
+    every user's terminal: each command runs with `-W error` and must leave stderr empty."""
+    base = ["--queue", redis_server.url, "--namespace", "it", pool_name]
+    for argv in (["submit", *base, "--payload", "1"], ["status", *base], ["results", *base],
+                 ["dlq", "list", *base]):
+        done = subprocess.run([sys.executable, "-W", "error", "-m", "jobpool.cli", *argv],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr) == (0, ""), argv

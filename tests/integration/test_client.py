@@ -38,10 +38,10 @@ def test_the_async_client(redis_server, pool_name):
     asyncio.run(scenario())
 
 
-def evalsha_calls(url: str) -> int:
+def function_calls(url: str) -> int:
     client = redis.Redis.from_url(url)
     try:
-        return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        return client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
     finally:
         client.close()
 
@@ -51,12 +51,12 @@ def test_overlapping_async_submits_travel_together_and_each_gets_its_own_id(redi
     async def scenario():
         async with jobpool.AsyncClient(redis_server.url, "it", pool_name) as client:
             await client.submit(0)
-            calls = evalsha_calls(redis_server.url)
+            calls = function_calls(redis_server.url)
             ids = await asyncio.gather(*(client.submit(n) for n in range(100)),
                                        client.submit("given", id="fixed"),
                                        client.submit("again", id="fixed"))
-            round_trips = evalsha_calls(redis_server.url) - calls
-            assert round_trips <= 5, f"{round_trips} script calls for 102 overlapping submits"
+            round_trips = function_calls(redis_server.url) - calls
+            assert round_trips <= 5, f"{round_trips} function calls for 102 overlapping submits"
             assert len(set(ids[:100])) == 100 and ids[100:] == ["fixed", "fixed"]
             assert (await client.status()).submitted == 1 + 100 + 1   # a known id: once
             await client.queue.delete_all()

@@ -20,8 +20,8 @@ def base_install(tmp_path_factory) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     venv.create(work / "venv", with_pip=True)
     bin_dir = work / "venv" / "bin"
-    subprocess.run([bin_dir / "pip", "install", "--quiet", "--disable-pip-version-check", str(work)],
-                   check=True, timeout=600)
+    subprocess.run([bin_dir / "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--constraint", ROOT / "constraints.txt", str(work)], check=True, timeout=600)
     return bin_dir
 
 

@@ -12,7 +12,9 @@
 # `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
 # -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
 # (kube-network-policies of `tools/build.sh kube-network-policies`).
-# Usage: tools/images/images.sh [build|node|stop|clean|docker-host]   (default: build)
+# `sources` prints a hash of what the images are built from; `build` records it in
+# .docker/images.sources, so the test session can tell built images from stale ones.
+# Usage: tools/images/images.sh [build|node|stop|clean|docker-host|sources]   (default: build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -117,7 +119,7 @@ base_image() {
 # pip runs on the host, its environment markers (python_full_version) told the image's version.
 wheelhouse() {
     local version="$1" key dir
-    key="$({ cat "$root/pyproject.toml"; "$root/.venv/bin/python" --version; echo "$version"; } \
+    key="$({ cat "$root/pyproject.toml" "$root/constraints.txt"; "$root/.venv/bin/python" --version; echo "$version"; } \
         | sha256sum | cut -c1-12)"
     dir="$cache_root/wheels-$key"
     if [[ ! -f "$dir/complete" ]]; then
@@ -126,7 +128,7 @@ wheelhouse() {
         IMAGE_PYTHON="$version" "$root/.venv/bin/python" -c 'import os, platform, runpy
 platform.python_version = lambda: os.environ["IMAGE_PYTHON"]
 runpy.run_module("pip", run_name="__main__")' wheel --quiet --disable-pip-version-check --wheel-dir "$dir" \
-            "$root[operator]" "setuptools>=68" wheel >&2
+            --constraint "$root/constraints.txt" "$root[operator]" "setuptools>=68" wheel >&2
         rm -f "$dir"/jobpool-*.whl   # the image builds the project itself from its sources
         touch "$dir/complete"
     fi
@@ -146,8 +148,16 @@ build_image() {
     rm -f "$log"
 }
 
+# A hash of the files the images are built from.
+sources_hash() {
+    (cd "$root" && find operator/jobpool operator/Dockerfile worker_image pyproject.toml \
+        constraints.txt tools/images examples/01-minimal -type f ! -path '*/__pycache__/*' \
+        ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
 build() {
-    local start=$SECONDS python_base redis_base build_base wheels
+    local start=$SECONDS python_base redis_base build_base wheels sources
+    sources="$(sources_hash)"
     ensure_daemon
     python_base="$(base_image python python3,python3-venv,ca-certificates)"
     redis_base="$(base_image redis redis-server)"
@@ -163,6 +173,7 @@ build() {
         -f "$here/redis.Dockerfile" "$here"
     build_image --build-arg "WORKER_IMAGE=jobpool-worker:$tag" -t "jobpool-examples:$tag" \
         "$root/examples/01-minimal"
+    echo "$sources" >"$state/images.sources"
     echo "images: built in $((SECONDS - start))s (docker at ${DOCKER_HOST:-the default socket}):"
     local image
     for image in operator worker redis examples; do
@@ -201,5 +212,6 @@ node) node_images ;;
 stop) stop_daemon ;;
 clean) stop_daemon; rm -rf "$state" ;;
 docker-host) ensure_daemon >&2; echo "${DOCKER_HOST:-unix:///var/run/docker.sock}" ;;
-*) echo "usage: $0 [build|node|stop|clean|docker-host]" >&2; exit 2 ;;
+sources) sources_hash ;;
+*) echo "usage: $0 [build|node|stop|clean|docker-host|sources]" >&2; exit 2 ;;
 esac

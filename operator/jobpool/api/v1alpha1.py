@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from ..queue.codec import HANDLER_PATTERN
+from ..queue.codec import HANDLER_PATTERN, MAX_PAYLOAD_BYTES_ALLOWED
 
 GROUP = "jobpool.dev"
 VERSION = "v1alpha1"
@@ -68,7 +68,7 @@ class QueueSpec(Model):
         default=100000, ge=1,
         description="Backpressure: at most this many jobs wait; submitters then wait or fail.")
     max_payload_bytes: int = Field(
-        default=1048576, ge=1, le=536870912,
+        default=1048576, ge=1, le=MAX_PAYLOAD_BYTES_ALLOWED,
         description="Largest payload (bytes of its JSON) a submit may enqueue; a larger one is "
                     "refused, naming the job, and nothing of that submit is enqueued.")
     durability: Literal["async", "replicated"] = Field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..api import JobPoolSpec
-from ..queue.streams import DEFAULT_VISIBILITY_TIMEOUT
+from ..queue.redis.queue import DEFAULT_VISIBILITY_TIMEOUT
 from ..worker.config import SETTINGS
 
 WAIT_MARGIN_SECONDS = 5.0

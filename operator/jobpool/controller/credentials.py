@@ -24,6 +24,7 @@ from typing import Any, Callable
 from redis.exceptions import RedisError
 
 from ..queue import acl, connection
+from ..queue.redis import library
 from ..queue.codec import redact_url
 from . import builders, reasons
 from .kube import KubeApi
@@ -120,12 +121,23 @@ class QueueAdmin:
 
     def __init__(self, url: str):
         self.url = url
+        self.library_checked_at = -CHECK_SECONDS
         self.redis = connection.connect(url, decode_responses=False,
                                         socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
                                         socket_timeout=COMMAND_TIMEOUT_SECONDS)
 
     async def apply(self, user: acl.PoolUser) -> None:
+        await self.ensure_library()
         await acl.apply_user(self.redis, user, select=connection.names_a_db(self.url))
+
+    async def ensure_library(self) -> None:
+        """The queue's functions library on every master, checked as often as a pool's users: a
+        Redis restart keeps it (functions are persisted), a new or replaced master has none."""
+        if time.monotonic() - self.library_checked_at < CHECK_SECONDS:
+            return
+        if await library.load_everywhere(self.redis):
+            log.info("loaded the queue's functions library %s on %s", library.name(), redact_url(self.url))
+        self.library_checked_at = time.monotonic()
 
     async def delete_users(self, namespace: str, pool: str) -> int:
         return await acl.delete_users(self.redis, namespace, pool)

@@ -1,7 +1,7 @@
 """The queue: one protocol (`Queue`) and its Redis Streams implementation."""
 from .base import (DeadJob, Job, PayloadTooLarge, Queue, QueueError, QueueFull, QueueStats,
                    QueueUnavailable, Result, WorkerInfo)
-from .streams import RedisStreamsQueue, open_queue
+from .redis.queue import RedisStreamsQueue, open_queue
 
 __all__ = [
     "DeadJob", "Job", "PayloadTooLarge", "Queue", "QueueError", "QueueFull", "QueueStats", "QueueUnavailable",

@@ -1,10 +1,11 @@
 """Redis ACL users of one pool: what a worker and a producer may run, and on which keys.
 
-The commands come from the scripts themselves (Redis checks ACLs inside Lua scripts too)
-plus the few commands `streams.py` sends outside them, so a script that starts calling a new
-command extends the users with it. Key patterns are the pool's hash tag, so one pool's
-credentials reach no other pool's keys and no server-wide command (FLUSHALL, CONFIG, KEYS,
-SCAN, MONITOR, ACL, ...).
+The commands come from the library's functions themselves (Redis checks ACLs inside
+functions too, against the caller's user) plus the few commands `redis/queue.py` sends outside
+them, so a function that starts calling a new command extends the users with it. A user runs the
+library's functions (FCALL) and no code of its own: no EVAL, EVALSHA, SCRIPT or FUNCTION.
+Key patterns are the pool's hash tag, so one pool's credentials reach no other pool's keys and
+no server-wide command (FLUSHALL, CONFIG, KEYS, SCAN, MONITOR, ACL, ...).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import re
 import urllib.parse
 from typing import Any
 
-from . import connection, scripts
+from . import connection
+from .redis import functions, library
 from .keys import PoolKeys
 
 WORKER, PRODUCER = "worker", "producer"
@@ -23,30 +25,24 @@ ROLES = (WORKER, PRODUCER)
 _CONTAINERS = {"XGROUP", "XINFO", "INFO", "SCRIPT", "CLIENT"}
 _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 
-# redis-py runs a script by EVALSHA and loads it on NOSCRIPT; a cluster client reads the slot
-# map and the command table (to find keys) when it connects.
-_CLIENT = ("evalsha", "script|load", "ping", "cluster|slots", "command",
-           "command|getkeys")
-# Tenants get no INFO (any section shows the whole server): the operator publishes the memory
-# sample the submit script checks (upkeep.publish_memory_sample); the script's own
-# INFO serves a single-user queue with no operator.
+# FCALL of the library's functions; a cluster client reads the slot map and the command table
+# (to find keys) when it connects. SELECT only for a URL naming a db other than 0 (user_rules).
+_CLIENT = ("fcall", "ping", "cluster|slots", "command", "command|getkeys")
+# Tenants get no INFO (any section shows the whole server): submit.lua reads INFO only when its
+# caller may (redis.acl_check_cmd), else the sample the operator stores each pass (sample_memory).
 _NOT_FOR_TENANTS = frozenset({"info|memory"})
-# What streams.py sends outside scripts, by role.
+# What redis/queue.py sends outside functions, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
     WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget", "wait"),
     # the payload limit before a large submit; result and results; WAIT for replicated durability
     PRODUCER: ("hget", "get", "xread", "wait"),
 }
-_SCRIPTS = {
-    WORKER: ("SUBMIT", "FETCH", "ACK", "ACK_THEN_FETCH", "TRIM_RESULTS", "FAIL", "RELEASE",
-             "HEARTBEAT", "UNREGISTER", "STATS", "REPLAY", "PURGE"),
-    PRODUCER: ("SUBMIT", "STATS"),
-}
-# Redis checks every key a script is given as one it may read and write, so a producer holds
-# the keys its scripts name; the commands that write are each confined (by an ACL selector) to
+_FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_FUNCTIONS}
+# Redis checks every key a function is given as one it may read and write, so a producer holds
+# the keys its functions name; the commands that write are each confined (by an ACL selector) to
 # the one key they must write: a producer submits and reads, it cannot fetch, ack or delete.
-# The submit script is given the result key of every caller-given id (also of a submit sent
+# The submit function is given the result key of every caller-given id (also of a submit sent
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
                   "result:*", "memory")
@@ -56,12 +52,12 @@ _PRODUCER_READS = {"results": ("xread",)}
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
                     "memory": ("hincrby",)}   # what its submits added since the operator's memory sample
-# Called by the submit script only for a memory sample of its own, which needs INFO: never a tenant's.
+# submit.lua HSETs the memory hash only for a sample of its own, which needs INFO: never a tenant's.
 _PRODUCER_UNUSED = ("hset",)
 
 
 def script_commands(source: str) -> frozenset[str]:
-    """The commands a Lua script calls, as ACL rules name them (lower case, `cmd|sub`)."""
+    """The commands Lua source calls, as ACL rules name them (lower case, `cmd|sub`)."""
     found = set()
     for command, first in _CALL.findall(source):
         name = command.lower()
@@ -72,9 +68,9 @@ def script_commands(source: str) -> frozenset[str]:
 
 
 def role_commands(role: str) -> tuple[str, ...]:
-    used = set(_CLIENT) | set(_DIRECT[role])
-    for script in _SCRIPTS[role]:
-        used |= script_commands(getattr(scripts, script))
+    used = set(_CLIENT) | set(_DIRECT[role]) | script_commands(library.sources()[library.PRELUDE])
+    for function in _FUNCTIONS[role]:
+        used |= script_commands(library.sources()[function.NAME])
     return tuple(sorted(used - _NOT_FOR_TENANTS))
 
 

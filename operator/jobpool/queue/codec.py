@@ -13,6 +13,7 @@ from .base import QueueError
 
 MAX_ID_LENGTH = 256
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20     # a pool's payload limit when spec.queue sets none
+MAX_PAYLOAD_BYTES_ALLOWED = 512 << 20   # the largest spec.queue.maxPayloadBytes (Redis's bulk sizes)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

@@ -7,7 +7,7 @@ Redis Cluster. This is the one place that reads the topology out of a URL.
 
 The user and password are the Redis ones (also for the per-pool ACL users); sentinels that
 require a password of their own take it as `sentinel_password`. A pool's keys share one hash
-tag, so on a cluster each pool lives on one shard and every script runs on one node.
+tag, so on a cluster each pool lives on one shard and every function runs on one node.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import redis.connection
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, NoScriptError, ReadOnlyError,
-                              RedisClusterException, TimeoutError, TryAgainError)
+from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, ReadOnlyError,
+                              RedisClusterException, ResponseError, TimeoutError, TryAgainError)
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 _TOPOLOGIES = {"redis": SINGLE, "rediss": SINGLE, "unix": SINGLE,
@@ -164,6 +164,27 @@ async def on_every_server(client: Any, *command: Any) -> list[Any]:
     return replies
 
 
+async def on_every_master(client: Any, action: Any) -> list[Any]:
+    """`action(server)` on every master of the queue (each master of a cluster, the one master
+    otherwise): what replication carries (functions) needs only the masters."""
+    if not isinstance(client, RedisCluster):
+        return [await _retried(client, action)]
+    view = await _retried(client, _cluster_view)
+    kwargs = client.connection_kwargs
+    replies = []
+    for address, info in view.items():
+        if "master" not in info["flags"] or "fail" in info["flags"]:
+            continue
+        host, port = address.rsplit(":", 1)
+        server = aioredis.Redis(host=host, port=int(port), **{
+            name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs})
+        try:
+            replies.append(await action(server))
+        finally:
+            await server.aclose()
+    return replies
+
+
 async def _retried(client: Any, action: Any) -> Any:
     """`action(client)`, once more on fresh connections if a pooled one died in a failover."""
     try:
@@ -197,29 +218,29 @@ async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, require
 _REPLICA_KWARGS = ("username", "password", "socket_timeout", "socket_connect_timeout")
 
 
-async def run_replicated(script: Any, keys: list[str], args: list[Any], wait_ms: int) -> tuple[Any, int]:
-    """Run a registered script, then `WAIT 1 wait_ms` on the same connection (WAIT counts the
-    replicas that have this connection's writes). Returns (script reply, replicas that have it)."""
-    client = script.registered_client
+async def run_replicated(client: Any, command: tuple, wait_ms: int, call: Any,
+                         load_library: Any) -> tuple[Any, int]:
+    """Run a function (`call(client, command)`, FCALL), then `WAIT 1 wait_ms` on the same
+    connection (WAIT counts the replicas that have this connection's writes). Returns (the
+    function's reply, replicas that have it)."""
     if not isinstance(client, RedisCluster):
         async with client.client() as pinned:   # one connection for both commands
-            reply = await script(keys=keys, args=args, client=pinned)
+            reply = await call(pinned, command)
             return reply, await pinned.execute_command("WAIT", 1, wait_ms)
-    reply, replicas = await _script_and_wait(client, script, keys, args, wait_ms)
-    if isinstance(reply, NoScriptError):   # not loaded on this node yet (or since a failover)
-        await client.script_load(script.script)
-        reply, replicas = await _script_and_wait(client, script, keys, args, wait_ms)
+    reply, replicas = await _call_and_wait(client, command, wait_ms)
+    if isinstance(reply, ResponseError) and "function not found" in str(reply).lower():
+        await load_library(client)   # a node without the library: a fresh server
+        reply, replicas = await _call_and_wait(client, command, wait_ms)
     for outcome in (reply, replicas):
         if isinstance(outcome, Exception):
             raise outcome
     return reply, replicas
 
 
-async def _script_and_wait(client: RedisCluster, script: Any, keys: list[str], args: list[Any],
-                           wait_ms: int) -> list[Any]:
+async def _call_and_wait(client: RedisCluster, command: tuple, wait_ms: int) -> list[Any]:
     """One pipeline to the node of the keys' slot: it sends both commands on one connection."""
     await client.initialize()
     pipe = client.pipeline()
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(keys[0]))
+    pipe.execute_command(*command)
+    pipe.execute_command("WAIT", 1, wait_ms, target_nodes=client.get_node_from_key(command[3]))
     return await pipe.execute(raise_on_error=False)

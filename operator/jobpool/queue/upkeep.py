@@ -1,5 +1,5 @@
-"""What the operator does to one pool's keys on each pass, with its own (admin) connection:
-publish the Redis memory sample the submit script checks (tenants run no INFO), keep the
+"""What the operator does to one pool's keys on each pass, with its own (admin) connection
+(besides storing the memory sample tenants' submits check: the library's sample_memory): keep the
 structures it reads each tick bounded, and undo what a pool's own credentials could do to wedge
 its queue (a forged maximal stream id, a consumer group moved past waiting entries).
 
@@ -9,12 +9,8 @@ decisions are pure functions below, the reads and writes are in `upkeep`.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
-from redis.exceptions import NoPermissionError
-
-from . import connection
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 # Per-pool structures the operator reads every tick (the stats script walks them whole): more
@@ -63,29 +59,13 @@ def id_after(a: str, b: str) -> bool:
     return (int(am), int(an)) > (int(bm), int(bn or 0))
 
 
-async def publish_memory_sample(client: Any, keys: PoolKeys, url: str) -> None:
-    """INFO memory of the pool's server into its memory hash (publisher = operator, added reset):
-    tenants' submits check it with no INFO of their own."""
-    if connection.topology(url) == connection.CLUSTER:
-        await client.initialize()   # the slot map (a no-op once read)
-        info = await client.info("memory", target_nodes=client.get_node_from_key(keys.memory))
-    else:
-        info = await client.info("memory")
-    sample = f"{int(info['used_memory'])}:{int(info['maxmemory'])}:{int(time.time() * 1000)}"
-    await client.hset(keys.memory, mapping={"sample": sample, "added": 0, "publisher": "operator"})
-
-
-async def upkeep(client: Any, keys: PoolKeys, url: str, *, full: bool = True) -> Upkeep:
+async def upkeep(client: Any, keys: PoolKeys, *, full: bool = True) -> Upkeep:
     """One pass over the pool's keys (a decode_responses client with the rights to repair them).
-    Not `full`: only the bounds of what the stats read walks (two HLENs, before every read)."""
-    if not full:
-        return Upkeep(tuple(await _bound(client, keys, consumers=False)))
-    try:
-        await publish_memory_sample(client, keys, url)
-    except NoPermissionError:   # a URL of the user's own without INFO: its submits sample themselves
-        pass
-    problems = await _bound(client, keys, consumers=True)
-    problems += await _repair_stream(client, keys)
+    Not `full`: only the bounds of what the stats read walks (two HLENs, before every read).
+    The memory sample is the library's sample_memory function (RedisStreamsQueue.upkeep)."""
+    problems = await _bound(client, keys, consumers=full)
+    if full:
+        problems += await _repair_stream(client, keys)
     return Upkeep(tuple(problems))
 
 

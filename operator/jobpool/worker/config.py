@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from ..queue.codec import handler_problem, name_problem
 from ..queue.keys import RELEASED_CONSUMER
-from ..queue.streams import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
+from ..queue.redis.queue import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
 
 
 class ConfigError(ValueError):

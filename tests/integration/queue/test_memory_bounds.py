@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from jobpool.queue import QueueFull
-from jobpool.queue.streams import SUBMIT_MEMORY_SHARE
+from jobpool.queue.redis.submit import SUBMIT_MEMORY_SHARE
 from tests.fixtures.redis import running_redis
 
 from tests.helpers import SyncQueue, wait_until

@@ -21,6 +21,7 @@ import redis as redis_sync
 from jobpool import Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
+from jobpool.queue.redis import library
 from jobpool.queue.keys import PoolKeys
 
 from tests.integration.queue import test_streams as test_queue_redis
@@ -114,6 +115,9 @@ def test_a_pools_users_are_set_on_every_node_and_run_the_pool(redis_cluster, poo
             admin.loop.run_until_complete(client.apply(user))
         for node in redis_cluster.live():
             assert set(node.client().acl_users()) >= {user.name for user in users.values()}
+            # the library, loaded on every master with the users, replicated to every replica
+            wait_until(lambda: node.client().function_list(library=library.name()),
+                       what=f"the functions library on node {node.port}")
         urls = {role: acl.user_url(redis_cluster.url, user.name, f"{role}-pw") for role, user in users.items()}
         spawn_worker(url=urls[acl.WORKER], handler="tests.integration.handlers:echo")
         with Client(urls[acl.PRODUCER], "it", pool_name) as producer:

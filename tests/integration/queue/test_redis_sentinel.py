@@ -18,6 +18,7 @@ import pytest
 from jobpool import AsyncClient, Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
+from jobpool.queue.redis import library
 
 from tests.integration.queue import test_streams as test_queue_redis
 from tests.helpers import ROOT, SyncQueue, wait_until
@@ -88,6 +89,8 @@ def test_a_pools_users_are_set_on_master_and_replica_and_survive_a_failover(redi
             assert {u.name for u in users.values()} <= set(redis_sentinel._client(node).acl_users())
         urls = {role: acl.user_url(redis_sentinel.url, user.name, f"{role}-pw") for role, user in users.items()}
         redis_sentinel.fail_over()
+        # the promoted replica has the functions library the operator loaded on the master
+        assert redis_sentinel._client(redis_sentinel.current_master()).function_list(library=library.name())
         spawn_worker(url=urls[acl.WORKER], handler="tests.integration.handlers:echo")
         with Client(urls[acl.PRODUCER], "it", pool_name) as producer:
             ids = producer.submit_many([{"n": i} for i in range(10)])

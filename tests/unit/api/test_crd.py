@@ -21,7 +21,7 @@ def committed():
 
 def test_committed_crd_is_up_to_date():
     assert CRD_FILE.read_text() == crd.render(), (
-        "charts/jobpool/crds is stale: run `python -m jobpool.api.crd > charts/jobpool/crds/jobpool.dev_jobpools.yaml`")
+        "charts/jobpool/crds is stale: run `make crd`")
 
 
 def version(committed):

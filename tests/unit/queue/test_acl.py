@@ -1,18 +1,28 @@
 """The ACL rules of a pool's users, as pure functions (tests/integration/queue/test_acl.py runs them)."""
-from jobpool.queue import acl, scripts
+from jobpool.queue import acl
+from jobpool.queue.redis import library
 
 
-def test_the_commands_are_read_from_the_scripts():
-    assert "info|memory" in acl.script_commands(scripts.SUBMIT)
-    assert {"xautoclaim", "xinfo|consumers", "xgroup|delconsumer", "xreadgroup"} <= acl.script_commands(scripts.FETCH)
-    assert "xpending" in acl.script_commands(scripts.RELEASE)    # called through pcall
+def test_the_commands_are_read_from_the_library():
+    source = library.sources()
+    assert "info|memory" in acl.script_commands(source[library.PRELUDE])
+    assert {"xautoclaim", "xinfo|consumers", "xgroup|delconsumer", "xreadgroup"} <= acl.script_commands(source["fetch"])
+    assert "xpending" in acl.script_commands(source["release"])    # called through pcall
 
 
 def test_a_producer_gets_no_command_that_fetches_acks_or_deletes():
     assert {"xack", "xreadgroup", "xclaim", "xautoclaim", "xdel", "del", "unlink", "srem", "set"}.isdisjoint(
         acl.role_commands(acl.PRODUCER))
-    assert {"xreadgroup", "xack", "evalsha", "script|load"} <= set(acl.role_commands(acl.WORKER))
-    assert not {"info", "scan", "keys", "eval", "script|flush"} & set(acl.role_commands(acl.WORKER))
+    assert {"xreadgroup", "xack", "fcall"} <= set(acl.role_commands(acl.WORKER))
+
+
+def test_no_user_may_run_code_of_its_own():
+    for role in acl.ROLES:
+        commands = set(acl.role_commands(role))
+        assert "fcall" in commands
+        assert not {"info", "scan", "keys", "eval", "evalsha", "eval_ro", "evalsha_ro", "script|load",
+                    "script|flush", "script|kill", "function|load", "function|delete", "function|flush",
+                    "function|restore", "function|kill"} & commands, role
 
 
 def test_rules_start_from_reset_and_reach_only_the_pools_keys():

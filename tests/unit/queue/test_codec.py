@@ -13,7 +13,7 @@ from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_
                                  payload_size, queue_url_problem, redact_url, retry_delay,
                                  scrub_url, storable_text)
 from jobpool.queue.keys import PoolKeys
-from jobpool.queue.streams import job_from_entry
+from jobpool.queue.redis.entries import job_from_entry
 
 
 @given(attempt=st.integers(1, 200), backoff=st.floats(0, 100), max_backoff=st.floats(0, 1000),

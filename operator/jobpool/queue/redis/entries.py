@@ -1,0 +1,104 @@
+"""Stream entries, results and the stats reply as the Redis queue decodes them: entries are
+read as bytes (any producer may have written them); one that cannot be run still becomes a Job."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..base import Job, QueueStats, WorkerInfo
+from ..codec import RawJSON
+from .fields import ENTRY
+
+def readable(value: bytes) -> str:
+    """Bytes as text; what is not UTF-8 shows as \\x escapes."""
+    return value.decode("utf-8", "backslashreplace")
+
+
+
+
+def stream_entries(reply: Any) -> list:
+    """The entries of a one-stream XREAD/XREADGROUP reply (a list in RESP2, a dict in RESP3)."""
+    if not reply:
+        return []
+    return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+
+
+_ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))   # entries are read as bytes
+
+
+def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str) -> Job:
+    """A stream entry, read as bytes, as a Job. An entry that cannot be run (whoever wrote it)
+    still becomes a Job, marked with `payload_error`, so the worker dead-letters it with that
+    error; its payload bytes travel on unchanged (`payload_text` decodes them losslessly)."""
+    entry = entry_id.decode()
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2]))
+    job_id, id_error = job_id_of(entry, fields.get(_ENTRY_BYTES.id))
+    text, payload, payload_error = payload_of(fields.get(_ENTRY_BYTES.payload))
+    try:
+        used = int(fields.get(_ENTRY_BYTES.attempts, 0))
+    except ValueError:
+        used = 0
+    try:
+        enqueued_at = int(fields.get(_ENTRY_BYTES.time, 0)) / 1000
+    except ValueError:
+        enqueued_at = 0.0
+    return Job(id=job_id, payload=payload, attempts=used + deliveries,
+               enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
+               payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
+               consumer=consumer)
+
+
+def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:
+    """The job id of an entry and what is wrong with it; the entry id stands in for an id
+    that is missing or unusable."""
+    if not raw:
+        return entry, None
+    try:
+        job_id = raw.decode()
+    except UnicodeDecodeError:
+        return entry, (f"queue entry {entry}: its id {raw!r} is not valid UTF-8; the entry id "
+                       f"stands for it")
+    if "\0" in job_id:   # only a foreign producer could write this; NUL separates ack fields
+        return entry, None
+    return job_id, None
+
+
+def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
+    """(the payload text as stored, the payload, what is wrong with it)."""
+    if raw is None:
+        return "", None, f"the queue entry has no payload field {ENTRY.payload!r}"
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        return (raw.decode("utf-8", "surrogateescape"), None,
+                f"payload is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position "
+                f"{exc.start}): {exc.reason}")
+    try:
+        return text, json.loads(text), None
+    except ValueError as exc:
+        return text, None, f"payload is not valid JSON: {exc}"
+    except RecursionError:
+        return text, None, "payload is nested too deeply to decode"
+
+
+def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
+                     counters: list[str], workers: list[str], held: list[str]) -> QueueStats:
+    """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
+    count: its own published count lags behind a burst by up to a publish interval."""
+    count = dict(zip(counters[::2], counters[1::2]))
+    unacknowledged = {name: int(n) for name, n in zip(held[::2], held[1::2])}
+    infos = []
+    for name, text in zip(workers[::2], workers[1::2]):
+        info = json.loads(text)
+        slots = int(info.get("slots", 0))
+        # the published count also covers a slot whose timed-out sync thread still runs (its job is
+        # acknowledged); a restarted worker may hold its former life's jobs until they are reclaimed
+        busy = max(int(info.get("busy", 0)), unacknowledged.get(name, 0))
+        infos.append(WorkerInfo(name, slots, min(busy, slots), float(info.get("lastSeen", 0))))
+    return QueueStats(
+        waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
+        submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
+        retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
+        workers=tuple(sorted(infos, key=lambda w: w.id)),
+        duplicates=int(count.get("duplicates", 0)))

@@ -1,0 +1,36 @@
+"""The field names of the pool's stream entries, one home for Python and the library's prelude.
+
+Three records share short names: `r` is `replayed` in a waiting entry and `result` in a
+results entry; the names below say which.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class EntryFields(NamedTuple):
+    """A waiting or in-flight job in the pool's stream."""
+    id: str = "id"
+    payload: str = "p"          # the payload JSON
+    attempts: str = "a"         # attempts already used
+    time: str = "t"             # enqueued or due, unix ms
+    replayed: str = "r"         # "1" once replayed from the dead letters (counted dead once)
+
+
+class ResultFields(NamedTuple):
+    """A finished job in the results stream."""
+    id: str = "id"
+    result: str = "r"           # the result JSON
+    attempts: str = "a"
+
+
+class DeadFields(NamedTuple):
+    """A job in the dead-letter stream."""
+    id: str = "id"
+    payload: str = "p"
+    attempts: str = "a"
+    error: str = "e"
+    time: str = "t"             # dead-lettered at, unix ms
+
+
+ENTRY, RESULT, DEAD = EntryFields(), ResultFields(), DeadFields()

@@ -1,0 +1,35 @@
+-- stats: the pool's figures at one instant; registrations past their expiry are removed.
+-- -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones),
+--     held(flat: consumer, count)}
+-- `held` is what each consumer has not acknowledged, read with in_flight at the same instant:
+-- the workers' busy slots (their own published counts lag behind a burst by up to a publish
+-- interval).
+register('stats', {
+  keys = {'stream', 'delayed', 'dead', 'counters', 'workers'},
+  args = {'now_ms'},
+  flags = OOM_ALLOWED,
+}, function(k, a)
+  local now = tonumber(a.now_ms)
+  local pending = in_flight_count(k.stream)
+  local held = {}
+  local ok, summary = pcall(redis.call, 'XPENDING', k.stream, GROUP)
+  if ok and summary[4] then
+    for _, consumer in ipairs(summary[4]) do
+      held[#held + 1] = consumer[1]
+      held[#held + 1] = consumer[2]
+    end
+  end
+  local live = {}
+  local all = redis.call('HGETALL', k.workers)
+  for i = 1, #all, 2 do
+    local expires = tonumber(string.match(all[i + 1], '"expiresAt":%s*([%d%.]+)') or '0')
+    if expires * 1000 < now then
+      redis.call('HDEL', k.workers, all[i])
+    else
+      live[#live + 1] = all[i]
+      live[#live + 1] = all[i + 1]
+    end
+  end
+  return {redis.call('XLEN', k.stream), pending, redis.call('ZCARD', k.delayed),
+          redis.call('XLEN', k.dead), redis.call('HGETALL', k.counters), live, held}
+end)

@@ -1,0 +1,113 @@
+-- submit: enqueue a chunk of jobs, deduplicating caller-given ids, within the pool's maxLength,
+-- its payload limit and the memory Redis has left.
+-- keys: the result key of each caller-given id, in the order of the blob (generated ids are
+--   new: they have none)
+-- args: blob of (id, given(1|0), payload); partial(1|0): enqueue what fits;
+--   memory_share: submits stop when used memory would pass this share of maxmemory
+-- -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
+-- Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
+-- or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
+
+-- INFO costs more than the rest of a one-job submit, so each pool reads it at most every
+-- MEMORY_SAMPLE_MS into its memory hash (sample = used:maxmemory:time) and adds an estimate
+-- of what it submitted since (added: the blob x 1.25 + 200 bytes a job, more than a waiting
+-- job takes). The estimate only decides far from the limit (MEMORY_MARGIN of maxmemory
+-- below it); nearer, every submit reads INFO. A caller whose user may not read INFO (a
+-- pool's user, when the operator keeps INFO from tenants) goes by the last sample someone
+-- who may wrote (the operator, through sample_memory) and the estimate since, which only grows.
+local MEMORY_SAMPLE_MS, MEMORY_MARGIN = 100, 0.05
+
+-- (used memory, maxmemory, whether it is a fresh sample to store) for a submit of `size` bytes
+local function sampled_memory(sample, added, now, size, share)
+  local used, max_memory, at = string.match(sample or '', '^(%d+):(%d+):(%d+)$')
+  if at then
+    used, max_memory = tonumber(used) + (tonumber(added) or 0), tonumber(max_memory)
+    if now - tonumber(at) < MEMORY_SAMPLE_MS
+        and (max_memory == 0 or used + size <= max_memory * (share - MEMORY_MARGIN)) then
+      return used, max_memory, false
+    end
+    if not redis.acl_check_cmd('INFO', 'memory') then return used, max_memory, false end
+  elseif not redis.acl_check_cmd('INFO', 'memory') then
+    return 0, 0, false   -- no sample yet: Redis's own limit holds
+  end
+  used, max_memory = memory_used_and_max()
+  return used, max_memory, true
+end
+
+local function record_memory(memory, used, max_memory, now, fresh, added)
+  if fresh then
+    redis.call('HSET', memory, 'sample', used .. ':' .. max_memory .. ':' .. now, 'added', added)
+  else
+    redis.call('HINCRBY', memory, 'added', added)
+  end
+end
+
+register('submit', {
+  keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'given_results...'},
+  args = {'partial', 'blob', 'default_max_payload_bytes', 'memory_share'},
+}, function(k, a)
+  local stream, memory = k.stream, k.memory
+  local partial = a.partial == '1'
+  local jobs = split_blob(a.blob, 3)
+  local n = #jobs
+  local result_keys, given_count = {}, 0
+  for i = 1, n do
+    if jobs[i][2] == '1' then
+      given_count = given_count + 1
+      result_keys[i] = k.given_results[given_count]
+    end
+  end
+  local settings = redis.call('HMGET', k.config, 'max_payload_bytes', 'max_length')
+  local max_payload = tonumber(settings[1] or '') or tonumber(a.default_max_payload_bytes)
+  for i = 1, n do
+    local size = #jobs[i][3]
+    if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
+  end
+  -- refused well before Redis itself refuses writes, so workers can still store results
+  local now = now_ms()
+  local share = tonumber(a.memory_share)
+  local sample = redis.call('HMGET', memory, 'sample', 'added')
+  local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #a.blob, share)
+  if max_memory > 0 and used + #a.blob > max_memory * share then
+    return {0, 0, -1, 'memory', used, max_memory}
+  end
+  local function known(i)
+    local id = jobs[i][1]
+    return redis.call('SISMEMBER', k.live, id) == 1 or redis.call('EXISTS', result_keys[i]) == 1
+      or redis.call('HEXISTS', k.dead_ids, id) == 1
+  end
+  local max_length = tonumber(settings[2] or '0') or 0
+  local room = -1
+  if max_length > 0 then
+    room = max_length - waiting_count(stream)
+    if room < 0 then room = 0 end
+    if not partial then
+      local new = 0
+      for i = 1, n do
+        if jobs[i][2] == '0' or not known(i) then new = new + 1 end
+      end
+      if new > room then return {0, 0, room} end
+    end
+  end
+  if redis.call('EXISTS', stream) == 0 then ensure_group(stream) end
+  local stamp = tostring(now)
+  local processed, enqueued = 0, 0
+  for i = 1, n do
+    local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
+    if given == '1' and known(i) then
+      processed = processed + 1
+    else
+      if room == 0 then break end
+      redis.call('SADD', k.live, id)
+      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0'))
+      processed = processed + 1
+      enqueued = enqueued + 1
+      if room > 0 then room = room - 1 end
+    end
+  end
+  if enqueued > 0 then redis.call('HINCRBY', k.counters, 'submitted', enqueued) end
+  if fresh or (max_memory > 0 and enqueued > 0) then
+    record_memory(memory, used, max_memory, now, fresh, math.floor(#a.blob * 1.25) + 200 * enqueued)
+  end
+  return {processed, enqueued, room}
+end)
