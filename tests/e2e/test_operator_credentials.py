@@ -14,6 +14,7 @@ import yaml
 from jobpool.controller.builders import ANNOTATION_CREDENTIALS
 from jobpool.queue import QueueFull, acl, open_queue
 from jobpool.queue.keys import PoolKeys
+from jobpool.queue.redis.fields import MEMORY
 from tests.e2e.operator_harness import apply, condition, get, items, pool_manifest, start_operator
 from tests.helpers import ROOT, wait_until, WorkerProcess
 from tests.e2e.test_operator_finalizer import create_namespace
@@ -79,7 +80,7 @@ def test_the_minimal_example_is_ready_on_its_own_users_and_they_go_with_it(jobpo
         maxmemory = int(int(admin.info("memory")["used_memory"]) / 0.95)
         admin.config_set("maxmemory", maxmemory)
         try:
-            wait_until(lambda: (admin.hget(PoolKeys(ns, pool).memory, "sample") or "").split(":")[1:2]
+            wait_until(lambda: (admin.hget(PoolKeys(ns, pool).memory, MEMORY.sample) or "").split(":")[1:2]
                        == [str(maxmemory)], timeout=10, what="the operator's sample of the new maxmemory")
             with pytest.raises(QueueFull, match="memory is nearly full"):
                 submit_and_wait(urls[acl.PRODUCER], ns, pool, 9)

@@ -17,6 +17,7 @@ import jobpool
 from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 from jobpool.queue.redis import functions, library
+from jobpool.queue.redis.fields import MEMORY
 
 from tests.helpers import ROOT, SyncQueue, wait_until
 from tests.integration.handlers import events
@@ -242,14 +243,14 @@ def test_applying_a_user_again_is_idempotent_and_a_second_password_works_until_r
 
 def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users, redis_server, queue):
     admin = redis_sync.Redis.from_url(redis_server.url)
-    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit script checks memory
+    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit function checks memory
     queue.upkeep()                             # by the sample the operator's pass publishes
     try:
         with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
             ids = [client.submit({"n": n}) for n in range(5)]
             assert len(set(ids)) == 5 and client.status().submitted == 5
         # the sample and what the producer's submits added to it since
-        assert int(admin.hget(PoolKeys("it", users.pool).memory, "added")) > 5 * 200
+        assert int(admin.hget(PoolKeys("it", users.pool).memory, MEMORY.added)) > 5 * 200
         assert users.denials() == []
     finally:
         admin.config_set("maxmemory", 0)

@@ -22,6 +22,7 @@ from jobpool import Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
 from jobpool.queue.redis import library
+from jobpool.queue.redis.fields import MEMORY
 from jobpool.queue.keys import PoolKeys
 
 from tests.integration.queue import test_streams as test_queue_redis
@@ -146,8 +147,8 @@ def test_the_operator_publishes_the_pools_memory_sample_on_its_shard(redis_clust
         with Client(acl.user_url(redis_cluster.url, user.name, "producer-pw"), "it", pool_name) as producer:
             ids = [producer.submit({"n": n}) for n in range(5)]
             assert len(set(ids)) == 5 and producer.status().submitted == 5
-        sample, added, publisher = master.hmget(PoolKeys("it", pool_name).memory, "sample", "added", "publisher")
-        assert sample.split(":")[1] == str(8 * 2**30) and publisher == "operator"
+        sample, added = master.hmget(PoolKeys("it", pool_name).memory, MEMORY.sample, MEMORY.added)
+        assert sample.split(":")[1] == str(8 * 2**30)
         assert int(added) > 200   # what the submits added since the operator's sample
     finally:
         master.config_set("maxmemory", 0)

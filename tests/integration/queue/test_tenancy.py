@@ -1,6 +1,6 @@
 """What one pool's credentials can still do to the queue, on a real redis-server: no INFO, no
-SELECT; the operator's pass (queue.upkeep, with the admin's connection) publishes the memory
-sample submits check, bounds what it reads, and undoes the wedges a pool's user could cause.
+SELECT; the operator's pass (queue.upkeep, with the admin's connection) stores the memory
+sample submits check (the library's sample_memory), bounds what it reads, and undoes the wedges a pool's user could cause.
 Each test of "what a producer can still do" shows that and no more (README, "Security and tenancy")."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from redis.exceptions import NoPermissionError
 
 from jobpool.queue import QueueError, QueueFull, acl, connection
 from jobpool.queue.keys import GROUP, PoolKeys
+from jobpool.queue.redis.fields import MEMORY
 from jobpool.queue.upkeep import MAX_WORKERS
 
 from tests.helpers import SyncQueue
@@ -70,7 +71,7 @@ def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue
     queue.stats(), producer.stats()                       # their connections count as used memory
     used = int(admin.info("memory")["used_memory"])
     try:
-        admin.config_set("maxmemory", int(used / 0.96))   # above 90%: submits stop, writes do not
+        admin.config_set("maxmemory", int(used / 0.93))   # above 90%: submits stop, writes do not
         assert queue.upkeep() == ()                       # the operator's pass publishes the sample
         with pytest.raises(QueueFull, match="memory is nearly full"):
             producer.submit_many([{"n": 1}])
@@ -78,7 +79,7 @@ def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue
         queue.upkeep()
         assert len(producer.submit_many([{"n": n} for n in range(3)])) == 3
         # between two samples the submits' own estimate is added
-        assert int(admin.hget(PoolKeys("it", users.pool).memory, "added")) > 3 * 200
+        assert int(admin.hget(PoolKeys("it", users.pool).memory, MEMORY.added)) > 3 * 200
         assert users.denials() == []                      # the producer never tried INFO
     finally:
         admin.config_set("maxmemory", 0)
@@ -202,15 +203,15 @@ def test_a_producer_can_lower_only_its_own_submits_memory_estimate(users, queue,
     admin = redis_sync.Redis.from_url(users.server.url)
     queue.stats(), producer.stats()
     try:
-        admin.config_set("maxmemory", int(int(admin.info("memory")["used_memory"]) / 0.96))
+        admin.config_set("maxmemory", int(int(admin.info("memory")["used_memory"]) / 0.93))
         queue.upkeep()
         client = users.client(acl.PRODUCER)
-        client.execute_command("HINCRBY", k.memory, "added", str(-2**40))
+        client.execute_command("HINCRBY", k.memory, MEMORY.added, str(-2**40))
         assert producer.submit_many([{"n": 1}])   # past the check, as its own XADD would be
         queue.upkeep()                            # the operator's next sample undoes it
         with pytest.raises(QueueFull, match="memory is nearly full"):
             producer.submit_many([{"n": 2}])
-        for command in (("HSET", k.memory, "sample", "0:0:0"), ("HDEL", k.memory, "publisher"), ("DEL", k.memory)):
+        for command in (("HSET", k.memory, MEMORY.sample, "0:0:0"), ("HDEL", k.memory, MEMORY.sample), ("DEL", k.memory)):
             with pytest.raises(NoPermissionError):
                 client.execute_command(*command)
     finally:
