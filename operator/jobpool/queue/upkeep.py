@@ -13,7 +13,7 @@ from typing import Any
 
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
-# Per-pool structures the operator reads every tick (the stats script walks them whole): more
+# Per-pool structures the operator reads every tick (the stats function walks them whole): more
 # than any real pool has. A pool of 1,000 pods registers 1,000 workers and a handful of counters.
 MAX_WORKERS = 10_000
 MAX_COUNTERS = 64
