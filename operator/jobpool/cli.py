@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence, TextIO
 from ._progress import Progress
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
 from .queue.codec import name_problem
+from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", action="append", default=[], help="a dead job's id "
                          "(repeatable)")
         sub.add_argument("--all", action="store_true", help="every dead job")
+    ui_command.register(commands)
     return parser
 
 
@@ -301,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(cmd_results(args, sys.stdout))
         if args.command == "dlq":
             return asyncio.run(cmd_dlq(args, sys.stdout))
+        if args.command == "ui":
+            return ui_command.run(args)
     except UsageError as exc:
         print(f"jobpool {args.command}: error: {exc}", file=sys.stderr)
         return 2

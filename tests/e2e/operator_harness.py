@@ -31,10 +31,11 @@ def jobpool_command() -> list[str]:
 class OperatorProcess:
     def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
                  kubeconfig: str | None = None, all_namespaces: bool = False, lease_namespace: str | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's;
         `lease_namespace` keeps the Lease elsewhere (a test that deletes the watched namespace)."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
+        self.extra_env = dict(env or {})
         self.extra_args = list(extra_args)
         self.all_namespaces = all_namespaces
         self.lease_namespace = lease_namespace or namespace
@@ -50,7 +51,7 @@ class OperatorProcess:
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
         args += self.extra_args
-        env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
+        env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1", **self.extra_env}
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -113,7 +114,10 @@ def unique(prefix: str) -> str:
 
 def install_crds(cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/jobpools.jobpool.dev")
+    # `kubectl wait` fails at once while the new CRD has no status yet (a large schema takes a moment)
+    wait_until(lambda: cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                                       "crd/jobpools.jobpool.dev", check=False).returncode == 0,
+               timeout=90, interval=0.5, what="the JobPool CRD Established")
 
 
 def apply(cluster, namespace: str, manifest: dict[str, Any] | str, check: bool = True):

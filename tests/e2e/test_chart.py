@@ -14,6 +14,7 @@ from jobpool.queue.redis import server
 from tests.e2e.operator_harness import (OperatorProcess, apply, condition, get, items, kubeconfig_for_token,
                                         pool_manifest, unique)
 from tests.helpers import ROOT, wait_until
+from tests.e2e.test_operator_pod_template import EVERY_FIELD
 
 CHART = ROOT / "charts/jobpool"
 
@@ -320,12 +321,24 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
                 assert password not in text
             assert "Forbidden" not in operator.logs() and "403" not in operator.logs(), operator.logs()[-3000:]
             check_admission_policy(cluster, ns, name, scoped)
+            check_pod_template_admitted(cluster, ns, operator)
             cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
             assert "Forbidden" not in operator.logs(), operator.logs()[-3000:]
         finally:
             operator.stop()
     finally:
         helm(cluster, "uninstall", release, "--namespace", ns, check=False)
+
+
+def check_pod_template_admitted(cluster, ns, operator):
+    """Every spec.worker.podTemplate field at once: the operator's Deployment passes the admission policy,
+    its pods the restricted Pod Security Standard the namespace enforces."""
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pool_manifest(
+        "every", worker={"image": "registry.example/app:1", "handler": "tasks:square", "podTemplate": EVERY_FIELD})))
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", "every"), "Ready").get("status") == "True",
+               timeout=90, what="the pool with every pod template field Ready")
+    assert "Forbidden" not in operator.logs(), operator.logs()[-3000:]
+    cluster.kubectl("delete", "jobpool", "every", "-n", ns, "--timeout=60s")
 
 
 def check_admission_policy(cluster, ns, pool, kubeconfig):

@@ -1,11 +1,12 @@
 """Worker pods from the project's images on the real node: kubelet, containerd, CNI bridge,
-kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem."""
+kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem.
+With JOBPOOL_KIND=1 (`make test-kind`) the same tests, with the same assertions, run on the node
+of a kind cluster (tests/fixtures/real_node.py: kind_cluster)."""
 from __future__ import annotations
 
 import base64
 import ipaddress
 import json
-import os
 import secrets
 import subprocess
 
@@ -14,8 +15,9 @@ import redis
 
 from jobpool import Client
 from jobpool.queue.keys import PoolKeys
+from tests.e2e.operator_harness import install_crds, start_operator
 from tests.fixtures.cluster import REPO_ROOT, localcluster
-from tests.fixtures.real_node import real_node_cluster
+from tests.fixtures.real_node import kind_requested, real_node_cluster
 from tests.helpers import wait_until
 
 # Also `cluster`: they need the control plane (and stay out of `make test-fast`).
@@ -96,9 +98,7 @@ def kill_container(cluster, namespace: str, pod: str) -> None:
     """kill -9 of the pod's container on the node, as an OOM kill or a crash would."""
     container_id = cluster.kubectl("get", pod, "-n", namespace, "-o",
                                    "jsonpath={.status.containerStatuses[0].containerID}").stdout
-    subprocess.run(["ctr", "-a", str(localcluster.NODE_RUN_DIR / "containerd.sock"), "-n", "k8s.io",
-                    "tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://")],
-                   check=True, capture_output=True, timeout=30)
+    cluster.node.kill_container(container_id.removeprefix("containerd://"))
 
 
 def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> bool:
@@ -161,7 +161,11 @@ def slow_pool(cluster, namespace: str, replicas: int) -> Client:
 
 
 @pytest.fixture(scope="module")
-def real_node(real_node_ready, tmp_path_factory):
+def real_node(request, tmp_path_factory):
+    if kind_requested():
+        yield request.getfixturevalue("kind_cluster")
+        return
+    request.getfixturevalue("real_node_ready")
     with real_node_cluster(tmp_path_factory.mktemp("realnode")) as cluster:
         yield cluster
 
@@ -201,28 +205,22 @@ def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_no
     assert [result.result for result in results] == [n * n for n in range(500)]
     pods = json.loads(real_node.kubectl("get", "pods", "-n", namespace, "-l", "app=squares",
                                         "-o", "json").stdout)["items"]
-    assert {pod["spec"]["nodeName"] for pod in pods} == {localcluster.NODE_NAME}
-    subnet = ipaddress.ip_network(localcluster.NODE_POD_SUBNET)
+    assert {pod["spec"]["nodeName"] for pod in pods} == {real_node.node.name}
+    subnet = ipaddress.ip_network(real_node.node.pod_subnet)
     assert all(ipaddress.ip_address(pod["status"]["podIP"]) in subnet for pod in pods)
     assert len(workers) == 2, f"both worker pods registered with the queue: {workers}"
 
 
-def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace,
-                                                                         tmp_path):
+def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace):
     """The operator in a pod (its ServiceAccount only), the bundled Redis with AOF on a
     PersistentVolume, workers of the example's image reaching Redis by Service DNS; a batch
     completes with nothing lost through kill -9 of a worker container, deletion of a worker
     pod, of the Redis pod and of the operator pod."""
-    volume = tmp_path / "redis-data"
-    volume.mkdir()
-    os.chown(volume, 999, 999)   # the chart's Redis uid; a hostPath volume gets no fsGroup
-    real_node.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
-                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
-                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+    volume = real_node.node.redis_volume(real_node, namespace, claim="jp-redis")
     install_chart(real_node, namespace)
+    phase = real_node.kubectl("get", "pvc", "jp-redis", "-n", namespace, "-o",
+                              "jsonpath={.status.phase}").stdout
+    assert phase == "Bound", f"the bundled Redis's claim is {phase}"
     jobs = 5000
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
@@ -267,14 +265,15 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
     restarts = real_node.kubectl("get", workers[0], "-n", namespace, "-o",
                                  "jsonpath={.status.containerStatuses[0].restartCount}").stdout
     assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
-    real_node.kubectl("delete", "pv", f"{namespace}-redis", "--wait=false")
+    if volume:
+        real_node.kubectl("delete", "pv", volume, "--wait=false")
 
 
 def test_only_pool_pods_reach_the_bundled_redis(real_node, namespace):
     """The chart's NetworkPolicy, enforced by kube-network-policies on the node."""
-    if not real_node.cluster.network_policy:
-        pytest.skip("NetworkPolicy is not enforced on this node: the kernel lacks nftables' "
-                    "queue expression (CONFIG_NFT_QUEUE) that kube-network-policies needs")
+    missing = real_node.node.network_policy_missing()
+    if missing:
+        pytest.skip(missing)
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     assert reaches(real_node, namespace, "jp-redis", 6379, {"jobpool.dev/pool": "any"})
     assert not reaches(real_node, namespace, "jp-redis", 6379, {"app": "intruder"})
@@ -317,3 +316,90 @@ def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_n
         wait_until(lambda: not json.loads(real_node.kubectl(
             "get", "pods", "-n", namespace, "-l", "jobpool.dev/pool=drain", "-o", "json").stdout)["items"],
             timeout=15, interval=0.5, what="the drained pod gone")
+
+
+def test_the_web_page_opens_through_the_api_servers_service_proxy(real_node, namespace):
+    """The chart's page (ui.enabled), opened as people open it: `kubectl proxy` and the API
+    server's service proxy; it reads through the Redis user the operator keeps for it."""
+    import requests
+
+    from tests.helpers import free_port, stop_process
+
+    install_chart(real_node, namespace, "redis.persistence.enabled=false", "ui.enabled=true")
+    client = Client(bundled_queue_url(real_node, namespace), namespace, "web")
+    client.submit({"n": 1}, id="seen-1")
+    port = free_port()
+    proxy = subprocess.Popen([real_node.bin("kubectl"), "proxy", f"--port={port}"], env=real_node.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/v1/namespaces/{namespace}/services/jp-ui:http/proxy/"
+    try:
+        def shows_the_pool() -> bool:
+            try:
+                return f'data-pool="{namespace}/web"' in requests.get(base, timeout=5).text
+            except requests.RequestException:
+                return False
+        # the page finds pools again every 30 s: this one came after the page
+        wait_until(shows_the_pool, timeout=90, interval=1, what="the pool on the page through kubectl proxy")
+        page = requests.get(f"{base}pools/{namespace}/web", timeout=10)
+        assert page.status_code == 200 and "seen-1" in page.text and "may not read" not in page.text
+        assert requests.get(f"{base}static/ui.css", timeout=10).status_code == 200
+        dead = requests.get(f"{base}pools/{namespace}/web/dead", timeout=10).text
+        assert "actions are turned off" in dead and 'class="replay"' not in dead
+        with requests.get(f"{base}events", stream=True, timeout=10) as events:   # live figures pass the proxy
+            line = next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:"))
+        assert f'"{namespace}/web"' in line
+    finally:
+        stop_process(proxy)
+        client.close()
+
+
+# Run in a worker pod as its command (payload on stdin, result on stdout): what the pod template mounted.
+MOUNTS_REPORT = """
+import base64, json, os
+def claims(path):
+    payload = open(path).read().split('.')[1]
+    return json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+cloud, api = claims('/var/run/secrets/cloud/token'), claims('/var/run/secrets/kubernetes.io/serviceaccount/token')
+print(json.dumps({'model': open('/models/name').read(), 'fetched': open('/cache/fetched').read(),
+                  'cloud': [cloud['aud'], cloud['sub']], 'api': [api['aud'], api['sub']],
+                  'groups': sorted(os.getgroups())}))
+"""
+
+
+def test_pod_template_volumes_and_service_account_tokens_are_mounted_in_the_worker(real_node, namespace, tmp_path):
+    """The operator (a local process) builds worker pods from spec.worker.podTemplate in a namespace that
+    enforces the restricted profile: a ConfigMap volume, an emptyDir an init container filled, the
+    ServiceAccount's API token and a projected token for another audience, all read by the worker."""
+    install_crds(real_node)
+    real_node.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    queue_url = redis_with_service(real_node, namespace)
+    real_node.kubectl("create", "serviceaccount", "model-reader", "-n", namespace)
+    real_node.kubectl("create", "configmap", "model", "--from-literal=name=embeddings-v1", "-n", namespace)
+    mount = lambda name, path: {"name": name, "mountPath": path, "readOnly": True}  # noqa: E731
+    template = {"spec": {
+        "nodeSelector": NODE_SELECTOR, "serviceAccountName": "model-reader", "automountServiceAccountToken": True,
+        "securityContext": {"fsGroup": 2000},
+        "volumes": [{"name": "model", "configMap": {"name": "model"}}, {"name": "cache", "emptyDir": {}},
+                    {"name": "cloud-token", "projected": {"sources": [{"serviceAccountToken": {
+                        "audience": "sts.example.com", "expirationSeconds": 3600, "path": "token"}}]}}],
+        "initContainers": [{"name": "fetch", "image": "jobpool-examples:dev",
+                            "command": ["python3", "-c", "open('/cache/fetched', 'w').write('yes')"],
+                            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
+        "containers": [{"name": "worker", "volumeMounts": [
+            mount("model", "/models"), mount("cache", "/cache"), mount("cloud-token", "/var/run/secrets/cloud")]}]}}
+    operator = start_operator(real_node, namespace, queue_url, tmp_path / "operator.log")
+    try:
+        real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "mounts"},
+            "spec": {"worker": {"image": "jobpool-examples:dev", "command": ["python3", "-c", MOUNTS_REPORT],
+                                "podTemplate": template}}}))
+        with Client(queue_url, namespace, "mounts") as client:
+            result = client.result(client.submit(1), timeout=150)
+        assert result is not None, operator.logs()[-3000:]
+        account = f"system:serviceaccount:{namespace}:model-reader"
+        assert result.result["model"] == "embeddings-v1" and result.result["fetched"] == "yes"
+        assert result.result["cloud"] == [["sts.example.com"], account]
+        assert result.result["api"][1] == account and 2000 in result.result["groups"]
+    finally:
+        real_node.kubectl("delete", "jobpool", "mounts", "-n", namespace, "--timeout=60s", check=False)
+        operator.stop()

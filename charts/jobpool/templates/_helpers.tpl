@@ -97,3 +97,8 @@ image that runs is the one reviewed; the tag then only says which release the di
 {{- printf "%s:%s" $image.repository $image.tag -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "jobpool.uiSelectorLabels" -}}
+app.kubernetes.io/name: jobpool-ui
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}

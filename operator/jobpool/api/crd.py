@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, JobPoolSpec, JobPoolStatus
+from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERBATIM, VERSION, JobPoolSpec, JobPoolStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
@@ -22,8 +22,9 @@ NAME_RULE = {"rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?
              "message": "metadata.name: a JobPool's name must be a DNS-1123 label (at most 63 lowercase "
                         "letters, digits and '-', starting and ending with a letter or digit; no dots)"}
 
-# Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema.
-_DROPPED_KEYWORDS = {"title", "additionalProperties", "$defs"}
+# Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema
+# (additionalProperties is kept when it is a schema: a map's values).
+_DROPPED_KEYWORDS = {"title", "$defs"}
 
 PRINTER_COLUMNS = [
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
@@ -45,6 +46,10 @@ PRINTER_COLUMNS = [
 def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bool) -> dict[str, Any]:
     """Turn one pydantic JSON-Schema node into a structural OpenAPI v3 schema node."""
     node = copy.deepcopy(node)
+    if node.get(VERBATIM):
+        # A Kubernetes type's schema, structural already (jobpool.api.kube_schemas); the marker stays
+        # until the end (`_unmarked`), as this runs again over what it returned.
+        return {key: value for key, value in node.items() if key not in _DROPPED_KEYWORDS}
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**copy.deepcopy(target), **node}
@@ -56,16 +61,21 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         node = {**_structural(variants[0], defs, keep_defaults=keep_defaults), **node}
         if node.get("default", ...) is None:
             node.pop("default")
+        if node.get(VERBATIM):   # only this field's own description is added to a Kubernetes type's schema
+            return {key: value for key, value in node.items() if key not in _DROPPED_KEYWORDS}
     out: dict[str, Any] = {}
     optional: set[str] = set()
     for key, value in node.items():
-        if key in _DROPPED_KEYWORDS or (key == "default" and not keep_defaults):
+        if key in _DROPPED_KEYWORDS or (key == "default" and not keep_defaults) or (
+                key == "additionalProperties" and not isinstance(value, dict)):
             continue
         if key == "properties":
             out[key] = {name: _structural(sub, defs, keep_defaults=keep_defaults) for name, sub in value.items()}
             optional = {name for name, sub in value.items() if "anyOf" in sub}
         elif key == "items":
             out[key] = _structural(value, defs, keep_defaults=keep_defaults)
+        elif key == "additionalProperties" and isinstance(value, dict):
+            out[key] = _structural(value, defs, keep_defaults=keep_defaults)   # a map, e.g. dict[str, str]
         else:
             out[key] = value
     if node.get("additionalProperties") is True or ("type" not in out and "properties" not in out):
@@ -76,15 +86,23 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         if keep_defaults:
             for name, sub in out["properties"].items():
                 # A nested object defaults to its fields' defaults (CEL rules check the default too).
-                if (name not in out.get("required", []) and name not in optional
+                if (name not in out.get("required", []) and name not in optional and not sub.get(VERBATIM)
                         and "default" not in sub and "properties" in sub and "required" not in sub):
                     sub["default"] = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
     return out
 
 
+def _unmarked(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _unmarked(value) for key, value in node.items() if key != VERBATIM}
+    if isinstance(node, list):
+        return [_unmarked(value) for value in node]
+    return node
+
+
 def _model_schema(model: type, *, keep_defaults: bool) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}), keep_defaults=keep_defaults)
+    return _unmarked(_structural(raw, raw.get("$defs", {}), keep_defaults=keep_defaults))
 
 
 def spec_schema() -> dict[str, Any]:

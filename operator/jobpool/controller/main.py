@@ -19,6 +19,7 @@ from .kube import KubeApi
 from .lease import LeaderLease
 from .metrics import OperatorMetrics
 from .reconcile import OperatorConfig, OperatorContext
+from .ui_viewer import keep_viewer
 
 log = logging.getLogger("jobpool.operator")
 
@@ -53,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
     parser.add_argument("--poll-interval", type=float, default=0.5, metavar="S",
                         help="seconds between two reconciles of one pool (default 0.5)")
+    parser.add_argument("--kueue", action="store_true", default=os.environ.get("JOBPOOL_KUEUE", "") == "1",
+                        help="read Kueue's Workloads (kueue.x-k8s.io), so a pool whose pods wait for quota says "
+                             "why in its status (env JOBPOOL_KUEUE=1; needs list/watch on workloads)")
     parser.add_argument("--log-level", default=os.environ.get("JOBPOOL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
@@ -82,6 +86,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     keeper: asyncio.Task[Any] | None = None
     external = None
     admin: QueueAdmin | None = None
+    viewer_keeper: asyncio.Task[Any] | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
@@ -90,14 +95,20 @@ async def run_operator(args: argparse.Namespace) -> int:
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
+        viewer_password = os.environ.get("JOBPOOL_UI_VIEWER_PASSWORD")
+        if viewer_password and admin is not None:   # the chart's web page reads through its own user
+            viewer_keeper = asyncio.create_task(keep_viewer(
+                admin, args.namespace or None, viewer_password, os.environ.get("JOBPOOL_UI_ACTIONS") == "1"))
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
-                                                   poll_interval=args.poll_interval),
+                                                   poll_interval=args.poll_interval, kueue=args.kueue),
                               metrics, open_queue, post_event, admin)
         await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
                             namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
     finally:
         if keeper is not None:
             keeper.cancel()
+        if viewer_keeper is not None:
+            viewer_keeper.cancel()
         await lease.release()
         await lease_kube.close()
         await kube.close()
