@@ -94,10 +94,6 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
         "hostNetwork": lambda b: pod(b).update(hostNetwork=True),
         "hostPID": lambda b: pod(b).update(hostPID=True),
         "a hostPath volume": lambda b: pod(b).update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]),
-        "a service account": lambda b: pod(b).update(serviceAccountName="admin"),
-        "a mounted token": lambda b: pod(b).update(automountServiceAccountToken=True),
-        "a projected token": lambda b: pod(b).update(volumes=[{"name": "t", "projected": {"sources": [
-            {"serviceAccountToken": {"path": "token"}}]}}]),
         "the superuser Secret in env": lambda b: container(b)["env"].append(
             {"name": "X", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "url"}}}),
         "the superuser Secret as a volume": lambda b: pod(b).update(
@@ -108,7 +104,11 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
         assert "jobpool operator" in body, case
     # Cluster-wide RBAC reaches kube-system; the policy does not.
     refused(deployment(lambda b: None, namespace="kube-system"))
-    apps.create_namespaced_deployment(ns, builders.build_deployment(other, with_env, 1, None))
+    # What spec.worker.podTemplate may add: a ServiceAccount of the namespace, its token mounted or projected.
+    identity = builders.build_deployment(other, with_env, 1, None)
+    pod(identity).update(serviceAccountName="app", automountServiceAccountToken=True, volumes=[
+        {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "sts"}}]}}])
+    apps.create_namespaced_deployment(ns, identity)
 
     # Services: only its own, headless over its pool's pods; nobody else's is re-pointed.
     cluster.kubectl("-n", ns, "create", "service", "clusterip", "victim", "--tcp=80:80")
