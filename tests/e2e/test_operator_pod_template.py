@@ -84,7 +84,7 @@ def test_a_template_the_api_server_refuses_makes_the_pool_degraded_naming_the_fi
     degraded = wait_until(lambda: (c := condition(get(cluster, ns, "jobpool", "mounts"), "Degraded"))
                           .get("status") == "True" and c, timeout=60, what="Degraded")
     assert degraded["reason"] == "InvalidPodTemplate"
-    assert "spec.template.spec.containers[0].volumeMounts[0].name" in degraded["message"], degraded
+    assert "spec.template.spec.containers[0].volumeMounts[1].name" in degraded["message"], degraded
     worker["podTemplate"]["spec"]["volumes"] = [{"name": "cache", "emptyDir": {}}]
     apply(cluster, ns, pool_manifest("mounts", worker=worker))
     wait_until(lambda: condition(get(cluster, ns, "jobpool", "mounts"), "Ready").get("status") == "True",

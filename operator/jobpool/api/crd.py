@@ -39,8 +39,15 @@ PRINTER_COLUMNS = [
      "description": "Busy slots / total slots."},
     {"name": "Succeeded", "type": "integer", "jsonPath": ".status.jobs.succeeded",
      "description": "Jobs that succeeded."},
+    {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+     "description": "The Ready condition."},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+     "description": "Why the pool is (not) ready."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+# `kubectl get all` lists the pools with their Deployments and pods.
+CATEGORIES = ["all"]
+LABELS = {"app.kubernetes.io/name": "jobpool", "app.kubernetes.io/part-of": "jobpool"}
 
 
 def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bool) -> dict[str, Any]:
@@ -126,11 +133,12 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
+        "metadata": {"name": CRD_NAME, "labels": dict(LABELS)},
         "spec": {
             "group": GROUP,
             "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                      "singular": SINGULAR, "shortNames": list(SHORT_NAMES)},
+                      "singular": SINGULAR, "shortNames": list(SHORT_NAMES),
+                      "categories": list(CATEGORIES)},
             "scope": "Namespaced",
             "versions": [{
                 "name": VERSION,

@@ -110,6 +110,10 @@ class QueueSpec(Model):
         return self
 
 
+# A worker pod with no requests is invisible to the scheduler and the cluster autoscaler.
+DEFAULT_WORKER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
 class PodTemplateMetadata(Model):
     """Labels and annotations of the worker pods."""
 
@@ -212,8 +216,10 @@ class WorkerSpec(Model):
         default_factory=list,
         description="Extra environment variables of the worker container (Kubernetes EnvVar list).")
     resources: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Compute resources of the worker container (Kubernetes ResourceRequirements).")
+        default=DEFAULT_WORKER_RESOURCES,
+        description="Compute resources of the worker container (Kubernetes ResourceRequirements); "
+                    "default requests cpu 100m, memory 128Mi, so the scheduler and the cluster "
+                    "autoscaler count every worker pod. Giving resources replaces the default.")
     pod_template: PodTemplate | None = Field(
         default=None,
         description="Pod template fields of the worker pods: labels, annotations, service account, placement "

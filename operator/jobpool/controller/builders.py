@@ -134,6 +134,9 @@ def env_overrides(spec: JobPoolSpec) -> tuple[str, ...]:
                  for e in spec.worker.env if e.get("name") in ours)
 
 
+TMP_VOLUME = "tmp"
+
+
 def restricted_container_security() -> dict[str, Any]:
     """The restricted Pod Security Standard for a container."""
     return {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
@@ -165,7 +168,9 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "periodSeconds": 5},
-        "securityContext": restricted_container_security(),
+        # read-only: a handler writes only /tmp, an emptyDir that goes with the pod
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     if spec.worker.resources:
         container["resources"] = spec.worker.resources
@@ -187,6 +192,7 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
                     "terminationGracePeriodSeconds": spec.drain_seconds + DRAIN_MARGIN_SECONDS,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
+                    "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
                 },
             },
         },

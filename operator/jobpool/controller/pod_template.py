@@ -15,7 +15,7 @@ import dataclasses
 import json
 from typing import Any
 
-from ..api.v1alpha1 import PodTemplate
+from ..api.v1alpha1 import DEFAULT_WORKER_RESOURCES, PodTemplate
 
 FIELD = "spec.worker.podTemplate"
 # Pod-level fields copied as the user wrote them (the schema admits only what the restricted profile allows).
@@ -92,7 +92,8 @@ def _merge_worker(ours: dict[str, Any], theirs: dict[str, Any], overridden: list
                           "mountPath", overridden)
     if mounts:
         merged["volumeMounts"] = mounts
-    if "resources" in ours:   # spec.worker.resources
+    # spec.worker.resources, unless it is only the CRD's default and the template gives its own
+    if "resources" in ours and not ("resources" in theirs and ours["resources"] == DEFAULT_WORKER_RESOURCES):
         if "resources" in theirs and theirs["resources"] != ours["resources"]:
             overridden.append(f"{where}.resources: spec.worker.resources wins")
         merged["resources"] = ours["resources"]

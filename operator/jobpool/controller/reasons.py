@@ -20,6 +20,7 @@ AS_EXPECTED = "AsExpected"
 # Complete (pools with spec.jobs)
 QUEUE_UNKNOWN = "QueueUnknown"
 BATCH_FINISHED = "BatchFinished"
+COMPLETED_WITH_FAILURES = "CompletedWithFailures"   # finished, some jobs dead-lettered
 BATCH_RUNNING = "BatchRunning"
 
 # problems: Ready False and Degraded True with one of these

@@ -269,7 +269,8 @@ class PoolController:
             ns, self.ref.name, gathered.stats, decided.desired,
             int(((gathered.observed.get("Deployment") or {}).get("status") or {}).get("readyReplicas") or 0),
             maximum=autoscaler.max_workers(spec) if spec is not None else None,
-            queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None)
+            queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None,
+            max_length=spec.queue.max_length if spec is not None else None)
         kept = self.memory
         self.memory = dataclasses.replace(decided.memory, status=kept.status, status_written_at=kept.status_written_at)
         written = True

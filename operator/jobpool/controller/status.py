@@ -116,7 +116,9 @@ def _complete(obs: Observation) -> dict[str, str]:
         return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
     done = stats.succeeded + stats.dead_lettered
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
-        return _cond(COMPLETE, True, reasons.BATCH_FINISHED,
+        # finished is not succeeded: dead letters show in the reason, for `kubectl wait` and alerts
+        return _cond(COMPLETE, True,
+                     reasons.COMPLETED_WITH_FAILURES if stats.dead_lettered else reasons.BATCH_FINISHED,
                      f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
     # No live counters here: they are in status.batch and status.jobs, written at most every interval.
     if obs.batch_fed < total:

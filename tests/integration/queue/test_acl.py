@@ -271,3 +271,33 @@ def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
         assert users.denials() == []
     finally:
         producer.close()
+
+
+def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
+    """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
+    from jobpool.controller.credentials import QueueAdmin
+
+    async def sample(url: str):
+        admin = QueueAdmin(url)
+        try:
+            return await admin.memory()
+        finally:
+            await admin.close()
+
+    plain = redis_sync.Redis.from_url(redis_server.url)
+    before = plain.config_get("maxmemory")["maxmemory"]
+    plain.config_set("maxmemory", 512 * 2**20)
+    try:
+        reachable, (used, maximum) = asyncio.run(sample(redis_server.url))
+        assert reachable and 0 < used < maximum == 512 * 2**20
+    finally:
+        plain.config_set("maxmemory", before)
+    assert asyncio.run(sample("redis://127.0.0.1:1/0")) == (False, None)
+    # an admin user allowed ACL SETUSER but not INFO: reachable, memory unknown (no false "down")
+    plain.execute_command("ACL", "SETUSER", f"admin-{pool_name}", "on", ">pw", "+acl", "+ping")
+    try:
+        host = redis_server.url.split("://", 1)[1]
+        assert asyncio.run(sample(f"redis://admin-{pool_name}:pw@{host}")) == (True, None)
+    finally:
+        plain.execute_command("ACL", "DELUSER", f"admin-{pool_name}")
+        plain.close()

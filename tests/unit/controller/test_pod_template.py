@@ -44,12 +44,25 @@ def test_placement_identity_and_volumes_pass_through():
     assert built["metadata"]["annotations"] == {"mesh/inject": "false"}
     for field in ("serviceAccountName", "automountServiceAccountToken", "nodeSelector", "priorityClassName",
                   "runtimeClassName", "tolerations", "affinity", "topologySpreadConstraints", "imagePullSecrets",
-                  "volumes"):
+                  ):
         assert podspec[field] == template["spec"][field], field
+    tmp = {"name": "tmp", "emptyDir": {}}   # the operator's writable /tmp (read-only root filesystem)
+    assert podspec["volumes"] == [tmp, *template["spec"]["volumes"]]
     (worker,) = podspec["containers"]
-    assert worker["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+    assert worker["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}, {"name": "models", "mountPath": "/models"}]
     assert worker["image"] == WORKER["image"] and worker["command"] == ["jobpool", "worker"]
     assert podspec["terminationGracePeriodSeconds"] == 70
+
+
+def test_the_templates_worker_resources_win_over_the_crds_default_but_not_over_the_users():
+    gpu = {"limits": {"nvidia.com/gpu": "1"}}
+    template = {"spec": {"containers": [{"name": "worker", "resources": gpu}]}}
+    assert pod(template)["spec"]["containers"][0]["resources"] == gpu
+    own = {"requests": {"cpu": "2"}}
+    s = spec(template).model_copy(deep=True)
+    s.worker.resources = own
+    built = builders.build_deployment(POOL, s, 1, "redis://q:6379/0")
+    assert built["spec"]["template"]["spec"]["containers"][0]["resources"] == own
 
 
 def test_no_template_leaves_the_operators_pod_as_it_was():
@@ -105,6 +118,7 @@ def test_sidecars_and_init_containers_get_the_restricted_context_under_their_own
          "securityContext": {"runAsUser": 1337, "capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}}
     init, sidecar = pod(template)["spec"]["initContainers"]
     assert init["securityContext"] == {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                       "readOnlyRootFilesystem": True,
                                        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     assert sidecar["restartPolicy"] == "Always" and sidecar["securityContext"]["runAsUser"] == 1337
     assert sidecar["securityContext"]["capabilities"] == {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}
