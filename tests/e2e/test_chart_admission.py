@@ -74,6 +74,9 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
     def pod(body):
         return body["spec"]["template"]["spec"]
 
+    def volumes(body):   # added to the builders' own (the worker mounts its /tmp)
+        return pod(body).setdefault("volumes", [])
+
     def container(body):
         return pod(body)["containers"][0]
 
@@ -93,11 +96,11 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
         "a host port": lambda b: container(b)["ports"][0].update(hostPort=9100),
         "hostNetwork": lambda b: pod(b).update(hostNetwork=True),
         "hostPID": lambda b: pod(b).update(hostPID=True),
-        "a hostPath volume": lambda b: pod(b).update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]),
+        "a hostPath volume": lambda b: volumes(b).append({"name": "root", "hostPath": {"path": "/"}}),
         "the superuser Secret in env": lambda b: container(b)["env"].append(
             {"name": "X", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "url"}}}),
-        "the superuser Secret as a volume": lambda b: pod(b).update(
-            volumes=[{"name": "s", "secret": {"secretName": superuser}}]),
+        "the superuser Secret as a volume": lambda b: volumes(b).append(
+            {"name": "s", "secret": {"secretName": superuser}}),
     }
     for case, mutate in denied.items():
         body = refused(deployment(mutate))
@@ -106,8 +109,9 @@ def test_the_operator_token_writes_its_worker_objects_and_nothing_else(release):
     refused(deployment(lambda b: None, namespace="kube-system"))
     # What spec.worker.podTemplate may add: a ServiceAccount of the namespace, its token mounted or projected.
     identity = builders.build_deployment(other, with_env, 1, None)
-    pod(identity).update(serviceAccountName="app", automountServiceAccountToken=True, volumes=[
-        {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "sts"}}]}}])
+    pod(identity).update(serviceAccountName="app", automountServiceAccountToken=True)
+    volumes(identity).append(
+        {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "sts"}}]}})
     apps.create_namespaced_deployment(ns, identity)
 
     # Services: only its own, headless over its pool's pods; nobody else's is re-pointed.
