@@ -133,7 +133,7 @@ if [ -n "$REAL" ]; then
   step "4. helm install: the operator and Redis as pods (images jobpool-operator:dev, jobpool-redis:dev)"
   helm install jp charts/jobpool --namespace "$NS" --wait --timeout 240s \
     --set image.repository=jobpool-operator --set image.tag=dev \
-    --set redis.image.repository=jobpool-redis --set redis.image.tag=dev \
+    --set redis.image.repository=jobpool-redis --set redis.image.tag=dev --set redis.image.digest= \
     --set redis.persistence.enabled=false --set "watchNamespaces={$NS}" | sed 's/^/   /'
   kubectl get pods -n "$NS" -o wide
   # the Redis URL of the chart's Secret, by the Service's ClusterIP (kube-proxy runs on this machine)

@@ -234,6 +234,14 @@ def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
     assert by_kind(render(kube_cluster, "redis.networkPolicy.enabled=false"), "NetworkPolicy") == []
 
 
+def test_bundled_redis_image_is_pinned_by_digest_unless_a_local_image_clears_it(kube_cluster):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["redis"]["image"]
+    assert values["digest"].startswith("sha256:") and len(values["digest"]) == 71
+    assert redis_parts(render(kube_cluster))[1]["image"] == f"redis:{values['tag']}@{values['digest']}"
+    local = render(kube_cluster, "redis.image.repository=jobpool-redis", "redis.image.tag=dev", "redis.image.digest=")
+    assert redis_parts(local)[1]["image"] == "jobpool-redis:dev"
+
+
 def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
     docs = render(kube_cluster, "redis.auth.enabled=false")
     assert by_kind(docs, "Secret") == []
@@ -247,6 +255,7 @@ def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
                                  "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
                                  "redis.persistence.size=lots", "redis.auth.enabled=maybe",
                                  "redis.maxmemory=lots", "redis.maxmemoryPercent=100",
+                                 "redis.image.digest=latest", "redis.image.digest=sha256:abc",
                                  # Kubernetes' own schemas, closed: a typo is refused
                                  "resources.requets.cpu=1", "affinity.nodeAfinity.x=1", "tolerations[0].efect=NoSchedule",
                                  "topologySpreadConstraints[0].maxSkew=one", "redis.resources.limit.memory=1Gi",

@@ -244,6 +244,8 @@ def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespac
         (pool_manifest("callable", worker={"image": "a", "handler": "tasks:square()"}), "spec.worker.handler"),
         (pool_manifest("scheme", queue={"url": "http://redis:6379/0"}), "spec.queue.url"),
         (pool_manifest("bare", queue={"url": "redis:6379"}), "spec.queue.url"),
+        (pool_manifest("dotted.name"), "a JobPool's name must be a DNS-1123 label"),
+        (pool_manifest("x" * 64), "a JobPool's name must be a DNS-1123 label"),
     ]
     for manifest, message in cases:
         result = apply(cluster, ns, manifest, check=False)

@@ -131,6 +131,7 @@ def install_chart(cluster, namespace: str, *sets: str, chart=CHART, action: str 
     helm(cluster, action, "jp", str(chart), "--namespace", namespace, "--wait", "--timeout", "240s",
          "--set", "image.repository=jobpool-operator", "--set", "image.tag=dev",
          "--set", "redis.image.repository=jobpool-redis", "--set", "redis.image.tag=dev",
+         "--set", "redis.image.digest=",
          *[arg for value in sets for arg in ("--set", value)])
 
 

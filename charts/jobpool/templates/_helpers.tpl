@@ -108,6 +108,17 @@ memory limit (the rest is for the AOF rewrite, client buffers and fragmentation)
 {{- end -}}
 {{- end -}}
 
+{{- /* The Redis image: by digest when redis.image.digest is set (the default pins one), so the
+image that runs is the one reviewed; the tag then only says which release the digest is. */}}
+{{- define "jobpool.redisImage" -}}
+{{- $image := .Values.redis.image -}}
+{{- if $image.digest -}}
+{{- printf "%s:%s@%s" $image.repository $image.tag $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "jobpool.uiSelectorLabels" -}}
 app.kubernetes.io/name: jobpool-ui
 app.kubernetes.io/instance: {{ .Release.Name }}

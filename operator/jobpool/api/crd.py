@@ -15,6 +15,13 @@ from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERBATIM, VERS
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
+# A pool's name is part of its Redis keys, ACL user names (dot-separated) and object names, so it
+# is a DNS-1123 label (the API server's own default allows dots, which a worker would refuse).
+NAME_RULE = {"rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') "
+                     "&& size(self.metadata.name) <= 63",
+             "message": "metadata.name: a JobPool's name must be a DNS-1123 label (at most 63 lowercase "
+                        "letters, digits and '-', starting and ending with a letter or digit; no dots)"}
+
 # Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema
 # (additionalProperties is kept when it is a schema: a map's values).
 _DROPPED_KEYWORDS = {"title", "$defs"}
@@ -141,6 +148,7 @@ def build_crd() -> dict[str, Any]:
                     "description": "A pool of workers fed by a queue.",
                     "type": "object",
                     "required": ["spec"],
+                    "x-kubernetes-validations": [NAME_RULE],
                     "properties": {
                         "apiVersion": {"type": "string", "description": "jobpool.dev/v1alpha1"},
                         "kind": {"type": "string", "description": "JobPool"},

@@ -129,7 +129,7 @@ class QueueAdmin:
 
     async def apply(self, user: acl.PoolUser) -> None:
         await self.ensure_library()
-        await acl.apply_user(self.redis, user)
+        await acl.apply_user(self.redis, user, select=connection.names_a_db(self.url))
 
     async def ensure_library(self) -> None:
         """The queue's functions library on every master, checked as often as a pool's users: a

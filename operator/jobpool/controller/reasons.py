@@ -36,6 +36,9 @@ SECRET_UNREADABLE = "SecretUnreadable"
 QUEUE_CREDENTIALS_FAILED = "QueueCredentialsFailed"
 QUEUE_SECRET_TAKEN = "QueueSecretTaken"
 
+# Events of the operator's pass over a pool's keys (queue.upkeep): what it bounded or repaired
+QUEUE_REPAIRED = "QueueRepaired"
+
 # Events of the finalizer
 WAITING_FOR_WORKERS = "WaitingForWorkers"
 QUEUE_CLEANED = "QueueCleaned"

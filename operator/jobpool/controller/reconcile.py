@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
 from ..queue.codec import scrub_url
-from . import autoscaler, builders, kinds
+from . import autoscaler, builders, kinds, reasons
 from .credentials import ANNOTATION_ROTATE, PoolCredentials, QueueAdmin
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
@@ -287,6 +287,8 @@ class PoolController:
         for transition in decided.events:
             self.ctx.post_event(body, "Warning" if transition.warning else "Normal", transition.reason,
                                 f"{transition.type} is {transition.status}: {transition.message}")
+        for message in self.queue.take_repairs():
+            self.ctx.post_event(body, "Warning", reasons.QUEUE_REPAIRED, message)
 
     async def _patch_pods(self, patches: Any) -> None:
         """Busy pods: a higher deletion cost and the autoscalers' do-not-disrupt marks; idle pods lose them."""
