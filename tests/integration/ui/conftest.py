@@ -1,7 +1,6 @@
 """What the web UI's tests share: a pool's own Redis users, a `jobpool ui` process, a browser."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -10,42 +9,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
-from jobpool.queue import acl
-from jobpool.queue.redis import library
 
 from tests.helpers import ROOT, free_port, stop_process, wait_until
+from tests.integration.queue.test_acl import PoolUsers   # the library and a pool's users, as the operator makes them
 
 HANDLER = "tests.integration.ui.handlers:work_or_fail"
-
-
-class PoolUsers:
-    """The worker and producer users of one pool, made with the server's admin user."""
-
-    def __init__(self, server, namespace: str, pool: str):
-        self.server, self.namespace, self.pool = server, namespace, pool
-        self.passwords = {role: f"pw-{role}-{os.urandom(6).hex()}" for role in acl.ROLES}
-        self._admin(library.load_everywhere)   # as the operator does: the library, then the users
-        self._admin(lambda admin: asyncio.gather(*(
-            acl.apply_user(admin, acl.PoolUser(namespace, pool, role, (password,)))
-            for role, password in self.passwords.items())))
-
-    def _admin(self, action):
-        async def run():
-            admin = aioredis.from_url(self.server.url)
-            try:
-                return await action(admin)
-            finally:
-                await admin.aclose()
-        return asyncio.run(run())
-
-    def url(self, role: str) -> str:
-        return acl.user_url(self.server.url, acl.user_name(self.namespace, self.pool, role),
-                            self.passwords[role])
-
-    def delete(self) -> None:
-        self._admin(lambda admin: acl.delete_users(admin, self.namespace, self.pool))
 
 
 @pytest.fixture
