@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help crd demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus browser \
-        ui-screenshots tools cluster-up cluster-down bench bench-operator bench-memory bench-replication soak images \
-        real-node node-packages clean
+        ui-screenshots tools cluster-up cluster-down bench bench-operator bench-kueue bench-memory bench-replication soak \
+        images real-node node-packages clean kind-node-image kind-up kind-down test-kind
 
 ## This list: each target with the comment above it.
 help:
@@ -67,8 +67,9 @@ demo: venv redis
 
 ## The operator end to end on the local control plane: a JobPool scales up, completes, scales down.
 ## REAL_NODE=1: on the real node, with the chart's pods and real worker containers.
-demo-cluster: venv redis tools $(if $(REAL_NODE),real-node)
-	@REAL_NODE=$(REAL_NODE) bash scripts/demo_cluster.sh
+## CLUSTER=kind: the same on a kind cluster of the node image of `make kind-node-image`.
+demo-cluster: venv redis tools $(if $(REAL_NODE),real-node) $(if $(filter kind,$(CLUSTER)),kind-node-image)
+	@REAL_NODE=$(REAL_NODE) CLUSTER=$(CLUSTER) bash scripts/demo_cluster.sh
 
 ## The demo-cluster run drawn from the operator's metrics into docs/demo-scaling.svg (in the README).
 demo-plot: venv redis tools
@@ -105,6 +106,23 @@ real-node: images
 cluster-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python tools/localcluster.py down --dir .cluster; fi
 
+## kind's node image assembled offline (jobpool-kind-node:<Kubernetes version>), and kind itself.
+kind-node-image: tools real-node
+	@bash tools/build.sh kind kubeadm cri-tools coredns-kind
+	@bash tools/images/kind_node.sh
+
+## A kind cluster of that image (tools/kind/cluster.yaml) with the project's images loaded.
+kind-up: kind-node-image
+	@bash tools/kind/cluster.sh up
+
+## Deletes the kind cluster of kind-up with its Docker network and routes: nothing is left.
+kind-down:
+	@if [ -x .tools/bin/kind ]; then bash tools/kind/cluster.sh down; fi
+
+## The chart and real-pod suites on a kind cluster (the one of `make kind-up`, else its own).
+test-kind: venv redis kind-node-image
+	JOBPOOL_KIND=1 $(BIN)/python -m pytest tests/e2e/test_kind.py tests/e2e/test_real_node.py
+
 ## The data plane's figures, each as a ratio to bare redis-py on the same Redis (README: Benchmark).
 bench: venv redis
 	$(BIN)/python bench/bench_queue.py
@@ -125,6 +143,10 @@ soak: venv redis
 ## The operator at 1,000 pools on kwok: time to Ready, RSS, idle API writes and Redis round trips.
 bench-operator: venv redis tools
 	$(BIN)/python bench/bench_operator.py
+
+## Kueue's reaction to two teams' backlogs on one ClusterQueue (examples/09-kueue), printed, not asserted.
+bench-kueue: venv redis tools
+	$(BIN)/python bench/bench_kueue.py
 
 ## Removes the virtualenv, the clusters, the demos' data and the project's Docker daemon data.
 clean: cluster-down

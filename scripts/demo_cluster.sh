@@ -10,6 +10,8 @@
 # and JOBS (default 2000) change the rest. REAL_NODE=1 (root; after `make real-node`) runs it on
 # a control plane whose only node is a real one: the chart installs the operator and Redis as
 # pods from the project's images, and the worker pods are real containers of the example image.
+# CLUSTER=kind does the same on a kind cluster (tools/kind/cluster.sh: the one of `make kind-up`
+# if it runs, left running; else one created here and deleted at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PWD/.venv/bin:$PATH"
@@ -25,6 +27,9 @@ PIDS=()          # started by this script, stopped in reverse order
 OWN_CLUSTER=""
 OWN_REDIS=""
 REAL=${REAL_NODE:-}
+KIND=""
+OWN_KIND=""
+if [ "${CLUSTER:-}" = kind ]; then KIND=1 REAL=1; fi
 
 exec 3>&1 4>&2   # the terminal, for the teardown: a signal may arrive inside a redirected poll
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -48,7 +53,15 @@ cleanup() {
   echo "== tearing down (everything started above)"
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}" 25; done
   [ -n "$OWN_CLUSTER" ] && $BIN/python tools/localcluster.py down --dir "$DIR/cluster" >/dev/null 2>&1
-  if [ -n "$REAL" ]; then
+  if [ -n "$OWN_KIND" ]; then bash tools/kind/cluster.sh down >/dev/null 2>&1
+  elif [ -n "$KIND" ]; then   # a cluster kept running: the demo's release and namespace go
+    helm uninstall jp --namespace "$NS" --wait --timeout 120s >/dev/null 2>&1
+    kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1
+  fi
+  if [ -n "$KIND" ]; then
+    if [ -n "$OWN_KIND" ]; then echo "   deleted: the kind cluster, with the chart's pods"
+    else echo "   left running: the kind cluster of make kind-up (make kind-down deletes it)"; fi
+  elif [ -n "$REAL" ]; then
     echo "   stopped: the control plane and the real node, with the chart's pods"
   else
     echo "   stopped: local workers, operator${OWN_CLUSTER:+, control plane}${OWN_REDIS:+, redis-server}"
@@ -73,10 +86,15 @@ wait_for() {
 mkdir -p "$DIR"
 DIR_ABS=$(cd "$DIR" && pwd)
 
-step "1. Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+if [ -n "$KIND" ]; then step "1. Kubernetes: a kind cluster (make kind-up; its node runs kubeadm's control plane)"
+else step "1. Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"; fi
 if [ -n "${JOBPOOL_DEMO_KUBECONFIG:-}" ]; then
   export KUBECONFIG=$JOBPOOL_DEMO_KUBECONFIG
   echo "using the cluster of JOBPOOL_DEMO_KUBECONFIG=$KUBECONFIG"
+elif [ -n "$KIND" ]; then
+  eval "$(bash tools/kind/cluster.sh env)"   # KUBECONFIG and DOCKER_HOST of the kind cluster
+  if ! bash tools/kind/cluster.sh status >/dev/null 2>&1; then OWN_KIND=1; fi
+  bash tools/kind/cluster.sh up 2>&1 | sed 's/^/   /'
 else
   OWN_CLUSTER=1
   if [ -n "$REAL" ]; then
@@ -115,7 +133,7 @@ if [ -n "$REAL" ]; then
   step "4. helm install: the operator and Redis as pods (images jobpool-operator:dev, jobpool-redis:dev)"
   helm install jp charts/jobpool --namespace "$NS" --wait --timeout 240s \
     --set image.repository=jobpool-operator --set image.tag=dev \
-    --set redis.image.repository=jobpool-redis --set redis.image.tag=dev \
+    --set redis.image.repository=jobpool-redis --set redis.image.tag=dev --set redis.image.digest= \
     --set redis.persistence.enabled=false --set "watchNamespaces={$NS}" | sed 's/^/   /'
   kubectl get pods -n "$NS" -o wide
   # the Redis URL of the chart's Secret, by the Service's ClusterIP (kube-proxy runs on this machine)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok), helm and Karpenter (kwok provider) from the pinned wrapper
-# modules in tools/.
+# kube-scheduler, kubectl, kwok), helm, Karpenter (kwok provider) and Kueue from the pinned
+# wrapper modules in tools/.
 #
 # Each wrapper module is built into a per-user cache keyed by a hash of its go.mod, go.sum,
 # the Go version, the build flags and the commands it builds, then linked into .tools/bin. A fresh clone on a machine
@@ -9,9 +9,11 @@
 # The real node's kubelet and kube-proxy (`kubernetes-node`, its own wrapper module on the same
 # k8s.io/kubernetes pin, same version stamp), its cluster DNS (`coredns`, only the plugins it
 # needs) and NetworkPolicy enforcement (`kube-network-policies`) are built only when asked for
-# (REAL_NODE=1).
-# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter ...]
-#        (default: etcd kubernetes kwok helm karpenter)
+# (REAL_NODE=1). kind, and the kind node image's kubeadm (same pin) and crictl, are built for
+# `make kind-node-image` / `make kind-up` only (coredns-kind: the plugins kubeadm's Corefile uses).
+# Usage: tools/build.sh [etcd|kubernetes|kubernetes-node|coredns|kube-network-policies|kwok|helm|karpenter|
+#                        kueue|kind|kubeadm|cri-tools|coredns-kind ...]
+#        (default: etcd kubernetes kwok helm karpenter kueue)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -65,6 +67,29 @@ module_plan() {
         echo "k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy"
         kubernetes_ldflags kubernetes-node
         ;;
+    kubeadm)
+        if [[ "$(module_version kubeadm k8s.io/kubernetes)" != "$(module_version kubernetes k8s.io/kubernetes)" ]]; then
+            echo "tools/build.sh: tools/kubeadm must pin the k8s.io/kubernetes of tools/kubernetes" >&2
+            exit 1
+        fi
+        echo "k8s.io/kubernetes/cmd/kubeadm=kubeadm"
+        kubernetes_ldflags kubeadm
+        ;;
+    kind)
+        # kind's version is in its source (pkg/internal/version); the commit is not known here.
+        echo "sigs.k8s.io/kind=kind"
+        echo "-s -w"
+        ;;
+    cri-tools)
+        local v
+        v="$(module_version cri-tools sigs.k8s.io/cri-tools)"
+        echo "sigs.k8s.io/cri-tools/cmd/crictl=crictl"
+        echo "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$v"
+        ;;
+    coredns-kind)
+        echo "jobpool.local/tools/coredns-kind=coredns-kind"
+        echo "-s -w"
+        ;;
     coredns)
         echo "jobpool.local/tools/coredns=coredns"
         echo "-s -w"
@@ -98,6 +123,10 @@ module_plan() {
     karpenter)
         echo "sigs.k8s.io/karpenter/kwok=karpenter"
         echo "-s -w"
+        ;;
+    kueue)
+        echo "sigs.k8s.io/kueue/cmd/kueue=kueue"
+        echo "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$(module_version kueue sigs.k8s.io/kueue)"
         ;;
     esac
 }
@@ -153,7 +182,7 @@ build_module() {
 
 total_start=$SECONDS
 modules=("$@")
-[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm karpenter)
+[[ ${#modules[@]} -gt 0 ]] || modules=(etcd kubernetes kwok helm karpenter kueue)
 for module in "${modules[@]}"; do
     build_module "$module"
 done

@@ -1,29 +1,43 @@
-"""The `jobpool` command: operator | worker | submit | status | results | dlq.
+"""The `jobpool` command: operator | worker | submit | status | results | dlq | version | completion.
 
 Errors are one line on stderr, `jobpool <command>: error: <what, and what to do>`, with exit
-status 1 (queue problems) or 2 (bad usage or input)."""
+status 1 (queue or cluster problems, NotFound) or 2 (bad usage or input). The data commands
+follow kubectl's habits: -n/--namespace, -o json|yaml, and the pool's queue found through the
+kubeconfig (cluster mode) when no queue URL is given."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import platform
 import sys
 import threading
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Mapping, Sequence, TextIO
 
+from . import __version__
+from ._output import STRUCTURED, write
 from ._progress import Progress
+from .cluster import PRODUCER, WORKER, ClusterError
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
-from .queue.codec import name_problem
+from .queue.codec import name_problem, redact_url
 from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
 
 PROGRESS_THRESHOLD = 1000   # submits this large draw a progress bar on a terminal
-OPERATOR_MODULES = {"kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
+OPERATOR_MODULES = {"cryptography", "kopf", "kubernetes", "pydantic", "yaml"}   # the `operator` extra of pyproject.toml
+
+
+COMPLETE_COMMAND = "__complete"   # the hidden command the completion scripts call
 
 
 class UsageError(Exception):
     """Bad flags or input; exit status 2."""
+
+
+class NotFound(Exception):
+    """The pool or a job named does not exist; exit status 1 (kubectl's NotFound)."""
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -77,22 +91,86 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv, None
 
 
-# -- the parser -----------------------------------------------------------------------------
-def _queue_flags(parser: argparse.ArgumentParser, pool: bool = True) -> None:
+# -- shell completion: the scripts ask `jobpool __complete WORDS...` ---------------------------
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {name: sub for name, sub in action.choices.items() if name != COMPLETE_COMMAND}
+    return {}
+
+
+def candidates(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[str]:
+    """Pure: the completions of the last of `words` (the words after `jobpool`)."""
+    *before, current = list(words) or [""]
+    expects_value = None
+    for word in before:
+        if expects_value is not None:
+            expects_value = None
+            continue
+        option = parser._option_string_actions.get(word)
+        if option is not None:
+            if option.nargs != 0:
+                expects_value = option
+            continue
+        sub = _subparsers(parser).get(word)
+        if sub is not None:
+            parser = sub
+    if expects_value is not None:
+        values = list(expects_value.choices or ())
+    elif current.startswith("-"):
+        values = sorted(o for a in parser._actions for o in a.option_strings)
+    else:
+        values = list(_subparsers(parser)) or [
+            c for a in parser._actions if not a.option_strings for c in (a.choices or ())]
+    return [value for value in values if value.startswith(current)]
+
+
+def completion_script(shell: str) -> str:
+    if shell == "bash":
+        return ("_jobpool() {\n"
+                "  local IFS=$'\\n'\n"
+                "  COMPREPLY=($(jobpool __complete \"${COMP_WORDS[@]:1:COMP_CWORD}\" 2>/dev/null))\n"
+                "}\n"
+                "complete -o default -F _jobpool jobpool\n")
+    return ("#compdef jobpool\n"
+            "_jobpool() {\n"
+            "  local -a words_\n"
+            "  words_=(\"${(@f)$(jobpool __complete \"${(@)words[2,CURRENT]}\" 2>/dev/null)}\")\n"
+            "  compadd -a words_\n"
+            "}\n"
+            "compdef _jobpool jobpool\n")
+
+
+# -- the parser: one `add_<command>` per subcommand -------------------------------------------
+# A subcommand registers its parser and `run=` (a function of (args, stdio) returning the exit
+# status, or a coroutine that does) in its add function, listed in SUBCOMMANDS below.
+def _queue_flags(parser: argparse.ArgumentParser, pool: bool = True,
+                 outputs: Sequence[str] = ()) -> None:
+    """The flags of every command that talks to a pool's queue (kubectl's -n, -o, --context)."""
+    parser.add_argument("-n", "--namespace", help="namespace of the pool (env JOBPOOL_NAMESPACE; "
+                        "in cluster mode the context's namespace; else 'default')")
     parser.add_argument("--queue", help="queue URL (env JOBPOOL_QUEUE_URL), e.g. "
-                                        "redis://localhost:6379/0")
-    parser.add_argument("--namespace", help="namespace of the pool (env JOBPOOL_NAMESPACE, "
-                                            "default 'default')")
+                        "redis://localhost:6379/0; without one the pool's queue is read from "
+                        "the cluster (its JobPool and Secret, through the kubeconfig)")
+    parser.add_argument("--from-cluster", action="store_true", help="find the queue from the "
+                        "JobPool even when JOBPOOL_QUEUE_URL is set")
+    parser.add_argument("--kubeconfig", help="kubeconfig file of cluster mode (env KUBECONFIG)")
+    parser.add_argument("--context", help="kubeconfig context of cluster mode (default: current)")
+    parser.add_argument("--port-forward", action="store_true", help="reach an in-cluster queue "
+                        "through a port-forward to a ready pod of its Service")
+    if outputs:
+        parser.add_argument("-o", "--output", choices=outputs, default=outputs[0],
+                            help=f"output format (default {outputs[0]})")
     if pool:
         parser.add_argument("pool", nargs="?", help="pool name (env JOBPOOL_POOL)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobpool", description="Pools of workers fed by a "
-                                     "queue, on Kubernetes or on one machine.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def add_operator(commands) -> None:
+    # parsed by the operator itself (main() hands it the raw arguments)
     commands.add_parser("operator", help="run the operator (kopf inside)", add_help=False)
 
+
+def add_worker(commands) -> None:
     worker = commands.add_parser("worker", help="run one worker process",
                                  description="Run one worker process. Every flag can also be "
                                  "set by its JOBPOOL_* variable; a flag wins.")
@@ -100,11 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "command":   # the program comes after `--`
             worker.add_argument(setting.flag, dest="command_flag", action="store_true",
                                 help=flag_help(name))
+        elif name == "namespace":
+            worker.add_argument("-n", setting.flag, dest=name, help=flag_help(name))
         else:
             worker.add_argument(setting.flag, dest=name, help=flag_help(name))
+    worker.set_defaults(run=cmd_worker)
 
+
+def add_submit(commands) -> None:
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
-    _queue_flags(submit)
+    _queue_flags(submit, outputs=("name", "json", "yaml"))
     submit.add_argument("--payload", action="append", default=[], help="a JSON payload "
                         "(repeatable)")
     submit.add_argument("--id", action="append", default=[], help="the id of the --payload at "
@@ -113,46 +196,134 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--file", help="JSON Lines file of payloads, or - for stdin")
     submit.add_argument("--no-wait", action="store_true", help="fail instead of waiting when "
                         "maxLength jobs are waiting")
+    submit.set_defaults(run=cmd_submit, role=PRODUCER)
 
+
+def add_status(commands) -> None:
     status = commands.add_parser("status", help="queue, counters, workers, saturation")
-    _queue_flags(status)
-    status.add_argument("--output", choices=("table", "json"), default="table")
+    _queue_flags(status, outputs=("table", "json", "yaml"))
+    status.set_defaults(run=cmd_status, role=PRODUCER)
 
+
+def add_results(commands) -> None:
     results = commands.add_parser("results", help='{"id","result","attempts"} per finished job')
-    _queue_flags(results)
-    results.add_argument("--follow", action="store_true", help="keep printing new results")
-    results.add_argument("--output", choices=("jsonl",), default="jsonl")
+    _queue_flags(results, outputs=("jsonl", "json", "yaml"))
+    results.add_argument("--follow", action="store_true", help="keep printing new results "
+                         "(JSON Lines)")
+    results.set_defaults(run=cmd_results, role=PRODUCER)
 
+
+def add_dlq(commands) -> None:
     dlq = commands.add_parser("dlq", help="inspect and re-run dead jobs")
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for action, text in (("list", "print dead jobs as JSON Lines"),
-                         ("replay", "enqueue dead jobs again with fresh attempts"),
-                         ("purge", "delete dead jobs")):
+    for action, text, outputs in (("list", "print dead jobs", ("jsonl", "json", "yaml")),
+                                  ("replay", "enqueue dead jobs again with fresh attempts",
+                                   ("text", "json", "yaml")),
+                                  ("purge", "delete dead jobs", ("text", "json", "yaml"))):
         sub = actions.add_parser(action, help=text)
-        _queue_flags(sub)
+        _queue_flags(sub, outputs=outputs)
         sub.add_argument("--id", action="append", default=[], help="a dead job's id "
                          "(repeatable)")
         sub.add_argument("--all", action="store_true", help="every dead job")
+    dlq.set_defaults(run=cmd_dlq, role=WORKER)   # replay and purge run the worker's scripts
+
+
+def add_version(commands) -> None:
+    version = commands.add_parser("version", help="print the version of jobpool")
+    version.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    version.set_defaults(run=cmd_version)
+
+
+def add_completion(commands) -> None:
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script: bash or zsh",
+        description="source <(jobpool completion bash)   # in ~/.bashrc; zsh: jobpool completion zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(run=cmd_completion)
+    hidden = commands.add_parser(COMPLETE_COMMAND, add_help=False)   # what the scripts call
+    hidden.add_argument("words", nargs=argparse.REMAINDER)
+    hidden.set_defaults(run=cmd_complete)
+
+
+def add_ui(commands) -> None:
     ui_command.register(commands)
+    commands.choices["ui"].set_defaults(run=lambda args, stdin, stdout: ui_command.run(args))
+
+
+SUBCOMMANDS = [add_operator, add_worker, add_submit, add_status, add_results, add_dlq,
+               add_ui, add_version, add_completion]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobpool", description="Pools of workers fed by a "
+                                     "queue, on Kubernetes or on one machine.")
+    parser.add_argument("--version", action="version", version=version_line())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 
-# -- commands -------------------------------------------------------------------------------
-def _open(args: argparse.Namespace):
-    url = args.queue or os.environ.get("JOBPOOL_QUEUE_URL")
-    if not url:
-        raise UsageError("no queue URL: give --queue URL or set JOBPOOL_QUEUE_URL")
-    namespace = args.namespace or os.environ.get("JOBPOOL_NAMESPACE") or "default"
-    pool = args.pool or os.environ.get("JOBPOOL_POOL")
-    if not pool:
+# -- where the queue is ---------------------------------------------------------------------
+def cluster_mode(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    """Pure: the queue is found from the JobPool unless a URL is given (flag, then env)."""
+    return args.from_cluster or not (args.queue or environ.get("JOBPOOL_QUEUE_URL"))
+
+
+def resolve_queue(args: argparse.Namespace, stack: contextlib.ExitStack,
+                  environ: Mapping[str, str]) -> None:
+    """Sets args.queue_url, args.namespace and args.pool; a port-forward lives on `stack`."""
+    args.pool = args.pool or environ.get("JOBPOOL_POOL")
+    if not args.pool:
         raise UsageError("no pool: give POOL or set JOBPOOL_POOL")
-    for value, what in ((pool, "pool"), (namespace, "namespace")):
+    namespace = args.namespace or environ.get("JOBPOOL_NAMESPACE")
+    if not cluster_mode(args, environ):
+        args.queue_url = args.queue or environ["JOBPOOL_QUEUE_URL"]
+        args.namespace = namespace or "default"
+        if args.port_forward:
+            raise UsageError("--port-forward needs cluster mode: drop --queue (and "
+                             "JOBPOOL_QUEUE_URL) or add --from-cluster")
+        _check_names(args)
+        return
+    from . import cluster
+    try:
+        kube = cluster.Cluster(args.kubeconfig, args.context)
+    except cluster.ClusterError as exc:
+        if not (args.from_cluster or args.kubeconfig or args.context):
+            raise UsageError(f"no queue URL: give --queue URL or set JOBPOOL_QUEUE_URL "
+                             f"(cluster mode: {exc})") from None
+        raise UsageError(str(exc)) from None
+    args.namespace = namespace or kube.namespace
+    _check_names(args)
+    args.queue_url = kube.queue_url(args.namespace, args.pool, args.role)
+    if args.port_forward:
+        args.queue_url = stack.enter_context(kube.port_forward(args.queue_url, args.namespace))
+    args.known_pool = True    # the JobPool exists: a pool with no jobs yet is no NotFound
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    for value, what in ((args.pool, "pool"), (args.namespace, "namespace")):
         problem = name_problem(value, what)
         if problem is not None:
             raise UsageError(problem)
-    return open_queue(url, namespace, pool)
 
 
+def _open(args: argparse.Namespace):
+    return open_queue(args.queue_url, args.namespace, args.pool)
+
+
+async def _must_know(args: argparse.Namespace, queue) -> QueueStats:
+    """The pool's stats; NotFound when neither the cluster nor the queue knows the pool."""
+    stats = await queue.stats()
+    if not getattr(args, "known_pool", False) and not (
+            stats.submitted or stats.backlog or stats.dead_letter or stats.workers):
+        raise NotFound(f"pool {args.namespace}/{args.pool} not found at "
+                       f"{redact_url(args.queue_url)}: it holds no job, worker or dead letter "
+                       f"of it (check -n and the pool's name)")
+    return stats
+
+
+# -- commands -------------------------------------------------------------------------------
 async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     sourced = parse_payload_flags(args.payload)
     if args.file == "-":
@@ -180,7 +351,7 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
     except (QueueFull, PayloadTooLarge) as exc:
         # the jobs of earlier chunks are in the queue: their ids must not be lost
         progress.clear()
-        stdout.write("".join(f"{job_id}\n" for job_id in exc.submitted_ids))
+        _write_ids(stdout, exc.submitted_ids, args.output)
         stdout.flush()
         if isinstance(exc, PayloadTooLarge):
             raise UsageError(exc.naming(sourced[exc.index][0])) from None
@@ -190,71 +361,99 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
         await queue.close()
     if progress.enabled:
         progress.close()
-    stdout.write("".join(f"{job_id}\n" for job_id in job_ids))
+    _write_ids(stdout, job_ids, args.output)
     return 0
 
 
-async def cmd_status(args: argparse.Namespace, stdout: TextIO) -> int:
+def _write_ids(stdout: TextIO, job_ids: Sequence[str], output: str) -> None:
+    if output in STRUCTURED:
+        write(stdout, list(job_ids), output)
+    else:
+        stdout.write("".join(f"{job_id}\n" for job_id in job_ids))
+
+
+async def cmd_status(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     queue = _open(args)
     try:
-        stats = await queue.stats()
+        stats = await _must_know(args, queue)
     finally:
         await queue.close()
-    if args.output == "json":
-        stdout.write(json.dumps(stats.as_status()) + "\n")
+    if args.output in STRUCTURED:
+        write(stdout, stats.as_status(), args.output)
     else:
         stdout.write(format_status(queue.namespace, queue.pool, stats) + "\n")
     return 0
 
 
-async def cmd_results(args: argparse.Namespace, stdout: TextIO) -> int:
+async def cmd_results(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if args.follow and args.output != "jsonl":
+        raise UsageError(f"--follow prints JSON Lines as results finish; -o {args.output} "
+                         f"prints the whole list once: drop one of them")
     queue = _open(args)
     progress = Progress("results", enabled=None if args.follow else False)
+    collected = []
     try:
+        stats = await _must_know(args, queue)
         if progress.enabled:
-            progress.total = (await queue.stats()).submitted
+            progress.total = stats.submitted
         async for result in queue.results(follow=args.follow):
+            record = {"id": result.id, "result": result.result, "attempts": result.attempts}
+            if args.output != "jsonl":
+                collected.append(record)
+                continue
             if progress.visible and stdout.isatty():
                 progress.clear()
-            stdout.write(json.dumps({"id": result.id, "result": result.result,
-                                     "attempts": result.attempts}) + "\n")
+            stdout.write(json.dumps(record) + "\n")
             if args.follow:
                 stdout.flush()
             progress.update(1)
     finally:
         progress.clear()
         await queue.close()
+    if args.output != "jsonl":
+        write(stdout, collected, args.output)
     return 0
 
 
-async def cmd_dlq(args: argparse.Namespace, stdout: TextIO) -> int:
+async def cmd_dlq(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     if args.action != "list" and not (args.id or args.all):
         raise UsageError(f"dlq {args.action}: give --id ID (repeatable) or --all")
     if args.id and args.all:
         raise UsageError(f"dlq {args.action}: give --id or --all, not both")
     queue = _open(args)
     try:
+        await _must_know(args, queue)
+        dead_jobs = await queue.dead_letters()
+        known = {dead.id for dead in dead_jobs}
+        missing = [job_id for job_id in dict.fromkeys(args.id) if job_id not in known]
+        wanted = [job_id for job_id in dict.fromkeys(args.id) if job_id in known]
         if args.action == "list":
-            wanted = set(args.id)
-            for dead in await queue.dead_letters():
-                if wanted and dead.id not in wanted:
-                    continue
-                stdout.write(json.dumps({"id": dead.id, "payload": dead.payload,
-                                         "attempts": dead.attempts, "error": dead.error,
-                                         "failedAt": dead.failed_at}) + "\n")
-        elif args.action == "replay":
-            count = await queue.replay(None if args.all else args.id)
-            stdout.write(f"replayed {count} dead jobs\n")
-        else:
-            count = await queue.purge_dead_letters(None if args.all else args.id)
-            stdout.write(f"purged {count} dead jobs\n")
+            records = [{"id": dead.id, "payload": dead.payload, "attempts": dead.attempts,
+                        "error": dead.error, "failedAt": dead.failed_at}
+                       for dead in dead_jobs if not args.id or dead.id in wanted]
+            if args.output == "jsonl":
+                stdout.write("".join(json.dumps(record) + "\n" for record in records))
+            else:
+                write(stdout, records, args.output)
+        elif args.all or wanted:
+            count = await (queue.replay if args.action == "replay" else queue.purge_dead_letters)(
+                None if args.all else wanted)
+            done = "replayed" if args.action == "replay" else "purged"
+            if args.output in STRUCTURED:
+                write(stdout, {done: count}, args.output)
+            else:
+                stdout.write(f"{done} {count} dead jobs\n")
     finally:
         await queue.close()
+    if missing:
+        raise NotFound(f"no dead job {', '.join(repr(m) for m in missing)} in pool "
+                       f"{args.namespace}/{args.pool}")
     return 0
 
 
-def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
+def cmd_worker(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     from .worker import ConfigError, HandlerError, resolve_config, run_worker
+    command = args.program
     flags = {name: getattr(args, name) for name in SETTINGS if name != "command"}
     if args.command_flag and not command:
         raise UsageError("--command needs the program after `--`: --command -- PROG ARGS...")
@@ -276,6 +475,30 @@ def cmd_worker(args: argparse.Namespace, command: list[str] | None) -> int:
     return code
 
 
+def version_line() -> str:
+    return f"jobpool {__version__}"
+
+
+def cmd_version(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    info = {"version": __version__, "python": platform.python_version(),
+            "crd": "jobpool.dev/v1alpha1"}
+    if args.output in STRUCTURED:
+        write(stdout, info, args.output)
+    else:
+        stdout.write(f"{version_line()} (python {info['python']}, {info['crd']})\n")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    stdout.write(completion_script(args.shell))
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    stdout.write("".join(f"{word}\n" for word in candidates(build_parser(), args.words)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "operator":
@@ -288,34 +511,33 @@ def main(argv: list[str] | None = None) -> int:
                   f"pip install 'jobpool[operator]'", file=sys.stderr)
             return 2
         return operator_main(argv[1:])
+    if argv[:1] == [COMPLETE_COMMAND]:   # words to complete are not flags of this parser
+        return cmd_complete(argparse.Namespace(words=argv[1:]), sys.stdin, sys.stdout)
     flags, command = split_command(argv)
     args = build_parser().parse_args(flags)
     if command is not None and args.command != "worker":
         build_parser().error(f"unexpected arguments after --: {' '.join(command)}")
+    args.program = command
+    name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:
-        if args.command == "worker":
-            return cmd_worker(args, command)
-        if args.command == "submit":
-            return asyncio.run(cmd_submit(args, sys.stdin, sys.stdout))
-        if args.command == "status":
-            return asyncio.run(cmd_status(args, sys.stdout))
-        if args.command == "results":
-            return asyncio.run(cmd_results(args, sys.stdout))
-        if args.command == "dlq":
-            return asyncio.run(cmd_dlq(args, sys.stdout))
-        if args.command == "ui":
-            return ui_command.run(args)
+        with contextlib.ExitStack() as stack:
+            if hasattr(args, "role"):
+                resolve_queue(args, stack, os.environ)
+            outcome = args.run(args, sys.stdin, sys.stdout)
+            return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
     except UsageError as exc:
-        print(f"jobpool {args.command}: error: {exc}", file=sys.stderr)
+        print(f"jobpool {name}: error: {exc}", file=sys.stderr)
         return 2
-    except QueueError as exc:
-        print(f"jobpool {args.command}: error: {exc}", file=sys.stderr)
+    except (QueueError, NotFound) as exc:
+        print(f"jobpool {name}: error: {exc}", file=sys.stderr)
+        return 1
+    except ClusterError as exc:
+        print(f"jobpool {name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """Fixtures of the end-to-end tests: the CRDs installed once, an operator per test."""
 from __future__ import annotations
 
+import json
+import secrets
+
 import pytest
 
 from tests.e2e.operator_harness import install_crds, start_operator
+from tests.fixtures.cluster import localcluster
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +30,20 @@ def operator(jobpool_crds, kube_namespace, redis_server, tmp_path):
         jobpool_crds.kubectl("delete", "jobpools", "--all", "-n", kube_namespace, "--timeout=60s", check=False)
         op.stop()
         print("---- operator log (tail) ----\n" + op.logs()[-6000:])
+
+
+@pytest.fixture
+def gpu_node(jobpool_crds):
+    """A kwok node as a GPU node pool's: tainted nvidia.com/gpu:NoSchedule, labelled, with GPUs. Ask for it
+    before `operator`, so it goes after the pools (kwok deletes the pods of the nodes it runs)."""
+    name = f"gpu-{secrets.token_hex(3)}"
+    node = localcluster.fake_node(name)
+    node["metadata"]["labels"]["node.kubernetes.io/instance-family"] = "gpu"
+    node["spec"] = {"taints": [GPU_TAINT]}
+    for key in ("allocatable", "capacity"):
+        node["status"][key]["nvidia.com/gpu"] = "4"
+    jobpool_crds.kubectl("apply", "-f", "-", input=json.dumps(node))
+    try:
+        yield name
+    finally:
+        jobpool_crds.kubectl("delete", "node", name, "--wait=false", check=False)

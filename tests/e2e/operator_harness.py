@@ -114,7 +114,10 @@ def unique(prefix: str) -> str:
 
 def install_crds(cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/jobpools.jobpool.dev")
+    # `kubectl wait` fails at once while the new CRD has no status yet (a large schema takes a moment)
+    wait_until(lambda: cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                                       "crd/jobpools.jobpool.dev", check=False).returncode == 0,
+               timeout=90, interval=0.5, what="the JobPool CRD Established")
 
 
 def apply(cluster, namespace: str, manifest: dict[str, Any] | str, check: bool = True):

@@ -3,6 +3,7 @@ restricted Pod Security Standard, and its RBAC is exactly enough to run the oper
 import base64
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from jobpool.queue.redis import server
 from tests.e2e.operator_harness import (OperatorProcess, apply, condition, get, items, kubeconfig_for_token,
                                         pool_manifest, unique)
 from tests.helpers import ROOT, wait_until
+from tests.e2e.test_operator_pod_template import EVERY_FIELD
 
 CHART = ROOT / "charts/jobpool"
 
@@ -104,19 +106,19 @@ def redis_parts(docs):
     return pod, pod["containers"][0]
 
 
-def test_bundled_redis_requires_a_generated_password_that_no_manifest_spells_out(kube_cluster):
+def test_bundled_redis_password_is_made_by_a_hook_and_no_manifest_spells_it_out(kube_cluster):
     docs = render(kube_cluster)
-    (secret,) = by_kind(docs, "Secret")
-    assert secret["metadata"]["name"] == "jp-redis" and "stringData" not in secret
-    values = decoded(secret)
-    password = values["password"]
-    assert len(password) == 32 and password.isalnum()
-    assert values["url"] == f"redis://:{password}@jp-redis.ops.svc:6379/0"
-    # Only the Secret holds it (base64); every other object refers to the Secret.
-    for doc in docs:
-        if doc is not secret:
-            text = json.dumps(doc)
-            assert password not in text and base64.b64encode(password.encode()).decode() not in text, doc["kind"]
+    assert by_kind(docs, "Secret") == [], "the password is made in the cluster, not in a render"
+    hooks = [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    (job,) = [d for d in hooks if d["kind"] == "Job" and d["metadata"]["name"] == "jp-redis-secret"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:5] == ["operator", "ensure-redis-secret", "--name=jp-redis", "--namespace=ops",
+                                     "--address=jp-redis.ops.svc:6379/0"]
+    (role,) = [d for d in hooks if d["kind"] == "Role" and d["metadata"]["name"] == "jp-redis-secret"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["jp-redis"],
+                              "verbs": ["get", "patch"]}]
     _, redis = redis_parts(docs)
     args = redis["args"]
     assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)" and "--protected-mode" not in args
@@ -124,8 +126,48 @@ def test_bundled_redis_requires_a_generated_password_that_no_manifest_spells_out
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
     assert env == {"REDIS_PASSWORD": {"name": "jp-redis", "key": "password"},
                    "REDISCLI_AUTH": {"name": "jp-redis", "key": "password"}}
-    # Generated per install: another render (no Secret to look up) gets another password.
-    assert decoded(by_kind(render(kube_cluster), "Secret")[0])["password"] != password
+
+
+@pytest.mark.parametrize("sets", [(), ("watchNamespaces={a,b}", "uninstall.pools=delete"),
+                                  ("redis.auth.existingSecret=mine",),
+                                  ("monitoring.prometheusRule.enabled=true", "monitoring.dashboard.enabled=true"),
+                                  ("externalMetrics.enabled=true", "replicas=2")])
+def test_two_renders_of_the_same_values_are_identical(kube_cluster, sets):
+    """GitOps: Argo CD and Flux render on every sync; nothing may differ between two renders."""
+    def rendered():
+        return helm(kube_cluster, "template", "jp", str(CHART), "--namespace", "ops",
+                    *[arg for s in sets for arg in ("--set", s)]).stdout
+    assert rendered() == rendered()
+
+
+def test_an_existing_secret_holds_the_password_and_no_hook_runs(kube_cluster):
+    docs = render(kube_cluster, "redis.auth.existingSecret=redis-auth", "redis.auth.existingSecretPasswordKey=pw")
+    assert not [d for d in docs if d["metadata"]["name"] == "jp-redis-secret"]
+    _, redis = redis_parts(docs)
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}["REDIS_PASSWORD"] == {
+        "name": "redis-auth", "key": "pw"}
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBPOOL_REDIS_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "redis-auth", "key": "pw"}}
+    assert env["JOBPOOL_ADMIN_QUEUE_URL"]["value"] == "redis://:$(JOBPOOL_REDIS_PASSWORD)@jp-redis.ops.svc:6379/0"
+
+
+def run_redis_secret_hook(cluster, release: str, ns: str, tmp_path) -> str:
+    """kwok completes the hook's Job without running it: run its command as the chart renders it,
+    with its ServiceAccount's token (the hook RBAC applied as the hook would create it)."""
+    hooks = [d for d in yaml.safe_load_all(helm(cluster, "get", "hooks", release, "-n", ns).stdout) if d]
+    for doc in hooks:
+        if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
+    (job,) = [d for d in hooks if d["kind"] == "Job" and d["metadata"]["name"] == f"{release}-redis-secret"]
+    token = cluster.kubectl("create", "token", job["spec"]["template"]["spec"]["serviceAccountName"],
+                            "-n", ns).stdout.strip()
+    scoped = kubeconfig_for_token(cluster, token, tmp_path / "hook.kubeconfig")
+    done = subprocess.run([sys.executable, "-m", "jobpool.cli", *job["spec"]["template"]["spec"]["containers"][0]["args"]],
+                          cwd=ROOT, env={**cluster.env, "KUBECONFIG": scoped}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_bundled_redis_is_durable_by_default_and_an_empty_dir_is_opt_in(kube_cluster):
@@ -150,12 +192,13 @@ def test_bundled_redis_has_a_maxmemory_below_its_memory_limit_and_never_evicts(k
         return args[args.index("--maxmemory") + 1]
 
     assert maxmemory() == str(int(512 * 2**20 * 0.8))   # 80% of the default 512Mi limit
-    assert maxmemory("redis.resources.limits.memory=2Gi", "redis.maxmemoryPercent=75") == str(
-        int(2 * 2**30 * 0.75))
-    assert maxmemory("redis.resources.limits.memory=1G") == str(int(1e9 * 0.8))
+    # the volume holds at least twice the maxmemory (see the volume rule's test)
+    assert maxmemory("redis.resources.limits.memory=2Gi", "redis.maxmemoryPercent=75",
+                     "redis.persistence.size=3Gi") == str(int(2 * 2**30 * 0.75))
+    assert maxmemory("redis.resources.limits.memory=1G", "redis.persistence.size=2Gi") == str(int(1e9 * 0.8))
     assert maxmemory("redis.maxmemory=300mb") == "300mb"
     for limit, said in (("null", "redis.resources.limits.memory is required"),
-                        ("lots", 'redis.resources.limits.memory "lots"')):
+                        ("lots", "'lots' does not match pattern")):   # Kubernetes' Quantity in the schema
         result = helm(kube_cluster, "template", "jp", str(CHART), "--set",
                       f"redis.resources.limits.memory={limit}", check=False)
         assert result.returncode != 0 and said in result.stderr, result.stderr
@@ -191,6 +234,14 @@ def test_bundled_redis_admits_only_worker_pods_and_the_operator(kube_cluster):
     assert by_kind(render(kube_cluster, "redis.networkPolicy.enabled=false"), "NetworkPolicy") == []
 
 
+def test_bundled_redis_image_is_pinned_by_digest_unless_a_local_image_clears_it(kube_cluster):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["redis"]["image"]
+    assert values["digest"].startswith("sha256:") and len(values["digest"]) == 71
+    assert redis_parts(render(kube_cluster))[1]["image"] == f"redis:{values['tag']}@{values['digest']}"
+    local = render(kube_cluster, "redis.image.repository=jobpool-redis", "redis.image.tag=dev", "redis.image.digest=")
+    assert redis_parts(local)[1]["image"] == "jobpool-redis:dev"
+
+
 def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
     docs = render(kube_cluster, "redis.auth.enabled=false")
     assert by_kind(docs, "Secret") == []
@@ -203,7 +254,12 @@ def test_without_a_password_the_bundled_url_may_stay_inline(kube_cluster):
 @pytest.mark.parametrize("bad", ["replicas=-1", "metricsPort=0", "image.pullPolicy=Sometimes",
                                  "defaultQueueUrl=http://x", "watchNamespaces={Bad_NS}",
                                  "redis.persistence.size=lots", "redis.auth.enabled=maybe",
-                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100"])
+                                 "redis.maxmemory=lots", "redis.maxmemoryPercent=100",
+                                 "redis.image.digest=latest", "redis.image.digest=sha256:abc",
+                                 # Kubernetes' own schemas, closed: a typo is refused
+                                 "resources.requets.cpu=1", "affinity.nodeAfinity.x=1", "tolerations[0].efect=NoSchedule",
+                                 "topologySpreadConstraints[0].maxSkew=one", "redis.resources.limit.memory=1Gi",
+                                 "imagePullSecrets[0].nam=reg", "image.digest=latest", "redis.image.digst=x"])
 def test_bad_values_are_refused(kube_cluster, bad):
     result = helm(kube_cluster, "template", "jp", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
@@ -271,6 +327,7 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
     install = ("--namespace", ns, "--wait=false", "--set", f"watchNamespaces={{{ns}}}")
     helm(cluster, "install", release, str(CHART), *install)
     try:
+        assert "created Secret" in run_redis_secret_hook(cluster, release, ns, tmp_path)
         # Pods exist only once admitted: the Redis pod (its PVC may stay unbound here) and the operator pass.
         for name in ("jobpool-redis", "jobpool-operator"):
             wait_until(lambda: items(cluster, ns, "pods", f"app.kubernetes.io/name={name}"), timeout=60,
@@ -281,8 +338,10 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
         assert get(cluster, ns, "persistentvolumeclaim", f"{release}-redis") is not None
         for kind in ("deployments", "pods", "configmaps", "networkpolicies"):
             assert password not in json.dumps(items(cluster, ns, kind)), kind
-        # An upgrade keeps the generated password (looked up, not generated again).
+        assert len(password) == 48 and url == f"redis://:{password}@{release}-redis.{ns}.svc:6379/0"
+        # An upgrade keeps the password: the hook finds it and changes nothing.
         helm(cluster, "upgrade", release, str(CHART), *install)
+        assert "is up to date" in run_redis_secret_hook(cluster, release, ns, tmp_path)
         assert decoded(get(cluster, ns, "secret", f"{release}-redis"))["password"] == password
 
         # `helm install` + `kubectl apply -f examples/01-minimal`: Ready with no manual Secret. The
@@ -311,12 +370,24 @@ def test_bundled_redis_installs_restricted_and_its_password_stays_in_its_secret(
                 assert password not in text
             assert "Forbidden" not in operator.logs() and "403" not in operator.logs(), operator.logs()[-3000:]
             check_admission_policy(cluster, ns, name, scoped)
+            check_pod_template_admitted(cluster, ns, operator)
             cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=60s")
             assert "Forbidden" not in operator.logs(), operator.logs()[-3000:]
         finally:
             operator.stop()
     finally:
         helm(cluster, "uninstall", release, "--namespace", ns, check=False)
+
+
+def check_pod_template_admitted(cluster, ns, operator):
+    """Every spec.worker.podTemplate field at once: the operator's Deployment passes the admission policy,
+    its pods the restricted Pod Security Standard the namespace enforces."""
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(pool_manifest(
+        "every", worker={"image": "registry.example/app:1", "handler": "tasks:square", "podTemplate": EVERY_FIELD})))
+    wait_until(lambda: condition(get(cluster, ns, "jobpool", "every"), "Ready").get("status") == "True",
+               timeout=90, what="the pool with every pod template field Ready")
+    assert "Forbidden" not in operator.logs(), operator.logs()[-3000:]
+    cluster.kubectl("delete", "jobpool", "every", "-n", ns, "--timeout=60s")
 
 
 def check_admission_policy(cluster, ns, pool, kubeconfig):
@@ -355,3 +426,82 @@ def test_the_default_queue_may_be_a_sentinel_or_cluster_url_and_its_password_sta
     for url in ("redis+cluster://node-0:6379\\,node-1:6379", "redis+sentinel://s1:26379\\,s2:26379/mymaster"):
         env = operator_env(f"defaultQueueUrl={url}")
         assert env["JOBPOOL_DEFAULT_QUEUE_URL"]["value"] == url.replace("\\,", ",")
+
+
+def test_operator_ha_knobs_render_into_the_pod_and_a_pdb(kube_cluster):
+    docs = render(kube_cluster, "replicas=2", "priorityClassName=platform", "imagePullSecrets[0].name=registry",
+                  "podLabels.team=platform", "podAnnotations.example\\.com/owner=ops",
+                  "image.digest=sha256:" + "a" * 64, "topologySpreadConstraints[0].maxSkew=1",
+                  "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+                  "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+                  "resources.requests.cpu=1", "redis.nodeSelector.disk=ssd", "redis.priorityClassName=queues",
+                  "redis.tolerations[0].key=dedicated", "redis.tolerations[0].operator=Exists")
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["labels"]["team"] == "platform"
+    assert template["metadata"]["annotations"] == {"example.com/owner": "ops"}
+    assert pod["priorityClassName"] == "platform" and pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["containers"][0]["image"] == "ghcr.io/jobpool/operator@sha256:" + "a" * 64
+    assert pod["containers"][0]["resources"]["requests"]["cpu"] == 1
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    redis_pod, _ = redis_parts(docs)
+    assert redis_pod["nodeSelector"] == {"disk": "ssd"} and redis_pod["priorityClassName"] == "queues"
+    assert redis_pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert redis_pod["imagePullSecrets"] == [{"name": "registry"}]
+    hooks = [d for d in docs if d["kind"] == "Job"]
+    assert hooks and all(j["spec"]["template"]["spec"]["containers"][0]["image"].endswith("a" * 64) for j in hooks)
+    # one replica: no PDB (it would block every drain) and no anti-affinity
+    single = render(kube_cluster)
+    assert by_kind(single, "PodDisruptionBudget") == []
+    (one,) = [d for d in by_kind(single, "Deployment") if d["metadata"]["name"] == "jp-operator"]
+    assert "affinity" not in one["spec"]["template"]["spec"]
+
+
+@pytest.mark.cluster
+def test_the_kubernetes_schemas_of_the_values_are_those_of_the_kubernetes_we_build():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart_schema.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_bundled_redis_has_probes_an_opt_in_pdb_and_a_volume_of_twice_its_maxmemory(kube_cluster):
+    docs = render(kube_cluster)
+    _, redis = redis_parts(docs)
+    assert redis["livenessProbe"]["exec"]["command"][-1] == "ping"
+    assert redis["startupProbe"]["failureThreshold"] * redis["startupProbe"]["periodSeconds"] == 300
+    assert [d for d in by_kind(docs, "PodDisruptionBudget") if d["metadata"]["name"] == "jp-redis"] == []
+    (pdb,) = [d for d in by_kind(render(kube_cluster, "redis.podDisruptionBudget.enabled=true"),
+                                 "PodDisruptionBudget") if d["metadata"]["name"] == "jp-redis"]
+    assert pdb["spec"]["maxUnavailable"] == 0
+    # 512Mi of limit -> maxmemory 429496729 bytes: 1Gi holds twice that, 800Mi does not
+    refused = helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.persistence.size=800Mi", check=False)
+    assert refused.returncode != 0
+    assert "redis.persistence.size 800Mi is less than twice Redis's maxmemory (429496729 bytes)" in refused.stderr
+    assert render(kube_cluster, "redis.persistence.size=2Gi", "redis.maxmemory=1gb")
+    assert helm(kube_cluster, "template", "jp", str(CHART), "--set", "redis.maxmemory=600mb",
+                check=False).returncode != 0
+
+
+def test_every_object_carries_the_recommended_labels(kube_cluster):
+    docs = render(kube_cluster, "monitoring.prometheusRule.enabled=true")
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "jobpool", (doc["kind"], doc["metadata"]["name"])
+        assert labels.get("app.kubernetes.io/instance") == "jp", (doc["kind"], doc["metadata"]["name"])
+        if doc["metadata"]["name"].startswith("jp-redis") and "helm.sh/hook" not in doc["metadata"].get("annotations", {}):
+            assert labels["app.kubernetes.io/name"] == "jobpool-redis", doc["kind"]
+
+
+def test_the_notes_warn_when_pools_would_have_no_queue(kube_cluster):
+    def notes(*sets):
+        return helm(kube_cluster, "install", "jp", str(CHART), "--dry-run=client", "--namespace", "ops",
+                    *[arg for s in sets for arg in ("--set", s)]).stdout.split("NOTES:", 1)[1]
+    assert "WARNING: no default queue" in notes("redis.enabled=false")
+    bundled = notes()
+    assert "WARNING" not in bundled and "jobpool submit <pool> -n <namespace>" in bundled
+    assert "kubectl apply --server-side -f <chart>/crds/" in bundled

@@ -8,6 +8,7 @@ import base64
 import json
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -50,18 +51,20 @@ def external_metrics(jobpool_crds, kube_namespace, redis_server, tmp_path):
     service = "jobpool-external-metrics"
     cert, key, ca = serving_certificate(tmp_path, f"{service}.{ns}.svc")
     port = free_port()
-    operator = start_operator(cluster, ns, redis_server.url, tmp_path / "operator.log", extra_args=(
-        "--external-metrics-port", str(port), "--external-metrics-address", "127.0.0.1",
-        "--tls-cert-file", str(cert), "--tls-private-key-file", str(key)))
-    # The operator runs outside the cluster here: an ExternalName Service points the aggregator at it.
-    apply(cluster, ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
-                        "spec": {"type": "ExternalName", "externalName": "127.0.0.1"}})
+    # the APIService is registered without a caBundle: the operator puts its CA there (--tls-ca-file)
     apply(cluster, ns, {
         "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": APISERVICE},
         "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100,
-                 "versionPriority": 100, "caBundle": base64.b64encode(ca.encode()).decode(),
-                 "service": {"namespace": ns, "name": service, "port": port}}})
+                 "versionPriority": 100, "service": {"namespace": ns, "name": service, "port": port}}})
+    operator = start_operator(cluster, ns, redis_server.url, tmp_path / "operator.log", extra_args=(
+        "--external-metrics-port", str(port), "--external-metrics-address", "127.0.0.1",
+        "--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--tls-ca-file", str(tmp_path / "ca.crt")))
+    # The operator runs outside the cluster here: an ExternalName Service points the aggregator at it.
+    apply(cluster, ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+                        "spec": {"type": "ExternalName", "externalName": "127.0.0.1"}})
     try:
+        wait_until(lambda: get(cluster, "", "apiservice", APISERVICE)["spec"].get("caBundle")
+                   == base64.b64encode(ca.encode()).decode(), timeout=30, what="the operator's CA in the APIService")
         wait_until(lambda: any(c["type"] == "Available" and c["status"] == "True" for c in
                                (get(cluster, "", "apiservice", APISERVICE) or {}).get("status", {}).get(
                                    "conditions", [])),
@@ -128,22 +131,75 @@ def test_hpa_scales_a_jobpool_on_its_backlog_through_the_operators_external_metr
           f"{deployment['spec']['replicas']}")
 
 
-def test_chart_registers_the_operators_external_metrics_with_a_certificate_it_vouches_for(kube_cluster, tmp_path):
-    from tests.e2e.test_chart import by_kind, render
+def test_a_renewed_certificate_is_served_and_trusted_without_a_restart(external_metrics, tmp_path):
+    """The kubelet updates the mounted Secret in place: the operator loads the new chain, puts
+    the new CA into the APIService, and the aggregated API stays readable; same process."""
+    cluster, ns, operator, _ = external_metrics
+    pid = operator.process.pid
+    renewed = tmp_path / "renewed"
+    renewed.mkdir()
+    _, _, new_ca = serving_certificate(renewed, f"jobpool-external-metrics.{ns}.svc")
+    for name in ("serving.key", "serving.crt", "ca.crt"):   # the files the operator was started with
+        (tmp_path / name).write_bytes((renewed / name).read_bytes())
+    wait_until(lambda: get(cluster, "", "apiservice", APISERVICE)["spec"].get("caBundle")
+               == base64.b64encode(new_ca.encode()).decode(), timeout=60, what="the renewed CA in the APIService")
+    path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/jobpool_backlog"
+    wait_until(lambda: cluster.kubectl("get", "--raw", path, check=False).returncode == 0, timeout=60,
+               what="the aggregated API served with the renewed certificate")
+    assert operator.alive() and operator.process.pid == pid
+    assert "loaded the renewed serving certificate" in operator.logs()
+
+
+def test_chart_keeps_the_certificate_across_renders_and_upgrades(kube_cluster, kube_namespace, tmp_path):
+    """No certificate in any render (two renders are equal); the hook makes it once into the
+    Secret and keeps it when it runs again (an upgrade); the Service has no selector (the
+    leader writes its EndpointSlice); the leader gets only the APIService and that slice."""
+    from tests.e2e.test_chart import by_kind, helm, render
     assert not by_kind(render(kube_cluster), "APIService")
     docs = render(kube_cluster, "externalMetrics.enabled=true")
     (apiservice,) = by_kind(docs, "APIService")
-    service = apiservice["spec"]["service"]
-    (secret,) = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("-external-metrics-tls")]
-    (tmp_path / "ca.crt").write_bytes(base64.b64decode(apiservice["spec"]["caBundle"]))
-    (tmp_path / "tls.crt").write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
-    verify = subprocess.run(["openssl", "verify", "-CAfile", "ca.crt", "-verify_hostname",
-                             f"{service['name']}.{service['namespace']}.svc", "tls.crt"],
-                            cwd=tmp_path, capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "caBundle" not in apiservice["spec"]
+    assert not [s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("-external-metrics-tls")]
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "jp-operator-external-metrics"]
+    assert "selector" not in service["spec"]
     (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "jp-operator"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert "--external-metrics-port=6443" in container["args"]
-    assert {p["name"] for p in container["ports"]} >= {"external-metrics"}
+    assert "--external-metrics-service=jp-operator-external-metrics" in container["args"]
+    assert {e["name"] for e in container["env"]} >= {"JOBPOOL_POD_IP", "JOBPOOL_POD_NAME"}
     (binding,) = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == "kube-system"]
     assert binding["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+    (cluster_role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].startswith("jp-operator-external")]
+    assert cluster_role["rules"] == [{"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"],
+                                      "resourceNames": ["v1beta1.external.metrics.k8s.io"], "verbs": ["get", "patch"]}]
+    rendered = helm(kube_cluster, "template", "jp", str(ROOT / "charts/jobpool"), "--namespace", "ops",
+                    "--set", "externalMetrics.enabled=true").stdout
+    assert rendered == helm(kube_cluster, "template", "jp", str(ROOT / "charts/jobpool"), "--namespace", "ops",
+                            "--set", "externalMetrics.enabled=true").stdout
+
+    # the hook's command and RBAC, run as the chart renders them (kwok would not run its Job)
+    (job,) = [d for d in by_kind(render(kube_cluster, "externalMetrics.enabled=true"), "Job")
+              if d["metadata"]["name"] == "jp-operator-external-metrics-cert"]
+    args = [a.replace("--namespace=ops", f"--namespace={kube_namespace}").replace(".ops", f".{kube_namespace}")
+            for a in job["spec"]["template"]["spec"]["containers"][0]["args"]]
+    env = {**kube_cluster.env, "KUBECONFIG": kube_cluster.kubeconfig}
+
+    def run_hook() -> str:
+        done = subprocess.run([sys.executable, "-m", "jobpool.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "made a new certificate" in run_hook()
+    secret = json.loads(kube_cluster.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n",
+                                             kube_namespace, "-o", "json").stdout)
+    for key in ("tls.crt", "ca.crt"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    verify = subprocess.run(["openssl", "verify", "-CAfile", "ca.crt", "-verify_hostname",
+                             f"jp-operator-external-metrics.{kube_namespace}.svc", "tls.crt"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "keeps its certificate" in run_hook()
+    again = json.loads(kube_cluster.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n",
+                                            kube_namespace, "-o", "json").stdout)
+    assert again["data"] == secret["data"]

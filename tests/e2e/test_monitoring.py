@@ -82,7 +82,8 @@ def test_chart_renders_monitors_rules_and_dashboard_from_the_tested_files(kube_c
 
     (rule,) = by_kind(docs, "PrometheusRule")
     expected = yaml.safe_load(RULES.read_text().replace(
-        "https://github.com/jobpool/jobpool/blob/main/README.md", "https://wiki.example/jobpool"))["groups"]
+        "https://github.com/jobpool/jobpool/blob/main/README.md", "https://wiki.example/jobpool").replace(
+        'persistentvolumeclaim="jobpool-redis"', 'persistentvolumeclaim="jp-redis", namespace="ops"'))["groups"]
     assert rule["spec"]["groups"] == expected
     assert "{{ $labels.pool }}" in json.dumps(rule["spec"]["groups"])   # Prometheus templates survive Helm
 

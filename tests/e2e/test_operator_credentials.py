@@ -12,7 +12,9 @@ import redis as redis_lib
 import yaml
 
 from jobpool.controller.builders import ANNOTATION_CREDENTIALS
-from jobpool.queue import acl, open_queue
+from jobpool.queue import QueueFull, acl, open_queue
+from jobpool.queue.keys import PoolKeys
+from jobpool.queue.redis.fields import MEMORY
 from tests.e2e.operator_harness import apply, condition, get, items, pool_manifest, start_operator
 from tests.helpers import ROOT, wait_until, WorkerProcess
 from tests.e2e.test_operator_finalizer import create_namespace
@@ -72,6 +74,20 @@ def test_the_minimal_example_is_ready_on_its_own_users_and_they_go_with_it(jobpo
         # The Secret's worker URL runs the example's handler; a producer submits with its own.
         worker = WorkerProcess(urls[acl.WORKER], ns, pool, "tasks:square", drain_seconds=5)
         assert submit_and_wait(urls[acl.PRODUCER], ns, pool, 7).result == 49
+
+        # Tenants run no INFO: the operator's memory sample refuses their submits at 90% of maxmemory.
+        admin = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
+        # above 90%, with room below maxmemory (past it Redis itself refuses the submit function)
+        maxmemory = int(int(admin.info("memory")["used_memory"]) / 0.93)
+        admin.config_set("maxmemory", maxmemory)
+        try:
+            wait_until(lambda: (admin.hget(PoolKeys(ns, pool).memory, MEMORY.sample) or "").split(":")[1:2]
+                       == [str(maxmemory)], timeout=10, what="the operator's sample of the new maxmemory")
+            with pytest.raises(QueueFull, match="memory is nearly full"):
+                submit_and_wait(urls[acl.PRODUCER], ns, pool, 9)
+        finally:
+            admin.config_set("maxmemory", 0)
+        assert not [e for e in admin.acl_log(count=1000) if e["username"] == acl.user_name(ns, pool, acl.PRODUCER)]
 
         # ACL users are not in the AOF: after a restart the operator puts them back from its Secrets.
         redis_server.restart()

@@ -59,3 +59,16 @@ def test_04_queue_secret_never_shows_the_password(operator, jobpool_crds, kube_n
     assert "change-me" not in json.dumps(deployment)
     events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
     assert "change-me" not in events and "change-me" not in operator.logs()
+
+
+def test_08_gpu_pool_places_workers_on_the_tainted_gpu_node(gpu_node, operator, jobpool_crds, kube_namespace):
+    cluster, ns = jobpool_crds, kube_namespace
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "08-gpu-pool" / "serviceaccount.yaml"))
+    apply_example(cluster, ns, "08-gpu-pool")
+    wait_until(lambda: ready(cluster, ns, "embeddings"), timeout=60, what="embeddings Ready")
+    (pod,) = [p for p in json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "jobpool.dev/pool=embeddings",
+                                                    "-o", "json").stdout)["items"]]
+    assert pod["spec"]["nodeName"] == gpu_node and pod["spec"]["serviceAccountName"] == "model-reader"
+    assert pod["spec"]["initContainers"][0]["name"] == "fetch-model"
+    assert {v["name"] for v in pod["spec"]["volumes"]} >= {"model-cache", "cloud-token"}
+    assert "overriddenFields" not in get(cluster, ns, "jobpool", "embeddings")["status"]

@@ -1,7 +1,11 @@
 """One active operator: a second replica waits on the Lease and takes over when the first stops;
 an operator whose RBAC is not in effect yet keeps trying for the Lease instead of exiting."""
+import json
+import urllib.error
+import urllib.request
+
 from tests.e2e.operator_harness import (OperatorProcess, apply, get, kubeconfig_for_token, pool_manifest,
-                                        unique)
+                                        start_operator, unique)
 from tests.helpers import wait_until
 
 
@@ -55,3 +59,32 @@ def test_operator_started_before_its_rbac_takes_the_lease_once_granted(jobpool_c
         assert get(cluster, ns, "lease", "jobpool-operator")["spec"]["holderIdentity"]
     finally:
         operator.stop()
+
+
+def healthz_body(operator) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/healthz", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_healthz_fails_while_the_leader_cannot_renew_its_lease(jobpool_crds, kube_namespace, redis_server,
+                                                              tmp_path):
+    """The Lease's namespace deleted under a running leader: its renewals fail, /healthz turns 503
+    naming the Lease before the renew deadline stops the operator."""
+    cluster = jobpool_crds
+    lease_namespace = unique("lease")
+    cluster.kubectl("create", "namespace", lease_namespace)
+    operator = start_operator(cluster, kube_namespace, redis_server.url, tmp_path / "operator.log",
+                              lease_namespace=lease_namespace)
+    try:
+        wait_until(lambda: healthz_body(operator) == (200, {"status": "ok", "role": "leader", "watching": True}),
+                   timeout=30, what="a healthy leader, watching")
+        cluster.kubectl("delete", "namespace", lease_namespace, "--wait=false")
+        status, body = wait_until(lambda: (r := healthz_body(operator))[0] == 503 and r, timeout=15,
+                                  interval=0.2, what="/healthz failing")
+        assert body["role"] == "leader" and body["problems"][0].startswith("the leader Lease was last renewed")
+    finally:
+        operator.stop()
+        cluster.kubectl("delete", "namespace", lease_namespace, "--ignore-not-found", "--wait=false", check=False)

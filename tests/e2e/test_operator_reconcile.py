@@ -59,8 +59,10 @@ def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_n
     assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "deadLetter": 0}
 
     table = cluster.kubectl("get", "jobpools", "-n", ns).stdout.splitlines()
-    assert table[0].split() == ["NAME", "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED", "AGE"]
-    assert table[1].split()[:7] == [name, "3", "3", "0", "0", "0", "0"]
+    assert table[0].split() == ["NAME", "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED",
+                                "STATUS", "REASON", "AGE"]
+    assert table[1].split()[:9] == [name, "3", "3", "0", "0", "0", "0", "True", condition(ready, "Ready")["reason"]]
+    assert name in cluster.kubectl("get", "all", "-n", ns, "-o", "name").stdout   # categories: [all]
     assert "jp" in cluster.kubectl("api-resources", "--api-group=jobpool.dev").stdout.split()
 
     events = cluster.kubectl("get", "events", "-n", ns, "--field-selector",
@@ -242,6 +244,8 @@ def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespac
         (pool_manifest("callable", worker={"image": "a", "handler": "tasks:square()"}), "spec.worker.handler"),
         (pool_manifest("scheme", queue={"url": "http://redis:6379/0"}), "spec.queue.url"),
         (pool_manifest("bare", queue={"url": "redis:6379"}), "spec.queue.url"),
+        (pool_manifest("dotted.name"), "a JobPool's name must be a DNS-1123 label"),
+        (pool_manifest("x" * 64), "a JobPool's name must be a DNS-1123 label"),
     ]
     for manifest, message in cases:
         result = apply(cluster, ns, manifest, check=False)

@@ -1,21 +1,25 @@
 """Worker pods from the project's images on the real node: kubelet, containerd, CNI bridge,
-kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem."""
+kube-proxy Services, CoreDNS, restricted security context with a read-only root filesystem.
+With JOBPOOL_KIND=1 (`make test-kind`) the same tests, with the same assertions, run on the node
+of a kind cluster (tests/fixtures/real_node.py: kind_cluster)."""
 from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import os
+import json
 import secrets
 import subprocess
+import sys
 
 import pytest
 import redis
 
 from jobpool import Client
 from jobpool.queue.keys import PoolKeys
+from tests.e2e.operator_harness import install_crds, start_operator
 from tests.fixtures.cluster import REPO_ROOT, localcluster
-from tests.fixtures.real_node import real_node_cluster
+from tests.fixtures.real_node import kind_requested, real_node_cluster
 from tests.helpers import wait_until
 
 # Also `cluster`: they need the control plane (and stay out of `make test-fast`).
@@ -23,6 +27,9 @@ pytestmark = [pytest.mark.realnode, pytest.mark.cluster]
 
 NODE_SELECTOR = {localcluster.NODE_LABEL: "real"}
 CHART = REPO_ROOT / "charts" / "jobpool"
+# The chart of the previous release (0.1.0, main at 852ccab), as `git archive` made it: the
+# upgrade test needs no git history (CI may clone shallow).
+PREVIOUS_CHART = REPO_ROOT / "tests" / "e2e" / "testdata" / "jobpool-chart-852ccab.tar.gz"
 
 
 def restricted(uid: int) -> tuple[dict, dict]:
@@ -96,9 +103,7 @@ def kill_container(cluster, namespace: str, pod: str) -> None:
     """kill -9 of the pod's container on the node, as an OOM kill or a crash would."""
     container_id = cluster.kubectl("get", pod, "-n", namespace, "-o",
                                    "jsonpath={.status.containerStatuses[0].containerID}").stdout
-    subprocess.run(["ctr", "-a", str(localcluster.NODE_RUN_DIR / "containerd.sock"), "-n", "k8s.io",
-                    "tasks", "kill", "--signal", "SIGKILL", container_id.removeprefix("containerd://")],
-                   check=True, capture_output=True, timeout=30)
+    cluster.node.kill_container(container_id.removeprefix("containerd://"))
 
 
 def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> bool:
@@ -122,10 +127,11 @@ def reaches(cluster, namespace: str, address: str, port: int, labels: dict) -> b
     return phase == "Succeeded"
 
 
-def install_chart(cluster, namespace: str, *sets: str) -> None:
-    helm(cluster, "install", "jp", str(CHART), "--namespace", namespace, "--wait", "--timeout", "240s",
+def install_chart(cluster, namespace: str, *sets: str, chart=CHART, action: str = "install") -> None:
+    helm(cluster, action, "jp", str(chart), "--namespace", namespace, "--wait", "--timeout", "240s",
          "--set", "image.repository=jobpool-operator", "--set", "image.tag=dev",
          "--set", "redis.image.repository=jobpool-redis", "--set", "redis.image.tag=dev",
+         "--set", "redis.image.digest=",
          *[arg for value in sets for arg in ("--set", value)])
 
 
@@ -160,7 +166,11 @@ def slow_pool(cluster, namespace: str, replicas: int) -> Client:
 
 
 @pytest.fixture(scope="module")
-def real_node(real_node_ready, tmp_path_factory):
+def real_node(request, tmp_path_factory):
+    if kind_requested():
+        yield request.getfixturevalue("kind_cluster")
+        return
+    request.getfixturevalue("real_node_ready")
     with real_node_cluster(tmp_path_factory.mktemp("realnode")) as cluster:
         yield cluster
 
@@ -173,7 +183,9 @@ def namespace(real_node) -> str:
                                          check=False).returncode == 0,
                timeout=30, what="the namespace's default service account")
     yield name
-    # a release's cluster-wide objects (aggregated roles, admission policy) go with it, not with the namespace
+    # the documented order: the pools first, while the operator runs their finalizers; then the
+    # release, whose cluster-wide objects (aggregated roles, admission policy) go with it
+    real_node.kubectl("delete", "jobpools", "--all", "-n", name, "--timeout=90s", check=False, timeout=120)
     subprocess.run([real_node.bin("helm"), "uninstall", "jp", "--namespace", name, "--wait", "--timeout", "120s"],
                    env=real_node.env, capture_output=True, timeout=180)
     real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -200,28 +212,22 @@ def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_no
     assert [result.result for result in results] == [n * n for n in range(500)]
     pods = json.loads(real_node.kubectl("get", "pods", "-n", namespace, "-l", "app=squares",
                                         "-o", "json").stdout)["items"]
-    assert {pod["spec"]["nodeName"] for pod in pods} == {localcluster.NODE_NAME}
-    subnet = ipaddress.ip_network(localcluster.NODE_POD_SUBNET)
+    assert {pod["spec"]["nodeName"] for pod in pods} == {real_node.node.name}
+    subnet = ipaddress.ip_network(real_node.node.pod_subnet)
     assert all(ipaddress.ip_address(pod["status"]["podIP"]) in subnet for pod in pods)
     assert len(workers) == 2, f"both worker pods registered with the queue: {workers}"
 
 
-def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace,
-                                                                         tmp_path):
+def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_node, namespace):
     """The operator in a pod (its ServiceAccount only), the bundled Redis with AOF on a
     PersistentVolume, workers of the example's image reaching Redis by Service DNS; a batch
     completes with nothing lost through kill -9 of a worker container, deletion of a worker
     pod, of the Redis pod and of the operator pod."""
-    volume = tmp_path / "redis-data"
-    volume.mkdir()
-    os.chown(volume, 999, 999)   # the chart's Redis uid; a hostPath volume gets no fsGroup
-    real_node.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
-                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
-                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+    volume = real_node.node.redis_volume(real_node, namespace, claim="jp-redis")
     install_chart(real_node, namespace)
+    phase = real_node.kubectl("get", "pvc", "jp-redis", "-n", namespace, "-o",
+                              "jsonpath={.status.phase}").stdout
+    assert phase == "Bound", f"the bundled Redis's claim is {phase}"
     jobs = 5000
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
@@ -266,14 +272,15 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
     restarts = real_node.kubectl("get", workers[0], "-n", namespace, "-o",
                                  "jsonpath={.status.containerStatuses[0].restartCount}").stdout
     assert int(restarts) >= 1, "the kubelet restarted the killed worker container"
-    real_node.kubectl("delete", "pv", f"{namespace}-redis", "--wait=false")
+    if volume:
+        real_node.kubectl("delete", "pv", volume, "--wait=false")
 
 
 def test_only_pool_pods_reach_the_bundled_redis(real_node, namespace):
     """The chart's NetworkPolicy, enforced by kube-network-policies on the node."""
-    if not real_node.cluster.network_policy:
-        pytest.skip("NetworkPolicy is not enforced on this node: the kernel lacks nftables' "
-                    "queue expression (CONFIG_NFT_QUEUE) that kube-network-policies needs")
+    missing = real_node.node.network_policy_missing()
+    if missing:
+        pytest.skip(missing)
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     assert reaches(real_node, namespace, "jp-redis", 6379, {"jobpool.dev/pool": "any"})
     assert not reaches(real_node, namespace, "jp-redis", 6379, {"app": "intruder"})
@@ -351,3 +358,272 @@ def test_the_web_page_opens_through_the_api_servers_service_proxy(real_node, nam
     finally:
         stop_process(proxy)
         client.close()
+
+
+# Run in a worker pod as its command (payload on stdin, result on stdout): what the pod template mounted.
+MOUNTS_REPORT = """
+import base64, json, os
+def claims(path):
+    payload = open(path).read().split('.')[1]
+    return json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+cloud, api = claims('/var/run/secrets/cloud/token'), claims('/var/run/secrets/kubernetes.io/serviceaccount/token')
+print(json.dumps({'model': open('/models/name').read(), 'fetched': open('/cache/fetched').read(),
+                  'cloud': [cloud['aud'], cloud['sub']], 'api': [api['aud'], api['sub']],
+                  'groups': sorted(os.getgroups())}))
+"""
+
+
+def test_pod_template_volumes_and_service_account_tokens_are_mounted_in_the_worker(real_node, namespace, tmp_path):
+    """The operator (a local process) builds worker pods from spec.worker.podTemplate in a namespace that
+    enforces the restricted profile: a ConfigMap volume, an emptyDir an init container filled, the
+    ServiceAccount's API token and a projected token for another audience, all read by the worker."""
+    install_crds(real_node)
+    real_node.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    queue_url = redis_with_service(real_node, namespace)
+    real_node.kubectl("create", "serviceaccount", "model-reader", "-n", namespace)
+    real_node.kubectl("create", "configmap", "model", "--from-literal=name=embeddings-v1", "-n", namespace)
+    mount = lambda name, path: {"name": name, "mountPath": path, "readOnly": True}  # noqa: E731
+    template = {"spec": {
+        "nodeSelector": NODE_SELECTOR, "serviceAccountName": "model-reader", "automountServiceAccountToken": True,
+        "securityContext": {"fsGroup": 2000},
+        "volumes": [{"name": "model", "configMap": {"name": "model"}}, {"name": "cache", "emptyDir": {}},
+                    {"name": "cloud-token", "projected": {"sources": [{"serviceAccountToken": {
+                        "audience": "sts.example.com", "expirationSeconds": 3600, "path": "token"}}]}}],
+        "initContainers": [{"name": "fetch", "image": "jobpool-examples:dev",
+                            "command": ["python3", "-c", "open('/cache/fetched', 'w').write('yes')"],
+                            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
+        "containers": [{"name": "worker", "volumeMounts": [
+            mount("model", "/models"), mount("cache", "/cache"), mount("cloud-token", "/var/run/secrets/cloud")]}]}}
+    operator = start_operator(real_node, namespace, queue_url, tmp_path / "operator.log")
+    try:
+        real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "mounts"},
+            "spec": {"worker": {"image": "jobpool-examples:dev", "command": ["python3", "-c", MOUNTS_REPORT],
+                                "podTemplate": template}}}))
+        with Client(queue_url, namespace, "mounts") as client:
+            result = client.result(client.submit(1), timeout=150)
+        assert result is not None, operator.logs()[-3000:]
+        account = f"system:serviceaccount:{namespace}:model-reader"
+        assert result.result["model"] == "embeddings-v1" and result.result["fetched"] == "yes"
+        assert result.result["cloud"] == [["sts.example.com"], account]
+        assert result.result["api"][1] == account and 2000 in result.result["groups"]
+    finally:
+        real_node.kubectl("delete", "jobpool", "mounts", "-n", namespace, "--timeout=60s", check=False)
+        operator.stop()
+
+
+def test_helm_test_and_the_cli_reach_a_pools_queue_through_the_cluster(real_node, namespace):
+    """`helm test` runs one job on a probe pool; `jobpool submit squares -n NS --port-forward`: the
+    pool's producer Secret (the operator's ACL user on the bundled Redis) found through the
+    kubeconfig, the in-cluster Redis reached through a port-forward the CLI opens itself; worker
+    pods run the job."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    tested = subprocess.run([real_node.bin("helm"), "test", "jp", "-n", namespace, "--timeout", "240s", "--logs"],
+                            env=real_node.env, capture_output=True, text=True, timeout=300)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "jobpool operator probe: job" in tested.stdout and "ran on pool" in tested.stdout
+    wait_until(lambda: real_node.kubectl("get", "jobpool", "jp-probe", "-n", namespace, check=False).returncode != 0,
+               timeout=60, interval=1, what="the probe pool deleted (its finalizer ran)")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
+        "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",
+                                              "handler": "tasks:square"}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPOOL_")}
+    env["KUBECONFIG"] = real_node.kubeconfig
+
+    def jobpool(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jobpool.cli", *argv, "squares", "-n", namespace,
+                               "--port-forward"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    wait_until(lambda: jobpool("status").returncode == 0, timeout=60, interval=1,
+               what="the pool's producer Secret (made by the operator)")
+    done = jobpool("submit", "--payload", "12", "--id", "twelve")
+    assert (done.returncode, done.stdout) == (0, "twelve\n"), done.stderr
+    wait_until(lambda: json.loads(jobpool("results", "-o", "json").stdout or "[]"), timeout=120,
+               interval=1, what="the job's result")
+    assert json.loads(jobpool("results", "-o", "json").stdout) == [
+        {"id": "twelve", "result": 144, "attempts": 1}]
+    with redis.Redis.from_url(bundled_queue_url(real_node, namespace)) as admin:
+        assert admin.hget(PoolKeys(namespace, "squares").counters, "submitted") == b"1"
+
+
+def hostpath_volume(cluster, namespace: str, tmp_path) -> None:
+    """A PersistentVolume for the chart's Redis claim; a hostPath volume gets no fsGroup."""
+    volume = tmp_path / "redis-data"
+    volume.mkdir()
+    os.chown(volume, 999, 999)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
+                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
+
+
+def test_helm_upgrade_from_the_previous_chart_with_jobs_in_flight_loses_none(real_node, namespace, tmp_path):
+    """The upgrade path of the README: the previous chart installed with a pool at work, the CRD
+    applied (Helm never upgrades crds/), `helm upgrade` to this chart while jobs are in flight:
+    every job finishes, none dead-lettered."""
+    hostpath_volume(real_node, namespace, tmp_path)
+    subprocess.run(["tar", "-xzf", str(PREVIOUS_CHART), "-C", str(tmp_path)], check=True)
+    install_chart(real_node, namespace, chart=tmp_path / "previous" / "charts" / "jobpool")
+    with slow_pool(real_node, namespace, 2) as client:
+        ids = client.submit_many([0.5] * 60)
+        wait_until(lambda: client.status().in_flight > 0, timeout=60, what="jobs in flight")
+        real_node.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                          str(CHART / "crds"))
+        install_chart(real_node, namespace, action="upgrade")
+        results = [client.result(job, timeout=180) for job in ids]
+        status = client.status()
+    assert all(result is not None for result in results), "every job finished"
+    assert (status.succeeded, status.dead_lettered) == (60, 0), status
+    chart = json.loads(real_node.kubectl("get", "deployment", "jp-operator", "-n", namespace, "-o",
+                                         "json").stdout)["metadata"]["labels"]["helm.sh/chart"]
+    assert chart == "jobpool-0.2.0"
+
+
+def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace,
+                                                                                     tmp_path):
+    """`helm uninstall` with a pool left fails in its pre-delete hook and removes nothing; once the
+    pool is deleted (the operator, still running, cleans its queue) the uninstall completes; the
+    Redis claim is kept, and a reinstall of the same release adopts it with the queues' data."""
+    hostpath_volume(real_node, namespace, tmp_path)
+    install_chart(real_node, namespace)
+    pool = slow_pool(real_node, namespace, 1)
+    other = Client(bundled_queue_url(real_node, namespace), namespace, "survivor")
+    other.submit("kept in the AOF", id="kept")
+    other.close()
+    uninstall = [real_node.bin("helm"), "uninstall", "jp", "-n", namespace, "--wait", "--timeout", "180s"]
+
+    refused = subprocess.run(uninstall, env=real_node.env, capture_output=True, text=True, timeout=240)
+    assert refused.returncode != 0 and "job jp-guard-pools failed" in refused.stderr, refused.stderr
+    why = real_node.kubectl("logs", "job/jp-guard-pools", "-n", namespace).stdout
+    assert f"1 JobPool(s) still carry the finalizer jobpool.dev/queue-cleanup ({namespace}/drain)" in why
+    assert real_node.kubectl("get", "jobpool", "drain", "-n", namespace, check=False).returncode == 0
+    assert real_node.kubectl("rollout", "status", "deployment/jp-operator", "-n", namespace,
+                             "--timeout=10s", check=False).returncode == 0, "the operator still runs"
+    with pool as client:
+        job = client.submit(1)
+        assert client.result(job, timeout=60) is not None, "the pool still works"
+
+    # the documented order: the pools first, while the operator runs their finalizers
+    real_node.kubectl("delete", "jobpool", "drain", "-n", namespace, "--timeout=90s", timeout=120)
+    done = subprocess.run(uninstall, env=real_node.env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert real_node.kubectl("get", "jobpool", "drain", "-n", namespace, check=False).returncode != 0
+    claim = json.loads(real_node.kubectl("get", "pvc", "jp-redis", "-n", namespace, "-o", "json").stdout)
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    install_chart(real_node, namespace)
+    with Client(bundled_queue_url(real_node, namespace), namespace, "survivor") as client:
+        assert client.status().waiting == 1, "the reinstall adopted the kept claim and its AOF"
+    with Client(bundled_queue_url(real_node, namespace), namespace, "drain") as client:
+        assert client.status().submitted == 0, "the deleted pool's keys were cleaned by its finalizer"
+
+
+def redis_exec(cluster, namespace: str, script: str, input: bytes | None = None, ends_redis: bool = False) -> bytes:
+    """`sh -c script` in the bundled Redis's container (the README's backup and restore steps);
+    `ends_redis`: the script shuts Redis down, which ends the container and the exec with 137."""
+    done = subprocess.run([cluster.bin("kubectl"), "exec", "-i", "-n", namespace, "deploy/jp-redis", "--",
+                           "sh", "-c", script], env=cluster.env, input=input, capture_output=True, timeout=120)
+    assert done.returncode in ((0, 137) if ends_redis else (0,)), done.stderr.decode()
+    return done.stdout
+
+
+def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(real_node, namespace):
+    """README, "Backup and restore": the AOF directory copied out of the running Redis, a new
+    install, the copy put in place and Redis restarted: the waiting jobs come back and run."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
+        "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
+                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        ids = client.submit_many(list(range(50)))
+    # backup: compact the AOF, wait for the rewrite, stream the directory out
+    redis_exec(real_node, namespace, "redis-cli BGREWRITEAOF && while redis-cli INFO persistence | "
+                                     "grep -q 'aof_rewrite_in_progress:1'; do sleep 0.2; done")
+    backup = redis_exec(real_node, namespace, "tar -C /data -cf - appendonlydir")
+
+    # a new install: the old one goes (the pool first, as "Uninstalling" says)
+    real_node.kubectl("delete", "jobpool", "kept", "-n", namespace, "--timeout=90s", timeout=120)
+    helm(real_node, "uninstall", "jp", "-n", namespace, "--wait", "--timeout", "120s")
+    install_chart(real_node, namespace, "redis.persistence.enabled=false")
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        assert client.status().submitted == 0, "a new, empty Redis"
+    # restore: the copy in place of the new AOF, Redis restarted without saving
+    redis_exec(real_node, namespace, "rm -rf /data/restore && mkdir /data/restore && tar -C /data/restore -xf - "
+                                     "&& rm -rf /data/appendonlydir && mv /data/restore/appendonlydir /data/ "
+                                     "&& (redis-cli SHUTDOWN NOSAVE || true)", input=backup, ends_redis=True)
+    wait_until(lambda: real_node.kubectl("exec", "-n", namespace, "deploy/jp-redis", "--", "redis-cli", "ping",
+                                         check=False).stdout.strip() == "PONG",
+               timeout=90, interval=1, what="Redis restarted on the restored AOF")
+    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
+        "spec": {"parallelism": 2, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
+                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+    with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
+        results = [client.result(job, timeout=120) for job in ids]
+    assert [r.result for r in results] == [n * n for n in range(50)]
+
+
+def test_external_metrics_survive_an_upgrade_with_two_operator_replicas(real_node, namespace):
+    """externalMetrics with 2 operator replicas: the Service routes to the leader only (its
+    EndpointSlice), an HPA reads jobpool_backlog; `helm upgrade` rolls both operator pods (a new
+    leader), the certificate stays the same, and the HPA reads the metric again through the new
+    leader, with the APIService never left pointing at a standby."""
+    install_chart(real_node, namespace, "redis.persistence.enabled=false", "externalMetrics.enabled=true",
+                  "replicas=2")
+    try:
+        real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "thumbnails"},
+            # one pod at least: an HPA whose target has 0 replicas does not scale (ScalingActive False)
+            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
+                     "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+        real_node.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples/06-hpa/hpa.yaml"))
+        with Client(bundled_queue_url(real_node, namespace), namespace, "thumbnails") as client:
+            client.submit_many([60] * 8)            # 8 jobs of a minute: the backlog stays while we look
+        path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/jobpool_backlog"
+                f"?labelSelector=pool%3Dthumbnails")
+
+        def backlog() -> int | None:
+            done = real_node.kubectl("get", "--raw", path, check=False)
+            items = json.loads(done.stdout)["items"] if done.returncode == 0 else []
+            return int(items[0]["value"]) if items else None
+
+        def leader_pod() -> str:
+            holder = json.loads(real_node.kubectl("get", "lease", "jobpool-operator", "-n", namespace, "-o",
+                                                  "json").stdout)["spec"]["holderIdentity"]
+            return holder.rsplit("-", 1)[0]
+
+        def routed_to() -> list[str]:
+            slice_ = json.loads(real_node.kubectl("get", "endpointslice", "jp-operator-external-metrics", "-n",
+                                                  namespace, "-o", "json").stdout)
+            return [e["targetRef"]["name"] for e in slice_["endpoints"]]
+
+        def hpa_reads() -> bool:
+            """The HPA's last sync read the metric (ScalingActive True, ValidMetricFound)."""
+            status = json.loads(real_node.kubectl("get", "hpa", "thumbnails", "-n", namespace, "-o",
+                                                  "json").stdout).get("status", {})
+            active = [c for c in status.get("conditions") or [] if c["type"] == "ScalingActive"]
+            return bool(active) and active[0]["status"] == "True" and any(
+                m.get("external", {}).get("current", {}).get("averageValue") for m in status.get("currentMetrics") or [])
+
+        wait_until(lambda: backlog() is not None, timeout=120, interval=2, what="jobpool_backlog through the APIService")
+        assert routed_to() == [leader_pod()]
+        wait_until(hpa_reads, timeout=120, interval=2, what="the HPA reading jobpool_backlog")
+        certificate = real_node.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n", namespace,
+                                        "-o", "jsonpath={.data.tls\\.crt}").stdout
+        before = leader_pod()
+
+        install_chart(real_node, namespace, "redis.persistence.enabled=false", "externalMetrics.enabled=true",
+                      "replicas=2", "logLevel=DEBUG", action="upgrade")   # rolls both operator pods
+        wait_until(lambda: leader_pod() != before and routed_to() == [leader_pod()], timeout=120, interval=2,
+                   what="the new leader routing the Service to itself")
+        wait_until(lambda: backlog() is not None, timeout=120, interval=2, what="jobpool_backlog after the upgrade")
+        wait_until(hpa_reads, timeout=120, interval=2, what="the HPA reading jobpool_backlog after the upgrade")
+        assert real_node.kubectl("get", "secret", "jp-operator-external-metrics-tls", "-n", namespace, "-o",
+                                 "jsonpath={.data.tls\\.crt}").stdout == certificate, "the certificate was kept"
+    finally:
+        real_node.kubectl("delete", "hpa", "--all", "-n", namespace, check=False)

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
+import jobpool
 from jobpool.cli import main
 
 from tests.helpers import ROOT
@@ -194,3 +196,81 @@ def test_commands_print_nothing_on_stderr_even_with_warnings_as_errors(redis_ser
         done = subprocess.run([sys.executable, "-W", "error", "-m", "jobpool.cli", *argv],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert (done.returncode, done.stderr) == (0, ""), argv
+
+
+# -- kubectl habits ---------------------------------------------------------------------------
+def test_short_namespace_and_yaml_output_on_every_data_command(capsys, redis_server, pool_name,
+                                                               queue):
+    short = ["--queue", redis_server.url, "-n", "it", pool_name]
+    code, out, _ = run(capsys, "submit", *short, "--payload", '"a"', "--id", "a", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out) == ["a"]
+    code, out, _ = run(capsys, "status", *short, "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out)["waiting"] == 1
+    [job] = queue.fetch("c", 1, 0)
+    queue.fail(job, "boom", max_attempts=1, backoff=0, max_backoff=0)
+    code, out, _ = run(capsys, "dlq", "list", *short, "-o", "yaml")
+    [dead] = yaml.safe_load(out)
+    assert (dead["id"], dead["error"]) == ("a", "boom")
+    code, out, _ = run(capsys, "dlq", "replay", *short, "--id", "a", "-o", "json")
+    assert code == 0 and json.loads(out) == {"replayed": 1}
+    [job] = queue.fetch("c", 1, 0)
+    queue.ack_many([(job, {"n": 1})])
+    code, out, _ = run(capsys, "results", *short, "-o", "json")
+    assert code == 0 and json.loads(out) == [{"id": "a", "result": {"n": 1}, "attempts": 1}]
+    code, _, err = run(capsys, "results", *short, "-o", "yaml", "--follow")
+    assert code == 2 and "--follow prints JSON Lines" in err
+
+
+def test_a_pool_the_queue_never_saw_is_not_found(capsys, redis_server, pool_name):
+    for command in (["status"], ["results"], ["dlq", "list"]):
+        code, out, err = run(capsys, *command, "--queue", redis_server.url, "-n", "it",
+                             "nosuch" + pool_name)
+        assert (code, out) == (1, ""), command
+        assert err.splitlines() == [
+            f"jobpool {' '.join(command)}: error: pool it/nosuch{pool_name} not found at "
+            f"{redis_server.url}: it holds no job, worker or dead letter of it (check -n and the "
+            f"pool's name)"]
+
+
+def test_replaying_or_purging_an_unknown_dead_job_is_not_found(capsys, pool_args, queue):
+    queue.submit_many(["x"], ["dead-one"])
+    [job] = queue.fetch("c", 1, 0)
+    queue.fail(job, "boom", max_attempts=1, backoff=0, max_backoff=0)
+    code, out, err = run(capsys, "dlq", "replay", *pool_args, "--id", "nope")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [f"jobpool dlq replay: error: no dead job 'nope' in pool "
+                                f"it/{pool_args[-1]}"]
+    # the known one is replayed, the unknown one named, as `kubectl delete a b` does
+    code, out, err = run(capsys, "dlq", "purge", *pool_args, "--id", "dead-one", "--id", "nope")
+    assert code == 1 and out == "purged 1 dead jobs\n" and "no dead job 'nope'" in err
+    assert queue.stats().dead_letter == 0
+
+
+def test_version_as_a_command_and_a_flag(capsys):
+    code, out, _ = run(capsys, "version", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out)["version"] == jobpool.__version__
+    done = subprocess.run([sys.executable, "-m", "jobpool.cli", "--version"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"jobpool {jobpool.__version__}\n")
+
+
+def test_bash_completion_completes_commands_flags_and_choices(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "jobpool").write_text(f"#!/bin/sh\nexec {sys.executable} -m jobpool.cli \"$@\"\n")
+    (bin_dir / "jobpool").chmod(0o755)
+    script = subprocess.run([sys.executable, "-m", "jobpool.cli", "completion", "bash"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+
+    def complete(*words: str) -> list[str]:
+        probe = (script + f"COMP_WORDS=(jobpool {' '.join(words)}); "
+                 f"COMP_CWORD={len(words)}; _jobpool; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        done = subprocess.run(["bash", "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                              timeout=60)
+        return done.stdout.split()
+
+    assert complete("sta") == ["status"]
+    assert complete("status", "-o", "y") == ["yaml"]
+    assert complete("dlq", "re") == ["replay"]
+    assert complete("submit", "--no") == ["--no-wait"]

@@ -22,6 +22,8 @@ def distributions(requirements: list[str]) -> set[str]:
 
 BASE = distributions(PROJECT["dependencies"])
 OPERATOR = distributions(PROJECT["optional-dependencies"]["operator"])
+KUBE = distributions(PROJECT["optional-dependencies"]["kube"])
+CLUSTER_MODE = PACKAGE / "cluster.py"   # the CLI's cluster mode: imports the `kube` extra lazily
 
 
 def third_party_imports(files: list[Path]) -> dict[str, str]:
@@ -42,9 +44,24 @@ def third_party_imports(files: list[Path]) -> dict[str, str]:
 
 
 def test_sdk_cli_and_worker_modules_import_only_base_dependencies():
-    files = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in OPERATOR_ONLY]
+    files = [p for p in PACKAGE.rglob("*.py")
+             if p.relative_to(PACKAGE).parts[0] not in OPERATOR_ONLY and p != CLUSTER_MODE]
     undeclared = {m: d for m, d in third_party_imports(files).items() if d not in BASE}
     assert not undeclared, f"imported outside the operator but not in [project] dependencies: {undeclared}"
+
+
+def test_cluster_mode_imports_only_the_kube_extra_and_only_lazily():
+    undeclared = {m: d for m, d in third_party_imports([CLUSTER_MODE]).items() if d not in BASE | KUBE}
+    assert not undeclared, f"cluster.py imports what the `kube` extra does not declare: {undeclared}"
+    top_level = [node for node in ast.parse(CLUSTER_MODE.read_text()).body
+                 if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not {m for n in top_level for m in third_party_imports_of(n)} & KUBE, \
+        "cluster.py must import the Kubernetes client inside functions: the base install has none"
+
+
+def third_party_imports_of(node: ast.AST) -> set[str]:
+    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+    return {name.split(".")[0] for name in names}
 
 
 def test_operator_modules_import_only_declared_dependencies():
@@ -64,7 +81,18 @@ def test_sdk_cli_and_worker_load_no_operator_module():
     loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                                 text=True).stdout.split())
     assert {"jobpool", "redis", "aiohttp"} <= loaded
-    assert not loaded & OPERATOR_MODULES
+    # redis-py itself imports cryptography when it is installed (its OCSP support)
+    assert not loaded & (OPERATOR_MODULES - {"cryptography"})
+
+
+def test_cluster_mode_without_the_kube_extra_names_the_extra_to_install():
+    probe = ("import sys; sys.modules['kubernetes'] = None; from jobpool.cli import main; "
+             "sys.exit(main(['status', 'p', '--from-cluster']))")
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert answer.returncode == 2
+    assert answer.stderr.splitlines() == [
+        "jobpool status: error: cluster mode needs the Kubernetes client: pip install "
+        "'jobpool[kube]', or give --queue URL"]
 
 
 def test_operator_without_its_packages_names_the_extra_to_install():

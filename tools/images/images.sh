@@ -7,14 +7,17 @@
 # made on the host with `pip wheel`, so no build step needs the network. Root filesystems and
 # wheels are cached per user, keyed by what goes into them; a warm run only rebuilds layers.
 # When no Docker daemon answers, the project's own dockerd runs with its data, state and socket
-# under .docker/ (no bridge, no iptables rules, its containers' cgroups under /jobpool-docker);
+# under .docker/ (no bridge, no iptables rules, its containers' cgroups under /jobpool-docker;
+# its runc, runc-bounded, grants a --privileged container the capabilities this machine has);
 # `stop` stops it (its images stay for the next start), `clean` also removes .docker/.
 # `node` builds the real node's own images, FROM scratch: jobpool-pause (its sandbox image, gcc
 # -static of the Kubernetes module's build/pause/linux/pause.c) and jobpool-network-policies
 # (kube-network-policies of `tools/build.sh kube-network-policies`).
 # `sources` prints a hash of what the images are built from; `build` records it in
 # .docker/images.sources, so the test session can tell built images from stale ones.
-# Usage: tools/images/images.sh [build|node|stop|clean|docker-host|sources]   (default: build)
+# `base NAME PACKAGES` prints the image of a cached Debian root filesystem with PACKAGES (the
+# kind node image's, tools/images/kind_node.sh).
+# Usage: tools/images/images.sh [build|node|stop|clean|docker-host|sources|base NAME PACKAGES]   (default: build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -43,7 +46,9 @@ ensure_daemon() {
     dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
         --host "$own_host" --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs \
         --bridge none --iptables=false --ip6tables=false --ip-masq=false \
-        --cgroup-parent /jobpool-docker >"$state/dockerd.log" 2>&1 &
+        --cgroup-parent /jobpool-docker \
+        --add-runtime "jobpool-runc=$here/runc-bounded" --default-runtime jobpool-runc \
+        >"$state/dockerd.log" 2>&1 &
     local deadline=$((SECONDS + 60))
     until docker_answers; do
         if ! kill -0 $! 2>/dev/null || ((SECONDS > deadline)); then
@@ -213,5 +218,6 @@ stop) stop_daemon ;;
 clean) stop_daemon; rm -rf "$state" ;;
 docker-host) ensure_daemon >&2; echo "${DOCKER_HOST:-unix:///var/run/docker.sock}" ;;
 sources) sources_hash ;;
-*) echo "usage: $0 [build|node|stop|clean|docker-host|sources]" >&2; exit 2 ;;
+base) ensure_daemon >&2; base_image "$2" "$3" ;;
+*) echo "usage: $0 [build|node|stop|clean|docker-host|sources|base NAME PACKAGES]" >&2; exit 2 ;;
 esac

@@ -7,12 +7,13 @@ API server and the operator can never disagree about what a field means.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..queue.codec import HANDLER_PATTERN, MAX_PAYLOAD_BYTES_ALLOWED
+from . import kube_schemas
 
 GROUP = "jobpool.dev"
 VERSION = "v1alpha1"
@@ -24,6 +25,29 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 QUEUE_URL_PATTERN = r"^(redis|rediss|unix|redis\+sentinel|redis\+cluster)://"
 MAX_BATCH_ITEMS = 10_000
+
+
+# Marks a schema that is structural already (a Kubernetes type's): the CRD generator keeps it as it is.
+VERBATIM = "x-jobpool-verbatim"
+WORKER_CONTAINER = "worker"
+
+
+def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] = (),
+                    max_items: int | None = None) -> Any:
+    """A field holding the Kubernetes type `name` (a list of them with `many`), passed through as
+    JSON; its schema is Kubernetes' own (the fields jobpool.api.kube_schemas keeps)."""
+    schema = kube_schemas.schema(name)
+    if many:
+        # a list-map's keys must be required (or defaulted) in its items
+        missing = [key for key in map_keys if key not in schema.get("required", [])
+                   and "default" not in schema["properties"][key]]
+        if missing:
+            schema["required"] = [*schema.get("required", []), *missing]
+        schema = {"type": "array", "items": schema,
+                  **({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(map_keys)}
+                     if map_keys else {"x-kubernetes-list-type": "atomic"}),
+                  **({"maxItems": max_items} if max_items is not None else {})}
+    return Annotated[list[dict[str, Any]] if many else dict[str, Any], WithJsonSchema({**schema, VERBATIM: True})]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -86,6 +110,91 @@ class QueueSpec(Model):
         return self
 
 
+# A worker pod with no requests is invisible to the scheduler and the cluster autoscaler.
+DEFAULT_WORKER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
+class PodTemplateMetadata(Model):
+    """Labels and annotations of the worker pods."""
+
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="Labels added to every worker pod (e.g. kueue.x-k8s.io/queue-name, a mesh's or a cost "
+                    "tool's); the operator's own (jobpool.dev/pool, app.kubernetes.io/*) win.")
+    annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Annotations added to every worker pod; the operator's own (jobpool.dev/*, the "
+                    "pod-deletion-cost and do-not-disrupt marks it sets per pod) win.")
+
+
+class PodTemplatePodSpec(Model):
+    """The worker pods' placement, identity, volumes, security context and extra containers."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!has(self.containers) || self.containers.all(c, c.name == 'worker')",
+            "spec.worker.podTemplate.spec.containers: only the worker container (name: worker) may be set; "
+            "add sidecars as initContainers with restartPolicy: Always"),
+    ]})
+
+    service_account_name: str | None = Field(
+        default=None, min_length=1,
+        description="ServiceAccount the worker pods run as (e.g. one bound to a cloud identity); default: the "
+                    "namespace's default ServiceAccount.")
+    automount_service_account_token: bool | None = Field(
+        default=None,
+        description="Mount the ServiceAccount's API token into the pods; unset: false (the operator's default; "
+                    "a projected serviceAccountToken volume gives a token for another audience).")
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels the worker pods must be scheduled onto.")
+    tolerations: kubernetes_type("Toleration", many=True) | None = Field(
+        default=None, description="Taints the worker pods tolerate (e.g. GPU nodes' nvidia.com/gpu).")
+    affinity: kubernetes_type("Affinity") | None = Field(
+        default=None, description="Node affinity and pod (anti-)affinity of the worker pods.")
+    topology_spread_constraints: kubernetes_type(
+        "TopologySpreadConstraint", many=True, map_keys=("topologyKey", "whenUnsatisfiable")) | None = Field(
+        default=None, description="How the worker pods spread over zones, nodes or other topology domains.")
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, description="PriorityClass of the worker pods.")
+    runtime_class_name: str | None = Field(
+        default=None, min_length=1, description="RuntimeClass of the worker pods (e.g. a GPU runtime).")
+    image_pull_secrets: kubernetes_type("LocalObjectReference", many=True, map_keys=("name",)) | None = Field(
+        default=None, description="Secrets in the namespace for pulling the images from private registries.")
+    volumes: kubernetes_type("Volume", many=True, map_keys=("name",)) | None = Field(
+        default=None,
+        description="Volumes of the worker pods (the restricted profile's types: configMap, csi, downwardAPI, "
+                    "emptyDir, ephemeral, persistentVolumeClaim, projected, secret); mount them with "
+                    "containers[worker].volumeMounts.")
+    security_context: kubernetes_type("PodSecurityContext") | None = Field(
+        default=None,
+        description="Pod security context within the restricted Pod Security Standard (non-root, "
+                    "RuntimeDefault or Localhost seccomp); merged over the operator's.")
+    init_containers: kubernetes_type("Container", many=True, map_keys=("name",)) | None = Field(
+        default=None,
+        description="Init containers, run before the worker; with restartPolicy: Always a native sidecar that "
+                    "runs beside it. Each gets the restricted security context under its own.")
+    containers: kubernetes_type("Container", many=True, map_keys=("name",), max_items=1) | None = Field(
+        default=None, max_length=1,
+        description="At most one entry, named worker: merged into the worker container (volumeMounts, "
+                    "securityContext, envFrom, env, resources, workingDir, lifecycle, imagePullPolicy). What "
+                    "the operator writes wins: image, command, args, ports, probes, its JOBPOOL_* variables "
+                    "(status.overriddenFields lists what it overrode).")
+
+    @model_validator(mode="after")
+    def _only_the_worker_container(self) -> "PodTemplatePodSpec":
+        if any(c.get("name") != WORKER_CONTAINER for c in self.containers or []):
+            raise ValueError("spec.worker.podTemplate.spec.containers: only the worker container (name: worker) "
+                             "may be set; add sidecars as initContainers with restartPolicy: Always")
+        return self
+
+
+class PodTemplate(Model):
+    """Pod template fields passed through to the worker pods (a PodTemplateSpec subset)."""
+
+    metadata: PodTemplateMetadata | None = Field(default=None, description="Labels and annotations of the worker pods.")
+    spec: PodTemplatePodSpec | None = Field(
+        default=None, description="Placement, identity, volumes, security context and extra containers.")
+
+
 class WorkerSpec(Model):
     """The worker pods: what runs one job."""
 
@@ -107,8 +216,16 @@ class WorkerSpec(Model):
         default_factory=list,
         description="Extra environment variables of the worker container (Kubernetes EnvVar list).")
     resources: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Compute resources of the worker container (Kubernetes ResourceRequirements).")
+        default=DEFAULT_WORKER_RESOURCES,
+        description="Compute resources of the worker container (Kubernetes ResourceRequirements); "
+                    "default requests cpu 100m, memory 128Mi, so the scheduler and the cluster "
+                    "autoscaler count every worker pod. Giving resources replaces the default.")
+    pod_template: PodTemplate | None = Field(
+        default=None,
+        description="Pod template fields of the worker pods: labels, annotations, service account, placement "
+                    "(tolerations, nodeSelector, affinity, topology spread, priority), image pull secrets, "
+                    "volumes and mounts, security context (restricted profile), init and sidecar containers. "
+                    "The operator's own fields win; status.overriddenFields names what it overrode.")
 
     @model_validator(mode="after")
     def _exactly_one_runner(self) -> "WorkerSpec":
@@ -305,6 +422,10 @@ class JobPoolStatus(Model):
     jobs: JobCounts = Field(default_factory=JobCounts, description="Job counters (distinct ids).")
     saturation: float = Field(default=0.0, description="Busy slots / total slots over live workers.")
     batch: BatchProgress | None = Field(default=None, description="Feeding progress of spec.jobs.")
+    overridden_fields: list[str] | None = Field(
+        default=None,
+        description="Fields of spec.worker (its podTemplate, env) that the operator's own values override, "
+                    "each with what it keeps instead.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, Complete.")
 
 

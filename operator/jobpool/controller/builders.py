@@ -15,6 +15,7 @@ from kubernetes.utils import parse_quantity
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..worker.config import SETTINGS
+from . import pod_template
 from .problems import carries_credentials, uses_default_queue
 
 LABEL_POOL = "jobpool.dev/pool"
@@ -126,6 +127,16 @@ def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
     return env + [e for e in spec.worker.env if e.get("name") not in ours]
 
 
+def env_overrides(spec: JobPoolSpec) -> tuple[str, ...]:
+    """spec.worker.env entries whose name the operator writes itself (they never reach the pod)."""
+    ours = {setting.variable for setting in SETTINGS.values()}
+    return tuple(f"spec.worker.env[{e.get('name')}]: the operator sets it from the JobPool's spec"
+                 for e in spec.worker.env if e.get("name") in ours)
+
+
+TMP_VOLUME = "tmp"
+
+
 def restricted_container_security() -> dict[str, Any]:
     """The restricted Pod Security Standard for a container."""
     return {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
@@ -135,6 +146,17 @@ def restricted_container_security() -> dict[str, Any]:
 def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
                      default_queue: str | None, credentials: str | None = None) -> dict[str, Any]:
     """`credentials`: the digest of the pool's own queue password, when the operator manages it."""
+    return stamp(_deployment(pool, spec, replicas, default_queue, credentials)[0])
+
+
+def overridden_fields(pool: PoolRef, spec: JobPoolSpec) -> tuple[str, ...]:
+    """The user's fields (spec.worker.env, spec.worker.podTemplate) that the operator's own values override
+    (the queue it uses changes none of them)."""
+    return _deployment(pool, spec, 0, None)[1]
+
+
+def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: str | None,
+                credentials: str | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
     labels = pool_labels(pool.name)
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10,
              "timeoutSeconds": 2, "failureThreshold": 3}
@@ -146,7 +168,9 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
         "ports": [{"name": "metrics", "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": probe,
         "readinessProbe": {**probe, "periodSeconds": 5},
-        "securityContext": restricted_container_security(),
+        # read-only: a handler writes only /tmp, an emptyDir that goes with the pod
+        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     if spec.worker.resources:
         container["resources"] = spec.worker.resources
@@ -168,11 +192,17 @@ def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
                     "terminationGracePeriodSeconds": spec.drain_seconds + DRAIN_MARGIN_SECONDS,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
+                    "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
                 },
             },
         },
     }
-    return stamp(deployment)
+    # Annotations the operator writes on pods itself: the user's never reach the template.
+    reserved = ("jobpool.dev/", ANNOTATION_DELETION_COST, *BUSY_POD_ANNOTATIONS)
+    merged = pod_template.merge(deployment["spec"]["template"], spec.worker.pod_template,
+                                reserved_annotations=reserved)
+    deployment["spec"]["template"] = merged.template
+    return deployment, env_overrides(spec) + merged.overridden
 
 
 def build_service(pool: PoolRef) -> dict[str, Any]:
@@ -224,7 +254,8 @@ def is_subset(desired: Any, observed: Any, *, quantities: bool = False) -> bool:
     """
     if isinstance(desired, dict):
         return isinstance(observed, dict) and all(
-            key in observed and is_subset(value, observed[key], quantities=quantities or key == "resources")
+            key in observed and is_subset(value, observed[key],
+                                          quantities=quantities or key in ("resources", "sizeLimit"))
             for key, value in desired.items())
     if isinstance(desired, list):
         return (isinstance(observed, list) and len(desired) == len(observed)

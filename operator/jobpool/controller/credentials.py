@@ -13,6 +13,7 @@ on their template), and the old password goes once no pod of the old template is
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -21,7 +22,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from ..queue import acl, connection
 from ..queue.redis import library
@@ -128,7 +129,7 @@ class QueueAdmin:
 
     async def apply(self, user: acl.PoolUser) -> None:
         await self.ensure_library()
-        await acl.apply_user(self.redis, user)
+        await acl.apply_user(self.redis, user, select=connection.names_a_db(self.url))
 
     async def ensure_library(self) -> None:
         """The queue's functions library on every master, checked as often as a pool's users: a
@@ -141,6 +142,21 @@ class QueueAdmin:
 
     async def delete_users(self, namespace: str, pool: str) -> int:
         return await acl.delete_users(self.redis, namespace, pool)
+
+    async def memory(self) -> tuple[bool, tuple[int, int] | None]:
+        """(reachable, (used_memory, maxmemory) of the fullest master, or None when INFO is not
+        allowed to the admin user)."""
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
+                info = await self.redis.info("memory")
+        except NoPermissionError:
+            return True, None
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False, None
+        nodes = [info] if "used_memory" in info else [v for v in info.values() if isinstance(v, dict)]
+        samples = [(int(n.get("used_memory", 0)), int(n.get("maxmemory", 0))) for n in nodes]
+        # the node closest to its limit is the one that refuses writes first
+        return True, max(samples, key=lambda s: s[0] / s[1] if s[1] else 0.0, default=None)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -9,6 +9,8 @@ Values come from the last reconcile of each pool (at most `poll_interval` old).
 """
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import json
 import logging
@@ -18,7 +20,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from ..queue.base import QueueStats
-from .kube import KubeApi
+from .kube import KubeApi, KubeError
 
 log = logging.getLogger("jobpool.operator")
 
@@ -134,6 +136,13 @@ async def aggregator_trust(kube: KubeApi) -> tuple[str, list[str]]:
 
 async def serve(pools: dict[tuple[str, str], tuple[QueueStats, float]], kube: KubeApi, *, host: str, port: int,
                 cert_file: str, key_file: str) -> web.AppRunner:
+    runner, _ = await serve_tls(pools, kube, host=host, port=port, cert_file=cert_file, key_file=key_file)
+    return runner
+
+
+async def serve_tls(pools: dict[tuple[str, str], tuple[QueueStats, float]], kube: KubeApi, *, host: str,
+                    port: int, cert_file: str, key_file: str) -> tuple[web.AppRunner, ssl.SSLContext]:
+    """`serve`, and the TLS context, which `keep_certificate` reloads in place."""
     ca, allowed = await aggregator_trust(kube)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
@@ -143,4 +152,66 @@ async def serve(pools: dict[tuple[str, str], tuple[QueueStats, float]], kube: Ku
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=context).start()
     log.info("serving %s on %s:%d for the API server's aggregation layer", GROUP_VERSION, host, port)
-    return runner
+    return runner, context
+
+
+# -- routing to the leader and the certificate's lifecycle -------------------------------------
+APISERVICE = f"{VERSION}.{GROUP}"
+APISERVICE_PATH = f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}"
+CERT_CHECK_SECONDS = 10.0
+
+
+def endpoint_slice(service: str, namespace: str, pod_name: str, pod_ip: str, port: int) -> dict[str, Any]:
+    """Pure: the one EndpointSlice of the external metrics Service (it has no selector): the
+    leader's pod, so the aggregation layer never reaches a standby, which does not listen."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": service, "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service,
+                                    "endpointslice.kubernetes.io/managed-by": "jobpool-operator"}},
+            "addressType": "IPv6" if ":" in pod_ip else "IPv4",
+            "endpoints": [{"addresses": [pod_ip], "conditions": {"ready": True},
+                           "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod_name}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+
+
+async def route_to_me(kube: KubeApi, service: str, namespace: str, pod_name: str, pod_ip: str, port: int) -> None:
+    slice_ = endpoint_slice(service, namespace, pod_name, pod_ip, port)
+    await kube.request("PATCH", f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{service}",
+                       body=slice_, content_type="application/apply-patch+yaml",
+                       params={"fieldManager": "jobpool-operator", "force": "true"})
+    log.info("external metrics: Service %s/%s now routes to this pod (%s)", namespace, service, pod_ip)
+
+
+async def publish_ca(kube: KubeApi, ca_pem: bytes) -> bool:
+    """Put the CA that signed our certificate into the APIService; True when it changed."""
+    wanted = base64.b64encode(ca_pem).decode()
+    current = await kube.request("GET", APISERVICE_PATH)
+    if current is None or (current.get("spec") or {}).get("caBundle") == wanted:
+        return False
+    await kube.request("PATCH", APISERVICE_PATH, body={"spec": {"caBundle": wanted}},
+                       content_type="application/merge-patch+json")
+    log.info("external metrics: the APIService %s trusts the current CA", APISERVICE)
+    return True
+
+
+def _read(*paths: str) -> bytes:
+    return b"".join(open(path, "rb").read() for path in paths)
+
+
+async def keep_certificate(context: ssl.SSLContext, kube: KubeApi, cert_file: str, key_file: str,
+                           ca_file: str | None, every: float = CERT_CHECK_SECONDS) -> None:
+    """Serve the mounted certificate as it is now: the kubelet updates a Secret's files in place,
+    and new TLS handshakes use the reloaded chain (no restart, no roll)."""
+    seen = _read(cert_file, key_file)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            now = _read(cert_file, key_file)
+            if now != seen:
+                context.load_cert_chain(cert_file, key_file)
+                seen = now
+                log.info("external metrics: loaded the renewed serving certificate")
+            if ca_file:
+                await publish_ca(kube, _read(ca_file))
+        except (OSError, ssl.SSLError, KubeError) as exc:   # a half-updated volume: next round
+            log.warning("external metrics: checking the certificate failed: %s", exc)

@@ -86,6 +86,13 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     for kind in kinds.WATCHED:
         watch(kind)
+    if ctx.config.kueue:
+        # Workloads carry no pool label: each names its pod as owner, which the cache matches.
+        @kopf.on.event(kinds.WORKLOAD.group, kinds.WORKLOAD.version, kinds.WORKLOAD.plural, registry=registry)
+        def cache_workload(event: dict[str, Any], **_: Any) -> None:
+            obj = event.get("object")
+            if obj:
+                ctx.cache.on_workload_event(event.get("type"), obj)
     return registry
 
 

@@ -35,6 +35,9 @@ SECRET = Kind("Secret", "", "v1", "secrets", ("get", "create", "patch"))
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", ("get", "create", "update"))
 JOBPOOL = Kind(KIND, GROUP, VERSION, PLURAL, ("list", "watch", "patch"))
 
+# Kueue's Workloads (one per worker pod it gates), read with --kueue only: say why pods wait for quota.
+WORKLOAD = Kind("Workload", "kueue.x-k8s.io", "v1beta2", "workloads", ("list", "watch"))
+
 # The objects the loop builds for each pool and applies (the Deployment first).
 WORKER_OBJECTS = (DEPLOYMENT, SERVICE, PDB)
 # What kopf watches (by the pool label) to keep the loop's cache current.
@@ -50,9 +53,9 @@ OTHER_GRANTS = (
 )
 
 
-def rbac_rules() -> set[tuple[str, str, str]]:
-    """(api group, resource, verb) for everything the operator needs."""
-    rules = {(kind.group, kind.plural, verb) for kind in ALL for verb in kind.verbs}
+def rbac_rules(kueue: bool = False) -> set[tuple[str, str, str]]:
+    """(api group, resource, verb) for everything the operator needs (with --kueue: Kueue's Workloads too)."""
+    rules = {(kind.group, kind.plural, verb) for kind in (*ALL, *((WORKLOAD,) if kueue else ())) for verb in kind.verbs}
     rules |= {(group, resource, verb) for groups, resource, verbs in OTHER_GRANTS for group in groups
               for verb in verbs}
     return rules

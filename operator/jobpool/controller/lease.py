@@ -60,6 +60,7 @@ class LeaderLease:
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
         self.duration, self.renew_deadline, self.renew_every = duration, renew_deadline, renew_every
         self.observer = LeaseObserver()
+        self.renewed_at: float | None = None   # loop time of the last write that kept the lease ours
 
     def _spec(self, now: datetime.datetime, previous: dict[str, Any]) -> dict[str, Any]:
         taking_over = previous.get("holderIdentity") != self.identity
@@ -79,6 +80,7 @@ class LeaderLease:
                 await self.kube.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                                         "metadata": {"name": self.name, "namespace": self.namespace},
                                         "spec": self._spec(now, {})})
+                self.renewed_at = asyncio.get_running_loop().time()
                 return True
             spec = lease.get("spec") or {}
             unchanged_for = self.observer.unchanged_for(spec, asyncio.get_running_loop().time())
@@ -86,6 +88,7 @@ class LeaderLease:
                 return False
             lease["spec"] = self._spec(now, spec)
             await self.kube.replace(lease)
+            self.renewed_at = asyncio.get_running_loop().time()
             return True
         except KubeError as exc:
             if exc.status == 409:  # another replica won the race

@@ -12,16 +12,18 @@ from typing import Any
 import kopf
 
 from .._metrics_server import serve_metrics
-from . import external_metrics
+from . import crd_check, external_metrics
 from .credentials import QueueAdmin
 from .handlers import build_registry, post_event
-from .kube import KubeApi
+from .health import health_report
+from .kube import KubeApi, KubeError
 from .lease import LeaderLease
 from .metrics import OperatorMetrics
 from .reconcile import OperatorConfig, OperatorContext
 from .ui_viewer import keep_viewer
 
 log = logging.getLogger("jobpool.operator")
+REDIS_SAMPLE_SECONDS = 10.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -49,11 +51,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="serving certificate of the external metrics API")
     parser.add_argument("--tls-private-key-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_KEY_FILE"),
                         help="its private key")
+    parser.add_argument("--tls-ca-file", metavar="FILE", default=os.environ.get("JOBPOOL_TLS_CA_FILE"),
+                        help="the CA of the serving certificate: the leader puts it into the APIService's caBundle")
+    parser.add_argument("--external-metrics-service", metavar="NAME",
+                        default=os.environ.get("JOBPOOL_EXTERNAL_METRICS_SERVICE"),
+                        help="a Service without selector that the leader routes to itself (its EndpointSlice); "
+                             "needs JOBPOOL_POD_IP and JOBPOOL_POD_NAME")
     parser.add_argument("--lease-namespace", metavar="NS", default=os.environ.get("JOBPOOL_OPERATOR_NAMESPACE"),
                         help="namespace of the leader Lease (default: the first --namespace, or default)")
     parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
     parser.add_argument("--poll-interval", type=float, default=0.5, metavar="S",
                         help="seconds between two reconciles of one pool (default 0.5)")
+    parser.add_argument("--kueue", action="store_true", default=os.environ.get("JOBPOOL_KUEUE", "") == "1",
+                        help="read Kueue's Workloads (kueue.x-k8s.io), so a pool whose pods wait for quota says "
+                             "why in its status (env JOBPOOL_KUEUE=1; needs list/watch on workloads)")
     parser.add_argument("--log-level", default=os.environ.get("JOBPOOL_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
@@ -72,40 +83,71 @@ async def run_operator(args: argparse.Namespace) -> int:
     from ..queue import open_queue
 
     kube = KubeApi.from_environment()
+    stale = await crd_check.check(kube)
+    if stale:
+        await kube.close()
+        print(f"jobpool operator: error: {stale}", file=sys.stderr)
+        return 1
     metrics = OperatorMetrics()
-    runner = await serve_metrics(metrics.registry, args.metrics_port) if args.metrics_port else None
     identity = f"{socket.gethostname()}-{os.getpid()}"
     # The lease has connections of its own: a renewal must never queue behind a thousand pools' writes.
     lease_kube = KubeApi(kube.configuration)
     lease = LeaderLease(lease_kube, args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
                         args.lease_name, identity)
+    watching = asyncio.Event()          # kopf set it once its watches started
+    watch_loop: list[asyncio.Task[Any]] = []
+
+    def health() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        leading = lease.renewed_at is not None
+        return health_report(leading=leading, renewed_ago=loop.time() - lease.renewed_at if leading else None,
+                             watching=watching.is_set(), watch_ended=bool(watch_loop) and watch_loop[0].done(),
+                             stale_after=lease.renew_every * 2.5)
+
+    runner = await serve_metrics(metrics.registry, args.metrics_port, health) if args.metrics_port else None
     stop_flag = asyncio.Event()
     keeper: asyncio.Task[Any] | None = None
     external = None
     admin: QueueAdmin | None = None
     viewer_keeper: asyncio.Task[Any] | None = None
+    sampler: asyncio.Task[Any] | None = None
+    certificate: asyncio.Task[Any] | None = None
     try:
         await lease.acquire()
         keeper = asyncio.create_task(lease.keep(stop_flag))
         if args.external_metrics_port:   # the leader's numbers: a standby serves nothing
-            external = await external_metrics.serve(
+            external, context = await external_metrics.serve_tls(
                 metrics.latest, kube, host=args.external_metrics_address, port=args.external_metrics_port,
                 cert_file=args.tls_cert_file, key_file=args.tls_private_key_file)
+            try:   # a refused route must not stop the operator: the Service then waits for a leader
+                await route_external_metrics(args, kube, lease.namespace)
+            except KubeError as exc:
+                log.error("external metrics: cannot route the Service or publish the CA: %s", exc)
+            certificate = asyncio.create_task(external_metrics.keep_certificate(
+                context, kube, args.tls_cert_file, args.tls_private_key_file, args.tls_ca_file))
         admin = QueueAdmin(args.admin_queue) if args.admin_queue else None
         viewer_password = os.environ.get("JOBPOOL_UI_VIEWER_PASSWORD")
         if viewer_password and admin is not None:   # the chart's web page reads through its own user
             viewer_keeper = asyncio.create_task(keep_viewer(
                 admin, args.namespace or None, viewer_password, os.environ.get("JOBPOOL_UI_ACTIONS") == "1"))
+        if admin is not None:
+            sampler = asyncio.create_task(sample_redis(admin, metrics))
         ctx = OperatorContext(kube, OperatorConfig(default_queue=args.admin_queue or args.default_queue,
-                                                   poll_interval=args.poll_interval),
+                                                   poll_interval=args.poll_interval, kueue=args.kueue),
                               metrics, open_queue, post_event, admin)
-        await kopf.operator(registry=build_registry(ctx), clusterwide=args.all_namespaces,
-                            namespaces=args.namespace, standalone=True, stop_flag=stop_flag)
+        watch_loop.append(asyncio.create_task(kopf.operator(
+            registry=build_registry(ctx), clusterwide=args.all_namespaces, namespaces=args.namespace,
+            standalone=True, stop_flag=stop_flag, ready_flag=watching)))
+        await watch_loop[0]
     finally:
         if keeper is not None:
             keeper.cancel()
         if viewer_keeper is not None:
             viewer_keeper.cancel()
+        if sampler is not None:
+            sampler.cancel()
+        if certificate is not None:
+            certificate.cancel()
         await lease.release()
         await lease_kube.close()
         await kube.close()
@@ -118,7 +160,37 @@ async def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+async def route_external_metrics(args: argparse.Namespace, kube: KubeApi, namespace: str) -> None:
+    """As the new leader: the APIService trusts our CA and its Service routes to this pod."""
+    if args.tls_ca_file:
+        with open(args.tls_ca_file, "rb") as ca:
+            await external_metrics.publish_ca(kube, ca.read())
+    pod_ip, pod_name = os.environ.get("JOBPOOL_POD_IP"), os.environ.get("JOBPOOL_POD_NAME")
+    if args.external_metrics_service and pod_ip and pod_name:
+        await external_metrics.route_to_me(kube, args.external_metrics_service, namespace,
+                                           pod_name, pod_ip, args.external_metrics_port)
+
+
+async def sample_redis(admin: QueueAdmin, metrics: OperatorMetrics, every: float = REDIS_SAMPLE_SECONDS) -> None:
+    """The administered queue's memory for the alerts (jobpool_redis_*), every `every` seconds."""
+    while True:
+        metrics.observe_redis(*await admin.memory())
+        await asyncio.sleep(every)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["guard-pools"]:   # the chart's pre-delete hook
+        from .release_guard import main as guard_main
+        return guard_main(argv[1:])
+    if argv[:1] == ["probe"]:   # the chart's `helm test`
+        from .probe import main as probe_main
+        return probe_main(argv[1:])
+    if argv[:1] == ["ensure-serving-cert"]:   # the chart's hook when externalMetrics.enabled
+        from .serving_cert import main as cert_main
+        return cert_main(argv[1:])
+    if argv[:1] == ["ensure-redis-secret"]:   # the chart's pre-install/pre-upgrade hook
+        from .release_secrets import main as secret_main
+        return secret_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

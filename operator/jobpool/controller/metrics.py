@@ -39,11 +39,23 @@ class OperatorMetrics:
                                         registry=r)
         self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
                                     registry=r)
+        self.max_length = Gauge("jobpool_queue_max_length", "spec.queue.maxLength: submitters wait once this "
+                                "many jobs wait.", LABELS, registry=r)
+        # The queue the operator administers (the bundled Redis, or adminQueue), sampled by the leader.
+        self.redis_up = Gauge("jobpool_redis_up", "1 when the operator reached its administered queue at its "
+                              "last sample.", registry=r)
+        self.redis_memory = Gauge("jobpool_redis_memory_used_bytes", "used_memory of the administered queue "
+                                  "(the largest of its masters).", registry=r)
+        self.redis_maxmemory = Gauge("jobpool_redis_maxmemory_bytes", "maxmemory of the administered queue "
+                                     "(0: none).", registry=r)
 
     def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int,
-                     maximum: int | None = None, queue_up: bool | None = None) -> None:
+                     maximum: int | None = None, queue_up: bool | None = None,
+                     max_length: int | None = None) -> None:
         """`queue_up` None: the queue was not tried (the spec or its Secret is the problem)."""
         labels = (namespace, pool)
+        if max_length is not None:
+            self.max_length.labels(*labels).set(max_length)
         self.workers_desired.labels(*labels).set(desired)
         self.workers_ready.labels(*labels).set(ready)
         if maximum is not None:
@@ -68,7 +80,7 @@ class OperatorMetrics:
         self.latest.pop((namespace, pool), None)
         for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
                       self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
-                      self.reconcile_seconds):
+                      self.reconcile_seconds, self.max_length):
             try:
                 gauge.remove(namespace, pool)
             except KeyError:
@@ -78,3 +90,10 @@ class OperatorMetrics:
                 self.jobs.remove(namespace, pool, outcome)
             except KeyError:
                 pass
+
+    def observe_redis(self, reachable: bool, memory: tuple[int, int] | None) -> None:
+        """The administered queue: reachable, and its (used_memory, maxmemory) when readable."""
+        self.redis_up.set(1 if reachable else 0)
+        if memory is not None:
+            self.redis_memory.set(memory[0])
+            self.redis_maxmemory.set(memory[1])

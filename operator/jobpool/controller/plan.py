@@ -70,6 +70,8 @@ class Gathered:
     now: float
     memory: Memory
     settings: Settings
+    overridden: tuple[str, ...] = ()   # the user's fields the operator's own values override (builders)
+    quota: Mapping[str, str] = dataclasses.field(default_factory=dict)   # Kueue's message per pod it has not admitted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,17 +212,21 @@ def plan(g: Gathered) -> Plan:
         replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
         desired_replicas=desired, stats=stats, problem=g.problem,
         batch_total=batch.total if batch else None, batch_fed=batch.fed if batch else 0,
-        unschedulable=pool_status.unschedulable(g.pods.values()))
+        unschedulable=pool_status.unschedulable(g.pods.values()), overridden=g.overridden,
+        waiting_for_quota=pool_status.waiting_for_quota(g.pods.values(), g.quota))
     new_status, transitions = pool_status.build_status(observation, dict(previous), g.now,
                                                        batch=batch.as_status() if batch else None)
     if batch is None and previous.get("batch"):
         new_status["batch"] = None
+    if new_status.get("overriddenFields", ...) is None and not previous.get("overriddenFields"):
+        new_status.pop("overriddenFields", None)
     write = status_to_write(previous, new_status, memory, g.now, g.settings.status_min_interval)
     written = memory.status, memory.status_written_at
     if write:
         merged = {**previous, **{k: v for k, v in new_status.items() if v is not None}}
-        if new_status.get("batch", ...) is None:
-            merged.pop("batch", None)
+        for key in ("batch", "overriddenFields"):
+            if new_status.get(key, ...) is None:
+                merged.pop(key, None)
         written = merged, g.now
     return Plan(
         apply=tuple(apply), delete=tuple(delete), pod_patches=patches, status=new_status if write else None,

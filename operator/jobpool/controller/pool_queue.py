@@ -22,6 +22,7 @@ log = logging.getLogger("jobpool.operator")
 FEED_CHUNK = 500
 QUEUE_TIMEOUT_SECONDS = 2.0
 SECRET_TTL_SECONDS = 10.0
+UPKEEP_INTERVAL_SECONDS = 1.0   # the memory sample tenants' submits check is at most this old
 
 OpenQueue = Callable[[str, str, str], Queue]
 
@@ -72,6 +73,8 @@ class PoolQueue:
         self.feeding: str | None = None                  # digest of the batch the feeder feeds
         self.fed = 0                                     # its progress
         self.closed = False
+        self.upkept = float("-inf")                      # when queue.upkeep last ran
+        self.repairs: list[str] = []                     # what it found, for Events
 
     async def _url(self, spec: JobPoolSpec) -> SecretRead:
         ref = spec.queue.url_secret_ref
@@ -111,11 +114,33 @@ class PoolQueue:
 
     async def stats(self, spec: JobPoolSpec) -> QueueStats | Problem:
         assert self.queue is not None
+        await self._upkeep(full=time.monotonic() - self.upkept >= UPKEEP_INTERVAL_SECONDS)
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
                 return await self.queue.stats()
         except Exception as exc:  # any backend failure means "unreachable" for the pool
             return queue_unavailable(spec, self.url or "", exc)
+
+    async def _upkeep(self, full: bool) -> None:
+        """Before every stats read, the bounds of what it walks; every UPKEEP_INTERVAL_SECONDS, also
+        the memory sample and the wedges undone (queue.upkeep)."""
+        assert self.queue is not None
+        if full:
+            self.upkept = time.monotonic()
+        try:
+            async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                found = await self.queue.upkeep(full=full)
+        except Exception as exc:  # a URL without the rights (a user's own queue): stats still runs
+            log.debug("%s/%s: no upkeep of the queue: %s", self.pool.namespace, self.pool.name, exc)
+            return
+        for message in found:
+            log.warning("%s/%s: queue repaired: %s", self.pool.namespace, self.pool.name, message)
+        self.repairs += found
+
+    def take_repairs(self) -> list[str]:
+        """What the last upkeep found and repaired, once (for the pool's Events)."""
+        taken, self.repairs = self.repairs, []
+        return taken
 
     def progress(self, digest: str) -> int | None:
         """How far the feeder got with the batch `digest` (None: it is not feeding that one)."""

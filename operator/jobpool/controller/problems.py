@@ -85,3 +85,10 @@ def queue_unavailable(spec: JobPoolSpec, url: str, exc: BaseException) -> Proble
     """The spec is fine; the queue did not answer (the workers are kept as decided)."""
     return Problem(reasons.QUEUE_UNAVAILABLE, f"spec.queue: cannot reach the queue at {shown_queue(spec, url)}: "
                                               f"{queue_message(spec, url, exc)}", spec_ok=True)
+
+
+def refused_deployment(exc: BaseException) -> Problem:
+    """The API server refused the worker Deployment: its message names the pod template's field."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return Problem(reasons.INVALID_POD_TEMPLATE,
+                   f"spec.worker.podTemplate: the API server refused the worker Deployment: {text}")

@@ -12,6 +12,7 @@ COMPLETE = "Complete"
 WORKERS_READY = "WorkersReady"
 WORKERS_NOT_READY = "WorkersNotReady"
 WAITING_FOR_CAPACITY = "WaitingForCapacity"
+WAITING_FOR_QUOTA = "WaitingForQuota"
 SCALING_WORKERS = "ScalingWorkers"
 STABLE = "Stable"
 AS_EXPECTED = "AsExpected"
@@ -19,10 +20,12 @@ AS_EXPECTED = "AsExpected"
 # Complete (pools with spec.jobs)
 QUEUE_UNKNOWN = "QueueUnknown"
 BATCH_FINISHED = "BatchFinished"
+COMPLETED_WITH_FAILURES = "CompletedWithFailures"   # finished, some jobs dead-lettered
 BATCH_RUNNING = "BatchRunning"
 
 # problems: Ready False and Degraded True with one of these
 INVALID_SPEC = "InvalidSpec"
+INVALID_POD_TEMPLATE = "InvalidPodTemplate"
 NO_QUEUE = "NoQueue"
 DEFAULT_QUEUE_HAS_CREDENTIALS = "DefaultQueueHasCredentials"
 INVALID_QUEUE_URL = "InvalidQueueURL"
@@ -32,6 +35,9 @@ SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
 SECRET_UNREADABLE = "SecretUnreadable"
 QUEUE_CREDENTIALS_FAILED = "QueueCredentialsFailed"
 QUEUE_SECRET_TAKEN = "QueueSecretTaken"
+
+# Events of the operator's pass over a pool's keys (queue.upkeep): what it bounded or repaired
+QUEUE_REPAIRED = "QueueRepaired"
 
 # Events of the finalizer
 WAITING_FOR_WORKERS = "WaitingForWorkers"

@@ -19,13 +19,13 @@ from typing import Any, Callable
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
 from ..queue.codec import scrub_url
-from . import autoscaler, builders, kinds
+from . import autoscaler, builders, kinds, reasons
 from .credentials import ANNOTATION_ROTATE, PoolCredentials, QueueAdmin
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
 from .plan import Gathered, Memory, Plan, Settings, plan
 from .pool_queue import PoolQueue
-from .problems import Problem, uses_default_queue, validate_spec
+from .problems import Problem, refused_deployment, uses_default_queue, validate_spec
 
 log = logging.getLogger("jobpool.operator")
 
@@ -42,6 +42,7 @@ class OperatorConfig:
     idle_interval: float = 1.0
     # Counter-only status changes are written at most this often; conditions at once.
     status_min_interval: float = 1.0
+    kueue: bool = False   # read Kueue's Workloads: why worker pods wait for quota
 
 
 class ClusterCache:
@@ -50,6 +51,8 @@ class ClusterCache:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # Kueue's message for each pod it has not admitted yet, by (namespace, pod name).
+        self.quota: dict[tuple[str, str], str] = {}
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
 
     def waker(self, namespace: str, pool: str) -> asyncio.Event:
@@ -81,6 +84,27 @@ class ClusterCache:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
 
+    def on_workload_event(self, event_type: str | None, workload: dict[str, Any]) -> None:
+        """Kueue's Workload of a pod: its QuotaReserved message while not admitted, forgotten once it is."""
+        meta = workload.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        pods = [ref.get("name", "") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Pod"]
+        message = quota_message(workload) if event_type != "DELETED" else None
+        for pod in pods:
+            if message is None:
+                self.quota.pop((namespace, pod), None)
+            else:
+                self.quota[(namespace, pod)] = message
+
+
+def quota_message(workload: dict[str, Any]) -> str | None:
+    """Why Kueue has not admitted a Workload yet (its QuotaReserved condition); None once it has."""
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    if (conditions.get("QuotaReserved") or {}).get("status") == "True":
+        return None
+    reserved = conditions.get("QuotaReserved") or {}
+    return reserved.get("message") or "waiting for Kueue to reserve quota"
+
 
 def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Only what the loop reads: the cache holds every worker object and pod of every pool."""
@@ -88,7 +112,9 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
         scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
-        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled}}
+        gates = [g for g in (obj.get("spec") or {}).get("schedulingGates") or []]
+        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled},
+                **({"spec": {"schedulingGates": gates}} if gates else {})}
     return {**obj, "metadata": meta}
 
 
@@ -117,6 +143,9 @@ class PoolController:
         self.ref = builders.PoolRef(name=name, namespace=namespace, uid=uid)
         self.memory = Memory()
         self.validated: tuple[int, tuple[JobPoolSpec | None, Problem | None]] | None = None
+        self.overridden: tuple[str, ...] = ()
+        # The API server refused the worker Deployment of this generation (what a schema cannot check).
+        self.refused: tuple[int, Problem] | None = None
         self.settings = Settings(ctx.config.default_queue, ctx.config.status_min_interval)
         self.queue = PoolQueue(ctx.kube, self.ref, ctx.open_queue, ctx.config.default_queue,
                                on_progress=ctx.cache.waker(namespace, name).set)
@@ -176,7 +205,11 @@ class PoolController:
         if self.validated is None or self.validated[0] != generation:   # a new spec has a new generation
             self.validated = (generation, validate_spec(body["spec"], self.ctx.config.default_queue,
                                                         administered=self.ctx.admin is not None))
+            valid = self.validated[1][0]
+            self.overridden = builders.overridden_fields(self.ref, valid) if valid is not None else ()
         spec, problem = self.validated[1]
+        if problem is None and self.refused is not None and self.refused[0] == generation:
+            problem = self.refused[1]
         stats, moved = None, False
         if spec is not None and problem is None:
             problem, moved = await self.queue.connect(spec)
@@ -198,7 +231,9 @@ class PoolController:
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
             pods=dict(pods), stored_status=dict(body.get("status") or {}), now=time.time(),
-            memory=self.memory, settings=self.settings)
+            memory=self.memory, settings=self.settings, overridden=self.overridden,
+            quota={pod: message for pod in pods
+                   if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None})
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
         """The only writes: worker objects, pod annotations, the feeder, metrics, status, Events."""
@@ -206,7 +241,15 @@ class PoolController:
         if decided.scaled:
             log.info("%s/%s: %s", ns, self.ref.name, decided.scaled)
         for obj in decided.apply:
-            applied = await self.ctx.kube.apply(obj)
+            try:
+                applied = await self.ctx.kube.apply(obj)
+            except KubeError as exc:
+                if exc.status != 422 or obj["kind"] != kinds.DEPLOYMENT.kind:
+                    raise
+                # Invalid (e.g. a volumeMount of no volume): said in the status until the spec changes.
+                self.refused = (gathered.generation, refused_deployment(exc))
+                log.warning("%s/%s: %s", ns, self.ref.name, self.refused[1].message)
+                return
             if applied is not None:
                 self.ctx.cache.on_object_event(obj["kind"], "MODIFIED", applied)
         if decided.replicas_changed:
@@ -226,7 +269,8 @@ class PoolController:
             ns, self.ref.name, gathered.stats, decided.desired,
             int(((gathered.observed.get("Deployment") or {}).get("status") or {}).get("readyReplicas") or 0),
             maximum=autoscaler.max_workers(spec) if spec is not None else None,
-            queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None)
+            queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None,
+            max_length=spec.queue.max_length if spec is not None else None)
         kept = self.memory
         self.memory = dataclasses.replace(decided.memory, status=kept.status, status_written_at=kept.status_written_at)
         written = True
@@ -243,6 +287,8 @@ class PoolController:
         for transition in decided.events:
             self.ctx.post_event(body, "Warning" if transition.warning else "Normal", transition.reason,
                                 f"{transition.type} is {transition.status}: {transition.message}")
+        for message in self.queue.take_repairs():
+            self.ctx.post_event(body, "Warning", reasons.QUEUE_REPAIRED, message)
 
     async def _patch_pods(self, patches: Any) -> None:
         """Busy pods: a higher deletion cost and the autoscalers' do-not-disrupt marks; idle pods lose them."""

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..queue.base import QueueStats
 from . import reasons
 from .builders import selector
 from .problems import Problem
 from .reasons import COMPLETE, DEGRADED, PROGRESSING, READY
+
+KUEUE_GATE = "kueue.x-k8s.io/admission"   # Kueue's scheduling gate on a pod it has not admitted
+NO_WORKLOAD_YET = "waiting for Kueue to admit it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Observation:
     batch_total: int | None       # None: no spec.jobs
     batch_fed: int = 0
     unschedulable: tuple[str, ...] = ()   # the scheduler's message for each worker pod no node can hold
+    overridden: tuple[str, ...] = ()      # the user's fields the operator's own values override
+    waiting_for_quota: tuple[str, ...] = ()   # Kueue's message for each worker pod it has not admitted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +67,12 @@ def desired_conditions(obs: Observation) -> list[dict[str, str]]:
     else:
         conditions.append(_cond(READY, False, reasons.WORKERS_NOT_READY,
                                 f"{obs.ready_replicas}/{obs.desired_replicas} worker pods ready"))
-    if obs.unschedulable:
+    if obs.waiting_for_quota:
+        # Kueue admits them as quota frees (another team's pods finish, or its cohort lends).
+        conditions.append(_cond(PROGRESSING, True, reasons.WAITING_FOR_QUOTA,
+                                f"{len(obs.waiting_for_quota)} of {obs.replicas} worker pods wait for quota (Kueue): "
+                                f"{obs.waiting_for_quota[0]}"))
+    elif obs.unschedulable:
         # A cluster autoscaler (Karpenter, Cluster Autoscaler) may be adding nodes for them.
         conditions.append(_cond(PROGRESSING, True, reasons.WAITING_FOR_CAPACITY,
                                 f"{len(obs.unschedulable)} of {obs.replicas} worker pods wait for node capacity: "
@@ -91,13 +101,24 @@ def unschedulable(pods: Iterable[dict[str, Any]]) -> tuple[str, ...]:
         and cond.get("reason") == "Unschedulable")
 
 
+def waiting_for_quota(pods: Iterable[dict[str, Any]], quota: Mapping[str, str]) -> tuple[str, ...]:
+    """Kueue's message for each live pod it still gates (its Workload's, once Kueue has made one), Kueue's first."""
+    messages = [
+        quota.get(pod["metadata"]["name"]) or NO_WORKLOAD_YET
+        for pod in pods if not pod["metadata"].get("deletionTimestamp")
+        and any(gate.get("name") == KUEUE_GATE for gate in (pod.get("spec") or {}).get("schedulingGates") or [])]
+    return tuple(sorted(messages, key=lambda message: message == NO_WORKLOAD_YET))
+
+
 def _complete(obs: Observation) -> dict[str, str]:
     total, stats = obs.batch_total or 0, obs.stats
     if stats is None:
         return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
     done = stats.succeeded + stats.dead_lettered
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
-        return _cond(COMPLETE, True, reasons.BATCH_FINISHED,
+        # finished is not succeeded: dead letters show in the reason, for `kubectl wait` and alerts
+        return _cond(COMPLETE, True,
+                     reasons.COMPLETED_WITH_FAILURES if stats.dead_lettered else reasons.BATCH_FINISHED,
                      f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
     # No live counters here: they are in status.batch and status.jobs, written at most every interval.
     if obs.batch_fed < total:
@@ -146,6 +167,7 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
             status[key] = previous.get(key, empty)
     if batch is not None:
         status["batch"] = batch
+    status["overriddenFields"] = list(obs.overridden) or None   # None: removed by the merge patch
     status["conditions"] = conditions
     return status, transitions
 

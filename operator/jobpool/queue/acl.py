@@ -25,9 +25,12 @@ ROLES = (WORKER, PRODUCER)
 _CONTAINERS = {"XGROUP", "XINFO", "INFO", "SCRIPT", "CLIENT"}
 _CALL = re.compile(r"redis\.call,?\s*\(?\s*'(\w+)'(?:,\s*'(\w+)')?")
 
-# FCALL of the library's functions; SELECT for a URL with a db number; a cluster client reads the
-# slot map and the command table (to find keys) when it connects.
-_CLIENT = ("fcall", "ping", "select", "cluster|slots", "command", "command|getkeys")
+# FCALL of the library's functions; a cluster client reads the slot map and the command table
+# (to find keys) when it connects. SELECT only for a URL naming a db other than 0 (user_rules).
+_CLIENT = ("fcall", "ping", "cluster|slots", "command", "command|getkeys")
+# Tenants get no INFO (any section shows the whole server): submit.lua reads INFO only when its
+# caller may (redis.acl_check_cmd), else the sample the operator stores each pass (sample_memory).
+_NOT_FOR_TENANTS = frozenset({"info|memory"})
 # What redis/queue.py sends outside functions, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
@@ -43,10 +46,14 @@ _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_F
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
                   "result:*", "memory")
-_PRODUCER_READS = ("results",)
+# Read only through a selector of their own: XREAD is for the results stream alone, so neither the
+# waiting jobs' payloads nor the dead letters' errors reach a producer.
+_PRODUCER_READS = {"results": ("xread",)}
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
-                    "memory": ("hset", "hincrby")}   # the submit function's memory sample
+                    "memory": ("hincrby",)}   # what its submits added since the operator's memory sample
+# submit.lua HSETs the memory hash only for a sample of its own, which needs INFO: never a tenant's.
+_PRODUCER_UNUSED = ("hset",)
 
 
 def script_commands(source: str) -> frozenset[str]:
@@ -64,7 +71,7 @@ def role_commands(role: str) -> tuple[str, ...]:
     used = set(_CLIENT) | set(_DIRECT[role]) | script_commands(library.sources()[library.PRELUDE])
     for function in _FUNCTIONS[role]:
         used |= script_commands(library.sources()[function.NAME])
-    return tuple(sorted(used))
+    return tuple(sorted(used - _NOT_FOR_TENANTS))
 
 
 def user_name(namespace: str, pool: str, role: str) -> str:
@@ -72,17 +79,22 @@ def user_name(namespace: str, pool: str, role: str) -> str:
     return f"jobpool.{namespace}.{pool}.{role}"
 
 
-def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...]) -> list[str]:
+def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...], *,
+               select: bool = False) -> list[str]:
     """The whole ACL SETUSER rule list: `reset` first, so applying it again is idempotent and
-    the result never depends on what the user held before."""
+    the result never depends on what the user held before. `select`: the queue's URL names a
+    db other than 0, which the client SELECTs on connecting (ACLs cannot pin one db: deletion
+    then scans every db for the pool's keys)."""
     prefix = PoolKeys(namespace, pool).scan_pattern[:-1]   # the escaped "{jobpool:<ns>/<pool>}:"
     rules = ["reset", "on", *(f">{password}" for password in passwords), "resetchannels"]
+    db = ["+select"] if select else []
     if role == WORKER:
-        return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role))]
-    writes = {command for commands in _PRODUCER_WRITES.values() for command in commands}
-    return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS), *(f"%R~{prefix}{key}" for key in _PRODUCER_READS),
-            "-@all", *(f"+{c}" for c in role_commands(role) if c not in writes),
-            *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items())]
+        return [*rules, f"~{prefix}*", "-@all", *(f"+{c}" for c in role_commands(role)), *db]
+    own = {command for commands in (*_PRODUCER_WRITES.values(), *_PRODUCER_READS.values()) for command in commands}
+    return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS),
+            "-@all", *(f"+{c}" for c in role_commands(role) if c not in own and c not in _PRODUCER_UNUSED), *db,
+            *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items()),
+            *(f"(%R~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_READS.items())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,11 +119,13 @@ def user_url(admin_url: str, name: str, password: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}@{hostport}", parts.path, query, ""))
 
 
-async def apply_user(admin: Any, user: PoolUser) -> None:
+async def apply_user(admin: Any, user: PoolUser, *, select: bool = False) -> None:
     """Create or update the user on every server of the queue `admin` (a redis client with ACL
-    rights): Redis does not replicate ACL users, and a failover may promote any replica."""
+    rights): Redis does not replicate ACL users, and a failover may promote any replica.
+    `select`: the queue's URL names a db other than 0 (connection.names_a_db)."""
     await connection.on_every_server(admin, "ACL", "SETUSER", user.name,
-                                     *user_rules(user.namespace, user.pool, user.role, user.passwords))
+                                     *user_rules(user.namespace, user.pool, user.role, user.passwords,
+                                                 select=select))
 
 
 async def delete_users(admin: Any, namespace: str, pool: str) -> int:

@@ -230,6 +230,12 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def stats(self) -> QueueStats: ...
 
+    async def upkeep(self, *, full: bool = True) -> tuple[str, ...]:
+        """The operator's pass over the pool's keys with its own connection: publish what tenants'
+        submits check, bound what it reads, undo wedges (not `full`: only bound what the stats read
+        walks); returns what it repaired, one line each."""
+        return ()
+
     @abc.abstractmethod
     async def delete_all(self) -> None:
         """Remove every key of this pool (the operator's finalizer)."""

@@ -15,6 +15,7 @@ import dataclasses
 import urllib.parse
 from typing import Any
 
+import redis.connection
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -72,6 +73,25 @@ def parse_address(url: str) -> QueueAddress:
     if len(path) == 2 and not path[1].isdigit():
         raise ValueError("the database is not a number")
     return dataclasses.replace(address, master=path[0], db=int(path[1]) if len(path) == 2 else 0)
+
+
+def names_a_db(url: str) -> bool:
+    """Whether a client of `url` SELECTs a db other than 0 when it connects."""
+    if topology(url) == SINGLE:
+        return bool(int(redis.connection.parse_url(url).get("db") or 0))
+    return topology(url) == SENTINEL and parse_address(url).db != 0
+
+
+def with_db(url: str, db: int) -> str:
+    """`url` naming db `db` instead (one instance or Sentinel; a cluster has only db 0)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "db"])
+    path = [segment for segment in parts.path.split("/") if segment]
+    if topology(url) == SENTINEL:
+        path = [path[0], str(db)]
+    else:
+        path = [str(db)]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + "/".join(path), query, ""))
 
 
 def _host_port(item: str, default_port: int) -> tuple[str, int]:

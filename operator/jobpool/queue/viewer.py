@@ -49,7 +49,8 @@ def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], act
     prefixes = key_prefixes(namespaces)
     status = function_commands("stats")
     writes = {command for commands in _STATUS_WRITES.values() for command in commands}
-    commands = sorted((set(_READS) | status) - writes)
+    # no server INFO for any user but the admin (the prelude's memory check asks before it reads)
+    commands = sorted((set(_READS) | status) - writes - {"info|memory"})
     rules = ["reset", "on", *(f">{p}" for p in passwords), "resetchannels",
              *(f"~{prefix}" for prefix in prefixes), "-@all", *(f"+{c}" for c in commands)]
     if actions:

@@ -22,7 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "queue credential allows (replay, purge).")
     ui.add_argument("--queue", help="queue URL (env JOBPOOL_QUEUE_URL); its credential decides the "
                                     "actions shown")
-    ui.add_argument("--namespace", action="append", default=[], help="namespace of the pools (repeatable; "
+    ui.add_argument("-n", "--namespace", action="append", default=[], help="namespace of the pools (repeatable; "
                     "env JOBPOOL_NAMESPACE, default 'default')")
     ui.add_argument("--all-namespaces", action="store_true", help="show the pools of every namespace")
     ui.add_argument("--pool", action="append", default=[], help="a pool to show (repeatable; env "

@@ -17,6 +17,7 @@ import jobpool
 from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 from jobpool.queue.redis import functions, library
+from jobpool.queue.redis.fields import MEMORY
 
 from tests.helpers import ROOT, SyncQueue, wait_until
 from tests.integration.handlers import events
@@ -82,7 +83,9 @@ def other_pool(redis_server, pool_name):
 
 
 def test_a_pool_runs_its_whole_life_under_its_worker_and_producer_users(users, queue, spawn_worker, tmp_path):
-    # `queue` (the admin's view) deletes the pool's keys afterwards
+    # `queue` (the admin's view) deletes the pool's keys afterwards; its pass publishes the memory
+    # sample, as the operator's does before it makes the users (tenants run no INFO)
+    queue.upkeep()
     log = tmp_path / "jobs.log"
     producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     team = SyncQueue(users.url(acl.WORKER), "it", users.pool)
@@ -238,15 +241,17 @@ def test_applying_a_user_again_is_idempotent_and_a_second_password_works_until_r
         loop.close()
 
 
-def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users, redis_server):
+def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users, redis_server, queue):
     admin = redis_sync.Redis.from_url(redis_server.url)
-    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit script samples memory
+    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit function checks memory
+    queue.upkeep()                             # by the sample the operator's pass publishes
     try:
         with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
             ids = [client.submit({"n": n}) for n in range(5)]
             assert len(set(ids)) == 5 and client.status().submitted == 5
         # the sample and what the producer's submits added to it since
-        assert int(admin.hget(PoolKeys("it", users.pool).memory, "added")) > 5 * 200
+        assert int(admin.hget(PoolKeys("it", users.pool).memory, MEMORY.added)) > 5 * 200
+        assert users.denials() == []
     finally:
         admin.config_set("maxmemory", 0)
         admin.close()
@@ -255,6 +260,7 @@ def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users,
 def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
     """A given id's result key is among the submit script's keys (so a done job is not run
     again); a submit sent again after a dropped connection, as in a failover, gives every id."""
+    queue.upkeep()   # the operator's memory sample: tenants run no INFO
     producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     try:
         assert producer.submit_many([{"n": 1}, {"n": 2}], ["mine-1", "mine-2"]) == ["mine-1", "mine-2"]
@@ -265,3 +271,33 @@ def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
         assert users.denials() == []
     finally:
         producer.close()
+
+
+def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
+    """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
+    from jobpool.controller.credentials import QueueAdmin
+
+    async def sample(url: str):
+        admin = QueueAdmin(url)
+        try:
+            return await admin.memory()
+        finally:
+            await admin.close()
+
+    plain = redis_sync.Redis.from_url(redis_server.url)
+    before = plain.config_get("maxmemory")["maxmemory"]
+    plain.config_set("maxmemory", 512 * 2**20)
+    try:
+        reachable, (used, maximum) = asyncio.run(sample(redis_server.url))
+        assert reachable and 0 < used < maximum == 512 * 2**20
+    finally:
+        plain.config_set("maxmemory", before)
+    assert asyncio.run(sample("redis://127.0.0.1:1/0")) == (False, None)
+    # an admin user allowed ACL SETUSER but not INFO: reachable, memory unknown (no false "down")
+    plain.execute_command("ACL", "SETUSER", f"admin-{pool_name}", "on", ">pw", "+acl", "+ping")
+    try:
+        host = redis_server.url.split("://", 1)[1]
+        assert asyncio.run(sample(f"redis://admin-{pool_name}:pw@{host}")) == (True, None)
+    finally:
+        plain.execute_command("ACL", "DELUSER", f"admin-{pool_name}")
+        plain.close()

@@ -97,3 +97,44 @@ def test_redis_cannot_tell_the_lag_after_an_out_of_order_ack_so_the_example_uses
     keda = keda_readings(client, queue.keys.stream)
     assert queue.stats().waiting == 1 and keda["lag"] is None
     assert keda["length"] == 2 == queue.stats().waiting + queue.stats().in_flight
+
+
+def test_keda_reads_the_stream_length_as_the_pools_own_producer_user(redis_server, pool_name, queue):
+    """The example's TriggerAuthentication: the pool's submit-only user (its Secret
+    <pool>-queue-producer), not the superuser; XLEN of its own stream is allowed, another
+    pool's is not."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from jobpool.queue import acl
+
+    scaled = scaled_object()
+    (auth,) = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "TriggerAuthentication"]
+    pool = scaled["spec"]["scaleTargetRef"]["name"]
+    assert {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == {
+        ("username", f"{pool}-queue-producer", "username"), ("password", f"{pool}-queue-producer", "password")}
+    assert scaled["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+    async def apply_producer():
+        admin = aioredis.from_url(redis_server.url)
+        try:
+            await acl.apply_user(admin, acl.PoolUser("it", pool_name, acl.PRODUCER, ("keda-pw",)))
+        finally:
+            await admin.aclose()
+
+    asyncio.run(apply_producer())
+    queue.submit_many(["a", "b", "c"])
+    host = redis_server.url.split("://", 1)[1]
+    keda = redis.Redis.from_url(f"redis://{acl.user_name('it', pool_name, acl.PRODUCER)}:keda-pw@{host}")
+    try:
+        assert keda.xlen(PoolKeys("it", pool_name).stream) == 3
+        try:
+            keda.xlen(PoolKeys("it", "other-pool").stream)
+            raise AssertionError("another pool's stream was readable")
+        except redis.exceptions.NoPermissionError:
+            pass
+    finally:
+        keda.close()
+        redis.Redis.from_url(redis_server.url).execute_command(
+            "ACL", "DELUSER", acl.user_name("it", pool_name, acl.PRODUCER))

@@ -22,6 +22,7 @@ from jobpool import Client
 from jobpool.controller.credentials import QueueAdmin
 from jobpool.queue import QueueUnavailable, acl
 from jobpool.queue.redis import library
+from jobpool.queue.redis.fields import MEMORY
 from jobpool.queue.keys import PoolKeys
 
 from tests.integration.queue import test_streams as test_queue_redis
@@ -132,8 +133,9 @@ def test_a_pools_users_are_set_on_every_node_and_run_the_pool(redis_cluster, poo
         admin.close()
 
 
-def test_a_producers_user_keeps_the_pools_memory_sample_on_the_cluster(redis_cluster, pool_name):
-    """A producer's one-job submits write the pool's memory sample (a key of the pool's slot)."""
+def test_the_operator_publishes_the_pools_memory_sample_on_its_shard(redis_cluster, pool_name):
+    """The operator's pass reads INFO memory of the master of the pool's slot into the pool's
+    memory hash; a producer's one-job submits (no INFO of their own) add to it."""
     admin = SyncQueue(redis_cluster.url, "it", pool_name)
     client = QueueAdmin(redis_cluster.url)
     user = acl.PoolUser("it", pool_name, acl.PRODUCER, ("producer-pw",))
@@ -141,11 +143,13 @@ def test_a_producers_user_keeps_the_pools_memory_sample_on_the_cluster(redis_clu
     master.config_set("maxmemory", 8 * 2**30)   # far above use: the submit script samples memory
     try:
         admin.loop.run_until_complete(client.apply(user))
+        assert admin.upkeep() == ()
         with Client(acl.user_url(redis_cluster.url, user.name, "producer-pw"), "it", pool_name) as producer:
             ids = [producer.submit({"n": n}) for n in range(5)]
             assert len(set(ids)) == 5 and producer.status().submitted == 5
-        sample, added = master.hmget(PoolKeys("it", pool_name).memory, "sample", "added")
-        assert sample and int(added) > 200   # INFO's reading, and what the submits added since
+        sample, added = master.hmget(PoolKeys("it", pool_name).memory, MEMORY.sample, MEMORY.added)
+        assert sample.split(":")[1] == str(8 * 2**30)
+        assert int(added) > 200   # what the submits added since the operator's sample
     finally:
         master.config_set("maxmemory", 0)
         admin.loop.run_until_complete(client.delete_users("it", pool_name))

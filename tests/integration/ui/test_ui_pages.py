@@ -44,14 +44,15 @@ def test_a_producer_sees_the_pool_read_only_and_a_forged_post_is_refused(redis_s
     pools = requests.get(ui.base, timeout=10)
     assert pools.status_code == 200 and f'data-pool="it/{pool_name}"' in pools.text
     assert re.search(r'data-field="waiting" class="num">2<', pools.text), pools.text
+    # the figures, but no payload and no error: a producer's XREAD reaches only the results
     pool = requests.get(f"{ui.base}pools/it/{pool_name}", timeout=10).text
-    assert "wait-2" in pool and "wait-3" in pool
+    assert "this credential may not read the waiting jobs" in pool and "wait-2" not in pool
     assert "may not read the delayed jobs" in requests.get(f"{ui.base}pools/it/{pool_name}?state=delayed", timeout=10).text
     dead = requests.get(f"{ui.base}pools/it/{pool_name}/dead", timeout=10).text
-    assert "dead-1" in dead and "read-only: this credential may not replay or purge" in dead
+    assert "this credential may not read the dead letters" in dead and "ValueError" not in dead
     assert "<form" not in dead.replace('<form class="search"', "")     # no replay, no purge
     job = requests.get(f"{ui.base}pools/it/{pool_name}/job", params={"id": "dead-1"}, timeout=10).text
-    assert "ValueError: boom" in job and 'class="purge"' not in job and 'class="replay"' not in job
+    assert "ValueError: boom" not in job and 'class="purge"' not in job and 'class="replay"' not in job
 
     # a POST made up by hand: no token, a token of another server, and the form fields right
     for token in (None, f"{int(time.time())}.{'0' * 64}"):
@@ -247,7 +248,7 @@ def test_a_job_is_found_by_its_exact_id_not_by_an_id_that_contains_it(pool_name,
     producer = SyncQueue(pool_users.url("producer"), "it", pool_name)
     producer.submit_many([{"n": 10}, {"n": 1}], ["job-10", "job-1"])
     producer.close()
-    ui = start_ui(pool_users.url("producer"), [pool_name])
+    ui = start_ui(pool_users.url("worker"), [pool_name])   # a producer reads no waiting payload
     page = requests.get(f"{ui.base}pools/it/{pool_name}/job", params={"id": "job-1"}, timeout=10).text
     assert '<dd class="job-id">job-1</dd>' in page and "&quot;n&quot;: 1\n" in page
 
@@ -291,7 +292,7 @@ def test_jobs_page_by_fifty_and_dead_letters_filter_by_error_text(pool_name, poo
     producer = SyncQueue(pool_users.url("producer"), "it", pool_name)
     producer.submit_many([{"n": n} for n in range(60)], [f"job-{n:02d}" for n in range(60)])
     producer.close()
-    ui = start_ui(pool_users.url("producer"), [pool_name])
+    ui = start_ui(pool_users.url("worker"), [pool_name])   # a producer reads no waiting payload
     base = f"{ui.base}pools/it/{pool_name}"
 
     first = requests.get(base, timeout=10).text

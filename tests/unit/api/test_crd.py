@@ -135,4 +135,9 @@ def test_names_subresources_and_columns(committed):
                                           "statusReplicasPath": ".status.replicas",
                                           "labelSelectorPath": ".status.selector"}
     assert [c["name"].upper() for c in v["additionalPrinterColumns"]] == [
-        "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED", "AGE"]
+        "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED", "STATUS", "REASON", "AGE"]
+    # STATUS and REASON are the Ready condition's (READY is the ready worker pods)
+    assert v["additionalPrinterColumns"][6]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert s["names"]["categories"] == ["all"]
+    assert committed["metadata"]["labels"] == {"app.kubernetes.io/name": "jobpool",
+                                               "app.kubernetes.io/part-of": "jobpool"}

@@ -210,3 +210,29 @@ def test_canonicalised_quantities_are_not_drift():
     assert builders.needs_write(desired, observed)
     observed["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "half", "memory": "1Gi"}}
     assert builders.needs_write(desired, observed)
+
+
+def test_worker_pods_have_default_requests_and_a_read_only_root_with_a_writable_tmp():
+    pod = builders.build_deployment(POOL, spec(), 1, "redis://q:6379/0")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    given = {"limits": {"memory": "1Gi"}}
+    own = builders.build_deployment(POOL, spec(worker={"image": "a", "handler": "m:f", "resources": given}),
+                                    1, "redis://q:6379/0")
+    assert own["spec"]["template"]["spec"]["containers"][0]["resources"] == given, "resources replace the default"
+
+
+def test_every_example_pool_requests_cpu_and_memory():
+    import pathlib
+
+    import yaml
+    root = pathlib.Path(__file__).resolve().parents[3] / "examples"
+    pools = [doc for path in sorted(root.glob("*/*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+             if doc and doc.get("kind") == "JobPool"]
+    assert len(pools) >= 6
+    for pool in pools:
+        requests = pool["spec"]["worker"].get("resources", {}).get("requests", {})
+        assert {"cpu", "memory"} <= set(requests), pool["metadata"]["name"]

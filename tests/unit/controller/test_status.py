@@ -64,6 +64,10 @@ def test_batch_is_complete_only_when_fed_and_every_job_finished():
     done = QueueStats(submitted=10, succeeded=9, dead_lettered=1)
     c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=10), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "True" and "9 succeeded, 1 dead-lettered" in c["Complete"]["message"]
+    assert c["Complete"]["reason"] == "CompletedWithFailures"
+    clean = QueueStats(submitted=10, succeeded=10)
+    c = conditions(build_status(obs(stats=clean, batch_total=10, batch_fed=10), {}, now=0.0)[0])
+    assert (c["Complete"]["status"], c["Complete"]["reason"]) == ("True", "BatchFinished")
     c = conditions(build_status(obs(stats=done, batch_total=10, batch_fed=5), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "False"
     running = QueueStats(submitted=10, succeeded=9, in_flight=1)

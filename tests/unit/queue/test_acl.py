@@ -40,3 +40,17 @@ def test_the_user_url_keeps_the_queue_address_and_replaces_the_credentials():
     assert acl.user_url("rediss://default:x@h:6380/2?password=x&ssl_cert_reqs=none", "u", "p/w") == \
         "rediss://u:p%2Fw@h:6380/2?ssl_cert_reqs=none"
     assert acl.user_url("redis://h", "u", "p") == "redis://u:p@h"
+
+
+def test_tenants_get_no_info_and_select_only_for_a_url_naming_a_db():
+    for role in acl.ROLES:
+        assert not any(c.startswith("info") or c == "select" for c in acl.role_commands(role))
+        assert "+select" not in acl.user_rules("a", "p", role, ("pw",))
+        assert "+select" in acl.user_rules("a", "p", role, ("pw",), select=True)
+
+
+def test_a_producer_reads_only_the_results_stream_with_xread():
+    producer = acl.user_rules("team-a", "p1", acl.PRODUCER, ("pw",))
+    assert "+xread" not in producer and "+hset" not in producer
+    assert "(%R~{jobpool:team-a/p1}:results +xread)" in producer
+    assert "(~{jobpool:team-a/p1}:memory +hincrby)" in producer

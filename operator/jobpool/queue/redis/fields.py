@@ -1,4 +1,4 @@
-"""The field names of the pool's stream entries, one home for Python and the library's prelude.
+"""The field names of the pool's stream entries and memory hash, one home for Python and the library's prelude.
 
 Three records share short names: `r` is `replayed` in a waiting entry and `result` in a
 results entry; the names below say which.
@@ -33,4 +33,10 @@ class DeadFields(NamedTuple):
     time: str = "t"             # dead-lettered at, unix ms
 
 
-ENTRY, RESULT, DEAD = EntryFields(), ResultFields(), DeadFields()
+class MemoryFields(NamedTuple):
+    """A pool's memory hash: the Redis memory sample its submits check."""
+    sample: str = "sample"      # used:maxmemory:unix ms, from INFO (submit, or the operator's sample_memory)
+    added: str = "added"        # the submits' estimate of what they added since
+
+
+ENTRY, RESULT, DEAD, MEMORY = EntryFields(), ResultFields(), DeadFields(), MemoryFields()

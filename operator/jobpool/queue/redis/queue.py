@@ -14,9 +14,9 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
-from .. import connection
+from .. import connection, upkeep
 from ..base import DeadJob, Job, Queue, QueueError, QueueStats, Result
 from ..codec import (check_queue_url, decode_json, encode_json, outcome_of_failure, redact_url,
                      retry_delay, storable_text)
@@ -300,21 +300,46 @@ class RedisStreamsQueue(SubmitPath, Queue):
         with self._errors():
             return await self._function(SampleMemory, SampleMemory.command(self.keys))
 
+    async def upkeep(self, *, full: bool = True) -> tuple[str, ...]:
+        with self._errors():
+            if full:
+                try:   # the sample tenants' submits go by (they may not read INFO themselves)
+                    await self._function(SampleMemory, SampleMemory.command(self.keys))
+                except NoPermissionError:   # a URL of the user's own without INFO: submits go by Redis's limit
+                    pass
+            return (await self._call(upkeep.upkeep, self.redis, self.keys, full=full)).problems
+
     async def delete_all(self) -> None:
         with self._errors():
             await self._call(self._unlink_pool_keys)
 
     async def _unlink_pool_keys(self) -> None:
         """Scan (every master of a cluster) for the pool's keys and unlink them; idempotent, so
-        `_call` may run it again on fresh connections."""
+        `_call` may run it again on fresh connections. A URL naming a db other than 0 gave the
+        pool's users SELECT, so every db is scanned (where this URL's user may list them)."""
+        await self._unlink_in(self.redis)
+        if not connection.names_a_db(self.url):
+            return
+        try:
+            databases = int((await self.redis.config_get("databases"))["databases"])
+        except RedisError:   # not the admin's URL: its users got no SELECT from the operator
+            return
+        for db in range(databases):
+            other = connection.connect(connection.with_db(self.url, db), decode_responses=True, **self._options)
+            try:
+                await self._unlink_in(other)
+            finally:
+                await other.aclose()
+
+    async def _unlink_in(self, client: Any) -> None:
         batch: list[str] = []
-        async for key in self.redis.scan_iter(match=self.keys.scan_pattern, count=1000):
+        async for key in client.scan_iter(match=self.keys.scan_pattern, count=1000):
             batch.append(key)
             if len(batch) >= 1000:
-                await self.redis.unlink(*batch)
+                await client.unlink(*batch)
                 batch.clear()
         if batch:
-            await self.redis.unlink(*batch)
+            await client.unlink(*batch)
 
     async def close(self) -> None:
         for client in (self.redis, self.entries):

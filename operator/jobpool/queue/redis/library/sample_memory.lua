@@ -3,6 +3,6 @@
 -- -> {used, maxmemory}
 register('sample_memory', {keys = {'memory'}, args = {}, flags = OOM_ALLOWED}, function(k, a)
   local used, max_memory = memory_used_and_max()
-  redis.call('HSET', k.memory, 'sample', used .. ':' .. max_memory .. ':' .. now_ms(), 'added', 0)
+  redis.call('HSET', k.memory, MEMORY.sample, used .. ':' .. max_memory .. ':' .. now_ms(), MEMORY.added, 0)
   return {used, max_memory}
 end)

@@ -36,9 +36,9 @@ end
 
 local function record_memory(memory, used, max_memory, now, fresh, added)
   if fresh then
-    redis.call('HSET', memory, 'sample', used .. ':' .. max_memory .. ':' .. now, 'added', added)
+    redis.call('HSET', memory, MEMORY.sample, used .. ':' .. max_memory .. ':' .. now, MEMORY.added, added)
   else
-    redis.call('HINCRBY', memory, 'added', added)
+    redis.call('HINCRBY', memory, MEMORY.added, added)
   end
 end
 
@@ -66,7 +66,7 @@ register('submit', {
   -- refused well before Redis itself refuses writes, so workers can still store results
   local now = now_ms()
   local share = tonumber(a.memory_share)
-  local sample = redis.call('HMGET', memory, 'sample', 'added')
+  local sample = redis.call('HMGET', memory, MEMORY.sample, MEMORY.added)
   local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #a.blob, share)
   if max_memory > 0 and used + #a.blob > max_memory * share then
     return {0, 0, -1, 'memory', used, max_memory}
