@@ -125,7 +125,11 @@ fi
 
 step "3. The JobPool CRD (charts/jobpool/crds/)"
 kubectl apply --server-side --force-conflicts -f charts/jobpool/crds/
-kubectl wait --for=condition=Established --timeout=60s crd/jobpools.jobpool.dev
+# kubectl wait errors out (not waits) while a new CRD has no status.conditions yet: poll instead
+established() {
+  [ "$(kubectl get crd jobpools.jobpool.dev -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}')" = True ]
+}
+wait_for "the CRD Established" 60 established
 
 kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
 wait_for "default service account in namespace $NS" 30 kubectl get serviceaccount default -n "$NS"

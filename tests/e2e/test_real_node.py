@@ -135,6 +135,14 @@ def install_chart(cluster, namespace: str, *sets: str, chart=CHART, action: str 
          *[arg for value in sets for arg in ("--set", value)])
 
 
+def answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as r:
+            return bool(r.ping())
+    except redis.ConnectionError:
+        return False
+
+
 def bundled_queue_url(cluster, namespace: str) -> str:
     """The bundled Redis's URL (password from its Secret) by ClusterIP, for this machine."""
     encoded = cluster.kubectl("get", "secret", "jp-redis", "-n", namespace, "-o",
@@ -142,7 +150,10 @@ def bundled_queue_url(cluster, namespace: str) -> str:
     url = base64.b64decode(encoded).decode()
     ip = cluster.kubectl("get", "service", "jp-redis", "-n", namespace, "-o",
                          "jsonpath={.spec.clusterIP}").stdout
-    return url.replace(f"jp-redis.{namespace}.svc", ip)
+    url = url.replace(f"jp-redis.{namespace}.svc", ip)
+    # helm --wait saw the pod Ready; kube-proxy may not have programmed the Service yet (refused)
+    wait_until(lambda: answers(url), timeout=90, interval=0.5, what="the bundled Redis through its Service")
+    return url
 
 
 def live_pods(cluster, namespace: str, pool: str) -> list[dict]:
@@ -155,8 +166,7 @@ def slow_pool(cluster, namespace: str, replicas: int) -> Client:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "drain"},
         "spec": {"parallelism": replicas, "concurrency": 1, "drainSeconds": 30,
-                 "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
-                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+                 "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"}}}))
     wait_until(lambda: cluster.kubectl("get", "deployment", "drain-workers", "-n", namespace,
                                        check=False).returncode == 0,
                timeout=60, interval=0.5, what="the pool's Deployment")
@@ -233,7 +243,6 @@ def test_the_chart_runs_a_batch_on_real_pods_through_kills_and_deletions(real_no
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "slow"},
         "spec": {"parallelism": 2, "concurrency": 8,
                  "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
-                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}},
                  "jobs": {"items": [0.05] * jobs}}}))
 
     def succeeded() -> int:
@@ -537,8 +546,7 @@ def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(re
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
-        "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
-                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+        "spec": {"parallelism": 0, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"}}}))
     with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
         ids = client.submit_many(list(range(50)))
     # backup: compact the AOF, wait for the rewrite, stream the directory out
@@ -559,10 +567,10 @@ def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(re
     wait_until(lambda: real_node.kubectl("exec", "-n", namespace, "deploy/jp-redis", "--", "redis-cli", "ping",
                                          check=False).stdout.strip() == "PONG",
                timeout=90, interval=1, what="Redis restarted on the restored AOF")
+    bundled_queue_url(real_node, namespace)   # waits for it through the Service (its pod Ready again)
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},
-        "spec": {"parallelism": 2, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"},
-                 "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+        "spec": {"parallelism": 2, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:square"}}}))
     with Client(bundled_queue_url(real_node, namespace), namespace, "kept") as client:
         results = [client.result(job, timeout=120) for job in ids]
     assert [r.result for r in results] == [n * n for n in range(50)]
@@ -579,8 +587,7 @@ def test_external_metrics_survive_an_upgrade_with_two_operator_replicas(real_nod
         real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
             "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "thumbnails"},
             # one pod at least: an HPA whose target has 0 replicas does not scale (ScalingActive False)
-            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"},
-                     "queue": {"urlSecretRef": {"name": "jp-redis", "key": "url"}}}}))
+            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"}}}))
         real_node.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples/06-hpa/hpa.yaml"))
         with Client(bundled_queue_url(real_node, namespace), namespace, "thumbnails") as client:
             client.submit_many([60] * 8)            # 8 jobs of a minute: the backlog stays while we look
