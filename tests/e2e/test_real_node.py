@@ -587,7 +587,9 @@ def test_external_metrics_survive_an_upgrade_with_two_operator_replicas(real_nod
         real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
             "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "thumbnails"},
             # one pod at least: an HPA whose target has 0 replicas does not scale (ScalingActive False)
-            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"}}}))
+            # drainSeconds 1: the teardown does not wait out the minute-long jobs
+            "spec": {"parallelism": 1, "drainSeconds": 1,
+                     "worker": {"image": "jobpool-examples:dev", "handler": "tasks:slow"}}}))
         real_node.kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples/06-hpa/hpa.yaml"))
         with Client(bundled_queue_url(real_node, namespace), namespace, "thumbnails") as client:
             client.submit_many([60] * 8)            # 8 jobs of a minute: the backlog stays while we look
