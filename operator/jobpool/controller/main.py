@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -138,7 +139,9 @@ async def run_operator(args: argparse.Namespace) -> int:
         watch_loop.append(asyncio.create_task(kopf.operator(
             registry=build_registry(ctx), clusterwide=args.all_namespaces, namespaces=args.namespace,
             standalone=True, stop_flag=stop_flag, ready_flag=watching)))
+        signals = asyncio.create_task(stop_on_signals(watching, stop_flag))
         await watch_loop[0]
+        signals.cancel()
     finally:
         if keeper is not None:
             keeper.cancel()
@@ -158,6 +161,16 @@ async def run_operator(args: argparse.Namespace) -> int:
         if admin is not None:
             await admin.close()
     return 0
+
+
+async def stop_on_signals(watching: asyncio.Event, stop_flag: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set the stop flag instead of kopf's own signal future: stopped by its signal,
+    kopf leaves its waiter on our flag pending and waits 5 s for it as a hung task on every exit."""
+    await watching.wait()     # kopf installed its handlers before its watches started
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_flag.set)
 
 
 async def route_external_metrics(args: argparse.Namespace, kube: KubeApi, namespace: str) -> None:
