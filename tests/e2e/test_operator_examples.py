@@ -59,6 +59,11 @@ def test_04_queue_secret_never_shows_the_password(operator, jobpool_crds, kube_n
     assert "change-me" not in json.dumps(deployment)
     events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
     assert "change-me" not in events and "change-me" not in operator.logs()
+    # A pool whose queue never answered is let go only after QUEUE_GIVE_UP_SECONDS (the finalizer
+    # tests cover that wait): the teardown does not sit through it again.
+    cluster.kubectl("delete", "jobpool", "private-squares", "-n", ns, "--wait=false")
+    cluster.kubectl("patch", "jobpool", "private-squares", "-n", ns, "--type=merge",
+                    "-p", '{"metadata": {"finalizers": null}}')
 
 
 def test_08_gpu_pool_places_workers_on_the_tainted_gpu_node(gpu_node, operator, jobpool_crds, kube_namespace):
