@@ -5,12 +5,14 @@ of a kind cluster (tests/fixtures/real_node.py: kind_cluster)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import os
 import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -185,20 +187,42 @@ def real_node(request, tmp_path_factory):
         yield cluster
 
 
-@pytest.fixture
-def namespace(real_node) -> str:
+@contextlib.contextmanager
+def fresh_namespace(cluster) -> Iterator[str]:
     name = f"real-{secrets.token_hex(3)}"
-    real_node.kubectl("create", "namespace", name)
-    wait_until(lambda: real_node.kubectl("get", "serviceaccount", "default", "-n", name,
-                                         check=False).returncode == 0,
+    cluster.kubectl("create", "namespace", name)
+    wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name,
+                                       check=False).returncode == 0,
                timeout=30, what="the namespace's default service account")
     yield name
     # the documented order: the pools first, while the operator runs their finalizers; then the
     # release, whose cluster-wide objects (aggregated roles, admission policy) go with it
-    real_node.kubectl("delete", "jobpools", "--all", "-n", name, "--timeout=90s", check=False, timeout=120)
-    subprocess.run([real_node.bin("helm"), "uninstall", "jp", "--namespace", name, "--wait", "--timeout", "120s"],
-                   env=real_node.env, capture_output=True, timeout=180)
-    real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    cluster.kubectl("delete", "jobpools", "--all", "-n", name, "--timeout=90s", check=False, timeout=120)
+    subprocess.run([cluster.bin("helm"), "uninstall", "jp", "--namespace", name, "--wait", "--timeout", "120s"],
+                   env=cluster.env, capture_output=True, timeout=180)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(real_node) -> Iterator[str]:
+    with fresh_namespace(real_node) as name:
+        yield name
+
+
+@pytest.fixture(scope="class")
+def one_release(real_node) -> Iterator[str]:
+    """One chart install (no persistence, the web page on) shared by the tests of a class:
+    installs are what the real-node tests spend their time on."""
+    with fresh_namespace(real_node) as name:
+        install_chart(real_node, name, "redis.persistence.enabled=false", "ui.enabled=true")
+        yield name
+
+
+@pytest.fixture
+def release(real_node, one_release) -> Iterator[str]:
+    """The shared install's namespace; the pools a test made are deleted after it (finalizers run)."""
+    yield one_release
+    real_node.kubectl("delete", "jobpools", "--all", "-n", one_release, "--timeout=90s", check=False, timeout=120)
 
 
 def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_node, namespace):
@@ -295,80 +319,6 @@ def test_only_pool_pods_reach_the_bundled_redis(real_node, namespace):
     assert not reaches(real_node, namespace, "jp-redis", 6379, {"app": "intruder"})
 
 
-def test_scale_down_under_load_deletes_idle_pods_and_keeps_the_busy_one(real_node, namespace):
-    """The operator's pod-deletion-cost and the real ReplicaSet controller: 3 -> 1 pods while
-    one pod runs a job; the idle pods go, the busy one finishes its job undisturbed."""
-    install_chart(real_node, namespace, "redis.persistence.enabled=false")
-    with slow_pool(real_node, namespace, 3) as client:
-        wait_until(lambda: len(client.status().workers) == 3, timeout=60, what="3 registered workers")
-        job = client.submit(10)
-        busy = wait_until(lambda: [w.id for w in client.status().workers if w.busy], timeout=30,
-                          what="a worker running the job")[0]
-
-        def cost(pod: dict) -> int:
-            return int(pod["metadata"].get("annotations", {}).get(
-                "controller.kubernetes.io/pod-deletion-cost", "0"))
-
-        wait_until(lambda: all(cost(pod) > 0 if pod["metadata"]["name"] == busy else cost(pod) <= 0
-                               for pod in live_pods(real_node, namespace, "drain")),
-                   timeout=30, interval=0.5, what="the busy pod marked with a higher deletion cost")
-        real_node.kubectl("scale", "jobpool/drain", "-n", namespace, "--replicas=1")
-        wait_until(lambda: [p["metadata"]["name"] for p in live_pods(real_node, namespace, "drain")]
-                   == [busy], timeout=60, interval=0.5, what="only the busy pod left")
-        result = client.result(job, timeout=60)
-    assert result is not None and result.attempts == 1, result
-
-
-def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(real_node, namespace):
-    install_chart(real_node, namespace, "redis.persistence.enabled=false")
-    with slow_pool(real_node, namespace, 1) as client:
-        wait_until(lambda: len(client.status().workers) == 1, timeout=60, what="a registered worker")
-        job = client.submit(5)
-        wait_until(lambda: client.status().in_flight == 1, timeout=30, what="the job in flight")
-        real_node.kubectl("scale", "jobpool/drain", "-n", namespace, "--replicas=0")
-        result = client.result(job, timeout=60)
-        assert result is not None and result.attempts == 1, "the kubelet's SIGTERM drained the job"
-        # The job had at most 5 s left; the grace period is drainSeconds (30) plus a margin.
-        wait_until(lambda: not json.loads(real_node.kubectl(
-            "get", "pods", "-n", namespace, "-l", "jobpool.dev/pool=drain", "-o", "json").stdout)["items"],
-            timeout=15, interval=0.5, what="the drained pod gone")
-
-
-def test_the_web_page_opens_through_the_api_servers_service_proxy(real_node, namespace):
-    """The chart's page (ui.enabled), opened as people open it: `kubectl proxy` and the API
-    server's service proxy; it reads through the Redis user the operator keeps for it."""
-    import requests
-
-    from tests.helpers import free_port, stop_process
-
-    install_chart(real_node, namespace, "redis.persistence.enabled=false", "ui.enabled=true")
-    client = Client(bundled_queue_url(real_node, namespace), namespace, "web")
-    client.submit({"n": 1}, id="seen-1")
-    port = free_port()
-    proxy = subprocess.Popen([real_node.bin("kubectl"), "proxy", f"--port={port}"], env=real_node.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/api/v1/namespaces/{namespace}/services/jp-ui:http/proxy/"
-    try:
-        def shows_the_pool() -> bool:
-            try:
-                return f'data-pool="{namespace}/web"' in requests.get(base, timeout=5).text
-            except requests.RequestException:
-                return False
-        # the page finds pools again every 30 s: this one came after the page
-        wait_until(shows_the_pool, timeout=90, interval=1, what="the pool on the page through kubectl proxy")
-        page = requests.get(f"{base}pools/{namespace}/web", timeout=10)
-        assert page.status_code == 200 and "seen-1" in page.text and "may not read" not in page.text
-        assert requests.get(f"{base}static/ui.css", timeout=10).status_code == 200
-        dead = requests.get(f"{base}pools/{namespace}/web/dead", timeout=10).text
-        assert "actions are turned off" in dead and 'class="replay"' not in dead
-        with requests.get(f"{base}events", stream=True, timeout=10) as events:   # live figures pass the proxy
-            line = next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:"))
-        assert f'"{namespace}/web"' in line
-    finally:
-        stop_process(proxy)
-        client.close()
-
-
 # Run in a worker pod as its command (payload on stdin, result on stdout): what the pod template mounted.
 MOUNTS_REPORT = """
 import base64, json, os
@@ -421,40 +371,110 @@ def test_pod_template_volumes_and_service_account_tokens_are_mounted_in_the_work
         operator.stop()
 
 
-def test_helm_test_and_the_cli_reach_a_pools_queue_through_the_cluster(real_node, namespace):
-    """`helm test` runs one job on a probe pool; `jobpool submit squares -n NS --port-forward`: the
-    pool's producer Secret (the operator's ACL user on the bundled Redis) found through the
-    kubeconfig, the in-cluster Redis reached through a port-forward the CLI opens itself; worker
-    pods run the job."""
-    install_chart(real_node, namespace, "redis.persistence.enabled=false")
-    tested = subprocess.run([real_node.bin("helm"), "test", "jp", "-n", namespace, "--timeout", "240s", "--logs"],
-                            env=real_node.env, capture_output=True, text=True, timeout=300)
-    assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "jobpool operator probe: job" in tested.stdout and "ran on pool" in tested.stdout
-    wait_until(lambda: real_node.kubectl("get", "jobpool", "jp-probe", "-n", namespace, check=False).returncode != 0,
-               timeout=60, interval=1, what="the probe pool deleted (its finalizer ran)")
-    real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
-        "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
-        "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",
-                                              "handler": "tasks:square"}}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPOOL_")}
-    env["KUBECONFIG"] = real_node.kubeconfig
+class TestOneRelease:
+    """Tests that need the chart as installed by default, sharing one install."""
 
-    def jobpool(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "jobpool.cli", *argv, "squares", "-n", namespace,
-                               "--port-forward"], cwd=REPO_ROOT, env=env, capture_output=True,
-                              text=True, timeout=60)
+    def test_scale_down_under_load_deletes_idle_pods_and_keeps_the_busy_one(self, real_node, release):
+        """The operator's pod-deletion-cost and the real ReplicaSet controller: 3 -> 1 pods while
+        one pod runs a job; the idle pods go, the busy one finishes its job undisturbed."""
+        with slow_pool(real_node, release, 3) as client:
+            wait_until(lambda: len(client.status().workers) == 3, timeout=60, what="3 registered workers")
+            job = client.submit(10)
+            busy = wait_until(lambda: [w.id for w in client.status().workers if w.busy], timeout=30,
+                              what="a worker running the job")[0]
 
-    wait_until(lambda: jobpool("status").returncode == 0, timeout=60, interval=1,
-               what="the pool's producer Secret (made by the operator)")
-    done = jobpool("submit", "--payload", "12", "--id", "twelve")
-    assert (done.returncode, done.stdout) == (0, "twelve\n"), done.stderr
-    wait_until(lambda: json.loads(jobpool("results", "-o", "json").stdout or "[]"), timeout=120,
-               interval=1, what="the job's result")
-    assert json.loads(jobpool("results", "-o", "json").stdout) == [
-        {"id": "twelve", "result": 144, "attempts": 1}]
-    with redis.Redis.from_url(bundled_queue_url(real_node, namespace)) as admin:
-        assert admin.hget(PoolKeys(namespace, "squares").counters, "submitted") == b"1"
+            def cost(pod: dict) -> int:
+                return int(pod["metadata"].get("annotations", {}).get(
+                    "controller.kubernetes.io/pod-deletion-cost", "0"))
+
+            wait_until(lambda: all(cost(pod) > 0 if pod["metadata"]["name"] == busy else cost(pod) <= 0
+                                   for pod in live_pods(real_node, release, "drain")),
+                       timeout=30, interval=0.5, what="the busy pod marked with a higher deletion cost")
+            real_node.kubectl("scale", "jobpool/drain", "-n", release, "--replicas=1")
+            wait_until(lambda: [p["metadata"]["name"] for p in live_pods(real_node, release, "drain")]
+                       == [busy], timeout=60, interval=0.5, what="only the busy pod left")
+            result = client.result(job, timeout=60)
+        assert result is not None and result.attempts == 1, result
+
+    def test_scale_to_zero_drains_the_job_in_flight_and_the_pod_exits_at_once(self, real_node, release):
+        with slow_pool(real_node, release, 1) as client:
+            wait_until(lambda: len(client.status().workers) == 1, timeout=60, what="a registered worker")
+            job = client.submit(5)
+            wait_until(lambda: client.status().in_flight == 1, timeout=30, what="the job in flight")
+            real_node.kubectl("scale", "jobpool/drain", "-n", release, "--replicas=0")
+            result = client.result(job, timeout=60)
+            assert result is not None and result.attempts == 1, "the kubelet's SIGTERM drained the job"
+            # The job had at most 5 s left; the grace period is drainSeconds (30) plus a margin.
+            wait_until(lambda: not json.loads(real_node.kubectl(
+                "get", "pods", "-n", release, "-l", "jobpool.dev/pool=drain", "-o", "json").stdout)["items"],
+                timeout=15, interval=0.5, what="the drained pod gone")
+
+    def test_the_web_page_opens_through_the_api_servers_service_proxy(self, real_node, release):
+        """The chart's page (ui.enabled), opened as people open it: `kubectl proxy` and the API
+        server's service proxy; it reads through the Redis user the operator keeps for it."""
+        import requests
+
+        from tests.helpers import free_port, stop_process
+
+        client = Client(bundled_queue_url(real_node, release), release, "web")
+        client.submit({"n": 1}, id="seen-1")
+        port = free_port()
+        proxy = subprocess.Popen([real_node.bin("kubectl"), "proxy", f"--port={port}"], env=real_node.env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}/api/v1/namespaces/{release}/services/jp-ui:http/proxy/"
+        try:
+            def shows_the_pool() -> bool:
+                try:
+                    return f'data-pool="{release}/web"' in requests.get(base, timeout=5).text
+                except requests.RequestException:
+                    return False
+            # the page finds pools again every 30 s: this one came after the page
+            wait_until(shows_the_pool, timeout=90, interval=1, what="the pool on the page through kubectl proxy")
+            page = requests.get(f"{base}pools/{release}/web", timeout=10)
+            assert page.status_code == 200 and "seen-1" in page.text and "may not read" not in page.text
+            assert requests.get(f"{base}static/ui.css", timeout=10).status_code == 200
+            dead = requests.get(f"{base}pools/{release}/web/dead", timeout=10).text
+            assert "actions are turned off" in dead and 'class="replay"' not in dead
+            with requests.get(f"{base}events", stream=True, timeout=10) as events:   # live figures pass the proxy
+                line = next(line for line in events.iter_lines(decode_unicode=True) if line.startswith("data:"))
+            assert f'"{release}/web"' in line
+        finally:
+            stop_process(proxy)
+            client.close()
+
+    def test_helm_test_and_the_cli_reach_a_pools_queue_through_the_cluster(self, real_node, release):
+        """`helm test` runs one job on a probe pool; `jobpool submit squares -n NS --port-forward`: the
+        pool's producer Secret (the operator's ACL user on the bundled Redis) found through the
+        kubeconfig, the in-cluster Redis reached through a port-forward the CLI opens itself; worker
+        pods run the job."""
+        tested = subprocess.run([real_node.bin("helm"), "test", "jp", "-n", release, "--timeout", "240s", "--logs"],
+                                env=real_node.env, capture_output=True, text=True, timeout=300)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "jobpool operator probe: job" in tested.stdout and "ran on pool" in tested.stdout
+        wait_until(lambda: real_node.kubectl("get", "jobpool", "jp-probe", "-n", release, check=False).returncode != 0,
+                   timeout=60, interval=1, what="the probe pool deleted (its finalizer ran)")
+        real_node.kubectl("apply", "-n", release, "-f", "-", input=json.dumps({
+            "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "squares"},
+            "spec": {"parallelism": 1, "worker": {"image": "jobpool-examples:dev",
+                                                  "handler": "tasks:square"}}}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPOOL_")}
+        env["KUBECONFIG"] = real_node.kubeconfig
+
+        def jobpool(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "jobpool.cli", *argv, "squares", "-n", release,
+                                   "--port-forward"], cwd=REPO_ROOT, env=env, capture_output=True,
+                                  text=True, timeout=60)
+
+        wait_until(lambda: jobpool("status").returncode == 0, timeout=60, interval=1,
+                   what="the pool's producer Secret (made by the operator)")
+        done = jobpool("submit", "--payload", "12", "--id", "twelve")
+        assert (done.returncode, done.stdout) == (0, "twelve\n"), done.stderr
+        wait_until(lambda: json.loads(jobpool("results", "-o", "json").stdout or "[]"), timeout=120,
+                   interval=1, what="the job's result")
+        assert json.loads(jobpool("results", "-o", "json").stdout) == [
+            {"id": "twelve", "result": 144, "attempts": 1}]
+        with redis.Redis.from_url(bundled_queue_url(real_node, release)) as admin:
+            assert admin.hget(PoolKeys(release, "squares").counters, "submitted") == b"1"
 
 
 def hostpath_volume(cluster, namespace: str, tmp_path) -> None:
