@@ -2,8 +2,9 @@
 from .client import AsyncClient, Client
 from .queue import (DeadJob, PayloadTooLarge, QueueError, QueueFull, QueueStats,
                     QueueUnavailable, Result, WorkerInfo)
+from .worker.runners import Permanent
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "DeadJob", "PayloadTooLarge", "QueueError", "QueueFull", "QueueStats",
+__all__ = ["AsyncClient", "Client", "DeadJob", "PayloadTooLarge", "Permanent", "QueueError", "QueueFull", "QueueStats",
            "QueueUnavailable", "Result", "WorkerInfo", "__version__"]

@@ -74,7 +74,7 @@ def format_status(namespace: str, pool: str, stats: QueueStats) -> str:
         f"queue     waiting {s['waiting']}  inFlight {s['inFlight']}  delayed {s['delayed']}  "
         f"deadLetter {s['deadLetter']}",
         f"jobs      submitted {s['submitted']}  succeeded {s['succeeded']}  retried "
-        f"{s['retried']}  deadLettered {s['deadLettered']}",
+        f"{s['retried']}  deadLettered {s['deadLettered']}  permanent {s['permanent']}",
         f"workers   {s['workers']}  busySlots {s['busySlots']}/{s['totalSlots']}  saturation "
         f"{s['saturation']:.2f}",
     ]

@@ -143,3 +143,9 @@ async def sleepy_or_fail(payload):
         raise ValueError(f"cannot handle {payload!r}")
     await asyncio.sleep(payload.get("seconds", 0))
     return payload["n"]
+
+
+async def refuse(payload):
+    """Refuses a payload for good: no retry can make it valid."""
+    import jobpool
+    raise jobpool.Permanent(f"cannot resize {payload!r}: not an image")

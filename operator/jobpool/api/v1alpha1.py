@@ -388,7 +388,8 @@ class JobCounts(Model):
     submitted: int = Field(default=0, description="Jobs enqueued.")
     succeeded: int = Field(default=0, description="Jobs that succeeded.")
     retried: int = Field(default=0, description="Failed attempts that were retried.")
-    dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream.")
+    dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream after their last attempt.")
+    permanent: int = Field(default=0, description="Jobs moved to the dead-letter stream at once by a permanent error.")
 
 
 class BatchProgress(Model):

@@ -5,7 +5,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..queue.base import QueueStats
+from ..queue.base import JOB_OUTCOMES, QueueStats
 
 LABELS = ("namespace", "pool")
 
@@ -72,9 +72,8 @@ class OperatorMetrics:
         self.slots_busy.labels(*labels).set(stats.busy_slots)
         self.slots_total.labels(*labels).set(stats.total_slots)
         self.saturation.labels(*labels).set(stats.saturation)
-        for outcome, value in (("succeeded", stats.succeeded), ("retried", stats.retried),
-                               ("dead_lettered", stats.dead_lettered)):
-            self.jobs.labels(*labels, outcome).set(value)
+        for outcome in JOB_OUTCOMES:
+            self.jobs.labels(*labels, outcome).set(getattr(stats, outcome))
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         self.latest.pop((namespace, pool), None)
@@ -85,7 +84,7 @@ class OperatorMetrics:
                 gauge.remove(namespace, pool)
             except KeyError:
                 pass
-        for outcome in ("succeeded", "retried", "dead_lettered"):
+        for outcome in JOB_OUTCOMES:
             try:
                 self.jobs.remove(namespace, pool, outcome)
             except KeyError:

@@ -85,6 +85,10 @@ class WorkerInfo:
     last_seen: float
 
 
+# The counters of QueueStats that jobpool_jobs_total{outcome} exports, by their field names.
+JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent")
+
+
 @dataclasses.dataclass(frozen=True)
 class QueueStats:
     waiting: int = 0
@@ -94,7 +98,8 @@ class QueueStats:
     submitted: int = 0
     succeeded: int = 0
     retried: int = 0
-    dead_lettered: int = 0
+    dead_lettered: int = 0     # after their last attempt
+    permanent: int = 0         # dead-lettered at once by a permanent error (not in dead_lettered)
     workers: tuple[WorkerInfo, ...] = ()
     duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
 
@@ -127,6 +132,7 @@ class QueueStats:
             "succeeded": self.succeeded,
             "retried": self.retried,
             "deadLettered": self.dead_lettered,
+            "permanent": self.permanent,
             "workers": len(self.workers),
             "busySlots": self.busy_slots,
             "totalSlots": self.total_slots,
@@ -191,9 +197,9 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float) -> str:
-        """A failed attempt: schedule a delayed retry or dead-letter it. Returns
-        "retried" or "dead_lettered", or "duplicate" (nothing changed) when the delivery's
+                   max_backoff: float, permanent: bool = False) -> str:
+        """A failed attempt: schedule a delayed retry or dead-letter it (at once when
+        `permanent`). Returns "retried", "dead_lettered" or "permanent", or "duplicate" (nothing changed) when the delivery's
         worker no longer holds it: another worker reclaimed or finished the job."""
 
     @abc.abstractmethod

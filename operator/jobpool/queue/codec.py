@@ -118,8 +118,11 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float, rand: float | 
     return max(0.0, ceiling * (0.5 + 0.5 * rand))
 
 
-def outcome_of_failure(attempts: int, max_attempts: int) -> str:
-    """After a failed attempt: "retried" while attempts remain, else "dead_lettered"."""
+def outcome_of_failure(attempts: int, max_attempts: int, permanent: bool = False) -> str:
+    """After a failed attempt: "permanent" for an error no retry can mend (dead-lettered at
+    once), else "retried" while attempts remain, else "dead_lettered"."""
+    if permanent:
+        return "permanent"
     return "retried" if attempts < max_attempts else "dead_lettered"
 
 

@@ -16,10 +16,25 @@ from typing import Any, Awaitable, Callable
 from ..queue.codec import RawJSON, handler_problem
 
 STDERR_TAIL = 4000
+# A `--command` that exits with this status failed for good: dead-lettered at once, no retry
+# (64..78 are sysexits(3)'s, 75 "try again" among them; 100 is free of them and of signals').
+PERMANENT_EXIT_STATUS = 100
+
+
+class Permanent(Exception):
+    """Raised by a handler: this job can never succeed (a bad payload, a missing object), so it
+    is dead-lettered at once with this error instead of spending its remaining attempts."""
+
+
+Permanent.__module__ = "jobpool"    # its error text reads `jobpool.Permanent: ...`, as users raise it
 
 
 class JobFailed(Exception):
-    """A failed attempt with the error text that goes to the dead letters."""
+    """A failed attempt with the error text that goes to the dead letters; `permanent`: no retry."""
+
+    def __init__(self, text: str, *, permanent: bool = False):
+        super().__init__(text)
+        self.permanent = permanent
 
 
 class HandlerError(ValueError):
@@ -100,7 +115,9 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
             raise
         if process.returncode != 0:
             detail = err.decode(errors="replace").strip()[-STDERR_TAIL:] or "(no stderr)"
-            raise JobFailed(f"command exited with status {process.returncode}: {detail}")
+            permanent = process.returncode == PERMANENT_EXIT_STATUS
+            raise JobFailed(f"command exited with status {process.returncode}"
+                            f"{' (permanent)' if permanent else ''}: {detail}", permanent=permanent)
         output = out.decode(errors="replace").strip()
         if not output:
             return None

@@ -31,7 +31,7 @@ from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_result, redact_url
 from .config import WorkerConfig
 from .metrics import WorkerMetrics
-from .runners import JobFailed, Runner
+from .runners import JobFailed, Permanent, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
@@ -66,6 +66,12 @@ def error_text(exc: BaseException) -> str:
     headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return f"{headline}\n{trace}"[:ERROR_TEXT_LIMIT]
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a handler's error rules out every retry (`jobpool.Permanent`, or a command's
+    permanent exit status)."""
+    return isinstance(exc, Permanent) or (isinstance(exc, JobFailed) and exc.permanent)
 
 
 def lost_job_error(job: Job, max_attempts: int) -> str | None:
@@ -274,6 +280,7 @@ class Worker:
             self.metrics.wait.observe(max(0.0, started - job.enqueued_at))
         error = job.payload_error or lost_job_error(job, self.config.max_attempts)
         result: Any = None
+        permanent = False
         overran: list[asyncio.Future] = []
         if error is None:
             task = asyncio.current_task()
@@ -287,7 +294,10 @@ class Worker:
                     raise
                 error = self._timed_out()
             except Exception as exc:   # the handler's own TimeoutError is an error like others
-                error = self._timed_out() if task in self.expired else error_text(exc)
+                if task in self.expired:
+                    error = self._timed_out()
+                else:
+                    error, permanent = error_text(exc), is_permanent(exc)
             except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
                 raise HandlerExit(f"the handler of job {job.id} raised "
                                   f"{type(exc).__name__}") from exc
@@ -306,7 +316,7 @@ class Worker:
             self.acks_idle.clear()
             self.ack_wanted.set()
         else:
-            await self._fail(job, error)
+            await self._fail(job, error, permanent=permanent)
         if overran:
             await self._wait_for_overrun(job, overran[0], started)
 
@@ -360,13 +370,14 @@ class Worker:
         logging.shutdown()
         os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
-    async def _fail(self, job: Job, error: str) -> None:
+    async def _fail(self, job: Job, error: str, *, permanent: bool = False) -> None:
         failures = 0
         while True:
             try:
                 outcome = await self.queue.fail(
                     job, error, max_attempts=self.config.max_attempts,
-                    backoff=self.config.backoff, max_backoff=self.config.max_backoff)
+                    backoff=self.config.backoff, max_backoff=self.config.max_backoff,
+                    permanent=permanent)
                 break
             except QueueError as exc:
                 failures += 1
@@ -381,6 +392,9 @@ class Worker:
         if outcome == "dead_lettered":
             log.warning("job %s dead-lettered after attempt %d/%d: %s", job.id, job.attempts,
                         self.config.max_attempts, first_line)
+        elif outcome == "permanent":
+            log.warning("job %s dead-lettered at once by a permanent error in attempt %d: %s",
+                        job.id, job.attempts, first_line)
         elif outcome == "retried":
             log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
                      self.config.max_attempts, first_line)

@@ -100,5 +100,6 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
         submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
         retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
+        permanent=int(count.get("permanent", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
         duplicates=int(count.get("duplicates", 0)))

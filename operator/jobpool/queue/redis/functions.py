@@ -233,7 +233,7 @@ class TrimResults(Function):
 
 
 class FailReply(NamedTuple):
-    outcome: str           # retried | dead_lettered | duplicate
+    outcome: str           # retried | dead_lettered | permanent | duplicate
 
 
 class Fail(Function):

@@ -204,8 +204,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
                 self.keys, oldest=[(entry_id, fields[RESULT.id]) for entry_id, fields in oldest]))
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float) -> str:
-        outcome = outcome_of_failure(job.attempts, max_attempts)
+                   max_backoff: float, permanent: bool = False) -> str:
+        outcome = outcome_of_failure(job.attempts, max_attempts, permanent)
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
         command = Fail.command(
             self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,

@@ -1,4 +1,5 @@
--- fail: a failed attempt of a job its worker holds: a retry after delay_ms, or a dead letter.
+-- fail: a failed attempt of a job its worker holds: a retry after delay_ms, or a dead letter
+-- (outcome dead_lettered after the last attempt, permanent at once: counted apart).
 -- -> the outcome, or "duplicate" when the worker no longer holds the delivery: another worker
 -- reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
@@ -18,12 +19,12 @@ register('fail', {
       return 'retried'
     end
     local dead_entry = redis.call('HGET', k.dead_ids, id)
-    if outcome == 'dead_lettered' and dead_entry then
+    if outcome ~= 'retried' and dead_entry then
       local found = redis.call('XRANGE', k.dead, dead_entry, dead_entry)
       if found[1] then
         local f = found[1][2]
         for i = 1, #f, 2 do
-          if f[i] == DEAD.attempts and f[i + 1] == attempts then return 'dead_lettered' end
+          if f[i] == DEAD.attempts and f[i + 1] == attempts then return outcome end
         end
       end
     end
@@ -43,13 +44,14 @@ register('fail', {
     redis.call('HINCRBY', k.counters, 'retried', 1)
     return 'retried'
   end
+  if outcome ~= 'permanent' then outcome = 'dead_lettered' end   -- the counter it names
   local dead_entry = redis.call('XADD', k.dead, '*', DEAD.id, id, DEAD.payload, a.payload,
                                 DEAD.attempts, attempts, DEAD.error, a.error, DEAD.time, tostring(now))
   local previous = redis.call('HGET', k.dead_ids, id)
   if previous then redis.call('XDEL', k.dead, previous) end
   redis.call('HSET', k.dead_ids, id, dead_entry)
   redis.call('SREM', k.live, id)
-  if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, 'dead_lettered', 1) end
+  if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, outcome, 1) end
   -- at most `dead_letter_cap` dead letters are kept: the oldest go first
   local excess = redis.call('XLEN', k.dead) - tonumber(a.dead_letter_cap)
   if excess > 0 then
@@ -58,5 +60,5 @@ register('fail', {
       redis.call('XDEL', k.dead, old[1])
     end
   end
-  return 'dead_lettered'
+  return outcome
 end)
