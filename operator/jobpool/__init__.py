@@ -1,10 +1,10 @@
 """jobpool: a Kubernetes-native pool of workers fed by a queue."""
 from .client import AsyncClient, Client
 from .queue import (DeadJob, PayloadTooLarge, QueueError, QueueFull, QueueStats,
-                    QueueUnavailable, Result, WorkerInfo)
-from .worker.runners import Permanent
+                    QueueUnavailable, Result, UnknownTask, WorkerInfo)
+from .worker.runners import Permanent, task
 
 __version__ = "0.1.0"
 
 __all__ = ["AsyncClient", "Client", "DeadJob", "PayloadTooLarge", "Permanent", "QueueError", "QueueFull", "QueueStats",
-           "QueueUnavailable", "Result", "WorkerInfo", "__version__"]
+           "QueueUnavailable", "Result", "UnknownTask", "WorkerInfo", "__version__", "task"]

@@ -20,7 +20,7 @@ from . import __version__
 from ._output import STRUCTURED, write
 from ._progress import Progress
 from .cluster import PRODUCER, WORKER, ClusterError
-from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
+from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, UnknownTask, open_queue
 from .queue.codec import name_problem, redact_url
 from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
@@ -196,6 +196,8 @@ def add_submit(commands) -> None:
     submit.add_argument("--file", help="JSON Lines file of payloads, or - for stdin")
     submit.add_argument("--no-wait", action="store_true", help="fail instead of waiting when "
                         "maxLength jobs are waiting")
+    submit.add_argument("--task", help="the task of every job (a pool's worker may serve several); "
+                        "default: the pool's single handler")
     submit.set_defaults(run=cmd_submit, role=PRODUCER)
 
 
@@ -346,9 +348,9 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
     progress = Progress("submit", len(payloads),
                         enabled=None if len(payloads) >= PROGRESS_THRESHOLD else False)
     try:
-        job_ids = await queue.submit_many(payloads, ids, wait=not args.no_wait,
+        job_ids = await queue.submit_many(payloads, ids, task=args.task, wait=not args.no_wait,
                                           progress=progress.update)
-    except (QueueFull, PayloadTooLarge) as exc:
+    except (QueueFull, PayloadTooLarge, UnknownTask) as exc:
         # the jobs of earlier chunks are in the queue: their ids must not be lost
         progress.clear()
         _write_ids(stdout, exc.submitted_ids, args.output)
@@ -428,8 +430,8 @@ async def cmd_dlq(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         missing = [job_id for job_id in dict.fromkeys(args.id) if job_id not in known]
         wanted = [job_id for job_id in dict.fromkeys(args.id) if job_id in known]
         if args.action == "list":
-            records = [{"id": dead.id, "payload": dead.payload, "attempts": dead.attempts,
-                        "error": dead.error, "failedAt": dead.failed_at}
+            records = [{"id": dead.id, "task": dead.task, "payload": dead.payload,
+                        "attempts": dead.attempts, "error": dead.error, "failedAt": dead.failed_at}
                        for dead in dead_jobs if not args.id or dead.id in wanted]
             if args.output == "jsonl":
                 stdout.write("".join(json.dumps(record) + "\n" for record in records))

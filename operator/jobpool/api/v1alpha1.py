@@ -207,7 +207,9 @@ class WorkerSpec(Model):
     handler: str | None = Field(
         default=None, min_length=1, pattern=HANDLER_PATTERN,
         description='A Python callable "module:function" (sync or async) called with each '
-                    "job's payload; its return value is the job's result.")
+                    "job's payload; its return value is the job's result. Or a module of tasks "
+                    '("app.tasks": its functions marked @jobpool.task) or "module:MAPPING" (a dict '
+                    "of task name to callable): each job runs the task its submit named.")
     command: list[str] | None = Field(
         default=None, min_length=1,
         description="A program run once per job: the payload JSON on stdin, the result JSON "

@@ -45,7 +45,7 @@ _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_F
 # The submit function is given the result key of every caller-given id (also of a submit sent
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:*", "memory")
+                  "result:*", "memory", "tasks")
 # Read only through a selector of their own: XREAD is for the results stream alone, so neither the
 # waiting jobs' payloads nor the dead letters' errors reach a producer.
 _PRODUCER_READS = {"results": ("xread",)}

@@ -29,6 +29,21 @@ class QueueFull(QueueError):
         self.submitted_ids = list(submitted_ids)
 
 
+class UnknownTask(QueueError):
+    """Job `index` of a submit names a task that no live worker of the pool serves, while the live
+    workers published theirs (`known`); `submitted_ids` are the jobs enqueued before it."""
+
+    def __init__(self, namespace: str, pool: str, index: int, task: str, known: Sequence[str],
+                 submitted_ids: Sequence[str] = ()):
+        done = (f"{len(submitted_ids)} jobs before it were submitted" if submitted_ids
+                else "nothing was submitted")
+        super().__init__(f"job {index}: no worker of pool {namespace}/{pool} serves task {task!r}; "
+                         f"its tasks: {', '.join(known)}; check the task name or deploy workers "
+                         f"that serve it; {done}")
+        self.index, self.task, self.known = index, task, tuple(known)
+        self.submitted_ids = list(submitted_ids)
+
+
 class PayloadTooLarge(QueueError):
     """Job `index` of a submit has a payload over the pool's limit; `submitted_ids` are the
     jobs enqueued before it was refused (none, unless the limit changed during the submit)."""
@@ -59,6 +74,7 @@ class Job:
     payload_error: str | None = None   # set when the stored entry cannot be run (the reason)
     replayed: bool = False             # re-run from the dead letters (counted there once)
     consumer: str = ""                 # the worker this delivery belongs to: only it may finish it
+    task: str = ""                     # the task name; "" for a job without one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +91,7 @@ class DeadJob:
     attempts: int
     error: str
     failed_at: float
+    task: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,19 +174,22 @@ class Queue(abc.ABC):
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
     async def submit_many(
-        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *, wait: bool = True,
+        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
+        task: str | None = None, tasks: Sequence[str | None] | None = None, wait: bool = True,
         timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """Enqueue jobs (pipelined); returns their ids. A caller-given id that the queue
+        """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`); returns their
+        ids. A task no live worker serves is refused (UnknownTask). A caller-given id that the queue
         still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
         When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
         or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
-    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        return (await self.submit_many([payload], [id], wait=wait))[0]
+    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                     wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], task=task, wait=wait))[0]
 
-    def submit_blocking(self, payload: Any, id: str | None = None, *,
+    def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
                         wait: bool = True) -> tuple[str | None, bool]:
         """Submit one job from synchronous code without an event loop, where the backend
         can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
@@ -209,8 +229,10 @@ class Queue(abc.ABC):
         were given back."""
 
     @abc.abstractmethod
-    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
-        """Keep the worker registered and its running jobs from being redelivered."""
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
+                        tasks: Sequence[str] = ()) -> None:
+        """Keep the worker registered and its running jobs from being redelivered; publish the
+        task names it serves (none: it serves whatever comes, a --command)."""
 
     @abc.abstractmethod
     async def unregister(self, consumer: str) -> None:

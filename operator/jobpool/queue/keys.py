@@ -72,6 +72,10 @@ class PoolKeys:
         return self.key("workers")
 
     @property
+    def tasks(self) -> str:            # HASH task name -> ms until which a live worker serves it
+        return self.key("tasks")
+
+    @property
     def reclaim_gate(self) -> str:     # set for one interval by the worker that reclaims
         return self.key("reclaim-gate")
 

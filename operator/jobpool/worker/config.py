@@ -101,7 +101,8 @@ SETTINGS: dict[str, Setting] = {
     "worker_id": Setting("--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue",
                          "<hostname>-<pid>"),
     "handler": Setting("--handler", "JOBPOOL_HANDLER", str,
-                       "a Python callable module:function, sync or async (this or --command)"),
+                       "a Python callable module:function, sync or async; or a module of tasks "
+                       "(@jobpool.task) or module:MAPPING of task names (this or --command)"),
     "command": Setting("--command", "JOBPOOL_COMMAND", _command,
                        "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout "
                        "(the variable: a JSON array; this or --handler)"),

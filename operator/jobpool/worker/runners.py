@@ -11,9 +11,10 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
-from ..queue.codec import RawJSON, handler_problem
+from ..queue.base import Job, QueueError
+from ..queue.codec import RawJSON, check_task, handler_problem
 
 STDERR_TAIL = 4000
 # A `--command` that exits with this status failed for good: dead-lettered at once, no retry
@@ -41,13 +42,59 @@ class HandlerError(ValueError):
     """The handler cannot be loaded; the message names it."""
 
 
-# (payload, payload_text, overrun) -> result; a runner whose job is cancelled while its
-# handler goes on running (a thread cannot be killed) calls overrun(a future of its end)
+# (job, overrun) -> result; a runner whose job is cancelled while its handler goes on running
+# (a thread cannot be killed) calls overrun(a future of its end)
 Overrun = Callable[["asyncio.Future[Any]"], None]
-Runner = Callable[[Any, str, Overrun], Awaitable[Any]]
+Runner = Callable[[Job, Overrun], Awaitable[Any]]
+TASK_ATTRIBUTE = "__jobpool_task__"
+
+
+def task(function: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Mark a function of a module as one of its tasks, under its own name or `name`:
+    `@jobpool.task` or `@jobpool.task(name="crop.square")`; `jobpool worker --handler module`
+    routes each job to the task its submit named."""
+    def mark(target: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(target, TASK_ATTRIBUTE, check_task(name or target.__name__))
+        return target
+    return mark if function is None else mark(function)
+
+
+def load_tasks(spec: str) -> dict[str, Callable[..., Any]]:
+    """The handler's tasks by name: "module" (its functions marked with @jobpool.task),
+    "module:MAPPING" (a dict of task name -> callable) or "module:function" (one task under the
+    function's name; it also serves jobs that name no task, under "")."""
+    module_name, _, attribute = spec.partition(":")
+    target = _resolve(spec)
+    if not attribute:
+        tasks = {getattr(value, TASK_ATTRIBUTE): value for value in vars(target).values()
+                 if callable(value) and isinstance(getattr(value, TASK_ATTRIBUTE, None), str)}
+        if not tasks:
+            raise HandlerError(f"handler {spec!r}: module {module_name!r} has no tasks: mark its "
+                               f"functions with @jobpool.task, or name one as module:function")
+        return tasks
+    if isinstance(target, Mapping):
+        tasks = {}
+        for name, value in target.items():
+            try:
+                tasks[check_task(name)] = value
+            except QueueError as exc:
+                raise HandlerError(f"handler {spec!r}: {exc}") from None
+            if not name or not callable(value):
+                raise HandlerError(f"handler {spec!r}: task {name!r} is not a callable")
+        return tasks
+    if not callable(target):
+        raise HandlerError(f"handler {spec!r} is not callable")
+    return {"": target, attribute.rpartition(".")[2]: target}
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
+    target = _resolve(spec)
+    if not callable(target):
+        raise HandlerError(f"handler {spec!r} is not callable")
+    return target
+
+
+def _resolve(spec: str) -> Any:
     problem = handler_problem(spec)
     if problem is not None:
         raise HandlerError(f"handler {problem}")
@@ -59,29 +106,42 @@ def load_callable(spec: str) -> Callable[..., Any]:
     except Exception as exc:
         raise HandlerError(f"handler {spec!r}: cannot import {module_name!r}: "
                            f"{type(exc).__name__}: {exc}") from None
-    for part in attribute.split("."):
+    for part in attribute.split(".") if attribute else ():
         try:
             target = getattr(target, part)
         except AttributeError:
             raise HandlerError(f"handler {spec!r}: {module_name!r} has no attribute "
                                f"{attribute!r}") from None
-    if not callable(target):
-        raise HandlerError(f"handler {spec!r} is not callable")
     return target
 
 
-def python_runner(function: Callable[..., Any], threads: int) -> tuple[Runner, Callable[[], None]]:
-    """A runner for `function(payload)` and a function that shuts its thread pool down."""
-    if inspect.iscoroutinefunction(function):
-        async def run_async(payload: Any, _text: str, _overrun: Overrun) -> Any:
-            return await function(payload)
-        return run_async, lambda: None
+def served(tasks: Mapping[str, Any]) -> tuple[str, ...]:
+    """The task names a worker publishes (a job without a task is always accepted)."""
+    return tuple(sorted(name for name in tasks if name))
 
+
+def unknown_task(job: Job, tasks: Mapping[str, Any]) -> JobFailed:
+    """Permanent: no retry on this worker can run a task it does not serve."""
+    what = f"unknown task {job.task!r}" if job.task else "the job names no task"
+    return JobFailed(f"{what}: this worker serves {', '.join(served(tasks))} (a job without a "
+                     f"task needs a module:function handler)", permanent=True)
+
+
+def python_runner(tasks: Mapping[str, Callable[..., Any]],
+                  threads: int) -> tuple[Runner, Callable[[], None]]:
+    """A runner that calls `tasks[job.task](payload)` (async on the loop, sync in a thread), and
+    a function that shuts its thread pool down."""
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                      thread_name_prefix="job")
+    is_async = {name: inspect.iscoroutinefunction(function) for name, function in tasks.items()}
 
-    async def run_in_thread(payload: Any, _text: str, overrun: Overrun) -> Any:
-        thread_run = executor.submit(function, payload)
+    async def run(job: Job, overrun: Overrun) -> Any:
+        function = tasks.get(job.task)
+        if function is None:
+            raise unknown_task(job, tasks)
+        if is_async[job.task]:
+            return await function(job.payload)
+        thread_run = executor.submit(function, job.payload)
         thread_end = asyncio.wrap_future(thread_run)
         try:
             result = await asyncio.shield(thread_end)
@@ -93,15 +153,17 @@ def python_runner(function: Callable[..., Any], threads: int) -> tuple[Runner, C
             result = await result
         return result
 
-    return run_in_thread, lambda: executor.shutdown(wait=False, cancel_futures=True)
+    return run, lambda: executor.shutdown(wait=False, cancel_futures=True)
 
 
 def command_runner(argv: tuple[str, ...]) -> Runner:
-    async def run_command(_payload: Any, text: str, _overrun: Overrun) -> Any:
+    async def run_command(job: Job, _overrun: Overrun) -> Any:
+        text = job.payload_text
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                env={**os.environ, "JOBPOOL_TASK": job.task})
         except OSError as exc:
             raise JobFailed(f"cannot start command {argv[0]!r}: {exc}") from None
         try:

@@ -97,8 +97,10 @@ async def stop_task(task: asyncio.Task) -> None:
 
 class Worker:
     def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
-                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
+                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None,
+                 tasks: tuple[str, ...] = ()):
         self.queue = queue
+        self.tasks_served = tasks                        # published with each heartbeat
         self.runner = runner
         self.config = config
         self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
@@ -287,7 +289,7 @@ class Worker:
             if self.config.timeout:
                 self.deadlines[task] = asyncio.get_running_loop().time() + self.config.timeout
             try:
-                result = await self.runner(job.payload, job.payload_text, overran.append)
+                result = await self.runner(job, overran.append)
                 result = RawJSON(encode_result(result))
             except asyncio.CancelledError:
                 if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
@@ -467,7 +469,7 @@ class Worker:
                 held = list(self.held.values()) if beat else []
                 try:
                     await self.queue.heartbeat(self.config.worker_id, held,
-                                               self.config.concurrency, busy)
+                                               self.config.concurrency, busy, self.tasks_served)
                     published, published_at = busy, loop.time()
                 except QueueError:
                     # the fetch loop reports the queue being down; retry no faster than busy

@@ -273,6 +273,22 @@ def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
         producer.close()
 
 
+def test_a_worker_user_publishes_its_tasks_and_a_producer_user_submits_by_them(users, queue,
+                                                                             spawn_worker):
+    """The heartbeat writes the pool's task list with the worker's user; the submit reads it with
+    the producer's, which may not write it."""
+    queue.upkeep()
+    spawn_worker(url=users.url(acl.WORKER), handler="tests.integration.tasks")
+    with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+        wait_until(lambda: client.status().workers, timeout=15, what="the worker's registration")
+        assert client.result(client.submit(2, task="resize"), timeout=15).result == {"resized": 2}
+        with pytest.raises(jobpool.UnknownTask):
+            client.submit(1, task="nope")
+    with pytest.raises(NoPermissionError):
+        users.client(acl.PRODUCER).hset(PoolKeys("it", users.pool).tasks, "nope", 2**50)
+    assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
+
+
 def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
     """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
     from jobpool.controller.credentials import QueueAdmin

@@ -136,7 +136,7 @@ def test_service_and_pdb():
     assert builders.build_pdb(POOL, spec(parallelism=0, autoscaling={"enabled": True, "maxWorkers": 4})) is not None
 
 
-@pytest.mark.parametrize("handler", ["app.tasks", "app:", ":f", "app tasks:f", "1app:f", "a:b:c"])
+@pytest.mark.parametrize("handler", ["app.", "app:", ":f", "app tasks:f", "1app:f", "a:b:c"])
 def test_an_unparsable_handler_names_the_field(handler):
     # The schema refuses these; this is the check for pools admitted by an older CRD without it.
     _, problem = validate_spec({"worker": {"image": "a", "handler": handler}}, "redis://q", administered=False)

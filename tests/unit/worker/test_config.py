@@ -135,7 +135,7 @@ def test_worker_help_names_every_variable(capsys):
 
 
 def test_the_handler_format_is_the_crds():
-    for handler in ("app.tasks", "app tasks:f", "a:b:c", "1app:f"):
+    for handler in ("app.", "app tasks:f", "a:b:c", "1app:f"):
         with pytest.raises(ConfigError, match=r"--handler \(or JOBPOOL_HANDLER\): .* is not a Python callable"):
             resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": handler})
         with pytest.raises(HandlerError, match="is not a Python callable module:function"):

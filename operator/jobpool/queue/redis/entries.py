@@ -46,7 +46,12 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
     return Job(id=job_id, payload=payload, attempts=used + deliveries,
                enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
                payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
-               consumer=consumer)
+               consumer=consumer, task=task_of(fields.get(_ENTRY_BYTES.task)))
+
+
+def task_of(raw: bytes | None) -> str:
+    """An entry's task name; "" when it has none (or one no worker could serve: not UTF-8)."""
+    return raw.decode("utf-8", "backslashreplace") if raw else ""
 
 
 def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:

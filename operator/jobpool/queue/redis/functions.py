@@ -76,18 +76,19 @@ class SubmitReply(NamedTuple):
     enqueued: int
     room: int
     refusal: tuple        # () or ('payload', index, size, limit) or ('memory', used, maxmemory)
+                          # or ('task', index, task, the tasks served space-separated)
 
 
 class Submit(Function):
     NAME = "submit"
-    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "given_results...")
+    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "given_results...")
     ARGS = ("partial", "blob", "default_max_payload_bytes", "memory_share")
     RESEND = WITH_GIVEN_IDS
 
     @classmethod
     def command(cls, pool: PoolKeys, *, blob: str, given_ids: Sequence[str], partial: bool,
                 default_max_payload_bytes: int, memory_share: float) -> tuple:
-        """`blob`: (id, given 1|0, payload) per job, NUL-separated; `given_ids` in its order."""
+        """`blob`: (id, given 1|0, task, payload) per job, NUL-separated; `given_ids` in its order."""
         return cls._command(pool, given_results=_result_keys(pool, given_ids),
                             partial="1" if partial else "0", blob=blob,
                             default_max_payload_bytes=default_max_payload_bytes,
@@ -240,16 +241,16 @@ class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
-            "replayed", "dead_letter_cap")
+            "replayed", "dead_letter_cap", "task")
 
     @classmethod
     def command(cls, pool: PoolKeys, *, entry_id: str, consumer: str, id: str, attempts: int,
                 payload: bytes, error: str, outcome: str, delay_ms: int, replayed: bool,
-                dead_letter_cap: int) -> tuple:
+                dead_letter_cap: int, task: str) -> tuple:
         return cls._command(pool, job_result=pool.result(id), entry_id=entry_id, consumer=consumer,
                             id=id, attempts=attempts, payload=payload, error=error, outcome=outcome,
                             delay_ms=delay_ms, replayed="1" if replayed else "0",
-                            dead_letter_cap=dead_letter_cap)
+                            dead_letter_cap=dead_letter_cap, task=task)
 
     @staticmethod
     def parse(reply: str) -> FailReply:
@@ -272,12 +273,15 @@ class Release(Function):
 
 class Heartbeat(Function):
     NAME = "heartbeat"
-    KEYS = ("stream", "workers")
-    ARGS = ("consumer", "info", "entry_ids...")
+    KEYS = ("stream", "workers", "tasks")
+    ARGS = ("consumer", "info", "tasks", "expires_ms", "entry_ids...")
 
     @classmethod
-    def command(cls, pool: PoolKeys, *, consumer: str, info: str, entry_ids: Sequence[str]) -> tuple:
-        return cls._command(pool, consumer=consumer, info=info, entry_ids=entry_ids)
+    def command(cls, pool: PoolKeys, *, consumer: str, info: str, tasks: Sequence[str],
+                expires_ms: int, entry_ids: Sequence[str]) -> tuple:
+        """`tasks`: the task names the worker serves, published until `expires_ms`."""
+        return cls._command(pool, consumer=consumer, info=info, tasks=" ".join(tasks),
+                            expires_ms=expires_ms, entry_ids=entry_ids)
 
     @staticmethod
     def parse(reply: int) -> None:

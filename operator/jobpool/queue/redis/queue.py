@@ -211,7 +211,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
             self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,
             payload=job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
             error=storable_text(error[:8000]), outcome=outcome, delay_ms=delay_ms,
-            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap)
+            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap, task=job.task)
         with self._errors():
             return (await self._function(Fail, command)).outcome
 
@@ -223,11 +223,14 @@ class RedisStreamsQueue(SubmitPath, Queue):
             return await self._function(Release, Release.command(self.keys, consumer=consumer,
                                                                  entry_ids=tokens))
 
-    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
+                        tasks: Sequence[str] = ()) -> None:
         now = time.time()
+        expires = now + self.visibility_timeout
         info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
-                           "expiresAt": round(now + self.visibility_timeout, 3)})
-        command = Heartbeat.command(self.keys, consumer=consumer, info=info,
+                           "expiresAt": round(expires, 3)})
+        command = Heartbeat.command(self.keys, consumer=consumer, info=info, tasks=tasks,
+                                    expires_ms=int(expires * 1000),
                                     entry_ids=[job.token for job in jobs])
         with self._errors():
             await self._function(Heartbeat, command)
@@ -278,7 +281,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
             except (ValueError, RecursionError):
                 payload = f.get(DEAD.payload)
             dead.append(DeadJob(f.get(DEAD.id, ""), payload, int(f.get(DEAD.attempts, 0)),
-                                f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000))
+                                f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000,
+                                f.get(DEAD.task, "")))
         return dead
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:

@@ -123,8 +123,28 @@ local function memory_used_and_max()
     tonumber(string.match(info, 'maxmemory:(%d+)'))
 end
 
--- A waiting entry's fields in the order XADD writes them.
-local function entry_fields(id, payload, attempts, at, replayed)
+-- A waiting entry's fields in the order XADD writes them; a job without a task has no task field.
+local function entry_fields(id, payload, attempts, at, replayed, task)
+  if task == nil or task == '' then
+    return ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
+      ENTRY.replayed, replayed
+  end
   return ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
-    ENTRY.replayed, replayed
+    ENTRY.replayed, replayed, ENTRY.task, task
+end
+
+-- A retry waiting in the delayed set, packed as "<attempts>:<replayed>:<payload>", with
+-- "=<task>:" before the payload for a job with a task (a JSON payload never starts with '=';
+-- task names hold no ':').
+local function pack_delayed(attempts, replayed, task, payload)
+  if task == '' then return attempts .. ':' .. replayed .. ':' .. payload end
+  return attempts .. ':' .. replayed .. ':=' .. task .. ':' .. payload
+end
+
+-- -> attempts, replayed, task, payload
+local function unpack_delayed(packed)
+  local attempts, replayed, rest = string.match(packed, '^(%d+):(%d):(.*)$')
+  local task, payload = string.match(rest, '^=([^:]*):(.*)$')
+  if task then return attempts, replayed, task, payload end
+  return attempts, replayed, '', rest
 end
