@@ -21,7 +21,7 @@ from ._output import STRUCTURED, write
 from ._progress import Progress
 from .cluster import PRODUCER, WORKER, ClusterError
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, UnknownTask, open_queue
-from .queue.codec import name_problem, redact_url
+from .queue.codec import check_options, name_problem, redact_url
 from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
 
@@ -198,6 +198,12 @@ def add_submit(commands) -> None:
                         "maxLength jobs are waiting")
     submit.add_argument("--task", help="the task of every job (a pool's worker may serve several); "
                         "default: the pool's single handler")
+    submit.add_argument("--timeout", type=float, help="every job's own deadline in seconds, "
+                        "instead of the pool's (within its cap)")
+    submit.add_argument("--max-attempts", type=int, help="every job's own attempts, instead of "
+                        "the pool's (within its cap)")
+    submit.add_argument("--backoff", type=float, help="every job's own first retry delay in "
+                        "seconds, instead of the pool's (within --max-backoff)")
     submit.set_defaults(run=cmd_submit, role=PRODUCER)
 
 
@@ -344,12 +350,16 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
         if len(args.id) > len(payloads):
             raise UsageError(f"{len(args.id)} --id flags but {len(payloads)} payloads")
         ids = list(args.id) + [None] * (len(payloads) - len(args.id))
+    try:
+        options = check_options(args.timeout, args.max_attempts, args.backoff)
+    except QueueError as exc:
+        raise UsageError(f"--{str(exc).split()[0].replace('_', '-')}: {exc}") from None
     queue = _open(args)
     progress = Progress("submit", len(payloads),
                         enabled=None if len(payloads) >= PROGRESS_THRESHOLD else False)
     try:
         job_ids = await queue.submit_many(payloads, ids, task=args.task, wait=not args.no_wait,
-                                          progress=progress.update)
+                                          options=options, progress=progress.update)
     except (QueueFull, PayloadTooLarge, UnknownTask) as exc:
         # the jobs of earlier chunks are in the queue: their ids must not be lost
         progress.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Sequence
 
-from .queue import DeadJob, QueueStats, Result, open_queue
+from .queue import DeadJob, JobOptions, QueueStats, Result, open_queue
 from .queue.codec import check_name
 
 
@@ -21,18 +21,23 @@ class AsyncClient:
                                 check_name(pool, "pool"), **options)
 
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                     wait: bool = True) -> str:
+                     timeout: float | None = None, max_attempts: int | None = None,
+                     backoff: float | None = None, wait: bool = True) -> str:
         """Enqueue one JSON payload for `task` (None: the pool's single handler); returns its id
-        (the given one, or a generated one). Submits from concurrent tasks that overlap go to
-        Redis together, in one round trip. A task no live worker serves raises UnknownTask."""
-        return await self.queue.submit(payload, id, task=task, wait=wait)
+        (the given one, or a generated one). `timeout`, `max_attempts`, `backoff`: the job's own,
+        instead of the pool's, within the pool's caps. Submits from concurrent tasks that overlap
+        go to Redis together, in one round trip. A task no live worker serves raises UnknownTask."""
+        return await self.queue.submit(payload, id, task=task, wait=wait,
+                                       options=JobOptions(timeout, max_attempts, backoff))
 
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
-                          *, task: str | None = None, wait: bool = True,
-                          timeout: float | None = None) -> list[str]:
-        """Enqueue many payloads of one task in pipelined batches; returns their ids in order."""
-        return await self.queue.submit_many(list(payloads), ids, task=task, wait=wait,
-                                            timeout=timeout)
+                          *, task: str | None = None, options: JobOptions = JobOptions(),
+                          wait: bool = True, timeout: float | None = None) -> list[str]:
+        """Enqueue many payloads of one task, with the same `options` of their own
+        (`jobpool.JobOptions(timeout, max_attempts, backoff)`), in pipelined batches; returns
+        their ids in order. `timeout`: how long to wait for room in a full queue."""
+        return await self.queue.submit_many(list(payloads), ids, task=task, options=options,
+                                            wait=wait, timeout=timeout)
 
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
         """The job's `Result(id, result, attempts)`, waiting up to `timeout` seconds for it;
@@ -72,16 +77,20 @@ class Client:
         return self._loop.run_until_complete(coroutine)
 
     def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-               wait: bool = True) -> str:
-        job_id, submitted = self._async.queue.submit_blocking(payload, id, task=task, wait=wait)
-        return job_id if submitted else self._run(self._async.submit(payload, job_id, task=task,
-                                                                     wait=wait))
+               timeout: float | None = None, max_attempts: int | None = None,
+               backoff: float | None = None, wait: bool = True) -> str:
+        options = JobOptions(timeout, max_attempts, backoff)
+        job_id, submitted = self._async.queue.submit_blocking(payload, id, task=task,
+                                                              options=options, wait=wait)
+        return job_id if submitted else self._run(self._async.submit(
+            payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
+            backoff=backoff, wait=wait))
 
     def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
-                    task: str | None = None, wait: bool = True,
-                    timeout: float | None = None) -> list[str]:
-        return self._run(self._async.submit_many(payloads, ids, task=task, wait=wait,
-                                                 timeout=timeout))
+                    task: str | None = None, options: JobOptions = JobOptions(),
+                    wait: bool = True, timeout: float | None = None) -> list[str]:
+        return self._run(self._async.submit_many(payloads, ids, task=task, options=options,
+                                                 wait=wait, timeout=timeout))
 
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))

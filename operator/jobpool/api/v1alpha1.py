@@ -275,6 +275,16 @@ class JobsSpec(Model):
         return list(range(first + start, first + min(stop, self.total)))
 
 
+class JobLimitsSpec(Model):
+    """The caps on the options a job may set for itself at submit (its own timeout, attempts and
+    backoff, whose cap is retry.maxBackoffSeconds); a job asking more gets the cap."""
+
+    max_timeout_seconds: int = Field(
+        default=86400, ge=1, description="The longest timeout a job may set for itself, in seconds.")
+    max_attempts: int = Field(
+        default=100, ge=1, le=1000, description="The most attempts a job may set for itself.")
+
+
 class RetrySpec(Model):
     """What happens to a failed attempt."""
 
@@ -368,6 +378,9 @@ class JobPoolSpec(Model):
     timeout_seconds: int = Field(
         default=600, ge=0,
         description="Per-job deadline: the job is cancelled and counts as a failed attempt (0 = none).")
+    job_limits: JobLimitsSpec = Field(
+        default_factory=JobLimitsSpec,
+        description="Caps on the timeout and attempts a job may set for itself at submit.")
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="The backlog-driven autoscaler.")
     drain_seconds: int = Field(

@@ -62,6 +62,14 @@ class PayloadTooLarge(QueueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """A job's own settings; None: the pool's. The worker holds them to the pool's caps."""
+    timeout: float | None = None       # seconds, > 0
+    max_attempts: int | None = None    # >= 1
+    backoff: float | None = None       # first retry delay in seconds, >= 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Job:
     """A job handed to a worker slot."""
 
@@ -75,6 +83,7 @@ class Job:
     replayed: bool = False             # re-run from the dead letters (counted there once)
     consumer: str = ""                 # the worker this delivery belongs to: only it may finish it
     task: str = ""                     # the task name; "" for a job without one
+    options: JobOptions = JobOptions()  # its own timeout, attempts, backoff
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +101,7 @@ class DeadJob:
     error: str
     failed_at: float
     task: str = ""
+    options: JobOptions = JobOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,21 +185,23 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def submit_many(
         self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
-        task: str | None = None, tasks: Sequence[str | None] | None = None, wait: bool = True,
+        task: str | None = None, tasks: Sequence[str | None] | None = None,
+        options: "JobOptions | Sequence[JobOptions]" = JobOptions(), wait: bool = True,
         timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`); returns their
-        ids. A task no live worker serves is refused (UnknownTask). A caller-given id that the queue
+        """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`) with their own
+        `options` (the same for all, or one each); returns their ids. A task no live worker serves is refused (UnknownTask). A caller-given id that the queue
         still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
         When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
         or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                     wait: bool = True) -> str:
-        return (await self.submit_many([payload], [id], task=task, wait=wait))[0]
+                     options: JobOptions = JobOptions(), wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], task=task, options=options, wait=wait))[0]
 
     def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                        options: JobOptions = JobOptions(),
                         wait: bool = True) -> tuple[str | None, bool]:
         """Submit one job from synchronous code without an event loop, where the backend
         can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from . import connection
-from .base import QueueError
+from .base import JobOptions, QueueError
 
 MAX_ID_LENGTH = 256
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20     # a pool's payload limit when spec.queue sets none
@@ -51,6 +51,46 @@ def check_task(task: Any, index: int | None = None) -> str:
         raise QueueError(f"{where}task {task!r} is not a task name: a letter or '_', then letters, "
                          f"digits, '_', '.' or '-', at most 100 characters")
     return task
+
+
+def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = None,
+                  index: int | None = None) -> JobOptions:
+    """A job's own options as given to submit; the error names the option."""
+    where = f"job {index}: " if index is not None else ""
+    number = (int, float)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, number)
+                                or not 0 < timeout < float("inf")):
+        raise QueueError(f"{where}timeout must be a number of seconds > 0, got {timeout!r}")
+    if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+                                     or max_attempts < 1):
+        raise QueueError(f"{where}max_attempts must be an integer >= 1, got {max_attempts!r}")
+    if backoff is not None and (isinstance(backoff, bool) or not isinstance(backoff, number)
+                                or not 0 <= backoff < float("inf")):
+        raise QueueError(f"{where}backoff must be a number of seconds >= 0, got {backoff!r}")
+    return JobOptions(timeout, max_attempts, backoff)
+
+
+def encode_options(options: JobOptions) -> str:
+    """How the queue stores a job's options: "timeout,max_attempts,backoff", an empty part for
+    the pool's; "" for none."""
+    if options == JobOptions():
+        return ""
+    return ",".join("" if value is None else format(value, "g") if isinstance(value, float)
+                    else str(value) for value in (options.timeout, options.max_attempts, options.backoff))
+
+
+def decode_options(text: str | None) -> JobOptions:
+    """The options a job was stored with; what cannot be read counts as the pool's."""
+    parts = (text or "").split(",")
+    if len(parts) != 3:
+        return JobOptions()
+
+    def read(part: str, kind: type) -> Any:
+        try:
+            return kind(part) if part else None
+        except ValueError:
+            return None
+    return JobOptions(read(parts[0], float), read(parts[1], int), read(parts[2], float))
 
 
 def name_problem(value: Any, what: str) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_result, redact_url
-from .config import WorkerConfig
+from .config import JobSettings, WorkerConfig
 from .metrics import WorkerMetrics
 from .runners import JobFailed, Permanent, Runner
 
@@ -280,24 +280,25 @@ class Worker:
         started = time.time()
         if job.enqueued_at:
             self.metrics.wait.observe(max(0.0, started - job.enqueued_at))
-        error = job.payload_error or lost_job_error(job, self.config.max_attempts)
+        settings = self.config.job_settings(job.options)
+        error = job.payload_error or lost_job_error(job, settings.max_attempts)
         result: Any = None
         permanent = False
         overran: list[asyncio.Future] = []
         if error is None:
             task = asyncio.current_task()
-            if self.config.timeout:
-                self.deadlines[task] = asyncio.get_running_loop().time() + self.config.timeout
+            if settings.timeout:
+                self.deadlines[task] = asyncio.get_running_loop().time() + settings.timeout
             try:
                 result = await self.runner(job, overran.append)
                 result = RawJSON(encode_result(result))
             except asyncio.CancelledError:
                 if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
                     raise
-                error = self._timed_out()
+                error = timed_out(settings)
             except Exception as exc:   # the handler's own TimeoutError is an error like others
                 if task in self.expired:
-                    error = self._timed_out()
+                    error = timed_out(settings)
                 else:
                     error, permanent = error_text(exc), is_permanent(exc)
             except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
@@ -312,13 +313,13 @@ class Worker:
             self.overrun[job.token] = job
             log.warning("job %s timed out after %gs but its handler thread is still running (a "
                         "thread cannot be stopped): the job is failed now, its slot stays "
-                        "occupied until the thread returns", job.id, self.config.timeout)
+                        "occupied until the thread returns", job.id, settings.timeout)
         if error is None:
             self.ack_buffer.append((job, result))
             self.acks_idle.clear()
             self.ack_wanted.set()
         else:
-            await self._fail(job, error, permanent=permanent)
+            await self._fail(job, error, settings, permanent=permanent)
         if overran:
             await self._wait_for_overrun(job, overran[0], started)
 
@@ -333,16 +334,12 @@ class Worker:
             self._busy_changed()
             self.slot_freed.set()
 
-    def _timed_out(self) -> str:
-        return f"timed out after {self.config.timeout:g}s"
-
     async def _deadline_loop(self) -> None:
-        """Cancel the handlers that ran past their deadline (`--timeout`)."""
-        if not self.config.timeout:
-            return
+        """Cancel the handlers that ran past their deadline (`--timeout`, or a job's own)."""
         loop = asyncio.get_running_loop()
+        tick = min(DEADLINE_TICK, self.config.timeout / 10) if self.config.timeout else DEADLINE_TICK
         while True:
-            await asyncio.sleep(min(DEADLINE_TICK, self.config.timeout / 10))
+            await asyncio.sleep(tick)
             now = loop.time()
             for task in overdue(self.deadlines, self.expired, now):
                 self.expired.add(task)
@@ -372,13 +369,14 @@ class Worker:
         logging.shutdown()
         os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
-    async def _fail(self, job: Job, error: str, *, permanent: bool = False) -> None:
+    async def _fail(self, job: Job, error: str, settings: JobSettings, *,
+                    permanent: bool = False) -> None:
         failures = 0
         while True:
             try:
                 outcome = await self.queue.fail(
-                    job, error, max_attempts=self.config.max_attempts,
-                    backoff=self.config.backoff, max_backoff=self.config.max_backoff,
+                    job, error, max_attempts=settings.max_attempts,
+                    backoff=settings.backoff, max_backoff=self.config.max_backoff,
                     permanent=permanent)
                 break
             except QueueError as exc:
@@ -393,13 +391,13 @@ class Worker:
         first_line = error.splitlines()[0] if error else ""
         if outcome == "dead_lettered":
             log.warning("job %s dead-lettered after attempt %d/%d: %s", job.id, job.attempts,
-                        self.config.max_attempts, first_line)
+                        settings.max_attempts, first_line)
         elif outcome == "permanent":
             log.warning("job %s dead-lettered at once by a permanent error in attempt %d: %s",
                         job.id, job.attempts, first_line)
         elif outcome == "retried":
             log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
-                     self.config.max_attempts, first_line)
+                     settings.max_attempts, first_line)
         self.metrics.jobs[outcome].inc()
         self._free(job)
 
@@ -509,6 +507,10 @@ class Worker:
                 await asyncio.sleep(reconnect_delay(attempt))
         for job in jobs:
             self.held.pop(job.token, None)
+
+
+def timed_out(settings: JobSettings) -> str:
+    return f"timed out after {settings.timeout:g}s"
 
 
 def overdue(deadlines: dict[Any, float], expired: set, now: float) -> list:

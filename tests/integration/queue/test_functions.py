@@ -74,7 +74,7 @@ WORKER_FUNCTIONS = {
     functions.Ack: dict(job_ids=["x"], blob="0-1\0thief\0x\01\0null", result_ttl_ms=1000, results_cap=10),
     functions.Fail: dict(entry_id="0-1", consumer="thief", id="x", attempts=1, payload=b"{}", error="e",
                          outcome="dead_lettered", delay_ms=0, replayed=False, dead_letter_cap=10,
-                         task=""),
+                         task="", options=""),
     functions.Release: dict(consumer="real-worker", entry_ids=["0-1"]),
     functions.Heartbeat: dict(consumer="thief", info="{}", tasks=["forged"], expires_ms=2**50,
                               entry_ids=[]),

@@ -23,7 +23,8 @@ SAMPLE_CALLS = {
                                  consumer="c", count=2, visibility_ms=1, reclaim_interval_ms=1),
     functions.TrimResults: dict(oldest=[("1-0", "a"), ("2-0", "b")]),
     functions.Fail: dict(entry_id="1-0", consumer="c", id="a", attempts=1, payload=b"{}", error="e",
-                         outcome="retried", delay_ms=1, replayed=False, dead_letter_cap=1, task="resize"),
+                         outcome="retried", delay_ms=1, replayed=False, dead_letter_cap=1, task="resize",
+                         options="5,,"),
     functions.Release: dict(consumer="c", entry_ids=["1-0", "2-0"]),
     functions.Heartbeat: dict(consumer="c", info="{}", tasks=["resize"], expires_ms=1, entry_ids=["1-0", "2-0"]),
     functions.Unregister: dict(consumer="c"),
@@ -105,10 +106,10 @@ def test_a_wrapper_refuses_a_name_the_lua_does_not_declare():
 def test_the_field_names_come_from_python_and_the_library_reads_no_literal_one():
     code = library.code()
     assert ("local ENTRY, RESULT, DEAD = {id = 'id', payload = 'p', attempts = 'a', time = 't', replayed = 'r', "
-            "task = 'k'}") in code
+            "task = 'k', options = 'o'}") in code
     assert "local MEMORY = {sample = 'sample', added = 'added'}" in code
     for name in library.function_names():
-        assert not re.search(r"'(p|a|t|r|e|k|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
+        assert not re.search(r"'(p|a|t|r|e|k|o|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
 
 
 def test_the_library_name_carries_a_digest_of_its_code():

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..base import Job, QueueStats, WorkerInfo
-from ..codec import RawJSON
+from ..codec import RawJSON, decode_options
 from .fields import ENTRY
 
 def readable(value: bytes) -> str:
@@ -46,7 +46,24 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
     return Job(id=job_id, payload=payload, attempts=used + deliveries,
                enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
                payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
-               consumer=consumer, task=task_of(fields.get(_ENTRY_BYTES.task)))
+               consumer=consumer, task=task_of(fields.get(_ENTRY_BYTES.task)),
+               options=decode_options(readable(fields.get(_ENTRY_BYTES.options) or b"")))
+
+
+def unpack_delayed(packed: str) -> tuple[int, str, str, str]:
+    """A retry as the delayed set keeps it (prelude.lua's pack_delayed):
+    -> (attempts, task, options, payload text)."""
+    attempts, _, rest = packed.partition(":")
+    _replayed, _, rest = rest.partition(":")
+    task = options = ""
+    if rest.startswith("="):
+        task, _, rest = rest[1:].partition(":")
+    if rest.startswith("~"):
+        options, _, rest = rest[1:].partition(":")
+    try:
+        return int(attempts), task, options, rest
+    except ValueError:
+        return 0, task, options, rest
 
 
 def task_of(raw: bytes | None) -> str:

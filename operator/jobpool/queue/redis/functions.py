@@ -88,7 +88,8 @@ class Submit(Function):
     @classmethod
     def command(cls, pool: PoolKeys, *, blob: str, given_ids: Sequence[str], partial: bool,
                 default_max_payload_bytes: int, memory_share: float) -> tuple:
-        """`blob`: (id, given 1|0, task, payload) per job, NUL-separated; `given_ids` in its order."""
+        """`blob`: (id, given 1|0, task, options, payload) per job, NUL-separated; `given_ids` in
+        its order."""
         return cls._command(pool, given_results=_result_keys(pool, given_ids),
                             partial="1" if partial else "0", blob=blob,
                             default_max_payload_bytes=default_max_payload_bytes,
@@ -241,16 +242,16 @@ class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
-            "replayed", "dead_letter_cap", "task")
+            "replayed", "dead_letter_cap", "task", "options")
 
     @classmethod
     def command(cls, pool: PoolKeys, *, entry_id: str, consumer: str, id: str, attempts: int,
                 payload: bytes, error: str, outcome: str, delay_ms: int, replayed: bool,
-                dead_letter_cap: int, task: str) -> tuple:
+                dead_letter_cap: int, task: str, options: str) -> tuple:
         return cls._command(pool, job_result=pool.result(id), entry_id=entry_id, consumer=consumer,
                             id=id, attempts=attempts, payload=payload, error=error, outcome=outcome,
                             delay_ms=delay_ms, replayed="1" if replayed else "0",
-                            dead_letter_cap=dead_letter_cap, task=task)
+                            dead_letter_cap=dead_letter_cap, task=task, options=options)
 
     @staticmethod
     def parse(reply: str) -> FailReply:

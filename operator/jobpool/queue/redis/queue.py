@@ -18,8 +18,8 @@ from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from .. import connection, upkeep
 from ..base import DeadJob, Job, Queue, QueueError, QueueStats, Result
-from ..codec import (check_queue_url, decode_json, encode_json, outcome_of_failure, redact_url,
-                     retry_delay, storable_text)
+from ..codec import (check_queue_url, decode_json, decode_options, encode_json, encode_options,
+                     outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
 from .entries import job_from_entry, readable, stats_from_reply, stream_entries
@@ -211,7 +211,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
             self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,
             payload=job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
             error=storable_text(error[:8000]), outcome=outcome, delay_ms=delay_ms,
-            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap, task=job.task)
+            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap, task=job.task,
+            options=encode_options(job.options))
         with self._errors():
             return (await self._function(Fail, command)).outcome
 
@@ -282,7 +283,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
                 payload = f.get(DEAD.payload)
             dead.append(DeadJob(f.get(DEAD.id, ""), payload, int(f.get(DEAD.attempts, 0)),
                                 f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000,
-                                f.get(DEAD.task, "")))
+                                f.get(DEAD.task, ""), decode_options(f.get(DEAD.options))))
         return dead
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 register('fail', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
-          'replayed', 'dead_letter_cap', 'task'},
+          'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
 }, function(k, a)
   local refused = worker_only('fail', 'XACK', k.stream, GROUP, '0-0')
@@ -40,14 +40,15 @@ register('fail', {
   local now = now_ms()
   if outcome == 'retried' then
     redis.call('ZADD', k.delayed, now + tonumber(a.delay_ms), id)
-    redis.call('HSET', k.delayed_jobs, id, pack_delayed(attempts, a.replayed, a.task, a.payload))
+    redis.call('HSET', k.delayed_jobs, id, pack_delayed(attempts, a.replayed, a.task, a.options,
+                                                             a.payload))
     redis.call('HINCRBY', k.counters, 'retried', 1)
     return 'retried'
   end
   if outcome ~= 'permanent' then outcome = 'dead_lettered' end   -- the counter it names
   local dead_entry = redis.call('XADD', k.dead, '*', DEAD.id, id, DEAD.payload, a.payload,
                                 DEAD.attempts, attempts, DEAD.error, a.error, DEAD.time, tostring(now),
-                                DEAD.task, a.task)
+                                DEAD.task, a.task, DEAD.options, a.options)
   local previous = redis.call('HGET', k.dead_ids, id)
   if previous then redis.call('XDEL', k.dead, previous) end
   redis.call('HSET', k.dead_ids, id, dead_entry)

@@ -16,8 +16,9 @@ register('fetch', {
   for _, id in ipairs(due) do
     local packed = redis.call('HGET', k.delayed_jobs, id)
     if packed then
-      local attempts, replayed, task, payload = unpack_delayed(packed)
-      redis.call('XADD', stream, '*', entry_fields(id, payload, attempts, tostring(now), replayed, task))
+      local attempts, replayed, task, options, payload = unpack_delayed(packed)
+      redis.call('XADD', stream, '*', entry_fields(id, payload, attempts, tostring(now), replayed,
+                                                   task, options))
     end
     redis.call('ZREM', k.delayed, id)
     redis.call('HDEL', k.delayed_jobs, id)

@@ -2,7 +2,7 @@
 -- its payload limit and the memory Redis has left.
 -- keys: the result key of each caller-given id, in the order of the blob (generated ids are
 --   new: they have none)
--- args: blob of (id, given(1|0), task, payload); partial(1|0): enqueue what fits;
+-- args: blob of (id, given(1|0), task, options, payload); partial(1|0): enqueue what fits;
 --   memory_share: submits stop when used memory would pass this share of maxmemory
 -- -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 -- Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
@@ -50,7 +50,7 @@ register('submit', {
 }, function(k, a)
   local stream, memory = k.stream, k.memory
   local partial = a.partial == '1'
-  local jobs = split_blob(a.blob, 4)
+  local jobs = split_blob(a.blob, 5)
   local n = #jobs
   local result_keys, given_count = {}, 0
   for i = 1, n do
@@ -62,7 +62,7 @@ register('submit', {
   local settings = redis.call('HMGET', k.config, 'max_payload_bytes', 'max_length')
   local max_payload = tonumber(settings[1] or '') or tonumber(a.default_max_payload_bytes)
   for i = 1, n do
-    local size = #jobs[i][4]
+    local size = #jobs[i][5]
     if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
   end
   local now = now_ms()
@@ -114,13 +114,13 @@ register('submit', {
   local stamp = tostring(now)
   local processed, enqueued = 0, 0
   for i = 1, n do
-    local id, given, task, payload = jobs[i][1], jobs[i][2], jobs[i][3], jobs[i][4]
+    local id, given, task, options, payload = jobs[i][1], jobs[i][2], jobs[i][3], jobs[i][4], jobs[i][5]
     if given == '1' and known(i) then
       processed = processed + 1
     else
       if room == 0 then break end
       redis.call('SADD', k.live, id)
-      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task))
+      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
       processed = processed + 1
       enqueued = enqueued + 1
       if room > 0 then room = room - 1 end
