@@ -10,7 +10,7 @@ import asyncio
 from typing import Any, AsyncIterator, Sequence
 
 from .queue import DeadJob, JobOptions, QueueStats, Result, open_queue
-from .queue.codec import check_name
+from .queue.codec import check_name, due_of
 
 
 class AsyncClient:
@@ -22,22 +22,27 @@ class AsyncClient:
 
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
                      timeout: float | None = None, max_attempts: int | None = None,
-                     backoff: float | None = None, wait: bool = True) -> str:
+                     backoff: float | None = None, delay: float | None = None,
+                     run_at: Any = None, wait: bool = True) -> str:
         """Enqueue one JSON payload for `task` (None: the pool's single handler); returns its id
         (the given one, or a generated one). `timeout`, `max_attempts`, `backoff`: the job's own,
-        instead of the pool's, within the pool's caps. Submits from concurrent tasks that overlap
+        instead of the pool's, within the pool's caps. `delay` (seconds) or `run_at` (an aware
+        datetime, or unix seconds): run it no sooner. Submits from concurrent tasks that overlap
         go to Redis together, in one round trip. A task no live worker serves raises UnknownTask."""
         return await self.queue.submit(payload, id, task=task, wait=wait,
-                                       options=JobOptions(timeout, max_attempts, backoff))
+                                       options=JobOptions(timeout, max_attempts, backoff),
+                                       due=due_of(delay, run_at))
 
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
                           *, task: str | None = None, options: JobOptions = JobOptions(),
+                          delay: float | None = None, run_at: Any = None,
                           wait: bool = True, timeout: float | None = None) -> list[str]:
         """Enqueue many payloads of one task, with the same `options` of their own
-        (`jobpool.JobOptions(timeout, max_attempts, backoff)`), in pipelined batches; returns
-        their ids in order. `timeout`: how long to wait for room in a full queue."""
+        (`jobpool.JobOptions(timeout, max_attempts, backoff)`) and the same `delay` or `run_at`,
+        in pipelined batches; returns their ids in order. `timeout`: how long to wait for room
+        in a full queue."""
         return await self.queue.submit_many(list(payloads), ids, task=task, options=options,
-                                            wait=wait, timeout=timeout)
+                                            due=due_of(delay, run_at), wait=wait, timeout=timeout)
 
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
         """The job's `Result(id, result, attempts)`, waiting up to `timeout` seconds for it;
@@ -78,19 +83,22 @@ class Client:
 
     def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
                timeout: float | None = None, max_attempts: int | None = None,
-               backoff: float | None = None, wait: bool = True) -> str:
+               backoff: float | None = None, delay: float | None = None, run_at: Any = None,
+               wait: bool = True) -> str:
         options = JobOptions(timeout, max_attempts, backoff)
-        job_id, submitted = self._async.queue.submit_blocking(payload, id, task=task,
-                                                              options=options, wait=wait)
+        job_id, submitted = self._async.queue.submit_blocking(
+            payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
         return job_id if submitted else self._run(self._async.submit(
             payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
-            backoff=backoff, wait=wait))
+            backoff=backoff, delay=delay, run_at=run_at, wait=wait))
 
     def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
                     task: str | None = None, options: JobOptions = JobOptions(),
+                    delay: float | None = None, run_at: Any = None,
                     wait: bool = True, timeout: float | None = None) -> list[str]:
         return self._run(self._async.submit_many(payloads, ids, task=task, options=options,
-                                                 wait=wait, timeout=timeout))
+                                                 delay=delay, run_at=run_at, wait=wait,
+                                                 timeout=timeout))
 
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))

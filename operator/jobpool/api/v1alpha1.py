@@ -394,6 +394,7 @@ class QueueCounts(Model):
     waiting: int = Field(default=0, description="Jobs waiting for a worker slot.")
     in_flight: int = Field(default=0, description="Jobs running on a worker slot.")
     delayed: int = Field(default=0, description="Failed jobs waiting for their retry.")
+    scheduled: int = Field(default=0, description="Jobs submitted to run later (delay, run-at), not due yet.")
     dead_letter: int = Field(default=0, description="Jobs in the dead-letter stream.")
 
 

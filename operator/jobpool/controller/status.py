@@ -160,7 +160,8 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
     }
     if obs.stats is not None:
         counts = obs.stats.as_status()
-        status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "deadLetter")}
+        status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "scheduled",
+                                                  "deadLetter")}
         status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered",
                                                       "permanent")}
         status["saturation"] = counts["saturation"]

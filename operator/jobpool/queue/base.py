@@ -112,6 +112,9 @@ class WorkerInfo:
     last_seen: float
 
 
+# Retries and scheduled jobs due within this many seconds count in the backlog (the autoscaler's
+# and the external metric's): about the time a new worker pod takes to start.
+SCALE_UP_HORIZON_SECONDS = 60.0
 # The counters of QueueStats that jobpool_jobs_total{outcome} exports, by their field names.
 JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent")
 
@@ -129,6 +132,9 @@ class QueueStats:
     permanent: int = 0         # dead-lettered at once by a permanent error (not in dead_lettered)
     workers: tuple[WorkerInfo, ...] = ()
     duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
+    scheduled: int = 0     # submitted to run later (delay, run_at), not due yet
+    delayed_due: int = 0   # retries due within SCALE_UP_HORIZON_SECONDS
+    scheduled_due: int = 0  # scheduled jobs due within SCALE_UP_HORIZON_SECONDS
 
     @property
     def busy_slots(self) -> int:
@@ -145,8 +151,9 @@ class QueueStats:
 
     @property
     def backlog(self) -> int:
-        """What the autoscaler counts: waiting + in-flight + delayed."""
-        return self.waiting + self.in_flight + self.delayed
+        """What the autoscaler counts: waiting + in-flight + the retries and scheduled jobs due
+        within the scale-up horizon (a job due tomorrow keeps no pod running today)."""
+        return self.waiting + self.in_flight + self.delayed_due + self.scheduled_due
 
     def as_status(self) -> dict[str, Any]:
         """The keys of `jobpool status --output json`."""
@@ -154,6 +161,7 @@ class QueueStats:
             "waiting": self.waiting,
             "inFlight": self.in_flight,
             "delayed": self.delayed,
+            "scheduled": self.scheduled,
             "deadLetter": self.dead_letter,
             "submitted": self.submitted,
             "succeeded": self.succeeded,
@@ -186,7 +194,8 @@ class Queue(abc.ABC):
     async def submit_many(
         self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
         task: str | None = None, tasks: Sequence[str | None] | None = None,
-        options: "JobOptions | Sequence[JobOptions]" = JobOptions(), wait: bool = True,
+        options: "JobOptions | Sequence[JobOptions]" = JobOptions(),
+        due: str | Sequence[str] = "", wait: bool = True,
         timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`) with their own
@@ -197,11 +206,12 @@ class Queue(abc.ABC):
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                     options: JobOptions = JobOptions(), wait: bool = True) -> str:
-        return (await self.submit_many([payload], [id], task=task, options=options, wait=wait))[0]
+                     options: JobOptions = JobOptions(), due: str = "", wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], task=task, options=options, due=due,
+                                        wait=wait))[0]
 
     def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                        options: JobOptions = JobOptions(),
+                        options: JobOptions = JobOptions(), due: str = "",
                         wait: bool = True) -> tuple[str | None, bool]:
         """Submit one job from synchronous code without an event loop, where the backend
         can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,

@@ -1,6 +1,7 @@
 """Pure helpers: job ids, JSON payloads, queue URLs and the retry policy."""
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import re
@@ -68,6 +69,28 @@ def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = 
                                 or not 0 <= backoff < float("inf")):
         raise QueueError(f"{where}backoff must be a number of seconds >= 0, got {backoff!r}")
     return JobOptions(timeout, max_attempts, backoff)
+
+
+def due_of(delay: Any = None, run_at: Any = None, index: int | None = None) -> str:
+    """When a job is due, as the submit function takes it: "" (now), "+ms" after Redis's now
+    (`delay` seconds), or unix ms (`run_at`: an aware datetime, or unix seconds)."""
+    where = f"job {index}: " if index is not None else ""
+    if delay is not None and run_at is not None:
+        raise QueueError(f"{where}give delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < 10**10:
+            raise QueueError(f"{where}delay must be a number of seconds >= 0, got {delay!r}")
+        return f"+{int(delay * 1000)}" if delay else ""
+    if run_at is None:
+        return ""
+    if isinstance(run_at, datetime.datetime):
+        if run_at.tzinfo is None:
+            raise QueueError(f"{where}run_at {run_at.isoformat()} has no time zone: give an aware "
+                             f"datetime (e.g. with tzinfo=datetime.timezone.utc)")
+        run_at = run_at.timestamp()
+    if isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not 0 <= run_at < 10**11:
+        raise QueueError(f"{where}run_at must be an aware datetime or unix seconds, got {run_at!r}")
+    return str(int(run_at * 1000))
 
 
 def encode_options(options: JobOptions) -> str:

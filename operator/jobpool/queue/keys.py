@@ -37,6 +37,10 @@ class PoolKeys:
         return self.key("delayed-jobs")
 
     @property
+    def scheduled(self) -> str:        # ZSET id -> run-at time (ms) of submitted jobs not due yet;
+        return self.key("scheduled")   # their entries wait in delayed_jobs, as retries' do
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 

@@ -160,7 +160,7 @@ def test_a_pools_users_cannot_touch_another_pool_or_the_server(users, other_pool
         answer = admin.execute_command("ACL", "DRYRUN", acl.user_name("it", users.pool, role), *command)
         assert "no permissions" in answer, (command, answer)
     # the library's functions given pool B's keys (test_functions.py: no code of its own runs)
-    for function, call in ((functions.Stats, dict(now_ms=0)), (functions.Purge, dict(ids=None))):
+    for function, call in ((functions.Stats, dict(now_ms=0, horizon_ms=0)), (functions.Purge, dict(ids=None))):
         with pytest.raises(ResponseError, match=DENIED):
             client.execute_command(*function.command(b, **call))
     # pool B is as it was
@@ -286,6 +286,18 @@ def test_a_worker_user_publishes_its_tasks_and_a_producer_user_submits_by_them(u
             client.submit(1, task="nope")
     with pytest.raises(NoPermissionError):
         users.client(acl.PRODUCER).hset(PoolKeys("it", users.pool).tasks, "nope", 2**50)
+    assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
+
+
+def test_a_producer_user_schedules_jobs_it_cannot_read_back(users, queue):
+    """A scheduled job's entry waits in delayed-jobs, which the producer's submit writes and the
+    producer may not read (retries' payloads wait there too)."""
+    queue.upkeep()
+    with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+        assert client.submit({"secret": 1}, id="later", delay=600) == "later"
+        assert client.status().scheduled == 1
+    with pytest.raises(NoPermissionError):
+        users.client(acl.PRODUCER).hget(PoolKeys("it", users.pool).delayed_jobs, "later")
     assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
 
 

@@ -108,7 +108,7 @@ def test_a_producer_cannot_run_a_workers_function_through_fcall(users, queue):
     assert (after.waiting, after.in_flight, after.dead_letter, [w.id for w in after.workers]) == \
         (before.waiting, before.in_flight, before.dead_letter, ["real-worker"])
     # what a producer may run, it runs
-    assert producer.execute_command(*functions.Stats.command(pool, now_ms=0))
+    assert producer.execute_command(*functions.Stats.command(pool, now_ms=0, horizon_ms=60000))
 
 
 def test_a_client_whose_user_may_not_load_the_library_waits_for_it_and_never_evals(spawn_worker, pool_name):

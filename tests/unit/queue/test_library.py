@@ -15,7 +15,7 @@ POOL = PoolKeys("ns", "pool")
 SAMPLE_CALLS = {
     functions.Submit: dict(blob="a\x001\x00{}\x00b\x001\x00{}", given_ids=["a", "b"], partial=True,
                            default_max_payload_bytes=10, memory_share=0.9),
-    functions.Stats: dict(now_ms=1),
+    functions.Stats: dict(now_ms=1, horizon_ms=60000),
     functions.SampleMemory: dict(),
     functions.Fetch: dict(consumer="c", count=2, visibility_ms=1, reclaim_interval_ms=1),
     functions.Ack: dict(job_ids=["a", "b"], blob="x", result_ttl_ms=1, results_cap=1),
@@ -98,7 +98,7 @@ def test_the_wrapper_sends_the_keys_and_arguments_the_lua_declares_in_order(func
 
 def test_a_wrapper_refuses_a_name_the_lua_does_not_declare():
     with pytest.raises(TypeError, match="stats takes no group"):
-        functions.Stats._command(POOL, now_ms=1, group="workers")
+        functions.Stats._command(POOL, now_ms=1, horizon_ms=1, group="workers")
     with pytest.raises(KeyError):
         functions.Fetch._command(POOL, consumer="c", count=1, visibility_ms=1)
 

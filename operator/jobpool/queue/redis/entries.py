@@ -105,7 +105,8 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
-                     counters: list[str], workers: list[str], held: list[str]) -> QueueStats:
+                     counters: list[str], workers: list[str], held: list[str], scheduled: int = 0,
+                     delayed_due: int = 0, scheduled_due: int = 0) -> QueueStats:
     """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
     count: its own published count lags behind a burst by up to a publish interval."""
     count = dict(zip(counters[::2], counters[1::2]))
@@ -124,4 +125,5 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
         permanent=int(count.get("permanent", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
-        duplicates=int(count.get("duplicates", 0)))
+        duplicates=int(count.get("duplicates", 0)), scheduled=int(scheduled),
+        delayed_due=int(delayed_due), scheduled_due=int(scheduled_due))

@@ -81,15 +81,16 @@ class SubmitReply(NamedTuple):
 
 class Submit(Function):
     NAME = "submit"
-    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "given_results...")
+    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "scheduled",
+            "delayed_jobs", "given_results...")
     ARGS = ("partial", "blob", "default_max_payload_bytes", "memory_share")
     RESEND = WITH_GIVEN_IDS
 
     @classmethod
     def command(cls, pool: PoolKeys, *, blob: str, given_ids: Sequence[str], partial: bool,
                 default_max_payload_bytes: int, memory_share: float) -> tuple:
-        """`blob`: (id, given 1|0, task, options, payload) per job, NUL-separated; `given_ids` in
-        its order."""
+        """`blob`: (id, given 1|0, task, options, due, payload) per job, NUL-separated; `given_ids`
+        in its order. `due`: "" (now), unix ms or "+ms" from now."""
         return cls._command(pool, given_results=_result_keys(pool, given_ids),
                             partial="1" if partial else "0", blob=blob,
                             default_max_payload_bytes=default_max_payload_bytes,
@@ -109,16 +110,19 @@ class StatsReply(NamedTuple):
     counters: list          # flat: name, value, ...
     workers: list           # flat: consumer, registration JSON (live ones)
     held: list              # flat: consumer, entries it has not acknowledged
+    scheduled: int
+    delayed_due: int        # retries due within the horizon
+    scheduled_due: int      # scheduled jobs due within the horizon
 
 
 class Stats(Function):
     NAME = "stats"
-    KEYS = ("stream", "delayed", "dead", "counters", "workers")
-    ARGS = ("now_ms",)
+    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled")
+    ARGS = ("now_ms", "horizon_ms")
 
     @classmethod
-    def command(cls, pool: PoolKeys, *, now_ms: int) -> tuple:
-        return cls._command(pool, now_ms=now_ms)
+    def command(cls, pool: PoolKeys, *, now_ms: int, horizon_ms: int) -> tuple:
+        return cls._command(pool, now_ms=now_ms, horizon_ms=horizon_ms)
 
     @staticmethod
     def parse(reply: list) -> StatsReply:
@@ -155,7 +159,7 @@ class FetchReply(NamedTuple):
 
 class Fetch(Function):
     NAME = "fetch"
-    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor")
+    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor", "scheduled")
     ARGS = ("consumer", "count", "visibility_ms", "reclaim_interval_ms")
     RESEND = REDELIVERED
 
@@ -198,7 +202,7 @@ class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
     KEYS = ("stream", "live", "counters", "results", "delayed", "delayed_jobs", "reclaim_gate",
-            "reclaim_cursor", "job_results...")
+            "reclaim_cursor", "scheduled", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
     RESEND = REDELIVERED

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from .. import connection, upkeep
-from ..base import DeadJob, Job, Queue, QueueError, QueueStats, Result
+from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, Queue, QueueError, QueueStats, Result
 from ..codec import (check_queue_url, decode_json, decode_options, encode_json, encode_options,
                      outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
@@ -296,7 +296,9 @@ class RedisStreamsQueue(SubmitPath, Queue):
 
     async def stats(self) -> QueueStats:
         with self._errors():
-            reply = await self._function(Stats, Stats.command(self.keys, now_ms=int(time.time() * 1000)))
+            reply = await self._function(Stats, Stats.command(
+                self.keys, now_ms=int(time.time() * 1000),
+                horizon_ms=int(SCALE_UP_HORIZON_SECONDS * 1000)))
         return stats_from_reply(*reply)
 
     async def sample_memory(self) -> MemorySample:

@@ -2,7 +2,9 @@
 -- its payload limit and the memory Redis has left.
 -- keys: the result key of each caller-given id, in the order of the blob (generated ids are
 --   new: they have none)
--- args: blob of (id, given(1|0), task, options, payload); partial(1|0): enqueue what fits;
+-- args: blob of (id, given(1|0), task, options, due, payload); due: "" (now), unix ms, or
+--   "+ms" from Redis's clock: a job due later waits in `scheduled` (its entry packed in
+--   delayed_jobs, as a retry's); partial(1|0): enqueue what fits;
 --   memory_share: submits stop when used memory would pass this share of maxmemory
 -- -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 -- Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
@@ -45,12 +47,13 @@ local function record_memory(memory, used, max_memory, now, fresh, added)
 end
 
 register('submit', {
-  keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'given_results...'},
+  keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'scheduled',
+          'delayed_jobs', 'given_results...'},
   args = {'partial', 'blob', 'default_max_payload_bytes', 'memory_share'},
 }, function(k, a)
   local stream, memory = k.stream, k.memory
   local partial = a.partial == '1'
-  local jobs = split_blob(a.blob, 5)
+  local jobs = split_blob(a.blob, 6)
   local n = #jobs
   local result_keys, given_count = {}, 0
   for i = 1, n do
@@ -62,7 +65,7 @@ register('submit', {
   local settings = redis.call('HMGET', k.config, 'max_payload_bytes', 'max_length')
   local max_payload = tonumber(settings[1] or '') or tonumber(a.default_max_payload_bytes)
   for i = 1, n do
-    local size = #jobs[i][5]
+    local size = #jobs[i][6]
     if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
   end
   local now = now_ms()
@@ -97,6 +100,15 @@ register('submit', {
     return redis.call('SISMEMBER', k.live, id) == 1 or redis.call('EXISTS', result_keys[i]) == 1
       or redis.call('HEXISTS', k.dead_ids, id) == 1
   end
+  -- when job i is due, if later than now (ms); nil: now
+  local function due_at(i)
+    local due = jobs[i][5]
+    if due == '' then return nil end
+    local at = tonumber(due)
+    if string.sub(due, 1, 1) == '+' then at = now + tonumber(string.sub(due, 2)) end
+    if at and at > now then return at end
+    return nil
+  end
   local max_length = tonumber(settings[2] or '0') or 0
   local room = -1
   if max_length > 0 then
@@ -105,7 +117,7 @@ register('submit', {
     if not partial then
       local new = 0
       for i = 1, n do
-        if jobs[i][2] == '0' or not known(i) then new = new + 1 end
+        if not due_at(i) and (jobs[i][2] == '0' or not known(i)) then new = new + 1 end
       end
       if new > room then return {0, 0, room} end
     end
@@ -114,9 +126,16 @@ register('submit', {
   local stamp = tostring(now)
   local processed, enqueued = 0, 0
   for i = 1, n do
-    local id, given, task, options, payload = jobs[i][1], jobs[i][2], jobs[i][3], jobs[i][4], jobs[i][5]
+    local id, given, task, options, _, payload = unpack(jobs[i])
+    local due = due_at(i)
     if given == '1' and known(i) then
       processed = processed + 1
+    elseif due then    -- scheduled jobs do not wait yet: maxLength does not count them
+      redis.call('SADD', k.live, id)
+      redis.call('ZADD', k.scheduled, due, id)
+      redis.call('HSET', k.delayed_jobs, id, pack_delayed('0', '0', task, options, payload))
+      processed = processed + 1
+      enqueued = enqueued + 1
     else
       if room == 0 then break end
       redis.call('SADD', k.live, id)
