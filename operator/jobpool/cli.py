@@ -83,6 +83,8 @@ def format_status(namespace: str, pool: str, stats: QueueStats) -> str:
     ]
     for worker in stats.workers:
         lines.append(f"  {worker.id}  {worker.busy}/{worker.slots} busy")
+    for job_id, value in sorted(stats.progress.items()):
+        lines.append(f"  job {job_id}  progress {json.dumps(value)}")
     return "\n".join(lines)
 
 

@@ -45,7 +45,7 @@ _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_F
 # The submit function is given the result key of every caller-given id (also of a submit sent
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:*", "memory", "tasks", "scheduled")
+                  "result:*", "memory", "tasks", "scheduled", "progress")
 # Keys a producer's function is given but the producer may not read: a scheduled job's entry waits
 # in delayed-jobs with the retries' payloads. A selector lets FCALL name them (with the keys above),
 # and the write selector below lets the function HSET there; nothing else reaches them.

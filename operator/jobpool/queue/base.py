@@ -135,6 +135,7 @@ class QueueStats:
     scheduled: int = 0     # submitted to run later (delay, run_at), not due yet
     delayed_due: int = 0   # retries due within SCALE_UP_HORIZON_SECONDS
     scheduled_due: int = 0  # scheduled jobs due within SCALE_UP_HORIZON_SECONDS
+    progress: dict = dataclasses.field(default_factory=dict)   # running job id -> its last progress
 
     @property
     def busy_slots(self) -> int:
@@ -172,6 +173,7 @@ class QueueStats:
             "busySlots": self.busy_slots,
             "totalSlots": self.total_slots,
             "saturation": self.saturation,
+            "progress": dict(self.progress),
         }
 
 
@@ -243,6 +245,11 @@ class Queue(abc.ABC):
         """A failed attempt: schedule a delayed retry or dead-letter it (at once when
         `permanent`). Returns "retried", "dead_lettered" or "permanent", or "duplicate" (nothing changed) when the delivery's
         worker no longer holds it: another worker reclaimed or finished the job."""
+
+    async def progress(self, job: Job, value: str) -> bool:
+        """Keep `value` (JSON) as the running job's last progress; False when its worker no
+        longer holds it."""
+        return False
 
     @abc.abstractmethod
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:

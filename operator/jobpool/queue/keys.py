@@ -41,6 +41,10 @@ class PoolKeys:
         return self.key("scheduled")   # their entries wait in delayed_jobs, as retries' do
 
     @property
+    def progress(self) -> str:         # HASH id -> the last progress (JSON) of a running job
+        return self.key("progress")
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 

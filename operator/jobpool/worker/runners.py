@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import json
@@ -42,10 +43,31 @@ class HandlerError(ValueError):
     """The handler cannot be loaded; the message names it."""
 
 
-# (job, overrun) -> result; a runner whose job is cancelled while its handler goes on running
-# (a thread cannot be killed) calls overrun(a future of its end)
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    """What a handler that takes a second parameter learns of its job."""
+    id: str
+    task: str                   # "" for a job without one
+    attempt: int                # 1 on the first delivery
+    max_attempts: int           # the job's own, within the pool's cap, else the pool's
+    deadline: float | None      # unix seconds when the job times out; None: no timeout
+    enqueued_at: float          # unix seconds when it was submitted (or became due again)
+    report: Callable[[Any], None] = dataclasses.field(repr=False, compare=False, default=lambda _: None)
+
+    def progress(self, value: Any) -> None:
+        """Report progress: a fraction from 0 to 1, or a JSON object; the last one is kept with
+        the running job (`jobpool status`). Cheap to call often: the worker sends the latest one
+        at most every PROGRESS_INTERVAL. Callable from a sync handler's thread too."""
+        if isinstance(value, bool) or not (isinstance(value, dict) or (
+                isinstance(value, (int, float)) and 0 <= value <= 1)):
+            raise ValueError(f"progress must be a fraction from 0 to 1 or a dict, got {value!r}")
+        self.report(value)
+
+
+# (job, context, overrun) -> result; a runner whose job is cancelled while its handler goes on
+# running (a thread cannot be killed) calls overrun(a future of its end)
 Overrun = Callable[["asyncio.Future[Any]"], None]
-Runner = Callable[[Job, Overrun], Awaitable[Any]]
+Runner = Callable[[Job, JobContext, Overrun], Awaitable[Any]]
 TASK_ATTRIBUTE = "__jobpool_task__"
 
 
@@ -127,6 +149,20 @@ def unknown_task(job: Job, tasks: Mapping[str, Any]) -> JobFailed:
                      f"task needs a module:function handler)", permanent=True)
 
 
+def takes_context(function: Callable[..., Any]) -> bool:
+    """Whether a handler takes the job's context: a second positional parameter without a default
+    (or *args)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    required = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty]
+    return len(required) >= 2
+
+
 def python_runner(tasks: Mapping[str, Callable[..., Any]],
                   threads: int) -> tuple[Runner, Callable[[], None]]:
     """A runner that calls `tasks[job.task](payload)` (async on the loop, sync in a thread), and
@@ -134,14 +170,16 @@ def python_runner(tasks: Mapping[str, Callable[..., Any]],
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                      thread_name_prefix="job")
     is_async = {name: inspect.iscoroutinefunction(function) for name, function in tasks.items()}
+    with_context = {name: takes_context(function) for name, function in tasks.items()}
 
-    async def run(job: Job, overrun: Overrun) -> Any:
+    async def run(job: Job, context: JobContext, overrun: Overrun) -> Any:
         function = tasks.get(job.task)
         if function is None:
             raise unknown_task(job, tasks)
+        args = (job.payload, context) if with_context[job.task] else (job.payload,)
         if is_async[job.task]:
-            return await function(job.payload)
-        thread_run = executor.submit(function, job.payload)
+            return await function(*args)
+        thread_run = executor.submit(function, *args)
         thread_end = asyncio.wrap_future(thread_run)
         try:
             result = await asyncio.shield(thread_end)
@@ -157,13 +195,15 @@ def python_runner(tasks: Mapping[str, Callable[..., Any]],
 
 
 def command_runner(argv: tuple[str, ...]) -> Runner:
-    async def run_command(job: Job, _overrun: Overrun) -> Any:
+    async def run_command(job: Job, context: JobContext, _overrun: Overrun) -> Any:
         text = job.payload_text
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
-                env={**os.environ, "JOBPOOL_TASK": job.task})
+                env={**os.environ, "JOBPOOL_TASK": job.task, "JOBPOOL_JOB_ID": job.id,
+                     "JOBPOOL_ATTEMPT": str(context.attempt),
+                     "JOBPOOL_MAX_ATTEMPTS": str(context.max_attempts)})
         except OSError as exc:
             raise JobFailed(f"cannot start command {argv[0]!r}: {exc}") from None
         try:

@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
-from ..queue.codec import RawJSON, encode_result, redact_url
+from ..queue.codec import RawJSON, encode_json, encode_result, redact_url
 from .config import JobSettings, WorkerConfig
 from .metrics import WorkerMetrics
-from .runners import JobFailed, Permanent, Runner
+from .runners import JobContext, JobFailed, Permanent, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
@@ -42,6 +42,7 @@ ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledge
 BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
 IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
 DEADLINE_TICK = 0.05            # seconds between deadline checks: a job times out at most this late
+PROGRESS_INTERVAL = 0.2         # seconds between a job's progress writes (the latest one goes)
 
 
 def busy_publish_delay(busy: int, published: int | None, since_published: float) -> float | None:
@@ -112,6 +113,8 @@ class Worker:
         self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
         self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
         self.ack_buffer: list[tuple[Job, Any]] = []
+        self.progress: dict[str, tuple[Job, Any]] = {}     # token -> (job, latest unsent progress)
+        self.progress_wanted = asyncio.Event()
         self.claiming = 0                                 # slots a fetch under way may fill
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
@@ -160,7 +163,7 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 loops = [group.create_task(loop()) for loop in (
                     self._ack_loop, self._heartbeat_loop, self._overrun_watch_loop,
-                    self._deadline_loop, self._job_failures)]
+                    self._deadline_loop, self._job_failures, self._progress_loop)]
                 await self._fetch_loop()
                 await self._drain()
                 for task in loops:
@@ -289,8 +292,13 @@ class Worker:
             task = asyncio.current_task()
             if settings.timeout:
                 self.deadlines[task] = asyncio.get_running_loop().time() + settings.timeout
+            loop = asyncio.get_running_loop()
+            context = JobContext(
+                job.id, job.task, job.attempts, settings.max_attempts,
+                started + settings.timeout if settings.timeout else None, job.enqueued_at,
+                lambda value: loop.call_soon_threadsafe(self._report_progress, job, value))
             try:
-                result = await self.runner(job, overran.append)
+                result = await self.runner(job, context, overran.append)
                 result = RawJSON(encode_result(result))
             except asyncio.CancelledError:
                 if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
@@ -322,6 +330,25 @@ class Worker:
             await self._fail(job, error, settings, permanent=permanent)
         if overran:
             await self._wait_for_overrun(job, overran[0], started)
+
+    def _report_progress(self, job: Job, value: Any) -> None:
+        if job.token in self.held:
+            self.progress[job.token] = (job, value)
+            self.progress_wanted.set()
+
+    async def _progress_loop(self) -> None:
+        """Send each running job's latest progress, at most every PROGRESS_INTERVAL; a failure to
+        send is dropped (progress is advisory), the job goes on."""
+        while True:
+            await self.progress_wanted.wait()
+            self.progress_wanted.clear()
+            batch, self.progress = self.progress, {}
+            for job, value in batch.values():
+                if job.token not in self.held:
+                    continue
+                with contextlib.suppress(QueueError):
+                    await self.queue.progress(job, encode_json(value))
+            await asyncio.sleep(PROGRESS_INTERVAL)
 
     async def _wait_for_overrun(self, job: Job, thread_end: asyncio.Future, started: float) -> None:
         try:

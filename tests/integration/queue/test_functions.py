@@ -75,6 +75,7 @@ WORKER_FUNCTIONS = {
     functions.Fail: dict(entry_id="0-1", consumer="thief", id="x", attempts=1, payload=b"{}", error="e",
                          outcome="dead_lettered", delay_ms=0, replayed=False, dead_letter_cap=10,
                          task="", options=""),
+    functions.Progress: dict(consumer="real-worker", entry_id="0-1", id="x", value="1"),
     functions.Release: dict(consumer="real-worker", entry_ids=["0-1"]),
     functions.Heartbeat: dict(consumer="thief", info="{}", tasks=["forged"], expires_ms=2**50,
                               entry_ids=[]),

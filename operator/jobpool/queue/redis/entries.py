@@ -106,7 +106,8 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
                      counters: list[str], workers: list[str], held: list[str], scheduled: int = 0,
-                     delayed_due: int = 0, scheduled_due: int = 0) -> QueueStats:
+                     delayed_due: int = 0, scheduled_due: int = 0,
+                     progress: list[str] | None = None) -> QueueStats:
     """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
     count: its own published count lags behind a burst by up to a publish interval."""
     count = dict(zip(counters[::2], counters[1::2]))
@@ -126,4 +127,13 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         permanent=int(count.get("permanent", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
         duplicates=int(count.get("duplicates", 0)), scheduled=int(scheduled),
-        delayed_due=int(delayed_due), scheduled_due=int(scheduled_due))
+        delayed_due=int(delayed_due), scheduled_due=int(scheduled_due),
+        progress={job_id: _json_or_text(value) for job_id, value in zip((progress or [])[::2],
+                                                                         (progress or [])[1::2])})
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -113,11 +113,12 @@ class StatsReply(NamedTuple):
     scheduled: int
     delayed_due: int        # retries due within the horizon
     scheduled_due: int      # scheduled jobs due within the horizon
+    progress: list          # flat: job id, its last progress (JSON)
 
 
 class Stats(Function):
     NAME = "stats"
-    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled")
+    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress")
     ARGS = ("now_ms", "horizon_ms")
 
     @classmethod
@@ -183,7 +184,7 @@ class AckReply(NamedTuple):
 
 class Ack(Function):
     NAME = "ack"
-    KEYS = ("stream", "live", "counters", "results", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob")
 
     @classmethod
@@ -201,8 +202,8 @@ class Ack(Function):
 class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
-    KEYS = ("stream", "live", "counters", "results", "delayed", "delayed_jobs", "reclaim_gate",
-            "reclaim_cursor", "scheduled", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "delayed", "delayed_jobs",
+            "reclaim_gate", "reclaim_cursor", "scheduled", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
     RESEND = REDELIVERED
@@ -244,7 +245,8 @@ class FailReply(NamedTuple):
 
 class Fail(Function):
     NAME = "fail"
-    KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "job_result")
+    KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
+            "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
             "replayed", "dead_letter_cap", "task", "options")
 
@@ -260,6 +262,20 @@ class Fail(Function):
     @staticmethod
     def parse(reply: str) -> FailReply:
         return FailReply(reply)
+
+
+class Progress(Function):
+    NAME = "progress"
+    KEYS = ("stream", "progress")
+    ARGS = ("consumer", "entry_id", "id", "value")
+
+    @classmethod
+    def command(cls, pool: PoolKeys, *, consumer: str, entry_id: str, id: str, value: str) -> tuple:
+        return cls._command(pool, consumer=consumer, entry_id=entry_id, id=id, value=value)
+
+    @staticmethod
+    def parse(reply: int) -> bool:
+        return bool(int(reply))
 
 
 class Release(Function):
@@ -337,8 +353,9 @@ class Purge(Function):
 
 
 ALL: tuple[type[Function], ...] = (Submit, Stats, SampleMemory, Fetch, Ack, AckThenFetch,
-                                   TrimResults, Fail, Release, Heartbeat, Unregister, Replay, Purge)
+                                   TrimResults, Fail, Progress, Release, Heartbeat, Unregister, Replay,
+                                   Purge)
 # What each role runs; the ACL users' commands are read from these functions' files.
 PRODUCER_FUNCTIONS = (Submit, Stats)
-WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Release, Heartbeat,
-                    Unregister, Replay, Purge)
+WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Progress, Release,
+                    Heartbeat, Unregister, Replay, Purge)

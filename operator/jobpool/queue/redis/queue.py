@@ -25,7 +25,8 @@ from .calls import REPLICATED
 from .entries import job_from_entry, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
 from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, MemorySample,
-                        Purge, Release, Replay, SampleMemory, Stats, TrimResults, Unregister)
+                        Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
+                        Unregister)
 from .submit import SubmitPath
 
 ACK_CHUNK = 500
@@ -215,6 +216,12 @@ class RedisStreamsQueue(SubmitPath, Queue):
             options=encode_options(job.options))
         with self._errors():
             return (await self._function(Fail, command)).outcome
+
+    async def progress(self, job: Job, value: str) -> bool:
+        command = Progress.command(self.keys, consumer=job.consumer, entry_id=job.token, id=job.id,
+                                   value=value)
+        with self._errors():
+            return await self._function(Progress, command)
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]

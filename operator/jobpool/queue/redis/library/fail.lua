@@ -4,7 +4,8 @@
 -- reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
-  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'job_result'},
+  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
+          'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
           'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
@@ -33,6 +34,7 @@ register('fail', {
   end
   redis.call('XACK', stream, GROUP, a.entry_id)
   redis.call('XDEL', stream, a.entry_id)
+  redis.call('HDEL', k.progress, id)
   if redis.call('EXISTS', k.job_result) == 1 then
     redis.call('HINCRBY', k.counters, 'duplicates', 1)
     return 'duplicate'
