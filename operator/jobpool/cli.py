@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import platform
+import re
 import sys
 import threading
 from typing import Any, Iterable, Mapping, Sequence, TextIO
@@ -20,8 +22,8 @@ from . import __version__
 from ._output import STRUCTURED, write
 from ._progress import Progress
 from .cluster import PRODUCER, WORKER, ClusterError
-from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, open_queue
-from .queue.codec import name_problem, redact_url
+from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, UnknownTask, open_queue
+from .queue.codec import check_options, due_of, name_problem, redact_url
 from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
 
@@ -72,14 +74,17 @@ def format_status(namespace: str, pool: str, stats: QueueStats) -> str:
     lines = [
         f"pool      {namespace}/{pool}",
         f"queue     waiting {s['waiting']}  inFlight {s['inFlight']}  delayed {s['delayed']}  "
+        f"scheduled {s['scheduled']}  "
         f"deadLetter {s['deadLetter']}",
         f"jobs      submitted {s['submitted']}  succeeded {s['succeeded']}  retried "
-        f"{s['retried']}  deadLettered {s['deadLettered']}",
+        f"{s['retried']}  deadLettered {s['deadLettered']}  permanent {s['permanent']}",
         f"workers   {s['workers']}  busySlots {s['busySlots']}/{s['totalSlots']}  saturation "
         f"{s['saturation']:.2f}",
     ]
     for worker in stats.workers:
         lines.append(f"  {worker.id}  {worker.busy}/{worker.slots} busy")
+    for job_id, value in sorted(stats.progress.items()):
+        lines.append(f"  job {job_id}  progress {json.dumps(value)}")
     return "\n".join(lines)
 
 
@@ -185,6 +190,28 @@ def add_worker(commands) -> None:
     worker.set_defaults(run=cmd_worker)
 
 
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """`--delay`: seconds, or a number with a unit (30s, 5m, 2h, 1d)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is no duration: give seconds or 30s, 5m, 2h, 1d")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def instant(text: str) -> datetime.datetime:
+    """`--at`: an ISO 8601 time with a zone (Z or an offset)."""
+    try:
+        at = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no ISO 8601 time, e.g. 2026-12-08T09:00:00Z") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z (UTC) or an offset like +01:00")
+    return at
+
+
 def add_submit(commands) -> None:
     submit = commands.add_parser("submit", help="enqueue jobs; prints their ids")
     _queue_flags(submit, outputs=("name", "json", "yaml"))
@@ -196,6 +223,19 @@ def add_submit(commands) -> None:
     submit.add_argument("--file", help="JSON Lines file of payloads, or - for stdin")
     submit.add_argument("--no-wait", action="store_true", help="fail instead of waiting when "
                         "maxLength jobs are waiting")
+    submit.add_argument("--task", help="the task of every job (a pool's worker may serve several); "
+                        "default: the pool's single handler")
+    submit.add_argument("--timeout", type=float, help="every job's own deadline in seconds, "
+                        "instead of the pool's (within its cap)")
+    submit.add_argument("--max-attempts", type=int, help="every job's own attempts, instead of "
+                        "the pool's (within its cap)")
+    when = submit.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=duration, help="run the jobs no sooner than this from now: "
+                      "seconds, or with a unit: 30s, 5m, 2h, 1d")
+    when.add_argument("--at", type=instant, help="run the jobs no sooner than this time: ISO 8601 "
+                      "with a zone, e.g. 2026-12-08T09:00:00Z")
+    submit.add_argument("--backoff", type=float, help="every job's own first retry delay in "
+                        "seconds, instead of the pool's (within --max-backoff)")
     submit.set_defaults(run=cmd_submit, role=PRODUCER)
 
 
@@ -342,13 +382,18 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
         if len(args.id) > len(payloads):
             raise UsageError(f"{len(args.id)} --id flags but {len(payloads)} payloads")
         ids = list(args.id) + [None] * (len(payloads) - len(args.id))
+    try:
+        options = check_options(args.timeout, args.max_attempts, args.backoff)
+    except QueueError as exc:
+        raise UsageError(f"--{str(exc).split()[0].replace('_', '-')}: {exc}") from None
     queue = _open(args)
     progress = Progress("submit", len(payloads),
                         enabled=None if len(payloads) >= PROGRESS_THRESHOLD else False)
     try:
-        job_ids = await queue.submit_many(payloads, ids, wait=not args.no_wait,
+        job_ids = await queue.submit_many(payloads, ids, task=args.task, wait=not args.no_wait,
+                                          options=options, due=due_of(args.delay, args.at),
                                           progress=progress.update)
-    except (QueueFull, PayloadTooLarge) as exc:
+    except (QueueFull, PayloadTooLarge, UnknownTask) as exc:
         # the jobs of earlier chunks are in the queue: their ids must not be lost
         progress.clear()
         _write_ids(stdout, exc.submitted_ids, args.output)
@@ -428,8 +473,8 @@ async def cmd_dlq(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         missing = [job_id for job_id in dict.fromkeys(args.id) if job_id not in known]
         wanted = [job_id for job_id in dict.fromkeys(args.id) if job_id in known]
         if args.action == "list":
-            records = [{"id": dead.id, "payload": dead.payload, "attempts": dead.attempts,
-                        "error": dead.error, "failedAt": dead.failed_at}
+            records = [{"id": dead.id, "task": dead.task, "payload": dead.payload,
+                        "attempts": dead.attempts, "error": dead.error, "failedAt": dead.failed_at}
                        for dead in dead_jobs if not args.id or dead.id in wanted]
             if args.output == "jsonl":
                 stdout.write("".join(json.dumps(record) + "\n" for record in records))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Sequence
 
-from .queue import DeadJob, QueueStats, Result, open_queue
-from .queue.codec import check_name
+from .queue import DeadJob, JobOptions, QueueStats, Result, open_queue
+from .queue.codec import check_name, due_of
 
 
 class AsyncClient:
@@ -20,15 +20,29 @@ class AsyncClient:
         self.queue = open_queue(queue_url, check_name(namespace, "namespace"),
                                 check_name(pool, "pool"), **options)
 
-    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        """Enqueue one JSON payload; returns its id (the given one, or a generated one).
-        Submits from concurrent tasks that overlap go to Redis together, in one round trip."""
-        return await self.queue.submit(payload, id, wait=wait)
+    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                     timeout: float | None = None, max_attempts: int | None = None,
+                     backoff: float | None = None, delay: float | None = None,
+                     run_at: Any = None, wait: bool = True) -> str:
+        """Enqueue one JSON payload for `task` (None: the pool's single handler); returns its id
+        (the given one, or a generated one). `timeout`, `max_attempts`, `backoff`: the job's own,
+        instead of the pool's, within the pool's caps. `delay` (seconds) or `run_at` (an aware
+        datetime, or unix seconds): run it no sooner. Submits from concurrent tasks that overlap
+        go to Redis together, in one round trip. A task no live worker serves raises UnknownTask."""
+        return await self.queue.submit(payload, id, task=task, wait=wait,
+                                       options=JobOptions(timeout, max_attempts, backoff),
+                                       due=due_of(delay, run_at))
 
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
-                          *, wait: bool = True, timeout: float | None = None) -> list[str]:
-        """Enqueue many payloads in pipelined batches; returns their ids in order."""
-        return await self.queue.submit_many(list(payloads), ids, wait=wait, timeout=timeout)
+                          *, task: str | None = None, options: JobOptions = JobOptions(),
+                          delay: float | None = None, run_at: Any = None,
+                          wait: bool = True, timeout: float | None = None) -> list[str]:
+        """Enqueue many payloads of one task, with the same `options` of their own
+        (`jobpool.JobOptions(timeout, max_attempts, backoff)`) and the same `delay` or `run_at`,
+        in pipelined batches; returns their ids in order. `timeout`: how long to wait for room
+        in a full queue."""
+        return await self.queue.submit_many(list(payloads), ids, task=task, options=options,
+                                            due=due_of(delay, run_at), wait=wait, timeout=timeout)
 
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
         """The job's `Result(id, result, attempts)`, waiting up to `timeout` seconds for it;
@@ -67,13 +81,24 @@ class Client:
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)
 
-    def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        job_id, submitted = self._async.queue.submit_blocking(payload, id, wait=wait)
-        return job_id if submitted else self._run(self._async.submit(payload, job_id, wait=wait))
+    def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
+               timeout: float | None = None, max_attempts: int | None = None,
+               backoff: float | None = None, delay: float | None = None, run_at: Any = None,
+               wait: bool = True) -> str:
+        options = JobOptions(timeout, max_attempts, backoff)
+        job_id, submitted = self._async.queue.submit_blocking(
+            payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
+        return job_id if submitted else self._run(self._async.submit(
+            payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
+            backoff=backoff, delay=delay, run_at=run_at, wait=wait))
 
     def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
+                    task: str | None = None, options: JobOptions = JobOptions(),
+                    delay: float | None = None, run_at: Any = None,
                     wait: bool = True, timeout: float | None = None) -> list[str]:
-        return self._run(self._async.submit_many(payloads, ids, wait=wait, timeout=timeout))
+        return self._run(self._async.submit_many(payloads, ids, task=task, options=options,
+                                                 delay=delay, run_at=run_at, wait=wait,
+                                                 timeout=timeout))
 
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))

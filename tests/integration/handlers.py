@@ -143,3 +143,32 @@ async def sleepy_or_fail(payload):
         raise ValueError(f"cannot handle {payload!r}")
     await asyncio.sleep(payload.get("seconds", 0))
     return payload["n"]
+
+
+async def refuse(payload):
+    """Refuses a payload for good: no retry can make it valid."""
+    import jobpool
+    raise jobpool.Permanent(f"cannot resize {payload!r}: not an image")
+
+
+async def context_echo(payload, job):
+    """Takes the job's context as a second parameter: returns what it says, after reporting
+    progress twice (the last one stays with the job)."""
+    job.progress(0.5)
+    job.progress({"done": 2, "of": 4})
+    return {"id": job.id, "task": job.task, "attempt": job.attempt, "max_attempts": job.max_attempts,
+            "deadline": job.deadline, "enqueued_at": job.enqueued_at}
+
+
+def context_sync(payload, job):
+    """A sync handler gets the context too; it fails its first attempt."""
+    if job.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"attempt": job.attempt, "id": job.id}
+
+
+async def progress_then_wait(payload, job):
+    """Reports progress, then holds its slot for payload seconds."""
+    job.progress({"step": "resizing"})
+    await asyncio.sleep(payload)
+    return "done"

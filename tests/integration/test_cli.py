@@ -39,9 +39,9 @@ def test_submit_prints_ids_and_status_json_has_the_documented_keys(capsys, pool_
     assert len(ids) == 3 and ids[0] == "first"
     code, out, _ = run(capsys, "status", *pool_args, "--output", "json")
     status = json.loads(out)
-    assert list(status) == ["waiting", "inFlight", "delayed", "deadLetter", "submitted",
-                            "succeeded", "retried", "deadLettered", "workers", "busySlots",
-                            "totalSlots", "saturation"]
+    assert list(status) == ["waiting", "inFlight", "delayed", "scheduled", "deadLetter", "submitted",
+                            "succeeded", "retried", "deadLettered", "permanent", "workers", "busySlots",
+                            "totalSlots", "saturation", "progress"]
     assert (status["waiting"], status["submitted"]) == (3, 3)
     code, out, _ = run(capsys, "status", *pool_args)
     assert "waiting 3" in out

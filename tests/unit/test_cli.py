@@ -41,7 +41,7 @@ def test_the_status_table_shows_every_counter_and_each_worker():
                        workers=(WorkerInfo("pod-a", 4, 4, 0.0), WorkerInfo("pod-b", 4, 4, 0.0)))
     table = format_status("media", "thumbnails", stats)
     assert "pool      media/thumbnails" in table
-    assert "waiting 120  inFlight 8  delayed 3  deadLetter 1" in table
+    assert "waiting 120  inFlight 8  delayed 3  scheduled 0  deadLetter 1" in table
     assert "submitted 1000  succeeded 868  retried 5  deadLettered 1" in table
     assert "workers   2  busySlots 8/8  saturation 1.00" in table
     assert "pod-b  4/4 busy" in table

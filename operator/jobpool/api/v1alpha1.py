@@ -207,7 +207,9 @@ class WorkerSpec(Model):
     handler: str | None = Field(
         default=None, min_length=1, pattern=HANDLER_PATTERN,
         description='A Python callable "module:function" (sync or async) called with each '
-                    "job's payload; its return value is the job's result.")
+                    "job's payload; its return value is the job's result. Or a module of tasks "
+                    '("app.tasks": its functions marked @jobpool.task) or "module:MAPPING" (a dict '
+                    "of task name to callable): each job runs the task its submit named.")
     command: list[str] | None = Field(
         default=None, min_length=1,
         description="A program run once per job: the payload JSON on stdin, the result JSON "
@@ -271,6 +273,16 @@ class JobsSpec(Model):
             return list(self.items[start:stop])
         first = self.range.start  # type: ignore[union-attr]
         return list(range(first + start, first + min(stop, self.total)))
+
+
+class JobLimitsSpec(Model):
+    """The caps on the options a job may set for itself at submit (its own timeout, attempts and
+    backoff, whose cap is retry.maxBackoffSeconds); a job asking more gets the cap."""
+
+    max_timeout_seconds: int = Field(
+        default=86400, ge=1, description="The longest timeout a job may set for itself, in seconds.")
+    max_attempts: int = Field(
+        default=100, ge=1, le=1000, description="The most attempts a job may set for itself.")
 
 
 class RetrySpec(Model):
@@ -366,6 +378,9 @@ class JobPoolSpec(Model):
     timeout_seconds: int = Field(
         default=600, ge=0,
         description="Per-job deadline: the job is cancelled and counts as a failed attempt (0 = none).")
+    job_limits: JobLimitsSpec = Field(
+        default_factory=JobLimitsSpec,
+        description="Caps on the timeout and attempts a job may set for itself at submit.")
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="The backlog-driven autoscaler.")
     drain_seconds: int = Field(
@@ -379,6 +394,7 @@ class QueueCounts(Model):
     waiting: int = Field(default=0, description="Jobs waiting for a worker slot.")
     in_flight: int = Field(default=0, description="Jobs running on a worker slot.")
     delayed: int = Field(default=0, description="Failed jobs waiting for their retry.")
+    scheduled: int = Field(default=0, description="Jobs submitted to run later (delay, run-at), not due yet.")
     dead_letter: int = Field(default=0, description="Jobs in the dead-letter stream.")
 
 
@@ -388,7 +404,8 @@ class JobCounts(Model):
     submitted: int = Field(default=0, description="Jobs enqueued.")
     succeeded: int = Field(default=0, description="Jobs that succeeded.")
     retried: int = Field(default=0, description="Failed attempts that were retried.")
-    dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream.")
+    dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream after their last attempt.")
+    permanent: int = Field(default=0, description="Jobs moved to the dead-letter stream at once by a permanent error.")
 
 
 class BatchProgress(Model):

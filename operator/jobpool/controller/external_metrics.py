@@ -31,10 +31,11 @@ POOL_LABEL = "pool"     # the metric label an HPA's selector matches: {matchLabe
 
 # metric name -> what it counts of a pool's queue
 METRICS: dict[str, Callable[[QueueStats], float]] = {
-    "jobpool_backlog": lambda s: s.backlog,            # waiting + in-flight + delayed
+    "jobpool_backlog": lambda s: s.backlog,   # waiting + in-flight + retries and scheduled jobs due soon
     "jobpool_queue_waiting": lambda s: s.waiting,
     "jobpool_queue_inflight": lambda s: s.in_flight,
     "jobpool_queue_delayed": lambda s: s.delayed,
+    "jobpool_queue_scheduled": lambda s: s.scheduled,
 }
 
 

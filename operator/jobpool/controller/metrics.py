@@ -5,7 +5,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..queue.base import QueueStats
+from ..queue.base import JOB_OUTCOMES, QueueStats
 
 LABELS = ("namespace", "pool")
 
@@ -19,6 +19,8 @@ class OperatorMetrics:
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
         self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
         self.delayed = Gauge("jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r)
+        self.scheduled = Gauge("jobpool_queue_scheduled", "Jobs submitted to run later (delay, run-at), not due yet.",
+                               LABELS, registry=r)
         self.dead_letter = Gauge("jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r)
         self.workers_desired = Gauge("jobpool_workers_desired", "Worker pods the operator decided on.", LABELS,
                                      registry=r)
@@ -68,24 +70,24 @@ class OperatorMetrics:
         self.waiting.labels(*labels).set(stats.waiting)
         self.inflight.labels(*labels).set(stats.in_flight)
         self.delayed.labels(*labels).set(stats.delayed)
+        self.scheduled.labels(*labels).set(stats.scheduled)
         self.dead_letter.labels(*labels).set(stats.dead_letter)
         self.slots_busy.labels(*labels).set(stats.busy_slots)
         self.slots_total.labels(*labels).set(stats.total_slots)
         self.saturation.labels(*labels).set(stats.saturation)
-        for outcome, value in (("succeeded", stats.succeeded), ("retried", stats.retried),
-                               ("dead_lettered", stats.dead_lettered)):
-            self.jobs.labels(*labels, outcome).set(value)
+        for outcome in JOB_OUTCOMES:
+            self.jobs.labels(*labels, outcome).set(getattr(stats, outcome))
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         self.latest.pop((namespace, pool), None)
-        for gauge in (self.waiting, self.inflight, self.delayed, self.dead_letter, self.workers_desired,
+        for gauge in (self.waiting, self.inflight, self.delayed, self.scheduled, self.dead_letter, self.workers_desired,
                       self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
                       self.reconcile_seconds, self.max_length):
             try:
                 gauge.remove(namespace, pool)
             except KeyError:
                 pass
-        for outcome in ("succeeded", "retried", "dead_lettered"):
+        for outcome in JOB_OUTCOMES:
             try:
                 self.jobs.remove(namespace, pool, outcome)
             except KeyError:

@@ -114,12 +114,13 @@ def _complete(obs: Observation) -> dict[str, str]:
     total, stats = obs.batch_total or 0, obs.stats
     if stats is None:
         return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
-    done = stats.succeeded + stats.dead_lettered
+    dead = stats.dead_lettered + stats.permanent
+    done = stats.succeeded + dead
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
         # finished is not succeeded: dead letters show in the reason, for `kubectl wait` and alerts
         return _cond(COMPLETE, True,
-                     reasons.COMPLETED_WITH_FAILURES if stats.dead_lettered else reasons.BATCH_FINISHED,
-                     f"{total} jobs: {stats.succeeded} succeeded, {stats.dead_lettered} dead-lettered")
+                     reasons.COMPLETED_WITH_FAILURES if dead else reasons.BATCH_FINISHED,
+                     f"{total} jobs: {stats.succeeded} succeeded, {dead} dead-lettered")
     # No live counters here: they are in status.batch and status.jobs, written at most every interval.
     if obs.batch_fed < total:
         return _cond(COMPLETE, False, reasons.BATCH_RUNNING, f"feeding {total} jobs (progress in status.batch)")
@@ -159,8 +160,10 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
     }
     if obs.stats is not None:
         counts = obs.stats.as_status()
-        status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "deadLetter")}
-        status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered")}
+        status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "scheduled",
+                                                  "deadLetter")}
+        status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered",
+                                                      "permanent")}
         status["saturation"] = counts["saturation"]
     else:
         for key, empty in (("queue", {}), ("jobs", {}), ("saturation", 0.0)):

@@ -45,13 +45,18 @@ _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_F
 # The submit function is given the result key of every caller-given id (also of a submit sent
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:*", "memory")
+                  "result:*", "memory", "tasks", "scheduled", "progress")
+# Keys a producer's function is given but the producer may not read: a scheduled job's entry waits
+# in delayed-jobs with the retries' payloads. A selector lets FCALL name them (with the keys above),
+# and the write selector below lets the function HSET there; nothing else reaches them.
+_PRODUCER_FUNCTION_ONLY_KEYS = ("delayed-jobs",)
 # Read only through a selector of their own: XREAD is for the results stream alone, so neither the
 # waiting jobs' payloads nor the dead letters' errors reach a producer.
 _PRODUCER_READS = {"results": ("xread",)}
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
-                    "memory": ("hincrby",)}   # what its submits added since the operator's memory sample
+                    "memory": ("hincrby",),   # what its submits added since the operator's memory sample
+                    "scheduled": ("zadd",), "delayed-jobs": ("hset",)}   # a job submitted to run later
 # submit.lua HSETs the memory hash only for a sample of its own, which needs INFO: never a tenant's.
 _PRODUCER_UNUSED = ("hset",)
 
@@ -93,6 +98,7 @@ def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...],
     own = {command for commands in (*_PRODUCER_WRITES.values(), *_PRODUCER_READS.values()) for command in commands}
     return [*rules, *(f"~{prefix}{key}" for key in _PRODUCER_KEYS),
             "-@all", *(f"+{c}" for c in role_commands(role) if c not in own and c not in _PRODUCER_UNUSED), *db,
+            "(" + " ".join(f"~{prefix}{key}" for key in (*_PRODUCER_KEYS, *_PRODUCER_FUNCTION_ONLY_KEYS)) + " +fcall)",
             *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items()),
             *(f"(%R~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_READS.items())]
 

@@ -29,6 +29,21 @@ class QueueFull(QueueError):
         self.submitted_ids = list(submitted_ids)
 
 
+class UnknownTask(QueueError):
+    """Job `index` of a submit names a task that no live worker of the pool serves, while the live
+    workers published theirs (`known`); `submitted_ids` are the jobs enqueued before it."""
+
+    def __init__(self, namespace: str, pool: str, index: int, task: str, known: Sequence[str],
+                 submitted_ids: Sequence[str] = ()):
+        done = (f"{len(submitted_ids)} jobs before it were submitted" if submitted_ids
+                else "nothing was submitted")
+        super().__init__(f"job {index}: no worker of pool {namespace}/{pool} serves task {task!r}; "
+                         f"its tasks: {', '.join(known)}; check the task name or deploy workers "
+                         f"that serve it; {done}")
+        self.index, self.task, self.known = index, task, tuple(known)
+        self.submitted_ids = list(submitted_ids)
+
+
 class PayloadTooLarge(QueueError):
     """Job `index` of a submit has a payload over the pool's limit; `submitted_ids` are the
     jobs enqueued before it was refused (none, unless the limit changed during the submit)."""
@@ -47,6 +62,14 @@ class PayloadTooLarge(QueueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class JobOptions:
+    """A job's own settings; None: the pool's. The worker holds them to the pool's caps."""
+    timeout: float | None = None       # seconds, > 0
+    max_attempts: int | None = None    # >= 1
+    backoff: float | None = None       # first retry delay in seconds, >= 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Job:
     """A job handed to a worker slot."""
 
@@ -59,6 +82,8 @@ class Job:
     payload_error: str | None = None   # set when the stored entry cannot be run (the reason)
     replayed: bool = False             # re-run from the dead letters (counted there once)
     consumer: str = ""                 # the worker this delivery belongs to: only it may finish it
+    task: str = ""                     # the task name; "" for a job without one
+    options: JobOptions = JobOptions()  # its own timeout, attempts, backoff
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +100,8 @@ class DeadJob:
     attempts: int
     error: str
     failed_at: float
+    task: str = ""
+    options: JobOptions = JobOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +110,13 @@ class WorkerInfo:
     slots: int
     busy: int
     last_seen: float
+
+
+# Retries and scheduled jobs due within this many seconds count in the backlog (the autoscaler's
+# and the external metric's): about the time a new worker pod takes to start.
+SCALE_UP_HORIZON_SECONDS = 60.0
+# The counters of QueueStats that jobpool_jobs_total{outcome} exports, by their field names.
+JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +128,14 @@ class QueueStats:
     submitted: int = 0
     succeeded: int = 0
     retried: int = 0
-    dead_lettered: int = 0
+    dead_lettered: int = 0     # after their last attempt
+    permanent: int = 0         # dead-lettered at once by a permanent error (not in dead_lettered)
     workers: tuple[WorkerInfo, ...] = ()
     duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
+    scheduled: int = 0     # submitted to run later (delay, run_at), not due yet
+    delayed_due: int = 0   # retries due within SCALE_UP_HORIZON_SECONDS
+    scheduled_due: int = 0  # scheduled jobs due within SCALE_UP_HORIZON_SECONDS
+    progress: dict = dataclasses.field(default_factory=dict)   # running job id -> its last progress
 
     @property
     def busy_slots(self) -> int:
@@ -113,8 +152,9 @@ class QueueStats:
 
     @property
     def backlog(self) -> int:
-        """What the autoscaler counts: waiting + in-flight + delayed."""
-        return self.waiting + self.in_flight + self.delayed
+        """What the autoscaler counts: waiting + in-flight + the retries and scheduled jobs due
+        within the scale-up horizon (a job due tomorrow keeps no pod running today)."""
+        return self.waiting + self.in_flight + self.delayed_due + self.scheduled_due
 
     def as_status(self) -> dict[str, Any]:
         """The keys of `jobpool status --output json`."""
@@ -122,15 +162,18 @@ class QueueStats:
             "waiting": self.waiting,
             "inFlight": self.in_flight,
             "delayed": self.delayed,
+            "scheduled": self.scheduled,
             "deadLetter": self.dead_letter,
             "submitted": self.submitted,
             "succeeded": self.succeeded,
             "retried": self.retried,
             "deadLettered": self.dead_lettered,
+            "permanent": self.permanent,
             "workers": len(self.workers),
             "busySlots": self.busy_slots,
             "totalSlots": self.total_slots,
             "saturation": self.saturation,
+            "progress": dict(self.progress),
         }
 
 
@@ -151,19 +194,26 @@ class Queue(abc.ABC):
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
     async def submit_many(
-        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *, wait: bool = True,
+        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
+        task: str | None = None, tasks: Sequence[str | None] | None = None,
+        options: "JobOptions | Sequence[JobOptions]" = JobOptions(),
+        due: str | Sequence[str] = "", wait: bool = True,
         timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """Enqueue jobs (pipelined); returns their ids. A caller-given id that the queue
+        """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`) with their own
+        `options` (the same for all, or one each); returns their ids. A task no live worker serves is refused (UnknownTask). A caller-given id that the queue
         still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
         When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
         or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
 
-    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
-        return (await self.submit_many([payload], [id], wait=wait))[0]
+    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                     options: JobOptions = JobOptions(), due: str = "", wait: bool = True) -> str:
+        return (await self.submit_many([payload], [id], task=task, options=options, due=due,
+                                        wait=wait))[0]
 
-    def submit_blocking(self, payload: Any, id: str | None = None, *,
+    def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                        options: JobOptions = JobOptions(), due: str = "",
                         wait: bool = True) -> tuple[str | None, bool]:
         """Submit one job from synchronous code without an event loop, where the backend
         can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
@@ -191,10 +241,15 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float) -> str:
-        """A failed attempt: schedule a delayed retry or dead-letter it. Returns
-        "retried" or "dead_lettered", or "duplicate" (nothing changed) when the delivery's
+                   max_backoff: float, permanent: bool = False) -> str:
+        """A failed attempt: schedule a delayed retry or dead-letter it (at once when
+        `permanent`). Returns "retried", "dead_lettered" or "permanent", or "duplicate" (nothing changed) when the delivery's
         worker no longer holds it: another worker reclaimed or finished the job."""
+
+    async def progress(self, job: Job, value: str) -> bool:
+        """Keep `value` (JSON) as the running job's last progress; False when its worker no
+        longer holds it."""
+        return False
 
     @abc.abstractmethod
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
@@ -203,8 +258,10 @@ class Queue(abc.ABC):
         were given back."""
 
     @abc.abstractmethod
-    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
-        """Keep the worker registered and its running jobs from being redelivered."""
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
+                        tasks: Sequence[str] = ()) -> None:
+        """Keep the worker registered and its running jobs from being redelivered; publish the
+        task names it serves (none: it serves whatever comes, a --command)."""
 
     @abc.abstractmethod
     async def unregister(self, consumer: str) -> None:

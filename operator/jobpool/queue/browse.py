@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from .base import QueueError
 from .keys import GROUP
-from .redis.entries import payload_of, readable
+from .redis.entries import payload_of, readable, unpack_delayed
+from .redis.fields import DEAD as DEAD_FIELDS, ENTRY
 from .redis.queue import RedisStreamsQueue
 
 WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD = "waiting", "running", "delayed", "succeeded", "dead"
@@ -267,7 +268,7 @@ def _queued_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) ->
     text, payload = _payload(raw.get(b"p"))
     stamp = _number(fields, "t")
     return JobView(fields.get("id") or entry, WAITING, payload, text, _number(fields, "a"),
-                   enqueued_at=stamp / 1000 if stamp else None, task=fields.get("task"),
+                   enqueued_at=stamp / 1000 if stamp else None, task=fields.get(ENTRY.task),
                    progress=fields.get("progress"), cursor=entry)
 
 
@@ -275,7 +276,7 @@ def _dead_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> J
     text, payload = _payload(raw.get(b"p"))
     return JobView(fields.get("id") or entry, DEAD, payload, text, _number(fields, "a"),
                    failed_at=_number(fields, "t") / 1000 or None, error=fields.get("e", ""),
-                   task=fields.get("task"), cursor=entry)
+                   task=fields.get(DEAD_FIELDS.task), cursor=entry)
 
 
 def _result_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView:
@@ -287,8 +288,7 @@ def _result_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) ->
 
 
 def _delayed_view(job_id: str, due_ms: float, stored: str | None) -> JobView:
-    attempts, _, rest = (stored or "").partition(":")
-    _replayed, _, text = rest.partition(":")
+    attempts, task, _options, text = unpack_delayed(stored or "")
     _, payload = _payload(text.encode("utf-8", "surrogateescape"))
-    return JobView(job_id, DELAYED, payload, text, int(attempts or 0),
+    return JobView(job_id, DELAYED, payload, text, attempts, task=task or None,
                    due_at=due_ms / 1000 if due_ms else None)

@@ -1,6 +1,7 @@
 """Pure helpers: job ids, JSON payloads, queue URLs and the retry policy."""
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import re
@@ -9,7 +10,7 @@ import uuid
 from typing import Any
 
 from . import connection
-from .base import QueueError
+from .base import JobOptions, QueueError
 
 MAX_ID_LENGTH = 256
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20     # a pool's payload limit when spec.queue sets none
@@ -39,6 +40,82 @@ def check_job_id(job_id: Any, index: int | None = None) -> str:
     return job_id
 
 
+TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$"   # no ':' or space: how the queue stores them
+
+
+def check_task(task: Any, index: int | None = None) -> str:
+    """A task name: a letter or '_', then letters, digits, '_', '.', '-'; at most 100."""
+    if task is None or task == "":
+        return ""
+    if not isinstance(task, str) or not re.match(TASK_PATTERN, task):
+        where = f"job {index}: " if index is not None else ""
+        raise QueueError(f"{where}task {task!r} is not a task name: a letter or '_', then letters, "
+                         f"digits, '_', '.' or '-', at most 100 characters")
+    return task
+
+
+def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = None,
+                  index: int | None = None) -> JobOptions:
+    """A job's own options as given to submit; the error names the option."""
+    where = f"job {index}: " if index is not None else ""
+    number = (int, float)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, number)
+                                or not 0 < timeout < float("inf")):
+        raise QueueError(f"{where}timeout must be a number of seconds > 0, got {timeout!r}")
+    if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+                                     or max_attempts < 1):
+        raise QueueError(f"{where}max_attempts must be an integer >= 1, got {max_attempts!r}")
+    if backoff is not None and (isinstance(backoff, bool) or not isinstance(backoff, number)
+                                or not 0 <= backoff < float("inf")):
+        raise QueueError(f"{where}backoff must be a number of seconds >= 0, got {backoff!r}")
+    return JobOptions(timeout, max_attempts, backoff)
+
+
+def due_of(delay: Any = None, run_at: Any = None, index: int | None = None) -> str:
+    """When a job is due, as the submit function takes it: "" (now), "+ms" after Redis's now
+    (`delay` seconds), or unix ms (`run_at`: an aware datetime, or unix seconds)."""
+    where = f"job {index}: " if index is not None else ""
+    if delay is not None and run_at is not None:
+        raise QueueError(f"{where}give delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < 10**10:
+            raise QueueError(f"{where}delay must be a number of seconds >= 0, got {delay!r}")
+        return f"+{int(delay * 1000)}" if delay else ""
+    if run_at is None:
+        return ""
+    if isinstance(run_at, datetime.datetime):
+        if run_at.tzinfo is None:
+            raise QueueError(f"{where}run_at {run_at.isoformat()} has no time zone: give an aware "
+                             f"datetime (e.g. with tzinfo=datetime.timezone.utc)")
+        run_at = run_at.timestamp()
+    if isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not 0 <= run_at < 10**11:
+        raise QueueError(f"{where}run_at must be an aware datetime or unix seconds, got {run_at!r}")
+    return str(int(run_at * 1000))
+
+
+def encode_options(options: JobOptions) -> str:
+    """How the queue stores a job's options: "timeout,max_attempts,backoff", an empty part for
+    the pool's; "" for none."""
+    if options == JobOptions():
+        return ""
+    return ",".join("" if value is None else format(value, "g") if isinstance(value, float)
+                    else str(value) for value in (options.timeout, options.max_attempts, options.backoff))
+
+
+def decode_options(text: str | None) -> JobOptions:
+    """The options a job was stored with; what cannot be read counts as the pool's."""
+    parts = (text or "").split(",")
+    if len(parts) != 3:
+        return JobOptions()
+
+    def read(part: str, kind: type) -> Any:
+        try:
+            return kind(part) if part else None
+        except ValueError:
+            return None
+    return JobOptions(read(parts[0], float), read(parts[1], int), read(parts[2], float))
+
+
 def name_problem(value: Any, what: str) -> str | None:
     """Why a pool or namespace name cannot be one in Kubernetes (a DNS-1123 label), or None."""
     if isinstance(value, str) and len(value) <= 63 and _DNS_LABEL.match(value):
@@ -48,16 +125,17 @@ def name_problem(value: Any, what: str) -> str | None:
 
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-# "module:function": dotted identifiers on both sides, as `jobpool worker --handler` imports it
-# (the CRD's schema carries the same pattern).
-HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$"
+# "module:function" (or a module of tasks, or module:MAPPING): dotted identifiers, as
+# `jobpool worker --handler` imports it (the CRD's schema carries the same pattern).
+HANDLER_PATTERN = rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*(:{_IDENTIFIER}(\.{_IDENTIFIER})*)?$"
 
 
 def handler_problem(handler: str) -> str | None:
     """Why `handler` is not a Python callable "module:function" (dotted names allowed), or None."""
     if re.match(HANDLER_PATTERN, handler):
         return None
-    return f"{handler!r} is not a Python callable module:function (e.g. app.tasks:resize)"
+    return (f"{handler!r} is not a Python callable module:function (e.g. app.tasks:resize) or a "
+            f"module of tasks (e.g. app.tasks)")
 
 
 def check_name(value: Any, what: str) -> str:
@@ -118,8 +196,11 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float, rand: float | 
     return max(0.0, ceiling * (0.5 + 0.5 * rand))
 
 
-def outcome_of_failure(attempts: int, max_attempts: int) -> str:
-    """After a failed attempt: "retried" while attempts remain, else "dead_lettered"."""
+def outcome_of_failure(attempts: int, max_attempts: int, permanent: bool = False) -> str:
+    """After a failed attempt: "permanent" for an error no retry can mend (dead-lettered at
+    once), else "retried" while attempts remain, else "dead_lettered"."""
+    if permanent:
+        return "permanent"
     return "retried" if attempts < max_attempts else "dead_lettered"
 
 

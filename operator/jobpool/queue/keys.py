@@ -37,6 +37,14 @@ class PoolKeys:
         return self.key("delayed-jobs")
 
     @property
+    def scheduled(self) -> str:        # ZSET id -> run-at time (ms) of submitted jobs not due yet;
+        return self.key("scheduled")   # their entries wait in delayed_jobs, as retries' do
+
+    @property
+    def progress(self) -> str:         # HASH id -> the last progress (JSON) of a running job
+        return self.key("progress")
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 
@@ -70,6 +78,10 @@ class PoolKeys:
     @property
     def workers(self) -> str:          # HASH consumer -> JSON {slots, busy, lastSeen, expiresAt}
         return self.key("workers")
+
+    @property
+    def tasks(self) -> str:            # HASH task name -> ms until which a live worker serves it
+        return self.key("tasks")
 
     @property
     def reclaim_gate(self) -> str:     # set for one interval by the worker that reclaims

@@ -36,7 +36,8 @@ class PoolHistory:
     def record(self, at: float, stats: QueueStats) -> None:
         self.stats, self.error, self.read_at = stats, None, at
         self.samples.append(Sample(at, stats.backlog, stats.succeeded,
-                                   stats.retried + stats.dead_lettered))
+                                   stats.retried + stats.dead_lettered
+                                   + stats.permanent))
         while self.samples and self.samples[0].at < at - self.window:
             self.samples.popleft()
 

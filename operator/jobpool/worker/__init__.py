@@ -1,10 +1,11 @@
 """The worker runtime behind `jobpool worker`."""
 from .config import ConfigError, WorkerConfig, resolve_config
-from .runners import HandlerError, JobFailed, command_runner, load_callable, python_runner
+from .runners import (HandlerError, JobFailed, command_runner, load_callable, load_tasks,
+                      python_runner, served)
 from .runtime import Worker
 
 __all__ = ["ConfigError", "HandlerError", "JobFailed", "Worker", "WorkerConfig",
-           "command_runner", "load_callable", "python_runner", "resolve_config", "run_worker"]
+           "command_runner", "load_callable", "load_tasks", "python_runner", "resolve_config", "run_worker"]
 
 
 def run_worker(config: WorkerConfig) -> int:
@@ -17,8 +18,11 @@ def run_worker(config: WorkerConfig) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tasks: tuple[str, ...] = ()     # a --command serves whatever task comes
     if config.handler:
-        runner, shutdown = python_runner(load_callable(config.handler), config.concurrency)
+        handlers = load_tasks(config.handler)
+        runner, shutdown = python_runner(handlers, config.concurrency)
+        tasks = served(handlers)
     else:
         runner, shutdown = command_runner(config.command or ()), (lambda: None)
 
@@ -27,6 +31,6 @@ def run_worker(config: WorkerConfig) -> int:
                            visibility_timeout=config.visibility_timeout,
                            result_ttl=config.result_ttl, results_cap=config.max_results,
                            dead_letter_cap=config.max_dead_letters)
-        return await Worker(queue, runner, config, on_exit=shutdown).run()
+        return await Worker(queue, runner, config, on_exit=shutdown, tasks=tasks).run()
 
     return asyncio.run(main())

@@ -8,11 +8,19 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
+from ..queue.base import JobOptions
 from ..queue.codec import handler_problem, name_problem
 from ..queue.keys import RELEASED_CONSUMER
 from ..queue.redis.queue import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
+
+
+class JobSettings(NamedTuple):
+    """What one job runs with: its own options within the pool's caps, else the pool's."""
+    timeout: float          # 0 = none
+    max_attempts: int
+    backoff: float
 
 
 class ConfigError(ValueError):
@@ -32,6 +40,8 @@ class WorkerConfig:
     max_attempts: int = 3
     backoff: float = 1.0
     max_backoff: float = 300.0
+    max_job_timeout: float = 86400.0   # the longest timeout a job may ask for
+    max_job_attempts: int = 100        # the most attempts a job may ask for
     drain_seconds: float = 60.0
     metrics_port: int = 9100        # 0 = no metrics endpoint
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
@@ -40,6 +50,15 @@ class WorkerConfig:
     max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
     max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
     block_ms: int = 1000            # longest blocking read, and so the longest idle fetch
+
+    def job_settings(self, options: JobOptions) -> JobSettings:
+        """A job's own timeout, attempts and backoff, held to the pool's caps (a backoff's cap is
+        --max-backoff), or the pool's where it has none."""
+        return JobSettings(
+            self.timeout if options.timeout is None else min(options.timeout, self.max_job_timeout),
+            self.max_attempts if options.max_attempts is None
+            else min(options.max_attempts, self.max_job_attempts),
+            self.backoff if options.backoff is None else min(options.backoff, self.max_backoff))
 
     @property
     def handler_description(self) -> str:
@@ -101,7 +120,8 @@ SETTINGS: dict[str, Setting] = {
     "worker_id": Setting("--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue",
                          "<hostname>-<pid>"),
     "handler": Setting("--handler", "JOBPOOL_HANDLER", str,
-                       "a Python callable module:function, sync or async (this or --command)"),
+                       "a Python callable module:function, sync or async; or a module of tasks "
+                       "(@jobpool.task) or module:MAPPING of task names (this or --command)"),
     "command": Setting("--command", "JOBPOOL_COMMAND", _command,
                        "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout "
                        "(the variable: a JSON array; this or --handler)"),
@@ -114,6 +134,10 @@ SETTINGS: dict[str, Setting] = {
                        "first retry delay in seconds, doubling with jitter"),
     "max_backoff": Setting("--max-backoff", "JOBPOOL_MAX_BACKOFF", _non_negative_float,
                            "longest retry delay in seconds"),
+    "max_job_timeout": Setting("--max-job-timeout", "JOBPOOL_MAX_JOB_TIMEOUT", _positive_float,
+                               "the longest timeout a job's own option may set, in seconds"),
+    "max_job_attempts": Setting("--max-job-attempts", "JOBPOOL_MAX_JOB_ATTEMPTS", _positive_int,
+                                "the most attempts a job's own option may set"),
     "drain_seconds": Setting("--drain-seconds", "JOBPOOL_DRAIN_SECONDS", _non_negative_float,
                              "seconds in-flight jobs get to finish after SIGTERM"),
     "metrics_port": Setting("--metrics-port", "JOBPOOL_METRICS_PORT", _port,

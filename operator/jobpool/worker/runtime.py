@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
-from ..queue.codec import RawJSON, encode_result, redact_url
-from .config import WorkerConfig
+from ..queue.codec import RawJSON, encode_json, encode_result, redact_url
+from .config import JobSettings, WorkerConfig
 from .metrics import WorkerMetrics
-from .runners import JobFailed, Runner
+from .runners import JobContext, JobFailed, Permanent, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
@@ -42,6 +42,7 @@ ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledge
 BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
 IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
 DEADLINE_TICK = 0.05            # seconds between deadline checks: a job times out at most this late
+PROGRESS_INTERVAL = 0.2         # seconds between a job's progress writes (the latest one goes)
 
 
 def busy_publish_delay(busy: int, published: int | None, since_published: float) -> float | None:
@@ -68,6 +69,12 @@ def error_text(exc: BaseException) -> str:
     return f"{headline}\n{trace}"[:ERROR_TEXT_LIMIT]
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a handler's error rules out every retry (`jobpool.Permanent`, or a command's
+    permanent exit status)."""
+    return isinstance(exc, Permanent) or (isinstance(exc, JobFailed) and exc.permanent)
+
+
 def lost_job_error(job: Job, max_attempts: int) -> str | None:
     """A job delivered more times than allowed (its workers died or were cut off each time)."""
     if job.attempts > max_attempts:
@@ -91,8 +98,10 @@ async def stop_task(task: asyncio.Task) -> None:
 
 class Worker:
     def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
-                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None):
+                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None,
+                 tasks: tuple[str, ...] = ()):
         self.queue = queue
+        self.tasks_served = tasks                        # published with each heartbeat
         self.runner = runner
         self.config = config
         self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
@@ -104,6 +113,8 @@ class Worker:
         self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
         self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
         self.ack_buffer: list[tuple[Job, Any]] = []
+        self.progress: dict[str, tuple[Job, Any]] = {}     # token -> (job, latest unsent progress)
+        self.progress_wanted = asyncio.Event()
         self.claiming = 0                                 # slots a fetch under way may fill
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
@@ -152,7 +163,7 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 loops = [group.create_task(loop()) for loop in (
                     self._ack_loop, self._heartbeat_loop, self._overrun_watch_loop,
-                    self._deadline_loop, self._job_failures)]
+                    self._deadline_loop, self._job_failures, self._progress_loop)]
                 await self._fetch_loop()
                 await self._drain()
                 for task in loops:
@@ -272,22 +283,32 @@ class Worker:
         started = time.time()
         if job.enqueued_at:
             self.metrics.wait.observe(max(0.0, started - job.enqueued_at))
-        error = job.payload_error or lost_job_error(job, self.config.max_attempts)
+        settings = self.config.job_settings(job.options)
+        error = job.payload_error or lost_job_error(job, settings.max_attempts)
         result: Any = None
+        permanent = False
         overran: list[asyncio.Future] = []
         if error is None:
             task = asyncio.current_task()
-            if self.config.timeout:
-                self.deadlines[task] = asyncio.get_running_loop().time() + self.config.timeout
+            if settings.timeout:
+                self.deadlines[task] = asyncio.get_running_loop().time() + settings.timeout
+            loop = asyncio.get_running_loop()
+            context = JobContext(
+                job.id, job.task, job.attempts, settings.max_attempts,
+                started + settings.timeout if settings.timeout else None, job.enqueued_at,
+                lambda value: loop.call_soon_threadsafe(self._report_progress, job, value))
             try:
-                result = await self.runner(job.payload, job.payload_text, overran.append)
+                result = await self.runner(job, context, overran.append)
                 result = RawJSON(encode_result(result))
             except asyncio.CancelledError:
                 if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
                     raise
-                error = self._timed_out()
+                error = timed_out(settings)
             except Exception as exc:   # the handler's own TimeoutError is an error like others
-                error = self._timed_out() if task in self.expired else error_text(exc)
+                if task in self.expired:
+                    error = timed_out(settings)
+                else:
+                    error, permanent = error_text(exc), is_permanent(exc)
             except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
                 raise HandlerExit(f"the handler of job {job.id} raised "
                                   f"{type(exc).__name__}") from exc
@@ -300,15 +321,34 @@ class Worker:
             self.overrun[job.token] = job
             log.warning("job %s timed out after %gs but its handler thread is still running (a "
                         "thread cannot be stopped): the job is failed now, its slot stays "
-                        "occupied until the thread returns", job.id, self.config.timeout)
+                        "occupied until the thread returns", job.id, settings.timeout)
         if error is None:
             self.ack_buffer.append((job, result))
             self.acks_idle.clear()
             self.ack_wanted.set()
         else:
-            await self._fail(job, error)
+            await self._fail(job, error, settings, permanent=permanent)
         if overran:
             await self._wait_for_overrun(job, overran[0], started)
+
+    def _report_progress(self, job: Job, value: Any) -> None:
+        if job.token in self.held:
+            self.progress[job.token] = (job, value)
+            self.progress_wanted.set()
+
+    async def _progress_loop(self) -> None:
+        """Send each running job's latest progress, at most every PROGRESS_INTERVAL; a failure to
+        send is dropped (progress is advisory), the job goes on."""
+        while True:
+            await self.progress_wanted.wait()
+            self.progress_wanted.clear()
+            batch, self.progress = self.progress, {}
+            for job, value in batch.values():
+                if job.token not in self.held:
+                    continue
+                with contextlib.suppress(QueueError):
+                    await self.queue.progress(job, encode_json(value))
+            await asyncio.sleep(PROGRESS_INTERVAL)
 
     async def _wait_for_overrun(self, job: Job, thread_end: asyncio.Future, started: float) -> None:
         try:
@@ -321,16 +361,12 @@ class Worker:
             self._busy_changed()
             self.slot_freed.set()
 
-    def _timed_out(self) -> str:
-        return f"timed out after {self.config.timeout:g}s"
-
     async def _deadline_loop(self) -> None:
-        """Cancel the handlers that ran past their deadline (`--timeout`)."""
-        if not self.config.timeout:
-            return
+        """Cancel the handlers that ran past their deadline (`--timeout`, or a job's own)."""
         loop = asyncio.get_running_loop()
+        tick = min(DEADLINE_TICK, self.config.timeout / 10) if self.config.timeout else DEADLINE_TICK
         while True:
-            await asyncio.sleep(min(DEADLINE_TICK, self.config.timeout / 10))
+            await asyncio.sleep(tick)
             now = loop.time()
             for task in overdue(self.deadlines, self.expired, now):
                 self.expired.add(task)
@@ -360,13 +396,15 @@ class Worker:
         logging.shutdown()
         os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
-    async def _fail(self, job: Job, error: str) -> None:
+    async def _fail(self, job: Job, error: str, settings: JobSettings, *,
+                    permanent: bool = False) -> None:
         failures = 0
         while True:
             try:
                 outcome = await self.queue.fail(
-                    job, error, max_attempts=self.config.max_attempts,
-                    backoff=self.config.backoff, max_backoff=self.config.max_backoff)
+                    job, error, max_attempts=settings.max_attempts,
+                    backoff=settings.backoff, max_backoff=self.config.max_backoff,
+                    permanent=permanent)
                 break
             except QueueError as exc:
                 failures += 1
@@ -380,10 +418,13 @@ class Worker:
         first_line = error.splitlines()[0] if error else ""
         if outcome == "dead_lettered":
             log.warning("job %s dead-lettered after attempt %d/%d: %s", job.id, job.attempts,
-                        self.config.max_attempts, first_line)
+                        settings.max_attempts, first_line)
+        elif outcome == "permanent":
+            log.warning("job %s dead-lettered at once by a permanent error in attempt %d: %s",
+                        job.id, job.attempts, first_line)
         elif outcome == "retried":
             log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
-                     self.config.max_attempts, first_line)
+                     settings.max_attempts, first_line)
         self.metrics.jobs[outcome].inc()
         self._free(job)
 
@@ -453,7 +494,7 @@ class Worker:
                 held = list(self.held.values()) if beat else []
                 try:
                     await self.queue.heartbeat(self.config.worker_id, held,
-                                               self.config.concurrency, busy)
+                                               self.config.concurrency, busy, self.tasks_served)
                     published, published_at = busy, loop.time()
                 except QueueError:
                     # the fetch loop reports the queue being down; retry no faster than busy
@@ -493,6 +534,10 @@ class Worker:
                 await asyncio.sleep(reconnect_delay(attempt))
         for job in jobs:
             self.held.pop(job.token, None)
+
+
+def timed_out(settings: JobSettings) -> str:
+    return f"timed out after {settings.timeout:g}s"
 
 
 def overdue(deadlines: dict[Any, float], expired: set, now: float) -> list:

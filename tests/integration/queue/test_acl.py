@@ -160,7 +160,7 @@ def test_a_pools_users_cannot_touch_another_pool_or_the_server(users, other_pool
         answer = admin.execute_command("ACL", "DRYRUN", acl.user_name("it", users.pool, role), *command)
         assert "no permissions" in answer, (command, answer)
     # the library's functions given pool B's keys (test_functions.py: no code of its own runs)
-    for function, call in ((functions.Stats, dict(now_ms=0)), (functions.Purge, dict(ids=None))):
+    for function, call in ((functions.Stats, dict(now_ms=0, horizon_ms=0)), (functions.Purge, dict(ids=None))):
         with pytest.raises(ResponseError, match=DENIED):
             client.execute_command(*function.command(b, **call))
     # pool B is as it was
@@ -271,6 +271,34 @@ def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
         assert users.denials() == []
     finally:
         producer.close()
+
+
+def test_a_worker_user_publishes_its_tasks_and_a_producer_user_submits_by_them(users, queue,
+                                                                             spawn_worker):
+    """The heartbeat writes the pool's task list with the worker's user; the submit reads it with
+    the producer's, which may not write it."""
+    queue.upkeep()
+    spawn_worker(url=users.url(acl.WORKER), handler="tests.integration.tasks")
+    with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+        wait_until(lambda: client.status().workers, timeout=15, what="the worker's registration")
+        assert client.result(client.submit(2, task="resize"), timeout=15).result == {"resized": 2}
+        with pytest.raises(jobpool.UnknownTask):
+            client.submit(1, task="nope")
+    with pytest.raises(NoPermissionError):
+        users.client(acl.PRODUCER).hset(PoolKeys("it", users.pool).tasks, "nope", 2**50)
+    assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
+
+
+def test_a_producer_user_schedules_jobs_it_cannot_read_back(users, queue):
+    """A scheduled job's entry waits in delayed-jobs, which the producer's submit writes and the
+    producer may not read (retries' payloads wait there too)."""
+    queue.upkeep()
+    with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
+        assert client.submit({"secret": 1}, id="later", delay=600) == "later"
+        assert client.status().scheduled == 1
+    with pytest.raises(NoPermissionError):
+        users.client(acl.PRODUCER).hget(PoolKeys("it", users.pool).delayed_jobs, "later")
+    assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
 
 
 def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):

@@ -73,9 +73,12 @@ WORKER_FUNCTIONS = {
     functions.Fetch: dict(consumer="thief", count=10, visibility_ms=0, reclaim_interval_ms=100),
     functions.Ack: dict(job_ids=["x"], blob="0-1\0thief\0x\01\0null", result_ttl_ms=1000, results_cap=10),
     functions.Fail: dict(entry_id="0-1", consumer="thief", id="x", attempts=1, payload=b"{}", error="e",
-                         outcome="dead_lettered", delay_ms=0, replayed=False, dead_letter_cap=10),
+                         outcome="dead_lettered", delay_ms=0, replayed=False, dead_letter_cap=10,
+                         task="", options=""),
+    functions.Progress: dict(consumer="real-worker", entry_id="0-1", id="x", value="1"),
     functions.Release: dict(consumer="real-worker", entry_ids=["0-1"]),
-    functions.Heartbeat: dict(consumer="thief", info="{}", entry_ids=[]),
+    functions.Heartbeat: dict(consumer="thief", info="{}", tasks=["forged"], expires_ms=2**50,
+                              entry_ids=[]),
     functions.Unregister: dict(consumer="real-worker"),
     functions.Replay: dict(ids=None),
     functions.Purge: dict(ids=None),
@@ -106,7 +109,7 @@ def test_a_producer_cannot_run_a_workers_function_through_fcall(users, queue):
     assert (after.waiting, after.in_flight, after.dead_letter, [w.id for w in after.workers]) == \
         (before.waiting, before.in_flight, before.dead_letter, ["real-worker"])
     # what a producer may run, it runs
-    assert producer.execute_command(*functions.Stats.command(pool, now_ms=0))
+    assert producer.execute_command(*functions.Stats.command(pool, now_ms=0, horizon_ms=60000))
 
 
 def test_a_client_whose_user_may_not_load_the_library_waits_for_it_and_never_evals(spawn_worker, pool_name):

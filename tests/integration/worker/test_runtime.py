@@ -115,6 +115,31 @@ def test_a_poison_job_ends_in_the_dead_letters_after_max_attempts(queue, spawn_w
     assert (stats.retried, stats.dead_lettered, stats.backlog) == (4, 2, 0)
 
 
+def test_a_permanent_error_dead_letters_at_once_and_is_counted_apart(queue, spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:refuse", max_attempts=5, backoff=0.05)
+    queue.submit_many(["a.txt"], ["refused-1"])
+    wait_until(lambda: queue.stats().dead_letter == 1, timeout=15, what="a dead letter")
+    [dead] = queue.dead_letters()
+    assert (dead.id, dead.attempts) == ("refused-1", 1)
+    assert dead.error.startswith("jobpool.Permanent: cannot resize 'a.txt': not an image")
+    stats = queue.stats()
+    assert (stats.retried, stats.dead_lettered, stats.permanent) == (0, 0, 1)
+    assert stats.as_status()["permanent"] == 1
+
+
+def test_a_command_exiting_with_the_permanent_status_dead_letters_at_once(queue, spawn_worker):
+    from jobpool.worker.runners import PERMANENT_EXIT_STATUS
+    program = f"import sys; sys.exit({PERMANENT_EXIT_STATUS}) if sys.stdin.read().strip() == '\"bad\"' else print(1)"
+    spawn_worker(command=[sys.executable, "-c", program], max_attempts=5, backoff=0.05)
+    queue.submit_many(["bad", "good"], ["bad", "good"])
+    wait_until(lambda: queue.stats().dead_letter == 1, timeout=15, what="a dead letter")
+    assert queue.result("good", timeout=15).result == 1
+    [dead] = queue.dead_letters()
+    assert (dead.id, dead.attempts) == ("bad", 1)
+    assert dead.error.startswith(f"command exited with status {PERMANENT_EXIT_STATUS} (permanent)")
+    assert (queue.stats().retried, queue.stats().permanent) == (0, 1)
+
+
 def test_a_worker_never_holds_more_jobs_than_its_slots(queue, spawn_worker, tmp_path,
                                                        redis_server):
     log = tmp_path / "jobs.log"

@@ -121,7 +121,8 @@ def test_the_api_server_checks_the_handler_and_queue_url_shapes(committed):
     spec = version(committed)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     handler = re.compile(spec["worker"]["properties"]["handler"]["pattern"])
     url = re.compile(spec["queue"]["properties"]["url"]["pattern"])
-    assert handler.search("pkg.mod:Class.method") and not handler.search("tasks.square")
+    assert handler.search("pkg.mod:Class.method") and handler.search("app.tasks")   # a module of tasks
+    assert not handler.search("app:") and not handler.search("a:b:c")
     assert url.search("rediss://h/0") and not url.search("http://h") and not url.search("sk-live-ABCDEF")
 
 

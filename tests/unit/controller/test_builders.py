@@ -37,6 +37,7 @@ def test_deployment_name_labels_owner_and_selector():
 def test_worker_env_mirrors_the_worker_flags():
     s = spec(concurrency=4, timeoutSeconds=30, drainSeconds=20,
              retry={"maxAttempts": 5, "backoffSeconds": 0.5, "maxBackoffSeconds": 60},
+             jobLimits={"maxTimeoutSeconds": 120, "maxAttempts": 7},
              worker={"image": "a", "handler": "m:f", "env": [{"name": "EXTRA", "value": "1"}]})
     env = env_of(builders.build_deployment(POOL, s, 1, "redis://q:6379/0"))
     values = {k: v.get("value") for k, v in env.items()}
@@ -45,6 +46,7 @@ def test_worker_env_mirrors_the_worker_flags():
     assert values["JOBPOOL_CONCURRENCY"] == "4" and values["JOBPOOL_HANDLER"] == "m:f"
     assert values["JOBPOOL_TIMEOUT"] == "30" and values["JOBPOOL_MAX_ATTEMPTS"] == "5"
     assert values["JOBPOOL_BACKOFF"] == "0.5" and values["JOBPOOL_MAX_BACKOFF"] == "60"
+    assert values["JOBPOOL_MAX_JOB_TIMEOUT"] == "120" and values["JOBPOOL_MAX_JOB_ATTEMPTS"] == "7"
     assert values["JOBPOOL_DRAIN_SECONDS"] == "20" and values["JOBPOOL_METRICS_PORT"] == "9100"
     assert env["JOBPOOL_WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert values["EXTRA"] == "1"
@@ -136,7 +138,7 @@ def test_service_and_pdb():
     assert builders.build_pdb(POOL, spec(parallelism=0, autoscaling={"enabled": True, "maxWorkers": 4})) is not None
 
 
-@pytest.mark.parametrize("handler", ["app.tasks", "app:", ":f", "app tasks:f", "1app:f", "a:b:c"])
+@pytest.mark.parametrize("handler", ["app.", "app:", ":f", "app tasks:f", "1app:f", "a:b:c"])
 def test_an_unparsable_handler_names_the_field(handler):
     # The schema refuses these; this is the check for pools admitted by an older CRD without it.
     _, problem = validate_spec({"worker": {"image": "a", "handler": handler}}, "redis://q", administered=False)

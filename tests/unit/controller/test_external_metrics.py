@@ -4,7 +4,7 @@ import pytest
 from jobpool.controller.external_metrics import METRICS, metric_values, parse_selector
 from jobpool.queue.base import QueueStats
 
-POOLS = {("media", "thumbs"): (QueueStats(waiting=5, in_flight=3, delayed=2), 0.0),
+POOLS = {("media", "thumbs"): (QueueStats(waiting=5, in_flight=3, delayed=2, delayed_due=2), 0.0),
          ("media", "frames"): (QueueStats(waiting=1), 0.0),
          ("other", "thumbs"): (QueueStats(waiting=99), 0.0)}
 
@@ -29,7 +29,9 @@ def test_an_empty_selector_gives_every_pool_of_the_namespace_and_nothing_else():
 
 
 def test_each_metric_counts_its_part_of_the_queue():
-    stats = QueueStats(waiting=5, in_flight=3, delayed=2)
+    stats = QueueStats(waiting=5, in_flight=3, delayed=2, delayed_due=2)
+    later = QueueStats(delayed=4, delayed_due=1, scheduled=1000, scheduled_due=2)
+    assert METRICS["jobpool_backlog"](later) == 3      # only what is due within the horizon
     assert {name: measure(stats) for name, measure in METRICS.items()} == {
         "jobpool_backlog": 10, "jobpool_queue_waiting": 5, "jobpool_queue_inflight": 3,
-        "jobpool_queue_delayed": 2}
+        "jobpool_queue_delayed": 2, "jobpool_queue_scheduled": 0}

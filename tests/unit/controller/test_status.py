@@ -20,8 +20,9 @@ def test_status_carries_the_design_fields():
     status, _ = build_status(obs(), {}, now=0.0)
     assert status["observedGeneration"] == 3 and status["selector"] == "jobpool.dev/pool=thumbnails"
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
-    assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "deadLetter": 1}
-    assert status["jobs"] == {"submitted": 1000, "succeeded": 868, "retried": 5, "deadLettered": 1}
+    assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "scheduled": 0, "deadLetter": 1}
+    assert status["jobs"] == {"submitted": 1000, "succeeded": 868, "retried": 5, "deadLettered": 1,
+                              "permanent": 0}
     assert status["saturation"] == 1.0
     c = conditions(status)
     assert c["Ready"]["status"] == "True" and c["Degraded"]["status"] == "False"
@@ -73,6 +74,15 @@ def test_batch_is_complete_only_when_fed_and_every_job_finished():
     running = QueueStats(submitted=10, succeeded=9, in_flight=1)
     c = conditions(build_status(obs(stats=running, batch_total=10, batch_fed=10), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "False" and c["Complete"]["reason"] == "BatchRunning"
+
+
+def test_a_batch_whose_jobs_failed_permanently_is_complete_with_failures():
+    done = QueueStats(submitted=10, succeeded=8, dead_lettered=1, permanent=1)
+    status, _ = build_status(obs(stats=done, batch_total=10, batch_fed=10), {}, now=0.0)
+    c = conditions(status)
+    assert (c["Complete"]["status"], c["Complete"]["reason"]) == ("True", "CompletedWithFailures")
+    assert "8 succeeded, 2 dead-lettered" in c["Complete"]["message"]
+    assert status["jobs"]["permanent"] == 1
 
 
 def test_an_unchanged_status_is_not_written_and_counters_can_wait():

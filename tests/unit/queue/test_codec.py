@@ -129,7 +129,7 @@ def test_every_key_of_a_pool_carries_its_hash_tag():
 
 
 def test_stats_derive_slots_saturation_and_backlog():
-    stats = QueueStats(waiting=5, in_flight=3, delayed=2, workers=(
+    stats = QueueStats(waiting=5, in_flight=3, delayed=2, delayed_due=2, workers=(
         WorkerInfo("a", 4, 3, 0.0), WorkerInfo("b", 4, 0, 0.0)))
     assert (stats.busy_slots, stats.total_slots, stats.saturation, stats.backlog) == (3, 8, 0.375, 10)
     assert QueueStats().saturation == 0.0

@@ -15,7 +15,7 @@ POOL = PoolKeys("ns", "pool")
 SAMPLE_CALLS = {
     functions.Submit: dict(blob="a\x001\x00{}\x00b\x001\x00{}", given_ids=["a", "b"], partial=True,
                            default_max_payload_bytes=10, memory_share=0.9),
-    functions.Stats: dict(now_ms=1),
+    functions.Stats: dict(now_ms=1, horizon_ms=60000),
     functions.SampleMemory: dict(),
     functions.Fetch: dict(consumer="c", count=2, visibility_ms=1, reclaim_interval_ms=1),
     functions.Ack: dict(job_ids=["a", "b"], blob="x", result_ttl_ms=1, results_cap=1),
@@ -23,9 +23,11 @@ SAMPLE_CALLS = {
                                  consumer="c", count=2, visibility_ms=1, reclaim_interval_ms=1),
     functions.TrimResults: dict(oldest=[("1-0", "a"), ("2-0", "b")]),
     functions.Fail: dict(entry_id="1-0", consumer="c", id="a", attempts=1, payload=b"{}", error="e",
-                         outcome="retried", delay_ms=1, replayed=False, dead_letter_cap=1),
+                         outcome="retried", delay_ms=1, replayed=False, dead_letter_cap=1, task="resize",
+                         options="5,,"),
+    functions.Progress: dict(consumer="c", entry_id="1-0", id="a", value="0.5"),
     functions.Release: dict(consumer="c", entry_ids=["1-0", "2-0"]),
-    functions.Heartbeat: dict(consumer="c", info="{}", entry_ids=["1-0", "2-0"]),
+    functions.Heartbeat: dict(consumer="c", info="{}", tasks=["resize"], expires_ms=1, entry_ids=["1-0", "2-0"]),
     functions.Unregister: dict(consumer="c"),
     functions.Replay: dict(ids=["a", "b"]),
     functions.Purge: dict(ids=["a", "b"]),
@@ -97,17 +99,18 @@ def test_the_wrapper_sends_the_keys_and_arguments_the_lua_declares_in_order(func
 
 def test_a_wrapper_refuses_a_name_the_lua_does_not_declare():
     with pytest.raises(TypeError, match="stats takes no group"):
-        functions.Stats._command(POOL, now_ms=1, group="workers")
+        functions.Stats._command(POOL, now_ms=1, horizon_ms=1, group="workers")
     with pytest.raises(KeyError):
         functions.Fetch._command(POOL, consumer="c", count=1, visibility_ms=1)
 
 
 def test_the_field_names_come_from_python_and_the_library_reads_no_literal_one():
     code = library.code()
-    assert "local ENTRY, RESULT, DEAD = {id = 'id', payload = 'p', attempts = 'a', time = 't', replayed = 'r'}" in code
+    assert ("local ENTRY, RESULT, DEAD = {id = 'id', payload = 'p', attempts = 'a', time = 't', replayed = 'r', "
+            "task = 'k', options = 'o'}") in code
     assert "local MEMORY = {sample = 'sample', added = 'added'}" in code
     for name in library.function_names():
-        assert not re.search(r"'(p|a|t|r|e|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
+        assert not re.search(r"'(p|a|t|r|e|k|o|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
 
 
 def test_the_library_name_carries_a_digest_of_its_code():

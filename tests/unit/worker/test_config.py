@@ -135,9 +135,19 @@ def test_worker_help_names_every_variable(capsys):
 
 
 def test_the_handler_format_is_the_crds():
-    for handler in ("app.tasks", "app tasks:f", "a:b:c", "1app:f"):
+    for handler in ("app.", "app tasks:f", "a:b:c", "1app:f"):
         with pytest.raises(ConfigError, match=r"--handler \(or JOBPOOL_HANDLER\): .* is not a Python callable"):
             resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": handler})
         with pytest.raises(HandlerError, match="is not a Python callable module:function"):
             load_callable(handler)
     assert resolve(env={**BASE_ENV, "JOBPOOL_HANDLER": "pkg.mod:Class.method"}).handler == "pkg.mod:Class.method"
+
+
+def test_a_jobs_own_options_are_held_to_the_pools_caps():
+    from jobpool.queue import JobOptions
+    config = resolve(env={**BASE_ENV, "JOBPOOL_TIMEOUT": "60", "JOBPOOL_MAX_ATTEMPTS": "3",
+                          "JOBPOOL_BACKOFF": "2", "JOBPOOL_MAX_BACKOFF": "30",
+                          "JOBPOOL_MAX_JOB_TIMEOUT": "300", "JOBPOOL_MAX_JOB_ATTEMPTS": "10"})
+    assert config.job_settings(JobOptions()) == (60, 3, 2)
+    assert config.job_settings(JobOptions(timeout=5, max_attempts=1, backoff=0)) == (5, 1, 0)
+    assert config.job_settings(JobOptions(timeout=9999, max_attempts=99, backoff=99)) == (300, 10, 30)

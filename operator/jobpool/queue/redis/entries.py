@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..base import Job, QueueStats, WorkerInfo
-from ..codec import RawJSON
+from ..codec import RawJSON, decode_options
 from .fields import ENTRY
 
 def readable(value: bytes) -> str:
@@ -46,7 +46,29 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
     return Job(id=job_id, payload=payload, attempts=used + deliveries,
                enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
                payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
-               consumer=consumer)
+               consumer=consumer, task=task_of(fields.get(_ENTRY_BYTES.task)),
+               options=decode_options(readable(fields.get(_ENTRY_BYTES.options) or b"")))
+
+
+def unpack_delayed(packed: str) -> tuple[int, str, str, str]:
+    """A retry as the delayed set keeps it (prelude.lua's pack_delayed):
+    -> (attempts, task, options, payload text)."""
+    attempts, _, rest = packed.partition(":")
+    _replayed, _, rest = rest.partition(":")
+    task = options = ""
+    if rest.startswith("="):
+        task, _, rest = rest[1:].partition(":")
+    if rest.startswith("~"):
+        options, _, rest = rest[1:].partition(":")
+    try:
+        return int(attempts), task, options, rest
+    except ValueError:
+        return 0, task, options, rest
+
+
+def task_of(raw: bytes | None) -> str:
+    """An entry's task name; "" when it has none (or one no worker could serve: not UTF-8)."""
+    return raw.decode("utf-8", "backslashreplace") if raw else ""
 
 
 def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:
@@ -83,7 +105,9 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 
 
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
-                     counters: list[str], workers: list[str], held: list[str]) -> QueueStats:
+                     counters: list[str], workers: list[str], held: list[str], scheduled: int = 0,
+                     delayed_due: int = 0, scheduled_due: int = 0,
+                     progress: list[str] | None = None) -> QueueStats:
     """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
     count: its own published count lags behind a burst by up to a publish interval."""
     count = dict(zip(counters[::2], counters[1::2]))
@@ -100,5 +124,16 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
         submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
         retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
+        permanent=int(count.get("permanent", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
-        duplicates=int(count.get("duplicates", 0)))
+        duplicates=int(count.get("duplicates", 0)), scheduled=int(scheduled),
+        delayed_due=int(delayed_due), scheduled_due=int(scheduled_due),
+        progress={job_id: _json_or_text(value) for job_id, value in zip((progress or [])[::2],
+                                                                         (progress or [])[1::2])})
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

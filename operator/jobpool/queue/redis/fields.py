@@ -15,6 +15,8 @@ class EntryFields(NamedTuple):
     attempts: str = "a"         # attempts already used
     time: str = "t"             # enqueued or due, unix ms
     replayed: str = "r"         # "1" once replayed from the dead letters (counted dead once)
+    task: str = "k"             # the task name; absent for a job without one
+    options: str = "o"          # the job's own options (codec.encode_options); absent: none
 
 
 class ResultFields(NamedTuple):
@@ -31,6 +33,8 @@ class DeadFields(NamedTuple):
     attempts: str = "a"
     error: str = "e"
     time: str = "t"             # dead-lettered at, unix ms
+    task: str = "k"             # the task name, "" for a job without one
+    options: str = "o"          # the job's own options, "" for none
 
 
 class MemoryFields(NamedTuple):

@@ -76,18 +76,21 @@ class SubmitReply(NamedTuple):
     enqueued: int
     room: int
     refusal: tuple        # () or ('payload', index, size, limit) or ('memory', used, maxmemory)
+                          # or ('task', index, task, the tasks served space-separated)
 
 
 class Submit(Function):
     NAME = "submit"
-    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "given_results...")
+    KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "scheduled",
+            "delayed_jobs", "given_results...")
     ARGS = ("partial", "blob", "default_max_payload_bytes", "memory_share")
     RESEND = WITH_GIVEN_IDS
 
     @classmethod
     def command(cls, pool: PoolKeys, *, blob: str, given_ids: Sequence[str], partial: bool,
                 default_max_payload_bytes: int, memory_share: float) -> tuple:
-        """`blob`: (id, given 1|0, payload) per job, NUL-separated; `given_ids` in its order."""
+        """`blob`: (id, given 1|0, task, options, due, payload) per job, NUL-separated; `given_ids`
+        in its order. `due`: "" (now), unix ms or "+ms" from now."""
         return cls._command(pool, given_results=_result_keys(pool, given_ids),
                             partial="1" if partial else "0", blob=blob,
                             default_max_payload_bytes=default_max_payload_bytes,
@@ -107,16 +110,20 @@ class StatsReply(NamedTuple):
     counters: list          # flat: name, value, ...
     workers: list           # flat: consumer, registration JSON (live ones)
     held: list              # flat: consumer, entries it has not acknowledged
+    scheduled: int
+    delayed_due: int        # retries due within the horizon
+    scheduled_due: int      # scheduled jobs due within the horizon
+    progress: list          # flat: job id, its last progress (JSON)
 
 
 class Stats(Function):
     NAME = "stats"
-    KEYS = ("stream", "delayed", "dead", "counters", "workers")
-    ARGS = ("now_ms",)
+    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress")
+    ARGS = ("now_ms", "horizon_ms")
 
     @classmethod
-    def command(cls, pool: PoolKeys, *, now_ms: int) -> tuple:
-        return cls._command(pool, now_ms=now_ms)
+    def command(cls, pool: PoolKeys, *, now_ms: int, horizon_ms: int) -> tuple:
+        return cls._command(pool, now_ms=now_ms, horizon_ms=horizon_ms)
 
     @staticmethod
     def parse(reply: list) -> StatsReply:
@@ -153,7 +160,7 @@ class FetchReply(NamedTuple):
 
 class Fetch(Function):
     NAME = "fetch"
-    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor")
+    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor", "scheduled")
     ARGS = ("consumer", "count", "visibility_ms", "reclaim_interval_ms")
     RESEND = REDELIVERED
 
@@ -177,7 +184,7 @@ class AckReply(NamedTuple):
 
 class Ack(Function):
     NAME = "ack"
-    KEYS = ("stream", "live", "counters", "results", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob")
 
     @classmethod
@@ -195,8 +202,8 @@ class Ack(Function):
 class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
-    KEYS = ("stream", "live", "counters", "results", "delayed", "delayed_jobs", "reclaim_gate",
-            "reclaim_cursor", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "delayed", "delayed_jobs",
+            "reclaim_gate", "reclaim_cursor", "scheduled", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
     RESEND = REDELIVERED
@@ -233,27 +240,42 @@ class TrimResults(Function):
 
 
 class FailReply(NamedTuple):
-    outcome: str           # retried | dead_lettered | duplicate
+    outcome: str           # retried | dead_lettered | permanent | duplicate
 
 
 class Fail(Function):
     NAME = "fail"
-    KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "job_result")
+    KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
+            "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
-            "replayed", "dead_letter_cap")
+            "replayed", "dead_letter_cap", "task", "options")
 
     @classmethod
     def command(cls, pool: PoolKeys, *, entry_id: str, consumer: str, id: str, attempts: int,
                 payload: bytes, error: str, outcome: str, delay_ms: int, replayed: bool,
-                dead_letter_cap: int) -> tuple:
+                dead_letter_cap: int, task: str, options: str) -> tuple:
         return cls._command(pool, job_result=pool.result(id), entry_id=entry_id, consumer=consumer,
                             id=id, attempts=attempts, payload=payload, error=error, outcome=outcome,
                             delay_ms=delay_ms, replayed="1" if replayed else "0",
-                            dead_letter_cap=dead_letter_cap)
+                            dead_letter_cap=dead_letter_cap, task=task, options=options)
 
     @staticmethod
     def parse(reply: str) -> FailReply:
         return FailReply(reply)
+
+
+class Progress(Function):
+    NAME = "progress"
+    KEYS = ("stream", "progress")
+    ARGS = ("consumer", "entry_id", "id", "value")
+
+    @classmethod
+    def command(cls, pool: PoolKeys, *, consumer: str, entry_id: str, id: str, value: str) -> tuple:
+        return cls._command(pool, consumer=consumer, entry_id=entry_id, id=id, value=value)
+
+    @staticmethod
+    def parse(reply: int) -> bool:
+        return bool(int(reply))
 
 
 class Release(Function):
@@ -272,12 +294,15 @@ class Release(Function):
 
 class Heartbeat(Function):
     NAME = "heartbeat"
-    KEYS = ("stream", "workers")
-    ARGS = ("consumer", "info", "entry_ids...")
+    KEYS = ("stream", "workers", "tasks")
+    ARGS = ("consumer", "info", "tasks", "expires_ms", "entry_ids...")
 
     @classmethod
-    def command(cls, pool: PoolKeys, *, consumer: str, info: str, entry_ids: Sequence[str]) -> tuple:
-        return cls._command(pool, consumer=consumer, info=info, entry_ids=entry_ids)
+    def command(cls, pool: PoolKeys, *, consumer: str, info: str, tasks: Sequence[str],
+                expires_ms: int, entry_ids: Sequence[str]) -> tuple:
+        """`tasks`: the task names the worker serves, published until `expires_ms`."""
+        return cls._command(pool, consumer=consumer, info=info, tasks=" ".join(tasks),
+                            expires_ms=expires_ms, entry_ids=entry_ids)
 
     @staticmethod
     def parse(reply: int) -> None:
@@ -328,8 +353,9 @@ class Purge(Function):
 
 
 ALL: tuple[type[Function], ...] = (Submit, Stats, SampleMemory, Fetch, Ack, AckThenFetch,
-                                   TrimResults, Fail, Release, Heartbeat, Unregister, Replay, Purge)
+                                   TrimResults, Fail, Progress, Release, Heartbeat, Unregister, Replay,
+                                   Purge)
 # What each role runs; the ACL users' commands are read from these functions' files.
 PRODUCER_FUNCTIONS = (Submit, Stats)
-WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Release, Heartbeat,
-                    Unregister, Replay, Purge)
+WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Progress, Release,
+                    Heartbeat, Unregister, Replay, Purge)

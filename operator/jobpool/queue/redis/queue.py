@@ -17,15 +17,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from .. import connection, upkeep
-from ..base import DeadJob, Job, Queue, QueueError, QueueStats, Result
-from ..codec import (check_queue_url, decode_json, encode_json, outcome_of_failure, redact_url,
-                     retry_delay, storable_text)
+from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, Queue, QueueError, QueueStats, Result
+from ..codec import (check_queue_url, decode_json, decode_options, encode_json, encode_options,
+                     outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
 from .entries import job_from_entry, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
 from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, MemorySample,
-                        Purge, Release, Replay, SampleMemory, Stats, TrimResults, Unregister)
+                        Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
+                        Unregister)
 from .submit import SubmitPath
 
 ACK_CHUNK = 500
@@ -204,16 +205,23 @@ class RedisStreamsQueue(SubmitPath, Queue):
                 self.keys, oldest=[(entry_id, fields[RESULT.id]) for entry_id, fields in oldest]))
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float) -> str:
-        outcome = outcome_of_failure(job.attempts, max_attempts)
+                   max_backoff: float, permanent: bool = False) -> str:
+        outcome = outcome_of_failure(job.attempts, max_attempts, permanent)
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
         command = Fail.command(
             self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,
             payload=job.payload_text.encode("utf-8", "surrogateescape"),   # bytes as fetched
             error=storable_text(error[:8000]), outcome=outcome, delay_ms=delay_ms,
-            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap)
+            replayed=job.replayed, dead_letter_cap=self.dead_letter_cap, task=job.task,
+            options=encode_options(job.options))
         with self._errors():
             return (await self._function(Fail, command)).outcome
+
+    async def progress(self, job: Job, value: str) -> bool:
+        command = Progress.command(self.keys, consumer=job.consumer, entry_id=job.token, id=job.id,
+                                   value=value)
+        with self._errors():
+            return await self._function(Progress, command)
 
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:
         tokens = [job.token for job in jobs]
@@ -223,11 +231,14 @@ class RedisStreamsQueue(SubmitPath, Queue):
             return await self._function(Release, Release.command(self.keys, consumer=consumer,
                                                                  entry_ids=tokens))
 
-    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int) -> None:
+    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
+                        tasks: Sequence[str] = ()) -> None:
         now = time.time()
+        expires = now + self.visibility_timeout
         info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
-                           "expiresAt": round(now + self.visibility_timeout, 3)})
-        command = Heartbeat.command(self.keys, consumer=consumer, info=info,
+                           "expiresAt": round(expires, 3)})
+        command = Heartbeat.command(self.keys, consumer=consumer, info=info, tasks=tasks,
+                                    expires_ms=int(expires * 1000),
                                     entry_ids=[job.token for job in jobs])
         with self._errors():
             await self._function(Heartbeat, command)
@@ -278,7 +289,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
             except (ValueError, RecursionError):
                 payload = f.get(DEAD.payload)
             dead.append(DeadJob(f.get(DEAD.id, ""), payload, int(f.get(DEAD.attempts, 0)),
-                                f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000))
+                                f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000,
+                                f.get(DEAD.task, ""), decode_options(f.get(DEAD.options))))
         return dead
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
@@ -291,7 +303,9 @@ class RedisStreamsQueue(SubmitPath, Queue):
 
     async def stats(self) -> QueueStats:
         with self._errors():
-            reply = await self._function(Stats, Stats.command(self.keys, now_ms=int(time.time() * 1000)))
+            reply = await self._function(Stats, Stats.command(
+                self.keys, now_ms=int(time.time() * 1000),
+                horizon_ms=int(SCALE_UP_HORIZON_SECONDS * 1000)))
         return stats_from_reply(*reply)
 
     async def sample_memory(self) -> MemorySample:

@@ -14,9 +14,9 @@ from redis.exceptions import ConnectionError
 from redis.retry import Retry
 
 from .. import connection
-from ..base import PayloadTooLarge, QueueError, QueueFull
-from ..codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, encode_json, new_job_ids,
-                     payload_size)
+from ..base import JobOptions, PayloadTooLarge, QueueError, QueueFull, UnknownTask
+from ..codec import (DEFAULT_MAX_PAYLOAD_BYTES, RawJSON, check_job_id, check_options, check_task,
+                     encode_json, encode_options, new_job_ids, payload_size)
 from .calls import RedisCalls
 from .functions import Submit
 
@@ -36,7 +36,7 @@ class SubmitPath(RedisCalls):
     _options: dict[str, Any]
     _blocking: Any                    # the sync client of submit_blocking, made on first use
     _direct_submits: int              # one-job submits under way on their own
-    _gathered: list[tuple[Any, str | None, asyncio.Future]]
+    _gathered: list[tuple[Any, str | None, str, JobOptions, str, asyncio.Future]]
     _gatherer: asyncio.Task | None
 
     async def _max_payload_bytes(self) -> int:
@@ -46,10 +46,27 @@ class SubmitPath(RedisCalls):
 
     # -- producers -------------------------------------------------------
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
-                          *, wait: bool = True, timeout: float | None = None,
+                          *, task: str | None = None, tasks: Sequence[str | None] | None = None,
+                          options: JobOptions | Sequence[JobOptions] = JobOptions(),
+                          due: str | Sequence[str] = "",
+                          wait: bool = True, timeout: float | None = None,
                           progress: Callable[[int], None] | None = None) -> list[str]:
+        """`task`: every job's task name; `tasks`: one per job instead. `options`: every job's
+        own options, or one per job; `due` (codec.due_of) the same."""
         if ids is not None and len(ids) != len(payloads):
             raise QueueError(f"{len(payloads)} payloads but {len(ids)} ids")
+        if tasks is not None and len(tasks) != len(payloads):
+            raise QueueError(f"{len(payloads)} payloads but {len(tasks)} tasks")
+        if tasks is None:
+            task_names = [check_task(task)] * len(payloads)
+        else:
+            task_names = [check_task(name, index) for index, name in enumerate(tasks)]
+        if isinstance(options, JobOptions):
+            encoded_options = [encode_options(checked_options(options))] * len(payloads)
+        else:
+            encoded_options = [encode_options(checked_options(each, index))
+                               for index, each in enumerate(options)]
+        dues = [due] * len(payloads) if isinstance(due, str) else list(due)
         job_ids = new_job_ids(len(payloads))
         given = ["0"] * len(payloads)
         if ids is not None:
@@ -78,8 +95,10 @@ class SubmitPath(RedisCalls):
         pause = 0.01
         while start < len(job_ids):
             end = chunk_end(ends, start)
-            blob = "\0".join([x for triple in zip(job_ids[start:end], given[start:end],
-                                                   encoded[start:end]) for x in triple])
+            blob = "\0".join([x for job in zip(job_ids[start:end], given[start:end],
+                                                task_names[start:end], encoded_options[start:end],
+                                                dues[start:end], encoded[start:end])
+                               for x in job])
             chunk = job_ids[start:end]
             command = self._submit_command(blob, [job_id for job_id, flag in zip(chunk, given[start:end])
                                                   if flag == "1"], partial=wait)
@@ -90,8 +109,10 @@ class SubmitPath(RedisCalls):
                     # the chunk may have run before the connection dropped: the re-send
                     # dedups every id, generated ones too (they were made here, not in Redis)
                     await connection.drop_connections(self.redis)
-                    blob = "\0".join([x for job_id, payload in zip(chunk, encoded[start:end])
-                                      for x in (job_id, "1", payload)])
+                    blob = "\0".join([x for job_id, name, settings, when, payload in zip(
+                                          chunk, task_names[start:end], encoded_options[start:end],
+                                          dues[start:end], encoded[start:end])
+                                      for x in (job_id, "1", name, settings, when, payload)])
                     command = self._submit_command(blob, chunk, partial=wait)
                     processed, _enqueued, room, refusal = await self._function(Submit, command, write=True)
             if refusal:
@@ -123,6 +144,10 @@ class SubmitPath(RedisCalls):
         if kind == "payload":
             index, size, limit = figures
             return PayloadTooLarge(start + index, size, limit, job_ids[:start])
+        if kind == "task":
+            index, task, known = figures
+            return UnknownTask(self.namespace, self.pool, start + int(index), task, known.split(),
+                               job_ids[:start])
         used, max_memory = figures
         return QueueFull(
             f"queue {self.namespace}/{self.pool} refused the submit: Redis memory is nearly "
@@ -136,31 +161,36 @@ class SubmitPath(RedisCalls):
                               default_max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
                               memory_share=SUBMIT_MEMORY_SHARE)
 
-    async def submit(self, payload: Any, id: str | None = None, *, wait: bool = True) -> str:
+    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                     options: JobOptions = JobOptions(), due: str = "", wait: bool = True) -> str:
         """One job. Submits that overlap (concurrent tasks) travel together: while one is under
         way on its own, the next ones gather and go as one script call (up to SUBMIT_CHUNK)."""
         if not wait or (self._direct_submits == 0 and self._gatherer is None):
             self._direct_submits += 1
             try:
-                return (await self.submit_many([payload], [id], wait=wait))[0]
+                return (await self.submit_many([payload], [id], task=task, options=options,
+                                                due=due, wait=wait))[0]
             finally:
                 self._direct_submits -= 1
         try:
             text = encode_json(payload)
             if id is not None:
                 check_job_id(id, 0)
+            task = check_task(task)
+            checked_options(options)
         except QueueError as exc:
             raise QueueError(f"job 0: {exc}") from None
         if len(text) > LARGE_PAYLOAD:     # checked against the pool's limit before it travels
-            return (await self.submit_many([payload], [id]))[0]
+            return (await self.submit_many([payload], [id], task=task, options=options,
+                                           due=due))[0]
         submitted = asyncio.get_running_loop().create_future()
-        self._gathered.append((RawJSON(text), id, submitted))
+        self._gathered.append((RawJSON(text), id, task, options, due, submitted))
         if self._gatherer is None:
             self._gatherer = asyncio.ensure_future(self._submit_gathered())
         return await submitted
 
     async def _submit_gathered(self) -> None:
-        batch: list[tuple[Any, str | None, asyncio.Future]] = []
+        batch: list[tuple[Any, str | None, str, JobOptions, str, asyncio.Future]] = []
         try:
             while self._gathered:
                 batch = self._gathered[:SUBMIT_CHUNK]
@@ -168,38 +198,49 @@ class SubmitPath(RedisCalls):
                 await self._submit_batch(batch)
         finally:
             self._gatherer = None
-            for _, _, submitted in batch + self._gathered:   # unsettled only if this was cancelled
+            for *_, submitted in batch + self._gathered:   # unsettled only if this was cancelled
                 submitted.cancel()
 
-    async def _submit_batch(self, batch: list[tuple[Any, str | None, asyncio.Future]]) -> None:
+    async def _submit_batch(self, batch: list[tuple[Any, str | None, str, JobOptions, str,
+                                                    asyncio.Future]]) -> None:
         """Submit gathered jobs; each caller gets its id or the error its own submit would get."""
         try:
-            job_ids = await self.submit_many([job[0] for job in batch], [job[1] for job in batch])
+            job_ids = await self.submit_many([job[0] for job in batch], [job[1] for job in batch],
+                                             tasks=[job[2] for job in batch],
+                                             options=[job[3] for job in batch],
+                                             due=[job[4] for job in batch])
         except PayloadTooLarge as exc:   # the chunk was refused: that job fails, the rest go again
-            settle(batch[exc.index][2], error=PayloadTooLarge(0, exc.size, exc.limit))
+            settle(batch[exc.index][-1], error=PayloadTooLarge(0, exc.size, exc.limit))
+            self._gathered[:0] = batch[:exc.index] + batch[exc.index + 1:]
+            return
+        except UnknownTask as exc:       # the same: that job fails, the rest go again
+            settle(batch[exc.index][-1], error=UnknownTask(self.namespace, self.pool, 0, exc.task,
+                                                          exc.known))
             self._gathered[:0] = batch[:exc.index] + batch[exc.index + 1:]
             return
         except QueueFull as exc:         # memory: each one alone, for its own error
-            for job_id, (_, _, submitted) in zip(exc.submitted_ids, batch):
+            for job_id, (*_, submitted) in zip(exc.submitted_ids, batch):
                 settle(submitted, job_id)
-            for payload, id, submitted in batch[len(exc.submitted_ids):]:
+            for payload, id, task, options, due, submitted in batch[len(exc.submitted_ids):]:
                 try:
-                    settle(submitted, (await self.submit_many([payload], [id]))[0])
+                    settle(submitted, (await self.submit_many([payload], [id], task=task,
+                                                              options=options, due=due))[0])
                 except QueueError as error:
                     settle(submitted, error=error)
             return
         except QueueError as exc:        # unreachable or refused: the same for every one
-            for _, _, submitted in batch:
+            for *_, submitted in batch:
                 settle(submitted, error=type(exc)(str(exc)))
             return
         except Exception as exc:         # a bug: every caller sees it, none waits forever
-            for _, _, submitted in batch:
+            for *_, submitted in batch:
                 settle(submitted, error=exc)
             return
-        for job_id, (_, _, submitted) in zip(job_ids, batch):
+        for job_id, (*_, submitted) in zip(job_ids, batch):
             settle(submitted, job_id)
 
-    def submit_blocking(self, payload: Any, id: str | None = None, *,
+    def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
+                        options: JobOptions = JobOptions(), due: str = "",
                         wait: bool = True) -> tuple[str | None, bool]:
         """The sync SDK's one-job submit over a sync connection: an event loop's round trip
         costs the client three times the CPU. Anything but a plain success (a bad payload or
@@ -207,6 +248,8 @@ class SubmitPath(RedisCalls):
         try:
             text = encode_json(payload)
             job_id = new_job_ids(1)[0] if id is None else check_job_id(id, 0)
+            task = check_task(task)
+            settings = encode_options(checked_options(options))
         except QueueError:
             return id, False
         # cluster and sentinel URLs and replicated pools take the async path, which routes and WAITs
@@ -215,7 +258,7 @@ class SubmitPath(RedisCalls):
         if len(text) > LARGE_PAYLOAD:
             return job_id, False
         given = "0" if id is None else "1"
-        command = self._submit_command(f"{job_id}\0{given}\0{text}", [] if id is None else [job_id],
+        command = self._submit_command(f"{job_id}\0{given}\0{task}\0{settings}\0{due}\0{text}", [] if id is None else [job_id],
                                        partial=wait)
         try:
             if self._blocking is None:
@@ -241,6 +284,10 @@ def settle(submitted: asyncio.Future, job_id: str | None = None, *,
         submitted.set_result(job_id)
 
 
+
+
+def checked_options(options: JobOptions, index: int | None = None) -> JobOptions:
+    return check_options(options.timeout, options.max_attempts, options.backoff, index)
 
 
 def chunk_end(ends: list[int], start: int) -> int:

@@ -1,11 +1,13 @@
--- fail: a failed attempt of a job its worker holds: a retry after delay_ms, or a dead letter.
+-- fail: a failed attempt of a job its worker holds: a retry after delay_ms, or a dead letter
+-- (outcome dead_lettered after the last attempt, permanent at once: counted apart).
 -- -> the outcome, or "duplicate" when the worker no longer holds the delivery: another worker
 -- reclaimed the job (and runs it) or finished it, so a late failure neither schedules another
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
-  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'job_result'},
+  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
+          'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
-          'replayed', 'dead_letter_cap'},
+          'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
 }, function(k, a)
   local refused = worker_only('fail', 'XACK', k.stream, GROUP, '0-0')
@@ -18,12 +20,12 @@ register('fail', {
       return 'retried'
     end
     local dead_entry = redis.call('HGET', k.dead_ids, id)
-    if outcome == 'dead_lettered' and dead_entry then
+    if outcome ~= 'retried' and dead_entry then
       local found = redis.call('XRANGE', k.dead, dead_entry, dead_entry)
       if found[1] then
         local f = found[1][2]
         for i = 1, #f, 2 do
-          if f[i] == DEAD.attempts and f[i + 1] == attempts then return 'dead_lettered' end
+          if f[i] == DEAD.attempts and f[i + 1] == attempts then return outcome end
         end
       end
     end
@@ -32,6 +34,7 @@ register('fail', {
   end
   redis.call('XACK', stream, GROUP, a.entry_id)
   redis.call('XDEL', stream, a.entry_id)
+  redis.call('HDEL', k.progress, id)
   if redis.call('EXISTS', k.job_result) == 1 then
     redis.call('HINCRBY', k.counters, 'duplicates', 1)
     return 'duplicate'
@@ -39,17 +42,20 @@ register('fail', {
   local now = now_ms()
   if outcome == 'retried' then
     redis.call('ZADD', k.delayed, now + tonumber(a.delay_ms), id)
-    redis.call('HSET', k.delayed_jobs, id, attempts .. ':' .. a.replayed .. ':' .. a.payload)
+    redis.call('HSET', k.delayed_jobs, id, pack_delayed(attempts, a.replayed, a.task, a.options,
+                                                             a.payload))
     redis.call('HINCRBY', k.counters, 'retried', 1)
     return 'retried'
   end
+  if outcome ~= 'permanent' then outcome = 'dead_lettered' end   -- the counter it names
   local dead_entry = redis.call('XADD', k.dead, '*', DEAD.id, id, DEAD.payload, a.payload,
-                                DEAD.attempts, attempts, DEAD.error, a.error, DEAD.time, tostring(now))
+                                DEAD.attempts, attempts, DEAD.error, a.error, DEAD.time, tostring(now),
+                                DEAD.task, a.task, DEAD.options, a.options)
   local previous = redis.call('HGET', k.dead_ids, id)
   if previous then redis.call('XDEL', k.dead, previous) end
   redis.call('HSET', k.dead_ids, id, dead_entry)
   redis.call('SREM', k.live, id)
-  if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, 'dead_lettered', 1) end
+  if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, outcome, 1) end
   -- at most `dead_letter_cap` dead letters are kept: the oldest go first
   local excess = redis.call('XLEN', k.dead) - tonumber(a.dead_letter_cap)
   if excess > 0 then
@@ -58,5 +64,5 @@ register('fail', {
       redis.call('XDEL', k.dead, old[1])
     end
   end
-  return 'dead_lettered'
+  return outcome
 end)

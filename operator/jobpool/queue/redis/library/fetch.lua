@@ -1,8 +1,8 @@
--- fetch: promote due retries, reclaim released and stale entries, read new ones, for `count`
--- free slots of `consumer`.
+-- fetch: promote due retries and scheduled jobs, reclaim released and stale entries, read new
+-- ones, for `count` free slots of `consumer`.
 -- -> {now, next_due, reclaimed, fresh}; reclaimed = {{entry_id, fields, deliveries}...}
 register('fetch', {
-  keys = {'stream', 'delayed', 'delayed_jobs', 'reclaim_gate', 'reclaim_cursor'},
+  keys = {'stream', 'delayed', 'delayed_jobs', 'reclaim_gate', 'reclaim_cursor', 'scheduled'},
   args = {'consumer', 'count', 'visibility_ms', 'reclaim_interval_ms'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -11,16 +11,19 @@ register('fetch', {
   local stream, consumer, count, visibility = k.stream, a.consumer, tonumber(a.count), a.visibility_ms
   ensure_group(stream)
   local now = now_ms()
-  -- due retries become waiting entries again; this is why no worker polls for them
-  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    local packed = redis.call('HGET', k.delayed_jobs, id)
-    if packed then
-      local attempts, replayed, payload = string.match(packed, '^(%d+):(%d):(.*)$')
-      redis.call('XADD', stream, '*', entry_fields(id, payload, attempts, tostring(now), replayed))
+  -- due retries and scheduled jobs become waiting entries; this is why no worker polls for them
+  for _, set in ipairs({k.delayed, k.scheduled}) do
+    local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 1000)
+    for _, id in ipairs(due) do
+      local packed = redis.call('HGET', k.delayed_jobs, id)
+      if packed then
+        local attempts, replayed, task, options, payload = unpack_delayed(packed)
+        redis.call('XADD', stream, '*', entry_fields(id, payload, attempts, tostring(now), replayed,
+                                                     task, options))
+      end
+      redis.call('ZREM', set, id)
+      redis.call('HDEL', k.delayed_jobs, id)
     end
-    redis.call('ZREM', k.delayed, id)
-    redis.call('HDEL', k.delayed_jobs, id)
   end
   local reclaimed = {}
   -- jobs given back by a draining worker go first, to whoever asks next
@@ -70,7 +73,9 @@ register('fetch', {
     if res then fresh = res[1][2] end
   end
   local next_due = -1
-  local first = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
-  if first[2] then next_due = tonumber(first[2]) end
+  for _, set in ipairs({k.delayed, k.scheduled}) do
+    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if first[2] and (next_due < 0 or tonumber(first[2]) < next_due) then next_due = tonumber(first[2]) end
+  end
   return {now, next_due, reclaimed, fresh}
 end)

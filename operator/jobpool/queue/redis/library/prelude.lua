@@ -123,8 +123,39 @@ local function memory_used_and_max()
     tonumber(string.match(info, 'maxmemory:(%d+)'))
 end
 
--- A waiting entry's fields in the order XADD writes them.
-local function entry_fields(id, payload, attempts, at, replayed)
-  return ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
-    ENTRY.replayed, replayed
+-- A waiting entry's fields in the order XADD writes them; a job without a task or options of
+-- its own has no such field.
+local function entry_fields(id, payload, attempts, at, replayed, task, options)
+  local fields = {ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
+                  ENTRY.replayed, replayed}
+  if task and task ~= '' then
+    fields[#fields + 1] = ENTRY.task
+    fields[#fields + 1] = task
+  end
+  if options and options ~= '' then
+    fields[#fields + 1] = ENTRY.options
+    fields[#fields + 1] = options
+  end
+  return unpack(fields)
+end
+
+-- A retry waiting in the delayed set, packed as "<attempts>:<replayed>:<payload>", with
+-- "=<task>:" and then "~<options>:" before the payload for a job with a task or options (a JSON
+-- payload never starts with '=' or '~'; task names and options hold no ':').
+local function pack_delayed(attempts, replayed, task, options, payload)
+  local packed = attempts .. ':' .. replayed .. ':'
+  if task ~= '' then packed = packed .. '=' .. task .. ':' end
+  if options ~= '' then packed = packed .. '~' .. options .. ':' end
+  return packed .. payload
+end
+
+-- -> attempts, replayed, task, options, payload
+local function unpack_delayed(packed)
+  local attempts, replayed, rest = string.match(packed, '^(%d+):(%d):(.*)$')
+  local task, options = '', ''
+  local found, after = string.match(rest, '^=([^:]*):(.*)$')
+  if found then task, rest = found, after end
+  found, after = string.match(rest, '^~([^:]*):(.*)$')
+  if found then options, rest = found, after end
+  return attempts, replayed, task, options, rest
 end

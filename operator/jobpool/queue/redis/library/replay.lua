@@ -27,7 +27,8 @@ register('replay', {
       for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
       local id = fields[DEAD.id]
       redis.call('SADD', k.live, id)
-      redis.call('XADD', k.stream, '*', entry_fields(id, fields[DEAD.payload], '0', now, '1'))
+      redis.call('XADD', k.stream, '*', entry_fields(id, fields[DEAD.payload], '0', now, '1',
+                                                 fields[DEAD.task], fields[DEAD.options]))
       redis.call('XDEL', k.dead, e)
       redis.call('HDEL', k.dead_ids, id)
       n = n + 1

@@ -2,11 +2,15 @@
 -- its payload limit and the memory Redis has left.
 -- keys: the result key of each caller-given id, in the order of the blob (generated ids are
 --   new: they have none)
--- args: blob of (id, given(1|0), payload); partial(1|0): enqueue what fits;
+-- args: blob of (id, given(1|0), task, options, due, payload); due: "" (now), unix ms, or
+--   "+ms" from Redis's clock: a job due later waits in `scheduled` (its entry packed in
+--   delayed_jobs, as a retry's); partial(1|0): enqueue what fits;
 --   memory_share: submits stop when used memory would pass this share of maxmemory
 -- -> {processed, enqueued, room}; processed < number of jobs means the queue is full.
 -- Nothing is enqueued when a payload is too large: {0, 0, room, 'payload', index, size, limit},
--- or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}.
+-- or when Redis memory is nearly full: {0, 0, room, 'memory', used, maxmemory}, or when a job
+-- names a task that no live worker serves while some live worker published its tasks (in `tasks`,
+-- task -> until when, ms): {0, 0, room, 'task', index, task, the tasks served, space-separated}.
 
 -- INFO costs more than the rest of a one-job submit, so each pool reads it at most every
 -- MEMORY_SAMPLE_MS into its memory hash (sample = used:maxmemory:time) and adds an estimate
@@ -43,12 +47,13 @@ local function record_memory(memory, used, max_memory, now, fresh, added)
 end
 
 register('submit', {
-  keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'given_results...'},
+  keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'scheduled',
+          'delayed_jobs', 'given_results...'},
   args = {'partial', 'blob', 'default_max_payload_bytes', 'memory_share'},
 }, function(k, a)
   local stream, memory = k.stream, k.memory
   local partial = a.partial == '1'
-  local jobs = split_blob(a.blob, 3)
+  local jobs = split_blob(a.blob, 6)
   local n = #jobs
   local result_keys, given_count = {}, 0
   for i = 1, n do
@@ -60,11 +65,30 @@ register('submit', {
   local settings = redis.call('HMGET', k.config, 'max_payload_bytes', 'max_length')
   local max_payload = tonumber(settings[1] or '') or tonumber(a.default_max_payload_bytes)
   for i = 1, n do
-    local size = #jobs[i][3]
+    local size = #jobs[i][6]
     if size > max_payload then return {0, 0, -1, 'payload', i - 1, size, max_payload} end
   end
-  -- refused well before Redis itself refuses writes, so workers can still store results
   local now = now_ms()
+  local published = redis.call('HGETALL', k.tasks)
+  if published[1] then
+    local served, names = {}, {}
+    for i = 1, #published, 2 do
+      if tonumber(published[i + 1]) >= now then
+        served[published[i]] = true
+        names[#names + 1] = published[i]
+      end
+    end
+    if names[1] then   -- jobs without a task are the default task's, whoever serves it
+      for i = 1, n do
+        local task = jobs[i][3]
+        if task ~= '' and not served[task] then
+          table.sort(names)
+          return {0, 0, -1, 'task', i - 1, task, table.concat(names, ' ')}
+        end
+      end
+    end
+  end
+  -- refused well before Redis itself refuses writes, so workers can still store results
   local share = tonumber(a.memory_share)
   local sample = redis.call('HMGET', memory, MEMORY.sample, MEMORY.added)
   local used, max_memory, fresh = sampled_memory(sample[1], sample[2], now, #a.blob, share)
@@ -76,6 +100,15 @@ register('submit', {
     return redis.call('SISMEMBER', k.live, id) == 1 or redis.call('EXISTS', result_keys[i]) == 1
       or redis.call('HEXISTS', k.dead_ids, id) == 1
   end
+  -- when job i is due, if later than now (ms); nil: now
+  local function due_at(i)
+    local due = jobs[i][5]
+    if due == '' then return nil end
+    local at = tonumber(due)
+    if string.sub(due, 1, 1) == '+' then at = now + tonumber(string.sub(due, 2)) end
+    if at and at > now then return at end
+    return nil
+  end
   local max_length = tonumber(settings[2] or '0') or 0
   local room = -1
   if max_length > 0 then
@@ -84,7 +117,7 @@ register('submit', {
     if not partial then
       local new = 0
       for i = 1, n do
-        if jobs[i][2] == '0' or not known(i) then new = new + 1 end
+        if not due_at(i) and (jobs[i][2] == '0' or not known(i)) then new = new + 1 end
       end
       if new > room then return {0, 0, room} end
     end
@@ -93,13 +126,20 @@ register('submit', {
   local stamp = tostring(now)
   local processed, enqueued = 0, 0
   for i = 1, n do
-    local id, given, payload = jobs[i][1], jobs[i][2], jobs[i][3]
+    local id, given, task, options, _, payload = unpack(jobs[i])
+    local due = due_at(i)
     if given == '1' and known(i) then
       processed = processed + 1
+    elseif due then    -- scheduled jobs do not wait yet: maxLength does not count them
+      redis.call('SADD', k.live, id)
+      redis.call('ZADD', k.scheduled, due, id)
+      redis.call('HSET', k.delayed_jobs, id, pack_delayed('0', '0', task, options, payload))
+      processed = processed + 1
+      enqueued = enqueued + 1
     else
       if room == 0 then break end
       redis.call('SADD', k.live, id)
-      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0'))
+      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
       processed = processed + 1
       enqueued = enqueued + 1
       if room > 0 then room = room - 1 end
