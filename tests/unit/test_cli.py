@@ -66,7 +66,7 @@ def test_the_progress_bar_stays_silent_off_a_terminal():
 import argparse  # noqa: E402
 
 import yaml  # noqa: E402
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import example, given, strategies as st  # noqa: E402
 
 from jobpool._output import to_yaml  # noqa: E402
 from jobpool.cli import build_parser, candidates, cluster_mode  # noqa: E402
@@ -80,6 +80,8 @@ json_values = st.recursive(
 
 
 @given(json_values)
+@example({"\u2028": 0})   # a YAML line break inside a quoted key or value (found by the property)
+@example(["a\u2029b"])
 def test_the_yaml_output_reads_back_as_the_same_value(value):
     assert yaml.safe_load(to_yaml(value)) == value
 
