@@ -253,6 +253,14 @@ def add_results(commands) -> None:
     results.set_defaults(run=cmd_results, role=PRODUCER)
 
 
+def add_job(commands) -> None:
+    job = commands.add_parser("job", help="one job's state, task, attempts, worker, error, "
+                              "progress, result")
+    _queue_flags(job, outputs=("text", "json", "yaml"))
+    job.add_argument("id", help="the job's id")
+    job.set_defaults(run=cmd_job, role=WORKER)   # the worker's function: it reads errors
+
+
 def add_dlq(commands) -> None:
     dlq = commands.add_parser("dlq", help="inspect and re-run dead jobs")
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -290,7 +298,7 @@ def add_ui(commands) -> None:
     commands.choices["ui"].set_defaults(run=lambda args, stdin, stdout: ui_command.run(args))
 
 
-SUBCOMMANDS = [add_operator, add_worker, add_submit, add_status, add_results, add_dlq,
+SUBCOMMANDS = [add_operator, add_worker, add_submit, add_status, add_results, add_job, add_dlq,
                add_ui, add_version, add_completion]
 
 
@@ -457,6 +465,28 @@ async def cmd_results(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -
         await queue.close()
     if args.output != "jsonl":
         write(stdout, collected, args.output)
+    return 0
+
+
+def format_job(record: dict[str, Any]) -> str:
+    """`jobpool job`'s text: one `name: value` line per fact the job's state has."""
+    return "".join(f"{name}: {value if isinstance(value, str) else json.dumps(value)}\n"
+                   for name, value in record.items() if value not in (None, ""))
+
+
+async def cmd_job(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    queue = _open(args)
+    try:
+        state = await queue.job(args.id)
+    finally:
+        await queue.close()
+    if state is None:
+        raise NotFound(f"no job {args.id!r} in pool {args.namespace}/{args.pool} (never "
+                       f"submitted, or its result expired)")
+    if args.output in STRUCTURED:
+        write(stdout, state.as_record(), args.output)
+    else:
+        stdout.write(format_job(state.as_record()))
     return 0
 
 

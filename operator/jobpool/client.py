@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Sequence
 
-from .queue import DeadJob, JobOptions, QueueStats, Result, open_queue
+from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
 from .queue.codec import check_name, due_of
 
 
@@ -51,6 +51,12 @@ class AsyncClient:
 
     def results(self, follow: bool = False) -> AsyncIterator[Result]:
         return self.queue.results(follow)
+
+    async def job(self, id: str) -> JobState | None:
+        """The job's state (waiting, scheduled, running, retrying, succeeded, dead), task,
+        attempts, worker, timestamps, last error, progress and result; None for an id the pool
+        does not know. Needs the pool's worker user: a producer's may not read it."""
+        return await self.queue.job(id)
 
     async def status(self) -> QueueStats:
         return await self.queue.stats()
@@ -107,6 +113,9 @@ class Client:
         async def collect() -> list[Result]:
             return [r async for r in self._async.results(follow=False)]
         return self._run(collect())
+
+    def job(self, id: str) -> JobState | None:
+        return self._run(self._async.job(id))
 
     def status(self) -> QueueStats:
         return self._run(self._async.status())

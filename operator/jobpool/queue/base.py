@@ -104,6 +104,32 @@ class DeadJob:
     options: JobOptions = JobOptions()
 
 
+JOB_STATES = ("waiting", "scheduled", "running", "retrying", "succeeded", "dead")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobState:
+    """One job as `jobpool job` shows it; None where the state has no such fact."""
+    id: str
+    state: str                        # one of JOB_STATES
+    task: str = ""
+    attempts: int | None = None       # attempts used; a running job's include the one it runs
+    worker: str | None = None         # the worker running it
+    enqueued_at: float | None = None  # unix seconds, when it was submitted or became due again
+    due_at: float | None = None       # when a scheduled job or a retry is due
+    finished_at: float | None = None  # when it was dead-lettered
+    error: str | None = None          # the last error: a retry's, a dead letter's
+    progress: Any = None              # the last progress a running job reported
+    result: Any = None                # a succeeded job's result
+
+    def as_record(self) -> dict[str, Any]:
+        """The keys of `jobpool job --output json`."""
+        return {"id": self.id, "state": self.state, "task": self.task, "attempts": self.attempts,
+                "worker": self.worker, "enqueuedAt": self.enqueued_at, "dueAt": self.due_at,
+                "finishedAt": self.finished_at, "error": self.error, "progress": self.progress,
+                "result": self.result}
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
     id: str                # the pod name in a cluster
@@ -250,6 +276,11 @@ class Queue(abc.ABC):
         """Keep `value` (JSON) as the running job's last progress; False when its worker no
         longer holds it."""
         return False
+
+    async def job(self, id: str) -> JobState | None:
+        """The job's state; None for an id the pool does not know (never submitted, or its
+        result expired)."""
+        return None
 
     @abc.abstractmethod
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:

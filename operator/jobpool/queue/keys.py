@@ -45,6 +45,10 @@ class PoolKeys:
         return self.key("progress")
 
     @property
+    def errors(self) -> str:           # HASH id -> the last error of a job that will be retried
+        return self.key("errors")
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 

@@ -301,6 +301,24 @@ def test_a_producer_user_schedules_jobs_it_cannot_read_back(users, queue):
     assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
 
 
+def test_a_worker_user_reads_a_jobs_state_and_a_producer_user_may_not(users, queue):
+    # job state holds a retry's error and a dead letter's, which a producer may not read
+    producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    worker = SyncQueue(users.url(acl.WORKER), "it", users.pool)
+    try:
+        producer.submit_many([{"n": 1}, {"n": 2}], ["fails", "held"])
+        [job] = [j for j in queue.fetch("real-worker", 2, 0) if j.id == "fails"] or [None]
+        assert queue.fail(job, "boom", max_attempts=3, backoff=60, max_backoff=60) == "retried"
+        retrying, held = worker.job("fails"), worker.job("held")
+        assert (retrying.state, retrying.error, held.state, held.worker) == ("retrying", "boom", "running", "real-worker")
+        with pytest.raises(QueueError, match=DENIED):
+            producer.job("fails")
+        assert not [entry for entry in users.denials() if entry["username"].endswith(".worker")]
+    finally:
+        producer.close()
+        worker.close()
+
+
 def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
     """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
     from jobpool.controller.credentials import QueueAdmin

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import Job, QueueStats, WorkerInfo
+from ..base import Job, JobState, QueueStats, WorkerInfo
 from ..codec import RawJSON, decode_options
 from .fields import ENTRY
 
@@ -130,6 +130,24 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         delayed_due=int(delayed_due), scheduled_due=int(scheduled_due),
         progress={job_id: _json_or_text(value) for job_id, value in zip((progress or [])[::2],
                                                                          (progress or [])[1::2])})
+
+
+def job_state(id: str, reply: Any) -> JobState | None:
+    """The job function's reply (functions.JobReply) as a JobState; None for an unknown id.
+    Times are unix ms there, seconds here; "" is a fact the state has not."""
+    if not reply.state:
+        return None
+
+    def seconds(ms: str) -> float | None:
+        return int(float(ms)) / 1000 if ms else None
+
+    return JobState(
+        id=id, state=reply.state, task=reply.task,
+        attempts=int(reply.attempts) if reply.attempts else None, worker=reply.worker or None,
+        enqueued_at=seconds(reply.enqueued_ms), due_at=seconds(reply.due_ms),
+        finished_at=seconds(reply.finished_ms), error=reply.error or None,
+        progress=_json_or_text(reply.progress) if reply.progress else None,
+        result=_json_or_text(reply.result) if reply.state == "succeeded" else None)
 
 
 def _json_or_text(value: str) -> Any:

@@ -184,7 +184,7 @@ class AckReply(NamedTuple):
 
 class Ack(Function):
     NAME = "ack"
-    KEYS = ("stream", "live", "counters", "results", "progress", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob")
 
     @classmethod
@@ -202,7 +202,7 @@ class Ack(Function):
 class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
-    KEYS = ("stream", "live", "counters", "results", "progress", "delayed", "delayed_jobs",
+    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "delayed", "delayed_jobs",
             "reclaim_gate", "reclaim_cursor", "scheduled", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
@@ -246,7 +246,7 @@ class FailReply(NamedTuple):
 class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
-            "job_result")
+            "errors", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
             "replayed", "dead_letter_cap", "task", "options")
 
@@ -276,6 +276,34 @@ class Progress(Function):
     @staticmethod
     def parse(reply: int) -> bool:
         return bool(int(reply))
+
+
+class JobReply(NamedTuple):
+    state: str             # succeeded | dead | scheduled | retrying | running | waiting | "" (unknown)
+    task: str
+    attempts: str          # attempts used ("" when not known); a running job's include its own
+    worker: str            # the consumer running it
+    enqueued_ms: str       # when it was enqueued or became due again
+    due_ms: str            # when a scheduled job or a retry is due
+    finished_ms: str       # when it was dead-lettered
+    error: str             # the last error (a retry's, a dead letter's)
+    progress: str          # the last progress (JSON) of a running job
+    result: str            # a succeeded job's result (JSON)
+
+
+class JobLookup(Function):
+    NAME = "job"
+    KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead", "dead_ids", "progress",
+            "errors", "job_result")
+    ARGS = ("id", "scan_limit")
+
+    @classmethod
+    def command(cls, pool: PoolKeys, *, id: str, scan_limit: int) -> tuple:
+        return cls._command(pool, job_result=pool.result(id), id=id, scan_limit=scan_limit)
+
+    @staticmethod
+    def parse(reply: list) -> JobReply:
+        return JobReply(*reply)
 
 
 class Release(Function):
@@ -353,9 +381,9 @@ class Purge(Function):
 
 
 ALL: tuple[type[Function], ...] = (Submit, Stats, SampleMemory, Fetch, Ack, AckThenFetch,
-                                   TrimResults, Fail, Progress, Release, Heartbeat, Unregister, Replay,
-                                   Purge)
+                                   TrimResults, Fail, Progress, JobLookup, Release, Heartbeat, Unregister,
+                                   Replay, Purge)
 # What each role runs; the ACL users' commands are read from these functions' files.
 PRODUCER_FUNCTIONS = (Submit, Stats)
-WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Progress, Release,
-                    Heartbeat, Unregister, Replay, Purge)
+WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Progress, JobLookup,
+                    Release, Heartbeat, Unregister, Replay, Purge)

@@ -17,14 +17,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from .. import connection, upkeep
-from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, Queue, QueueError, QueueStats, Result
+from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, JobState, Queue, QueueError, QueueStats, Result
 from ..codec import (check_queue_url, decode_json, decode_options, encode_json, encode_options,
                      outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
-from .entries import job_from_entry, readable, stats_from_reply, stream_entries
+from .entries import job_from_entry, job_state, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
-from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, MemorySample,
+from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
                         Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
                         Unregister)
 from .submit import SubmitPath
@@ -42,6 +42,11 @@ def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStr
     check_queue_url(url)
     return RedisStreamsQueue(url, namespace, pool, **options)
 
+
+
+# `job` looks for a waiting or running job among this many stream entries (one read-only function
+# call); a live job further back is reported waiting without its task or attempts.
+JOB_SCAN_LIMIT = 10_000
 
 
 class RedisStreamsQueue(SubmitPath, Queue):
@@ -292,6 +297,12 @@ class RedisStreamsQueue(SubmitPath, Queue):
                                 f.get(DEAD.error, ""), int(f.get(DEAD.time, 0)) / 1000,
                                 f.get(DEAD.task, ""), decode_options(f.get(DEAD.options))))
         return dead
+
+    async def job(self, id: str) -> JobState | None:
+        with self._errors():
+            reply = await self._function(JobLookup, JobLookup.command(
+                self.keys, id=id, scan_limit=JOB_SCAN_LIMIT))
+        return job_state(id, reply)
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
         with self._errors():

@@ -5,7 +5,7 @@
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
-          'job_result'},
+          'errors', 'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
           'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
@@ -44,6 +44,7 @@ register('fail', {
     redis.call('ZADD', k.delayed, now + tonumber(a.delay_ms), id)
     redis.call('HSET', k.delayed_jobs, id, pack_delayed(attempts, a.replayed, a.task, a.options,
                                                              a.payload))
+    redis.call('HSET', k.errors, id, a.error)   -- shown by job until the job finishes
     redis.call('HINCRBY', k.counters, 'retried', 1)
     return 'retried'
   end
@@ -55,6 +56,7 @@ register('fail', {
   if previous then redis.call('XDEL', k.dead, previous) end
   redis.call('HSET', k.dead_ids, id, dead_entry)
   redis.call('SREM', k.live, id)
+  redis.call('HDEL', k.errors, id)           -- the dead letter holds it now
   if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, outcome, 1) end
   -- at most `dead_letter_cap` dead letters are kept: the oldest go first
   local excess = redis.call('XLEN', k.dead) - tonumber(a.dead_letter_cap)

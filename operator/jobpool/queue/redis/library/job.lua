@@ -1,0 +1,80 @@
+-- job: one job's state, read only (a worker's function: it reads the dead letters' errors and
+-- the waiting entries, which a producer's user may not).
+-- -> {state, task, attempts, worker, enqueued_ms, due_ms, finished_ms, error, progress, result};
+-- state: succeeded | dead | scheduled | retrying | running | waiting, or '' for an id the pool
+-- does not know (never submitted, or its result expired); a field not known is ''.
+-- Waiting and running entries are found among the first `scan_limit` entries of the stream
+-- (the pending ones first); a live job past them is reported waiting without its details.
+register('job', {
+  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead', 'dead_ids', 'progress',
+          'errors', 'job_result'},
+  args = {'id', 'scan_limit'},
+  flags = {'no-writes'},
+}, function(k, a)
+  local id = a.id
+  local job = {state = '', task = '', attempts = '', worker = '', enqueued = '', due = '',
+               finished = '', error = redis.call('HGET', k.errors, id) or '',
+               progress = redis.call('HGET', k.progress, id) or '', result = ''}
+  local function reply()
+    return {job.state, job.task, job.attempts, job.worker, job.enqueued, job.due, job.finished,
+            job.error, job.progress, job.result}
+  end
+  local stored = redis.call('GET', k.job_result)
+  if stored then
+    job.state = 'succeeded'
+    job.attempts, job.result = string.match(stored, '^(%d+):(.*)$')
+    return reply()
+  end
+  local dead_entry = redis.call('HGET', k.dead_ids, id)
+  if dead_entry then
+    local found = redis.call('XRANGE', k.dead, dead_entry, dead_entry)
+    if found[1] then
+      local f = found[1][2]
+      local fields = {}
+      for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
+      job.state, job.task, job.attempts = 'dead', fields[DEAD.task] or '', fields[DEAD.attempts]
+      job.error, job.finished = fields[DEAD.error], fields[DEAD.time]
+      return reply()
+    end
+  end
+  for _, set in ipairs({{k.scheduled, 'scheduled'}, {k.delayed, 'retrying'}}) do
+    local due = redis.call('ZSCORE', set[1], id)
+    if due then
+      job.state, job.due = set[2], due
+      local packed = redis.call('HGET', k.delayed_jobs, id)
+      if packed then
+        local attempts, _, task = unpack_delayed(packed)
+        job.attempts, job.task = attempts, task
+      end
+      return reply()
+    end
+  end
+  if redis.call('SISMEMBER', k.live, id) == 0 then return reply() end
+  job.state = 'waiting'
+  local limit = tonumber(a.scan_limit)
+  -- its entry's fields -> whether it is this job's
+  local function read(fields)
+    if fields[2] ~= id then return false end
+    local named = {}
+    for i = 1, #fields, 2 do named[fields[i]] = fields[i + 1] end
+    job.task, job.attempts, job.enqueued = named[ENTRY.task] or '', named[ENTRY.attempts], named[ENTRY.time]
+    return true
+  end
+  local ok, pending = pcall(redis.call, 'XPENDING', k.stream, GROUP, '-', '+', limit)
+  if ok then
+    for _, info in ipairs(pending) do
+      local found = redis.call('XRANGE', k.stream, info[1], info[1])
+      if found[1] and read(found[1][2]) then
+        if info[2] ~= RELEASED_CONSUMER then   -- given back on drain: waiting for the next fetch
+          job.state, job.worker = 'running', info[2]
+          job.attempts = tostring(tonumber(job.attempts) + info[4])
+        end
+        return reply()
+      end
+    end
+  end
+  for _, entry in ipairs(redis.call('XRANGE', k.stream, '-', '+', 'COUNT', limit)) do
+    if read(entry[2]) then return reply() end
+  end
+  return reply()
+end)
