@@ -77,7 +77,8 @@ def format_status(namespace: str, pool: str, stats: QueueStats) -> str:
         f"scheduled {s['scheduled']}  "
         f"deadLetter {s['deadLetter']}",
         f"jobs      submitted {s['submitted']}  succeeded {s['succeeded']}  retried "
-        f"{s['retried']}  deadLettered {s['deadLettered']}  permanent {s['permanent']}",
+        f"{s['retried']}  deadLettered {s['deadLettered']}  permanent {s['permanent']}  "
+        f"cancelled {s['cancelled']}",
         f"workers   {s['workers']}  busySlots {s['busySlots']}/{s['totalSlots']}  saturation "
         f"{s['saturation']:.2f}",
     ]
@@ -261,6 +262,13 @@ def add_job(commands) -> None:
     job.set_defaults(run=cmd_job, role=WORKER)   # the worker's function: it reads errors
 
 
+def add_cancel(commands) -> None:
+    cancel = commands.add_parser("cancel", help="withdraw jobs that have not run yet")
+    _queue_flags(cancel, outputs=("text", "json", "yaml"))
+    cancel.add_argument("--id", action="append", required=True, help="a job's id (repeatable)")
+    cancel.set_defaults(run=cmd_cancel, role=WORKER)   # the worker's function: it removes entries
+
+
 def add_dlq(commands) -> None:
     dlq = commands.add_parser("dlq", help="inspect and re-run dead jobs")
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -298,7 +306,7 @@ def add_ui(commands) -> None:
     commands.choices["ui"].set_defaults(run=lambda args, stdin, stdout: ui_command.run(args))
 
 
-SUBCOMMANDS = [add_operator, add_worker, add_submit, add_status, add_results, add_job, add_dlq,
+SUBCOMMANDS = [add_operator, add_worker, add_submit, add_status, add_results, add_job, add_cancel, add_dlq,
                add_ui, add_version, add_completion]
 
 
@@ -468,6 +476,17 @@ async def cmd_results(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -
     return 0
 
 
+# `jobpool cancel`'s text for each outcome of the cancel function.
+CANCEL_OUTCOMES = {
+    "cancelled": "cancelled",
+    "running": "running, not cancelled: a running job cannot be cancelled yet",
+    "succeeded": "already succeeded, nothing changed",
+    "dead": "already dead-lettered, nothing changed",
+    "was cancelled": "already cancelled, nothing changed",
+    "unknown": "unknown",
+}
+
+
 def format_job(record: dict[str, Any]) -> str:
     """`jobpool job`'s text: one `name: value` line per fact the job's state has."""
     return "".join(f"{name}: {value if isinstance(value, str) else json.dumps(value)}\n"
@@ -487,6 +506,24 @@ async def cmd_job(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         write(stdout, state.as_record(), args.output)
     else:
         stdout.write(format_job(state.as_record()))
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    queue = _open(args)
+    try:
+        outcomes = await queue.cancel(args.id)
+    finally:
+        await queue.close()
+    if args.output in STRUCTURED:
+        write(stdout, outcomes, args.output)
+    else:
+        stdout.write("".join(f"{job_id}: {CANCEL_OUTCOMES.get(outcome, outcome)}\n"
+                             for job_id, outcome in outcomes.items()))
+    unknown = [job_id for job_id, outcome in outcomes.items() if outcome == "unknown"]
+    if unknown:
+        raise NotFound(f"no job {', '.join(repr(job_id) for job_id in unknown)} in pool "
+                       f"{args.namespace}/{args.pool}")
     return 0
 
 

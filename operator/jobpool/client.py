@@ -58,6 +58,12 @@ class AsyncClient:
         does not know. Needs the pool's worker user: a producer's may not read it."""
         return await self.queue.job(id)
 
+    async def cancel(self, id: str) -> str:
+        """Withdraw a job: "cancelled" (it was waiting, scheduled or a retry waiting for its
+        backoff: removed now), "running" (not cancelled), "succeeded", "dead" or "was cancelled"
+        (finished: nothing changed), "unknown". Needs the pool's worker user."""
+        return (await self.queue.cancel([id]))[id]
+
     async def status(self) -> QueueStats:
         return await self.queue.stats()
 
@@ -116,6 +122,9 @@ class Client:
 
     def job(self, id: str) -> JobState | None:
         return self._run(self._async.job(id))
+
+    def cancel(self, id: str) -> str:
+        return self._run(self._async.cancel(id))
 
     def status(self) -> QueueStats:
         return self._run(self._async.status())

@@ -40,7 +40,7 @@ def test_submit_prints_ids_and_status_json_has_the_documented_keys(capsys, pool_
     code, out, _ = run(capsys, "status", *pool_args, "--output", "json")
     status = json.loads(out)
     assert list(status) == ["waiting", "inFlight", "delayed", "scheduled", "deadLetter", "submitted",
-                            "succeeded", "retried", "deadLettered", "permanent", "workers", "busySlots",
+                            "succeeded", "retried", "deadLettered", "permanent", "cancelled", "workers", "busySlots",
                             "totalSlots", "saturation", "progress"]
     assert (status["waiting"], status["submitted"]) == (3, 3)
     code, out, _ = run(capsys, "status", *pool_args)

@@ -406,6 +406,7 @@ class JobCounts(Model):
     retried: int = Field(default=0, description="Failed attempts that were retried.")
     dead_lettered: int = Field(default=0, description="Jobs moved to the dead-letter stream after their last attempt.")
     permanent: int = Field(default=0, description="Jobs moved to the dead-letter stream at once by a permanent error.")
+    cancelled: int = Field(default=0, description="Jobs withdrawn by a cancel (jobpool cancel, client.cancel).")
 
 
 class BatchProgress(Model):

@@ -115,12 +115,13 @@ def _complete(obs: Observation) -> dict[str, str]:
     if stats is None:
         return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
     dead = stats.dead_lettered + stats.permanent
-    done = stats.succeeded + dead
+    done = stats.succeeded + dead + stats.cancelled
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
         # finished is not succeeded: dead letters show in the reason, for `kubectl wait` and alerts
         return _cond(COMPLETE, True,
                      reasons.COMPLETED_WITH_FAILURES if dead else reasons.BATCH_FINISHED,
-                     f"{total} jobs: {stats.succeeded} succeeded, {dead} dead-lettered")
+                     f"{total} jobs: {stats.succeeded} succeeded, {dead} dead-lettered"
+                     + (f", {stats.cancelled} cancelled" if stats.cancelled else ""))
     # No live counters here: they are in status.batch and status.jobs, written at most every interval.
     if obs.batch_fed < total:
         return _cond(COMPLETE, False, reasons.BATCH_RUNNING, f"feeding {total} jobs (progress in status.batch)")
@@ -163,7 +164,7 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
         status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "scheduled",
                                                   "deadLetter")}
         status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered",
-                                                      "permanent")}
+                                                      "permanent", "cancelled")}
         status["saturation"] = counts["saturation"]
     else:
         for key, empty in (("queue", {}), ("jobs", {}), ("saturation", 0.0)):

@@ -104,7 +104,7 @@ class DeadJob:
     options: JobOptions = JobOptions()
 
 
-JOB_STATES = ("waiting", "scheduled", "running", "retrying", "succeeded", "dead")
+JOB_STATES = ("waiting", "scheduled", "running", "retrying", "succeeded", "dead", "cancelled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +117,7 @@ class JobState:
     worker: str | None = None         # the worker running it
     enqueued_at: float | None = None  # unix seconds, when it was submitted or became due again
     due_at: float | None = None       # when a scheduled job or a retry is due
-    finished_at: float | None = None  # when it was dead-lettered
+    finished_at: float | None = None  # when it was dead-lettered or cancelled
     error: str | None = None          # the last error: a retry's, a dead letter's
     progress: Any = None              # the last progress a running job reported
     result: Any = None                # a succeeded job's result
@@ -142,7 +142,7 @@ class WorkerInfo:
 # and the external metric's): about the time a new worker pod takes to start.
 SCALE_UP_HORIZON_SECONDS = 60.0
 # The counters of QueueStats that jobpool_jobs_total{outcome} exports, by their field names.
-JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent")
+JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent", "cancelled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +156,7 @@ class QueueStats:
     retried: int = 0
     dead_lettered: int = 0     # after their last attempt
     permanent: int = 0         # dead-lettered at once by a permanent error (not in dead_lettered)
+    cancelled: int = 0         # withdrawn by a cancel
     workers: tuple[WorkerInfo, ...] = ()
     duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
     scheduled: int = 0     # submitted to run later (delay, run_at), not due yet
@@ -195,6 +196,7 @@ class QueueStats:
             "retried": self.retried,
             "deadLettered": self.dead_lettered,
             "permanent": self.permanent,
+            "cancelled": self.cancelled,
             "workers": len(self.workers),
             "busySlots": self.busy_slots,
             "totalSlots": self.total_slots,
@@ -281,6 +283,12 @@ class Queue(abc.ABC):
         """The job's state; None for an id the pool does not know (never submitted, or its
         result expired)."""
         return None
+
+    async def cancel(self, ids: Sequence[str]) -> dict[str, str]:
+        """Withdraw jobs: the outcome of each id ("cancelled": removed now; "running": a
+        worker runs it; "succeeded", "dead", "was cancelled": finished, nothing changed;
+        "unknown")."""
+        raise QueueError(f"{type(self).__name__} cannot cancel jobs")
 
     @abc.abstractmethod
     async def release(self, consumer: str, jobs: Iterable[Job]) -> int:

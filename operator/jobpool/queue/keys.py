@@ -49,6 +49,10 @@ class PoolKeys:
         return self.key("errors")
 
     @property
+    def cancelled(self) -> str:        # ZSET id -> when it was cancelled (ms), the newest 10,000
+        return self.key("cancelled")
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 

@@ -22,7 +22,8 @@ MAX_CONSUMERS = 10_000
 # are "*": the server's time); the largest one wedges every later submit.
 FUTURE_ID_MS = 24 * 3600 * 1000
 REPAIR_CHUNK = 1000   # entries looked at per pass; the next pass goes on
-KNOWN_COUNTERS = ("submitted", "succeeded", "retried", "dead_lettered", "permanent", "duplicates")
+KNOWN_COUNTERS = ("submitted", "succeeded", "retried", "dead_lettered", "permanent", "cancelled",
+                  "duplicates")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -319,6 +319,22 @@ def test_a_worker_user_reads_a_jobs_state_and_a_producer_user_may_not(users, que
         worker.close()
 
 
+def test_a_worker_user_cancels_a_job_and_a_producer_user_may_not(users, queue):
+    # cancel removes waiting entries, which a producer may not: it is the worker user's
+    producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    worker = SyncQueue(users.url(acl.WORKER), "it", users.pool)
+    try:
+        producer.submit_many([{"n": 1}, {"n": 2}], ["kept", "withdrawn"])
+        with pytest.raises(QueueError, match=DENIED):
+            producer.cancel(["kept"])
+        assert worker.cancel(["withdrawn"]) == {"withdrawn": "cancelled"}
+        assert (queue.stats().waiting, queue.stats().cancelled) == (1, 1)
+        assert not [entry for entry in users.denials() if entry["username"].endswith(".worker")]
+    finally:
+        producer.close()
+        worker.close()
+
+
 def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
     """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
     from jobpool.controller.credentials import QueueAdmin

@@ -355,7 +355,7 @@ def test_workers_register_and_expire(redis_server, pool_name):
 def test_status_keys_are_the_documented_ones(queue):
     assert list(queue.stats().as_status()) == [
         "waiting", "inFlight", "delayed", "scheduled", "deadLetter", "submitted", "succeeded", "retried",
-        "deadLettered", "permanent", "workers", "busySlots", "totalSlots", "saturation", "progress"]
+        "deadLettered", "permanent", "cancelled", "workers", "busySlots", "totalSlots", "saturation", "progress"]
 
 
 def test_delete_all_removes_exactly_the_pools_keys(redis_server, pool_name):

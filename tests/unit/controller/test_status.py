@@ -22,7 +22,7 @@ def test_status_carries_the_design_fields():
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
     assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "scheduled": 0, "deadLetter": 1}
     assert status["jobs"] == {"submitted": 1000, "succeeded": 868, "retried": 5, "deadLettered": 1,
-                              "permanent": 0}
+                              "permanent": 0, "cancelled": 0}
     assert status["saturation"] == 1.0
     c = conditions(status)
     assert c["Ready"]["status"] == "True" and c["Degraded"]["status"] == "False"
@@ -74,6 +74,15 @@ def test_batch_is_complete_only_when_fed_and_every_job_finished():
     running = QueueStats(submitted=10, succeeded=9, in_flight=1)
     c = conditions(build_status(obs(stats=running, batch_total=10, batch_fed=10), {}, now=0.0)[0])
     assert c["Complete"]["status"] == "False" and c["Complete"]["reason"] == "BatchRunning"
+
+
+def test_a_batch_whose_remaining_jobs_were_cancelled_is_complete():
+    done = QueueStats(submitted=10, succeeded=8, cancelled=2)
+    status, _ = build_status(obs(stats=done, batch_total=10, batch_fed=10), {}, now=0.0)
+    c = conditions(status)
+    assert (c["Complete"]["status"], c["Complete"]["reason"]) == ("True", "BatchFinished")
+    assert "8 succeeded, 0 dead-lettered, 2 cancelled" in c["Complete"]["message"]
+    assert status["jobs"]["cancelled"] == 2
 
 
 def test_a_batch_whose_jobs_failed_permanently_is_complete_with_failures():

@@ -27,6 +27,7 @@ SAMPLE_CALLS = {
                          options="5,,"),
     functions.Progress: dict(consumer="c", entry_id="1-0", id="a", value="0.5"),
     functions.JobLookup: dict(id="a", scan_limit=1000),
+    functions.Cancel: dict(ids=["a", "b"], scan_limit=1000),
     functions.Release: dict(consumer="c", entry_ids=["1-0", "2-0"]),
     functions.Heartbeat: dict(consumer="c", info="{}", tasks=["resize"], expires_ms=1, entry_ids=["1-0", "2-0"]),
     functions.Unregister: dict(consumer="c"),

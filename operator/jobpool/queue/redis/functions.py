@@ -279,13 +279,13 @@ class Progress(Function):
 
 
 class JobReply(NamedTuple):
-    state: str             # succeeded | dead | scheduled | retrying | running | waiting | "" (unknown)
+    state: str             # succeeded | dead | cancelled | scheduled | retrying | running | waiting | ""
     task: str
     attempts: str          # attempts used ("" when not known); a running job's include its own
     worker: str            # the consumer running it
     enqueued_ms: str       # when it was enqueued or became due again
     due_ms: str            # when a scheduled job or a retry is due
-    finished_ms: str       # when it was dead-lettered
+    finished_ms: str       # when it was dead-lettered or cancelled
     error: str             # the last error (a retry's, a dead letter's)
     progress: str          # the last progress (JSON) of a running job
     result: str            # a succeeded job's result (JSON)
@@ -294,7 +294,7 @@ class JobReply(NamedTuple):
 class JobLookup(Function):
     NAME = "job"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead", "dead_ids", "progress",
-            "errors", "job_result")
+            "errors", "cancelled", "job_result")
     ARGS = ("id", "scan_limit")
 
     @classmethod
@@ -304,6 +304,22 @@ class JobLookup(Function):
     @staticmethod
     def parse(reply: list) -> JobReply:
         return JobReply(*reply)
+
+
+class Cancel(Function):
+    NAME = "cancel"
+    KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead_ids", "counters", "errors",
+            "progress", "cancelled", "job_results...")
+    ARGS = ("scan_limit", "ids...")
+
+    @classmethod
+    def command(cls, pool: PoolKeys, *, ids: Sequence[str], scan_limit: int) -> tuple:
+        return cls._command(pool, job_results=_result_keys(pool, ids), scan_limit=scan_limit, ids=ids)
+
+    @staticmethod
+    def parse(reply: list) -> list[str]:
+        """One outcome per id: cancelled | running | succeeded | dead | was cancelled | unknown."""
+        return list(reply)
 
 
 class Release(Function):
@@ -381,9 +397,9 @@ class Purge(Function):
 
 
 ALL: tuple[type[Function], ...] = (Submit, Stats, SampleMemory, Fetch, Ack, AckThenFetch,
-                                   TrimResults, Fail, Progress, JobLookup, Release, Heartbeat, Unregister,
-                                   Replay, Purge)
+                                   TrimResults, Fail, Progress, JobLookup, Cancel, Release, Heartbeat,
+                                   Unregister, Replay, Purge)
 # What each role runs; the ACL users' commands are read from these functions' files.
 PRODUCER_FUNCTIONS = (Submit, Stats)
 WORKER_FUNCTIONS = (Submit, Stats, Fetch, Ack, AckThenFetch, TrimResults, Fail, Progress, JobLookup,
-                    Release, Heartbeat, Unregister, Replay, Purge)
+                    Cancel, Release, Heartbeat, Unregister, Replay, Purge)

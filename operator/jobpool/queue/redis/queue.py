@@ -24,7 +24,7 @@ from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
 from .entries import job_from_entry, job_state, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
-from .functions import (Ack, AckThenFetch, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
+from .functions import (Ack, AckThenFetch, Cancel, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
                         Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
                         Unregister)
 from .submit import SubmitPath
@@ -44,7 +44,7 @@ def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStr
 
 
 
-# `job` looks for a waiting or running job among this many stream entries (one read-only function
+# `job` and `cancel` look for a waiting or running job among this many stream entries (one read-only function
 # call); a live job further back is reported waiting without its task or attempts.
 JOB_SCAN_LIMIT = 10_000
 
@@ -303,6 +303,13 @@ class RedisStreamsQueue(SubmitPath, Queue):
             reply = await self._function(JobLookup, JobLookup.command(
                 self.keys, id=id, scan_limit=JOB_SCAN_LIMIT))
         return job_state(id, reply)
+
+    async def cancel(self, ids: Sequence[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(ids))
+        with self._errors():
+            outcomes = await self._function(Cancel, Cancel.command(
+                self.keys, ids=wanted, scan_limit=JOB_SCAN_LIMIT), write=True)
+        return dict(zip(wanted, outcomes))
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
         with self._errors():

@@ -1,13 +1,13 @@
 -- job: one job's state, read only (a worker's function: it reads the dead letters' errors and
 -- the waiting entries, which a producer's user may not).
 -- -> {state, task, attempts, worker, enqueued_ms, due_ms, finished_ms, error, progress, result};
--- state: succeeded | dead | scheduled | retrying | running | waiting, or '' for an id the pool
+-- state: succeeded | dead | cancelled | scheduled | retrying | running | waiting, or '' for an id the pool
 -- does not know (never submitted, or its result expired); a field not known is ''.
 -- Waiting and running entries are found among the first `scan_limit` entries of the stream
 -- (the pending ones first); a live job past them is reported waiting without its details.
 register('job', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead', 'dead_ids', 'progress',
-          'errors', 'job_result'},
+          'errors', 'cancelled', 'job_result'},
   args = {'id', 'scan_limit'},
   flags = {'no-writes'},
 }, function(k, a)
@@ -49,32 +49,21 @@ register('job', {
       return reply()
     end
   end
-  if redis.call('SISMEMBER', k.live, id) == 0 then return reply() end
+  if redis.call('SISMEMBER', k.live, id) == 0 then
+    local at = redis.call('ZSCORE', k.cancelled, id)
+    if at then job.state, job.finished = 'cancelled', at end
+    return reply()
+  end
   job.state = 'waiting'
-  local limit = tonumber(a.scan_limit)
-  -- its entry's fields -> whether it is this job's
-  local function read(fields)
-    if fields[2] ~= id then return false end
+  local entry, fields, consumer, deliveries = find_entry(k.stream, id, tonumber(a.scan_limit))
+  if entry then
     local named = {}
     for i = 1, #fields, 2 do named[fields[i]] = fields[i + 1] end
     job.task, job.attempts, job.enqueued = named[ENTRY.task] or '', named[ENTRY.attempts], named[ENTRY.time]
-    return true
-  end
-  local ok, pending = pcall(redis.call, 'XPENDING', k.stream, GROUP, '-', '+', limit)
-  if ok then
-    for _, info in ipairs(pending) do
-      local found = redis.call('XRANGE', k.stream, info[1], info[1])
-      if found[1] and read(found[1][2]) then
-        if info[2] ~= RELEASED_CONSUMER then   -- given back on drain: waiting for the next fetch
-          job.state, job.worker = 'running', info[2]
-          job.attempts = tostring(tonumber(job.attempts) + info[4])
-        end
-        return reply()
-      end
+    if consumer and consumer ~= RELEASED_CONSUMER then   -- released on drain: waiting for a fetch
+      job.state, job.worker = 'running', consumer
+      job.attempts = tostring(tonumber(job.attempts) + deliveries)
     end
-  end
-  for _, entry in ipairs(redis.call('XRANGE', k.stream, '-', '+', 'COUNT', limit)) do
-    if read(entry[2]) then return reply() end
   end
   return reply()
 end)

@@ -1,0 +1,82 @@
+-- Shared with job.lua and fail.lua, which the library loads after this file (in name order); kept
+-- out of the prelude, whose commands every role's ACL user gets.
+-- The stream entry of the live job `id`, looked for among the first `limit` pending entries, then
+-- the first `limit` entries of the stream -> entry id, its fields (flat), the consumer holding it
+-- (nil: not delivered yet), its deliveries; nil when not found there. A job's id is its entry's
+-- first field (entry_fields).
+local function find_entry(stream, id, limit)
+  local ok, pending = pcall(redis.call, 'XPENDING', stream, GROUP, '-', '+', limit)
+  if ok then
+    for _, info in ipairs(pending) do
+      local found = redis.call('XRANGE', stream, info[1], info[1])
+      if found[1] and found[1][2][2] == id then return info[1], found[1][2], info[2], info[4] end
+    end
+  end
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', limit)) do
+    if entry[2][2] == id then
+      local held = ok and redis.call('XPENDING', stream, GROUP, entry[1], entry[1], 1)[1]
+      if held then return entry[1], entry[2], held[2], held[4] end
+      return entry[1], entry[2], nil, 0
+    end
+  end
+  return nil
+end
+
+-- A cancelled job leaves the live ones; its id is kept, the newest CANCELLED_KEPT, for `job` and
+-- `cancel` to say it was cancelled.
+local CANCELLED_KEPT = 10000
+
+local function record_cancelled(live, errors, progress, cancelled, id, now)
+  redis.call('SREM', live, id)
+  redis.call('HDEL', errors, id)
+  redis.call('HDEL', progress, id)
+  redis.call('ZADD', cancelled, now, id)
+  redis.call('ZREMRANGEBYRANK', cancelled, 0, -CANCELLED_KEPT - 1)
+end
+
+-- cancel: withdraw jobs by id (a worker's function) -> one outcome per id, in order:
+--   'cancelled': it was scheduled, a retry waiting for its backoff, or waiting: it is removed,
+--     counted (counters.cancelled) and kept as cancelled (record_cancelled);
+--   'running': a worker runs it; nothing changes;
+--   'succeeded', 'dead', 'was cancelled': it had finished; nothing changes;
+--   'unknown': the pool does not know the id (or it waits beyond the first `scan_limit` entries).
+register('cancel', {
+  keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead_ids', 'counters', 'errors',
+          'progress', 'cancelled', 'job_results...'},
+  args = {'scan_limit', 'ids...'},
+}, function(k, a)
+  local refused = worker_only('cancel', 'XDEL', k.stream, '0-0')
+  if refused then return refused end
+  local outcomes, count, now = {}, 0, now_ms()
+  for i, id in ipairs(a.ids) do
+    local outcome = 'unknown'
+    if redis.call('EXISTS', k.job_results[i]) == 1 then
+      outcome = 'succeeded'
+    elseif redis.call('HEXISTS', k.dead_ids, id) == 1 then
+      outcome = 'dead'
+    elseif redis.call('SISMEMBER', k.live, id) == 1 then
+      if redis.call('ZREM', k.scheduled, id) + redis.call('ZREM', k.delayed, id) > 0 then
+        redis.call('HDEL', k.delayed_jobs, id)
+        outcome = 'cancelled'
+      else
+        local entry, _, consumer = find_entry(k.stream, id, tonumber(a.scan_limit))
+        if entry and consumer and consumer ~= RELEASED_CONSUMER then
+          outcome = 'running'
+        elseif entry then   -- waiting, or given back on drain and not fetched again yet
+          if consumer then redis.call('XACK', k.stream, GROUP, entry) end
+          redis.call('XDEL', k.stream, entry)
+          outcome = 'cancelled'
+        end
+      end
+      if outcome == 'cancelled' then
+        record_cancelled(k.live, k.errors, k.progress, k.cancelled, id, now)
+        count = count + 1
+      end
+    elseif redis.call('ZSCORE', k.cancelled, id) then
+      outcome = 'was cancelled'
+    end
+    outcomes[i] = outcome
+  end
+  if count > 0 then redis.call('HINCRBY', k.counters, 'cancelled', count) end
+  return outcomes
+end)

@@ -1,0 +1,69 @@
+"""Cancel (README "Cancel"): `jobpool cancel POOL --id ID...` and `client.cancel(id)` withdraw a
+waiting, scheduled or retrying job at once (outcome cancelled, counted in status and
+jobpool_jobs_total), and say so, changing nothing, for a job that has finished."""
+from __future__ import annotations
+
+import json
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import jobpool
+from jobpool.cli import main
+from jobpool.controller.metrics import OperatorMetrics
+
+from tests.helpers import wait_until
+
+
+def jobs_total(stats, pool: str) -> dict[str, float]:
+    metrics = OperatorMetrics()
+    metrics.observe_pool("it", pool, stats, 0, 0)
+    families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    return {sample.labels["outcome"]: sample.value for family in families
+            if family.name == "jobpool_jobs_total" for sample in family.samples}
+
+
+def test_a_waiting_a_scheduled_and_a_retrying_job_are_withdrawn_and_never_run(redis_server, pool_name,
+                                                                              queue, spawn_worker):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit("bad", id="retrying")
+        [job] = queue.fetch("a-worker", 1, 0)
+        assert queue.fail(job, "boom", max_attempts=3, backoff=60, max_backoff=60) == "retried"
+        client.submit(1, id="waiting")
+        client.submit(2, id="scheduled", delay=3600)
+        assert [client.cancel(i) for i in ("waiting", "scheduled", "retrying")] == ["cancelled"] * 3
+        stats = client.status()
+        assert (stats.waiting, stats.scheduled, stats.delayed, stats.cancelled) == (0, 0, 0, 3)
+        assert stats.as_status()["cancelled"] == 3
+        assert jobs_total(stats, pool_name)["cancelled"] == 3
+        cancelled = client.job("waiting")
+        assert cancelled.state == "cancelled" and cancelled.finished_at
+        assert client.job("retrying").error is None
+        spawn_worker(handler="tests.integration.handlers:echo")
+        assert client.result(client.submit(3, id="after"), timeout=15).result == {"echo": 3}
+        assert [client.result(i) for i in ("waiting", "scheduled", "retrying")] == [None] * 3
+
+
+def test_cancelling_a_finished_job_says_so_and_changes_nothing(redis_server, pool_name, spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:echo")
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        assert client.result(client.submit(1, id="done"), timeout=15).result == {"echo": 1}
+        client.submit(2, id="gone", delay=3600)
+        assert client.cancel("gone") == "cancelled"
+        assert (client.cancel("done"), client.cancel("gone"), client.cancel("nope")) == (
+            "succeeded", "was cancelled", "unknown")
+        assert client.result("done").result == {"echo": 1}
+        assert (client.status().succeeded, client.status().cancelled) == (1, 1)
+
+
+def test_jobpool_cancel_reports_each_job_and_names_an_unknown_one(redis_server, pool_name, capsys):
+    flags = ["--queue", redis_server.url, "-n", "it"]
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit(1, id="c1")
+        client.submit(2, id="c2", delay=60)
+    assert main(["cancel", pool_name, "--id", "c1", "--id", "c2", *flags, "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"c1": "cancelled", "c2": "cancelled"}
+    assert main(["cancel", pool_name, "--id", "c1", "--id", "missing", *flags]) == 1
+    out, err = capsys.readouterr()
+    assert out == "c1: already cancelled, nothing changed\nmissing: unknown\n"
+    assert len(err.strip().splitlines()) == 1 and "missing" in err
