@@ -479,7 +479,7 @@ async def cmd_results(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -
 # `jobpool cancel`'s text for each outcome of the cancel function.
 CANCEL_OUTCOMES = {
     "cancelled": "cancelled",
-    "running": "running, not cancelled: a running job cannot be cancelled yet",
+    "cancelling": "running: its worker cancels it at its next heartbeat",
     "succeeded": "already succeeded, nothing changed",
     "dead": "already dead-lettered, nothing changed",
     "was cancelled": "already cancelled, nothing changed",

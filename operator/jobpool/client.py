@@ -60,7 +60,8 @@ class AsyncClient:
 
     async def cancel(self, id: str) -> str:
         """Withdraw a job: "cancelled" (it was waiting, scheduled or a retry waiting for its
-        backoff: removed now), "running" (not cancelled), "succeeded", "dead" or "was cancelled"
+        backoff: removed now), "cancelling" (it runs: its worker cancels it at its next
+        heartbeat, then it is cancelled, never retried), "succeeded", "dead" or "was cancelled"
         (finished: nothing changed), "unknown". Needs the pool's worker user."""
         return (await self.queue.cancel([id]))[id]
 

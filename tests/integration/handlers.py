@@ -167,6 +167,16 @@ def context_sync(payload, job):
     return {"attempt": job.attempt, "id": job.id}
 
 
+def sync_until_cancelled(payload, job):
+    """A sync handler that runs for payload seconds unless its job is cancelled first."""
+    end = time.monotonic() + payload
+    while time.monotonic() < end:
+        if job.cancelled:
+            return "stopped early"
+        time.sleep(0.02)
+    return "ran to its end"
+
+
 async def progress_then_wait(payload, job):
     """Reports progress, then holds its slot for payload seconds."""
     job.progress({"step": "resizing"})

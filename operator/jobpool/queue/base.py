@@ -269,9 +269,11 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float, permanent: bool = False) -> str:
+                   max_backoff: float, permanent: bool = False, cancelled: bool = False) -> str:
         """A failed attempt: schedule a delayed retry or dead-letter it (at once when
-        `permanent`). Returns "retried", "dead_lettered" or "permanent", or "duplicate" (nothing changed) when the delivery's
+        `permanent`); `cancelled`: the attempt ended by a cancel, never retried. Returns "retried",
+        "dead_lettered", "permanent" or "cancelled" (also for a job asked to be cancelled,
+        whatever `error`), or "duplicate" (nothing changed) when the delivery's
         worker no longer holds it: another worker reclaimed or finished the job."""
 
     async def progress(self, job: Job, value: str) -> bool:
@@ -285,8 +287,8 @@ class Queue(abc.ABC):
         return None
 
     async def cancel(self, ids: Sequence[str]) -> dict[str, str]:
-        """Withdraw jobs: the outcome of each id ("cancelled": removed now; "running": a
-        worker runs it; "succeeded", "dead", "was cancelled": finished, nothing changed;
+        """Withdraw jobs: the outcome of each id ("cancelled": removed now; "cancelling": its
+        worker cancels it at its next heartbeat; "succeeded", "dead", "was cancelled": finished, nothing changed;
         "unknown")."""
         raise QueueError(f"{type(self).__name__} cannot cancel jobs")
 

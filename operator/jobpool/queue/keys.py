@@ -53,6 +53,10 @@ class PoolKeys:
         return self.key("cancelled")
 
     @property
+    def cancel_requests(self) -> str:  # HASH entry id -> job id of a running job to cancel
+        return self.key("cancel-requests")
+
+    @property
     def dead(self) -> str:             # dead-letter stream
         return self.key("dead")
 

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 disable_created_metrics()   # the *_created series double the output for no use here
 
-OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent", "duplicate")
+OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent", "cancelled", "duplicate")
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
 WAIT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600)
 

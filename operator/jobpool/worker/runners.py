@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..queue.base import Job, QueueError
@@ -53,6 +54,14 @@ class JobContext:
     deadline: float | None      # unix seconds when the job times out; None: no timeout
     enqueued_at: float          # unix seconds when it was submitted (or became due again)
     report: Callable[[Any], None] = dataclasses.field(repr=False, compare=False, default=lambda _: None)
+    cancel_requested: threading.Event = dataclasses.field(repr=False, compare=False,
+                                                          default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (`jobpool cancel`): a sync handler, which cannot be
+        stopped, may check it and return early; an async one is cancelled."""
+        return self.cancel_requested.is_set()
 
     def progress(self, value: Any) -> None:
         """Report progress: a fraction from 0 to 1, or a JSON object; the last one is kept with
@@ -69,6 +78,7 @@ class JobContext:
 Overrun = Callable[["asyncio.Future[Any]"], None]
 Runner = Callable[[Job, JobContext, Overrun], Awaitable[Any]]
 TASK_ATTRIBUTE = "__jobpool_task__"
+CANCEL_GRACE = 5.0   # seconds a cancelled job gets to end (a handler may linger; a command's SIGTERM)
 
 
 def task(function: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
@@ -209,7 +219,14 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
         try:
             out, err = await process.communicate(text.encode() + b"\n")
         except BaseException:
-            # a timeout or a drain cancels the job: its whole process group goes with it
+            # a timeout or a drain cancels the job: its whole process group goes with it; a
+            # cancelled job's gets SIGTERM first and CANCEL_GRACE to end
+            if context.cancelled:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CANCEL_GRACE):
+                        await asyncio.shield(process.wait())
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):

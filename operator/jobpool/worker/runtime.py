@@ -31,13 +31,12 @@ from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_json, encode_result, redact_url
 from .config import JobSettings, WorkerConfig
 from .metrics import WorkerMetrics
-from .runners import JobContext, JobFailed, Permanent, Runner
+from .runners import CANCEL_GRACE, JobContext, JobFailed, Permanent, Runner
 
 log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
 EXIT_ALL_SLOTS_OVERRUN = 3
 EXIT_UNEXPECTED_ERROR = 4
-CANCEL_GRACE = 5.0              # seconds a cancelled job gets to end (a handler may linger)
 ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledgements
 BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
 IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
@@ -112,6 +111,8 @@ class Worker:
         self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
         self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
         self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
+        self.running: dict[str, tuple[asyncio.Task, JobContext]] = {}   # token -> its handler's
+        self.cancel_requested: set[asyncio.Task] = set()  # handlers cancelled by `jobpool cancel`
         self.ack_buffer: list[tuple[Job, Any]] = []
         self.progress: dict[str, tuple[Job, Any]] = {}     # token -> (job, latest unsent progress)
         self.progress_wanted = asyncio.Event()
@@ -297,15 +298,24 @@ class Worker:
                 job.id, job.task, job.attempts, settings.max_attempts,
                 started + settings.timeout if settings.timeout else None, job.enqueued_at,
                 lambda value: loop.call_soon_threadsafe(self._report_progress, job, value))
+            self.running[job.token] = (task, context)
             try:
                 result = await self.runner(job, context, overran.append)
                 result = RawJSON(encode_result(result))
             except asyncio.CancelledError:
-                if task not in self.expired or task.uncancel() > 0:   # a drain's cancel too
+                if task in self.cancel_requested:
+                    reason = CANCELLED
+                elif task in self.expired:
+                    reason = timed_out(settings)
+                else:
                     raise
-                error = timed_out(settings)
+                if task.uncancel() > 0:      # a drain's cancel too
+                    raise
+                error = reason
             except Exception as exc:   # the handler's own TimeoutError is an error like others
-                if task in self.expired:
+                if task in self.cancel_requested:
+                    error = CANCELLED
+                elif task in self.expired:
                     error = timed_out(settings)
                 else:
                     error, permanent = error_text(exc), is_permanent(exc)
@@ -313,8 +323,10 @@ class Worker:
                 raise HandlerExit(f"the handler of job {job.id} raised "
                                   f"{type(exc).__name__}") from exc
             finally:
+                self.running.pop(job.token, None)
                 self.deadlines.pop(task, None)
                 self.expired.discard(task)
+                self.cancel_requested.discard(task)
         self.metrics.duration.observe(time.time() - started)
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
@@ -327,9 +339,21 @@ class Worker:
             self.acks_idle.clear()
             self.ack_wanted.set()
         else:
-            await self._fail(job, error, settings, permanent=permanent)
+            await self._fail(job, error, settings, permanent=permanent, cancelled=error == CANCELLED)
         if overran:
             await self._wait_for_overrun(job, overran[0], started)
+
+    def _cancel(self, token: str) -> None:
+        """A running job asked to be cancelled: its context says so (a sync handler may look) and
+        its handler task is cancelled (a command's process group gets SIGTERM)."""
+        task, context = self.running.get(token, (None, None))
+        if task is None or task in self.cancel_requested:
+            return
+        log.info("job %s: cancel requested, cancelling its handler", self.held[token].id
+                 if token in self.held else token)
+        self.cancel_requested.add(task)
+        context.cancel_requested.set()
+        task.cancel()
 
     def _report_progress(self, job: Job, value: Any) -> None:
         if job.token in self.held:
@@ -397,14 +421,14 @@ class Worker:
         os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
 
     async def _fail(self, job: Job, error: str, settings: JobSettings, *,
-                    permanent: bool = False) -> None:
+                    permanent: bool = False, cancelled: bool = False) -> None:
         failures = 0
         while True:
             try:
                 outcome = await self.queue.fail(
                     job, error, max_attempts=settings.max_attempts,
                     backoff=settings.backoff, max_backoff=self.config.max_backoff,
-                    permanent=permanent)
+                    permanent=permanent, cancelled=cancelled)
                 break
             except QueueError as exc:
                 failures += 1
@@ -422,6 +446,8 @@ class Worker:
         elif outcome == "permanent":
             log.warning("job %s dead-lettered at once by a permanent error in attempt %d: %s",
                         job.id, job.attempts, first_line)
+        elif outcome == "cancelled":
+            log.info("job %s cancelled in attempt %d", job.id, job.attempts)
         elif outcome == "retried":
             log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
                      settings.max_attempts, first_line)
@@ -493,8 +519,11 @@ class Worker:
                 busy = self.occupied
                 held = list(self.held.values()) if beat else []
                 try:
-                    await self.queue.heartbeat(self.config.worker_id, held,
-                                               self.config.concurrency, busy, self.tasks_served)
+                    to_cancel = await self.queue.heartbeat(self.config.worker_id, held,
+                                                           self.config.concurrency, busy,
+                                                           self.tasks_served)
+                    for token in to_cancel or ():
+                        self._cancel(token)
                     published, published_at = busy, loop.time()
                 except QueueError:
                     # the fetch loop reports the queue being down; retry no faster than busy
@@ -534,6 +563,9 @@ class Worker:
                 await asyncio.sleep(reconnect_delay(attempt))
         for job in jobs:
             self.held.pop(job.token, None)
+
+
+CANCELLED = "cancelled"   # the error of an attempt that a cancel ended
 
 
 def timed_out(settings: JobSettings) -> str:

@@ -4,6 +4,7 @@ jobpool_jobs_total), and say so, changing nothing, for a job that has finished."
 from __future__ import annotations
 
 import json
+import sys
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -67,3 +68,50 @@ def test_jobpool_cancel_reports_each_job_and_names_an_unknown_one(redis_server, 
     out, err = capsys.readouterr()
     assert out == "c1: already cancelled, nothing changed\nmissing: unknown\n"
     assert len(err.strip().splitlines()) == 1 and "missing" in err
+
+
+def test_a_running_async_job_is_cancelled_at_its_workers_heartbeat_and_never_retried(
+        redis_server, pool_name, spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:progress_then_wait", heartbeat_interval=0.2,
+                 max_attempts=3)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit(60, id="long")
+        wait_until(lambda: client.job("long").state == "running", timeout=15, what="the job running")
+        assert client.cancel("long") == "cancelling"
+        wait_until(lambda: client.job("long").state == "cancelled", timeout=10, what="the job cancelled")
+        stats = client.status()
+        assert (stats.cancelled, stats.retried, stats.in_flight, stats.delayed) == (1, 0, 0, 0)
+        assert stats.progress == {}
+        assert (client.result("long"), client.cancel("long")) == (None, "was cancelled")
+        assert client.result(client.submit(0, id="next"), timeout=15).result == "done"
+
+
+def test_a_sync_handler_sees_its_job_cancelled_and_its_slot_is_freed(redis_server, pool_name,
+                                                                     spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:sync_until_cancelled", heartbeat_interval=0.2,
+                 concurrency=1)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit(60, id="sync")
+        wait_until(lambda: client.job("sync").state == "running", timeout=15, what="the job running")
+        assert client.cancel("sync") == "cancelling"
+        wait_until(lambda: client.job("sync").state == "cancelled", timeout=10, what="the job cancelled")
+        # the one slot is free again once the handler saw the flag and returned
+        assert client.result(client.submit(0.01, id="next"), timeout=15).result == "ran to its end"
+        assert client.status().retried == 0
+
+
+def test_a_running_command_gets_sigterm_when_its_job_is_cancelled(redis_server, pool_name,
+                                                                  spawn_worker, tmp_path):
+    marker = tmp_path / "signalled"
+    program = ("import json,signal,sys,time; "
+               "signal.signal(signal.SIGTERM, lambda *_: (open(sys.argv[1], 'w').write('SIGTERM'), sys.exit(143))); "
+               "open(sys.argv[1], 'w').write('ready'); json.load(sys.stdin); time.sleep(60)")
+    spawn_worker(command=[sys.executable, "-c", program, str(marker)], heartbeat_interval=0.2)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit(1, id="cmd")
+        wait_until(lambda: marker.exists() and marker.read_text() == "ready", timeout=15,
+                   what="the command running")
+        assert client.cancel("cmd") == "cancelling"
+        wait_until(lambda: client.job("cmd").state == "cancelled", timeout=10, what="the job cancelled")
+        assert marker.read_text() == "SIGTERM"
+        assert (client.status().cancelled, client.status().retried) == (1, 0)

@@ -184,7 +184,8 @@ class AckReply(NamedTuple):
 
 class Ack(Function):
     NAME = "ack"
-    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "cancel_requests",
+            "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob")
 
     @classmethod
@@ -202,7 +203,8 @@ class Ack(Function):
 class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
-    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "delayed", "delayed_jobs",
+    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "cancel_requests", "delayed",
+            "delayed_jobs",
             "reclaim_gate", "reclaim_cursor", "scheduled", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
@@ -240,13 +242,13 @@ class TrimResults(Function):
 
 
 class FailReply(NamedTuple):
-    outcome: str           # retried | dead_lettered | permanent | duplicate
+    outcome: str           # retried | dead_lettered | permanent | cancelled | duplicate
 
 
 class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
-            "errors", "job_result")
+            "errors", "cancelled", "cancel_requests", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
             "replayed", "dead_letter_cap", "task", "options")
 
@@ -309,7 +311,7 @@ class JobLookup(Function):
 class Cancel(Function):
     NAME = "cancel"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead_ids", "counters", "errors",
-            "progress", "cancelled", "job_results...")
+            "progress", "cancelled", "cancel_requests", "job_results...")
     ARGS = ("scan_limit", "ids...")
 
     @classmethod
@@ -318,7 +320,7 @@ class Cancel(Function):
 
     @staticmethod
     def parse(reply: list) -> list[str]:
-        """One outcome per id: cancelled | running | succeeded | dead | was cancelled | unknown."""
+        """One outcome per id: cancelled | cancelling | succeeded | dead | was cancelled | unknown."""
         return list(reply)
 
 
@@ -338,7 +340,7 @@ class Release(Function):
 
 class Heartbeat(Function):
     NAME = "heartbeat"
-    KEYS = ("stream", "workers", "tasks")
+    KEYS = ("stream", "workers", "tasks", "cancel_requests")
     ARGS = ("consumer", "info", "tasks", "expires_ms", "entry_ids...")
 
     @classmethod
@@ -349,8 +351,9 @@ class Heartbeat(Function):
                             expires_ms=expires_ms, entry_ids=entry_ids)
 
     @staticmethod
-    def parse(reply: int) -> None:
-        return None
+    def parse(reply: list) -> list[str]:
+        """The entry ids of the worker's jobs asked to be cancelled."""
+        return list(reply)
 
 
 class Unregister(Function):

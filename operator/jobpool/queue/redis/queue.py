@@ -210,8 +210,8 @@ class RedisStreamsQueue(SubmitPath, Queue):
                 self.keys, oldest=[(entry_id, fields[RESULT.id]) for entry_id, fields in oldest]))
 
     async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float, permanent: bool = False) -> str:
-        outcome = outcome_of_failure(job.attempts, max_attempts, permanent)
+                   max_backoff: float, permanent: bool = False, cancelled: bool = False) -> str:
+        outcome = "cancelled" if cancelled else outcome_of_failure(job.attempts, max_attempts, permanent)
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
         command = Fail.command(
             self.keys, entry_id=job.token, consumer=job.consumer, id=job.id, attempts=job.attempts,
@@ -237,7 +237,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
                                                                  entry_ids=tokens))
 
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
-                        tasks: Sequence[str] = ()) -> None:
+                        tasks: Sequence[str] = ()) -> list[str]:
         now = time.time()
         expires = now + self.visibility_timeout
         info = json.dumps({"slots": slots, "busy": busy, "lastSeen": round(now, 3),
@@ -246,7 +246,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
                                     expires_ms=int(expires * 1000),
                                     entry_ids=[job.token for job in jobs])
         with self._errors():
-            await self._function(Heartbeat, command)
+            return await self._function(Heartbeat, command)
 
     async def unregister(self, consumer: str) -> None:
         with self._errors():

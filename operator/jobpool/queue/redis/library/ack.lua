@@ -8,7 +8,8 @@
 -- that lost it (its job was reclaimed while it stalled) is a duplicate: nothing is stored or
 -- removed, and the job finishes with the result of the worker that holds it now.
 register('ack', {
-  keys = {'stream', 'live', 'counters', 'results', 'progress', 'errors', 'job_results...'},
+  keys = {'stream', 'live', 'counters', 'results', 'progress', 'errors', 'cancel_requests',
+          'job_results...'},
   args = {'result_ttl_ms', 'results_cap', 'blob'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -38,6 +39,7 @@ register('ack', {
     redis.call('SREM', k.live, unpack(ids))
     redis.call('HDEL', k.progress, unpack(ids))
     redis.call('HDEL', k.errors, unpack(ids))
+    redis.call('HDEL', k.cancel_requests, unpack(entries))   -- it finished before its cancel
   end
   for _, job in ipairs(held) do
     local done, result_key = job[1], job[2]

@@ -37,12 +37,14 @@ end
 -- cancel: withdraw jobs by id (a worker's function) -> one outcome per id, in order:
 --   'cancelled': it was scheduled, a retry waiting for its backoff, or waiting: it is removed,
 --     counted (counters.cancelled) and kept as cancelled (record_cancelled);
---   'running': a worker runs it; nothing changes;
+--   'cancelling': a worker runs it: the request waits in `cancel_requests` (entry id -> job id)
+--     until its worker's next heartbeat, which returns it; the worker cancels the handler and
+--     fails the attempt, which fail records as cancelled (never retried); an ack first wins;
 --   'succeeded', 'dead', 'was cancelled': it had finished; nothing changes;
 --   'unknown': the pool does not know the id (or it waits beyond the first `scan_limit` entries).
 register('cancel', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead_ids', 'counters', 'errors',
-          'progress', 'cancelled', 'job_results...'},
+          'progress', 'cancelled', 'cancel_requests', 'job_results...'},
   args = {'scan_limit', 'ids...'},
 }, function(k, a)
   local refused = worker_only('cancel', 'XDEL', k.stream, '0-0')
@@ -61,10 +63,12 @@ register('cancel', {
       else
         local entry, _, consumer = find_entry(k.stream, id, tonumber(a.scan_limit))
         if entry and consumer and consumer ~= RELEASED_CONSUMER then
-          outcome = 'running'
+          redis.call('HSET', k.cancel_requests, entry, id)
+          outcome = 'cancelling'
         elseif entry then   -- waiting, or given back on drain and not fetched again yet
           if consumer then redis.call('XACK', k.stream, GROUP, entry) end
           redis.call('XDEL', k.stream, entry)
+          redis.call('HDEL', k.cancel_requests, entry)   -- asked while it ran, then given back
           outcome = 'cancelled'
         end
       end

@@ -5,7 +5,7 @@
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
-          'errors', 'job_result'},
+          'errors', 'cancelled', 'cancel_requests', 'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
           'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
@@ -19,6 +19,7 @@ register('fail', {
     if outcome == 'retried' and waiting and string.sub(waiting, 1, #attempts + 1) == attempts .. ':' then
       return 'retried'
     end
+    if outcome == 'cancelled' and redis.call('ZSCORE', k.cancelled, id) then return outcome end
     local dead_entry = redis.call('HGET', k.dead_ids, id)
     if outcome ~= 'retried' and dead_entry then
       local found = redis.call('XRANGE', k.dead, dead_entry, dead_entry)
@@ -40,6 +41,12 @@ register('fail', {
     return 'duplicate'
   end
   local now = now_ms()
+  -- a job asked to be cancelled ends cancelled, whatever its attempt's end: never retried
+  if redis.call('HDEL', k.cancel_requests, a.entry_id) == 1 or outcome == 'cancelled' then
+    record_cancelled(k.live, k.errors, k.progress, k.cancelled, id, now)
+    redis.call('HINCRBY', k.counters, 'cancelled', 1)
+    return 'cancelled'
+  end
   if outcome == 'retried' then
     redis.call('ZADD', k.delayed, now + tonumber(a.delay_ms), id)
     redis.call('HSET', k.delayed_jobs, id, pack_delayed(attempts, a.replayed, a.task, a.options,

@@ -2,9 +2,10 @@
 -- XCLAIM with the same consumer and JUSTID resets the idle time of running jobs, so the
 -- visibility timeout never takes them from a live worker. It also publishes the task names the
 -- worker serves (space-separated, "" for none: a --command worker) until `expires_ms`, for
--- submit to refuse a task no live worker serves. -> 1
+-- submit to refuse a task no live worker serves. -> the entry ids among `entry_ids` whose jobs
+-- were asked to be cancelled (cancel.lua), for the worker to cancel them.
 register('heartbeat', {
-  keys = {'stream', 'workers', 'tasks'},
+  keys = {'stream', 'workers', 'tasks', 'cancel_requests'},
   args = {'consumer', 'info', 'tasks', 'expires_ms', 'entry_ids...'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -23,11 +24,18 @@ register('heartbeat', {
     local known = tonumber(redis.call('HGET', k.tasks, task) or '0')
     if known < tonumber(a.expires_ms) then redis.call('HSET', k.tasks, task, a.expires_ms) end
   end
+  local cancel = {}
   if #a.entry_ids > 0 and redis.call('EXISTS', k.stream) == 1 then
     -- Only entries this consumer still owns: a job another worker reclaimed stays theirs.
     local ids = {}
     for _, entry in ipairs(a.entry_ids) do
       if holds(k.stream, entry, a.consumer) then ids[#ids + 1] = entry end
+    end
+    if #ids > 0 then
+      local asked = redis.call('HMGET', k.cancel_requests, unpack(ids))
+      for i, entry in ipairs(ids) do
+        if asked[i] then cancel[#cancel + 1] = entry end
+      end
     end
     -- JUSTID resets the idle time without counting another delivery (attempts stay true).
     if #ids > 0 then
@@ -35,5 +43,5 @@ register('heartbeat', {
       pcall(redis.call, 'XCLAIM', k.stream, GROUP, a.consumer, 0, unpack(ids))
     end
   end
-  return 1
+  return cancel
 end)
