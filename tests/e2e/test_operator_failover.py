@@ -124,7 +124,7 @@ def test_a_failover_under_the_operator_loses_no_job_and_the_pool_works_on(topolo
         wait_until(lambda: _status(cluster, ns, pool).get("jobs", {}).get("succeeded") == total, timeout=30,
                    what=f"status.jobs.succeeded to reach {total}")
         status = _status(cluster, ns, pool)
-        assert status["jobs"] == {"submitted": total, "succeeded": total, "retried": 0, "deadLettered": 0}
+        assert status["jobs"] == {"submitted": total, "succeeded": total, "retried": 0, "deadLettered": 0, "permanent": 0, "cancelled": 0}
         wait_until(lambda: ready(cluster, ns, pool), timeout=30, what="the pool Ready after the failover")
         assert operator.alive()
     finally:

@@ -56,7 +56,7 @@ def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_n
     assert status["selector"] == f"jobpool.dev/pool={name}"
     assert status["observedGeneration"] == ready["metadata"]["generation"]
     assert condition(ready, "Degraded")["status"] == "False"
-    assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "deadLetter": 0}
+    assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "scheduled": 0, "deadLetter": 0}
 
     table = cluster.kubectl("get", "jobpools", "-n", ns).stdout.splitlines()
     assert table[0].split() == ["NAME", "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED",
@@ -240,7 +240,7 @@ def test_invalid_pools_are_refused_by_the_api_server(jobpool_crds, kube_namespac
         (pool_manifest("batch", jobs={"items": [1], "range": {"count": 1}}), "spec.jobs"),
         (pool_manifest("nobatch", jobs={}), "spec.jobs"),
         (pool_manifest("noimage", worker={"handler": "m:f"}), "spec.worker.image"),
-        (pool_manifest("handler", worker={"image": "a", "handler": "tasks.square"}), "spec.worker.handler"),
+        (pool_manifest("handler", worker={"image": "a", "handler": "tasks:square:twice"}), "spec.worker.handler"),
         (pool_manifest("callable", worker={"image": "a", "handler": "tasks:square()"}), "spec.worker.handler"),
         (pool_manifest("scheme", queue={"url": "http://redis:6379/0"}), "spec.queue.url"),
         (pool_manifest("bare", queue={"url": "redis:6379"}), "spec.queue.url"),
