@@ -47,6 +47,9 @@ def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStr
 # `job` and `cancel` look for a waiting or running job among this many stream entries (one read-only function
 # call); a live job further back is reported waiting without its task or attempts.
 JOB_SCAN_LIMIT = 10_000
+# Ids per cancel call: one call walks the stream once for all of them, so a batch's thousands of
+# ids cost a few bounded calls, none holding Redis for long.
+CANCEL_CHUNK = 1000
 
 
 class RedisStreamsQueue(SubmitPath, Queue):
@@ -306,9 +309,11 @@ class RedisStreamsQueue(SubmitPath, Queue):
 
     async def cancel(self, ids: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(ids))
-        with self._errors():
-            outcomes = await self._function(Cancel, Cancel.command(
-                self.keys, ids=wanted, scan_limit=JOB_SCAN_LIMIT), write=True)
+        outcomes: list[str] = []
+        for start in range(0, len(wanted), CANCEL_CHUNK):
+            with self._errors():
+                outcomes += await self._function(Cancel, Cancel.command(
+                    self.keys, ids=wanted[start:start + CANCEL_CHUNK], scan_limit=JOB_SCAN_LIMIT), write=True)
         return dict(zip(wanted, outcomes))
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
