@@ -57,7 +57,16 @@ end
 -- `cancel` to say it was cancelled.
 local CANCELLED_KEPT = 10000
 
-local function record_cancelled(live, errors, progress, cancelled, id, now)
+-- A job that ended without a result is announced in the `ended` stream (about the newest
+-- ENDED_KEPT), which result(id) reads blocking with the results stream: its waiter returns at once.
+local ENDED_KEPT = 10000
+
+local function record_ended(ended, id, outcome)
+  redis.call('XADD', ended, 'MAXLEN', '~', ENDED_KEPT, '*', ENDED.id, id, ENDED.outcome, outcome)
+end
+
+local function record_cancelled(live, errors, progress, cancelled, ended, id, now)
+  record_ended(ended, id, 'cancelled')
   redis.call('SREM', live, id)
   redis.call('HDEL', errors, id)
   redis.call('HDEL', progress, id)
@@ -75,7 +84,7 @@ end
 --   'unknown': the pool does not know the id (or it waits beyond the first `scan_limit` entries).
 register('cancel', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead_ids', 'counters', 'errors',
-          'progress', 'cancelled', 'cancel_requests', 'job_results...'},
+          'progress', 'cancelled', 'cancel_requests', 'ended', 'job_results...'},
   args = {'scan_limit', 'ids...'},
 }, function(k, a)
   local refused = worker_only('cancel', 'XDEL', k.stream, '0-0')
@@ -117,7 +126,7 @@ register('cancel', {
       end
     end
     if outcomes[i] == 'cancelled' then
-      record_cancelled(k.live, k.errors, k.progress, k.cancelled, id, now)
+      record_cancelled(k.live, k.errors, k.progress, k.cancelled, k.ended, id, now)
       count = count + 1
     end
   end
