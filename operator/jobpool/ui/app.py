@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -244,14 +244,18 @@ async def pool_page(request: web.Request) -> web.Response:
         if job is not None:
             found = fragment('<p class="found">job <a href="$href">$id</a> is <span class="state $state">$state</span></p>',
                              href=f"{quote(pool.name)}/job?id={quote(job.id)}", id=job.id, state=job.state)
-    table = await _jobs_table(pool, tab, after, query)
+    cancel = None
+    if tab != "succeeded" and await state.may_cancel(pool):
+        def cancel(job_id: str) -> Markup:   # the page is pools/NS/POOL: its forms post to POOL/cancel
+            return cancel_form(state, pool.key, job_id, back="pool", action=f"{quote(pool.name)}/cancel")
+    table = await _jobs_table(pool, tab, after, query, cancel)
     tabs = join([fragment('<a class="tab$current" href="$href">$label</a>',
                           current=" current" if key == tab else "", label=label,
                           href=f"{quote(pool.name)}?state={key}") for key, label in TABS] +
                 [fragment('<a class="tab" href="$href">dead letters</a>', href=f"{quote(pool.name)}/dead")])
     return _page(request, "pool.html", f"pool {pool.name}", pool=pool.name, poolLink=quote(pool.name),
                  poolPath=pool.path, poolKey=pool.key, namespace=pool.namespace,
-                 tab=tab, q=query, found=found, tabs=tabs, jobs=table,
+                 tab=tab, q=query, found=found, tabs=tabs, jobs=table, flash=flash(request),
                  workerRows=workers_rows(view), **_cells(view))
 
 
@@ -262,7 +266,8 @@ def workers_rows(view: dict[str, Any]) -> Markup:
                  for w in view.get("workerList", [])])
 
 
-async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str) -> Markup:
+async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str,
+                      cancel: Callable[[str], Markup] | None = None) -> Markup:
     try:
         if tab == "queued":
             page = await pool.browse.queued(after or "0-0", PAGE_SIZE, query)
@@ -272,10 +277,13 @@ async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str) -> Mar
             page = await pool.browse.succeeded(after or "0-0", PAGE_SIZE, query)
     except NotPermitted as exc:
         return fragment('<p class="notice">$message</p>', message=str(exc))
-    return jobs_table(pool.name, page, tab, query)
+    return jobs_table(pool.name, page, tab, query, cancel)
 
 
-def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
+def jobs_table(pool: str, page: JobPage, tab: str, query: str,
+               cancel: Callable[[str], Markup] | None = None) -> Markup:
+    """The jobs of one tab; `cancel(id)`: a cancel form for each job that may be cancelled (None:
+    the credential may not cancel)."""
     now = time.time()
     rows = []
     for job in page.jobs:
@@ -285,9 +293,11 @@ def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
         shown = render.short_json(job.result) if job.state == SUCCEEDED else render.short_json(job.payload)
         rows.append(fragment(
             '<tr class="job"><td><a href="$href">$id</a></td><td><span class="state $state">$state</span></td>'
-            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td><td><code>$shown</code></td></tr>',
+            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td><td><code>$shown</code></td>$action</tr>',
             href=f"{quote(pool)}/job?id={quote(job.id)}", id=job.id, state=job.state, task=job.task or "",
-            attempts=job.attempts, worker=job.worker or "", when=when, shown=shown))
+            attempts=job.attempts, worker=job.worker or "", when=when, shown=shown,
+            action=Markup("") if cancel is None else fragment(
+                "<td>$form</td>", form=cancel(job.id) if job.state in CANCELLABLE else Markup(""))))
     if not rows:
         return fragment('<p class="empty">no $what jobs$matching</p>', what=dict(TABS)[tab],
                         matching=f" matching {query!r}" if query else "")
@@ -297,8 +307,8 @@ def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
                         href=f"{quote(pool)}?state={tab}&after={quote(page.next_after)}&q={quote(query)}")
     head = "result" if tab == "succeeded" else "payload"
     return fragment('<table class="jobs"><thead><tr><th>id</th><th>state</th><th>task</th><th>attempts</th>'
-                    '<th>worker</th><th>when</th><th>$head</th></tr></thead><tbody>$rows</tbody></table>$more',
-                    head=head, rows=join(rows), more=more)
+                    '<th>worker</th><th>when</th><th>$head</th>$actionHead</tr></thead><tbody>$rows</tbody></table>$more',
+                    head=head, rows=join(rows), more=more, actionHead=Markup("<th></th>" if cancel else ""))
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -352,13 +362,13 @@ def action_forms(state: UiState, pool: str, ids: list[str], back: str, everythin
         back=back, hidden=hidden, what=what)
 
 
-def cancel_form(state: UiState, pool: str, job_id: str, back: str) -> Markup:
-    """Cancel one job (README "Cancel"), after the page's confirm."""
+def cancel_form(state: UiState, pool: str, job_id: str, back: str, action: str = "cancel") -> Markup:
+    """Cancel one job (README "Cancel"), after the page's confirm; `action`: the URL relative to the page."""
     return fragment(
-        '<form class="action" method="post" action="cancel" data-confirm="Cancel job $id?">'
+        '<form class="action" method="post" action="$action" data-confirm="Cancel job $id?">'
         '<input type="hidden" name="token" value="$token"><input type="hidden" name="back" value="$back">'
         '<input type="hidden" name="id" value="$id"><button type="submit" class="cancel">cancel this job</button></form>',
-        token=state.csrf.token(f"cancel:{pool}"), back=back, id=job_id)
+        token=state.csrf.token(f"cancel:{pool}"), back=back, id=job_id, action=action)
 
 
 def flash(request: web.Request) -> Markup:

@@ -366,3 +366,34 @@ def test_a_producer_is_offered_no_cancel_and_its_forged_cancel_is_refused(pool_n
         assert 'class="cancel"' not in page
     finally:
         producer.close()
+
+
+def test_the_pools_job_lists_offer_a_cancel_per_job_where_the_credential_may(redis_server, pool_name, pool_users,
+                                                                             start_ui):
+    worker = SyncQueue(pool_users.url("worker"), "it", pool_name)
+    try:
+        worker.submit(0, "list-retry")
+        [failing] = worker.fetch("ui-test-worker", 1, 0)
+        assert worker.fail(failing, "boom", max_attempts=3, backoff=3600, max_backoff=3600) == "retried"
+        worker.submit_many([1, 2], ["list-a", "list-b"])
+        ui = start_ui(pool_users.url("worker"), [pool_name])
+        page = requests.get(f"{ui.base}pools/it/{pool_name}", timeout=10).text
+        assert len(tokens(page, f"{pool_name}/cancel")) == 2 and "Cancel job list-b?" in page
+        assert len(tokens(requests.get(f"{ui.base}pools/it/{pool_name}?state=delayed", timeout=10).text,
+                          f"{pool_name}/cancel")) == 1
+        posted = requests.post(f"{ui.base}pools/it/{pool_name}/cancel",
+                               data={"token": tokens(page, f"{pool_name}/cancel")[0], "id": "list-b", "back": "pool"},
+                               allow_redirects=False, timeout=10)
+        assert posted.status_code == 303 and posted.headers["Location"] == f"../{pool_name}?done=cancelled&n=1"
+        after = requests.get(f"{ui.base}pools/it/{pool_name}/cancel", timeout=10)   # no GET route
+        assert after.status_code == 405
+        shown = requests.get(f"{ui.base}pools/it/{pool_name}?done=cancelled&n=1", timeout=10).text
+        assert "cancelled 1 job(s): they will not run" in shown and "list-b" not in shown
+        read_only = start_ui(pool_users.url("producer"), [pool_name])
+        assert 'class="cancel"' not in requests.get(f"{read_only.base}pools/it/{pool_name}?state=delayed",
+                                                    timeout=10).text
+    finally:
+        worker.close()
+        admin = SyncQueue(redis_server.url, "it", pool_name)
+        admin.delete_all()
+        admin.close()
