@@ -243,6 +243,9 @@ def test_worker_pods_on_the_real_node_run_jobs_from_redis_by_service_dns(real_no
     with Client(queue_url, namespace, "squares") as client:
         ids = client.submit_many(list(range(500)))
         results = [client.result(id, timeout=60) for id in ids]
+        # a pod is Ready once its /healthz answers; it registers at its first heartbeat
+        wait_until(lambda: len(client.status().workers) >= 2, timeout=30,
+                   what="both worker pods registered with the queue")
         workers = client.status().workers
     assert [result.result for result in results] == [n * n for n in range(500)]
     pods = json.loads(real_node.kubectl("get", "pods", "-n", namespace, "-l", "app=squares",
@@ -478,24 +481,14 @@ class TestOneRelease:
             assert admin.hget(PoolKeys(release, "squares").counters, "submitted") == b"1"
 
 
-def hostpath_volume(cluster, namespace: str, tmp_path) -> None:
-    """A PersistentVolume for the chart's Redis claim; a hostPath volume gets no fsGroup."""
-    volume = tmp_path / "redis-data"
-    volume.mkdir()
-    os.chown(volume, 999, 999)
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-redis"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
-                 "claimRef": {"namespace": namespace, "name": "jp-redis"},
-                 "hostPath": {"path": str(volume), "type": "Directory"}}}))
-
-
 def test_helm_upgrade_from_the_previous_chart_with_jobs_in_flight_loses_none(real_node, namespace, tmp_path):
     """The upgrade path of the README: the previous chart installed with a pool at work, the CRD
     applied (Helm never upgrades crds/), `helm upgrade` to this chart while jobs are in flight:
-    every job finishes, none dead-lettered."""
-    hostpath_volume(real_node, namespace, tmp_path)
+    every job finishes, none dead-lettered. Only this version's operator image is built here, and
+    it refuses an older CRD: this CRD is in place before the previous chart (whose crds/ Helm
+    then skips), as on a cluster where an earlier install put it, whatever ran before."""
+    real_node.node.redis_volume(real_node, namespace, claim="jp-redis")
+    real_node.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     subprocess.run(["tar", "-xzf", str(PREVIOUS_CHART), "-C", str(tmp_path)], check=True)
     install_chart(real_node, namespace, chart=tmp_path / "previous" / "charts" / "jobpool")
     with slow_pool(real_node, namespace, 2) as client:
@@ -520,12 +513,11 @@ def test_helm_upgrade_from_the_previous_chart_with_jobs_in_flight_loses_none(rea
     assert chart == "jobpool-0.2.0"
 
 
-def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace,
-                                                                                     tmp_path):
+def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, namespace):
     """`helm uninstall` with a pool left fails in its pre-delete hook and removes nothing; once the
     pool is deleted (the operator, still running, cleans its queue) the uninstall completes; the
     Redis claim is kept, and a reinstall of the same release adopts it with the queues' data."""
-    hostpath_volume(real_node, namespace, tmp_path)
+    real_node.node.redis_volume(real_node, namespace, claim="jp-redis")
     install_chart(real_node, namespace)
     pool = slow_pool(real_node, namespace, 1)
     other = Client(bundled_queue_url(real_node, namespace), namespace, "survivor")
