@@ -142,7 +142,7 @@ def answers(url: str) -> bool:
     try:
         with redis.Redis.from_url(url, socket_connect_timeout=2) as r:
             return bool(r.ping())
-    except redis.ConnectionError:
+    except (redis.ConnectionError, redis.TimeoutError):   # refused, or no route yet (kind)
         return False
 
 
