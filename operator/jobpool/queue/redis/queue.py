@@ -22,7 +22,7 @@ from ..codec import (check_queue_url, decode_json, decode_options, encode_json, 
                      outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
-from .entries import job_from_entry, job_state, readable, stats_from_reply, stream_entries
+from .entries import is_express, job_from_entry, job_state, readable, stats_from_reply, stream_entries
 from .fields import DEAD, RESULT
 from .functions import (Ack, AckThenFetch, Cancel, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
                         Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
@@ -153,8 +153,9 @@ class RedisStreamsQueue(SubmitPath, Queue):
                 with contextlib.suppress(ResponseError):
                     await self._call(self.redis.xgroup_create, k.stream, GROUP, id="0", mkstream=True)
                 return []
+        # an express entry (fetch.lua) is held by the worker it was delivered to: not this one's
         return [job_from_entry(entry_id, fields, 1, consumer)
-                for entry_id, fields in stream_entries(reply)]
+                for entry_id, fields in stream_entries(reply) if not is_express(fields)]
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""

@@ -4,19 +4,52 @@
 -- the first `limit` entries of the stream -> entry id, its fields (flat), the consumer holding it
 -- (nil: not delivered yet), its deliveries; nil when not found there. A job's id is its entry's
 -- first field (entry_fields).
-local function find_entry(stream, id, limit)
+local function find_entry(stream, id, limit, express)
   local ok, pending = pcall(redis.call, 'XPENDING', stream, GROUP, '-', '+', limit)
   if ok then
     for _, info in ipairs(pending) do
       local found = redis.call('XRANGE', stream, info[1], info[1])
-      if found[1] and found[1][2][2] == id then return info[1], found[1][2], info[2], info[4] end
+      if found[1] and found[1][2][2] == id then
+        return info[1], found[1][2], redis.call('HGET', express, info[1]) or info[2], info[4]
+      end
     end
   end
   for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', limit)) do
     if entry[2][2] == id then
       local held = ok and redis.call('XPENDING', stream, GROUP, entry[1], entry[1], 1)[1]
-      if held then return entry[1], entry[2], held[2], held[4] end
+      if held then return entry[1], entry[2], redis.call('HGET', express, entry[1]) or held[2], held[4] end
       return entry[1], entry[2], nil, 0
+    end
+  end
+  return nil
+end
+
+-- One job fewer waiting at `level`; a level with none left loses its ring (shared with fetch.lua).
+local function count_out(priorities, level)
+  if redis.call('HINCRBY', priorities, level, -1) <= 0 then
+    redis.call('HDEL', priorities, level)
+    redis.call('DEL', beside(priorities, READY .. level))
+  end
+end
+
+-- A job waiting outside the stream (a priority or a fairness key: wait_outside), looked for among
+-- the first `limit` of them -> its list, its element, its level, its fairness key; nil when not
+-- found there.
+local function find_outside(priorities, id, limit)
+  local head, seen = id .. '\0', 0
+  for _, level in ipairs(redis.call('HKEYS', priorities)) do
+    for _, key in ipairs(redis.call('LRANGE', beside(priorities, READY .. level), 0, -1)) do
+      if not (level == '0' and key == STREAM_TURN) then
+        local list = beside(priorities, FAIR .. level .. ':' .. key)
+        local start, size = 0, redis.call('LLEN', list)
+        while start < size and seen < limit do
+          local chunk = redis.call('LRANGE', list, start, start + math.min(999, limit - seen - 1))
+          for _, element in ipairs(chunk) do
+            if string.sub(element, 1, #head) == head then return list, element, tonumber(level), key end
+          end
+          start, seen = start + #chunk, seen + #chunk
+        end
+      end
     end
   end
   return nil
@@ -35,7 +68,8 @@ local function record_cancelled(live, errors, progress, cancelled, id, now)
 end
 
 -- cancel: withdraw jobs by id (a worker's function) -> one outcome per id, in order:
---   'cancelled': it was scheduled, a retry waiting for its backoff, or waiting: it is removed,
+--   'cancelled': it was scheduled, a retry waiting for its backoff, or waiting (in the stream, or
+--     outside it with a priority or a fairness key; the first `scan_limit` of each): it is removed,
 --     counted (counters.cancelled) and kept as cancelled (record_cancelled);
 --   'cancelling': a worker runs it: the request waits in `cancel_requests` (entry id -> job id)
 --     until its worker's next heartbeat, which returns it; the worker cancels the handler and
@@ -44,7 +78,7 @@ end
 --   'unknown': the pool does not know the id (or it waits beyond the first `scan_limit` entries).
 register('cancel', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'scheduled', 'dead_ids', 'counters', 'errors',
-          'progress', 'cancelled', 'cancel_requests', 'job_results...'},
+          'progress', 'cancelled', 'cancel_requests', 'priorities', 'express', 'job_results...'},
   args = {'scan_limit', 'ids...'},
 }, function(k, a)
   local refused = worker_only('cancel', 'XDEL', k.stream, '0-0')
@@ -61,15 +95,26 @@ register('cancel', {
         redis.call('HDEL', k.delayed_jobs, id)
         outcome = 'cancelled'
       else
-        local entry, _, consumer = find_entry(k.stream, id, tonumber(a.scan_limit))
-        if entry and consumer and consumer ~= RELEASED_CONSUMER then
-          redis.call('HSET', k.cancel_requests, entry, id)
-          outcome = 'cancelling'
-        elseif entry then   -- waiting, or given back on drain and not fetched again yet
-          if consumer then redis.call('XACK', k.stream, GROUP, entry) end
-          redis.call('XDEL', k.stream, entry)
-          redis.call('HDEL', k.cancel_requests, entry)   -- asked while it ran, then given back
+        local list, element, level, key = find_outside(k.priorities, id, tonumber(a.scan_limit))
+        if list then
+          redis.call('LREM', list, 1, element)
+          if redis.call('EXISTS', list) == 0 then
+            redis.call('LREM', beside(k.priorities, READY .. level), 1, key)
+          end
+          count_out(k.priorities, level)
           outcome = 'cancelled'
+        else
+          local entry, _, consumer = find_entry(k.stream, id, tonumber(a.scan_limit), k.express)
+          if entry and consumer and consumer ~= RELEASED_CONSUMER then
+            redis.call('HSET', k.cancel_requests, entry, id)
+            outcome = 'cancelling'
+          elseif entry then   -- waiting, or given back on drain and not fetched again yet
+            if consumer then redis.call('XACK', k.stream, GROUP, entry) end
+            redis.call('XDEL', k.stream, entry)
+            redis.call('HDEL', k.cancel_requests, entry)   -- asked while it ran, then given back
+            redis.call('HDEL', k.express, entry)
+            outcome = 'cancelled'
+          end
         end
       end
       if outcome == 'cancelled' then

@@ -2,7 +2,8 @@
 -- name and the names Python holds (one home per fact):
 --   LIBRARY (the library's versioned name), GROUP, RELEASED_CONSUMER,
 --   ENTRY (the fields of a waiting entry), RESULT (of a results entry), DEAD (of a dead letter),
---   MEMORY (of the pool's memory hash)
+--   MEMORY (of the pool's memory hash),
+--   PRIORITIES, READY, FAIR, STREAM_TURN (the names of the keys of jobs waiting outside the stream)
 -- Each function file calls `register` with its contract: the names of its keys and arguments,
 -- in the order the caller sends them; a name ending in '...' takes the rest as a list. The body
 -- reads them as k.<name> and a.<name> only (tests/unit/queue/test_library.py checks both
@@ -92,10 +93,39 @@ end
 
 -- Whether `consumer` still holds the delivery of `entry`: a worker that stalled past the
 -- visibility timeout has lost it to the worker that reclaimed it, and one that finished it
--- (or released it) holds it no more.
-local function holds(stream, entry, consumer)
+-- (or released it) holds it no more. An express entry's holder is the one `express` names: a
+-- worker's blocking read (outside the library) may have taken it over in the group.
+local function holds(stream, entry, consumer, express)
   local ok, info = pcall(redis.call, 'XPENDING', stream, GROUP, entry, entry, 1, consumer)
-  return ok and info[1] ~= nil
+  if ok and info[1] ~= nil then return true end
+  return ok and redis.call('HGET', express, entry) == consumer
+    and redis.call('XPENDING', stream, GROUP, entry, entry, 1)[1] ~= nil
+end
+
+-- A job's priority level and fairness key, from its options (codec.encode_options:
+-- "timeout,max_attempts,backoff[,priority,fairness_key]") -> level 0-9, key ('' for none)
+local function priority_of(options)
+  if not options or options == '' then return 0, '' end
+  local level, key = string.match(options, '^[^,]*,[^,]*,[^,]*,(%d?),([%w._-]*)$')
+  return tonumber(level) or 0, key or ''
+end
+
+-- The key of `name` beside the pool's `priorities` hash (the same hash tag).
+local function beside(priorities, name)
+  return string.sub(priorities, 1, -#PRIORITIES - 1) .. name
+end
+
+-- A job with a priority or a fairness key waits outside the stream, as
+-- "<id>\0<enqueued ms>\0<pack_delayed>" in the list of its (level, key); a key whose list was
+-- empty joins the ring of its level (at level 0 with the stream's own turn beside it), and the
+-- `priorities` hash counts the level's jobs.
+local function wait_outside(priorities, level, key, id, at, packed)
+  local list = beside(priorities, FAIR .. level .. ':' .. key)
+  if redis.call('RPUSH', list, id .. '\0' .. at .. '\0' .. packed) == 1 then
+    local ring = beside(priorities, READY .. level)
+    if redis.call('RPUSH', ring, key) == 1 and level == 0 then redis.call('RPUSH', ring, STREAM_TURN) end
+  end
+  redis.call('HINCRBY', priorities, level, 1)
 end
 
 -- Jobs travel as one NUL-separated blob (ids are printable and JSON escapes control
@@ -124,8 +154,8 @@ local function memory_used_and_max()
 end
 
 -- A waiting entry's fields in the order XADD writes them; a job without a task or options of
--- its own has no such field.
-local function entry_fields(id, payload, attempts, at, replayed, task, options)
+-- its own has no such field; `express`: one delivered past unread entries (fetch.lua).
+local function entry_fields(id, payload, attempts, at, replayed, task, options, express)
   local fields = {ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
                   ENTRY.replayed, replayed}
   if task and task ~= '' then
@@ -135,6 +165,10 @@ local function entry_fields(id, payload, attempts, at, replayed, task, options)
   if options and options ~= '' then
     fields[#fields + 1] = ENTRY.options
     fields[#fields + 1] = options
+  end
+  if express then
+    fields[#fields + 1] = ENTRY.express
+    fields[#fields + 1] = '1'
   end
   return unpack(fields)
 end

@@ -1,12 +1,13 @@
 -- stats: the pool's figures at one instant; registrations past their expiry are removed.
 -- -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones),
---     held(flat: consumer, count), scheduled, delayed_due, scheduled_due, progress(flat: id, value)}
+--     held(flat: consumer, count), scheduled, delayed_due, scheduled_due, progress(flat: id, value),
+--     outside(flat: level, jobs waiting outside the stream at that level)}
 -- *_due: retries and scheduled jobs due within horizon_ms of now (what the autoscaler counts).
 -- `held` is what each consumer has not acknowledged, read with in_flight at the same instant:
 -- the workers' busy slots (their own published counts lag behind a burst by up to a publish
 -- interval).
 register('stats', {
-  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress'},
+  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress', 'priorities'},
   args = {'now_ms', 'horizon_ms'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -35,5 +36,6 @@ register('stats', {
   return {redis.call('XLEN', k.stream), pending, redis.call('ZCARD', k.delayed),
           redis.call('XLEN', k.dead), redis.call('HGETALL', k.counters), live, held,
           redis.call('ZCARD', k.scheduled), redis.call('ZCOUNT', k.delayed, '-inf', horizon),
-          redis.call('ZCOUNT', k.scheduled, '-inf', horizon), redis.call('HGETALL', k.progress)}
+          redis.call('ZCOUNT', k.scheduled, '-inf', horizon), redis.call('HGETALL', k.progress),
+          redis.call('HGETALL', k.priorities)}
 end)

@@ -2,6 +2,8 @@
 -- its payload limit and the memory Redis has left.
 -- keys: the result key of each caller-given id, in the order of the blob (generated ids are
 --   new: they have none)
+-- A job with a priority or a fairness key (in its options) waits outside the stream
+-- (wait_outside); maxLength counts it with the stream's waiting entries.
 -- args: blob of (id, given(1|0), task, options, due, payload); due: "" (now), unix ms, or
 --   "+ms" from Redis's clock: a job due later waits in `scheduled` (its entry packed in
 --   delayed_jobs, as a retry's); partial(1|0): enqueue what fits;
@@ -48,7 +50,7 @@ end
 
 register('submit', {
   keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'scheduled',
-          'delayed_jobs', 'given_results...'},
+          'delayed_jobs', 'priorities', 'given_results...'},
   args = {'partial', 'blob', 'default_max_payload_bytes', 'memory_share'},
 }, function(k, a)
   local stream, memory = k.stream, k.memory
@@ -113,6 +115,7 @@ register('submit', {
   local room = -1
   if max_length > 0 then
     room = max_length - waiting_count(stream)
+    for _, n in ipairs(redis.call('HVALS', k.priorities)) do room = room - tonumber(n) end
     if room < 0 then room = 0 end
     if not partial then
       local new = 0
@@ -139,7 +142,12 @@ register('submit', {
     else
       if room == 0 then break end
       redis.call('SADD', k.live, id)
-      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
+      local level, key = priority_of(options)
+      if level > 0 or key ~= '' then
+        wait_outside(k.priorities, level, key, id, stamp, pack_delayed('0', '0', task, options, payload))
+      else
+        redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
+      end
       processed = processed + 1
       enqueued = enqueued + 1
       if room > 0 then room = room - 1 end

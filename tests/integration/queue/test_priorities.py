@@ -1,0 +1,143 @@
+"""Priorities and fairness keys at the queue (README "Priorities and fairness"): a higher level is
+served first, keys of one level share the slots round-robin (the stream's own jobs are one of
+level 0's), retries and scheduled jobs keep their level, and a job delivered past unread stream
+entries is never delivered to a second live worker."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+import redis
+
+import jobpool
+from jobpool.queue import JobOptions, QueueError
+
+
+def served(queue, consumer: str, count: int, slots: int = 1) -> list:
+    """Fetch and ack `count` jobs, `slots` at a time -> the jobs in the order they came."""
+    order = []
+    while len(order) < count:
+        jobs = queue.fetch(consumer, slots, 0)
+        if not jobs:
+            break
+        queue.ack_many([(job, None) for job in jobs])
+        order += jobs
+    return order
+
+
+def test_a_higher_level_is_served_first_and_level_0_keeps_its_order(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many(list(range(20)), [f"low-{n}" for n in range(20)])
+        client.submit_many(list(range(5)), [f"mid-{n}" for n in range(5)], priority=5)
+        client.submit_many(list(range(5)), [f"high-{n}" for n in range(5)], priority=9)
+        stats = client.status()
+        assert stats.waiting == 30
+        assert stats.waiting_by_priority == {"9": 5, "5": 5, "0": 20}
+        assert stats.as_status()["waitingByPriority"] == {"9": 5, "5": 5, "0": 20}
+    order = [job.id for job in served(queue, "c1", 30, slots=3)]
+    assert order == [f"high-{n}" for n in range(5)] + [f"mid-{n}" for n in range(5)] + \
+        [f"low-{n}" for n in range(20)]
+
+
+def test_keys_of_one_level_share_the_slots_round_robin(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many(list(range(1000)), [f"a-{n}" for n in range(1000)], priority=3,
+                           fairness_key="customer-a")
+        client.submit_many(list(range(10)), [f"b-{n}" for n in range(10)], priority=3,
+                           fairness_key="customer-b")
+    first = [job.id for job in served(queue, "c1", 20)]
+    assert sorted(job for job in first if job.startswith("b-")) == sorted(f"b-{n}" for n in range(10))
+    assert [job for job in first if job.startswith("a-")] == [f"a-{n}" for n in range(10)]
+
+
+def test_the_streams_own_jobs_take_one_turn_among_the_keys_of_level_0(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many(list(range(100)), [f"plain-{n}" for n in range(100)])
+        client.submit_many(list(range(5)), [f"keyed-{n}" for n in range(5)], fairness_key="t1")
+        assert client.status().waiting_by_priority == {"0": 105}
+    first = [job.id for job in served(queue, "c1", 10)]
+    assert sorted(j for j in first if j.startswith("keyed-")) == [f"keyed-{n}" for n in range(5)]
+    assert [j for j in first if j.startswith("plain-")] == [f"plain-{n}" for n in range(5)]
+    rest = served(queue, "c1", 200, slots=7)
+    assert len(rest) == 95 and len(set(first) | {job.id for job in rest}) == 105
+
+
+def test_a_retry_and_a_scheduled_job_come_back_to_their_level_and_key(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit("x", id="retried", priority=7, fairness_key="k")
+        [job] = queue.fetch("c1", 1, 0)
+        assert (job.id, job.options.priority, job.options.fairness_key) == ("retried", 7, "k")
+        assert queue.fail(job, "boom", max_attempts=3, backoff=0, max_backoff=0) == "retried"
+        client.submit("y", id="scheduled", priority=7, delay=0.2)
+        client.submit_many(list(range(10)), [f"low-{n}" for n in range(10)])
+        import time
+        time.sleep(0.3)
+        order = [job.id for job in served(queue, "c1", 12)]
+        assert sorted(order[:2]) == ["retried", "scheduled"]
+        assert client.job("retried").state == "succeeded"
+
+
+def test_a_job_waiting_outside_the_stream_shows_its_level_and_is_cancelled(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many([1, 2], ["p1", "p2"], priority=4, fairness_key="tenant.a")
+        state = client.job("p1")
+        assert (state.state, state.priority, state.fairness_key) == ("waiting", 4, "tenant.a")
+        assert state.as_record()["priority"] == 4 and state.as_record()["fairnessKey"] == "tenant.a"
+        assert client.cancel("p1") == "cancelled"
+        assert client.job("p1").state == "cancelled"
+        assert client.status().waiting_by_priority == {"4": 1}
+        assert client.cancel("p2") == "cancelled"
+        stats = client.status()
+        assert (stats.waiting, stats.waiting_by_priority, stats.cancelled) == (0, {}, 2)
+        assert queue.fetch("c1", 5, 0) == []
+        client.submit(3, id="p3", priority=4, fairness_key="tenant.a")   # the level starts over
+        [job] = queue.fetch("c1", 5, 0)
+        assert job.id == "p3" and client.job("p3").state == "running"
+        assert client.job("p3").priority == 4
+
+
+@pytest.mark.parametrize("options, problem", [
+    (dict(priority=10), "priority must be an integer from 0 to 9"),
+    (dict(priority=-1), "priority must be an integer from 0 to 9"),
+    (dict(priority="9"), "priority must be an integer from 0 to 9"),
+    (dict(fairness_key="a:b"), "fairness_key 'a:b' is not a fairness key"),
+    (dict(fairness_key=""), "fairness_key '' is not a fairness key"),
+    (dict(fairness_key="x" * 65), "is not a fairness key"),
+])
+def test_a_bad_priority_or_fairness_key_is_refused_naming_it(redis_server, pool_name, options, problem):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        with pytest.raises(QueueError, match=problem):
+            client.submit(1, **options)
+        with pytest.raises(QueueError, match=problem):
+            client.submit_many([1], options=JobOptions(**options))
+
+
+def test_a_job_delivered_past_unread_entries_is_never_delivered_twice(redis_server, pool_name, queue):
+    """Level-9 jobs are delivered while level-0 entries wait unread in the stream: every later read,
+    a fetch's or a worker's blocking read, skips them, and each job is delivered once."""
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many(list(range(3000)), [f"low-{n}" for n in range(3000)])
+        delivered = collections.Counter()
+        held = []
+        for n in range(50):
+            client.submit(n, id=f"high-{n}", priority=9)
+            [job] = queue.fetch(f"c{n % 3}", 1, 0)
+            assert job.id == f"high-{n}"
+            delivered[job.id] += 1
+            held.append(job)
+        # the express marks name their holders while level 0 waits unread
+        marks = redis.Redis.from_url(redis_server.url, decode_responses=True).hgetall(queue.keys.express)
+        assert sorted(marks.values()) == sorted(job.consumer for job in held)
+        # a worker's blocking read meets them after the unread entries
+        while True:
+            jobs = queue._read_blocking("blocked", 500, 10)
+            if not jobs:
+                break
+            delivered.update(job.id for job in jobs)
+            queue.ack_many([(job, None) for job in jobs])
+        for job in served(queue, "c9", 10_000, slots=100):
+            delivered[job.id] += 1
+        assert queue.ack_many([(job, None) for job in held]) == (50, 0)   # their holders still hold them
+        assert set(delivered.values()) == {1} and len(delivered) == 3050
+        stats = client.status()
+        assert (stats.waiting, stats.in_flight, stats.succeeded, stats.duplicates) == (0, 0, 3050, 0)
