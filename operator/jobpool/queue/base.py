@@ -197,7 +197,9 @@ class QueueStats:
             "delayed": self.delayed,
             "scheduled": self.scheduled,
             "deadLetter": self.dead_letter,
-            "waitingByPriority": dict(self.waiting_by_priority),
+            # a list (replaced whole by a status merge patch), levels with jobs, the highest first
+            "waitingByPriority": [{"priority": int(level), "waiting": n}
+                                  for level, n in self.waiting_by_priority.items()],
             "submitted": self.submitted,
             "succeeded": self.succeeded,
             "retried": self.retried,

@@ -33,7 +33,9 @@ def test_a_higher_level_is_served_first_and_level_0_keeps_its_order(redis_server
         stats = client.status()
         assert stats.waiting == 30
         assert stats.waiting_by_priority == {"9": 5, "5": 5, "0": 20}
-        assert stats.as_status()["waitingByPriority"] == {"9": 5, "5": 5, "0": 20}
+        assert stats.as_status()["waitingByPriority"] == [{"priority": 9, "waiting": 5},
+                                                          {"priority": 5, "waiting": 5},
+                                                          {"priority": 0, "waiting": 20}]
     order = [job.id for job in served(queue, "c1", 30, slots=3)]
     assert order == [f"high-{n}" for n in range(5)] + [f"mid-{n}" for n in range(5)] + \
         [f"low-{n}" for n in range(20)]
