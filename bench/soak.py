@@ -3,9 +3,12 @@
 A redis-server of its own (AOF, `appendfsync always`: a restart loses nothing acknowledged),
 real `jobpool worker` processes, good jobs submitted in chunks while workers are killed with
 SIGKILL and stopped with SIGTERM (each replaced by a fresh one), Redis is killed and restarted
-once, and malformed entries are written with raw XADD as a foreign producer would. At the end
-every good job has succeeded (its result in the results stream, once), every malformed entry is
-dead-lettered, nothing waits, runs or is delayed, and no worker process is left running.
+once, and malformed entries are written with raw XADD as a foreign producer would. Each chunk of
+good jobs has a priority (0-9) and a fairness key of a few tenants, or neither, so jobs wait in
+the stream and beside it and are delivered past unread entries. At the end every good job has
+succeeded (its result in the results stream, once), every malformed entry is dead-lettered,
+nothing waits (at any level), runs or is delayed, and no worker process is left running; without
+a worker killed, no job ran twice (no duplicate completion).
 
 Usage: python bench/soak.py [--jobs 20000] [--workers 4] [--concurrency 16] [--seed N]
 Exit status 0 when every check holds, 1 otherwise (the failed checks are printed).
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from jobpool import Client, QueueError  # noqa: E402
+from jobpool import Client, JobOptions, QueueError  # noqa: E402
 from jobpool.queue import open_queue  # noqa: E402
 from jobpool.queue.keys import PoolKeys  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
@@ -42,6 +45,7 @@ SUBMIT_CHUNK = 250
 BACKLOG_SHARE = 10            # maxLength = jobs / this: submits wait for room, spanning the run
 VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
 MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
+TENANTS = (None, "tenant-a", "tenant-b", "tenant-c")   # the chunks' fairness keys
 
 # Entries a foreign producer might write, as raw stream fields; each must end dead-lettered.
 MALFORMED_ENTRIES: dict[str, dict[str, str | bytes]] = {
@@ -147,6 +151,10 @@ class Submitter(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.jobs = url, jobs
         self.payloads = [{"n": n, "ms": rng.randint(2, 30)} for n in range(jobs)]
+        # per chunk: no priority half the time, else a level 1-9; a tenant or none
+        self.options = [JobOptions(priority=rng.choice([None] * 9 + list(range(1, 10))),
+                                   fairness_key=rng.choice(TENANTS))
+                        for _ in range(0, jobs, SUBMIT_CHUNK)]
         self.submitted = 0
         self.retries = 0
         self.error: BaseException | None = None
@@ -158,7 +166,8 @@ class Submitter(threading.Thread):
                     stop = min(self.submitted + SUBMIT_CHUNK, self.jobs)
                     try:
                         client.submit_many(self.payloads[self.submitted:stop],
-                                           [good_id(n) for n in range(self.submitted, stop)])
+                                           [good_id(n) for n in range(self.submitted, stop)],
+                                           options=self.options[self.submitted // SUBMIT_CHUNK])
                     except QueueError:
                         self.retries += 1
                         time.sleep(0.1)
@@ -304,9 +313,12 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
         report.problems.append(f"dead letters: {len(bad_ids - dead_ids)} malformed entries "
                                f"missing, {len(dead_ids - bad_ids)} others present, e.g. "
                                f"{sorted(dead_ids - bad_ids)[:5]}")
-    if stats.waiting + stats.in_flight + stats.delayed:
-        report.problems.append(f"left in the queue: waiting {stats.waiting}, in flight "
+    if stats.waiting + stats.in_flight + stats.delayed or stats.waiting_by_priority:
+        report.problems.append(f"left in the queue: waiting {stats.waiting} "
+                               f"({stats.waiting_by_priority} by level), in flight "
                                f"{stats.in_flight}, delayed {stats.delayed}")
+    if report.kills == 0 and stats.duplicates:
+        report.problems.append(f"{stats.duplicates} jobs ran twice with no worker killed")
     if report.workers_left:
         report.problems.append(f"worker processes still running: {report.workers_left}")
 

@@ -19,7 +19,7 @@ USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no po
 
 # what the page reads outside functions (queue/browse.py, ui/discovery.py) and what a client sends
 _READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
-          "zrange", "zmscore", "exists", "time", "scan", "ping", "select", "fcall",
+          "zrange", "zmscore", "lrange", "exists", "time", "scan", "ping", "select", "fcall",
           "cluster|slots", "command", "command|getkeys")
 _STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
 

@@ -132,8 +132,8 @@ def test_a_job_delivered_past_unread_entries_is_never_delivered_twice(redis_serv
         assert sorted(marks.values()) == sorted(job.consumer for job in held)
         # a worker's blocking read meets them after the unread entries
         while True:
-            jobs = queue._read_blocking("blocked", 500, 10)
-            if not jobs:
+            jobs, skipped = queue._read_blocking("blocked", 500, 10)
+            if not jobs and not skipped:
                 break
             delivered.update(job.id for job in jobs)
             queue.ack_many([(job, None) for job in jobs])
@@ -143,3 +143,18 @@ def test_a_job_delivered_past_unread_entries_is_never_delivered_twice(redis_serv
         assert set(delivered.values()) == {1} and len(delivered) == 3050
         stats = client.status()
         assert (stats.waiting, stats.in_flight, stats.succeeded, stats.duplicates) == (0, 0, 3050, 0)
+
+
+def test_the_web_pages_reader_lists_jobs_waiting_with_a_priority_first(redis_server, pool_name, queue):
+    from jobpool.queue.browse import open_browse
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit({"n": 0}, id="plain")
+        client.submit({"n": 1}, id="keyed", fairness_key="t1")
+        client.submit({"n": 2}, id="urgent", task="resize", priority=8)
+    browse = open_browse(queue.queue)
+    page = queue.loop.run_until_complete(browse.queued())
+    assert [(job.id, job.state, job.priority, job.fairness_key) for job in page.jobs] == [
+        ("urgent", "waiting", 8, None), ("keyed", "waiting", 0, "t1"), ("plain", "waiting", 0, None)]
+    assert page.jobs[0].payload == {"n": 2} and page.jobs[0].task == "resize"
+    found = queue.loop.run_until_complete(browse.job("urgent"))
+    assert (found.state, found.priority) == ("waiting", 8)

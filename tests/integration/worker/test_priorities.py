@@ -4,6 +4,7 @@ counts in `jobpool status` and jobpool_queue_waiting_priority."""
 from __future__ import annotations
 
 import json
+import time
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +14,7 @@ from jobpool.cli import main
 from jobpool.controller.metrics import OperatorMetrics
 
 from tests.helpers import wait_until
+from tests.integration.handlers import events
 
 STARTED_AT = "tests.integration.handlers:started_at"
 
@@ -81,3 +83,39 @@ def test_the_waiting_jobs_by_level_are_a_gauge_whose_emptied_levels_go(redis_ser
         wait_until(lambda: client.status().succeeded == 13, timeout=30)
         metrics.observe_pool("it", pool_name, client.status(), 0, 0)
         assert gauge() == {}
+
+
+def test_level_9_jobs_submitted_while_thousands_wait_all_finish_and_each_runs_once(
+        redis_server, pool_name, spawn_worker, tmp_path):
+    """Each level-9 job is delivered past unread level-0 entries (fetch.lua's express entries):
+    the reads that reach them later, fetches and the workers' blocking reads, while the first
+    ones still run, must skip them."""
+    log = tmp_path / "runs.log"
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many([{"n": n} for n in range(1500)])
+        for n in range(2):
+            spawn_worker(handler="tests.integration.handlers:sleepy", concurrency=4,
+                         env={"JOBPOOL_TEST_LOG": str(log)})
+        for n in range(1500, 1520):   # the first four still run when the level-0 jobs are done
+            client.submit({"n": n, "seconds": 4 if n < 1504 else 0}, priority=9)
+        wait_until(lambda: client.status().succeeded == 1520, timeout=120, what="1,520 jobs to succeed")
+        stats = client.status()
+        assert (stats.duplicates, stats.waiting, stats.in_flight) == (0, 0, 0)
+    starts = [n for kind, n, _ in events(log) if kind == "start"]
+    assert sorted(starts) == list(range(1520))
+
+
+def test_a_job_with_a_priority_wakes_an_idle_worker_at_once(redis_server, pool_name, spawn_worker):
+    """An idle worker blocks on the stream; a job waiting outside it comes with a wake entry."""
+    spawn_worker(handler=STARTED_AT, concurrency=2)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        wait_until(lambda: client.status().workers, timeout=30, what="the worker to register")
+        delays = []
+        for n in range(5):
+            time.sleep(0.3)     # the worker's fetch found nothing: it blocks again
+            submitted = time.time()
+            job_id = client.submit(n, priority=5, fairness_key="tenant")
+            delays.append(client.result(job_id, timeout=10).result - submitted)
+        stats = client.status()
+        assert (stats.waiting, stats.in_flight) == (0, 0)
+    assert sorted(delays)[2] < 0.25, delays     # the worker blocks for 1 s: it was woken

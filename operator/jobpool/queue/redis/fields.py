@@ -46,3 +46,6 @@ class MemoryFields(NamedTuple):
 
 
 ENTRY, RESULT, DEAD, MEMORY = EntryFields(), ResultFields(), DeadFields(), MemoryFields()
+# The express field of a submit's wake entry (no job: it wakes a worker blocked on the stream for a
+# job that waits outside it), and its field in the `express` hash.
+WAKE = "wake"

@@ -82,7 +82,7 @@ class SubmitReply(NamedTuple):
 class Submit(Function):
     NAME = "submit"
     KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "scheduled",
-            "delayed_jobs", "priorities", "given_results...")
+            "delayed_jobs", "priorities", "express", "given_results...")
     ARGS = ("partial", "blob", "default_max_payload_bytes", "memory_share")
     RESEND = WITH_GIVEN_IDS
 
@@ -119,7 +119,8 @@ class StatsReply(NamedTuple):
 
 class Stats(Function):
     NAME = "stats"
-    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress", "priorities")
+    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress", "priorities",
+            "express")
     ARGS = ("now_ms", "horizon_ms")
 
     @classmethod

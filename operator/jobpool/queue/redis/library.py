@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from .. import connection
 from ..keys import FAIR, GROUP, PRIORITIES, READY, RELEASED_CONSUMER, STREAM_TURN
-from .fields import DEAD, ENTRY, MEMORY, RESULT
+from .fields import DEAD, ENTRY, MEMORY, RESULT, WAKE
 
 PRELUDE = "prelude"
 
@@ -46,7 +46,7 @@ def _constants(name: str) -> str:
             f"local ENTRY, RESULT, DEAD = {_lua_table(ENTRY)}, {_lua_table(RESULT)}, {_lua_table(DEAD)}\n"
             f"local MEMORY = {_lua_table(MEMORY)}\n"
             f"local PRIORITIES, READY, FAIR, STREAM_TURN = '{PRIORITIES}', '{READY}', '{FAIR}', "
-            f"'{STREAM_TURN}'\n")
+            f"'{STREAM_TURN}'\nlocal WAKE = '{WAKE}'\n")
 
 
 @functools.cache

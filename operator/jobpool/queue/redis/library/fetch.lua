@@ -133,7 +133,7 @@ register('fetch', {
         local attempts, replayed, task, options, payload = unpack_delayed(packed)
         local level, key = priority_of(options)
         if level > 0 or key ~= '' then   -- back to its level and key
-          wait_outside(k.priorities, level, key, id, tostring(now),
+          shared.wait_outside(k.priorities, level, key, id, tostring(now),
                        pack_delayed(attempts, replayed, task, options, payload))
         else
           redis.call('XADD', stream, '*', entry_fields(id, payload, attempts, tostring(now), replayed,
@@ -143,6 +143,12 @@ register('fetch', {
       redis.call('ZREM', set, id)
       redis.call('HDEL', k.delayed_jobs, id)
     end
+  end
+  local wake = redis.call('EXISTS', k.express) == 1 and redis.call('HGET', k.express, WAKE)
+  if wake then   -- a submit's wake entry (submit.lua) has done its work: this fetch runs
+    redis.call('XACK', stream, GROUP, wake)
+    redis.call('XDEL', stream, wake)
+    redis.call('HDEL', k.express, WAKE)
   end
   local reclaimed = {}
   -- jobs given back by a draining worker go first, to whoever asks next

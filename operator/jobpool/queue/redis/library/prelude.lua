@@ -10,6 +10,9 @@
 -- against the Python wrappers in functions.py).
 
 local jobpool = {}   -- the bodies by name, so that one function may run another's
+-- Helpers a file defines for files loaded before it (they run after the whole load): the commands
+-- a helper calls are then those of its own file's function (the ACL users are read from there).
+local shared = {}
 
 -- Redis refuses a function that may write, at its start, while used memory is over maxmemory;
 -- the worker's steps run then too (they free memory: acks remove entries, and results and dead
@@ -113,19 +116,6 @@ end
 -- The key of `name` beside the pool's `priorities` hash (the same hash tag).
 local function beside(priorities, name)
   return string.sub(priorities, 1, -#PRIORITIES - 1) .. name
-end
-
--- A job with a priority or a fairness key waits outside the stream, as
--- "<id>\0<enqueued ms>\0<pack_delayed>" in the list of its (level, key); a key whose list was
--- empty joins the ring of its level (at level 0 with the stream's own turn beside it), and the
--- `priorities` hash counts the level's jobs.
-local function wait_outside(priorities, level, key, id, at, packed)
-  local list = beside(priorities, FAIR .. level .. ':' .. key)
-  if redis.call('RPUSH', list, id .. '\0' .. at .. '\0' .. packed) == 1 then
-    local ring = beside(priorities, READY .. level)
-    if redis.call('RPUSH', ring, key) == 1 and level == 0 then redis.call('RPUSH', ring, STREAM_TURN) end
-  end
-  redis.call('HINCRBY', priorities, level, 1)
 end
 
 -- Jobs travel as one NUL-separated blob (ids are printable and JSON escapes control

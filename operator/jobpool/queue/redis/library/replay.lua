@@ -30,7 +30,7 @@ register('replay', {
       local task, options = fields[DEAD.task] or '', fields[DEAD.options] or ''
       local level, key = priority_of(options)
       if level > 0 or key ~= '' then
-        wait_outside(k.priorities, level, key, id, now, pack_delayed('0', '1', task, options,
+        shared.wait_outside(k.priorities, level, key, id, now, pack_delayed('0', '1', task, options,
                                                                     fields[DEAD.payload]))
       else
         redis.call('XADD', k.stream, '*', entry_fields(id, fields[DEAD.payload], '0', now, '1',

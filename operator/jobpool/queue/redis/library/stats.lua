@@ -7,12 +7,19 @@
 -- the workers' busy slots (their own published counts lag behind a burst by up to a publish
 -- interval).
 register('stats', {
-  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress', 'priorities'},
+  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress', 'priorities',
+          'express'},
   args = {'now_ms', 'horizon_ms'},
   flags = OOM_ALLOWED,
 }, function(k, a)
   local now = tonumber(a.now_ms)
-  local pending = in_flight_count(k.stream)
+  local pending, length = in_flight_count(k.stream), redis.call('XLEN', k.stream)
+  local wake = redis.call('HGET', k.express, WAKE)   -- a submit's wake entry is no job (submit.lua)
+  if wake then
+    length = length - 1
+    local ok, held = pcall(redis.call, 'XPENDING', k.stream, GROUP, wake, wake, 1)
+    if ok and held[1] then pending = pending - 1 end
+  end
   local held = {}
   local ok, summary = pcall(redis.call, 'XPENDING', k.stream, GROUP)
   if ok and summary[4] then
@@ -33,7 +40,7 @@ register('stats', {
     end
   end
   local horizon = now_ms() + tonumber(a.horizon_ms)
-  return {redis.call('XLEN', k.stream), pending, redis.call('ZCARD', k.delayed),
+  return {length, pending, redis.call('ZCARD', k.delayed),
           redis.call('XLEN', k.dead), redis.call('HGETALL', k.counters), live, held,
           redis.call('ZCARD', k.scheduled), redis.call('ZCOUNT', k.delayed, '-inf', horizon),
           redis.call('ZCOUNT', k.scheduled, '-inf', horizon), redis.call('HGETALL', k.progress),
