@@ -41,8 +41,9 @@ def function_commands(*names: str) -> frozenset[str]:
 
 
 def action_commands() -> tuple[str, ...]:
-    """What replay and purge run (and the page's check that it may: XDEL)."""
-    return tuple(sorted(function_commands("replay", "purge") | {"xdel"}))
+    """What replay and purge run (and the page's check that it may: XDEL); replay puts a job with
+    a priority back as submit does, with submit's helpers (submit.lua's `shared`)."""
+    return tuple(sorted(function_commands("replay", "purge", "submit") | {"xdel"}))
 
 
 def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool) -> list[str]:

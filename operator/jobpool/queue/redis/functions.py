@@ -377,7 +377,7 @@ class Unregister(Function):
 
 class Replay(Function):
     NAME = "replay"
-    KEYS = ("stream", "live", "dead", "dead_ids", "priorities")
+    KEYS = ("stream", "live", "dead", "dead_ids", "priorities", "express")
     ARGS = ("all", "ids...")
 
     @classmethod

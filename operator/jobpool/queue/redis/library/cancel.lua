@@ -24,9 +24,10 @@ local function find_entry(stream, id, limit, express)
   return nil
 end
 
--- One job fewer waiting at `level`; a level with none left loses its ring (shared with fetch.lua).
-local function count_out(priorities, level)
-  if redis.call('HINCRBY', priorities, level, -1) <= 0 then
+-- `taken` jobs fewer waiting at `level`; a level with none left loses its ring (shared with
+-- fetch.lua).
+local function count_out(priorities, level, taken)
+  if redis.call('HINCRBY', priorities, level, -taken) <= 0 then
     redis.call('HDEL', priorities, level)
     redis.call('DEL', beside(priorities, READY .. level))
   end
@@ -101,7 +102,7 @@ register('cancel', {
           if redis.call('EXISTS', list) == 0 then
             redis.call('LREM', beside(k.priorities, READY .. level), 1, key)
           end
-          count_out(k.priorities, level)
+          count_out(k.priorities, level, 1)
           outcome = 'cancelled'
         else
           local entry, _, consumer = find_entry(k.stream, id, tonumber(a.scan_limit), k.express)

@@ -52,23 +52,42 @@ local function read_stream(k, state, consumer, n, fresh)
   return taken
 end
 
--- A job that waited outside the stream ("<id>\0<ms>\0<packed>", wait_outside) as an entry
--- delivered to `consumer`, into `fresh`.
-local function deliver(k, state, consumer, element, fresh)
-  local id, at, packed = string.match(element, '^([^%z]*)%z([^%z]*)%z(.*)$')
-  local attempts, replayed, task, options, payload = unpack_delayed(packed)
-  if state.all_read == nil then state.all_read = all_read(k.stream) end
-  if state.all_read then
-    redis.call('XADD', k.stream, '*', entry_fields(id, payload, attempts, at, replayed, task, options))
-    fresh[#fresh + 1] = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', 1,
-                                   'STREAMS', k.stream, '>')[1][2][1]
+-- Jobs that waited outside the stream ("<id>\0<ms>\0<packed>", wait_outside) as entries
+-- delivered to `consumer`, into `fresh`: read at once when the group has read every entry, else
+-- express (the head of this file).
+local function deliver(k, state, consumer, elements, fresh)
+  if not elements[1] then return end
+  local express = not all_read(k.stream)
+  local entries = {}
+  for _, element in ipairs(elements) do
+    local id, at, packed = string.match(element, '^([^%z]*)%z([^%z]*)%z(.*)$')
+    local attempts, replayed, task, options, payload = unpack_delayed(packed)
+    entries[#entries + 1] = redis.call('XADD', k.stream, '*', entry_fields(id, payload, attempts, at,
+                                                                           replayed, task, options, express))
+  end
+  if not express then
+    for _, entry in ipairs(redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', #entries,
+                                      'STREAMS', k.stream, '>')[1][2]) do
+      fresh[#fresh + 1] = entry
+    end
     return
   end
-  local entry = redis.call('XADD', k.stream, '*', entry_fields(id, payload, attempts, at, replayed,
-                                                               task, options, true))
-  redis.call('HSET', k.express, entry, consumer)
   state.express = true
-  fresh[#fresh + 1] = redis.call('XCLAIM', k.stream, GROUP, consumer, 0, entry, 'FORCE', 'RETRYCOUNT', 1)[1]
+  for first = 1, #entries, 1000 do
+    local chunk, marks = {}, {}
+    for i = first, math.min(first + 999, #entries) do
+      chunk[#chunk + 1] = entries[i]
+      marks[#marks + 1] = entries[i]
+      marks[#marks + 1] = consumer
+    end
+    redis.call('HSET', k.express, unpack(marks))
+    chunk[#chunk + 1] = 'FORCE'
+    chunk[#chunk + 1] = 'RETRYCOUNT'
+    chunk[#chunk + 1] = 1
+    for _, entry in ipairs(redis.call('XCLAIM', k.stream, GROUP, consumer, 0, unpack(chunk))) do
+      fresh[#fresh + 1] = entry
+    end
+  end
 end
 
 -- Fills up to `count` slots with waiting jobs, in the order the head of this file says.
@@ -83,14 +102,14 @@ local function take_waiting(k, consumer, count)
   local levels, counts = {}, redis.call('HGETALL', k.priorities)
   for i = 1, #counts, 2 do levels[#levels + 1] = tonumber(counts[i]) end
   table.sort(levels, function(x, y) return x > y end)
-  local stream_dry = false
+  local taken, stream_dry = {}, false
   for _, level in ipairs(levels) do
-    local ring = beside(k.priorities, READY .. level)
-    while #fresh < count do
+    local ring, from_level = beside(k.priorities, READY .. level), 0
+    while #fresh + #taken < count do
       local key = redis.call('LINDEX', ring, 0)
       if not key then break end
       if level == 0 and key == STREAM_TURN then
-        if stream_dry and redis.call('LLEN', ring) <= 1 then break end
+        if redis.call('LLEN', ring) <= 1 then break end   -- no key left: the stream's jobs below
         redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
         if not stream_dry and read_stream(k, state, consumer, 1, fresh) == 0 then stream_dry = true end
       else
@@ -102,13 +121,15 @@ local function take_waiting(k, consumer, count)
           redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
         end
         if element then
-          deliver(k, state, consumer, element, fresh)
-          count_out(k.priorities, level)   -- may remove the ring: the level is done
+          taken[#taken + 1] = element
+          from_level = from_level + 1
         end
       end
     end
-    if #fresh >= count then break end
+    if from_level > 0 then count_out(k.priorities, level, from_level) end   -- may remove the ring
+    if #fresh + #taken >= count then break end
   end
+  deliver(k, state, consumer, taken, fresh)
   if #fresh < count and not stream_dry then read_stream(k, state, consumer, count - #fresh, fresh) end
   return fresh
 end

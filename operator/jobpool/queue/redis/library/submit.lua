@@ -64,6 +64,13 @@ function shared.wait_outside(priorities, level, key, id, at, packed)
   redis.call('HINCRBY', priorities, level, 1)
 end
 
+-- The wake entry (the head of this file), unless one waits already. Shared with replay.lua.
+function shared.wake(stream, express)
+  if redis.call('HEXISTS', express, WAKE) == 0 then
+    redis.call('HSET', express, WAKE, redis.call('XADD', stream, '*', ENTRY.id, '', ENTRY.express, WAKE))
+  end
+end
+
 register('submit', {
   keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'scheduled',
           'delayed_jobs', 'priorities', 'express', 'given_results...'},
@@ -170,9 +177,7 @@ register('submit', {
       if room > 0 then room = room - 1 end
     end
   end
-  if outside and redis.call('HEXISTS', k.express, WAKE) == 0 then
-    redis.call('HSET', k.express, WAKE, redis.call('XADD', stream, '*', ENTRY.id, '', ENTRY.express, WAKE))
-  end
+  if outside then shared.wake(stream, k.express) end
   if enqueued > 0 then redis.call('HINCRBY', k.counters, 'submitted', enqueued) end
   if fresh or (max_memory > 0 and enqueued > 0) then
     record_memory(memory, used, max_memory, now, fresh, math.floor(#a.blob * 1.25) + 200 * enqueued)
