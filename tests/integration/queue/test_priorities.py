@@ -158,3 +158,57 @@ def test_the_web_pages_reader_lists_jobs_waiting_with_a_priority_first(redis_ser
     assert page.jobs[0].payload == {"n": 2} and page.jobs[0].task == "resize"
     found = queue.loop.run_until_complete(browse.job("urgent"))
     assert (found.state, found.priority) == ("waiting", 8)
+
+
+def express_job(client, queue, consumer: str):
+    """A level-9 job delivered to `consumer` past 100 unread level-0 entries (an express entry)."""
+    client.submit_many(list(range(100)), [f"low-{n}" for n in range(100)])
+    client.submit("urgent", id="urgent", priority=9)
+    [job] = queue.fetch(consumer, 1, 0)
+    assert job.id == "urgent"
+    return job
+
+
+def test_an_express_job_given_back_on_drain_goes_to_one_other_worker(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        job = express_job(client, queue, "draining")
+        assert client.job("urgent").worker == "draining"
+        assert queue.release("draining", [job]) == 1
+        [again] = queue.fetch("other", 1, 0)
+        assert (again.id, again.attempts, client.job("urgent").worker) == ("urgent", 1, "other")
+        rest = served(queue, "third", 200, slots=50)
+        assert sorted(j.id for j in rest) == sorted(f"low-{n}" for n in range(100))
+        assert queue.ack_many([(again, None)]) == (1, 0)
+        assert client.status().in_flight == 0
+
+
+def test_an_express_job_of_a_stalled_worker_is_reclaimed_once_and_its_late_ack_is_a_duplicate(
+        redis_server, pool_name):
+    from tests.helpers import SyncQueue
+    queue = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
+    try:
+        with jobpool.Client(redis_server.url, "it", pool_name) as client:
+            stalled = express_job(client, queue, "stalled")
+            import time
+            time.sleep(0.5)
+            [reclaimed] = queue.fetch("rescuer", 1, 0)
+            assert (reclaimed.id, reclaimed.attempts) == ("urgent", 2)
+            assert client.job("urgent").worker == "rescuer"
+            assert queue.ack_many([(stalled, None)]) == (0, 1)
+            rest = served(queue, "third", 200, slots=50)
+            assert "urgent" not in {j.id for j in rest} and len(rest) == 100
+            assert queue.ack_many([(reclaimed, None)]) == (1, 0)
+    finally:
+        queue.delete_all()
+        queue.close()
+
+
+def test_a_running_express_job_is_cancelled_through_its_holders_heartbeat(redis_server, pool_name, queue):
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        job = express_job(client, queue, "holder")
+        assert client.cancel("urgent") == "cancelling"
+        assert queue.heartbeat("holder", [job], 1, 1) == [job.token]
+        assert queue.fail(job, "cancelled", max_attempts=3, backoff=0, max_backoff=0,
+                          cancelled=True) == "cancelled"
+        assert client.job("urgent").state == "cancelled"
+        assert "urgent" not in {j.id for j in served(queue, "third", 200, slots=50)}
