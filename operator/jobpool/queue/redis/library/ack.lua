@@ -40,7 +40,7 @@ register('ack', {
     redis.call('HDEL', k.progress, unpack(ids))
     redis.call('HDEL', k.errors, unpack(ids))
     redis.call('HDEL', k.cancel_requests, unpack(entries))   -- it finished before its cancel
-    redis.call('HDEL', k.express, unpack(entries))
+    if redis.call('EXISTS', k.express) == 1 then redis.call('HDEL', k.express, unpack(entries)) end
   end
   for _, job in ipairs(held) do
     local done, result_key = job[1], job[2]

@@ -91,9 +91,9 @@ local function deliver(k, state, consumer, elements, fresh)
 end
 
 -- Fills up to `count` slots with waiting jobs, in the order the head of this file says.
-local function take_waiting(k, consumer, count)
+local function take_waiting(k, consumer, count, express)
   local fresh = {}
-  local state = {express = redis.call('EXISTS', k.express) == 1}
+  local state = {express = express}
   if count <= 0 then return fresh end
   if redis.call('EXISTS', k.priorities) == 0 then   -- only the stream's jobs wait
     read_stream(k, state, consumer, count, fresh)
@@ -165,11 +165,13 @@ register('fetch', {
       redis.call('HDEL', k.delayed_jobs, id)
     end
   end
-  local wake = redis.call('EXISTS', k.express) == 1 and redis.call('HGET', k.express, WAKE)
+  local express = redis.call('EXISTS', k.express) == 1
+  local wake = express and redis.call('HGET', k.express, WAKE)
   if wake then   -- a submit's wake entry (submit.lua) has done its work: this fetch runs
     redis.call('XACK', stream, GROUP, wake)
     redis.call('XDEL', stream, wake)
     redis.call('HDEL', k.express, WAKE)
+    express = redis.call('EXISTS', k.express) == 1
   end
   local reclaimed = {}
   -- jobs given back by a draining worker go first, to whoever asks next
@@ -211,12 +213,12 @@ register('fetch', {
       end
     end
   end
-  if reclaimed[1] and redis.call('EXISTS', k.express) == 1 then   -- their holder is `consumer` now
+  if reclaimed[1] and express then   -- their holder is `consumer` now
     for _, entry in ipairs(reclaimed) do
       if redis.call('HEXISTS', k.express, entry[1]) == 1 then redis.call('HSET', k.express, entry[1], consumer) end
     end
   end
-  local fresh = take_waiting(k, consumer, count - #reclaimed)
+  local fresh = take_waiting(k, consumer, count - #reclaimed, express)
   local next_due = -1
   for _, set in ipairs({k.delayed, k.scheduled}) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
