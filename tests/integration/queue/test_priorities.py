@@ -212,3 +212,17 @@ def test_a_running_express_job_is_cancelled_through_its_holders_heartbeat(redis_
                           cancelled=True) == "cancelled"
         assert client.job("urgent").state == "cancelled"
         assert "urgent" not in {j.id for j in served(queue, "third", 200, slots=50)}
+
+
+def test_max_length_counts_the_jobs_waiting_at_every_level(redis_server, pool_name, queue):
+    from jobpool.queue import QueueFull
+    queue.configure(max_length=3)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        client.submit_many([1, 2], priority=9, fairness_key="t", wait=False)
+        client.submit(3, wait=False)
+        with pytest.raises(QueueFull, match="maxLength"):
+            client.submit(4, priority=1, wait=False)
+        [job] = queue.fetch("c1", 1, 0)
+        queue.ack_many([(job, None)])
+        client.submit(4, priority=1, wait=False)   # room again
+        assert client.status().waiting_by_priority == {"9": 1, "1": 1, "0": 1}

@@ -11,6 +11,7 @@
 -- marked express, claimed for `consumer`, and the `express` hash names its holder: every read
 -- of the library gives an express entry back to its holder (and skips it), a worker's blocking
 -- read skips it (entries.py), `holds` goes by the hash, and ack, fail and cancel remove the mark.
+-- A read that met it has set its delivery count to 1: a later reclaim counts attempts from there.
 
 -- Whether the group has read every entry of the stream (none past its last-delivered id).
 local function all_read(stream)

@@ -90,8 +90,21 @@ local function in_flight_count(stream)
   return pending
 end
 
-local function waiting_count(stream)
-  return redis.call('XLEN', stream) - in_flight_count(stream)
+-- A submit's wake entry (submit.lua), no job -> its entry id and whether a worker's read holds it;
+-- nil when there is none.
+local function wake_entry(stream, express)
+  local wake = redis.call('HGET', express, WAKE)
+  if not wake then return nil end
+  local ok, held = pcall(redis.call, 'XPENDING', stream, GROUP, wake, wake, 1)
+  return wake, ok and held[1] ~= nil
+end
+
+-- the stream's jobs that wait for a worker (a wake entry is no job)
+local function waiting_count(stream, express)
+  local count = redis.call('XLEN', stream) - in_flight_count(stream)
+  local wake, held = wake_entry(stream, express)
+  if wake and not held then count = count - 1 end
+  return count
 end
 
 -- Whether `consumer` still holds the delivery of `entry`: a worker that stalled past the

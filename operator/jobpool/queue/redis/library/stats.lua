@@ -14,11 +14,10 @@ register('stats', {
 }, function(k, a)
   local now = tonumber(a.now_ms)
   local pending, length = in_flight_count(k.stream), redis.call('XLEN', k.stream)
-  local wake = redis.call('HGET', k.express, WAKE)   -- a submit's wake entry is no job (submit.lua)
+  local wake, held = wake_entry(k.stream, k.express)   -- a submit's wake entry is no job
   if wake then
     length = length - 1
-    local ok, held = pcall(redis.call, 'XPENDING', k.stream, GROUP, wake, wake, 1)
-    if ok and held[1] then pending = pending - 1 end
+    if held then pending = pending - 1 end
   end
   local held = {}
   local ok, summary = pcall(redis.call, 'XPENDING', k.stream, GROUP)

@@ -137,7 +137,7 @@ register('submit', {
   local max_length = tonumber(settings[2] or '0') or 0
   local room = -1
   if max_length > 0 then
-    room = max_length - waiting_count(stream)
+    room = max_length - waiting_count(stream, k.express)
     for _, n in ipairs(redis.call('HVALS', k.priorities)) do room = room - tonumber(n) end
     if room < 0 then room = 0 end
     if not partial then
