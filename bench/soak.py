@@ -5,10 +5,13 @@ real `jobpool worker` processes, good jobs submitted in chunks while workers are
 SIGKILL and stopped with SIGTERM (each replaced by a fresh one), Redis is killed and restarted
 once, and malformed entries are written with raw XADD as a foreign producer would. Each chunk of
 good jobs has a priority (0-9) and a fairness key of a few tenants, or neither, so jobs wait in
-the stream and beside it and are delivered past unread entries. At the end every good job has
-succeeded (its result in the results stream, once), every malformed entry is dead-lettered,
-nothing waits (at any level), runs or is delayed, and no worker process is left running; without
-a worker killed, no job ran twice (no duplicate completion).
+the stream and beside it and are delivered past unread entries; some chunks are scheduled
+(submitted with a delay), and a canceller submits jobs of its own, some scheduled, and cancels
+most of them while they wait or run. At the end every good job has succeeded (its result in the
+results stream, once), every malformed entry is dead-lettered, every cancelled job is cancelled
+or (asked while running, it finished first) succeeded, none started after its cancel was
+acknowledged, nothing waits (at any level), runs, is delayed or scheduled, and no worker process
+is left running; without a worker killed, no job ran twice (no duplicate completion).
 
 Usage: python bench/soak.py [--jobs 20000] [--workers 4] [--concurrency 16] [--seed N]
 Exit status 0 when every check holds, 1 otherwise (the failed checks are printed).
@@ -46,6 +49,9 @@ BACKLOG_SHARE = 10            # maxLength = jobs / this: submits wait for room, 
 VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
 MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
 TENANTS = (None, "tenant-a", "tenant-b", "tenant-c")   # the chunks' fairness keys
+SCHEDULED_EVERY = 5           # every 5th chunk of good jobs is scheduled, due 0.2-1.5 s after its submit
+CANCEL_SHARE = 20             # the canceller submits one job per 20 good ones, and cancels 2 in 3
+STARTS_VARIABLE = "JOBPOOL_SOAK_STARTS"   # the file where workers note when a canceller's job starts
 
 # Entries a foreign producer might write, as raw stream fields; each must end dead-lettered.
 MALFORMED_ENTRIES: dict[str, dict[str, str | bytes]] = {
@@ -57,7 +63,12 @@ MALFORMED_ENTRIES: dict[str, dict[str, str | bytes]] = {
 
 
 async def work(payload: Any) -> Any:
-    """The soak's handler: a short wait, so kills and restarts meet jobs in flight."""
+    """The soak's handler: a short wait, so kills and restarts meet jobs in flight. A canceller's
+    job notes when it starts (one append of one short line: atomic), for the check that none
+    starts after its cancel was acknowledged."""
+    if payload.get("c"):
+        with open(os.environ[STARTS_VARIABLE], "a") as starts:
+            starts.write(f"{cancel_id(payload['n'])} {time.time():.6f}\n")
     await asyncio.sleep(payload["ms"] / 1000)
     return payload["n"]
 
@@ -76,6 +87,11 @@ class Report:
     duplicates: int = 0
     retried: int = 0
     dead_letters: int = 0
+    scheduled: int = 0            # good jobs submitted with a delay
+    cancel_jobs: int = 0          # the canceller's jobs
+    cancels: dict[str, int] = dataclasses.field(default_factory=dict)   # cancel outcomes, counted
+    cancelled: int = 0            # the canceller's jobs that ended cancelled
+    cancel_job_starts: int = 0    # the starts of the canceller's jobs the workers noted
     workers_left: list[str] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -94,8 +110,12 @@ class Report:
             f"results {self.results:,} (one per good job), duplicate completions "
             f"{self.duplicates}, retried attempts {self.retried}, dead letters "
             f"{self.dead_letters}, workers left running {len(self.workers_left)}",
-            "OK: every good job succeeded once in results, every malformed entry dead-lettered, "
-            "nothing waiting or in flight" if self.ok else "FAILED: " + "; ".join(self.problems),
+            f"scheduled good jobs {self.scheduled}; the canceller's jobs {self.cancel_jobs}, cancels "
+            + (", ".join(f"{n} {outcome}" for outcome, n in sorted(self.cancels.items())) or "none")
+            + f", {self.cancelled} ended cancelled, {self.cancel_job_starts} starts of them noted",
+            "OK: every good job succeeded once in results, every malformed entry dead-lettered, every "
+            "cancelled job gone or finished first, none started after its cancel, nothing waiting or "
+            "in flight" if self.ok else "FAILED: " + "; ".join(self.problems),
         ]
 
 
@@ -120,7 +140,8 @@ class Workers:
                 "--metrics-port", "0"]
         log = (self.directory / f"{name}.log").open("w")
         self.running.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                                             env=dict(os.environ, PYTHONPATH=str(ROOT))))
+                                             env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                                      **{STARTS_VARIABLE: str(self.directory / "starts.log")})))
 
     def replace(self, rng: random.Random, signum: int) -> None:
         victim = self.running.pop(rng.randrange(len(self.running)))
@@ -155,7 +176,10 @@ class Submitter(threading.Thread):
         self.options = [JobOptions(priority=rng.choice([None] * 9 + list(range(1, 10))),
                                    fairness_key=rng.choice(TENANTS))
                         for _ in range(0, jobs, SUBMIT_CHUNK)]
+        self.delays = [rng.uniform(0.2, 1.5) if chunk % SCHEDULED_EVERY == SCHEDULED_EVERY - 1 else None
+                       for chunk in range(-(-jobs // SUBMIT_CHUNK))]
         self.submitted = 0
+        self.scheduled = 0
         self.retries = 0
         self.error: BaseException | None = None
 
@@ -164,21 +188,68 @@ class Submitter(threading.Thread):
             with Client(self.url, NAMESPACE, POOL) as client:
                 while self.submitted < self.jobs:
                     stop = min(self.submitted + SUBMIT_CHUNK, self.jobs)
+                    delay = self.delays[self.submitted // SUBMIT_CHUNK]
                     try:
                         client.submit_many(self.payloads[self.submitted:stop],
                                            [good_id(n) for n in range(self.submitted, stop)],
-                                           options=self.options[self.submitted // SUBMIT_CHUNK])
+                                           options=self.options[self.submitted // SUBMIT_CHUNK],
+                                           delay=delay)
                     except QueueError:
                         self.retries += 1
                         time.sleep(0.1)
                         continue
+                    self.scheduled += (stop - self.submitted) if delay else 0
                     self.submitted = stop
         except BaseException as exc:  # reported by the soak, not lost in a thread
             self.error = exc
 
 
+class Canceller(threading.Thread):
+    """Submits jobs of its own one by one (one in three scheduled 0.5-5 s ahead) and cancels two
+    in three of them a moment later, while they wait, are scheduled or run; notes each cancel's
+    outcome and when it was acknowledged. A call refused while Redis is down is sent again (a
+    cancel that got through says "was cancelled" then)."""
+
+    def __init__(self, url: str, count: int, seed: float):
+        super().__init__(daemon=True)
+        rng = random.Random(seed)
+        self.url, self.count = url, count
+        self.plan = [({"n": n, "ms": rng.randint(20, 200), "c": 1},
+                      rng.uniform(0.5, 5.0) if rng.random() < 1 / 3 else None,
+                      rng.uniform(0.0, 0.3) if rng.random() < 2 / 3 else None) for n in range(count)]
+        self.acknowledged: dict[str, tuple[str, float]] = {}   # id -> (outcome, unix time of the reply)
+        self.submitted = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with Client(self.url, NAMESPACE, POOL) as client:
+                for payload, delay, cancel_after in self.plan:
+                    job_id = cancel_id(payload["n"])
+                    self._again(lambda: client.submit(payload, job_id, delay=delay))
+                    self.submitted += 1
+                    if cancel_after is not None:
+                        time.sleep(cancel_after)
+                        outcome = self._again(lambda: client.cancel(job_id))
+                        self.acknowledged[job_id] = (outcome, time.time())
+        except BaseException as exc:  # reported by the soak, not lost in a thread
+            self.error = exc
+
+    @staticmethod
+    def _again(call: Any) -> Any:
+        while True:
+            try:
+                return call()
+            except QueueError:   # Redis is restarting
+                time.sleep(0.1)
+
+
 def good_id(n: int) -> str:
     return f"good-{n}"
+
+
+def cancel_id(n: int) -> str:
+    return f"cancel-{n}"
 
 
 def malformed_ids(count: int) -> list[tuple[str, str]]:
@@ -214,7 +285,7 @@ async def configure(queue, max_length: int) -> None:
 
 def finished(client: Client) -> tuple[int, Any]:
     stats = client.status()
-    return stats.succeeded + stats.dead_lettered, stats
+    return stats.succeeded + stats.dead_lettered + stats.cancelled, stats
 
 
 def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | None = None,
@@ -239,6 +310,9 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
             pool.start()
         submitter = Submitter(server.url, jobs, rng)
         submitter.start()
+        canceller = Canceller(server.url, max(10, jobs // CANCEL_SHARE), rng.random())
+        report.cancel_jobs = canceller.count
+        canceller.start()
         plan = chaos_plan(jobs, rng)
         injected = 0
         with Client(server.url, NAMESPACE, POOL) as client:
@@ -249,7 +323,7 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
                 except QueueError:   # Redis is restarting
                     time.sleep(0.05)
                     continue
-                total = jobs + len(bad)
+                total = jobs + len(bad) + canceller.count
                 while plan and plan[0][0] * total <= done:
                     _, event = plan.pop(0)
                     if event == "kill":
@@ -269,11 +343,12 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
                         e == "inject" for _, e in plan):
                     inject(server.url, bad[injected:])
                     injected = len(bad)
-                if (not plan and not submitter.is_alive() and done >= total
-                        and stats.waiting + stats.in_flight + stats.delayed == 0):
+                if (not plan and not submitter.is_alive() and not canceller.is_alive() and done >= total
+                        and stats.waiting + stats.in_flight + stats.delayed + stats.scheduled == 0):
                     break
-                if submitter.error is not None:
-                    report.problems.append(f"the submitter failed: {submitter.error!r}")
+                if submitter.error is not None or canceller.error is not None:
+                    report.problems.append(f"the submitter or canceller failed: "
+                                           f"{submitter.error or canceller.error!r}")
                     break
                 if time.monotonic() > deadline:
                     report.problems.append(f"not finished after {timeout:.0f}s: {stats.as_status()}")
@@ -281,9 +356,11 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
                 time.sleep(0.05)
             report.seconds = time.monotonic() - started
             report.submit_retries = submitter.retries
+            report.scheduled = submitter.scheduled
             report.workers_left = pool.stop_all()
             report.workers_started = pool.started
             check(client, report, {i for i, _ in bad})
+            check_cancels(client, report, canceller, directory / "starts.log")
     finally:
         pool.stop_all(timeout=5)
         server.stop()
@@ -298,8 +375,9 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
     stats = client.status()
     results = client.results()
     seen = [r.id for r in results]
-    report.results, report.duplicates, report.retried = len(seen), stats.duplicates, stats.retried
     good = {good_id(n) for n in range(report.jobs)}
+    report.results = sum(1 for job_id in seen if job_id in good)   # the canceller's: check_cancels
+    report.duplicates, report.retried = stats.duplicates, stats.retried
     if len(seen) != len(set(seen)):
         report.problems.append(f"{len(seen) - len(set(seen))} jobs appear twice in results")
     if missing := good - set(seen):
@@ -313,14 +391,55 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
         report.problems.append(f"dead letters: {len(bad_ids - dead_ids)} malformed entries "
                                f"missing, {len(dead_ids - bad_ids)} others present, e.g. "
                                f"{sorted(dead_ids - bad_ids)[:5]}")
-    if stats.waiting + stats.in_flight + stats.delayed or stats.waiting_by_priority:
+    if stats.waiting + stats.in_flight + stats.delayed + stats.scheduled or stats.waiting_by_priority:
         report.problems.append(f"left in the queue: waiting {stats.waiting} "
                                f"({stats.waiting_by_priority} by level), in flight "
-                               f"{stats.in_flight}, delayed {stats.delayed}")
+                               f"{stats.in_flight}, delayed {stats.delayed}, scheduled {stats.scheduled}")
     if report.kills == 0 and stats.duplicates:
         report.problems.append(f"{stats.duplicates} jobs ran twice with no worker killed")
     if report.workers_left:
         report.problems.append(f"worker processes still running: {report.workers_left}")
+
+
+def check_cancels(client: Client, report: Report, canceller: Canceller, starts_log: Path) -> None:
+    """The canceller's jobs: each ended once, succeeded or cancelled (never dead, never lost); one
+    whose cancel said "cancelled" has no result and none started after that reply; the pool's
+    cancelled counter is theirs."""
+    succeeded = {r.id for r in client.results() if r.id.startswith("cancel-")}
+    starts: dict[str, list[float]] = {}
+    if starts_log.exists():
+        for line in starts_log.read_text().splitlines():
+            job_id, _, at = line.partition(" ")
+            starts.setdefault(job_id, []).append(float(at))
+            report.cancel_job_starts += 1
+    for outcome, _ in canceller.acknowledged.values():
+        report.cancels[outcome] = report.cancels.get(outcome, 0) + 1
+    cancelled, lost, late, wrong = [], [], [], []
+    for n in range(canceller.count):
+        job_id = cancel_id(n)
+        state = client.job(job_id)
+        if state is not None and state.state == "cancelled":
+            cancelled.append(job_id)
+        elif job_id not in succeeded:
+            lost.append((job_id, state.state if state else None))
+        outcome, acknowledged_at = canceller.acknowledged.get(job_id, (None, 0.0))
+        if outcome in ("cancelled", "was cancelled"):
+            if job_id in succeeded:
+                wrong.append(job_id)
+            late += [job_id for at in starts.get(job_id, []) if at > acknowledged_at]
+        elif outcome in ("unknown", "dead"):
+            wrong.append(job_id)
+    report.cancelled = len(cancelled)
+    if lost:
+        report.problems.append(f"{len(lost)} of the canceller's jobs neither succeeded nor were cancelled, "
+                               f"e.g. {lost[:5]}")
+    if wrong:
+        report.problems.append(f"{len(wrong)} cancels said one thing and the job did another, e.g. {wrong[:5]}")
+    if late:
+        report.problems.append(f"{len(late)} jobs started after their cancel was acknowledged, e.g. {late[:5]}")
+    if client.status().cancelled != len(cancelled):
+        report.problems.append(f"the pool counts {client.status().cancelled} cancelled jobs, "
+                               f"{len(cancelled)} of the canceller's are")
 
 
 def main() -> int:

@@ -190,3 +190,37 @@ def test_a_large_batch_is_fed_and_deleted_and_too_many_items_are_refused(operato
     # The operator's patches of the pool (its bookkeeping annotations) must be accepted for it to be deleted.
     cluster.kubectl("delete", "jobpool", name, "-n", ns, "--timeout=45s")
     assert pool_keys(redis_server.url, ns, name) == []
+
+
+def test_a_cancelled_batch_stops_feeding_withdraws_its_jobs_and_completes_cancelled(
+        operator, jobpool_crds, kube_namespace, redis_server):
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("cancel")
+    total = 200
+    # maxLength 20: the feeder waits for room after the first chunk; each job holds its slot 60 s.
+    apply(cluster, ns, pool_manifest(name, jobs={"items": [60] * total}, queue={"maxLength": 20},
+                                     worker={"image": "registry.example/jobpool-examples:0.1",
+                                             "handler": "tests.integration.handlers:progress_then_wait"}))
+    worker = WorkerProcess(redis_server.url, ns, name, "tests.integration.handlers:progress_then_wait",
+                           concurrency=2, heartbeat_interval=0.2, drain_seconds=5)
+    try:
+        wait_until(lambda: (s := queue_stats(redis_server.url, ns, name)).in_flight == 2 and s.waiting > 0,
+                   timeout=30, what="two jobs running and more waiting")
+        cluster.kubectl("-n", ns, "patch", "jobpool", name, "--type=merge",
+                        "-p", json.dumps({"spec": {"jobs": {"cancel": True}}}))
+        done = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and
+                          condition(p, "Complete").get("reason") == "Cancelled" and p, timeout=60,
+                          what="Complete with reason Cancelled")
+        assert condition(done, "Complete")["status"] == "True"
+        stats = queue_stats(redis_server.url, ns, name)
+        assert (stats.waiting, stats.in_flight, stats.succeeded) == (0, 0, 0), stats
+        assert 20 <= stats.submitted < total and stats.cancelled == stats.submitted, stats
+        assert done["status"]["batch"]["swept"] == total
+        assert f"{stats.cancelled} cancelled" in condition(done, "Complete")["message"]
+        assert worker.alive(), "the worker stopped its two running jobs and runs on"
+        # nothing of the batch is fed after its cancel
+        submitted = stats.submitted
+        wait_until(lambda: get(cluster, ns, "jobpool", name)["status"]["jobs"]["cancelled"] == submitted,
+                   timeout=15, what="the status counting every cancelled job")
+        assert queue_stats(redis_server.url, ns, name).submitted == submitted
+    finally:
+        worker.stop()

@@ -98,3 +98,93 @@ def test_the_sync_client_reports_a_full_queue_and_a_payload_over_the_limit(redis
             client.submit(4, id="")
         assert client.status().submitted == 2
         client._run(client._async.queue.delete_all())
+
+
+class Monitor:
+    """Every command Redis runs, as MONITOR reports it, with when it was seen (a thread of its own)."""
+
+    def __init__(self, url: str):
+        import threading
+        import time
+        self.lines: list[tuple[float, str]] = []
+        self._client = redis.Redis.from_url(url)
+        self._monitor = self._client.monitor().__enter__()
+        self._clock = time.monotonic
+
+        def read() -> None:
+            try:
+                while True:
+                    command = self._monitor.next_command()
+                    self.lines.append((self._clock(), f"{command['client_type']} {command['command']}"))
+            except Exception:   # closed
+                return
+        self._thread = threading.Thread(target=read, daemon=True)
+        self._thread.start()
+
+    def since(self, at: float, about: str) -> list[str]:
+        """The commands of clients (not of Lua) seen since `at` that name `about`."""
+        return [line for seen, line in list(self.lines) if seen >= at and about in line and not line.startswith("lua")]
+
+    def close(self) -> None:
+        self._monitor.connection.disconnect()
+        self._client.close()
+
+
+def test_a_waiting_result_blocks_without_polling_and_returns_as_the_job_completes(redis_server, pool_name, queue):
+    import threading
+    import time
+    from tests.helpers import wait_until
+
+    job_id = queue.submit(7, "awaited")
+    monitor = Monitor(redis_server.url)
+    returned: list = []
+    try:
+        with jobpool.Client(redis_server.url, "it", pool_name) as client:
+            waiter = threading.Thread(target=lambda: returned.append((client.result(job_id, timeout=20),
+                                                                      time.monotonic())))
+            waiter.start()
+            wait_until(lambda: monitor.since(0, "BLOCK"), timeout=10, what="the result's blocking read")
+            blocked_at = time.monotonic()
+            time.sleep(1.0)
+            [job] = queue.fetch("a-worker", 1, 0)
+            quiet = monitor.since(blocked_at, f"{{jobpool:it/{pool_name}}}")
+            completed_at = time.monotonic()
+            queue.ack_many([(job, "done")])
+            waiter.join(timeout=10)
+    finally:
+        monitor.close()
+    [(result, at)] = returned
+    assert (result.id, result.result) == ("awaited", "done")
+    assert at - completed_at < 0.1, f"result() returned {at - completed_at:.3f} s after the job completed"
+    # the worker's fetch is the only command of a client naming the pool's keys while result() waits
+    assert [line for line in quiet if "FCALL" not in line] == [], quiet
+
+
+def test_a_waiting_result_returns_none_as_soon_as_the_job_is_dead_lettered_or_cancelled(redis_server, pool_name,
+                                                                                          queue):
+    import threading
+    import time
+
+    queue.submit(1, "dies")
+    queue.submit(2, "withdrawn", due="+3600000")
+    [job] = queue.fetch("a-worker", 1, 0)
+    ended: dict[str, tuple] = {}
+
+    def wait_for(job_id: str) -> None:   # a sync Client is for one thread
+        with jobpool.Client(redis_server.url, "it", pool_name) as own:
+            ended[job_id] = (own.result(job_id, timeout=20), time.monotonic())
+    waiters = [threading.Thread(target=wait_for, args=(i,)) for i in ("dies", "withdrawn")]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.5)
+    ended_at = time.monotonic()
+    assert queue.fail(job, "bad input", max_attempts=1, backoff=0, max_backoff=0) == "dead_lettered"
+    assert queue.cancel(["withdrawn"]) == {"withdrawn": "cancelled"}
+    for waiter in waiters:
+        waiter.join(timeout=10)
+    assert {i: result for i, (result, _) in ended.items()} == {"dies": None, "withdrawn": None}
+    assert all(at - ended_at < 1.0 for _, at in ended.values()), ended
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        started = time.monotonic()   # already ended: no wait at all
+        assert (client.result("dies", timeout=20), client.result("withdrawn", timeout=20)) == (None, None)
+        assert time.monotonic() - started < 1.0

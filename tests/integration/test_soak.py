@@ -1,6 +1,7 @@
 """The short chaos soak (`make soak` runs the long one): 1,500 jobs through real workers that
 are killed (SIGKILL) and stopped (SIGTERM), a Redis restart (AOF, appendfsync always) and
-malformed entries written by a foreign producer; nothing is lost and nothing is left behind."""
+malformed entries written by a foreign producer, scheduled jobs and jobs cancelled while they
+wait or run; nothing is lost, nothing is left behind, no cancelled job starts after its cancel."""
 from __future__ import annotations
 
 import pytest
@@ -17,3 +18,5 @@ def test_a_short_chaos_soak_loses_nothing_and_leaves_no_worker_running(tmp_path)
     assert (report.kills, report.terms, report.redis_restarts) == (3, 6, 1)
     assert report.results == 1500 and report.dead_letters == report.malformed >= len(MALFORMED_ENTRIES)
     assert report.workers_left == []
+    assert report.scheduled > 0 and report.cancelled > 0 and report.cancels.get("cancelled", 0) > 0
+    assert report.cancel_job_starts > 0, "the check that no cancelled job starts after its cancel saw no start"

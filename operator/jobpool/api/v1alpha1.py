@@ -256,6 +256,12 @@ class JobsSpec(Model):
                     "larger batches: range, or jobpool submit.")
     range: RangeSpec | None = Field(
         default=None, description="Integer payloads start .. start+count-1; job i gets the id <pool>-<i>.")
+    cancel: bool = Field(
+        default=False,
+        description="Cancel the batch: the operator stops feeding it, withdraws its waiting, scheduled and "
+                    "retrying jobs and has its running ones cancelled; Complete is then True with reason "
+                    "Cancelled once no job runs. Set back to false, it feeds the jobs not fed yet; cancelled "
+                    "jobs stay cancelled.")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "JobsSpec":
@@ -425,6 +431,8 @@ class BatchProgress(Model):
     total: int = Field(default=0, description="Jobs in spec.jobs.")
     fed: int = Field(default=0, description="Jobs of spec.jobs already enqueued.")
     digest: str = Field(default="", description="Digest of the spec.jobs that was fed.")
+    swept: int | None = Field(
+        default=None, description="With spec.jobs.cancel: how many of its jobs the cancel has gone through.")
 
 
 class Condition(Model):

@@ -21,14 +21,21 @@ from .problems import Problem
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """spec.jobs being fed: `digest` says which batch to which queue, `fed` how far."""
+    """spec.jobs being fed: `digest` says which batch to which queue, `fed` how far; `swept`: how far
+    its cancel (spec.jobs.cancel) has gone through the batch's ids, None while it is not cancelled."""
 
     total: int
     fed: int
     digest: str
+    swept: int | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.swept is not None
 
     def as_status(self) -> dict[str, Any]:
-        return {"total": self.total, "fed": self.fed, "digest": self.digest}
+        return {"total": self.total, "fed": self.fed, "digest": self.digest,
+                **({"swept": self.swept} if self.swept is not None else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Gathered:
     settings: Settings
     overridden: tuple[str, ...] = ()   # the user's fields the operator's own values override (builders)
     quota: Mapping[str, str] = dataclasses.field(default_factory=dict)   # Kueue's message per pod it has not admitted
+    sweeper_progress: int | None = None   # how far the running cancel of memory.batch got (spec.jobs.cancel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +93,8 @@ class Plan:
     desired: int
     scaled: str | None                                 # why the autoscaler changed the size (logged)
     replicas_changed: bool                             # the applied Deployment changes spec.replicas
-    feed: Batch | None             # feed this batch (None: leave the feeder be; it stops when memory.batch is None)
+    feed: Batch | None             # feed this batch (None: leave the feeder be; it stops when memory.batch is None or cancelled)
+    sweep: Batch | None            # cancel this cancelled batch's jobs from index sweep.swept on (feeding stopped first)
     idle: bool                     # no job anywhere and nothing to do: the next tick may wait longer
 
 
@@ -93,7 +102,9 @@ def batch_digest(spec: JobPoolSpec) -> str:
     """Identifies what was fed where: a batch moved to another queue (as spec.queue names it) is fed again."""
     assert spec.jobs is not None
     source = spec.queue.model_dump(by_alias=True, exclude_none=True, include={"url", "url_secret_ref"})
-    raw = json.dumps({"jobs": spec.jobs.model_dump(by_alias=True, exclude_none=True), "queue": source},
+    # cancel is not part of it: a cancelled batch is the same batch, not one to feed again
+    jobs = spec.jobs.model_dump(by_alias=True, exclude_none=True, exclude={"cancel"})
+    raw = json.dumps({"jobs": jobs, "queue": source},
                      sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -122,22 +133,26 @@ def desired_replicas(spec: JobPoolSpec, stats: QueueStats | None, current: int, 
 
 
 def next_batch(spec: JobPoolSpec | None, remembered: Batch | None, previous: Mapping[str, Any],
-               queue_moved: bool, feeder_progress: int | None) -> Batch | None:
+               queue_moved: bool, feeder_progress: int | None, sweeper_progress: int | None = None) -> Batch | None:
     if spec is None or spec.jobs is None:
         return None
     digest = batch_digest(spec)
     batch = remembered
     if batch is None:
         stored = previous.get("batch") or {}
-        batch = Batch(spec.jobs.total, int(stored.get("fed") or 0), stored.get("digest", ""))
+        swept = stored.get("swept")
+        batch = Batch(spec.jobs.total, int(stored.get("fed") or 0), stored.get("digest", ""),
+                      int(swept) if swept is not None else None)
     if batch.digest != digest:
         # A changed batch is fed again from the start; known ids are not enqueued twice.
-        return Batch(spec.jobs.total, 0, digest)
-    if queue_moved:
-        return dataclasses.replace(batch, fed=0)   # the progress was made in the old queue
-    if feeder_progress is not None:
-        return dataclasses.replace(batch, fed=max(batch.fed, feeder_progress))
-    return batch
+        batch = Batch(spec.jobs.total, 0, digest)
+    elif queue_moved:
+        batch = dataclasses.replace(batch, fed=0, swept=None)   # the progress was made in the old queue
+    elif feeder_progress is not None:
+        batch = dataclasses.replace(batch, fed=max(batch.fed, feeder_progress))
+    if not spec.jobs.cancel:
+        return dataclasses.replace(batch, swept=None)
+    return dataclasses.replace(batch, swept=max(batch.swept or 0, sweeper_progress or 0))
 
 
 def worker_objects(g: Gathered, spec: JobPoolSpec, replicas: int) -> dict[kinds.Kind, dict[str, Any] | None]:
@@ -187,12 +202,12 @@ def plan(g: Gathered) -> Plan:
     desired, lower_demand_since, scaled = current, memory.lower_demand_since, None
     if spec is not None and spec_ok:
         desired, lower_demand_since, scaled = desired_replicas(spec, stats, current, g.now, lower_demand_since)
-    batch = next_batch(spec, memory.batch, previous, g.queue_moved, g.feeder_progress)
+    batch = next_batch(spec, memory.batch, previous, g.queue_moved, g.feeder_progress, g.sweeper_progress)
 
     apply: list[dict[str, Any]] = []
     delete: list[kinds.Kind] = []
     patches: dict[str, dict[str, str | None]] = {}
-    feed = None
+    feed = sweep = None
     replicas_changed = False
     # a managed pool's workers start once their Secret exists
     objects_inputs = (g.generation, desired, g.credentials, tuple(
@@ -203,7 +218,9 @@ def plan(g: Gathered) -> Plan:
         if stats is not None:
             patches = builders.pod_annotation_patches({w.id: w.busy for w in stats.workers},
                                                       live_pod_annotations(g.pods))
-            if batch is not None and batch.fed < batch.total:
+            if batch is not None and batch.cancelled:
+                sweep = batch if batch.swept < batch.total else None   # type: ignore[operator]
+            elif batch is not None and batch.fed < batch.total:
                 feed = batch
 
     dstatus = (deployment or {}).get("status") or {}
@@ -212,12 +229,15 @@ def plan(g: Gathered) -> Plan:
         replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
         desired_replicas=desired, stats=stats, problem=g.problem,
         batch_total=batch.total if batch else None, batch_fed=batch.fed if batch else 0,
+        batch_swept=batch.swept if batch else None,
         unschedulable=pool_status.unschedulable(g.pods.values()), overridden=g.overridden,
         waiting_for_quota=pool_status.waiting_for_quota(g.pods.values(), g.quota))
     new_status, transitions = pool_status.build_status(observation, dict(previous), g.now,
                                                        batch=batch.as_status() if batch else None)
     if batch is None and previous.get("batch"):
         new_status["batch"] = None
+    elif batch is not None and not batch.cancelled and "swept" in (previous.get("batch") or {}):
+        new_status["batch"] = {**new_status["batch"], "swept": None}   # cancel undone: removed by the merge patch
     if new_status.get("overriddenFields", ...) is None and not previous.get("overriddenFields"):
         new_status.pop("overriddenFields", None)
     write = status_to_write(previous, new_status, memory, g.now, g.settings.status_min_interval)
@@ -227,6 +247,8 @@ def plan(g: Gathered) -> Plan:
         for key in ("batch", "overriddenFields"):
             if new_status.get(key, ...) is None:
                 merged.pop(key, None)
+        if merged.get("batch"):
+            merged["batch"] = {k: v for k, v in merged["batch"].items() if v is not None}
         written = merged, g.now
     return Plan(
         apply=tuple(apply), delete=tuple(delete), pod_patches=patches, status=new_status if write else None,
@@ -234,6 +256,6 @@ def plan(g: Gathered) -> Plan:
         memory=Memory(decided=desired if spec_ok else memory.decided, lower_demand_since=lower_demand_since,
                       batch=batch, status=written[0], status_written_at=written[1],
                       objects_current_for=objects_inputs if spec_ok and not apply and not delete else None),
-        desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed,
+        desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed, sweep=sweep,
         idle=(stats is not None and stats.backlog == 0 and stats.in_flight == 0 and not apply and not delete
-              and not patches and not write and feed is None))
+              and not patches and not write and feed is None and sweep is None))

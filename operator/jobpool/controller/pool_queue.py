@@ -20,6 +20,7 @@ from .problems import Problem, invalid_queue_url, queue_message, queue_unavailab
 log = logging.getLogger("jobpool.operator")
 
 FEED_CHUNK = 500
+SWEEP_CHUNK = 1000   # ids of a cancelled batch per cancel call
 QUEUE_TIMEOUT_SECONDS = 2.0
 SECRET_TTL_SECONDS = 10.0
 UPKEEP_INTERVAL_SECONDS = 1.0   # the memory sample tenants' submits check is at most this old
@@ -72,6 +73,9 @@ class PoolQueue:
         self.feeder: asyncio.Task[None] | None = None
         self.feeding: str | None = None                  # digest of the batch the feeder feeds
         self.fed = 0                                     # its progress
+        self.sweeper: asyncio.Task[None] | None = None   # cancels a cancelled batch's jobs
+        self.sweeping: str | None = None                 # digest of the batch it cancels
+        self.swept = 0                                   # its progress
         self.closed = False
         self.upkept = float("-inf")                      # when queue.upkeep last ran
         self.repairs: list[str] = []                     # what it found, for Events
@@ -175,6 +179,52 @@ class PoolQueue:
             log.warning("%s/%s: feeding spec.jobs paused: %s", self.pool.namespace, self.pool.name,
                         queue_message(spec, self.url or "", exc))
 
+    def sweep_progress(self, digest: str) -> int | None:
+        """How far the cancel of the batch `digest` got (None: it is not cancelling that one)."""
+        return self.swept if self.sweeping == digest else None
+
+    async def sweep(self, digest: str, start: int, total: int) -> None:
+        """Cancel the jobs of batch `digest` from index `start` on, once its feeder has stopped (so
+        no job of it is enqueued behind the cancel), unless a sweeper runs for it already."""
+        await self.stop_feeding()
+        running = self.sweeper is not None and not self.sweeper.done()
+        if running and self.sweeping == digest:
+            return
+        if running:
+            await self.stop_sweeping()
+        if self.queue is None or start >= total:
+            return
+        self.sweeping, self.swept = digest, start
+        self.sweeper = asyncio.create_task(self._sweep(self.queue, start, total))
+
+    async def _sweep(self, queue: Queue, start: int, total: int) -> None:
+        """Cancel ids <pool>-<index> in chunks: waiting, scheduled and retrying jobs are withdrawn,
+        running ones asked to stop; ids never fed are unknown to the queue and cost little."""
+        log.info("%s/%s: spec.jobs.cancel: cancelling the batch's jobs from index %d of %d",
+                 self.pool.namespace, self.pool.name, start, total)
+        outcomes: dict[str, int] = {}
+        try:
+            while self.swept < total:
+                stop = min(self.swept + SWEEP_CHUNK, total)
+                done = await queue.cancel([f"{self.pool.name}-{index}" for index in range(self.swept, stop)])
+                for outcome in done.values():
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                self.swept = stop
+                self.on_progress()
+            log.info("%s/%s: spec.jobs.cancel: %s", self.pool.namespace, self.pool.name,
+                     ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())))
+        except Exception as exc:
+            log.warning("%s/%s: cancelling spec.jobs paused: %s", self.pool.namespace, self.pool.name, exc)
+
+    async def stop_sweeping(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            try:
+                await self.sweeper
+            except BaseException:
+                pass
+        self.sweeper, self.sweeping = None, None
+
     async def stop_feeding(self) -> None:
         if self.feeder is not None:
             self.feeder.cancel()
@@ -187,6 +237,7 @@ class PoolQueue:
     async def _drop(self) -> None:
         """Stop the feeder first: it must not go on feeding a queue the pool has left."""
         await self.stop_feeding()
+        await self.stop_sweeping()
         queue, self.queue, self.url, self.configured = self.queue, None, None, None
         if queue is not None:
             try:

@@ -22,6 +22,8 @@ QUEUE_UNKNOWN = "QueueUnknown"
 BATCH_FINISHED = "BatchFinished"
 COMPLETED_WITH_FAILURES = "CompletedWithFailures"   # finished, some jobs dead-lettered
 BATCH_RUNNING = "BatchRunning"
+CANCELLING = "Cancelling"                           # spec.jobs.cancel: its jobs are being withdrawn or stopped
+CANCELLED = "Cancelled"                             # spec.jobs.cancel: done, no job runs
 
 # problems: Ready False and Degraded True with one of these
 INVALID_SPEC = "InvalidSpec"

@@ -230,6 +230,7 @@ class PoolController:
             managed=managed, credentials=self.credentials.digest if managed else None,
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
+            sweeper_progress=self.queue.sweep_progress(batch.digest) if batch else None,
             pods=dict(pods), stored_status=dict(body.get("status") or {}), now=time.time(),
             memory=self.memory, settings=self.settings, overridden=self.overridden,
             quota={pod: message for pod in pods
@@ -260,8 +261,12 @@ class PoolController:
             if observed is not None:
                 self.ctx.cache.on_object_event(kind.kind, "DELETED", observed)
         await self._patch_pods(decided.pod_patches)
-        if decided.memory.batch is None:
+        if decided.memory.batch is None or decided.memory.batch.cancelled:
             await self.queue.stop_feeding()
+        if decided.memory.batch is None or not decided.memory.batch.cancelled:
+            await self.queue.stop_sweeping()
+        if decided.sweep is not None:
+            await self.queue.sweep(decided.sweep.digest, decided.sweep.swept or 0, decided.sweep.total)
         elif decided.feed is not None and gathered.spec is not None:
             await self.queue.feed(gathered.spec, decided.feed.digest, decided.feed.fed, decided.feed.total)
         spec, problem = gathered.spec, gathered.problem

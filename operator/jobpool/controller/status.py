@@ -32,6 +32,7 @@ class Observation:
     problem: Problem | None
     batch_total: int | None       # None: no spec.jobs
     batch_fed: int = 0
+    batch_swept: int | None = None   # spec.jobs.cancel: how many of its ids the cancel went through
     unschedulable: tuple[str, ...] = ()   # the scheduler's message for each worker pod no node can hold
     overridden: tuple[str, ...] = ()      # the user's fields the operator's own values override
     waiting_for_quota: tuple[str, ...] = ()   # Kueue's message for each worker pod it has not admitted
@@ -116,6 +117,15 @@ def _complete(obs: Observation) -> dict[str, str]:
         return _cond(COMPLETE, False, reasons.QUEUE_UNKNOWN, "the queue could not be read")
     dead = stats.dead_lettered + stats.permanent
     done = stats.succeeded + dead + stats.cancelled
+    if obs.batch_swept is not None:
+        # cancelled: complete once every job of it was withdrawn or asked to stop, and none runs
+        counts = (f"{stats.succeeded} succeeded, {dead} dead-lettered, {stats.cancelled} cancelled")
+        if obs.batch_swept >= total and stats.in_flight == 0:
+            return _cond(COMPLETE, True, reasons.CANCELLED, f"the batch was cancelled (spec.jobs.cancel): {counts}")
+        if obs.batch_swept >= total:
+            return _cond(COMPLETE, False, reasons.CANCELLING,
+                         f"the batch is cancelled; waiting for {stats.in_flight} running jobs to stop")
+        return _cond(COMPLETE, False, reasons.CANCELLING, f"cancelling the batch's {total} jobs")
     if obs.batch_fed >= total and stats.backlog == 0 and done >= total:
         # finished is not succeeded: dead letters show in the reason, for `kubectl wait` and alerts
         return _cond(COMPLETE, True,

@@ -34,9 +34,11 @@ _NOT_FOR_TENANTS = frozenset({"info|memory"})
 # What redis/queue.py sends outside functions, by role.
 _DIRECT = {
     # the blocking read of fetch and its group repair; result, results and dead letters to read
-    WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "hget", "wait"),
-    # the payload limit before a large submit; result and results; WAIT for replicated durability
-    PRODUCER: ("hget", "get", "xread", "wait"),
+    WORKER: ("xreadgroup", "xgroup|create", "get", "xread", "xrange", "xrevrange", "hget", "hexists",
+             "zscore", "wait"),
+    # the payload limit before a large submit; result (its blocking read of the results and ended
+    # streams, whether the job is dead or cancelled) and results; WAIT for replicated durability
+    PRODUCER: ("hget", "get", "hexists", "xread", "xrevrange", "zscore", "wait"),
 }
 _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_FUNCTIONS}
 # Redis checks every key a function is given as one it may read and write, so a producer holds
@@ -50,9 +52,10 @@ _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids",
 # in delayed-jobs with the retries' payloads. A selector lets FCALL name them (with the keys above),
 # and the write selector below lets the function HSET there; nothing else reaches them.
 _PRODUCER_FUNCTION_ONLY_KEYS = ("delayed-jobs",)
-# Read only through a selector of their own: XREAD is for the results stream alone, so neither the
-# waiting jobs' payloads nor the dead letters' errors reach a producer.
-_PRODUCER_READS = {"results": ("xread",)}
+# Read only through a selector of their own (one for keys one command reads together): XREAD is for
+# the results and ended streams alone, so neither the waiting jobs' payloads nor the dead letters'
+# errors reach a producer; ZSCORE is for the cancelled ids alone.
+_PRODUCER_READS = {("results", "ended"): ("xread", "xrevrange"), ("cancelled",): ("zscore",)}
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
                     "memory": ("hincrby",),   # what its submits added since the operator's memory sample
@@ -103,7 +106,8 @@ def user_rules(namespace: str, pool: str, role: str, passwords: tuple[str, ...],
             "-@all", *(f"+{c}" for c in role_commands(role) if c not in own and c not in _PRODUCER_UNUSED), *db,
             "(" + " ".join(f"~{prefix}{key}" for key in (*_PRODUCER_KEYS, *_PRODUCER_FUNCTION_ONLY_KEYS)) + " +fcall)",
             *(f"(~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_WRITES.items()),
-            *(f"(%R~{prefix}{key} {' '.join('+' + c for c in commands)})" for key, commands in _PRODUCER_READS.items())]
+            *(f"({' '.join(f'%R~{prefix}{key}' for key in keys)} {' '.join('+' + c for c in commands)})"
+              for keys, commands in _PRODUCER_READS.items())]
 
 
 @dataclasses.dataclass(frozen=True)

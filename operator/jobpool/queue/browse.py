@@ -18,7 +18,7 @@ from .redis.entries import payload_of, readable, unpack_delayed
 from .redis.fields import DEAD as DEAD_FIELDS, ENTRY, WAKE
 from .redis.queue import RedisStreamsQueue
 
-WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD = "waiting", "running", "delayed", "succeeded", "dead"
+WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD, CANCELLED = "waiting", "running", "delayed", "succeeded", "dead", "cancelled"
 SCAN_LIMIT = 10_000      # entries one filtered page or one search reads at most
 READ_CHUNK = 500
 
@@ -39,7 +39,7 @@ class JobView:
     running_for: float | None = None   # seconds since its delivery
     due_at: float | None = None        # a delayed retry's due time
     failed_at: float | None = None
-    finished_at: float | None = None   # when a succeeded job's result was stored
+    finished_at: float | None = None   # when a succeeded job's result was stored, or it was cancelled
     error: str | None = None           # a dead job's last error, traceback included
     result: Any = None
     has_result: bool = False
@@ -86,6 +86,10 @@ class Browse(abc.ABC):
     @abc.abstractmethod
     async def may_change_dead_letters(self) -> bool:
         """Whether this credential may replay and purge dead letters (both delete dead entries)."""
+
+    @abc.abstractmethod
+    async def may_cancel(self) -> bool:
+        """Whether this credential may cancel jobs (it removes waiting entries)."""
 
 
 def open_browse(queue: Any) -> Browse:
@@ -240,6 +244,9 @@ class RedisBrowse(Browse):
             attempts, _, text = stored.partition(":")
             _, result, _ = payload_of(text.encode())
             return JobView(job_id, SUCCEEDED, attempts=int(attempts or 0), result=result, has_result=True)
+        cancelled_at = await self._read("the cancelled jobs", self.queue.redis.zscore, k.cancelled, job_id)
+        if cancelled_at is not None:
+            return JobView(job_id, CANCELLED, finished_at=float(cancelled_at) / 1000)
         return None
 
     async def _delay_of(self, job_id: str) -> float:
@@ -268,6 +275,14 @@ class RedisBrowse(Browse):
         changes nothing, and Redis refuses it exactly when the user may not delete dead entries."""
         try:
             await self._read("the dead letters", self.queue.redis.xdel, self.keys.dead, "0-0")
+        except NotPermitted:
+            return False
+        return True
+
+    async def may_cancel(self) -> bool:
+        """Tried, not guessed, as the cancel function itself checks: XDEL of entry 0-0 of the stream."""
+        try:
+            await self._read("the waiting jobs", self.queue.redis.xdel, self.keys.stream, "0-0")
         except NotPermitted:
             return False
         return True

@@ -88,6 +88,10 @@ class PoolKeys:
         return self.key("results")
 
     @property
+    def ended(self) -> str:            # stream of the ids of jobs that ended without a result (dead,
+        return self.key("ended")       # cancelled), the newest ~10,000: what result(id) waits on besides results
+
+    @property
     def result_prefix(self) -> str:    # result:<id> strings with a TTL, read by `result(id)`
         return self.key("result:")
 

@@ -1,6 +1,6 @@
 """The Redis user of the in-cluster web page (`jobpool ui`, chart value `ui.enabled`): it reads every
 pool of the namespaces the operator watches and, only when the chart enables actions, replays and
-purges dead letters. One user for the page, not one per pool: the page shows many pools, and
+purges dead letters and cancels jobs. One user for the page, not one per pool: the page shows many pools, and
 Kubernetes RBAC (who may reach its Service) decides who sees it.
 
 Read commands and the library's status function only, on pool keys only, plus the two writes
@@ -19,7 +19,7 @@ USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no po
 
 # what the page reads outside functions (queue/browse.py, ui/discovery.py) and what a client sends
 _READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
-          "zrange", "zmscore", "lrange", "exists", "time", "scan", "ping", "select", "fcall",
+          "zrange", "zmscore", "zscore", "lrange", "exists", "time", "scan", "ping", "select", "fcall",
           "cluster|slots", "command", "command|getkeys")
 _STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
 
@@ -41,9 +41,9 @@ def function_commands(*names: str) -> frozenset[str]:
 
 
 def action_commands() -> tuple[str, ...]:
-    """What replay and purge run (and the page's check that it may: XDEL); replay puts a job with
-    a priority back as submit does, with submit's helpers (submit.lua's `shared`)."""
-    return tuple(sorted(function_commands("replay", "purge", "submit") | {"xdel"}))
+    """What replay, purge and cancel run (and the page's check that it may: XDEL); replay puts a
+    job with a priority back as submit does, with submit's helpers (submit.lua's `shared`)."""
+    return tuple(sorted(function_commands("replay", "purge", "cancel", "submit") | {"xdel"}))
 
 
 def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool) -> list[str]:

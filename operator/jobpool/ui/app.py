@@ -2,9 +2,9 @@
 
 Figures come from the `Refresher` (one read per pool per interval for every viewer); lists of jobs
 and one job are read when a page asks for them. Actions (replay, purge) are POSTs with a CSRF
-token, shown and accepted only where the credential may do them; cancel waits for the job model
-(issue #21). Every link is relative, so the page works below any prefix (the API server's
-service proxy)."""
+token, shown and accepted only where the credential may do them; so is cancel, on the page of a
+waiting, delayed or running job. Every link is relative, so the page works below any prefix (the
+API server's service proxy)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -31,7 +31,11 @@ DISCOVER_SECONDS = 30.0     # how often pools are looked for when none were name
 PERMISSION_TTL = 60.0        # seconds a probed permission is trusted for showing buttons
 TABS = (("queued", "waiting / running"), ("delayed", "delayed"), ("succeeded", "succeeded"))
 DONE = {"replayed": "replayed {n} dead job(s): they wait in the queue again",
-        "purged": "purged {n} dead job(s)"}
+        "purged": "purged {n} dead job(s)",
+        "cancelled": "cancelled {n} job(s): they will not run",
+        "cancelling": "asked {n} running job(s) to stop: their workers cancel them at their next heartbeat",
+        "finished": "nothing to cancel: {n} job(s) had finished or are unknown"}
+CANCELLABLE = (WAITING, DELAYED, RUNNING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,8 @@ class PoolHandle:
     browse: Any
     may_change: bool = False
     probed_at: float = 0.0
+    may_cancel: bool = False
+    cancel_probed_at: float = 0.0
 
     @property
     def key(self) -> str:
@@ -114,6 +120,19 @@ class UiState:
                 pool.may_change = False
             pool.probed_at = time.monotonic()
         return pool.may_change
+
+    async def may_cancel(self, pool: PoolHandle, fresh: bool = False) -> bool:
+        """Whether the credential may cancel this pool's jobs (and the chart allows actions at all);
+        probed again after PERMISSION_TTL or when `fresh`."""
+        if not self.settings.actions:
+            return False
+        if fresh or time.monotonic() - pool.cancel_probed_at > PERMISSION_TTL:
+            try:
+                pool.may_cancel = await pool.browse.may_cancel()
+            except QueueError:
+                pool.may_cancel = False
+            pool.cancel_probed_at = time.monotonic()
+        return pool.may_cancel
 
     def credential(self) -> str:
         return redact_url(self.settings.url)
@@ -225,14 +244,18 @@ async def pool_page(request: web.Request) -> web.Response:
         if job is not None:
             found = fragment('<p class="found">job <a href="$href">$id</a> is <span class="state $state">$state</span></p>',
                              href=f"{quote(pool.name)}/job?id={quote(job.id)}", id=job.id, state=job.state)
-    table = await _jobs_table(pool, tab, after, query)
+    cancel = None
+    if tab != "succeeded" and await state.may_cancel(pool):
+        def cancel(job_id: str) -> Markup:   # the page is pools/NS/POOL: its forms post to POOL/cancel
+            return cancel_form(state, pool.key, job_id, back="pool", action=f"{quote(pool.name)}/cancel")
+    table = await _jobs_table(pool, tab, after, query, cancel)
     tabs = join([fragment('<a class="tab$current" href="$href">$label</a>',
                           current=" current" if key == tab else "", label=label,
                           href=f"{quote(pool.name)}?state={key}") for key, label in TABS] +
                 [fragment('<a class="tab" href="$href">dead letters</a>', href=f"{quote(pool.name)}/dead")])
     return _page(request, "pool.html", f"pool {pool.name}", pool=pool.name, poolLink=quote(pool.name),
                  poolPath=pool.path, poolKey=pool.key, namespace=pool.namespace,
-                 tab=tab, q=query, found=found, tabs=tabs, jobs=table,
+                 tab=tab, q=query, found=found, tabs=tabs, jobs=table, flash=flash(request),
                  workerRows=workers_rows(view), **_cells(view))
 
 
@@ -243,7 +266,8 @@ def workers_rows(view: dict[str, Any]) -> Markup:
                  for w in view.get("workerList", [])])
 
 
-async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str) -> Markup:
+async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str,
+                      cancel: Callable[[str], Markup] | None = None) -> Markup:
     try:
         if tab == "queued":
             page = await pool.browse.queued(after or "0-0", PAGE_SIZE, query)
@@ -253,10 +277,13 @@ async def _jobs_table(pool: PoolHandle, tab: str, after: str, query: str) -> Mar
             page = await pool.browse.succeeded(after or "0-0", PAGE_SIZE, query)
     except NotPermitted as exc:
         return fragment('<p class="notice">$message</p>', message=str(exc))
-    return jobs_table(pool.name, page, tab, query)
+    return jobs_table(pool.name, page, tab, query, cancel)
 
 
-def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
+def jobs_table(pool: str, page: JobPage, tab: str, query: str,
+               cancel: Callable[[str], Markup] | None = None) -> Markup:
+    """The jobs of one tab; `cancel(id)`: a cancel form for each job that may be cancelled (None:
+    the credential may not cancel)."""
     now = time.time()
     rows = []
     for job in page.jobs:
@@ -266,9 +293,11 @@ def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
         shown = render.short_json(job.result) if job.state == SUCCEEDED else render.short_json(job.payload)
         rows.append(fragment(
             '<tr class="job"><td><a href="$href">$id</a></td><td><span class="state $state">$state</span></td>'
-            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td><td><code>$shown</code></td></tr>',
+            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td><td><code>$shown</code></td>$action</tr>',
             href=f"{quote(pool)}/job?id={quote(job.id)}", id=job.id, state=job.state, task=job.task or "",
-            attempts=job.attempts, worker=job.worker or "", when=when, shown=shown))
+            attempts=job.attempts, worker=job.worker or "", when=when, shown=shown,
+            action=Markup("") if cancel is None else fragment(
+                "<td>$form</td>", form=cancel(job.id) if job.state in CANCELLABLE else Markup(""))))
     if not rows:
         return fragment('<p class="empty">no $what jobs$matching</p>', what=dict(TABS)[tab],
                         matching=f" matching {query!r}" if query else "")
@@ -278,8 +307,8 @@ def jobs_table(pool: str, page: JobPage, tab: str, query: str) -> Markup:
                         href=f"{quote(pool)}?state={tab}&after={quote(page.next_after)}&q={quote(query)}")
     head = "result" if tab == "succeeded" else "payload"
     return fragment('<table class="jobs"><thead><tr><th>id</th><th>state</th><th>task</th><th>attempts</th>'
-                    '<th>worker</th><th>when</th><th>$head</th></tr></thead><tbody>$rows</tbody></table>$more',
-                    head=head, rows=join(rows), more=more)
+                    '<th>worker</th><th>when</th><th>$head</th>$actionHead</tr></thead><tbody>$rows</tbody></table>$more',
+                    head=head, rows=join(rows), more=more, actionHead=Markup("<th></th>" if cancel else ""))
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -299,6 +328,8 @@ async def job_page(request: web.Request) -> web.Response:
     actions = Markup("")
     if job.state == DEAD and await state.may_change(pool):
         actions = action_forms(state, pool.key, [job.id], back="job")
+    elif job.state in CANCELLABLE and await state.may_cancel(pool):
+        actions = cancel_form(state, pool.key, job.id, back="job")
     now = time.time()
     return _page(request, "job.html", f"job {job.id}", pool=pool.name, poolPath=pool.path, namespace=pool.namespace,
                  id=job.id, state=job.state, task=job.task or "—", attempts=job.attempts,
@@ -329,6 +360,15 @@ def action_forms(state: UiState, pool: str, ids: list[str], back: str, everythin
         replayUrl="replay", purgeUrl="purge",
         replayToken=state.csrf.token(f"replay:{pool}"), purgeToken=state.csrf.token(f"purge:{pool}"),
         back=back, hidden=hidden, what=what)
+
+
+def cancel_form(state: UiState, pool: str, job_id: str, back: str, action: str = "cancel") -> Markup:
+    """Cancel one job (README "Cancel"), after the page's confirm; `action`: the URL relative to the page."""
+    return fragment(
+        '<form class="action" method="post" action="$action" data-confirm="Cancel job $id?">'
+        '<input type="hidden" name="token" value="$token"><input type="hidden" name="back" value="$back">'
+        '<input type="hidden" name="id" value="$id"><button type="submit" class="cancel">cancel this job</button></form>',
+        token=state.csrf.token(f"cancel:{pool}"), back=back, id=job_id, action=action)
 
 
 def flash(request: web.Request) -> Markup:
@@ -376,7 +416,8 @@ async def dead_page(request: web.Request) -> web.Response:
 
 
 # -- actions ------------------------------------------------------------------------------------
-async def _action(request: web.Request, action: str) -> web.Response:
+async def _form(request: web.Request, action: str) -> tuple[UiState, PoolHandle, Any]:
+    """The POSTed form of `action`, once its CSRF token is found valid for this pool."""
     state = request.app[STATE]
     pool = _pool(request)
     form = await request.post()
@@ -384,6 +425,11 @@ async def _action(request: web.Request, action: str) -> web.Response:
         log.warning("refused a %s of pool %s: no valid CSRF token", action, pool.key)
         raise web.HTTPForbidden(text="refused: the form's token is missing, expired or from another page; "
                                      "reload the page and try again")
+    return state, pool, form
+
+
+async def _action(request: web.Request, action: str) -> web.Response:
+    state, pool, form = await _form(request, action)
     if not await state.may_change(pool, fresh=True):
         log.warning("refused a %s of pool %s: the credential may not change dead letters", action, pool.key)
         raise web.HTTPForbidden(text=f"refused: this credential may not {action} dead letters of pool {pool.key}")
@@ -403,6 +449,27 @@ async def _action(request: web.Request, action: str) -> web.Response:
     if form.get("back") == "job" and len(ids) == 1:
         raise web.HTTPSeeOther(f"job?id={quote(ids[0])}&done={done}&n={count}")
     raise web.HTTPSeeOther(f"dead?done={done}&n={count}")
+
+
+async def cancel(request: web.Request) -> web.Response:
+    state, pool, form = await _form(request, "cancel")
+    if not await state.may_cancel(pool, fresh=True):
+        log.warning("refused a cancel of pool %s: the credential may not cancel jobs", pool.key)
+        raise web.HTTPForbidden(text=f"refused: this credential may not cancel jobs of pool {pool.key}")
+    ids = [str(i) for i in form.getall("id", [])]
+    if not ids:
+        raise web.HTTPBadRequest(text="cancel: give the jobs' ids (id=...)")
+    try:
+        outcomes = await pool.queue.cancel(ids)
+    except QueueError as exc:
+        raise web.HTTPBadGateway(text=f"cancel failed: {exc}") from None
+    counts = {done: sum(1 for outcome in outcomes.values() if outcome == done) for done in ("cancelled", "cancelling")}
+    log.info("cancel of pool %s: %s", pool.key, ", ".join(f"{i} {outcome}" for i, outcome in outcomes.items()))
+    done = next((done for done, n in counts.items() if n), "finished")
+    count = counts.get(done) or len(ids)
+    if form.get("back") == "job" and len(ids) == 1:
+        raise web.HTTPSeeOther(f"job?id={quote(ids[0])}&done={done}&n={count}")
+    raise web.HTTPSeeOther(f"../{quote(pool.name)}?done={done}&n={count}")
 
 
 async def replay(request: web.Request) -> web.Response:
@@ -470,6 +537,7 @@ def build_app(settings: UiSettings) -> web.Application:
     app.router.add_get("/pools/{namespace}/{pool}/dead", dead_page)
     app.router.add_post("/pools/{namespace}/{pool}/replay", replay)
     app.router.add_post("/pools/{namespace}/{pool}/purge", purge)
+    app.router.add_post("/pools/{namespace}/{pool}/cancel", cancel)
     app.router.add_get("/events", events)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)

@@ -123,8 +123,9 @@ SETTINGS: dict[str, Setting] = {
                        "a Python callable module:function, sync or async; or a module of tasks "
                        "(@jobpool.task) or module:MAPPING of task names (this or --command)"),
     "command": Setting("--command", "JOBPOOL_COMMAND", _command,
-                       "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout "
-                       "(the variable: a JSON array; this or --handler)"),
+                       "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout, "
+                       "progress as `jobpool-progress: <JSON>` lines on stderr (the variable: a JSON "
+                       "array; this or --handler)"),
     "concurrency": Setting("--concurrency", "JOBPOOL_CONCURRENCY", _positive_int, "job slots"),
     "timeout": Setting("--timeout", "JOBPOOL_TIMEOUT", _non_negative_float,
                        "per-job deadline in seconds (0 = none)"),

@@ -22,6 +22,10 @@ STDERR_TAIL = 4000
 # A `--command` that exits with this status failed for good: dead-lettered at once, no retry
 # (64..78 are sysexits(3)'s, 75 "try again" among them; 100 is free of them and of signals').
 PERMANENT_EXIT_STATUS = 100
+# A `--command` reports progress with stderr lines "jobpool-progress: <JSON>" (a number from 0 to 1
+# or an object), kept as a Python handler's progress() is; they are not part of the error text.
+PROGRESS_PREFIX = b"jobpool-progress: "
+STDERR_CHUNK = 65536
 
 
 class Permanent(Exception):
@@ -217,7 +221,7 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
         except OSError as exc:
             raise JobFailed(f"cannot start command {argv[0]!r}: {exc}") from None
         try:
-            out, err = await process.communicate(text.encode() + b"\n")
+            out, err = await _communicate(process, text.encode() + b"\n", context)
         except BaseException:
             # a timeout or a drain cancels the job: its whole process group goes with it; a
             # cancelled job's gets SIGTERM first and CANCEL_GRACE to end
@@ -248,3 +252,48 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
         return RawJSON(output)
 
     return run_command
+
+
+async def _communicate(process: asyncio.subprocess.Process, stdin: bytes,
+                       context: JobContext) -> tuple[bytes, bytes]:
+    """Like `process.communicate(stdin)`, but stderr is read line by line as it comes: progress
+    lines are reported (context.progress) and left out; the rest is kept, its last
+    4 * STDERR_TAIL bytes."""
+    async def write() -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):   # it need not read it all
+            process.stdin.write(stdin)
+            await process.stdin.drain()
+        process.stdin.close()
+
+    async def read_stderr() -> bytes:
+        assert process.stderr is not None
+        kept, pending = bytearray(), b""
+        while chunk := await process.stderr.read(STDERR_CHUNK):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) > STDERR_CHUNK:   # no line: plain text
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                if not _reported(line, context):
+                    kept += line + b"\n"
+            del kept[:-4 * STDERR_TAIL]
+        if pending and not _reported(pending, context):
+            kept += pending
+        return bytes(kept[-4 * STDERR_TAIL:])
+
+    assert process.stdout is not None
+    _, out, err = await asyncio.gather(write(), process.stdout.read(), read_stderr())
+    await process.wait()
+    return out, err
+
+
+def _reported(line: bytes, context: JobContext) -> bool:
+    """Whether `line` was a valid progress line, now reported."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return False
+    try:
+        context.progress(json.loads(line[len(PROGRESS_PREFIX):]))
+    except (ValueError, RecursionError):   # not JSON, or no fraction nor object: kept as plain stderr
+        return False
+    return True

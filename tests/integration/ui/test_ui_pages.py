@@ -310,3 +310,90 @@ def test_jobs_page_by_fifty_and_dead_letters_filter_by_error_text(pool_name, poo
     network = requests.get(base + "/dead", params={"error": "NETWORK"}, timeout=10).text
     assert "dead-net" in network and "dead-disk" not in network
     assert "no dead jobs with an error containing" in requests.get(base + "/dead", params={"error": "quota"}, timeout=10).text
+
+
+def test_a_worker_credential_cancels_a_waiting_and_a_running_job_from_the_job_page(redis_server, pool_name,
+                                                                                   pool_users, start_ui):
+    worker = SyncQueue(pool_users.url("worker"), "it", pool_name)
+    try:
+        worker.submit_many([1, 2, 3], ["run-c", "wait-c", "later-c"])
+        [running] = worker.fetch("ui-test-worker", 1, 0)
+        assert running.id == "run-c"
+        worker.submit(4, "sched-c", due="+3600000")
+        ui = start_ui(pool_users.url("worker"), [pool_name])
+        url = f"{ui.base}pools/it/{pool_name}/"
+        page = requests.get(url + "job", params={"id": "wait-c"}, timeout=10).text
+        [cancel_token] = tokens(page, "cancel")
+        assert 'class="cancel"' in page and "Cancel job wait-c?" in page
+        assert tokens(requests.get(url + "job", params={"id": "sched-c"}, timeout=10).text, "cancel")
+
+        wrong = requests.post(url + "cancel", data={"token": tokens(page, "cancel")[0] + "0", "id": "wait-c"},
+                              allow_redirects=False, timeout=10)
+        assert wrong.status_code == 403
+        cancelled = requests.post(url + "cancel", data={"token": cancel_token, "id": "wait-c", "back": "job"},
+                                  allow_redirects=False, timeout=10)
+        assert cancelled.status_code == 303 and cancelled.headers["Location"] == "job?id=wait-c&done=cancelled&n=1"
+        shown = requests.get(url + cancelled.headers["Location"], timeout=10).text
+        assert "cancelled 1 job(s): they will not run" in shown and 'id="job-state">cancelled<' in shown
+        assert 'class="cancel"' not in shown, "a cancelled job offers no cancel"
+
+        stopping = requests.post(url + "cancel", data={"token": cancel_token, "id": "run-c", "back": "job"},
+                                 allow_redirects=False, timeout=10)
+        assert stopping.headers["Location"] == "job?id=run-c&done=cancelling&n=1"
+        assert worker.heartbeat("ui-test-worker", [running], 1, 1) == [running.token]
+        assert (worker.job("wait-c").state, worker.job("later-c").state) == ("cancelled", "waiting")
+    finally:
+        worker.close()
+        admin = SyncQueue(redis_server.url, "it", pool_name)
+        admin.delete_all()
+        admin.close()
+
+
+def test_a_producer_is_offered_no_cancel_and_its_forged_cancel_is_refused(pool_name, pool_users, start_ui):
+    producer = SyncQueue(pool_users.url("producer"), "it", pool_name)
+    try:
+        producer.submit_many([1], ["wait-p"])
+        ui = start_ui(pool_users.url("producer"), [pool_name])
+        url = f"{ui.base}pools/it/{pool_name}/"
+        page = requests.get(url + "job", params={"id": "wait-p"}, timeout=10).text
+        assert 'class="cancel"' not in page and tokens(page, "cancel") == []
+        forged = requests.post(url + "cancel", data={"token": f"{int(time.time())}.{'0' * 64}", "id": "wait-p"},
+                               allow_redirects=False, timeout=10)
+        assert forged.status_code == 403
+        assert producer.stats().waiting == 1
+        read_only = start_ui(pool_users.url("worker"), [pool_name], "--read-only")
+        page = requests.get(f"{read_only.base}pools/it/{pool_name}/job", params={"id": "wait-p"}, timeout=10).text
+        assert 'class="cancel"' not in page
+    finally:
+        producer.close()
+
+
+def test_the_pools_job_lists_offer_a_cancel_per_job_where_the_credential_may(redis_server, pool_name, pool_users,
+                                                                             start_ui):
+    worker = SyncQueue(pool_users.url("worker"), "it", pool_name)
+    try:
+        worker.submit(0, "list-retry")
+        [failing] = worker.fetch("ui-test-worker", 1, 0)
+        assert worker.fail(failing, "boom", max_attempts=3, backoff=3600, max_backoff=3600) == "retried"
+        worker.submit_many([1, 2], ["list-a", "list-b"])
+        ui = start_ui(pool_users.url("worker"), [pool_name])
+        page = requests.get(f"{ui.base}pools/it/{pool_name}", timeout=10).text
+        assert len(tokens(page, f"{pool_name}/cancel")) == 2 and "Cancel job list-b?" in page
+        assert len(tokens(requests.get(f"{ui.base}pools/it/{pool_name}?state=delayed", timeout=10).text,
+                          f"{pool_name}/cancel")) == 1
+        posted = requests.post(f"{ui.base}pools/it/{pool_name}/cancel",
+                               data={"token": tokens(page, f"{pool_name}/cancel")[0], "id": "list-b", "back": "pool"},
+                               allow_redirects=False, timeout=10)
+        assert posted.status_code == 303 and posted.headers["Location"] == f"../{pool_name}?done=cancelled&n=1"
+        after = requests.get(f"{ui.base}pools/it/{pool_name}/cancel", timeout=10)   # no GET route
+        assert after.status_code == 405
+        shown = requests.get(f"{ui.base}pools/it/{pool_name}?done=cancelled&n=1", timeout=10).text
+        assert "cancelled 1 job(s): they will not run" in shown and "list-b" not in shown
+        read_only = start_ui(pool_users.url("producer"), [pool_name])
+        assert 'class="cancel"' not in requests.get(f"{read_only.base}pools/it/{pool_name}?state=delayed",
+                                                    timeout=10).text
+    finally:
+        worker.close()
+        admin = SyncQueue(redis_server.url, "it", pool_name)
+        admin.delete_all()
+        admin.close()

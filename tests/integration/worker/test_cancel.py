@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -115,3 +116,16 @@ def test_a_running_command_gets_sigterm_when_its_job_is_cancelled(redis_server, 
         wait_until(lambda: client.job("cmd").state == "cancelled", timeout=10, what="the job cancelled")
         assert marker.read_text() == "SIGTERM"
         assert (client.status().cancelled, client.status().retried) == (1, 0)
+
+
+def test_cancelling_thousands_of_waiting_jobs_walks_the_stream_once(redis_server, pool_name, queue):
+    # A batch's cancel names every job: each id must not cost a walk of the stream of its own.
+    total = 5000
+    ids = queue.submit_many(list(range(total)), [f"b-{i}" for i in range(total)])
+    started = time.monotonic()
+    outcomes = queue.cancel(ids)
+    took = time.monotonic() - started
+    assert set(outcomes.values()) == {"cancelled"} and len(outcomes) == total
+    stats = queue.stats()
+    assert (stats.waiting, stats.cancelled) == (0, total)
+    assert took < 2.0, f"cancelling {total} waiting jobs took {took:.1f} s"

@@ -136,3 +136,60 @@ def test_every_job_ends_succeeded_or_dead_lettered_and_the_worker_serves_on(
 
 
 UNIQUE = itertools.count()
+
+
+# per-job options (README "Per-job options") and delays (README "Run at / delay"), with a worker
+# whose pool allows one attempt: a job's own max_attempts and backoff decide its retries
+job_plans = st.lists(st.fixed_dictionaries({
+    "recipe": st.sampled_from([{"do": "return", "text": [0x41]}, {"do": "raise", "text": [0x42]},
+                               {"do": "fail", "text": []}, [1, "echo"]]),
+    "max_attempts": st.sampled_from([None, 1, 2, 3]),
+    "backoff": st.sampled_from([None, 0.0, 0.05]),
+    "timeout": st.sampled_from([None, 30.0]),
+    "delay_ms": st.sampled_from([0, 0, 150, 600]),
+}), min_size=1, max_size=6)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(plans=job_plans)
+def test_each_job_runs_no_sooner_than_its_delay_and_as_often_as_its_own_options_say(queue, worker, redis_server,
+                                                                                    plans):
+    from jobpool.queue.base import JobOptions
+    from jobpool.queue.codec import due_of
+
+    raw = redis_sync.Redis.from_url(redis_server.url)
+    keys = PoolKeys("it", queue.pool)
+    seconds, micros = raw.time()
+    submitted_ms = seconds * 1000 + micros // 1000
+    before = queue.stats()
+    ids = queue.submit_many(
+        [plan["recipe"] for plan in plans],
+        options=[JobOptions(timeout=p["timeout"], max_attempts=p["max_attempts"], backoff=p["backoff"])
+                 for p in plans],
+        due=[due_of(delay=p["delay_ms"] / 1000) for p in plans])
+
+    def all_finished() -> bool:
+        stats = queue.stats()
+        return (stats.succeeded + stats.dead_lettered == before.succeeded + before.dead_lettered + len(plans)
+                and stats.backlog == 0 and stats.scheduled == 0 and stats.delayed == 0)
+    wait_until(all_finished, timeout=30, interval=0.05, what=f"{len(plans)} jobs to succeed or be dead-lettered")
+    finished_at = {fields[b"id"].decode(): int(entry_id.split(b"-")[0])
+                   for entry_id, fields in raw.xrange(keys.results)}
+    dead = {d.id: d for d in queue.dead_letters()}
+    retries = 0
+    for job_id, plan in zip(ids, plans):
+        outcome, check = expected_outcome(plan["recipe"])
+        attempts = plan["max_attempts"] or 1
+        if outcome == "succeeded":
+            result = queue.result(job_id)
+            assert (result.result, result.attempts) == (check, 1)
+            assert finished_at[job_id] >= submitted_ms + plan["delay_ms"], (plan, finished_at[job_id] - submitted_ms)
+        else:
+            assert check(dead[job_id].error) and dead[job_id].attempts == attempts, (plan, dead[job_id])
+            assert dead[job_id].failed_at * 1000 >= submitted_ms + plan["delay_ms"]
+            retries += attempts - 1
+    stats = queue.stats()
+    assert stats.retried - before.retried == retries
+    assert (stats.duplicates, stats.in_flight) == (0, 0)
+    raw.close()

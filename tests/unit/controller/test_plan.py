@@ -194,3 +194,74 @@ def test_a_hand_edit_of_a_worker_object_is_put_back(pool_spec, image):
     decided = plan(dataclasses.replace(g, observed={**g.observed, "Deployment": edited}))
     (deployment,) = [obj for obj in decided.apply if obj["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/w:1"
+
+
+def complete(decided_or_status):
+    status = getattr(decided_or_status, "memory", None)
+    conditions = (status.status if status is not None else decided_or_status)["conditions"]
+    return next(c for c in conditions if c["type"] == reasons.COMPLETE)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(1, 10_000), fed=st.integers(0, 10_000), progress=st.integers(0, 10_000),
+       swept=st.integers(0, 10_000), running=st.integers(0, 5))
+def test_a_cancelled_batch_is_never_fed_and_is_swept_forward_until_its_end(count, fed, progress, swept, running):
+    pool_spec = spec(jobs={"range": {"count": count}, "cancel": True})
+    fed, swept = min(fed, count), min(swept, count)
+    assert batch_digest(pool_spec) == batch_digest(spec(jobs={"range": {"count": count}})), \
+        "cancelling a batch must not make it another batch (fed again)"
+    memory = Memory(batch=Batch(count, fed, batch_digest(pool_spec), swept))
+    decided = plan(gathered(pool_spec, memory=memory, feeder_progress=min(progress, count),
+                            sweeper_progress=min(progress, count), stats=QueueStats(in_flight=running)))
+    batch = decided.memory.batch
+    assert decided.feed is None and batch.cancelled
+    assert batch.swept == max(swept, min(progress, count))
+    assert (decided.sweep is None) == (batch.swept >= count)
+    if decided.sweep is not None:
+        assert decided.sweep.swept == batch.swept and not decided.idle
+    done = batch.swept >= count and running == 0
+    assert complete(decided)["status"] == ("True" if done else "False")
+    assert complete(decided)["reason"] == (reasons.CANCELLED if done else reasons.CANCELLING)
+
+
+def test_a_batch_cancelled_mid_feed_stops_feeding_sweeps_and_completes_once_nothing_runs():
+    feeding = spec(jobs={"range": {"count": 3000}})
+    g = settle(gathered(feeding, feeder_progress=500))
+    assert plan(g).feed == Batch(3000, 500, batch_digest(feeding))
+
+    cancelled = spec(jobs={"range": {"count": 3000}, "cancel": True})
+    g = dataclasses.replace(g, spec=cancelled, generation=2, feeder_progress=1000, stats=QueueStats(in_flight=2))
+    decided = plan(g)
+    # the feeder's last progress is kept (what was fed), and the sweep starts at the first job
+    assert decided.feed is None and decided.sweep == Batch(3000, 1000, batch_digest(cancelled), 0)
+    assert complete(decided)["reason"] == reasons.CANCELLING
+
+    g = dataclasses.replace(settle(g), sweeper_progress=3000)
+    decided = plan(g)
+    assert decided.sweep is None and decided.memory.batch.swept == 3000
+    assert (complete(decided)["status"], complete(decided)["reason"]) == ("False", reasons.CANCELLING)
+    assert "2 running jobs" in complete(decided)["message"]
+
+    g = dataclasses.replace(settle(g), stats=QueueStats(cancelled=2998, succeeded=2), now=g.now + 2)
+    decided = plan(g)
+    assert (complete(decided)["status"], complete(decided)["reason"]) == ("True", reasons.CANCELLED)
+    assert any(t.type == reasons.COMPLETE and t.reason == reasons.CANCELLED for t in decided.events)
+    assert decided.status["batch"] == {"total": 3000, "fed": 1000, "digest": batch_digest(cancelled), "swept": 3000}
+
+    # an operator restart reads how far the cancel went from the status: nothing is swept again
+    restarted = dataclasses.replace(g, memory=Memory(), stored_status=decided.memory.status, sweeper_progress=None)
+    again = plan(restarted)
+    assert again.sweep is None and again.feed is None
+    assert again.status is None and not again.events, "the cancelled batch's status is as it was"
+
+
+def test_a_cancel_undone_feeds_the_rest_and_drops_its_progress_from_the_status():
+    cancelled = spec(jobs={"range": {"count": 3000}, "cancel": True})
+    g = settle(settle(gathered(cancelled, memory=Memory(batch=Batch(3000, 1000, batch_digest(cancelled), 3000)))))
+    resumed = dataclasses.replace(g, spec=spec(jobs={"range": {"count": 3000}}), generation=2)
+    decided = plan(resumed)
+    assert decided.sweep is None and decided.feed == Batch(3000, 1000, batch_digest(cancelled))
+    assert decided.status["batch"]["swept"] is None   # the merge patch removes it
+    assert "swept" not in decided.memory.status["batch"]
+    steady = settle(dataclasses.replace(resumed, feeder_progress=1000))
+    assert plan(dataclasses.replace(steady, now=steady.now + 5)).status is None

@@ -49,8 +49,9 @@ def test_tenants_get_no_info_and_select_only_for_a_url_naming_a_db():
         assert "+select" in acl.user_rules("a", "p", role, ("pw",), select=True)
 
 
-def test_a_producer_reads_only_the_results_stream_with_xread():
+def test_a_producer_reads_only_the_results_and_ended_streams_with_xread():
     producer = acl.user_rules("team-a", "p1", acl.PRODUCER, ("pw",))
-    assert "+xread" not in producer and "+hset" not in producer
-    assert "(%R~{jobpool:team-a/p1}:results +xread)" in producer
+    assert "+xread" not in producer and "+hset" not in producer and "+zscore" not in producer
+    assert "(%R~{jobpool:team-a/p1}:results %R~{jobpool:team-a/p1}:ended +xread +xrevrange)" in producer
+    assert "(%R~{jobpool:team-a/p1}:cancelled +zscore)" in producer
     assert "(~{jobpool:team-a/p1}:memory +hincrby)" in producer

@@ -23,6 +23,15 @@ def stream_entries(reply: Any) -> list:
     return reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
 
 
+def streams_entries(reply: Any) -> dict[Any, list]:
+    """The entries of a several-stream XREAD reply by stream name (a list in RESP2, a dict in RESP3)."""
+    if not reply:
+        return {}
+    if isinstance(reply, dict):
+        return {name: entries[0] for name, entries in reply.items()}
+    return {name: entries for name, entries in reply}
+
+
 _ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))   # entries are read as bytes
 
 

@@ -28,6 +28,12 @@ class ResultFields(NamedTuple):
     attempts: str = "a"
 
 
+class EndedFields(NamedTuple):
+    """A job that ended without a result (dead-lettered or cancelled) in the ended stream."""
+    id: str = "id"
+    outcome: str = "o"          # dead_lettered | permanent | cancelled
+
+
 class DeadFields(NamedTuple):
     """A job in the dead-letter stream."""
     id: str = "id"
@@ -45,7 +51,7 @@ class MemoryFields(NamedTuple):
     added: str = "added"        # the submits' estimate of what they added since
 
 
-ENTRY, RESULT, DEAD, MEMORY = EntryFields(), ResultFields(), DeadFields(), MemoryFields()
+ENTRY, RESULT, DEAD, MEMORY, ENDED = EntryFields(), ResultFields(), DeadFields(), MemoryFields(), EndedFields()
 # The express field of a submit's wake entry (no job: it wakes a worker blocked on the stream for a
 # job that waits outside it), and its field in the `express` hash.
 WAKE = "wake"

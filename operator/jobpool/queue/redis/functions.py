@@ -251,7 +251,7 @@ class FailReply(NamedTuple):
 class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
-            "errors", "cancelled", "cancel_requests", "express", "job_result")
+            "errors", "cancelled", "cancel_requests", "express", "ended", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
             "replayed", "dead_letter_cap", "task", "options")
 
@@ -316,7 +316,7 @@ class JobLookup(Function):
 class Cancel(Function):
     NAME = "cancel"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead_ids", "counters", "errors",
-            "progress", "cancelled", "cancel_requests", "priorities", "express", "job_results...")
+            "progress", "cancelled", "cancel_requests", "priorities", "express", "ended", "job_results...")
     ARGS = ("scan_limit", "ids...")
 
     @classmethod

@@ -22,8 +22,9 @@ from ..codec import (check_queue_url, decode_json, decode_options, encode_json, 
                      outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
-from .entries import is_express, job_from_entry, job_state, readable, stats_from_reply, stream_entries
-from .fields import DEAD, RESULT
+from .entries import (is_express, job_from_entry, job_state, readable, stats_from_reply, stream_entries,
+                      streams_entries)
+from .fields import DEAD, ENDED, RESULT
 from .functions import (Ack, AckThenFetch, Cancel, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
                         Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
                         Unregister)
@@ -34,6 +35,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_RESULT_TTL = 24 * 3600.0
 DEFAULT_RESULTS_CAP = 100_000
 DEFAULT_DEAD_LETTER_CAP = 10_000
+RESULT_BLOCK_SECONDS = 5.0   # result()'s blocking read is renewed this often, within the socket timeout
 
 
 def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
@@ -47,6 +49,9 @@ def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStr
 # `job` and `cancel` look for a waiting or running job among this many stream entries (one read-only function
 # call); a live job further back is reported waiting without its task or attempts.
 JOB_SCAN_LIMIT = 10_000
+# Ids per cancel call: one call walks the stream once for all of them, so a batch's thousands of
+# ids cost a few bounded calls, none holding Redis for long.
+CANCEL_CHUNK = 1000
 
 
 class RedisStreamsQueue(SubmitPath, Queue):
@@ -258,19 +263,48 @@ class RedisStreamsQueue(SubmitPath, Queue):
 
     # -- results, dead letters, status, lifecycle ------------------------
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
-        key = self.keys.result(id)
-        deadline = time.monotonic() + (timeout or 0)
-        pause = 0.005
-        while True:
-            with self._errors():
-                stored = await self._call(self.redis.get, key)
-            if stored is not None:
-                attempts, _, text = stored.partition(":")
-                return Result(id, decode_json(text), int(attempts))
-            if timeout is None or time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
+        """The job's result; with a `timeout`, waits for it without polling: the last entries of the
+        pool's results and ended streams are noted before the result key is read, so one blocking
+        XREAD of both from there sees the job's completion whenever it comes. None at once for a job
+        that is (or becomes) dead-lettered or cancelled, or when the timeout passes."""
+        if timeout is None or timeout <= 0:
+            return await self._stored_result(id)
+        deadline = time.monotonic() + timeout
+        k = self.keys
+        with self._errors():
+            marks: dict[str, str] = {}
+            for stream in (k.results, k.ended):
+                last = await self._call(self.redis.xrevrange, stream, count=1)
+                marks[stream] = last[0][0] if last else "0-0"
+            found = await self._stored_result(id)
+            if found is not None or await self._ended_without_result(id):
+                return found
+            while (remaining := deadline - time.monotonic()) > 0:
+                # each read blocks within the client's socket timeout
+                block_ms = max(1, int(min(remaining, RESULT_BLOCK_SECONDS) * 1000))
+                reply = await self._call(self.redis.xread, marks, count=1000, block=block_ms)
+                for stream, entries in streams_entries(reply).items():
+                    for entry_id, fields in entries:
+                        marks[stream] = entry_id
+                        if stream == k.results and fields.get(RESULT.id) == id:
+                            return Result(id, decode_json(fields[RESULT.result]), int(fields[RESULT.attempts]))
+                        if stream == k.ended and fields.get(ENDED.id) == id:
+                            return None
+        # its entry may have been trimmed (the results cap) before it was read
+        return await self._stored_result(id)
+
+    async def _stored_result(self, id: str) -> Result | None:
+        with self._errors():
+            stored = await self._call(self.redis.get, self.keys.result(id))
+        if stored is None:
+            return None
+        attempts, _, text = stored.partition(":")
+        return Result(id, decode_json(text), int(attempts))
+
+    async def _ended_without_result(self, id: str) -> bool:
+        """Whether the job was dead-lettered or cancelled (among the pool's last cancelled ones)."""
+        return bool(await self._call(self.redis.hexists, self.keys.dead_ids, id)
+                    or await self._call(self.redis.zscore, self.keys.cancelled, id) is not None)
 
     async def results(self, follow: bool = False) -> AsyncIterator[Result]:
         last = "0-0"
@@ -310,9 +344,11 @@ class RedisStreamsQueue(SubmitPath, Queue):
 
     async def cancel(self, ids: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(ids))
-        with self._errors():
-            outcomes = await self._function(Cancel, Cancel.command(
-                self.keys, ids=wanted, scan_limit=JOB_SCAN_LIMIT), write=True)
+        outcomes: list[str] = []
+        for start in range(0, len(wanted), CANCEL_CHUNK):
+            with self._errors():
+                outcomes += await self._function(Cancel, Cancel.command(
+                    self.keys, ids=wanted[start:start + CANCEL_CHUNK], scan_limit=JOB_SCAN_LIMIT), write=True)
         return dict(zip(wanted, outcomes))
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
-          'errors', 'cancelled', 'cancel_requests', 'express', 'job_result'},
+          'errors', 'cancelled', 'cancel_requests', 'express', 'ended', 'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
           'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
@@ -44,7 +44,7 @@ register('fail', {
   local now = now_ms()
   -- a job asked to be cancelled ends cancelled, whatever its attempt's end: never retried
   if redis.call('HDEL', k.cancel_requests, a.entry_id) == 1 or outcome == 'cancelled' then
-    record_cancelled(k.live, k.errors, k.progress, k.cancelled, id, now)
+    record_cancelled(k.live, k.errors, k.progress, k.cancelled, k.ended, id, now)
     redis.call('HINCRBY', k.counters, 'cancelled', 1)
     return 'cancelled'
   end
@@ -65,6 +65,7 @@ register('fail', {
   redis.call('HSET', k.dead_ids, id, dead_entry)
   redis.call('SREM', k.live, id)
   redis.call('HDEL', k.errors, id)           -- the dead letter holds it now
+  record_ended(k.ended, id, outcome)
   if a.replayed ~= '1' then redis.call('HINCRBY', k.counters, outcome, 1) end
   -- at most `dead_letter_cap` dead letters are kept: the oldest go first
   local excess = redis.call('XLEN', k.dead) - tonumber(a.dead_letter_cap)

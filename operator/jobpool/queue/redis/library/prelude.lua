@@ -2,7 +2,7 @@
 -- name and the names Python holds (one home per fact):
 --   LIBRARY (the library's versioned name), GROUP, RELEASED_CONSUMER,
 --   ENTRY (the fields of a waiting entry), RESULT (of a results entry), DEAD (of a dead letter),
---   MEMORY (of the pool's memory hash),
+--   MEMORY (of the pool's memory hash), ENDED (of an ended entry),
 --   PRIORITIES, READY, FAIR, STREAM_TURN (the names of the keys of jobs waiting outside the stream)
 -- Each function file calls `register` with its contract: the names of its keys and arguments,
 -- in the order the caller sends them; a name ending in '...' takes the rest as a list. The body
