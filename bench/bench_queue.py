@@ -11,7 +11,9 @@ jobpool:
   with 100 in flight
 - processing: waiting jobs through one `jobpool worker` process with concurrency 50: a no-op
   async handler (jobs/s and worker CPU-seconds per 1,000 jobs), 1 ms and 10 ms async handlers
-  (the ceiling is slots / duration), a no-op sync handler; then two processes, no-op
+  (the ceiling is slots / duration), a no-op sync handler; then two processes, no-op; then the
+  no-op handler with priorities in use: 10 levels x 10 fairness keys (one level in use, no key,
+  is the first no-op figure)
 - enqueue -> start latency at low load: single submits 5 ms apart to an idle worker
 
 Each figure is the median of `--runs` runs.
@@ -38,7 +40,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobpool import AsyncClient, Client  # noqa: E402
+from jobpool import AsyncClient, Client, JobOptions  # noqa: E402
 from jobpool.queue import open_queue  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
@@ -206,11 +208,14 @@ async def wait_for_workers(queue, count: int, timeout: float = 30) -> None:
 
 
 async def processing(url: str, jobs: int, processes: int, concurrency: int, handler: str,
-                     logs: Path) -> tuple[float, float]:
-    """(jobs/s from the first to the last acknowledgement, worker CPU-seconds per 1,000 jobs)."""
-    pool = f"process-{processes}-{handler.rpartition(':')[2].replace('_', '-')}"
+                     logs: Path, levels: int = 0) -> tuple[float, float]:
+    """(jobs/s from the first to the last acknowledgement, worker CPU-seconds per 1,000 jobs).
+    `levels`: spread the jobs over that many priority levels x that many fairness keys."""
+    pool = f"process-{processes}-{handler.rpartition(':')[2].replace('_', '-')}-{levels}"
     queue = open_queue(url, "bench", pool)
-    await queue.submit_many(list(range(jobs)))
+    options = [JobOptions(priority=n % levels, fairness_key=f"k{n // levels % levels}") if levels
+               else JobOptions() for n in range(jobs)]
+    await queue.submit_many(list(range(jobs)), options=options)
     workers = start_workers(url, pool, processes, concurrency, f"bench.handlers:{handler}", logs)
     try:
         first_seen, started = None, time.perf_counter()
@@ -329,6 +334,10 @@ def main() -> None:
         rate, cpu = median_of(runs, lambda: asyncio.run(
             processing(url, jobs, 2, slots, "noop", directory)))
         line("2 worker processes, no-op", f"{rate:,.0f} jobs/s", rate / drain, "bare drain")
+        rate, cpu = median_of(runs, lambda: asyncio.run(
+            processing(url, jobs, 1, slots, "noop", directory, levels=10)))
+        line("no-op, 10 levels x 10 fairness keys", f"{rate:,.0f} jobs/s", rate / drain, "bare drain")
+        line("  worker CPU", f"{cpu:.4f} CPU-s/1k", cpu / drain_cpu, "bare drain's CPU")
 
         p50, p99 = median_of(runs, lambda: asyncio.run(
             latency(url, args.latency_samples, directory)))

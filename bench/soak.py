@@ -3,13 +3,15 @@
 A redis-server of its own (AOF, `appendfsync always`: a restart loses nothing acknowledged),
 real `jobpool worker` processes, good jobs submitted in chunks while workers are killed with
 SIGKILL and stopped with SIGTERM (each replaced by a fresh one), Redis is killed and restarted
-once, and malformed entries are written with raw XADD as a foreign producer would. Some good
-jobs are scheduled (submitted with a delay), and a canceller submits jobs of its own, some
-scheduled, and cancels most of them while they wait or run. At the end every good job has
-succeeded (its result in the results stream, once), every malformed entry is dead-lettered,
-every cancelled job is cancelled or (asked while running, it finished first) succeeded, none
-started after its cancel was acknowledged, nothing waits, runs or is delayed, and no worker
-process is left running.
+once, and malformed entries are written with raw XADD as a foreign producer would. Each chunk of
+good jobs has a priority (0-9) and a fairness key of a few tenants, or neither, so jobs wait in
+the stream and beside it and are delivered past unread entries; some chunks are scheduled
+(submitted with a delay), and a canceller submits jobs of its own, some scheduled, and cancels
+most of them while they wait or run. At the end every good job has succeeded (its result in the
+results stream, once), every malformed entry is dead-lettered, every cancelled job is cancelled
+or (asked while running, it finished first) succeeded, none started after its cancel was
+acknowledged, nothing waits (at any level), runs, is delayed or scheduled, and no worker process
+is left running; without a worker killed, no job ran twice (no duplicate completion).
 
 Usage: python bench/soak.py [--jobs 20000] [--workers 4] [--concurrency 16] [--seed N]
 Exit status 0 when every check holds, 1 otherwise (the failed checks are printed).
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from jobpool import Client, QueueError  # noqa: E402
+from jobpool import Client, JobOptions, QueueError  # noqa: E402
 from jobpool.queue import open_queue  # noqa: E402
 from jobpool.queue.keys import PoolKeys  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
@@ -46,6 +48,7 @@ SUBMIT_CHUNK = 250
 BACKLOG_SHARE = 10            # maxLength = jobs / this: submits wait for room, spanning the run
 VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
 MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
+TENANTS = (None, "tenant-a", "tenant-b", "tenant-c")   # the chunks' fairness keys
 SCHEDULED_EVERY = 5           # every 5th chunk of good jobs is scheduled, due 0.2-1.5 s after its submit
 CANCEL_SHARE = 20             # the canceller submits one job per 20 good ones, and cancels 2 in 3
 STARTS_VARIABLE = "JOBPOOL_SOAK_STARTS"   # the file where workers note when a canceller's job starts
@@ -169,6 +172,10 @@ class Submitter(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.jobs = url, jobs
         self.payloads = [{"n": n, "ms": rng.randint(2, 30)} for n in range(jobs)]
+        # per chunk: no priority half the time, else a level 1-9; a tenant or none
+        self.options = [JobOptions(priority=rng.choice([None] * 9 + list(range(1, 10))),
+                                   fairness_key=rng.choice(TENANTS))
+                        for _ in range(0, jobs, SUBMIT_CHUNK)]
         self.delays = [rng.uniform(0.2, 1.5) if chunk % SCHEDULED_EVERY == SCHEDULED_EVERY - 1 else None
                        for chunk in range(-(-jobs // SUBMIT_CHUNK))]
         self.submitted = 0
@@ -184,7 +191,9 @@ class Submitter(threading.Thread):
                     delay = self.delays[self.submitted // SUBMIT_CHUNK]
                     try:
                         client.submit_many(self.payloads[self.submitted:stop],
-                                           [good_id(n) for n in range(self.submitted, stop)], delay=delay)
+                                           [good_id(n) for n in range(self.submitted, stop)],
+                                           options=self.options[self.submitted // SUBMIT_CHUNK],
+                                           delay=delay)
                     except QueueError:
                         self.retries += 1
                         time.sleep(0.1)
@@ -382,9 +391,12 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
         report.problems.append(f"dead letters: {len(bad_ids - dead_ids)} malformed entries "
                                f"missing, {len(dead_ids - bad_ids)} others present, e.g. "
                                f"{sorted(dead_ids - bad_ids)[:5]}")
-    if stats.waiting + stats.in_flight + stats.delayed + stats.scheduled:
-        report.problems.append(f"left in the queue: waiting {stats.waiting}, in flight "
+    if stats.waiting + stats.in_flight + stats.delayed + stats.scheduled or stats.waiting_by_priority:
+        report.problems.append(f"left in the queue: waiting {stats.waiting} "
+                               f"({stats.waiting_by_priority} by level), in flight "
                                f"{stats.in_flight}, delayed {stats.delayed}, scheduled {stats.scheduled}")
+    if report.kills == 0 and stats.duplicates:
+        report.problems.append(f"{stats.duplicates} jobs ran twice with no worker killed")
     if report.workers_left:
         report.problems.append(f"worker processes still running: {report.workers_left}")
 

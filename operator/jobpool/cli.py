@@ -82,6 +82,9 @@ def format_status(namespace: str, pool: str, stats: QueueStats) -> str:
         f"workers   {s['workers']}  busySlots {s['busySlots']}/{s['totalSlots']}  saturation "
         f"{s['saturation']:.2f}",
     ]
+    if any(level["priority"] for level in s["waitingByPriority"]):
+        lines.insert(2, "          waiting by priority  " + "  ".join(
+            f"{level['priority']}: {level['waiting']}" for level in s["waitingByPriority"]))
     for worker in stats.workers:
         lines.append(f"  {worker.id}  {worker.busy}/{worker.slots} busy")
     for job_id, value in sorted(stats.progress.items()):
@@ -237,6 +240,10 @@ def add_submit(commands) -> None:
                       "with a zone, e.g. 2026-12-08T09:00:00Z")
     submit.add_argument("--backoff", type=float, help="every job's own first retry delay in "
                         "seconds, instead of the pool's (within --max-backoff)")
+    submit.add_argument("--priority", type=int, help="the jobs' level, 0-9 (default 0): a higher "
+                        "level is served first, a lower one waits while a higher one has jobs")
+    submit.add_argument("--fairness-key", help="a tenant or customer (letters, digits, '.', '_', "
+                        "'-'; at most 64): within a level, keys share the pool's slots round-robin")
     submit.set_defaults(run=cmd_submit, role=PRODUCER)
 
 
@@ -399,7 +406,8 @@ async def cmd_submit(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
             raise UsageError(f"{len(args.id)} --id flags but {len(payloads)} payloads")
         ids = list(args.id) + [None] * (len(payloads) - len(args.id))
     try:
-        options = check_options(args.timeout, args.max_attempts, args.backoff)
+        options = check_options(args.timeout, args.max_attempts, args.backoff,
+                                priority=args.priority, fairness_key=args.fairness_key)
     except QueueError as exc:
         raise UsageError(f"--{str(exc).split()[0].replace('_', '-')}: {exc}") from None
     queue = _open(args)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, AsyncIterator, Sequence
 
 from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
@@ -23,25 +24,32 @@ class AsyncClient:
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
                      timeout: float | None = None, max_attempts: int | None = None,
                      backoff: float | None = None, delay: float | None = None,
-                     run_at: Any = None, wait: bool = True) -> str:
+                     run_at: Any = None, wait: bool = True, priority: int | None = None,
+                     fairness_key: str | None = None) -> str:
         """Enqueue one JSON payload for `task` (None: the pool's single handler); returns its id
         (the given one, or a generated one). `timeout`, `max_attempts`, `backoff`: the job's own,
         instead of the pool's, within the pool's caps. `delay` (seconds) or `run_at` (an aware
-        datetime, or unix seconds): run it no sooner. Submits from concurrent tasks that overlap
-        go to Redis together, in one round trip. A task no live worker serves raises UnknownTask."""
+        datetime, or unix seconds): run it no sooner. `priority` 0-9 (default 0): a higher level
+        is served first; `fairness_key` (a tenant, a customer): within a level, keys share the
+        pool's slots round-robin. Submits from concurrent tasks that overlap go to Redis
+        together, in one round trip. A task no live worker serves raises UnknownTask."""
         return await self.queue.submit(payload, id, task=task, wait=wait,
-                                       options=JobOptions(timeout, max_attempts, backoff),
+                                       options=JobOptions(timeout, max_attempts, backoff, priority,
+                                                          fairness_key),
                                        due=due_of(delay, run_at))
 
     async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
                           *, task: str | None = None, options: JobOptions = JobOptions(),
                           delay: float | None = None, run_at: Any = None,
-                          wait: bool = True, timeout: float | None = None) -> list[str]:
+                          wait: bool = True, timeout: float | None = None,
+                          priority: int | None = None, fairness_key: str | None = None) -> list[str]:
         """Enqueue many payloads of one task, with the same `options` of their own
-        (`jobpool.JobOptions(timeout, max_attempts, backoff)`) and the same `delay` or `run_at`,
-        in pipelined batches; returns their ids in order. `timeout`: how long to wait for room
-        in a full queue."""
-        return await self.queue.submit_many(list(payloads), ids, task=task, options=options,
+        (`jobpool.JobOptions(timeout, max_attempts, backoff, priority, fairness_key)`) and the same
+        `delay` or `run_at`, in pipelined batches; returns their ids in order. `priority` and
+        `fairness_key`, when given, stand for those of `options`. `timeout`: how long to wait for
+        room in a full queue."""
+        return await self.queue.submit_many(list(payloads), ids, task=task,
+                                            options=with_priority(options, priority, fairness_key),
                                             due=due_of(delay, run_at), wait=wait, timeout=timeout)
 
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
@@ -97,21 +105,24 @@ class Client:
     def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
                timeout: float | None = None, max_attempts: int | None = None,
                backoff: float | None = None, delay: float | None = None, run_at: Any = None,
-               wait: bool = True) -> str:
-        options = JobOptions(timeout, max_attempts, backoff)
+               wait: bool = True, priority: int | None = None, fairness_key: str | None = None) -> str:
+        options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
         job_id, submitted = self._async.queue.submit_blocking(
             payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
         return job_id if submitted else self._run(self._async.submit(
             payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
-            backoff=backoff, delay=delay, run_at=run_at, wait=wait))
+            backoff=backoff, delay=delay, run_at=run_at, wait=wait, priority=priority,
+            fairness_key=fairness_key))
 
     def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
                     task: str | None = None, options: JobOptions = JobOptions(),
                     delay: float | None = None, run_at: Any = None,
-                    wait: bool = True, timeout: float | None = None) -> list[str]:
+                    wait: bool = True, timeout: float | None = None, priority: int | None = None,
+                    fairness_key: str | None = None) -> list[str]:
         return self._run(self._async.submit_many(payloads, ids, task=task, options=options,
                                                  delay=delay, run_at=run_at, wait=wait,
-                                                 timeout=timeout))
+                                                 timeout=timeout, priority=priority,
+                                                 fairness_key=fairness_key))
 
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))
@@ -146,3 +157,12 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def with_priority(options: JobOptions, priority: int | None, fairness_key: str | None) -> JobOptions:
+    """`options` with the priority and fairness key given beside them, where given."""
+    if priority is not None:
+        options = dataclasses.replace(options, priority=priority)
+    if fairness_key is not None:
+        options = dataclasses.replace(options, fairness_key=fairness_key)
+    return options

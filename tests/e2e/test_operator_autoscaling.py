@@ -1,6 +1,9 @@
 """The autoscaler on a real cluster: backlog up -> pods up, drained -> back to zero;
 busy pods get a higher pod-deletion-cost so idle pods go first."""
+import time
+
 import jobpool
+from jobpool.queue.base import SCALE_UP_HORIZON_SECONDS
 from tests.e2e.operator_harness import apply, condition, get, items, pool_manifest, unique
 from tests.helpers import wait_until, WorkerProcess
 
@@ -35,6 +38,29 @@ def test_scales_up_on_backlog_and_down_to_zero_when_drained(operator, jobpool_cr
         worker.stop()
     assert pool["status"]["jobs"]["submitted"] == 20
     assert "jobpool_scale_events_total" in operator.metrics()
+
+
+def test_scheduled_jobs_keep_the_pool_at_zero_until_they_are_due_within_the_horizon(
+        operator, jobpool_crds, kube_namespace, redis_server):
+    """1,000 jobs scheduled past the scale-up horizon keep a pool at zero pods; once they are due
+    within it, the pool scales up before they come due."""
+    cluster, ns, name = jobpool_crds, kube_namespace, unique("sched")
+    apply(cluster, ns, pool_manifest(name, concurrency=2, autoscaling={
+        "enabled": True, "minWorkers": 0, "maxWorkers": 3, "targetBacklogPerWorker": 2}))
+    wait_until(lambda: replicas(cluster, ns, name) == 0, what="an idle pool at zero pods")
+    ahead = 12.0
+    with jobpool.Client(redis_server.url, ns, name) as client:
+        client.submit_many(list(range(1000)), delay=SCALE_UP_HORIZON_SECONDS + ahead)
+    submitted = time.monotonic()
+    wait_until(lambda: (get(cluster, ns, "jobpool", name)["status"].get("queue") or {}).get("scheduled") == 1000,
+               timeout=ahead / 2, interval=0.2, what="the operator counting 1,000 scheduled jobs")
+    assert replicas(cluster, ns, name) == 0, "jobs due past the horizon start no pod"
+    assert get(cluster, ns, "jobpool", name)["status"]["desiredReplicas"] == 0
+    wait_until(lambda: replicas(cluster, ns, name) == 3, timeout=ahead + 30, interval=0.2,
+               what="3 pods once the jobs are due within the horizon")
+    waited = time.monotonic() - submitted
+    assert ahead - 1 <= waited < SCALE_UP_HORIZON_SECONDS + ahead, \
+        f"scaled up {waited:.1f}s after the submit: within the horizon, before the jobs came due"
 
 
 def test_busy_pods_get_a_higher_deletion_cost(operator, jobpool_crds, kube_namespace, redis_server):

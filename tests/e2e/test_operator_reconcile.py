@@ -56,7 +56,8 @@ def test_pool_gets_its_workers_and_a_ready_status(operator, jobpool_crds, kube_n
     assert status["selector"] == f"jobpool.dev/pool={name}"
     assert status["observedGeneration"] == ready["metadata"]["generation"]
     assert condition(ready, "Degraded")["status"] == "False"
-    assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "scheduled": 0, "deadLetter": 0}
+    assert status["queue"] == {"waiting": 0, "inFlight": 0, "delayed": 0, "scheduled": 0, "deadLetter": 0,
+                               "waitingByPriority": []}
 
     table = cluster.kubectl("get", "jobpools", "-n", ns).stdout.splitlines()
     assert table[0].split() == ["NAME", "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED",

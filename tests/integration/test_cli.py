@@ -39,7 +39,7 @@ def test_submit_prints_ids_and_status_json_has_the_documented_keys(capsys, pool_
     assert len(ids) == 3 and ids[0] == "first"
     code, out, _ = run(capsys, "status", *pool_args, "--output", "json")
     status = json.loads(out)
-    assert list(status) == ["waiting", "inFlight", "delayed", "scheduled", "deadLetter", "submitted",
+    assert list(status) == ["waiting", "inFlight", "delayed", "scheduled", "deadLetter", "waitingByPriority", "submitted",
                             "succeeded", "retried", "deadLettered", "permanent", "cancelled", "workers", "busySlots",
                             "totalSlots", "saturation", "progress"]
     assert (status["waiting"], status["submitted"]) == (3, 3)

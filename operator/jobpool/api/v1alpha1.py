@@ -394,6 +394,13 @@ class JobPoolSpec(Model):
         description="Grace for a worker pod to finish its in-flight jobs when it is removed.")
 
 
+class LevelCount(Model):
+    """The jobs waiting at one priority level."""
+
+    priority: int = Field(ge=0, le=9, description="The level, 0-9; a higher one is served first.")
+    waiting: int = Field(default=0, description="Jobs waiting at this level.")
+
+
 class QueueCounts(Model):
     """Jobs in the queue now."""
 
@@ -402,6 +409,9 @@ class QueueCounts(Model):
     delayed: int = Field(default=0, description="Failed jobs waiting for their retry.")
     scheduled: int = Field(default=0, description="Jobs submitted to run later (delay, run-at), not due yet.")
     dead_letter: int = Field(default=0, description="Jobs in the dead-letter stream.")
+    waiting_by_priority: list[LevelCount] = Field(
+        default_factory=list, description="The waiting jobs by priority level, only levels with jobs, "
+        "the highest first (a job submitted without a priority is at level 0).")
 
 
 class JobCounts(Model):

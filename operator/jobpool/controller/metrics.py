@@ -17,6 +17,10 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
+        self.waiting_priority = Gauge("jobpool_queue_waiting_priority", "Jobs waiting for a worker slot at "
+                                      "one priority level (only levels with jobs).", LABELS + ("priority",),
+                                      registry=r)
+        self._levels: dict[tuple[str, str], set[str]] = {}   # the levels each pool's gauge shows
         self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
         self.delayed = Gauge("jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r)
         self.scheduled = Gauge("jobpool_queue_scheduled", "Jobs submitted to run later (delay, run-at), not due yet.",
@@ -68,6 +72,11 @@ class OperatorMetrics:
             return
         self.latest[labels] = (stats, time.time())
         self.waiting.labels(*labels).set(stats.waiting)
+        for level in self._levels.get(labels, set()) - set(stats.waiting_by_priority):
+            self.waiting_priority.remove(*labels, level)
+        for level, count in stats.waiting_by_priority.items():
+            self.waiting_priority.labels(*labels, level).set(count)
+        self._levels[labels] = set(stats.waiting_by_priority)
         self.inflight.labels(*labels).set(stats.in_flight)
         self.delayed.labels(*labels).set(stats.delayed)
         self.scheduled.labels(*labels).set(stats.scheduled)
@@ -80,6 +89,8 @@ class OperatorMetrics:
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         self.latest.pop((namespace, pool), None)
+        for level in self._levels.pop((namespace, pool), set()):
+            self.waiting_priority.remove(namespace, pool, level)
         for gauge in (self.waiting, self.inflight, self.delayed, self.scheduled, self.dead_letter, self.workers_desired,
                       self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
                       self.reconcile_seconds, self.max_length):

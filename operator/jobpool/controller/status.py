@@ -172,7 +172,7 @@ def build_status(obs: Observation, previous: dict[str, Any], now: float,
     if obs.stats is not None:
         counts = obs.stats.as_status()
         status["queue"] = {k: counts[k] for k in ("waiting", "inFlight", "delayed", "scheduled",
-                                                  "deadLetter")}
+                                                  "deadLetter", "waitingByPriority")}
         status["jobs"] = {k: counts[k] for k in ("submitted", "succeeded", "retried", "deadLettered",
                                                       "permanent", "cancelled")}
         status["saturation"] = counts["saturation"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import connection
 from .redis import functions, library
-from .keys import PoolKeys
+from .keys import FAIR, READY, PoolKeys
 
 WORKER, PRODUCER = "worker", "producer"
 ROLES = (WORKER, PRODUCER)
@@ -47,7 +47,7 @@ _FUNCTIONS = {WORKER: functions.WORKER_FUNCTIONS, PRODUCER: functions.PRODUCER_F
 # The submit function is given the result key of every caller-given id (also of a submit sent
 # again after a dropped connection), so the producer holds `result:*` as well.
 _PRODUCER_KEYS = ("stream", "live", "counters", "workers", "config", "dead-ids", "delayed", "dead",
-                  "result:*", "memory", "tasks", "scheduled", "progress")
+                  "result:*", "memory", "tasks", "scheduled", "progress", "priorities", "express")
 # Keys a producer's function is given but the producer may not read: a scheduled job's entry waits
 # in delayed-jobs with the retries' payloads. A selector lets FCALL name them (with the keys above),
 # and the write selector below lets the function HSET there; nothing else reaches them.
@@ -59,7 +59,10 @@ _PRODUCER_READS = {("results", "ended"): ("xread", "xrevrange"), ("cancelled",):
 _PRODUCER_WRITES = {"stream": ("xadd", "xgroup|create"), "live": ("sadd",), "counters": ("hincrby",),
                     "workers": ("hdel",),   # status prunes workers whose registration expired
                     "memory": ("hincrby",),   # what its submits added since the operator's memory sample
-                    "scheduled": ("zadd",), "delayed-jobs": ("hset",)}   # a job submitted to run later
+                    "scheduled": ("zadd",), "delayed-jobs": ("hset",),   # a job submitted to run later
+                    # a job with a priority or a fairness key waits in its level's lists (keys.py)
+                    "priorities": ("hincrby",), f"{READY}*": ("rpush",), f"{FAIR}*": ("rpush",),
+                    "express": ("hset",)}   # the wake entry of a worker blocked on the stream
 # submit.lua HSETs the memory hash only for a sample of its own, which needs INFO: never a tenant's.
 _PRODUCER_UNUSED = ("hset",)
 

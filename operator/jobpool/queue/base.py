@@ -67,6 +67,8 @@ class JobOptions:
     timeout: float | None = None       # seconds, > 0
     max_attempts: int | None = None    # >= 1
     backoff: float | None = None       # first retry delay in seconds, >= 0
+    priority: int | None = None        # 0-9, a higher level is served first; None: 0
+    fairness_key: str | None = None    # within a level, keys share the slots round-robin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +123,15 @@ class JobState:
     error: str | None = None          # the last error: a retry's, a dead letter's
     progress: Any = None              # the last progress a running job reported
     result: Any = None                # a succeeded job's result
+    priority: int = 0                 # its level, 0-9
+    fairness_key: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The keys of `jobpool job --output json`."""
         return {"id": self.id, "state": self.state, "task": self.task, "attempts": self.attempts,
                 "worker": self.worker, "enqueuedAt": self.enqueued_at, "dueAt": self.due_at,
                 "finishedAt": self.finished_at, "error": self.error, "progress": self.progress,
-                "result": self.result}
+                "result": self.result, "priority": self.priority, "fairnessKey": self.fairness_key}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +167,8 @@ class QueueStats:
     delayed_due: int = 0   # retries due within SCALE_UP_HORIZON_SECONDS
     scheduled_due: int = 0  # scheduled jobs due within SCALE_UP_HORIZON_SECONDS
     progress: dict = dataclasses.field(default_factory=dict)   # running job id -> its last progress
+    # priority level ("0"-"9") -> jobs waiting at it (in `waiting`), only levels with jobs
+    waiting_by_priority: dict = dataclasses.field(default_factory=dict)
 
     @property
     def busy_slots(self) -> int:
@@ -191,6 +197,9 @@ class QueueStats:
             "delayed": self.delayed,
             "scheduled": self.scheduled,
             "deadLetter": self.dead_letter,
+            # a list (replaced whole by a status merge patch), levels with jobs, the highest first
+            "waitingByPriority": [{"priority": int(level), "waiting": n}
+                                  for level, n in self.waiting_by_priority.items()],
             "submitted": self.submitted,
             "succeeded": self.succeeded,
             "retried": self.retried,

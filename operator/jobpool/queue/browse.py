@@ -12,9 +12,10 @@ import dataclasses
 from typing import Any, Callable
 
 from .base import QueueError
-from .keys import GROUP
+from .codec import decode_options
+from .keys import GROUP, STREAM_TURN
 from .redis.entries import payload_of, readable, unpack_delayed
-from .redis.fields import DEAD as DEAD_FIELDS, ENTRY
+from .redis.fields import DEAD as DEAD_FIELDS, ENTRY, WAKE
 from .redis.queue import RedisStreamsQueue
 
 WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD, CANCELLED = "waiting", "running", "delayed", "succeeded", "dead", "cancelled"
@@ -43,6 +44,8 @@ class JobView:
     result: Any = None
     has_result: bool = False
     task: str | None = None            # the job model's task name, where an entry carries one
+    priority: int = 0                  # its level, 0-9
+    fairness_key: str | None = None
     progress: Any = None
     cursor: str = ""                   # the entry id that pages go on from
 
@@ -60,7 +63,8 @@ class Browse(abc.ABC):
     @abc.abstractmethod
     async def queued(self, after: str = "0-0", count: int = 50, match: str = "") -> JobPage:
         """Waiting and running jobs, oldest first, after entry `after`; `match` keeps jobs whose
-        id, task or payload text contains it."""
+        id, task or payload text contains it. The first page starts with the jobs waiting with a
+        priority or a fairness key (the highest level first), where the credential may read them."""
 
     @abc.abstractmethod
     async def delayed(self, offset: int = 0, count: int = 50) -> JobPage:
@@ -120,7 +124,7 @@ class RedisBrowse(Browse):
                 for entry, fields in raw]
 
     async def _scan(self, key: str, what: str, after: str, count: int,
-                    view: Callable[[str, dict[str, str], dict[bytes, bytes]], JobView],
+                    view: Callable[[str, dict[str, str], dict[bytes, bytes]], JobView | None],
                     keep: Callable[[JobView], bool]) -> JobPage:
         jobs: list[JobView] = []
         scanned = 0
@@ -133,7 +137,7 @@ class RedisBrowse(Browse):
                 scanned += 1
                 cursor = entry
                 job = view(entry, fields, raw)
-                if keep(job):
+                if job is not None and keep(job):
                     jobs.append(job)
                     if len(jobs) == count:
                         break
@@ -141,7 +145,32 @@ class RedisBrowse(Browse):
         return JobPage(jobs, cursor if more else None, scanned)
 
     async def queued(self, after: str = "0-0", count: int = 50, match: str = "") -> JobPage:
-        return await self._queued(after or "0-0", count, lambda job: matches(job, match))
+        page = await self._queued(after or "0-0", count, lambda job: matches(job, match))
+        if (after or "0-0") != "0-0":
+            return page
+        try:
+            outside = [job for job in await self._outside(SCAN_LIMIT) if matches(job, match)]
+        except NotPermitted:   # a producer's credential: the stream's jobs only
+            return page
+        return dataclasses.replace(page, jobs=outside[:count] + page.jobs)
+
+    async def _outside(self, limit: int) -> list[JobView]:
+        """Up to `limit` jobs waiting outside the stream (keys.py: a priority or a fairness key),
+        by level from the highest, each level's keys in ring order."""
+        k, redis = self.keys, self.queue.entries
+        levels = await self._read("the prioritized jobs", redis.hgetall, k.priorities)
+        jobs: list[JobView] = []
+        for level in sorted((int(name) for name in levels), reverse=True):
+            for key in await self._read("the prioritized jobs", redis.lrange, k.ready(level), 0, -1):
+                fairness_key = readable(key)
+                if level == 0 and fairness_key == STREAM_TURN:
+                    continue
+                for element in await self._read("the prioritized jobs", redis.lrange,
+                                                k.fair(level, fairness_key), 0, limit - len(jobs) - 1):
+                    jobs.append(_outside_view(element, level, fairness_key))
+                if len(jobs) >= limit:
+                    return jobs
+        return jobs
 
     async def _queued(self, after: str, count: int, keep: Callable[[JobView], bool]) -> JobPage:
         page = await self._scan(self.keys.stream, "the waiting jobs", after, count, _queued_view, keep)
@@ -198,6 +227,12 @@ class RedisBrowse(Browse):
             due = await self._delay_of(job_id)
             return _delayed_view(job_id, due, delayed)
         if await self._read("the live jobs", self.queue.redis.sismember, k.live, job_id):
+            try:
+                outside = [job for job in await self._outside(SCAN_LIMIT) if job.id == job_id]
+            except NotPermitted:
+                outside = []
+            if outside:
+                return outside[0]
             page = await self._queued("0-0", 1, lambda job: job.id == job_id)
             if page.jobs:
                 return page.jobs[0]
@@ -279,12 +314,27 @@ def _number(fields: dict[str, str], name: str) -> int:
         return 0
 
 
-def _queued_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView:
+def _queued_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView | None:
+    if fields.get(ENTRY.express) == WAKE:   # a submit's wake entry: no job (submit.lua)
+        return None
     text, payload = _payload(raw.get(b"p"))
     stamp = _number(fields, "t")
+    options = decode_options(fields.get(ENTRY.options))
     return JobView(fields.get("id") or entry, WAITING, payload, text, _number(fields, "a"),
                    enqueued_at=stamp / 1000 if stamp else None, task=fields.get(ENTRY.task),
+                   priority=options.priority or 0, fairness_key=options.fairness_key,
                    progress=fields.get("progress"), cursor=entry)
+
+
+def _outside_view(element: bytes, level: int, fairness_key: str) -> JobView:
+    """A job waiting outside the stream: "<id>\\0<enqueued ms>\\0<packed as a retry>"."""
+    job_id, _, rest = readable(element).partition("\0")
+    stamp, _, packed = rest.partition("\0")
+    attempts, task, _options, text = unpack_delayed(packed)
+    _, payload = _payload(text.encode("utf-8", "surrogateescape"))
+    return JobView(job_id, WAITING, payload, text, attempts, task=task or None, priority=level,
+                   fairness_key=fairness_key or None,
+                   enqueued_at=int(stamp) / 1000 if stamp.isdigit() else None)
 
 
 def _dead_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView:

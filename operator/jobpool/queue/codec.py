@@ -54,8 +54,13 @@ def check_task(task: Any, index: int | None = None) -> str:
     return task
 
 
+MAX_PRIORITY = 9
+FAIRNESS_KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"   # no ',' or ':': how the queue stores options
+
+
 def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = None,
-                  index: int | None = None) -> JobOptions:
+                  index: int | None = None, *, priority: Any = None,
+                  fairness_key: Any = None) -> JobOptions:
     """A job's own options as given to submit; the error names the option."""
     where = f"job {index}: " if index is not None else ""
     number = (int, float)
@@ -68,7 +73,15 @@ def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = 
     if backoff is not None and (isinstance(backoff, bool) or not isinstance(backoff, number)
                                 or not 0 <= backoff < float("inf")):
         raise QueueError(f"{where}backoff must be a number of seconds >= 0, got {backoff!r}")
-    return JobOptions(timeout, max_attempts, backoff)
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= MAX_PRIORITY):
+        raise QueueError(f"{where}priority must be an integer from 0 to {MAX_PRIORITY} (higher is served "
+                         f"first), got {priority!r}")
+    if fairness_key is not None and (not isinstance(fairness_key, str)
+                                     or not re.match(FAIRNESS_KEY_PATTERN, fairness_key)):
+        raise QueueError(f"{where}fairness_key {fairness_key!r} is not a fairness key: 1 to 64 letters, "
+                         f"digits, '.', '_' or '-'")
+    return JobOptions(timeout, max_attempts, backoff, priority or None, fairness_key)
 
 
 def due_of(delay: Any = None, run_at: Any = None, index: int | None = None) -> str:
@@ -94,18 +107,22 @@ def due_of(delay: Any = None, run_at: Any = None, index: int | None = None) -> s
 
 
 def encode_options(options: JobOptions) -> str:
-    """How the queue stores a job's options: "timeout,max_attempts,backoff", an empty part for
-    the pool's; "" for none."""
+    """How the queue stores a job's options: "timeout,max_attempts,backoff", then
+    ",priority,fairness_key" for a job with either (the library's prelude reads those two), an
+    empty part for the pool's; "" for none."""
     if options == JobOptions():
         return ""
+    values: tuple = (options.timeout, options.max_attempts, options.backoff)
+    if options.priority or options.fairness_key:
+        values += (options.priority or 0, options.fairness_key or "")
     return ",".join("" if value is None else format(value, "g") if isinstance(value, float)
-                    else str(value) for value in (options.timeout, options.max_attempts, options.backoff))
+                    else str(value) for value in values)
 
 
 def decode_options(text: str | None) -> JobOptions:
     """The options a job was stored with; what cannot be read counts as the pool's."""
     parts = (text or "").split(",")
-    if len(parts) != 3:
+    if len(parts) not in (3, 5):
         return JobOptions()
 
     def read(part: str, kind: type) -> Any:
@@ -113,7 +130,9 @@ def decode_options(text: str | None) -> JobOptions:
             return kind(part) if part else None
         except ValueError:
             return None
-    return JobOptions(read(parts[0], float), read(parts[1], int), read(parts[2], float))
+    priority, fairness_key = (read(parts[3], int), parts[4] or None) if len(parts) == 5 else (None, None)
+    return JobOptions(read(parts[0], float), read(parts[1], int), read(parts[2], float),
+                      priority or None, fairness_key)
 
 
 def name_problem(value: Any, what: str) -> str | None:

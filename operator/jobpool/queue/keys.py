@@ -6,6 +6,11 @@ import dataclasses
 
 GROUP = "workers"              # the one consumer group per pool
 RELEASED_CONSUMER = "released"  # owner of entries given back on drain, reclaimed at once
+# Jobs with a priority or a fairness key wait outside the stream (the library's prelude names
+# these keys from the `priorities` key, the same way): per level a ring of fairness keys
+# "ready:<level>", per level and key a list of jobs "fair:<level>:<key>".
+PRIORITIES, READY, FAIR = "priorities", "ready:", "fair:"
+STREAM_TURN = ""   # in the ring of level 0, the turn of the stream's own jobs (no key, level 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,20 @@ class PoolKeys:
     @property
     def scheduled(self) -> str:        # ZSET id -> run-at time (ms) of submitted jobs not due yet;
         return self.key("scheduled")   # their entries wait in delayed_jobs, as retries' do
+
+    @property
+    def priorities(self) -> str:       # HASH level -> jobs waiting outside the stream at that level
+        return self.key(PRIORITIES)
+
+    def ready(self, level: int) -> str:   # LIST: the ring of fairness keys with jobs at `level`
+        return self.key(f"{READY}{level}")
+
+    def fair(self, level: int, fairness_key: str) -> str:   # LIST of one (level, key)'s jobs
+        return self.key(f"{FAIR}{level}:{fairness_key}")
+
+    @property
+    def express(self) -> str:          # HASH entry id -> consumer holding it: a job with a priority
+        return self.key("express")     # or key delivered past entries the group has not read yet
 
     @property
     def progress(self) -> str:         # HASH id -> the last progress (JSON) of a running job

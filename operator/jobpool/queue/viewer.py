@@ -19,7 +19,7 @@ USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no po
 
 # what the page reads outside functions (queue/browse.py, ui/discovery.py) and what a client sends
 _READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
-          "zrange", "zmscore", "zscore", "exists", "time", "scan", "ping", "select", "fcall",
+          "zrange", "zmscore", "zscore", "lrange", "exists", "time", "scan", "ping", "select", "fcall",
           "cluster|slots", "command", "command|getkeys")
 _STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
 
@@ -41,8 +41,9 @@ def function_commands(*names: str) -> frozenset[str]:
 
 
 def action_commands() -> tuple[str, ...]:
-    """What replay, purge and cancel run (and the page's check that it may: XDEL)."""
-    return tuple(sorted(function_commands("replay", "purge", "cancel") | {"xdel"}))
+    """What replay, purge and cancel run (and the page's check that it may: XDEL); replay puts a
+    job with a priority back as submit does, with submit's helpers (submit.lua's `shared`)."""
+    return tuple(sorted(function_commands("replay", "purge", "cancel", "submit") | {"xdel"}))
 
 
 def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool) -> list[str]:

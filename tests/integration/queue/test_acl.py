@@ -335,6 +335,30 @@ def test_a_worker_user_cancels_a_job_and_a_producer_user_may_not(users, queue):
         worker.close()
 
 
+def test_a_producer_user_submits_with_priorities_it_cannot_read_back_and_a_worker_user_fetches(users, queue):
+    """Jobs with a priority or a fairness key wait in their level's lists: the producer's submit
+    writes them (and may not read them), the worker's fetch and cancel take them."""
+    queue.upkeep()
+    keys = PoolKeys("it", users.pool)
+    producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
+    worker = SyncQueue(users.url(acl.WORKER), "it", users.pool)
+    try:
+        producer.submit_many([{"n": 0}], ["plain"])
+        producer.submit_many([{"n": 1}, {"n": 2}], ["urgent", "withdrawn"],
+                             options=jobpool.JobOptions(priority=9, fairness_key="tenant-a"))
+        assert producer.stats().waiting_by_priority == {"9": 2, "0": 1}
+        with pytest.raises(NoPermissionError):
+            users.client(acl.PRODUCER).lrange(keys.fair(9, "tenant-a"), 0, -1)
+        assert worker.job("withdrawn").priority == 9
+        assert worker.cancel(["withdrawn"]) == {"withdrawn": "cancelled"}
+        assert [job.id for job in worker.fetch("w1", 5, 0)] == ["urgent", "plain"]
+        assert not [entry for entry in users.denials() if entry["username"].endswith(".worker")]
+        assert [entry for entry in users.denials() if entry["context"] != "toplevel"] == []
+    finally:
+        producer.close()
+        worker.close()
+
+
 def test_the_operator_samples_the_memory_of_the_queue_it_administers(redis_server, pool_name):
     """jobpool_redis_* (the alerts on Redis memory and Redis down) come from QueueAdmin.memory."""
     from jobpool.controller.credentials import QueueAdmin

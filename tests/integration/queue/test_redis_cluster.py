@@ -107,6 +107,24 @@ def test_results_over_the_cap_go_with_their_result_keys(redis_cluster, pool_name
         q.close()
 
 
+def test_priorities_and_fairness_keys_live_on_the_pools_shard(redis_cluster, pool_name):
+    """The level lists are named by the library from the pool's hash tag: one slot, as the rest."""
+    from jobpool.queue import JobOptions
+    q = SyncQueue(redis_cluster.url, "it", pool_name)
+    try:
+        q.submit_many([0, 1], ["low-0", "low-1"])
+        q.submit_many([2, 3], ["a", "b"], options=[JobOptions(priority=9, fairness_key="t1"),
+                                                   JobOptions(priority=9, fairness_key="t2")])
+        assert q.stats().waiting_by_priority == {"9": 2, "0": 2}
+        assert q.job("a").priority == 9
+        assert [job.id for job in q.fetch("c", 1, 100)] == ["a"]
+        assert sorted(job.id for job in q.fetch("c", 3, 100)) == ["b", "low-0", "low-1"]
+        assert q.stats().waiting_by_priority == {}
+    finally:
+        q.delete_all()
+        q.close()
+
+
 def test_a_pools_users_are_set_on_every_node_and_run_the_pool(redis_cluster, pool_name, spawn_worker):
     admin = SyncQueue(redis_cluster.url, "it", pool_name)   # for its loop; the admin is the default user
     client = QueueAdmin(redis_cluster.url)   # the operator's connection to the queue it administers

@@ -354,7 +354,7 @@ def test_workers_register_and_expire(redis_server, pool_name):
 
 def test_status_keys_are_the_documented_ones(queue):
     assert list(queue.stats().as_status()) == [
-        "waiting", "inFlight", "delayed", "scheduled", "deadLetter", "submitted", "succeeded", "retried",
+        "waiting", "inFlight", "delayed", "scheduled", "deadLetter", "waitingByPriority", "submitted", "succeeded", "retried",
         "deadLettered", "permanent", "cancelled", "workers", "busySlots", "totalSlots", "saturation", "progress"]
 
 

@@ -48,7 +48,8 @@ def test_an_operator_watches_a_pool_drain_reads_a_dead_job_and_replays_it(
     search = browser.find_element(By.CSS_SELECTOR, "form.search input[name=q]")
     search.send_keys("find-me")
     search.submit()
-    browser.find_element(By.CSS_SELECTOR, "p.found a").click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "p.found a"), timeout=10,
+               what="the search's answer (the page after the form's submit)")[0].click()
     assert browser.find_element(By.ID, "job-state").text == "waiting"
     assert '"n": "find"' in browser.find_element(By.CSS_SELECTOR, "pre.payload").text
 

@@ -12,6 +12,7 @@ import redis as redis_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobpool.queue import JobOptions
 from jobpool.queue.codec import storable_text
 from jobpool.queue.keys import PoolKeys
 
@@ -41,6 +42,9 @@ recipes = st.one_of(
     st.sampled_from([{"do": "raise_unprintable"}, {"do": "return_unserializable"},
                      {"do": "return_nan"}]),
     json_values.map(lambda value: [value]))           # a list: echoed as it is
+# a priority and a fairness key, or neither (then the job waits in the stream, as foreign entries do)
+levels = st.builds(lambda priority, key: JobOptions(priority=priority, fairness_key=key),
+                   st.none() | st.integers(0, 9), st.none() | st.sampled_from(["a", "b", "tenant.c"]))
 foreign_payloads = st.one_of(
     st.binary(max_size=32),
     json_values.map(lambda value: json.dumps([value]).encode()),
@@ -94,13 +98,14 @@ def worker(spawn_worker):
 @settings(max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
-@given(payloads=st.lists(recipes, min_size=1, max_size=6), foreign=foreign_entries)
+@given(jobs=st.lists(st.tuples(recipes, levels), min_size=1, max_size=6), foreign=foreign_entries)
 def test_every_job_ends_succeeded_or_dead_lettered_and_the_worker_serves_on(
-        queue, worker, redis_server, payloads, foreign):
+        queue, worker, redis_server, jobs, foreign):
     raw = redis_sync.Redis.from_url(redis_server.url)
     stream = PoolKeys("it", queue.pool).stream
     before = queue.stats()
-    ids = queue.submit_many(payloads)
+    payloads = [payload for payload, _ in jobs]
+    ids = queue.submit_many(payloads, options=[options for _, options in jobs])
     for entry in foreign:
         fields = {"a": entry["a"], "t": str(int(time.time() * 1000))}
         if entry["id"] is not None:     # made unique, as a foreign producer's ids would be

@@ -20,7 +20,8 @@ def test_status_carries_the_design_fields():
     status, _ = build_status(obs(), {}, now=0.0)
     assert status["observedGeneration"] == 3 and status["selector"] == "jobpool.dev/pool=thumbnails"
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
-    assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "scheduled": 0, "deadLetter": 1}
+    assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "scheduled": 0, "deadLetter": 1,
+                               "waitingByPriority": []}
     assert status["jobs"] == {"submitted": 1000, "succeeded": 868, "retried": 5, "deadLettered": 1,
                               "permanent": 0, "cancelled": 0}
     assert status["saturation"] == 1.0

@@ -225,3 +225,29 @@ def test_anything_else_is_refused_naming_the_value_and_the_rule(name):
 @pytest.mark.parametrize("text", ["x" * 10, "é" * 10, "💥" * 3, ""])
 def test_payload_size_counts_utf8_bytes(text):
     assert payload_size(text) == len(text.encode())
+
+
+@given(timeout=st.none() | st.sampled_from([0.5, 30.0, 3600.0]), max_attempts=st.none() | st.integers(1, 100),
+       backoff=st.none() | st.sampled_from([0.0, 0.25, 60.0]), priority=st.none() | st.integers(0, 9),
+       fairness_key=st.none() | st.from_regex(r"\A[A-Za-z0-9._-]{1,64}\Z"))
+def test_a_jobs_options_with_its_priority_and_fairness_key_read_back_as_given(
+        timeout, max_attempts, backoff, priority, fairness_key):
+    from jobpool.queue.codec import check_options, decode_options, encode_options
+    options = check_options(timeout, max_attempts, backoff, priority=priority, fairness_key=fairness_key)
+    text = encode_options(options)
+    assert decode_options(text) == options
+    assert ":" not in text   # the delayed set's packing separates fields with ':'
+    assert (text.count(",") == 4) == bool(priority or fairness_key)
+
+
+@pytest.mark.parametrize("given_options, problem", [
+    (dict(priority=True), "job 3: priority must be an integer from 0 to 9"),
+    (dict(priority=1.0), "job 3: priority must be an integer from 0 to 9"),
+    (dict(fairness_key="tenant a"), "job 3: fairness_key 'tenant a' is not a fairness key"),
+    (dict(fairness_key="a,b"), "fairness_key 'a,b' is not a fairness key"),
+    (dict(fairness_key=7), "fairness_key 7 is not a fairness key"),
+])
+def test_a_bad_priority_or_fairness_key_names_the_job_and_the_field(given_options, problem):
+    from jobpool.queue.codec import check_options
+    with pytest.raises(QueueError, match=problem):
+        check_options(index=3, **given_options)

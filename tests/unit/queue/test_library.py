@@ -109,10 +109,10 @@ def test_a_wrapper_refuses_a_name_the_lua_does_not_declare():
 def test_the_field_names_come_from_python_and_the_library_reads_no_literal_one():
     code = library.code()
     assert ("local ENTRY, RESULT, DEAD = {id = 'id', payload = 'p', attempts = 'a', time = 't', replayed = 'r', "
-            "task = 'k', options = 'o'}") in code
+            "task = 'k', options = 'o', express = 'x'}") in code
     assert "local MEMORY, ENDED = {sample = 'sample', added = 'added'}, {id = 'id', outcome = 'o'}" in code
     for name in library.function_names():
-        assert not re.search(r"'(p|a|t|r|e|k|o|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
+        assert not re.search(r"'(p|a|t|r|e|k|o|x|sample|added)'\s*[,)]", library.sources()[name]), f"{name}.lua spells a field name"
 
 
 def test_the_library_name_carries_a_digest_of_its_code():

@@ -59,6 +59,13 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
                options=decode_options(readable(fields.get(_ENTRY_BYTES.options) or b"")))
 
 
+def is_express(fields: Any) -> bool:
+    """Whether a stream entry (read as bytes) was delivered past unread entries (fetch.lua)."""
+    if isinstance(fields, list):
+        return _ENTRY_BYTES.express in fields[::2]
+    return _ENTRY_BYTES.express in fields
+
+
 def unpack_delayed(packed: str) -> tuple[int, str, str, str]:
     """A retry as the delayed set keeps it (prelude.lua's pack_delayed):
     -> (attempts, task, options, payload text)."""
@@ -116,10 +123,14 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
 def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
                      counters: list[str], workers: list[str], held: list[str], scheduled: int = 0,
                      delayed_due: int = 0, scheduled_due: int = 0,
-                     progress: list[str] | None = None) -> QueueStats:
+                     progress: list[str] | None = None, outside: list[str] | None = None) -> QueueStats:
     """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
-    count: its own published count lags behind a burst by up to a publish interval."""
+    count: its own published count lags behind a burst by up to a publish interval. The stream's
+    waiting entries are level 0's; `outside` (flat: level, jobs) those waiting outside it."""
     count = dict(zip(counters[::2], counters[1::2]))
+    by_level = {int(level): int(n) for level, n in zip((outside or [])[::2], (outside or [])[1::2])
+                if int(n) > 0}
+    by_level[0] = by_level.get(0, 0) + max(0, length - pending)
     unacknowledged = {name: int(n) for name, n in zip(held[::2], held[1::2])}
     infos = []
     for name, text in zip(workers[::2], workers[1::2]):
@@ -130,7 +141,7 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         busy = max(int(info.get("busy", 0)), unacknowledged.get(name, 0))
         infos.append(WorkerInfo(name, slots, min(busy, slots), float(info.get("lastSeen", 0))))
     return QueueStats(
-        waiting=max(0, length - pending), in_flight=pending, delayed=delayed, dead_letter=dead,
+        waiting=sum(by_level.values()), in_flight=pending, delayed=delayed, dead_letter=dead,
         submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
         retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
         permanent=int(count.get("permanent", 0)), cancelled=int(count.get("cancelled", 0)),
@@ -138,7 +149,8 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         duplicates=int(count.get("duplicates", 0)), scheduled=int(scheduled),
         delayed_due=int(delayed_due), scheduled_due=int(scheduled_due),
         progress={job_id: _json_or_text(value) for job_id, value in zip((progress or [])[::2],
-                                                                         (progress or [])[1::2])})
+                                                                         (progress or [])[1::2])},
+        waiting_by_priority={str(level): n for level, n in sorted(by_level.items(), reverse=True) if n})
 
 
 def job_state(id: str, reply: Any) -> JobState | None:
@@ -156,7 +168,8 @@ def job_state(id: str, reply: Any) -> JobState | None:
         enqueued_at=seconds(reply.enqueued_ms), due_at=seconds(reply.due_ms),
         finished_at=seconds(reply.finished_ms), error=reply.error or None,
         progress=_json_or_text(reply.progress) if reply.progress else None,
-        result=_json_or_text(reply.result) if reply.state == "succeeded" else None)
+        result=_json_or_text(reply.result) if reply.state == "succeeded" else None,
+        priority=int(reply.priority or 0), fairness_key=reply.fairness_key or None)
 
 
 def _json_or_text(value: str) -> Any:

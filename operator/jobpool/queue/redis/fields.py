@@ -17,6 +17,8 @@ class EntryFields(NamedTuple):
     replayed: str = "r"         # "1" once replayed from the dead letters (counted dead once)
     task: str = "k"             # the task name; absent for a job without one
     options: str = "o"          # the job's own options (codec.encode_options); absent: none
+    express: str = "x"          # "1": held since written (delivered past unread entries, the
+                                # `express` hash names its holder); a read that meets it skips it
 
 
 class ResultFields(NamedTuple):
@@ -50,3 +52,6 @@ class MemoryFields(NamedTuple):
 
 
 ENTRY, RESULT, DEAD, MEMORY, ENDED = EntryFields(), ResultFields(), DeadFields(), MemoryFields(), EndedFields()
+# The express field of a submit's wake entry (no job: it wakes a worker blocked on the stream for a
+# job that waits outside it), and its field in the `express` hash.
+WAKE = "wake"

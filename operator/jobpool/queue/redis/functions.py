@@ -82,7 +82,7 @@ class SubmitReply(NamedTuple):
 class Submit(Function):
     NAME = "submit"
     KEYS = ("stream", "live", "dead_ids", "config", "counters", "memory", "tasks", "scheduled",
-            "delayed_jobs", "given_results...")
+            "delayed_jobs", "priorities", "express", "given_results...")
     ARGS = ("partial", "blob", "default_max_payload_bytes", "memory_share")
     RESEND = WITH_GIVEN_IDS
 
@@ -114,11 +114,13 @@ class StatsReply(NamedTuple):
     delayed_due: int        # retries due within the horizon
     scheduled_due: int      # scheduled jobs due within the horizon
     progress: list          # flat: job id, its last progress (JSON)
+    outside: list           # flat: level, jobs waiting outside the stream at that level
 
 
 class Stats(Function):
     NAME = "stats"
-    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress")
+    KEYS = ("stream", "delayed", "dead", "counters", "workers", "scheduled", "progress", "priorities",
+            "express")
     ARGS = ("now_ms", "horizon_ms")
 
     @classmethod
@@ -160,7 +162,8 @@ class FetchReply(NamedTuple):
 
 class Fetch(Function):
     NAME = "fetch"
-    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor", "scheduled")
+    KEYS = ("stream", "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor", "scheduled",
+            "priorities", "express")
     ARGS = ("consumer", "count", "visibility_ms", "reclaim_interval_ms")
     RESEND = REDELIVERED
 
@@ -185,7 +188,7 @@ class AckReply(NamedTuple):
 class Ack(Function):
     NAME = "ack"
     KEYS = ("stream", "live", "counters", "results", "progress", "errors", "cancel_requests",
-            "job_results...")
+            "express", "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob")
 
     @classmethod
@@ -203,9 +206,9 @@ class Ack(Function):
 class AckThenFetch(Function):
     """Ack's keys and arguments, then Fetch's: one call that frees slots and fills them."""
     NAME = "ack_then_fetch"
-    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "cancel_requests", "delayed",
-            "delayed_jobs",
-            "reclaim_gate", "reclaim_cursor", "scheduled", "job_results...")
+    KEYS = ("stream", "live", "counters", "results", "progress", "errors", "cancel_requests", "express",
+            "delayed", "delayed_jobs", "reclaim_gate", "reclaim_cursor", "scheduled", "priorities",
+            "job_results...")
     ARGS = ("result_ttl_ms", "results_cap", "blob", "consumer", "count", "visibility_ms",
             "reclaim_interval_ms")
     RESEND = REDELIVERED
@@ -248,7 +251,7 @@ class FailReply(NamedTuple):
 class Fail(Function):
     NAME = "fail"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "dead", "dead_ids", "counters", "progress",
-            "errors", "cancelled", "cancel_requests", "ended", "job_result")
+            "errors", "cancelled", "cancel_requests", "express", "ended", "job_result")
     ARGS = ("entry_id", "consumer", "id", "attempts", "payload", "error", "outcome", "delay_ms",
             "replayed", "dead_letter_cap", "task", "options")
 
@@ -268,7 +271,7 @@ class Fail(Function):
 
 class Progress(Function):
     NAME = "progress"
-    KEYS = ("stream", "progress")
+    KEYS = ("stream", "progress", "express")
     ARGS = ("consumer", "entry_id", "id", "value")
 
     @classmethod
@@ -291,12 +294,14 @@ class JobReply(NamedTuple):
     error: str             # the last error (a retry's, a dead letter's)
     progress: str          # the last progress (JSON) of a running job
     result: str            # a succeeded job's result (JSON)
+    priority: str          # its level, "0" when it has none (or is not known)
+    fairness_key: str      # "" for none
 
 
 class JobLookup(Function):
     NAME = "job"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead", "dead_ids", "progress",
-            "errors", "cancelled", "job_result")
+            "errors", "cancelled", "priorities", "express", "job_result")
     ARGS = ("id", "scan_limit")
 
     @classmethod
@@ -311,7 +316,7 @@ class JobLookup(Function):
 class Cancel(Function):
     NAME = "cancel"
     KEYS = ("stream", "live", "delayed", "delayed_jobs", "scheduled", "dead_ids", "counters", "errors",
-            "progress", "cancelled", "cancel_requests", "ended", "job_results...")
+            "progress", "cancelled", "cancel_requests", "priorities", "express", "ended", "job_results...")
     ARGS = ("scan_limit", "ids...")
 
     @classmethod
@@ -326,7 +331,7 @@ class Cancel(Function):
 
 class Release(Function):
     NAME = "release"
-    KEYS = ("stream", "reclaim_gate", "reclaim_cursor")
+    KEYS = ("stream", "reclaim_gate", "reclaim_cursor", "express")
     ARGS = ("consumer", "entry_ids...")
 
     @classmethod
@@ -340,7 +345,7 @@ class Release(Function):
 
 class Heartbeat(Function):
     NAME = "heartbeat"
-    KEYS = ("stream", "workers", "tasks", "cancel_requests")
+    KEYS = ("stream", "workers", "tasks", "cancel_requests", "express")
     ARGS = ("consumer", "info", "tasks", "expires_ms", "entry_ids...")
 
     @classmethod
@@ -372,7 +377,7 @@ class Unregister(Function):
 
 class Replay(Function):
     NAME = "replay"
-    KEYS = ("stream", "live", "dead", "dead_ids")
+    KEYS = ("stream", "live", "dead", "dead_ids", "priorities", "express")
     ARGS = ("all", "ids...")
 
     @classmethod

@@ -17,8 +17,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .. import connection
-from ..keys import GROUP, RELEASED_CONSUMER
-from .fields import DEAD, ENDED, ENTRY, MEMORY, RESULT
+from ..keys import FAIR, GROUP, PRIORITIES, READY, RELEASED_CONSUMER, STREAM_TURN
+from .fields import DEAD, ENDED, ENTRY, MEMORY, RESULT, WAKE
 
 PRELUDE = "prelude"
 
@@ -44,7 +44,9 @@ def function_names() -> tuple[str, ...]:
 def _constants(name: str) -> str:
     return (f"local LIBRARY, GROUP, RELEASED_CONSUMER = '{name}', '{GROUP}', '{RELEASED_CONSUMER}'\n"
             f"local ENTRY, RESULT, DEAD = {_lua_table(ENTRY)}, {_lua_table(RESULT)}, {_lua_table(DEAD)}\n"
-            f"local MEMORY, ENDED = {_lua_table(MEMORY)}, {_lua_table(ENDED)}\n")
+            f"local MEMORY, ENDED = {_lua_table(MEMORY)}, {_lua_table(ENDED)}\n"
+            f"local PRIORITIES, READY, FAIR, STREAM_TURN = '{PRIORITIES}', '{READY}', '{FAIR}', "
+            f"'{STREAM_TURN}'\nlocal WAKE = '{WAKE}'\n")
 
 
 @functools.cache

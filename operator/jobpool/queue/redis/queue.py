@@ -22,7 +22,8 @@ from ..codec import (check_queue_url, decode_json, decode_options, encode_json, 
                      outcome_of_failure, redact_url, retry_delay, storable_text)
 from ..keys import GROUP, PoolKeys
 from .calls import REPLICATED
-from .entries import job_from_entry, job_state, readable, stats_from_reply, stream_entries, streams_entries
+from .entries import (is_express, job_from_entry, job_state, readable, stats_from_reply, stream_entries,
+                      streams_entries)
 from .fields import DEAD, ENDED, RESULT
 from .functions import (Ack, AckThenFetch, Cancel, Fail, Fetch, FetchReply, Heartbeat, JobLookup, MemorySample,
                         Progress, Purge, Release, Replay, SampleMemory, Stats, TrimResults,
@@ -117,9 +118,9 @@ class RedisStreamsQueue(SubmitPath, Queue):
             if remaining_ms <= 0:
                 return []
             waits_for_retry = block is not None and block < remaining_ms
-            jobs = await self._read_blocking(consumer, count, min(block or remaining_ms,
-                                                                  remaining_ms))
-            if jobs or not waits_for_retry:
+            jobs, woken = await self._read_blocking(consumer, count, min(block or remaining_ms,
+                                                                         remaining_ms))
+            if jobs or not (waits_for_retry or woken):
                 return jobs
 
     async def _fetch_now(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], int | None]:
@@ -145,7 +146,9 @@ class RedisStreamsQueue(SubmitPath, Queue):
         next_event = interval if next_due < 0 else min(interval, max(1, int(next_due) - int(now_ms)))
         return jobs, next_event
 
-    async def _read_blocking(self, consumer: str, count: int, block_ms: int) -> list[Job]:
+    async def _read_blocking(self, consumer: str, count: int, block_ms: int) -> tuple[list[Job], bool]:
+        """-> the jobs read, and whether an entry was skipped: a job waiting outside the stream
+        woke the read (submit.lua), or a job another worker holds (fetch.lua); a fetch serves them."""
         k = self.keys
         with self._errors():
             try:
@@ -156,9 +159,11 @@ class RedisStreamsQueue(SubmitPath, Queue):
                     raise
                 with contextlib.suppress(ResponseError):
                     await self._call(self.redis.xgroup_create, k.stream, GROUP, id="0", mkstream=True)
-                return []
-        return [job_from_entry(entry_id, fields, 1, consumer)
-                for entry_id, fields in stream_entries(reply)]
+                return [], False
+        entries = stream_entries(reply)
+        jobs = [job_from_entry(entry_id, fields, 1, consumer) for entry_id, fields in entries
+                if not is_express(fields)]
+        return jobs, len(jobs) < len(entries)
 
     async def ack_many(self, done: Sequence[tuple[Job, Any]]) -> tuple[int, int]:
         """Returns (first completions, duplicate completions)."""

@@ -287,7 +287,8 @@ def settle(submitted: asyncio.Future, job_id: str | None = None, *,
 
 
 def checked_options(options: JobOptions, index: int | None = None) -> JobOptions:
-    return check_options(options.timeout, options.max_attempts, options.backoff, index)
+    return check_options(options.timeout, options.max_attempts, options.backoff, index,
+                         priority=options.priority, fairness_key=options.fairness_key)
 
 
 def chunk_end(ends: list[int], start: int) -> int:

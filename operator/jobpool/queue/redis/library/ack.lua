@@ -9,7 +9,7 @@
 -- removed, and the job finishes with the result of the worker that holds it now.
 register('ack', {
   keys = {'stream', 'live', 'counters', 'results', 'progress', 'errors', 'cancel_requests',
-          'job_results...'},
+          'express', 'job_results...'},
   args = {'result_ttl_ms', 'results_cap', 'blob'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -21,7 +21,7 @@ register('ack', {
   for i, done in ipairs(split_blob(a.blob, 5)) do
     local entry, consumer, id, attempts, result = done[1], done[2], done[3], done[4], done[5]
     local result_key = k.job_results[i]
-    if holds(stream, entry, consumer) then
+    if holds(stream, entry, consumer, k.express) then
       held[#held + 1] = {done, result_key}
       entries[#entries + 1] = entry
       ids[#ids + 1] = id
@@ -40,6 +40,7 @@ register('ack', {
     redis.call('HDEL', k.progress, unpack(ids))
     redis.call('HDEL', k.errors, unpack(ids))
     redis.call('HDEL', k.cancel_requests, unpack(entries))   -- it finished before its cancel
+    if redis.call('EXISTS', k.express) == 1 then redis.call('HDEL', k.express, unpack(entries)) end
   end
   for _, job in ipairs(held) do
     local done, result_key = job[1], job[2]

@@ -5,7 +5,7 @@
 -- copy nor dead-letters a job that may succeed; it is counted as a duplicate.
 register('fail', {
   keys = {'stream', 'live', 'delayed', 'delayed_jobs', 'dead', 'dead_ids', 'counters', 'progress',
-          'errors', 'cancelled', 'cancel_requests', 'ended', 'job_result'},
+          'errors', 'cancelled', 'cancel_requests', 'express', 'ended', 'job_result'},
   args = {'entry_id', 'consumer', 'id', 'attempts', 'payload', 'error', 'outcome', 'delay_ms',
           'replayed', 'dead_letter_cap', 'task', 'options'},
   flags = OOM_ALLOWED,
@@ -13,7 +13,7 @@ register('fail', {
   local refused = worker_only('fail', 'XACK', k.stream, GROUP, '0-0')
   if refused then return refused end
   local stream, id, attempts, outcome = k.stream, a.id, a.attempts, a.outcome
-  if not holds(stream, a.entry_id, a.consumer) then
+  if not holds(stream, a.entry_id, a.consumer, k.express) then
     -- this same failure sent again after its reply was lost: already recorded, not counted again
     local waiting = redis.call('HGET', k.delayed_jobs, id)
     if outcome == 'retried' and waiting and string.sub(waiting, 1, #attempts + 1) == attempts .. ':' then
@@ -35,6 +35,7 @@ register('fail', {
   end
   redis.call('XACK', stream, GROUP, a.entry_id)
   redis.call('XDEL', stream, a.entry_id)
+  redis.call('HDEL', k.express, a.entry_id)
   redis.call('HDEL', k.progress, id)
   if redis.call('EXISTS', k.job_result) == 1 then
     redis.call('HINCRBY', k.counters, 'duplicates', 1)

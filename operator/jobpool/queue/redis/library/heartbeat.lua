@@ -5,7 +5,7 @@
 -- submit to refuse a task no live worker serves. -> the entry ids among `entry_ids` whose jobs
 -- were asked to be cancelled (cancel.lua), for the worker to cancel them.
 register('heartbeat', {
-  keys = {'stream', 'workers', 'tasks', 'cancel_requests'},
+  keys = {'stream', 'workers', 'tasks', 'cancel_requests', 'express'},
   args = {'consumer', 'info', 'tasks', 'expires_ms', 'entry_ids...'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -29,7 +29,7 @@ register('heartbeat', {
     -- Only entries this consumer still owns: a job another worker reclaimed stays theirs.
     local ids = {}
     for _, entry in ipairs(a.entry_ids) do
-      if holds(k.stream, entry, a.consumer) then ids[#ids + 1] = entry end
+      if holds(k.stream, entry, a.consumer, k.express) then ids[#ids + 1] = entry end
     end
     if #ids > 0 then
       local asked = redis.call('HMGET', k.cancel_requests, unpack(ids))
@@ -37,7 +37,8 @@ register('heartbeat', {
         if asked[i] then cancel[#cancel + 1] = entry end
       end
     end
-    -- JUSTID resets the idle time without counting another delivery (attempts stay true).
+    -- JUSTID resets the idle time without counting another delivery (attempts stay true); an
+    -- express entry a blocking read took over in the group comes back to its holder.
     if #ids > 0 then
       ids[#ids + 1] = 'JUSTID'
       pcall(redis.call, 'XCLAIM', k.stream, GROUP, a.consumer, 0, unpack(ids))

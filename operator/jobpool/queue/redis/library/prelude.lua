@@ -2,13 +2,17 @@
 -- name and the names Python holds (one home per fact):
 --   LIBRARY (the library's versioned name), GROUP, RELEASED_CONSUMER,
 --   ENTRY (the fields of a waiting entry), RESULT (of a results entry), DEAD (of a dead letter),
---   MEMORY (of the pool's memory hash), ENDED (of an ended entry)
+--   MEMORY (of the pool's memory hash), ENDED (of an ended entry),
+--   PRIORITIES, READY, FAIR, STREAM_TURN (the names of the keys of jobs waiting outside the stream)
 -- Each function file calls `register` with its contract: the names of its keys and arguments,
 -- in the order the caller sends them; a name ending in '...' takes the rest as a list. The body
 -- reads them as k.<name> and a.<name> only (tests/unit/queue/test_library.py checks both
 -- against the Python wrappers in functions.py).
 
 local jobpool = {}   -- the bodies by name, so that one function may run another's
+-- Helpers a file defines for files loaded before it (they run after the whole load): the commands
+-- a helper calls are then those of its own file's function (the ACL users are read from there).
+local shared = {}
 
 -- Redis refuses a function that may write, at its start, while used memory is over maxmemory;
 -- the worker's steps run then too (they free memory: acks remove entries, and results and dead
@@ -86,16 +90,45 @@ local function in_flight_count(stream)
   return pending
 end
 
-local function waiting_count(stream)
-  return redis.call('XLEN', stream) - in_flight_count(stream)
+-- A submit's wake entry (submit.lua), no job -> its entry id and whether a worker's read holds it;
+-- nil when there is none.
+local function wake_entry(stream, express)
+  local wake = redis.call('HGET', express, WAKE)
+  if not wake then return nil end
+  local ok, held = pcall(redis.call, 'XPENDING', stream, GROUP, wake, wake, 1)
+  return wake, ok and held[1] ~= nil
+end
+
+-- the stream's jobs that wait for a worker (a wake entry is no job)
+local function waiting_count(stream, express)
+  local count = redis.call('XLEN', stream) - in_flight_count(stream)
+  local wake, held = wake_entry(stream, express)
+  if wake and not held then count = count - 1 end
+  return count
 end
 
 -- Whether `consumer` still holds the delivery of `entry`: a worker that stalled past the
 -- visibility timeout has lost it to the worker that reclaimed it, and one that finished it
--- (or released it) holds it no more.
-local function holds(stream, entry, consumer)
+-- (or released it) holds it no more. An express entry's holder is the one `express` names: a
+-- worker's blocking read (outside the library) may have taken it over in the group.
+local function holds(stream, entry, consumer, express)
   local ok, info = pcall(redis.call, 'XPENDING', stream, GROUP, entry, entry, 1, consumer)
-  return ok and info[1] ~= nil
+  if ok and info[1] ~= nil then return true end
+  return ok and redis.call('HGET', express, entry) == consumer
+    and redis.call('XPENDING', stream, GROUP, entry, entry, 1)[1] ~= nil
+end
+
+-- A job's priority level and fairness key, from its options (codec.encode_options:
+-- "timeout,max_attempts,backoff[,priority,fairness_key]") -> level 0-9, key ('' for none)
+local function priority_of(options)
+  if not options or options == '' then return 0, '' end
+  local level, key = string.match(options, '^[^,]*,[^,]*,[^,]*,(%d?),([%w._-]*)$')
+  return tonumber(level) or 0, key or ''
+end
+
+-- The key of `name` beside the pool's `priorities` hash (the same hash tag).
+local function beside(priorities, name)
+  return string.sub(priorities, 1, -#PRIORITIES - 1) .. name
 end
 
 -- Jobs travel as one NUL-separated blob (ids are printable and JSON escapes control
@@ -124,8 +157,8 @@ local function memory_used_and_max()
 end
 
 -- A waiting entry's fields in the order XADD writes them; a job without a task or options of
--- its own has no such field.
-local function entry_fields(id, payload, attempts, at, replayed, task, options)
+-- its own has no such field; `express`: one delivered past unread entries (fetch.lua).
+local function entry_fields(id, payload, attempts, at, replayed, task, options, express)
   local fields = {ENTRY.id, id, ENTRY.payload, payload, ENTRY.attempts, attempts, ENTRY.time, at,
                   ENTRY.replayed, replayed}
   if task and task ~= '' then
@@ -135,6 +168,10 @@ local function entry_fields(id, payload, attempts, at, replayed, task, options)
   if options and options ~= '' then
     fields[#fields + 1] = ENTRY.options
     fields[#fields + 1] = options
+  end
+  if express then
+    fields[#fields + 1] = ENTRY.express
+    fields[#fields + 1] = '1'
   end
   return unpack(fields)
 end

@@ -3,7 +3,7 @@
 -- count, so the next fetch of any worker reclaims them at once without counting an attempt.
 -- Only entries `consumer` still owns move: one another worker reclaimed stays with it.
 register('release', {
-  keys = {'stream', 'reclaim_gate', 'reclaim_cursor'},
+  keys = {'stream', 'reclaim_gate', 'reclaim_cursor', 'express'},
   args = {'consumer', 'entry_ids...'},
   flags = OOM_ALLOWED,
 }, function(k, a)
@@ -11,10 +11,12 @@ register('release', {
   if refused then return refused end
   local n = 0
   for _, entry in ipairs(a.entry_ids) do
-    local ok, info = pcall(redis.call, 'XPENDING', k.stream, GROUP, entry, entry, 1, a.consumer)
-    if ok and info[1] then
+    local ok, info = pcall(redis.call, 'XPENDING', k.stream, GROUP, entry, entry, 1)
+    local holder = ok and info[1] and redis.call('HGET', k.express, entry)
+    if ok and info[1] and (holder == a.consumer or (not holder and info[1][2] == a.consumer)) then
       redis.call('XCLAIM', k.stream, GROUP, RELEASED_CONSUMER, 0, entry, 'IDLE', 1000000000000,
                  'RETRYCOUNT', math.max(info[1][4] - 1, 0), 'JUSTID')
+      if holder then redis.call('HSET', k.express, entry, RELEASED_CONSUMER) end
       n = n + 1
     end
   end

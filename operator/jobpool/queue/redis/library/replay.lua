@@ -1,7 +1,7 @@
 -- replay: dead letters back to the waiting jobs, marked replayed (a second dead-lettering is
 -- not counted twice); all(1|0), or the given ids -> number replayed
 register('replay', {
-  keys = {'stream', 'live', 'dead', 'dead_ids'},
+  keys = {'stream', 'live', 'dead', 'dead_ids', 'priorities', 'express'},
   args = {'all', 'ids...'},
 }, function(k, a)
   local refused = worker_only('replay', 'XDEL', k.dead, '0-0')
@@ -27,8 +27,16 @@ register('replay', {
       for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
       local id = fields[DEAD.id]
       redis.call('SADD', k.live, id)
-      redis.call('XADD', k.stream, '*', entry_fields(id, fields[DEAD.payload], '0', now, '1',
-                                                 fields[DEAD.task], fields[DEAD.options]))
+      local task, options = fields[DEAD.task] or '', fields[DEAD.options] or ''
+      local level, key = priority_of(options)
+      if level > 0 or key ~= '' then
+        shared.wait_outside(k.priorities, level, key, id, now, pack_delayed('0', '1', task, options,
+                                                                    fields[DEAD.payload]))
+        shared.wake(k.stream, k.express)
+      else
+        redis.call('XADD', k.stream, '*', entry_fields(id, fields[DEAD.payload], '0', now, '1',
+                                                   task, options))
+      end
       redis.call('XDEL', k.dead, e)
       redis.call('HDEL', k.dead_ids, id)
       n = n + 1

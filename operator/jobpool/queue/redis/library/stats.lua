@@ -1,17 +1,24 @@
 -- stats: the pool's figures at one instant; registrations past their expiry are removed.
 -- -> {xlen, in_flight, delayed, dead, counters(flat), workers(flat, live ones),
---     held(flat: consumer, count), scheduled, delayed_due, scheduled_due, progress(flat: id, value)}
+--     held(flat: consumer, count), scheduled, delayed_due, scheduled_due, progress(flat: id, value),
+--     outside(flat: level, jobs waiting outside the stream at that level)}
 -- *_due: retries and scheduled jobs due within horizon_ms of now (what the autoscaler counts).
 -- `held` is what each consumer has not acknowledged, read with in_flight at the same instant:
 -- the workers' busy slots (their own published counts lag behind a burst by up to a publish
 -- interval).
 register('stats', {
-  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress'},
+  keys = {'stream', 'delayed', 'dead', 'counters', 'workers', 'scheduled', 'progress', 'priorities',
+          'express'},
   args = {'now_ms', 'horizon_ms'},
   flags = OOM_ALLOWED,
 }, function(k, a)
   local now = tonumber(a.now_ms)
-  local pending = in_flight_count(k.stream)
+  local pending, length = in_flight_count(k.stream), redis.call('XLEN', k.stream)
+  local wake, held = wake_entry(k.stream, k.express)   -- a submit's wake entry is no job
+  if wake then
+    length = length - 1
+    if held then pending = pending - 1 end
+  end
   local held = {}
   local ok, summary = pcall(redis.call, 'XPENDING', k.stream, GROUP)
   if ok and summary[4] then
@@ -32,8 +39,9 @@ register('stats', {
     end
   end
   local horizon = now_ms() + tonumber(a.horizon_ms)
-  return {redis.call('XLEN', k.stream), pending, redis.call('ZCARD', k.delayed),
+  return {length, pending, redis.call('ZCARD', k.delayed),
           redis.call('XLEN', k.dead), redis.call('HGETALL', k.counters), live, held,
           redis.call('ZCARD', k.scheduled), redis.call('ZCOUNT', k.delayed, '-inf', horizon),
-          redis.call('ZCOUNT', k.scheduled, '-inf', horizon), redis.call('HGETALL', k.progress)}
+          redis.call('ZCOUNT', k.scheduled, '-inf', horizon), redis.call('HGETALL', k.progress),
+          redis.call('HGETALL', k.priorities)}
 end)

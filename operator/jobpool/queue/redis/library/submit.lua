@@ -2,6 +2,11 @@
 -- its payload limit and the memory Redis has left.
 -- keys: the result key of each caller-given id, in the order of the blob (generated ids are
 --   new: they have none)
+-- A job with a priority or a fairness key (in its options) waits outside the stream
+-- (wait_outside); maxLength counts it with the stream's waiting entries. A worker blocked on the
+-- stream would not see it: the submit writes one wake entry (no job: its express field is 'wake',
+-- `express` names it under WAKE) unless one is there; the worker's blocking read skips it and the
+-- worker fetches, and every fetch removes it.
 -- args: blob of (id, given(1|0), task, options, due, payload); due: "" (now), unix ms, or
 --   "+ms" from Redis's clock: a job due later waits in `scheduled` (its entry packed in
 --   delayed_jobs, as a retry's); partial(1|0): enqueue what fits;
@@ -46,9 +51,29 @@ local function record_memory(memory, used, max_memory, now, fresh, added)
   end
 end
 
+-- A job with a priority or a fairness key waits outside the stream, as
+-- "<id>\0<enqueued ms>\0<pack_delayed>" in the list of its (level, key); a key whose list was
+-- empty joins the ring of its level (at level 0 with the stream's own turn beside it), and the
+-- `priorities` hash counts the level's jobs. Shared with fetch.lua and replay.lua.
+function shared.wait_outside(priorities, level, key, id, at, packed)
+  local list = beside(priorities, FAIR .. level .. ':' .. key)
+  if redis.call('RPUSH', list, id .. '\0' .. at .. '\0' .. packed) == 1 then
+    local ring = beside(priorities, READY .. level)
+    if redis.call('RPUSH', ring, key) == 1 and level == 0 then redis.call('RPUSH', ring, STREAM_TURN) end
+  end
+  redis.call('HINCRBY', priorities, level, 1)
+end
+
+-- The wake entry (the head of this file), unless one waits already. Shared with replay.lua.
+function shared.wake(stream, express)
+  if redis.call('HEXISTS', express, WAKE) == 0 then
+    redis.call('HSET', express, WAKE, redis.call('XADD', stream, '*', ENTRY.id, '', ENTRY.express, WAKE))
+  end
+end
+
 register('submit', {
   keys = {'stream', 'live', 'dead_ids', 'config', 'counters', 'memory', 'tasks', 'scheduled',
-          'delayed_jobs', 'given_results...'},
+          'delayed_jobs', 'priorities', 'express', 'given_results...'},
   args = {'partial', 'blob', 'default_max_payload_bytes', 'memory_share'},
 }, function(k, a)
   local stream, memory = k.stream, k.memory
@@ -112,7 +137,8 @@ register('submit', {
   local max_length = tonumber(settings[2] or '0') or 0
   local room = -1
   if max_length > 0 then
-    room = max_length - waiting_count(stream)
+    room = max_length - waiting_count(stream, k.express)
+    for _, n in ipairs(redis.call('HVALS', k.priorities)) do room = room - tonumber(n) end
     if room < 0 then room = 0 end
     if not partial then
       local new = 0
@@ -124,7 +150,7 @@ register('submit', {
   end
   if redis.call('EXISTS', stream) == 0 then ensure_group(stream) end
   local stamp = tostring(now)
-  local processed, enqueued = 0, 0
+  local processed, enqueued, outside = 0, 0, false
   for i = 1, n do
     local id, given, task, options, _, payload = unpack(jobs[i])
     local due = due_at(i)
@@ -139,12 +165,19 @@ register('submit', {
     else
       if room == 0 then break end
       redis.call('SADD', k.live, id)
-      redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
+      local level, key = priority_of(options)
+      if level > 0 or key ~= '' then
+        shared.wait_outside(k.priorities, level, key, id, stamp, pack_delayed('0', '0', task, options, payload))
+        outside = true
+      else
+        redis.call('XADD', stream, '*', entry_fields(id, payload, '0', stamp, '0', task, options))
+      end
       processed = processed + 1
       enqueued = enqueued + 1
       if room > 0 then room = room - 1 end
     end
   end
+  if outside then shared.wake(stream, k.express) end
   if enqueued > 0 then redis.call('HINCRBY', k.counters, 'submitted', enqueued) end
   if fresh or (max_memory > 0 and enqueued > 0) then
     record_memory(memory, used, max_memory, now, fresh, math.floor(#a.blob * 1.25) + 200 * enqueued)
