@@ -123,15 +123,15 @@ kind-down:
 test-kind: venv redis kind-node-image
 	JOBPOOL_KIND=1 $(BIN)/python -m pytest tests/e2e/test_kind.py tests/e2e/test_real_node.py
 
-## The data plane's figures, each as a ratio to bare redis-py on the same Redis (README: Benchmark).
+## The data plane's figures, each as a ratio to bare redis-py on the same Redis (docs/benchmarks.md).
 bench: venv redis
 	$(BIN)/python bench/bench_queue.py
 
-## Redis bytes per waiting job, per result and per dead letter (the README's sizing figures).
+## Redis bytes per waiting job, per result and per dead letter (the sizing figures of docs/operations.md, "Memory").
 bench-memory: venv redis
 	$(BIN)/python bench/bench_memory.py
 
-## What spec.queue.durability: replicated costs, and one shard's ceiling (the README's sizing).
+## What spec.queue.durability: replicated costs, and one shard's ceiling (docs/queue.md's sizing).
 bench-replication: venv redis
 	$(BIN)/python bench/bench_replication.py
 

@@ -1,5 +1,5 @@
 """`make bench-replication`: what spec.queue.durability: replicated costs, and what one Redis
-shard carries (the README's sizing figures), against a real master with one replica.
+shard carries (the sizing figures of docs/queue.md), against a real master with one replica.
 
 For each durability (async, replicated), one pool:
 - submit latency: single `submit` calls one after another (p50/p99 ms)

@@ -26,6 +26,8 @@ from tests.helpers import ROOT, WorkerProcess, free_port, stop_process, wait_unt
 MONITORING = ROOT / "charts/jobpool/monitoring"
 RULES = MONITORING / "prometheus-rules.yaml"
 DASHBOARD = MONITORING / "dashboard.json"
+RUNBOOK_BASE = yaml.safe_load((ROOT / "charts/jobpool/values.yaml").read_text())[
+    "monitoring"]["prometheusRule"]["runbookBaseUrl"] + "#"   # what the rule file's runbook_urls start with
 RATE_WINDOW = "20s"   # stands in for Grafana's $__rate_interval at a 1 s scrape interval
 
 
@@ -82,7 +84,7 @@ def test_chart_renders_monitors_rules_and_dashboard_from_the_tested_files(kube_c
 
     (rule,) = by_kind(docs, "PrometheusRule")
     expected = yaml.safe_load(RULES.read_text().replace(
-        "https://github.com/jobpool/jobpool/blob/main/README.md", "https://wiki.example/jobpool").replace(
+        RUNBOOK_BASE, "https://wiki.example/jobpool#").replace(
         'persistentvolumeclaim="jobpool-redis"', 'persistentvolumeclaim="jp-redis", namespace="ops"'))["groups"]
     assert rule["spec"]["groups"] == expected
     assert "{{ $labels.pool }}" in json.dumps(rule["spec"]["groups"])   # Prometheus templates survive Helm

@@ -41,7 +41,7 @@ def test_an_operator_newer_than_the_installed_crd_refuses_to_start(jobpool_crds,
         assert started.stderr.strip().splitlines()[-1] == (
             "jobpool operator: error: the installed CRD jobpools.jobpool.dev is older than this operator "
             "(it lacks spec.drainSeconds); apply the CRD of this version first: kubectl apply "
-            "--server-side -f charts/jobpool/crds/ (README, \"Upgrading\")")
+            "--server-side -f charts/jobpool/crds/ (docs/operations.md, \"Upgrading\")")
     finally:
         install_crds(cluster)
         wait_until(lambda: "drainSeconds" in served_spec_fields(cluster), timeout=30,

@@ -482,7 +482,7 @@ class TestOneRelease:
 
 
 def test_helm_upgrade_from_the_previous_chart_with_jobs_in_flight_loses_none(real_node, namespace, tmp_path):
-    """The upgrade path of the README: the previous chart installed with a pool at work, the CRD
+    """The upgrade path of docs/operations.md: the previous chart installed with a pool at work, the CRD
     applied (Helm never upgrades crds/), `helm upgrade` to this chart while jobs are in flight:
     every job finishes, none dead-lettered. Only this version's operator image is built here, and
     it refuses an older CRD: this CRD is in place before the previous chart (whose crds/ Helm
@@ -552,7 +552,7 @@ def test_uninstall_refuses_to_strand_pools_and_keeps_the_redis_data(real_node, n
 
 
 def redis_exec(cluster, namespace: str, script: str, input: bytes | None = None, ends_redis: bool = False) -> bytes:
-    """`sh -c script` in the bundled Redis's container (the README's backup and restore steps);
+    """`sh -c script` in the bundled Redis's container (the backup and restore steps of docs/operations.md);
     `ends_redis`: the script shuts Redis down, which ends the container and the exec with 137."""
     done = subprocess.run([cluster.bin("kubectl"), "exec", "-i", "-n", namespace, "deploy/jp-redis", "--",
                            "sh", "-c", script], env=cluster.env, input=input, capture_output=True, timeout=120)
@@ -561,8 +561,9 @@ def redis_exec(cluster, namespace: str, script: str, input: bytes | None = None,
 
 
 def test_a_backup_of_the_aof_restored_into_a_new_install_brings_the_jobs_back(real_node, namespace):
-    """README, "Backup and restore": the AOF directory copied out of the running Redis, a new
-    install, the copy put in place and Redis restarted: the waiting jobs come back and run."""
+    """docs/operations.md, "The bundled Redis: backup, restore": the AOF directory copied out of the
+    running Redis, a new install, the copy put in place and Redis restarted: the waiting jobs come
+    back and run."""
     install_chart(real_node, namespace, "redis.persistence.enabled=false")
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
         "apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool", "metadata": {"name": "kept"},

@@ -18,7 +18,7 @@ GROUP_VERSION = "jobpool.dev/v1alpha1"
 OPENAPI_PATH = f"/openapi/v3/apis/{GROUP_VERSION}"
 PUBLISH_SECONDS = 5.0
 APPLY_CRD = ("apply the CRD of this version first: kubectl apply --server-side -f "
-             "charts/jobpool/crds/ (README, \"Upgrading\")")
+             "charts/jobpool/crds/ (docs/operations.md, \"Upgrading\")")
 
 
 def field_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:

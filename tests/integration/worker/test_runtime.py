@@ -1,6 +1,6 @@
 """Real `jobpool worker` processes against a real redis-server: the worker's guarantees of the
-README ("Command line", "How the queue works": kill -9, drain, dead letters, bounds, restarts,
-memory, back-off)."""
+README ("Command line") and of docs/queue.md ("How the queue works"): kill -9, drain, dead letters,
+bounds, restarts, memory, back-off."""
 from __future__ import annotations
 
 import json
