@@ -8,7 +8,7 @@ import base64
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
 from ..api import JobPoolSpec
 from ..queue.base import Queue, QueueStats

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
@@ -112,7 +113,7 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
         scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
-        gates = [g for g in (obj.get("spec") or {}).get("schedulingGates") or []]
+        gates = list((obj.get("spec") or {}).get("schedulingGates") or [])
         return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled},
                 **({"spec": {"schedulingGates": gates}} if gates else {})}
     return {**obj, "metadata": meta}
@@ -128,7 +129,7 @@ class OperatorContext:
         self.config = config
         self.metrics = metrics
         self.cache = ClusterCache()
-        self.controllers: dict[tuple[str, str], "PoolController"] = {}
+        self.controllers: dict[tuple[str, str], PoolController] = {}
         # The queue URL each pool (by uid) last resolved, kept only in memory: its finalizer deletes
         # the keys there even when the urlSecretRef Secret is gone (deleted with the namespace).
         self.queue_urls: dict[str, str] = {}
@@ -162,7 +163,7 @@ class PoolController:
                 idle = False
                 try:
                     idle = await self.reconcile(body)
-                except (KubeError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KubeError, OSError) as exc:
                     self.ctx.metrics.reconcile_errors.labels(*key).inc()
                     log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
                 except Exception as exc:  # one bad tick must not stop the pool's loop

@@ -15,7 +15,8 @@ import asyncio
 import base64
 import secrets
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .kube import KubeApi, KubeError
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from ..queue.base import QueueStats
 from . import reasons
@@ -53,7 +54,7 @@ class Transition:
 
 
 def rfc3339(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def desired_conditions(obs: Observation) -> list[dict[str, str]]:

@@ -87,10 +87,7 @@ def with_db(url: str, db: int) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "db"])
     path = [segment for segment in parts.path.split("/") if segment]
-    if topology(url) == SENTINEL:
-        path = [path[0], str(db)]
-    else:
-        path = [str(db)]
+    path = [path[0], str(db)] if topology(url) == SENTINEL else [str(db)]
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + "/".join(path), query, ""))
 
 

@@ -2,7 +2,7 @@
 job), found with SCAN, which needs a credential that may SCAN (the UI's viewer user, an admin)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..queue import connection
 from ..queue.keys import PoolKeys

@@ -8,7 +8,8 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
 
 from ..queue.base import JobOptions
 from ..queue.codec import handler_problem, name_problem

@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from ..queue.base import Job, QueueError
 from ..queue.codec import RawJSON, check_task, handler_problem

@@ -24,7 +24,8 @@ import os
 import signal
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError

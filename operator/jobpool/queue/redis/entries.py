@@ -29,7 +29,7 @@ def streams_entries(reply: Any) -> dict[Any, list]:
         return {}
     if isinstance(reply, dict):
         return {name: entries[0] for name, entries in reply.items()}
-    return {name: entries for name, entries in reply}
+    return dict(reply)
 
 
 _ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))   # entries are read as bytes

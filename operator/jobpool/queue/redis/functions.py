@@ -12,7 +12,8 @@ Resend rules (what `RedisStreamsQueue` may do when a connection drops before the
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
+from collections.abc import Sequence
 
 from ..keys import PoolKeys
 from . import library

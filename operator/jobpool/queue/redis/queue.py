@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -38,7 +39,7 @@ DEFAULT_DEAD_LETTER_CAP = 10_000
 RESULT_BLOCK_SECONDS = 5.0   # result()'s blocking read is renewed this often, within the socket timeout
 
 
-def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
+def open_queue(url: str, namespace: str, pool: str, **options: Any) -> RedisStreamsQueue:
     """The queue of pool `namespace/pool` at `url`; raises QueueError for a bad URL.
     No connection is made until the first operation."""
     check_queue_url(url)
