@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
+from typing import Any, cast
 from collections.abc import AsyncIterator, Sequence
 
 from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
@@ -110,7 +110,7 @@ class Client:
         options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
         job_id, submitted = self._async.queue.submit_blocking(
             payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
-        return job_id if submitted else self._run(self._async.submit(
+        return cast(str, job_id) if submitted else self._run(self._async.submit(
             payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
             backoff=backoff, delay=delay, run_at=run_at, wait=wait, priority=priority,
             fairness_key=fairness_key))

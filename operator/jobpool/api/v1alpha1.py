@@ -50,7 +50,7 @@ def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] 
     return Annotated[list[dict[str, Any]] if many else dict[str, Any], WithJsonSchema({**schema, VERBATIM: True})]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
     """One `x-kubernetes-validations` entry; the message names the field it refuses."""
     entry = {"rule": rule, "message": message}
     if field_path:

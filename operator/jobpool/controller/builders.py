@@ -179,7 +179,7 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
     template_meta: dict[str, Any] = {"labels": labels}
     if credentials is not None and uses_default_queue(spec):
         template_meta["annotations"] = {ANNOTATION_CREDENTIALS: credentials}
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace, "labels": labels,

@@ -218,7 +218,8 @@ class PoolCredentials:
             wanted = decide(current[role], rotation, rolled)
             # a password is valid in Redis before a Secret names it, and leaves Redis only once no
             # Secret names it
-            adding = current[role] is None or wanted.password != current[role].password
+            held = current[role]
+            adding = held is None or wanted.password != held.password
             if adding:
                 await self._apply_user(role, wanted)
             if wanted != current[role]:

@@ -220,15 +220,16 @@ class PoolController:
             read = await self.queue.stats(spec)
             stats, problem = (None, read) if isinstance(read, Problem) else (read, None)
         pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
-        managed = self.credentials is not None and spec is not None and uses_default_queue(spec)
-        if managed and problem is None:
-            problem = await self.credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods)
+        credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
+        managed = credentials is not None
+        if credentials is not None and problem is None:
+            problem = await credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods)
         batch = self.memory.batch
         name = builders.workers_name(self.ref.name)
         return Gathered(
             pool=self.ref, generation=generation, spec=spec, problem=problem, stats=stats,
             queue_moved=moved, feeder_progress=self.queue.progress(batch.digest) if batch else None,
-            managed=managed, credentials=self.credentials.digest if managed else None,
+            managed=managed, credentials=credentials.digest if credentials is not None else None,
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
             sweeper_progress=self.queue.sweep_progress(batch.digest) if batch else None,

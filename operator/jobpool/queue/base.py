@@ -312,7 +312,7 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
-                        tasks: Sequence[str] = ()) -> None:
+                        tasks: Sequence[str] = ()) -> list[str]:
         """Keep the worker registered and its running jobs from being redelivered; publish the
         task names it serves (none: it serves whatever comes, a --command)."""
 

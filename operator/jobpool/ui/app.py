@@ -430,7 +430,8 @@ async def _form(request: web.Request, action: str) -> tuple[UiState, PoolHandle,
     state = request.app[STATE]
     pool = _pool(request)
     form = await request.post()
-    if not state.csrf.valid(form.get("token"), f"{action}:{pool.key}"):
+    # a field of a form without files is a str; Csrf.valid refuses anything but the token
+    if not state.csrf.valid(form.get("token"), f"{action}:{pool.key}"):  # type: ignore[arg-type]
         log.warning("refused a %s of pool %s: no valid CSRF token", action, pool.key)
         raise web.HTTPForbidden(text="refused: the form's token is missing, expired or from another page; "
                                      "reload the page and try again")

@@ -162,8 +162,10 @@ SETTINGS: dict[str, Setting] = {
 def documented_default(name: str) -> str:
     """The default as `--help` and the README say it: "required", "-" for none, or the value."""
     setting = SETTINGS[name]
-    if setting.required or setting.default is not None:
-        return "required" if setting.required else setting.default
+    if setting.required:
+        return "required"
+    if setting.default is not None:
+        return setting.default
     value = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}[name]
     if value is None:
         return "-"

@@ -47,6 +47,11 @@ class Function:
             pool_keys.append(name)
         cls._POOL_KEYS, cls._GIVEN_KEYS = tuple(pool_keys), cls.KEYS[len(pool_keys):]
 
+    @staticmethod
+    def parse(reply: Any) -> Any:
+        """The function's reply, parsed (each function defines its own)."""
+        raise NotImplementedError
+
     @classmethod
     def _command(cls, pool: PoolKeys, **values: Any) -> tuple:
         keys: list[Any] = [*_pool_keys(cls._POOL_KEYS, pool)]   # built once per pool

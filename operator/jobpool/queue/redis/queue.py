@@ -69,7 +69,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.results_cap = results_cap
-        options = dict(socket_connect_timeout=connect_timeout,
+        options: dict[str, Any] = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout))
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
             # no retries of its own: the queue's callers back off (an asyncio client takes
@@ -79,7 +79,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
         self._options = options
         self._blocking: Any = None        # the sync client of submit_blocking, made on first use
         self._direct_submits = 0          # one-job submits under way on their own
-        self._gathered: list[tuple[Any, str | None, asyncio.Future]] = []
+        self._gathered = []
         self._gatherer: asyncio.Task | None = None
         try:
             self.redis = connection.connect(url, decode_responses=True, **options)
