@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help crd demo demo-cluster demo-plot test test-fast test-cold test-builds venv lock redis prometheus browser \
+.PHONY: help crd demo demo-cluster demo-plot lint test test-fast test-cold test-builds venv lock redis prometheus browser \
         ui-screenshots tools cluster-up cluster-down bench bench-operator bench-kueue bench-memory bench-replication soak \
         images real-node node-packages clean kind-node-image kind-up kind-down test-kind
 
@@ -79,6 +79,12 @@ demo-plot: venv redis tools
 ## Everything the suite runs, built before pytest starts (tools, images, the real node), timed.
 test-builds: venv node-packages
 	@bash scripts/test-builds.sh
+
+## The linter, the formatter's check and the type check (ruff check, ruff format --check, mypy).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## The whole test suite, against a real redis-server and a real control plane.
 test: venv redis prometheus browser test-builds

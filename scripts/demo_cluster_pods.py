@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except Stop:
         pass
     finally:
-        # A second signal (Ctrl-C reaches the whole group, then the demo's teardown sends SIGTERM) must not cut this short.
+        # A second signal (Ctrl-C reaches the whole group, then the demo's teardown sends SIGTERM)
+        # must not cut this short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for process in workers.values():

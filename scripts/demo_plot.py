@@ -77,7 +77,8 @@ def draw(samples: Path, picture: Path, width: int = 900, panel_height: int = 170
     left, right, top, gap = 60, 20, 30, 45
     plot_w = width - left - right
     height = top + len(PANELS) * (panel_height + gap)
-    x = lambda s: left + (s - t0) / max(t1 - t0, 1e-9) * plot_w
+    def x(s):
+        return left + (s - t0) / max(t1 - t0, 1e-9) * plot_w
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
@@ -86,7 +87,8 @@ def draw(samples: Path, picture: Path, width: int = 900, panel_height: int = 170
     for index, (title, columns, fixed) in enumerate(PANELS):
         y0 = top + index * (panel_height + gap) + 15
         top_value = fixed or max(1.0, max(float(r[c]) for r in rows for c, _ in columns))
-        y = lambda v: y0 + panel_height - v / top_value * panel_height
+        def y(v):
+            return y0 + panel_height - v / top_value * panel_height
         out.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_height}" fill="none" stroke="#ccc"/>')
         out.append(f'<text x="{left}" y="{y0 - 4}" font-weight="bold">{html.escape(title)}</text>')
         for fraction in (0, 0.5, 1):

@@ -8,8 +8,8 @@ side by side. Standard library plus the `openssl` command only.
 
 With --real-node (root, Linux) one real node joins as well: kubelet and kube-proxy built from
 the same Kubernetes module, Debian's containerd, runc and CNI plugins, the project's images
-loaded into it. It uses only addresses on interfaces the cluster creates, and `down` removes every process, mount, interface, iptables rule and cgroup it made.
-One real node runs per machine.
+loaded into it. It uses only addresses on interfaces the cluster creates, and `down` removes
+every process, mount, interface, iptables rule and cgroup it made. One real node runs per machine.
 
     python tools/localcluster.py up --dir .cluster [--real-node]   # prints the kubeconfig path
     python tools/localcluster.py status --dir .cluster
@@ -91,7 +91,7 @@ class Ports:
     scheduler: int
 
     @classmethod
-    def free(cls) -> "Ports":
+    def free(cls) -> Ports:
         # Hold every socket until all are chosen so the five ports are distinct.
         with contextlib.ExitStack() as stack:
             ports = []
@@ -347,7 +347,7 @@ class LocalCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> "LocalCluster":
+    def start(self, timeout: float = 90.0) -> LocalCluster:
         missing = missing_binaries(self.bin_dir)
         if missing:
             raise ClusterError(f"missing {', '.join(missing)} in {self.bin_dir}: run `make tools`")
@@ -472,7 +472,7 @@ class LocalCluster:
         tmp.replace(self.root / STATE_FILE)
 
     @classmethod
-    def attach(cls, root: Path, bin_dir: Path = DEFAULT_BIN_DIR) -> "LocalCluster":
+    def attach(cls, root: Path, bin_dir: Path = DEFAULT_BIN_DIR) -> LocalCluster:
         """The cluster recorded in `root` by an earlier `up` (its processes may have died)."""
         root = Path(root).resolve()
         try:
@@ -623,7 +623,7 @@ class LocalCluster:
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each component's whole process group."""
-        usage = {name: 0 for name in self.pids}
+        usage = dict.fromkeys(self.pids, 0)
         groups = {pid: name for name, pid in self.pids.items()}
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -873,7 +873,7 @@ class RealNode:
 
     # -- start, once the API server answers -------------------------------------------------
 
-    def write_files(self, cluster: "LocalCluster", ports: dict[str, int]) -> None:
+    def write_files(self, cluster: LocalCluster, ports: dict[str, int]) -> None:
         pki = cluster.root / "pki"
         for user in ("node", "kube-proxy", "coredns"):
             write_kubeconfig(self.root / f"{user}.kubeconfig", cluster.server, pki, user)
@@ -968,8 +968,7 @@ class RealNode:
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
         ours = [mount for mount in mounts if mount.startswith(prefixes)]
         # The pods' network namespaces, made by containerd's CRI under /run/netns.
-        ours += [mount for mount in mounts if mount.startswith("/run/netns/cni-")
-                 or mount.startswith("/var/run/netns/cni-")]
+        ours += [mount for mount in mounts if mount.startswith(("/run/netns/cni-", "/var/run/netns/cni-"))]
         for mount in sorted(set(ours), key=len, reverse=True):
             _run("umount", "-l", mount, check=False)
             if "/netns/cni-" in mount:

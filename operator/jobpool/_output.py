@@ -39,8 +39,8 @@ def _quote(text: str) -> str:
         code = ord(char)
         if char in _ESCAPES:
             out.append(_ESCAPES[char])
-        elif (0x20 <= code <= 0x7E or 0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029)
-              or 0xE000 <= code <= 0xFFFD and code != 0xFEFF or code >= 0x10000):   # 2028/9: YAML line breaks
+        elif (0x20 <= code <= 0x7E or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+              or (0xE000 <= code <= 0xFFFD and code != 0xFEFF) or code >= 0x10000):   # 2028/9: YAML line breaks
             out.append(char)
         elif code <= 0xFF:
             out.append(f"\\x{code:02x}")
@@ -76,9 +76,9 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
 
 def _nested(head: str, item: Any, indent: int) -> list[str]:
     if isinstance(item, (list, tuple)) and item:   # kubectl's lists sit under their key
-        return [head] + _yaml_lines(item, indent if head.endswith(":") else indent + 2)
+        return [head, *_yaml_lines(item, indent if head.endswith(":") else indent + 2)]
     if isinstance(item, dict) and item:
-        return [head] + _yaml_lines(item, indent + 2)
+        return [head, *_yaml_lines(item, indent + 2)]
     return [f"{head} {_yaml_lines(item, 0)[0]}"]
 
 

@@ -16,7 +16,8 @@ import platform
 import re
 import sys
 import threading
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Iterable, Mapping, Sequence
 
 from . import __version__
 from ._output import STRUCTURED, write

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, cast
+from collections.abc import AsyncIterator, Sequence
 
 from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
 from .queue.codec import check_name, due_of
@@ -85,7 +86,7 @@ class AsyncClient:
     async def close(self) -> None:
         await self.queue.close()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -109,7 +110,7 @@ class Client:
         options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
         job_id, submitted = self._async.queue.submit_blocking(
             payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
-        return job_id if submitted else self._run(self._async.submit(
+        return cast(str, job_id) if submitted else self._run(self._async.submit(
             payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
             backoff=backoff, delay=delay, run_at=run_at, wait=wait, priority=priority,
             fairness_key=fairness_key))
@@ -152,7 +153,7 @@ class Client:
             self._run(self._async.close())
             self._loop.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:

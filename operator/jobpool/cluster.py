@@ -13,7 +13,8 @@ import select
 import socket
 import threading
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 GROUP, VERSION, PLURAL = "jobpool.dev", "v1alpha1", "jobpools"
 KUBE_EXTRA = "pip install 'jobpool[kube]'"
@@ -74,7 +75,7 @@ def replace_host(url: str, host: str, port: int) -> str:
 
 def _client():
     try:
-        import kubernetes  # noqa: F401  (the optional `kube` extra)
+        import kubernetes
     except ModuleNotFoundError:
         raise ClusterError(f"cluster mode needs the Kubernetes client: {KUBE_EXTRA}, or give "
                            f"--queue URL") from None

@@ -44,7 +44,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "OperatorProcess":
+    def start(self) -> OperatorProcess:
         scope = ["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]
         args = [*jobpool_command(), "operator", *scope,
                 "--metrics-port", str(self.metrics_port), "--lease-namespace", self.lease_namespace]

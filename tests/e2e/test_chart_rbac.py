@@ -148,7 +148,7 @@ def test_the_operator_needs_every_verb_of_the_charts_role_and_no_more(jobpool_cr
             wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns,
                                                check=False).returncode == 0,
                        timeout=30, what=f"namespace {ns}'s default service account")
-        role = [prepare(cluster, ns, redis_server) for ns in lanes][0]
+        role, *_ = [prepare(cluster, ns, redis_server) for ns in lanes]
 
         def run_with(ns, rules_role, label):
             rules_role = {**rules_role, "metadata": {**rules_role["metadata"], "namespace": ns}}

@@ -112,7 +112,7 @@ def test_hpa_scales_a_jobpool_on_its_backlog_through_the_operators_external_metr
                         what="the backlog through the aggregated API")
     assert values
     # target 4 jobs per worker pod: 20 jobs -> 5 pods (maxReplicas 10)
-    pool = wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 5 and p,
+    wait_until(lambda: (p := get(cluster, ns, "jobpool", name)) and p["spec"].get("parallelism") == 5 and p,
                       timeout=60, what="the HPA to set spec.parallelism to 5 through /scale")
     reaction = time.monotonic() - submitted
     deployment = wait_until(lambda: (d := get(cluster, ns, "deployment", f"{name}-workers")) and

@@ -71,8 +71,8 @@ def test_08_gpu_pool_places_workers_on_the_tainted_gpu_node(gpu_node, operator, 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "08-gpu-pool" / "serviceaccount.yaml"))
     apply_example(cluster, ns, "08-gpu-pool")
     wait_until(lambda: ready(cluster, ns, "embeddings"), timeout=60, what="embeddings Ready")
-    (pod,) = [p for p in json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "jobpool.dev/pool=embeddings",
-                                                    "-o", "json").stdout)["items"]]
+    (pod,) = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l", "jobpool.dev/pool=embeddings",
+                                        "-o", "json").stdout)["items"]
     assert pod["spec"]["nodeName"] == gpu_node and pod["spec"]["serviceAccountName"] == "model-reader"
     assert pod["spec"]["initContainers"][0]["name"] == "fetch-model"
     assert {v["name"] for v in pod["spec"]["volumes"]} >= {"model-cache", "cloud-token"}

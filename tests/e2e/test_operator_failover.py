@@ -11,7 +11,8 @@ again as a replica, so the next test finds the topology whole.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 import redis as redis_lib

@@ -82,7 +82,7 @@ def test_healthz_fails_while_the_leader_cannot_renew_its_lease(jobpool_crds, kub
         wait_until(lambda: healthz_body(operator) == (200, {"status": "ok", "role": "leader", "watching": True}),
                    timeout=30, what="a healthy leader, watching")
         cluster.kubectl("delete", "namespace", lease_namespace, "--wait=false")
-        status, body = wait_until(lambda: (r := healthz_body(operator))[0] == 503 and r, timeout=15,
+        _status, body = wait_until(lambda: (r := healthz_body(operator))[0] == 503 and r, timeout=15,
                                   interval=0.2, what="/healthz failing")
         assert body["role"] == "leader" and body["problems"][0].startswith("the leader Lease was last renewed")
     finally:

@@ -88,13 +88,13 @@ def test_the_sync_client_reports_a_full_queue_and_a_payload_over_the_limit(redis
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         assert client.submit(1, id="a") == "a"
         assert client.submit(1, id="a") == "a"          # known: not enqueued again
-        with pytest.raises(PayloadTooLarge, match="^job 0: the payload is 72 bytes"):
+        with pytest.raises(PayloadTooLarge, match=r"^job 0: the payload is 72 bytes"):
             client.submit("z" * 70)
         redis.Redis.from_url(redis_server.url).script_flush()   # as after a Redis restart
         client.submit(2)
         with pytest.raises(QueueFull, match="maxLength"):
             client.submit(3, wait=False)
-        with pytest.raises(QueueError, match="^job 0: id must be a non-empty string"):
+        with pytest.raises(QueueError, match=r"^job 0: id must be a non-empty string"):
             client.submit(4, id="")
         assert client.status().submitted == 2
         client._run(client._async.queue.delete_all())

@@ -11,9 +11,8 @@ from tests.helpers import free_port
 
 
 async def get(port: int, path: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-            return response.status, response.headers["Content-Type"], await response.text()
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, response.headers["Content-Type"], await response.text()
 
 
 def test_metrics_and_health_follow_the_report():

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERBATIM, VERSION, JobPoolSpec, JobPoolStatus
 
@@ -107,7 +108,7 @@ def _unmarked(node: Any) -> Any:
     return node
 
 
-def _model_schema(model: type, *, keep_defaults: bool) -> dict[str, Any]:
+def _model_schema(model: type[BaseModel], *, keep_defaults: bool) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     return _unmarked(_structural(raw, raw.get("$defs", {}), keep_defaults=keep_defaults))
 

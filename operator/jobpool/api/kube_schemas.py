@@ -48,7 +48,7 @@ FIELDS = {
     "ObjectMeta": ("labels", "annotations"),
 }
 # Values the restricted Pod Security Standard allows, as schema keywords: (type, field) -> keywords.
-RESTRICTED = {
+RESTRICTED: dict[tuple[str, str], dict[str, Any]] = {
     ("SecurityContext", "allowPrivilegeEscalation"): {"enum": [False]},
     ("SecurityContext", "runAsNonRoot"): {"enum": [True]},
     ("SecurityContext", "runAsUser"): {"minimum": 1},

@@ -50,7 +50,7 @@ def kubernetes_type(name: str, *, many: bool = False, map_keys: tuple[str, ...] 
     return Annotated[list[dict[str, Any]] if many else dict[str, Any], WithJsonSchema({**schema, VERBATIM: True})]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
     """One `x-kubernetes-validations` entry; the message names the field it refuses."""
     entry = {"rule": rule, "message": message}
     if field_path:
@@ -104,7 +104,7 @@ class QueueSpec(Model):
                     "queue without a reachable replica refuses writes as unavailable.")
 
     @model_validator(mode="after")
-    def _one_url_source(self) -> "QueueSpec":
+    def _one_url_source(self) -> QueueSpec:
         if self.url is not None and self.url_secret_ref is not None:
             raise ValueError("spec.queue: set at most one of url and urlSecretRef")
         return self
@@ -180,7 +180,7 @@ class PodTemplatePodSpec(Model):
                     "(status.overriddenFields lists what it overrode).")
 
     @model_validator(mode="after")
-    def _only_the_worker_container(self) -> "PodTemplatePodSpec":
+    def _only_the_worker_container(self) -> PodTemplatePodSpec:
         if any(c.get("name") != WORKER_CONTAINER for c in self.containers or []):
             raise ValueError("spec.worker.podTemplate.spec.containers: only the worker container (name: worker) "
                              "may be set; add sidecars as initContainers with restartPolicy: Always")
@@ -230,7 +230,7 @@ class WorkerSpec(Model):
                     "The operator's own fields win; status.overriddenFields names what it overrode.")
 
     @model_validator(mode="after")
-    def _exactly_one_runner(self) -> "WorkerSpec":
+    def _exactly_one_runner(self) -> WorkerSpec:
         if (self.handler is None) == (self.command is None):
             raise ValueError("spec.worker: set exactly one of handler and command")
         return self
@@ -264,7 +264,7 @@ class JobsSpec(Model):
                     "jobs stay cancelled.")
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "JobsSpec":
+    def _exactly_one_source(self) -> JobsSpec:
         if (self.items is None) == (self.range is None):
             raise ValueError("spec.jobs: set exactly one of items and range")
         return self
@@ -308,7 +308,7 @@ class RetrySpec(Model):
     max_backoff_seconds: float = Field(default=300.0, ge=0, description="Upper bound of the retry delay.")
 
     @model_validator(mode="after")
-    def _backoff_bounded(self) -> "RetrySpec":
+    def _backoff_bounded(self) -> RetrySpec:
         if self.backoff_seconds > self.max_backoff_seconds:
             raise ValueError("spec.retry: backoffSeconds must be <= maxBackoffSeconds")
         return self
@@ -359,7 +359,7 @@ class AutoscalingSpec(Model):
         description="Demand must stay below the current size this long before the pool shrinks.")
 
     @model_validator(mode="after")
-    def _bounds_ordered(self) -> "AutoscalingSpec":
+    def _bounds_ordered(self) -> AutoscalingSpec:
         if self.min_workers > self.max_workers:
             raise ValueError("spec.autoscaling: minWorkers must be <= maxWorkers")
         return self

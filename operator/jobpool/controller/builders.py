@@ -179,7 +179,7 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
     template_meta: dict[str, Any] = {"labels": labels}
     if credentials is not None and uses_default_queue(spec):
         template_meta["annotations"] = {ANNOTATION_CREDENTIALS: credentials}
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace, "labels": labels,
@@ -299,11 +299,11 @@ def pod_annotation_patches(busy_by_pod: dict[str, int],
     """Per pod whose annotations must change, the changed keys (a merge patch: None removes a key).
     An idle pod that never carried a cost is left as it is."""
     patches = {}
-    for pod, annotations in current.items():
+    for pod, present in current.items():
         wanted = pod_annotations(busy_by_pod.get(pod, 0))
-        if wanted[ANNOTATION_DELETION_COST] == "0" and ANNOTATION_DELETION_COST not in annotations:
+        if wanted[ANNOTATION_DELETION_COST] == "0" and ANNOTATION_DELETION_COST not in present:
             del wanted[ANNOTATION_DELETION_COST]
-        changed = {key: value for key, value in wanted.items() if annotations.get(key) != value}
+        changed = {key: value for key, value in wanted.items() if present.get(key) != value}
         if changed:
             patches[pod] = changed
     return patches

@@ -20,7 +20,8 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from redis.exceptions import NoPermissionError, RedisError
 
@@ -151,7 +152,7 @@ class QueueAdmin:
                 info = await self.redis.info("memory")
         except NoPermissionError:
             return True, None
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False, None
         nodes = [info] if "used_memory" in info else [v for v in info.values() if isinstance(v, dict)]
         samples = [(int(n.get("used_memory", 0)), int(n.get("maxmemory", 0))) for n in nodes]
@@ -217,7 +218,8 @@ class PoolCredentials:
             wanted = decide(current[role], rotation, rolled)
             # a password is valid in Redis before a Secret names it, and leaves Redis only once no
             # Secret names it
-            adding = current[role] is None or wanted.password != current[role].password
+            held = current[role]
+            adding = held is None or wanted.password != held.password
             if adding:
                 await self._apply_user(role, wanted)
             if wanted != current[role]:

@@ -15,7 +15,8 @@ import datetime as dt
 import json
 import logging
 import ssl
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -64,7 +65,7 @@ def metric_values(metric: str, namespace: str, selector: str,
             continue
         items.append({
             "metricName": metric, "metricLabels": {POOL_LABEL: pool},
-            "timestamp": dt.datetime.fromtimestamp(seen, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "value": str(int(measure(stats))),
         })
     return items

@@ -48,7 +48,7 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_environment(cls) -> "KubeApi":
+    def from_environment(cls) -> KubeApi:
         """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
         configuration = k8s_client.Configuration()
         try:

@@ -73,7 +73,7 @@ class LeaderLease:
         }
 
     async def try_acquire(self) -> bool:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         lease = await self.kube.get("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
         try:
             if lease is None:

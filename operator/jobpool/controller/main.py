@@ -100,8 +100,9 @@ async def run_operator(args: argparse.Namespace) -> int:
 
     def health() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        leading = lease.renewed_at is not None
-        return health_report(leading=leading, renewed_ago=loop.time() - lease.renewed_at if leading else None,
+        renewed_at = lease.renewed_at
+        leading = renewed_at is not None
+        return health_report(leading=leading, renewed_ago=loop.time() - renewed_at if renewed_at is not None else None,
                              watching=watching.is_set(), watch_ended=bool(watch_loop) and watch_loop[0].done(),
                              stale_after=lease.renew_every * 2.5)
 

@@ -18,7 +18,7 @@ class OperatorMetrics:
         r = self.registry
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
         self.waiting_priority = Gauge("jobpool_queue_waiting_priority", "Jobs waiting for a worker slot at "
-                                      "one priority level (only levels with jobs).", LABELS + ("priority",),
+                                      "one priority level (only levels with jobs).", (*LABELS, "priority"),
                                       registry=r)
         self._levels: dict[tuple[str, str], set[str]] = {}   # the levels each pool's gauge shows
         self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
@@ -37,7 +37,7 @@ class OperatorMetrics:
         self.slots_total = Gauge("jobpool_slots_total", "Job slots over live workers.", LABELS, registry=r)
         self.saturation = Gauge("jobpool_saturation", "Busy slots / total slots.", LABELS, registry=r)
         # Queue counters are absolute, so they are exported as gauges named like counters.
-        self.jobs = Gauge("jobpool_jobs_total", "Jobs by outcome (distinct ids).", LABELS + ("outcome",),
+        self.jobs = Gauge("jobpool_jobs_total", "Jobs by outcome (distinct ids).", (*LABELS, "outcome"),
                           registry=r)
         self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.", LABELS,
                                            registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))

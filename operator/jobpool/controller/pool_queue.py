@@ -8,7 +8,8 @@ import base64
 import dataclasses
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..api import JobPoolSpec
 from ..queue.base import Queue, QueueStats
@@ -68,7 +69,7 @@ class PoolQueue:
         self.queue: Queue | None = None
         self.url: str | None = None                      # the queue connected to
         self.resolved: str | None = None                 # the URL last read (the finalizer's, too)
-        self.configured: dict[str, int] | None = None   # the pool-wide settings stored in the queue
+        self.configured: dict[str, Any] | None = None   # the pool-wide settings stored in the queue
         self.secret: SecretRead | None = None            # read again after SECRET_TTL_SECONDS
         self.feeder: asyncio.Task[None] | None = None
         self.feeding: str | None = None                  # digest of the batch the feeder feeds
@@ -105,7 +106,7 @@ class PoolQueue:
             except Exception:  # the message may quote the value: say what is wrong without it
                 return invalid_queue_url(spec, read.url), moved
             self.url = read.url
-        settings = {"max_length": spec.queue.max_length, "max_payload_bytes": spec.queue.max_payload_bytes,
+        settings: dict[str, Any] = {"max_length": spec.queue.max_length, "max_payload_bytes": spec.queue.max_payload_bytes,
                     "durability": spec.queue.durability}
         if self.configured != settings and self.queue is not None:
             try:

@@ -87,7 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     kube = KubeApi.from_environment()
     try:
-        print(f"jobpool operator probe: {await probe(kube, args.namespace, args.name, args.image, args.timeout, args.queue_url)}")
+        found = await probe(kube, args.namespace, args.name, args.image, args.timeout, args.queue_url)
+        print(f"jobpool operator probe: {found}")
         return 0
     except TimeoutError as exc:
         print(f"jobpool operator probe: error: no {exc} within {args.timeout:.0f}s: `kubectl describe "

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
@@ -112,7 +113,7 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
         scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
-        gates = [g for g in (obj.get("spec") or {}).get("schedulingGates") or []]
+        gates = list((obj.get("spec") or {}).get("schedulingGates") or [])
         return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled},
                 **({"spec": {"schedulingGates": gates}} if gates else {})}
     return {**obj, "metadata": meta}
@@ -128,7 +129,7 @@ class OperatorContext:
         self.config = config
         self.metrics = metrics
         self.cache = ClusterCache()
-        self.controllers: dict[tuple[str, str], "PoolController"] = {}
+        self.controllers: dict[tuple[str, str], PoolController] = {}
         # The queue URL each pool (by uid) last resolved, kept only in memory: its finalizer deletes
         # the keys there even when the urlSecretRef Secret is gone (deleted with the namespace).
         self.queue_urls: dict[str, str] = {}
@@ -162,7 +163,7 @@ class PoolController:
                 idle = False
                 try:
                     idle = await self.reconcile(body)
-                except (KubeError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KubeError, OSError) as exc:
                     self.ctx.metrics.reconcile_errors.labels(*key).inc()
                     log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
                 except Exception as exc:  # one bad tick must not stop the pool's loop
@@ -219,15 +220,16 @@ class PoolController:
             read = await self.queue.stats(spec)
             stats, problem = (None, read) if isinstance(read, Problem) else (read, None)
         pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
-        managed = self.credentials is not None and spec is not None and uses_default_queue(spec)
-        if managed and problem is None:
-            problem = await self.credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods)
+        credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
+        managed = credentials is not None
+        if credentials is not None and problem is None:
+            problem = await credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods)
         batch = self.memory.batch
         name = builders.workers_name(self.ref.name)
         return Gathered(
             pool=self.ref, generation=generation, spec=spec, problem=problem, stats=stats,
             queue_moved=moved, feeder_progress=self.queue.progress(batch.digest) if batch else None,
-            managed=managed, credentials=self.credentials.digest if managed else None,
+            managed=managed, credentials=credentials.digest if credentials is not None else None,
             observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
                       for kind in kinds.WORKER_OBJECTS},
             sweeper_progress=self.queue.sweep_progress(batch.digest) if batch else None,

@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from .handlers import FINALIZER
 from .kube import KubeApi, KubeError

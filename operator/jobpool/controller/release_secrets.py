@@ -15,7 +15,8 @@ import asyncio
 import base64
 import secrets
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .kube import KubeApi, KubeError
 
@@ -50,6 +51,7 @@ def desired(existing: dict[str, Any] | None, name: str, namespace: str, address:
         if existing is None:
             return "create", secret
         return "patch", {"metadata": {"annotations": dict(KEEP)}, "data": secret["data"]}
+    assert existing is not None   # the password was read from it
     patch: dict[str, Any] = {}
     if ((existing.get("metadata") or {}).get("annotations") or {}).get(
             "helm.sh/resource-policy") != "keep":

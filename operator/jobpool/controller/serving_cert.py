@@ -82,7 +82,7 @@ def secret_object(name: str, namespace: str, labels: dict[str, str], pems: dict[
 
 
 async def ensure(kube: KubeApi, name: str, namespace: str, dns_names: list[str], labels: dict[str, str]) -> str:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     existing = await kube.get("v1", "Secret", namespace, name)
     reason = renewal_reason(existing, dns_names, now)
     # an older chart rendered this Secret itself: marked, Helm's upgrade does not delete it
@@ -114,8 +114,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     kube = KubeApi.from_environment()
     try:
+        labels = dict(label.split("=", 1) for label in args.label)
         print(f"jobpool operator ensure-serving-cert: "
-              f"{await ensure(kube, args.name, args.namespace, args.dns_name, dict(l.split('=', 1) for l in args.label))}")
+              f"{await ensure(kube, args.name, args.namespace, args.dns_name, labels)}")
         return 0
     except KubeError as exc:
         print(f"jobpool operator ensure-serving-cert: error: Secret {args.namespace}/{args.name}: {exc}",

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from ..queue.base import QueueStats
 from . import reasons
@@ -53,7 +54,7 @@ class Transition:
 
 
 def rfc3339(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def desired_conditions(obs: Observation) -> list[dict[str, str]]:
@@ -92,7 +93,7 @@ def desired_conditions(obs: Observation) -> list[dict[str, str]]:
     return conditions
 
 
-def unschedulable(pods: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+def unschedulable(pods: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     """The scheduler's messages for the live pods it found no node for (PodScheduled False, Unschedulable)."""
     return tuple(
         cond.get("message") or "no node can hold the pod"
@@ -102,7 +103,7 @@ def unschedulable(pods: Iterable[dict[str, Any]]) -> tuple[str, ...]:
         and cond.get("reason") == "Unschedulable")
 
 
-def waiting_for_quota(pods: Iterable[dict[str, Any]], quota: Mapping[str, str]) -> tuple[str, ...]:
+def waiting_for_quota(pods: Iterable[Mapping[str, Any]], quota: Mapping[str, str]) -> tuple[str, ...]:
     """Kueue's message for each live pod it still gates (its Workload's, once Kueue has made one), Kueue's first."""
     messages = [
         quota.get(pod["metadata"]["name"]) or NO_WORKLOAD_YET
@@ -151,7 +152,7 @@ def merge_conditions(previous: list[dict[str, Any]], desired: list[dict[str, str
         old = before.get(cond["type"])
         flipped = old is None or old.get("status") != cond["status"]
         merged.append({**cond, "observedGeneration": generation,
-                       "lastTransitionTime": rfc3339(now) if flipped else old.get("lastTransitionTime", rfc3339(now))})
+                       "lastTransitionTime": rfc3339(now) if flipped or old is None else old.get("lastTransitionTime", rfc3339(now))})
         if flipped:
             transitions.append(Transition(cond["type"], cond["status"], cond["reason"], cond["message"]))
     return merged, transitions

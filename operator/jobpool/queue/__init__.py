@@ -4,7 +4,19 @@ from .base import (DeadJob, Job, JobOptions, JobState, PayloadTooLarge, Queue, Q
 from .redis.queue import RedisStreamsQueue, open_queue
 
 __all__ = [
-    "JobState",
-    "DeadJob", "Job", "JobOptions", "PayloadTooLarge", "Queue", "QueueError", "QueueFull", "QueueStats", "QueueUnavailable",
-    "RedisStreamsQueue", "Result", "UnknownTask", "WorkerInfo", "open_queue",
+                   "DeadJob",
+                   "Job",
+                   "JobOptions",
+                   "JobState",
+                   "PayloadTooLarge",
+                   "Queue",
+                   "QueueError",
+                   "QueueFull",
+                   "QueueStats",
+                   "QueueUnavailable",
+                   "RedisStreamsQueue",
+                   "Result",
+                   "UnknownTask",
+                   "WorkerInfo",
+                   "open_queue",
 ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 
 class QueueError(Exception):
@@ -21,8 +22,8 @@ class QueueUnavailable(QueueError):
 
 class QueueFull(QueueError):
     """`maxLength` jobs are already waiting and the submitter asked not to wait (or not that
-    long), or the backend's memory is nearly full (never waited for). `submitted_ids` are the ids of the jobs that are in the queue nonetheless: the
-    ones of earlier chunks, in submission order."""
+    long), or the backend's memory is nearly full (never waited for). `submitted_ids` are the ids
+    of the jobs that are in the queue nonetheless: the ones of earlier chunks, in submission order."""
 
     def __init__(self, message: str, submitted_ids: Sequence[str] = ()):
         super().__init__(message)
@@ -233,16 +234,18 @@ class Queue(abc.ABC):
     async def submit_many(
         self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
         task: str | None = None, tasks: Sequence[str | None] | None = None,
-        options: "JobOptions | Sequence[JobOptions]" = JobOptions(),
+        options: JobOptions | Sequence[JobOptions] = JobOptions(),
         due: str | Sequence[str] = "", wait: bool = True,
         timeout: float | None = None, progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`) with their own
-        `options` (the same for all, or one each); returns their ids. A task no live worker serves is refused (UnknownTask). A caller-given id that the queue
-        still knows (waiting, in flight, delayed, finished or dead) is not enqueued twice.
+        `options` (the same for all, or one each); returns their ids. A task no live worker serves is
+        refused (UnknownTask). A caller-given id that the queue still knows (waiting, in flight,
+        delayed, finished or dead) is not enqueued twice.
         When `maxLength` jobs wait: wait for room (`wait=True`, at most `timeout` seconds)
         or raise QueueFull; when the backend's memory is nearly full, raise QueueFull at once.
-        A payload over the pool's limit raises PayloadTooLarge, submitting none of them. `progress(n)` is told each time n more jobs were handled."""
+        A payload over the pool's limit raises PayloadTooLarge, submitting none of them.
+        `progress(n)` is told each time n more jobs were handled."""
 
     async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
                      options: JobOptions = JobOptions(), due: str = "", wait: bool = True) -> str:
@@ -309,7 +312,7 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
-                        tasks: Sequence[str] = ()) -> None:
+                        tasks: Sequence[str] = ()) -> list[str]:
         """Keep the worker registered and its running jobs from being redelivered; publish the
         task names it serves (none: it serves whatever comes, a --command)."""
 

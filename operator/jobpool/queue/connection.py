@@ -87,10 +87,7 @@ def with_db(url: str, db: int) -> str:
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "db"])
     path = [segment for segment in parts.path.split("/") if segment]
-    if topology(url) == SENTINEL:
-        path = [path[0], str(db)]
-    else:
-        path = [str(db)]
+    path = [path[0], str(db)] if topology(url) == SENTINEL else [str(db)]
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + "/".join(path), query, ""))
 
 
@@ -119,11 +116,11 @@ def connect(url: str, *, decode_responses: bool, socket_connect_timeout: float,
             socket_timeout: float, **options: Any) -> Any:
     """A redis-py asyncio client for the queue at `url`; no connection is made yet."""
     kind = topology(url)
-    timeouts = dict(socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
+    timeouts: dict[str, Any] = dict(socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
     if kind == SINGLE:
         return aioredis.from_url(url, decode_responses=decode_responses, **timeouts, **options)
     address = parse_address(url)
-    credentials = dict(username=address.username, password=address.password)
+    credentials: dict[str, Any] = dict(username=address.username, password=address.password)
     if kind == CLUSTER:
         # a failover's errors reach the caller, who backs off: the client re-reads the slots then
         return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],

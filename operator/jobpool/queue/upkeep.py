@@ -78,8 +78,8 @@ async def _bound(client: Any, keys: PoolKeys, *, consumers: bool) -> list[str]:
     group = None
     if consumers and await client.exists(keys.stream):
         group = next((g for g in await client.xinfo_groups(keys.stream) if g["name"] == GROUP), None)
-    consumers = int(group["consumers"]) if group else 0
-    found = oversized(workers, counters, consumers)
+    consumer_count = int(group["consumers"]) if group else 0
+    found = oversized(workers, counters, consumer_count)
     if workers > MAX_WORKERS:
         await client.unlink(keys.workers)
     if counters > MAX_COUNTERS:
@@ -89,7 +89,7 @@ async def _bound(client: Any, keys: PoolKeys, *, consumers: bool) -> list[str]:
             if any(v is not None for v in kept.values()):
                 pipe.hset(keys.counters, mapping={k: v for k, v in kept.items() if v is not None})
             await pipe.execute()
-    if consumers > MAX_CONSUMERS:
+    if consumer_count > MAX_CONSUMERS:
         for consumer in await client.xinfo_consumers(keys.stream, GROUP):
             if int(consumer["pending"]) == 0:
                 await client.xgroup_delconsumer(keys.stream, GROUP, consumer["name"])

@@ -9,7 +9,8 @@ none), each confined by a selector to its one key; SCAN to find the pools (it li
 not values)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from . import connection
 from .acl import script_commands

@@ -12,7 +12,8 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -208,10 +209,13 @@ async def pools_page(request: web.Request) -> web.Response:
             '<div class="error" data-field="error">$error</div></td>'
             '<td data-field="backlog" class="num">$backlog</td><td data-field="waiting" class="num">$waiting</td>'
             '<td data-field="inFlight" class="num">$inFlight</td><td data-field="delayed" class="num">$delayed</td>'
-            '<td data-field="deadLetter" class="num">$deadLetter</td><td data-field="workers" class="num">$workers</td>'
-            '<td class="num"><span data-field="busySlots">$busySlots</span> / <span data-field="totalSlots">$totalSlots</span></td>'
+            '<td data-field="deadLetter" class="num">$deadLetter</td>'
+            '<td data-field="workers" class="num">$workers</td>'
+            '<td class="num"><span data-field="busySlots">$busySlots</span> / '
+            '<span data-field="totalSlots">$totalSlots</span></td>'
             '<td data-field="saturation" class="num">$saturation</td>'
-            '<td>$backlogLine</td><td>$throughputLine <span class="rate"><span data-field="succeededPerSecond">$succeededPerSecond</span>/s</span></td></tr>',
+            '<td>$backlogLine</td><td>$throughputLine <span class="rate">'
+            '<span data-field="succeededPerSecond">$succeededPerSecond</span>/s</span></td></tr>',
             key=key, namespace=pool.namespace, name=pool.name, link=pool.path, backlogLine=sparkline("backlog", view),
             throughputLine=sparkline("throughput", view), **_cells(view)))
     return _page(request, "pools.html", state.settings.title, rows=join(rows), interval=state.settings.refresh,
@@ -293,7 +297,8 @@ def jobs_table(pool: str, page: JobPage, tab: str, query: str,
         shown = render.short_json(job.result) if job.state == SUCCEEDED else render.short_json(job.payload)
         rows.append(fragment(
             '<tr class="job"><td><a href="$href">$id</a></td><td><span class="state $state">$state</span></td>'
-            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td><td><code>$shown</code></td>$action</tr>',
+            '<td>$task</td><td class="num">$attempts</td><td>$worker</td><td>$when</td>'
+            '<td><code>$shown</code></td>$action</tr>',
             href=f"{quote(pool)}/job?id={quote(job.id)}", id=job.id, state=job.state, task=job.task or "",
             attempts=job.attempts, worker=job.worker or "", when=when, shown=shown,
             action=Markup("") if cancel is None else fragment(
@@ -351,8 +356,10 @@ def action_forms(state: UiState, pool: str, ids: list[str], back: str, everythin
         hidden = Markup('<input type="hidden" name="all" value="1">')
     what = "all dead jobs" if everything else ("this dead job" if len(ids) == 1 else f"{len(ids)} dead jobs")
     return fragment(
-        '<form class="action" method="post" action="$replayUrl"><input type="hidden" name="token" value="$replayToken">'
-        '<input type="hidden" name="back" value="$back">$hidden<button type="submit" class="replay">replay $what</button></form>'
+        '<form class="action" method="post" action="$replayUrl">'
+        '<input type="hidden" name="token" value="$replayToken">'
+        '<input type="hidden" name="back" value="$back">$hidden'
+        '<button type="submit" class="replay">replay $what</button></form>'
         '<form class="action purge" method="post" action="$purgeUrl" data-confirm="Delete $what for good?">'
         '<input type="hidden" name="token" value="$purgeToken"><input type="hidden" name="back" value="$back">$hidden'
         '<label><input type="checkbox" name="confirm" value="yes" required> delete for good</label>'
@@ -367,7 +374,8 @@ def cancel_form(state: UiState, pool: str, job_id: str, back: str, action: str =
     return fragment(
         '<form class="action" method="post" action="$action" data-confirm="Cancel job $id?">'
         '<input type="hidden" name="token" value="$token"><input type="hidden" name="back" value="$back">'
-        '<input type="hidden" name="id" value="$id"><button type="submit" class="cancel">cancel this job</button></form>',
+        '<input type="hidden" name="id" value="$id">'
+        '<button type="submit" class="cancel">cancel this job</button></form>',
         token=state.csrf.token(f"cancel:{pool}"), back=back, id=job_id, action=action)
 
 
@@ -392,7 +400,8 @@ async def dead_page(request: web.Request) -> web.Response:
     rows = []
     for job in page.jobs:
         rows.append(fragment(
-            '<tr class="job"><td><a href="job?id=$idLink">$id</a></td><td class="num">$attempts</td><td>$failed</td>'
+            '<tr class="job"><td><a href="job?id=$idLink">$id</a></td><td class="num">$attempts</td>'
+            '<td>$failed</td>'
             '<td><pre class="error-line">$error</pre></td><td><code>$payload</code></td><td>$actions</td></tr>',
             idLink=quote(job.id), id=job.id, attempts=job.attempts, failed=render.timestamp(job.failed_at),
             error=(job.error or "").strip().splitlines()[0] if job.error and job.error.strip() else "",
@@ -421,7 +430,8 @@ async def _form(request: web.Request, action: str) -> tuple[UiState, PoolHandle,
     state = request.app[STATE]
     pool = _pool(request)
     form = await request.post()
-    if not state.csrf.valid(form.get("token"), f"{action}:{pool.key}"):
+    # a field of a form without files is a str; Csrf.valid refuses anything but the token
+    if not state.csrf.valid(form.get("token"), f"{action}:{pool.key}"):  # type: ignore[arg-type]
         log.warning("refused a %s of pool %s: no valid CSRF token", action, pool.key)
         raise web.HTTPForbidden(text="refused: the form's token is missing, expired or from another page; "
                                      "reload the page and try again")
@@ -493,7 +503,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 event = await asyncio.wait_for(subscriber.get(), timeout=15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
             if event is None:

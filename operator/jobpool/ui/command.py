@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from ..queue import QueueError
 from ..queue.codec import check_queue_url, name_problem, redact_url
@@ -92,7 +93,8 @@ async def _serve(app, host: str, port: int, settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    server: Any = site._server   # an asyncio.Server (typed as AbstractServer, which has no sockets)
+    bound = server.sockets[0].getsockname()[1] if server and server.sockets else port
     shown = ", ".join(f"{ns}/{pool}" for ns, pool in settings.pools) or "found in the queue"
     logging.getLogger("jobpool.ui").info("serving the %s (%s) from %s on http://%s:%d/", settings.title,
                                          shown, redact_url(settings.url), host, bound)

@@ -2,7 +2,7 @@
 job), found with SCAN, which needs a credential that may SCAN (the UI's viewer user, an admin)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..queue import connection
 from ..queue.keys import PoolKeys
@@ -26,7 +26,8 @@ async def discover_pools(url: str, namespaces: Sequence[str] | None) -> list[tup
     client = connection.connect(url, decode_responses=True, socket_connect_timeout=5.0, socket_timeout=10.0)
     found: set[tuple[str, str]] = set()
     try:
-        for namespace in namespaces or [None]:
+        wanted: Sequence[str | None] = namespaces or [None]
+        for namespace in wanted:
             async for key in client.scan_iter(match=counters_pattern(namespace), count=1000):
                 pool = pool_of(key)
                 if pool is not None:

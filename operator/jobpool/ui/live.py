@@ -10,9 +10,11 @@ import collections
 import dataclasses
 import json
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from ..queue import QueueError, QueueStats
+import itertools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,7 @@ def rates(samples: list[Sample]) -> list[tuple[float, float]]:
     """(succeeded per second, failed per second) between consecutive samples; a counter that went
     down (the pool's keys were deleted and made again) counts as zero."""
     out = []
-    for before, after in zip(samples, samples[1:]):
+    for before, after in itertools.pairwise(samples):
         span = max(after.at - before.at, 1e-6)
         out.append((max(0, after.succeeded - before.succeeded) / span,
                     max(0, after.failed - before.failed) / span))

@@ -9,7 +9,8 @@ import importlib.resources
 import json
 import string
 import urllib.parse
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 
 class Markup(str):
@@ -72,7 +73,7 @@ def short_json(value: Any, limit: int = 120) -> str:
 def timestamp(seconds: float | None) -> str:
     if not seconds:
         return "—"
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def ago(seconds: float | None, now: float) -> str:

@@ -8,7 +8,8 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
 
 from ..queue.base import JobOptions
 from ..queue.codec import handler_problem, name_problem
@@ -161,8 +162,10 @@ SETTINGS: dict[str, Setting] = {
 def documented_default(name: str) -> str:
     """The default as `--help` and the README say it: "required", "-" for none, or the value."""
     setting = SETTINGS[name]
-    if setting.required or setting.default is not None:
-        return "required" if setting.required else setting.default
+    if setting.required:
+        return "required"
+    if setting.default is not None:
+        return setting.default
     value = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}[name]
     if value is None:
         return "-"

@@ -20,7 +20,7 @@ class WorkerMetrics:
         self.busy_slots = Gauge("jobpool_worker_busy_slots", "Slots holding a job",
                                 labels, registry=self.registry).labels(*values)
         jobs = Counter("jobpool_worker_jobs_total", "Finished attempts by outcome",
-                       labels + ("outcome",), registry=self.registry)
+                       (*labels, "outcome"), registry=self.registry)
         self.jobs = {outcome: jobs.labels(*values, outcome) for outcome in OUTCOMES}
         self.duration = Histogram("jobpool_job_duration_seconds", "Run time of an attempt",
                                   labels, buckets=DURATION_BUCKETS,

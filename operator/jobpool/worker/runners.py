@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from ..queue.base import Job, QueueError
 from ..queue.codec import RawJSON, check_task, handler_problem
@@ -57,7 +58,7 @@ class JobContext:
     max_attempts: int           # the job's own, within the pool's cap, else the pool's
     deadline: float | None      # unix seconds when the job times out; None: no timeout
     enqueued_at: float          # unix seconds when it was submitted (or became due again)
-    report: Callable[[Any], None] = dataclasses.field(repr=False, compare=False, default=lambda _: None)
+    report: Callable[[Any], object] = dataclasses.field(repr=False, compare=False, default=lambda _: None)
     cancel_requested: threading.Event = dataclasses.field(repr=False, compare=False,
                                                           default_factory=threading.Event)
 

@@ -24,7 +24,8 @@ import os
 import signal
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, cast
+from collections.abc import Callable
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
@@ -179,12 +180,14 @@ class Worker:
 
     async def _job_failures(self) -> None:
         """Raise, inside the task group, the unexpected error of a job's task."""
+        assert self.failure is not None   # made by run() before the task group starts
         await self.failure
 
     def _job_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and not self.failure.done():
-            self.failure.set_exception(task.exception())
+        failure = cast("asyncio.Future[None]", self.failure)   # made by run() before any job task
+        if not task.cancelled() and task.exception() is not None and not failure.done():
+            failure.set_exception(cast(BaseException, task.exception()))
 
     async def _stop_failed(self, error: BaseException) -> int:
         """After an unexpected error: unhealthy, jobs cancelled and left to the visibility
@@ -291,6 +294,7 @@ class Worker:
         overran: list[asyncio.Future] = []
         if error is None:
             task = asyncio.current_task()
+            assert task is not None   # a job runs in its own task
             if settings.timeout:
                 self.deadlines[task] = asyncio.get_running_loop().time() + settings.timeout
             loop = asyncio.get_running_loop()
@@ -346,9 +350,10 @@ class Worker:
     def _cancel(self, token: str) -> None:
         """A running job asked to be cancelled: its context says so (a sync handler may look) and
         its handler task is cancelled (a command's process group gets SIGTERM)."""
-        task, context = self.running.get(token, (None, None))
-        if task is None or task in self.cancel_requested:
+        running = self.running.get(token)
+        if running is None or running[0] in self.cancel_requested:
             return
+        task, context = running
         log.info("job %s: cancel requested, cancelling its handler", self.held[token].id
                  if token in self.held else token)
         self.cancel_requested.add(task)

@@ -92,7 +92,7 @@ def test_redis_cannot_tell_the_lag_after_an_out_of_order_ack_so_the_example_uses
     leaves a hole in the stream, and Redis stops knowing the group's lag while jobs wait."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     queue.submit_many([1, 2, 3])
-    first, second = queue.fetch("w1", 2, 10)
+    _first, second = queue.fetch("w1", 2, 10)
     queue.ack_many([(second, None)])
     keda = keda_readings(client, queue.keys.stream)
     assert queue.stats().waiting == 1 and keda["lag"] is None

@@ -62,7 +62,7 @@ def test_a_full_redis_refuses_submits_naming_maxmemory_and_workers_still_finish_
     accepted, refused = submit_until_full(small_queue)
     message = str(refused)
     assert "maxmemory" in message and "\n" not in message, message
-    assert f"submitted 0 of 1000" in message
+    assert "submitted 0 of 1000" in message
     used, limit = memory(small_redis.url)
     assert used < limit, "the submit was refused only after Redis itself was full"
     assert len(accepted) > 10_000

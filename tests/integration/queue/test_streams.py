@@ -413,7 +413,8 @@ def test_consumers_of_departed_workers_that_hold_nothing_are_removed(redis_serve
         [done] = q.fetch("finished-worker", 1, 0)
         q.ack_many([(done, None)])
         [held] = q.fetch("busy-worker", 1, 0)
-        names = lambda: {c["name"] for c in raw.xinfo_consumers(stream, "workers")}
+        def names():
+            return {c["name"] for c in raw.xinfo_consumers(stream, "workers")}
         assert names() == {"finished-worker", "busy-worker"}
         def only_the_busy_one_is_left():
             q.heartbeat("busy-worker", [held], 1, 1)

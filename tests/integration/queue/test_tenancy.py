@@ -1,7 +1,8 @@
 """What one pool's credentials can still do to the queue, on a real redis-server: no INFO, no
 SELECT; the operator's pass (queue.upkeep, with the admin's connection) stores the memory
-sample submits check (the library's sample_memory), bounds what it reads, and undoes the wedges a pool's user could cause.
-Each test of "what a producer can still do" shows that and no more (README, "Security and tenancy")."""
+sample submits check (the library's sample_memory), bounds what it reads, and undoes the wedges
+a pool's user could cause. Each test of "what a producer can still do" shows that and no more
+(README, "Security and tenancy")."""
 from __future__ import annotations
 
 import time
@@ -22,14 +23,14 @@ MAX_ID = "18446744073709551615-18446744073709551615"
 
 
 @pytest.fixture
-def producer(users):  # noqa: F811
+def producer(users):
     q = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     yield q
     q.close()
 
 
 @pytest.mark.parametrize("role", acl.ROLES)
-def test_tenants_run_no_info_and_no_select(users, role):  # noqa: F811
+def test_tenants_run_no_info_and_no_select(users, role):
     client = users.client(role)
     for command in (("INFO",), ("INFO", "memory"), ("INFO", "memory", "everything"), ("INFO", "server"),
                     ("SELECT", "1"), ("SELECT", "0")):
@@ -66,7 +67,7 @@ def test_on_a_url_naming_a_db_users_may_select_and_deletion_scans_every_db(redis
         admin.close()
 
 
-def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue, producer):  # noqa: F811
+def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue, producer):
     admin = redis_sync.Redis.from_url(users.server.url)
     queue.stats(), producer.stats()                       # their connections count as used memory
     used = int(admin.info("memory")["used_memory"])
@@ -86,7 +87,7 @@ def test_submits_are_refused_near_maxmemory_by_the_operators_sample(users, queue
         admin.close()
 
 
-def test_a_forged_maximal_stream_id_is_undone_by_the_operators_pass(users, queue, producer):  # noqa: F811
+def test_a_forged_maximal_stream_id_is_undone_by_the_operators_pass(users, queue, producer):
     """A producer can: XADD an entry of any id and fields to the pool's stream. The largest id
     stops every later submit until the operator's next pass removes it."""
     k = PoolKeys("it", users.pool)
@@ -101,7 +102,7 @@ def test_a_forged_maximal_stream_id_is_undone_by_the_operators_pass(users, queue
 
 
 @pytest.mark.parametrize("position", ["$", "9999999999999-0"])
-def test_a_consumer_group_moved_past_waiting_jobs_is_undone_by_the_operators_pass(users, queue, producer,  # noqa: F811
+def test_a_consumer_group_moved_past_waiting_jobs_is_undone_by_the_operators_pass(users, queue, producer,
                                                                                   position):
     """A producer can: create the pool's consumer group before the first worker, at any position.
     Jobs it skipped reach the workers after the operator's next pass."""
@@ -117,7 +118,7 @@ def test_a_consumer_group_moved_past_waiting_jobs_is_undone_by_the_operators_pas
     assert queue.upkeep() == ()   # nothing left to repair
 
 
-def test_a_forged_worker_registry_is_cleared_and_other_pools_are_not_slowed(users, queue, redis_server):  # noqa: F811
+def test_a_forged_worker_registry_is_cleared_and_other_pools_are_not_slowed(users, queue, redis_server):
     """A worker's user can fill its pool's worker registry; the operator's pass clears it before
     the stats read walks it (HLEN first), so neither this pool's tick nor another's waits on it."""
     k = PoolKeys("it", users.pool)
@@ -152,7 +153,7 @@ def test_a_forged_worker_registry_is_cleared_and_other_pools_are_not_slowed(user
 
 # -- What a producer can still do inside its pool (README, "Security and tenancy"), one test a line.
 
-def test_a_producer_can_add_stream_entries_and_trim_the_waiting_jobs_with_them(users, queue, producer):  # noqa: F811
+def test_a_producer_can_add_stream_entries_and_trim_the_waiting_jobs_with_them(users, queue, producer):
     k = PoolKeys("it", users.pool)
     producer.submit_many([{"n": n} for n in range(3)])
     client = users.client(acl.PRODUCER)
@@ -164,7 +165,7 @@ def test_a_producer_can_add_stream_entries_and_trim_the_waiting_jobs_with_them(u
             client.execute_command(*command)
 
 
-def test_a_producer_can_mark_ids_as_known_so_their_submit_is_skipped(users, queue, producer):  # noqa: F811
+def test_a_producer_can_mark_ids_as_known_so_their_submit_is_skipped(users, queue, producer):
     k = PoolKeys("it", users.pool)
     client = users.client(acl.PRODUCER)
     client.execute_command("SADD", k.live, "batch-0")
@@ -175,7 +176,7 @@ def test_a_producer_can_mark_ids_as_known_so_their_submit_is_skipped(users, queu
             client.execute_command(*command)
 
 
-def test_a_producer_can_raise_the_pools_counters(users, queue):  # noqa: F811
+def test_a_producer_can_raise_the_pools_counters(users, queue):
     k = PoolKeys("it", users.pool)
     client = users.client(acl.PRODUCER)
     client.execute_command("HINCRBY", k.counters, "succeeded", "1000")
@@ -185,7 +186,7 @@ def test_a_producer_can_raise_the_pools_counters(users, queue):  # noqa: F811
             client.execute_command(*command)
 
 
-def test_a_producer_can_remove_a_worker_registration_until_its_next_heartbeat(users, queue):  # noqa: F811
+def test_a_producer_can_remove_a_worker_registration_until_its_next_heartbeat(users, queue):
     k = PoolKeys("it", users.pool)
     queue.heartbeat("w-1", [], 4, 0)
     client = users.client(acl.PRODUCER)
@@ -198,7 +199,7 @@ def test_a_producer_can_remove_a_worker_registration_until_its_next_heartbeat(us
             client.execute_command(*command)
 
 
-def test_a_producer_can_lower_only_its_own_submits_memory_estimate(users, queue, producer):  # noqa: F811
+def test_a_producer_can_lower_only_its_own_submits_memory_estimate(users, queue, producer):
     k = PoolKeys("it", users.pool)
     admin = redis_sync.Redis.from_url(users.server.url)
     queue.stats(), producer.stats()
@@ -219,9 +220,9 @@ def test_a_producer_can_lower_only_its_own_submits_memory_estimate(users, queue,
         admin.close()
 
 
-def test_a_producer_reads_results_and_counts_but_no_payloads_or_errors(users, queue, producer):  # noqa: F811
+def test_a_producer_reads_results_and_counts_but_no_payloads_or_errors(users, queue, producer):
     k = PoolKeys("it", users.pool)
-    done, dead = producer.submit_many([{"n": 1}, {"n": 2}], ["done", "dead"])
+    _done, _dead = producer.submit_many([{"n": 1}, {"n": 2}], ["done", "dead"])
     first, second = sorted(queue.fetch("w", 2, 0), key=lambda job: job.id != "done")
     queue.ack_many([(first, {"ok": True})])
     queue.fail(second, "secret error text", max_attempts=1, backoff=0, max_backoff=0)

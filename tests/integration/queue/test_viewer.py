@@ -86,7 +86,7 @@ def test_the_viewer_reads_every_page_of_its_namespaces_and_changes_nothing(redis
                    lambda: client.config_get("*"), lambda: client.info("memory"), lambda: client.acl_list(), lambda: client.flushall()):
         with pytest.raises(NoPermissionError):
             denied()
-    with pytest.raises(Exception, match="NOPERM|no permissions|can't"):
+    with pytest.raises(Exception, match=r"NOPERM|no permissions|can't"):
         client.eval("return redis.call('DEL', KEYS[1])", 1, shown.stream)
     client.close()
 

@@ -75,7 +75,7 @@ def test_an_operator_watches_a_pool_drain_reads_a_dead_job_and_replays_it(
     assert error.startswith(f"ValueError: {ERROR}") and "Traceback" in error
     assert browser.title != "owned" and not browser.find_elements(By.CSS_SELECTOR, "pre b")
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     screenshot(browser, "ui-dead-job.png", tmp_path)
 
     # replay it once the cause is fixed: it runs again and succeeds

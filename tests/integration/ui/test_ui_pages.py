@@ -265,7 +265,8 @@ def test_jobs_show_in_the_state_they_are_in(redis_server, pool_name, pool_users,
         ui = start_ui(pool_users.url("worker"), [pool_name])
         base = f"{ui.base}pools/it/{pool_name}"
         queued = requests.get(base, timeout=10).text
-        assert re.search(r'>run</a></td><td><span class="state running">running</span></td><td></td><td class="num">1</td><td>pod-a</td>', queued), queued
+        assert re.search(r'>run</a></td><td><span class="state running">running</span></td><td></td>'
+                         r'<td class="num">1</td><td>pod-a</td>', queued), queued
         assert re.search(r'>wait</a></td><td><span class="state waiting">waiting</span>', queued)
         delayed = requests.get(base + "?state=delayed", timeout=10).text
         assert re.search(r'>retry</a></td><td><span class="state delayed">delayed</span>.*due \d{4}-', delayed), delayed

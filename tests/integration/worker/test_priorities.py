@@ -93,7 +93,7 @@ def test_level_9_jobs_submitted_while_thousands_wait_all_finish_and_each_runs_on
     log = tmp_path / "runs.log"
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit_many([{"n": n} for n in range(1500)])
-        for n in range(2):
+        for _ in range(2):
             spawn_worker(handler="tests.integration.handlers:sleepy", concurrency=4,
                          env={"JOBPOOL_TEST_LOG": str(log)})
         for n in range(1500, 1520):   # the first four still run when the level-0 jobs are done

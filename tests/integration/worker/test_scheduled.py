@@ -13,7 +13,6 @@ from jobpool.cli import main
 from jobpool.controller.autoscaler import decide_replicas
 from jobpool.api import AutoscalingSpec
 
-from tests.helpers import wait_until
 
 
 def test_a_delayed_job_runs_no_sooner_than_its_delay(redis_server, pool_name, spawn_worker):
@@ -21,7 +20,7 @@ def test_a_delayed_job_runs_no_sooner_than_its_delay(redis_server, pool_name, sp
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         submitted = time.time()
         later = client.submit(None, delay=1.5)
-        at = client.submit(None, run_at=datetime.datetime.fromtimestamp(submitted + 1, datetime.timezone.utc))
+        at = client.submit(None, run_at=datetime.datetime.fromtimestamp(submitted + 1, datetime.UTC))
         now = client.submit(None)
         assert client.result(now, timeout=15).result < submitted + 1
         assert client.result(at, timeout=15).result >= submitted + 1 - 0.05

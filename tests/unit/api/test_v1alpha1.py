@@ -71,7 +71,7 @@ def test_batch_from_items_and_range():
 
 @pytest.mark.parametrize("handler", ["tasks.", "app:", ":f", "app tasks:f", "1app:f", "a:b:c", "m:f\n"])
 def test_a_malformed_handler_is_refused_naming_the_field(handler):
-    with pytest.raises(ValidationError, match="worker.handler") as caught:
+    with pytest.raises(ValidationError, match=r"worker\.handler") as caught:
         spec(worker={"image": "a", "handler": handler})
     assert caught.value.errors()[0]["loc"] == ("worker", "handler")
 

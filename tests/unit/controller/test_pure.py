@@ -1,5 +1,4 @@
 """The operator's small pure pieces: flags, the leader-lease rule, URL redaction, batch digest."""
-import asyncio
 
 import pytest
 
@@ -85,7 +84,7 @@ def test_queue_errors_about_a_secret_url_quote_no_part_of_it(url):
     assert queue_message(SECRET_QUEUE, url, error) == (
         "cannot reach the queue at <hidden>: Error 111 connecting to <hidden>. Connection refused.")
     assert queue_message(SECRET_QUEUE, url, ValueError(f"bad {url}\nmore")) == "bad <hidden>"
-    assert queue_message(SECRET_QUEUE, "", asyncio.TimeoutError()) == "TimeoutError"
+    assert queue_message(SECRET_QUEUE, "", TimeoutError()) == "TimeoutError"
     assert "private-host" not in shown_queue(SECRET_QUEUE, url)
 
 

@@ -5,7 +5,8 @@ from jobpool.controller.reconcile import ClusterCache, slim
 from tests.unit.controller.test_plan import gathered
 
 GATE = {"name": "kueue.x-k8s.io/admission"}
-MESSAGE = "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, 250m more needed"
+MESSAGE = ("couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, "
+           "250m more needed")
 
 
 def pod(name, gated=True):

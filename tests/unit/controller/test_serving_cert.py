@@ -9,7 +9,7 @@ from jobpool.controller.serving_cert import VALID_DAYS, make_certificate, renewa
 # as long as a long namespace makes them: a common name could not hold them (64 characters)
 NAMES = ["jp-operator-external-metrics.a-namespace-named-at-length-by-a-test-run.svc",
          "jp-operator-external-metrics.a-namespace-named-at-length-by-a-test-run"]
-NOW = dt.datetime(2026, 12, 7, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 
 
 def test_a_certificate_is_kept_until_its_names_change_or_it_nears_its_end():

@@ -29,10 +29,11 @@ def streams_entries(reply: Any) -> dict[Any, list]:
         return {}
     if isinstance(reply, dict):
         return {name: entries[0] for name, entries in reply.items()}
-    return {name: entries for name, entries in reply}
+    return dict(reply)
 
 
-_ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))   # entries are read as bytes
+# entries are read as bytes: the same NamedTuple, of the names encoded (its fields are typed str)
+_ENTRY_BYTES = type(ENTRY)(*(name.encode() for name in ENTRY))  # type: ignore[arg-type]
 
 
 def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str) -> Job:

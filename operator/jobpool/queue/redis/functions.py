@@ -12,7 +12,8 @@ Resend rules (what `RedisStreamsQueue` may do when a connection drops before the
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
+from collections.abc import Sequence
 
 from ..keys import PoolKeys
 from . import library
@@ -45,6 +46,11 @@ class Function:
                 break
             pool_keys.append(name)
         cls._POOL_KEYS, cls._GIVEN_KEYS = tuple(pool_keys), cls.KEYS[len(pool_keys):]
+
+    @staticmethod
+    def parse(reply: Any) -> Any:
+        """The function's reply, parsed (each function defines its own)."""
+        raise NotImplementedError
 
     @classmethod
     def _command(cls, pool: PoolKeys, **values: Any) -> tuple:

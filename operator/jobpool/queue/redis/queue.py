@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -38,7 +39,7 @@ DEFAULT_DEAD_LETTER_CAP = 10_000
 RESULT_BLOCK_SECONDS = 5.0   # result()'s blocking read is renewed this often, within the socket timeout
 
 
-def open_queue(url: str, namespace: str, pool: str, **options: Any) -> "RedisStreamsQueue":
+def open_queue(url: str, namespace: str, pool: str, **options: Any) -> RedisStreamsQueue:
     """The queue of pool `namespace/pool` at `url`; raises QueueError for a bad URL.
     No connection is made until the first operation."""
     check_queue_url(url)
@@ -68,7 +69,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
         self.visibility_timeout = visibility_timeout
         self.result_ttl = result_ttl
         self.results_cap = results_cap
-        options = dict(socket_connect_timeout=connect_timeout,
+        options: dict[str, Any] = dict(socket_connect_timeout=connect_timeout,
                        socket_timeout=max(10.0, connect_timeout))
         if connection.topology(url) != connection.CLUSTER:   # a cluster client retries by itself
             # no retries of its own: the queue's callers back off (an asyncio client takes
@@ -78,7 +79,7 @@ class RedisStreamsQueue(SubmitPath, Queue):
         self._options = options
         self._blocking: Any = None        # the sync client of submit_blocking, made on first use
         self._direct_submits = 0          # one-job submits under way on their own
-        self._gathered: list[tuple[Any, str | None, asyncio.Future]] = []
+        self._gathered = []
         self._gatherer: asyncio.Task | None = None
         try:
             self.redis = connection.connect(url, decode_responses=True, **options)

@@ -6,7 +6,8 @@ import asyncio
 import bisect
 import itertools
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import redis
 from redis.backoff import NoBackoff
