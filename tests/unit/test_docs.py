@@ -121,12 +121,12 @@ def test_every_jobpool_command_shown_is_a_cli_subcommand(doc):
             unknown.append(" ".join(words))
             continue
         actions = subcommands(commands_[command])
-        if command == "operator" and rest and not rest[0].startswith("-"):
-            if rest[0] not in operator_commands():
+        named = rest[0] if rest and not rest[0].startswith("-") else None
+        if named and command == "operator":
+            if named not in operator_commands():
                 unknown.append(" ".join(words))
-        elif actions and rest and not rest[0].startswith("-"):
-            if not set(rest[0].split("|")) <= actions.keys():
-                unknown.append(" ".join(words))
+        elif named and actions and not set(named.split("|")) <= actions.keys():
+            unknown.append(" ".join(words))
     assert not unknown, f"{doc.name} shows jobpool commands the CLI lacks: {unknown}"
 
 
@@ -160,9 +160,7 @@ def test_every_relative_link_lands_on_a_file_and_anchor(doc):
             continue                                     # https:, mailto:
         path, _, anchor = link.partition("#")
         target = (doc.parent / path).resolve() if path else doc
-        if not target.exists():
-            broken.append(link)
-        elif anchor and (target.suffix != ".md" or anchor not in anchors(target)):
+        if not target.exists() or (anchor and (target.suffix != ".md" or anchor not in anchors(target))):
             broken.append(link)
     assert not broken, f"{doc.name}: links to no file or no heading: {broken}"
 
