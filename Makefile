@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers of `make test`: the tests mostly wait on clusters, so more than the cores.
+TEST_WORKERS ?= 3
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
@@ -80,9 +82,9 @@ demo-plot: venv redis tools
 test-builds: venv node-packages
 	@bash scripts/test-builds.sh
 
-## The whole test suite, against a real redis-server and a real control plane.
+## The whole test suite, against a real redis-server and a real control plane, on $(TEST_WORKERS) workers.
 test: venv redis prometheus browser test-builds
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 ## The whole suite as a fresh machine runs it: a fresh clone, empty Go, pip, tools and image caches.
 test-cold:
