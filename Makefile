@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers of `make test`: the tests mostly wait on clusters, so more than the cores.
+TEST_WORKERS ?= 3
 # Locally built control-plane binaries and the virtualenv come first on PATH.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
 
@@ -86,9 +88,9 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## The whole test suite, against a real redis-server and a real control plane.
+## The whole test suite, against a real redis-server and a real control plane, on pytest-xdist workers.
 test: venv redis prometheus browser test-builds
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 ## The whole suite as a fresh machine runs it: a fresh clone, empty Go, pip, tools and image caches.
 test-cold:

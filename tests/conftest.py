@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.real_node",
     "tests.fixtures.timings",
+    "tests.fixtures.parallel",
 ]
