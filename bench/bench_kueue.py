@@ -9,6 +9,7 @@ WaitingForQuota; from A's backlog drained to B's first pod admitted; B's backlog
 
 Usage: python bench/bench_kueue.py [--rounds N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ from tests.helpers import wait_until  # noqa: E402
 def namespace(cluster: KubeCluster, name: str) -> str:
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, f"{kueue_fixture.MANAGED_LABEL}=true")
-    wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-               timeout=30, what=f"{name}'s default service account")
+    wait_until(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        timeout=30,
+        what=f"{name}'s default service account",
+    )
     return name
 
 
@@ -41,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="jobpool-bench-kueue-"))
     local = localcluster.LocalCluster(root=work / "cluster", bin_dir=BIN_DIR, bind_to_parent=True).start()
-    cluster = KubeCluster(kubeconfig=str(local.kubeconfig), server=local.server, env=local.env(), bin_dir=BIN_DIR,
-                          cluster=local)
+    cluster = KubeCluster(
+        kubeconfig=str(local.kubeconfig), server=local.server, env=local.env(), bin_dir=BIN_DIR, cluster=local
+    )
     (work / "redis").mkdir()
     redis = RedisServer(work / "redis")
     redis.start()
@@ -62,14 +67,18 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 run.close()
             m = run.marks
-            rounds.append({
-                "team A submit -> first pod admitted": m["team A: first pod admitted"],
-                "team A submit -> 4 pods admitted (the quota)": m["team A: 4 pods admitted"],
-                "team B submit -> pool WaitingForQuota": m["team B: WaitingForQuota"] - m["team B: backlog submitted"],
-                "team A drained -> team B's first pod admitted":
-                    m["team B: first pod admitted"] - m["team A: backlog drained"],
-                "team B submit -> its backlog drained": m["team B: backlog drained"] - m["team B: backlog submitted"],
-            })
+            rounds.append(
+                {
+                    "team A submit -> first pod admitted": m["team A: first pod admitted"],
+                    "team A submit -> 4 pods admitted (the quota)": m["team A: 4 pods admitted"],
+                    "team B submit -> pool WaitingForQuota": m["team B: WaitingForQuota"]
+                    - m["team B: backlog submitted"],
+                    "team A drained -> team B's first pod admitted": m["team B: first pod admitted"]
+                    - m["team A: backlog drained"],
+                    "team B submit -> its backlog drained": m["team B: backlog drained"]
+                    - m["team B: backlog submitted"],
+                }
+            )
             print(f"round {n + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in rounds[-1].items()), flush=True)
     finally:
         if kueue is not None:

@@ -6,6 +6,7 @@ N items, divided by N, for a small payload and for one of 1 KiB.
 
 Usage: python bench/bench_memory.py [--items N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from jobpool.queue import open_queue  # noqa: E402
 from tests.fixtures.redis import RedisServer  # noqa: E402
 
-ERROR = "ValueError: cannot handle this payload"   # a short error, as a one-line exception gives
+ERROR = "ValueError: cannot handle this payload"  # a short error, as a one-line exception gives
 
 
 async def used_memory(queue) -> int:
@@ -41,8 +42,7 @@ async def run_through(queue, items: int, *, fail: bool) -> None:
 
 async def measure(url: str, items: int, label: str, payload_of) -> dict[str, float]:
     """Bytes per waiting job, per result and per dead letter for payloads `payload_of(n)`."""
-    queue = open_queue(url, "bench", f"memory-{label}", results_cap=items * 2,
-                       dead_letter_cap=items * 2)
+    queue = open_queue(url, "bench", f"memory-{label}", results_cap=items * 2, dead_letter_cap=items * 2)
     await queue.delete_all()
     figures = {}
     before = await used_memory(queue)
@@ -77,8 +77,10 @@ async def main() -> None:
     print(f"  {'':<12} {'payload ~10 B':>14} {'payload ~1 KiB':>15}")
     for what in ("waiting job", "result", "dead letter"):
         print(f"  {what:<12} {small[what]:>12,.0f} B {large[what]:>13,.0f} B")
-    print("  (result = the payload echoed back; dead letter error: "
-          f"{len(ERROR)} characters; generated job ids, 26-28 characters)")
+    print(
+        "  (result = the payload echoed back; dead letter error: "
+        f"{len(ERROR)} characters; generated job ids, 26-28 characters)"
+    )
 
 
 if __name__ == "__main__":

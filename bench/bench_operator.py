@@ -14,6 +14,7 @@
 Usage: python bench/bench_operator.py [--pools N] [--spikes N] [--idle-seconds S]
 Set JOBPOOL_CLUSTER_DIR=.cluster to use a cluster from `make cluster-up`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,15 @@ def load_localcluster():
 
 
 def kubectl(env, *args, input=None):
-    return subprocess.run([str(BIN / "kubectl"), *args], env=env, input=input, capture_output=True,
-                          text=True, check=True, timeout=120).stdout
+    return subprocess.run(
+        [str(BIN / "kubectl"), *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
 
 
 def rss_mb(pid: int) -> float:
@@ -76,9 +84,20 @@ class ReadyWatch(threading.Thread):
         super().__init__(daemon=True)
         self.ready: dict[str, bool] = {}
         self.process = subprocess.Popen(
-            [str(BIN / "kubectl"), "get", "jobpools", "-n", namespace, "--watch", "-o",
-             'jsonpath={.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\\n"}'],
-            env=env, stdout=subprocess.PIPE, text=True)
+            [
+                str(BIN / "kubectl"),
+                "get",
+                "jobpools",
+                "-n",
+                namespace,
+                "--watch",
+                "-o",
+                'jsonpath={.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\\n"}',
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self) -> None:
         for line in self.process.stdout:
@@ -97,8 +116,21 @@ class ReplicaWatch(threading.Thread):
         super().__init__(daemon=True)
         self.changes: list[tuple[float, int]] = []
         self.process = subprocess.Popen(
-            [str(BIN / "kubectl"), "get", "deployment", name, "-n", namespace, "--watch", "-o",
-             "jsonpath={.spec.replicas}{\"\\n\"}"], env=env, stdout=subprocess.PIPE, text=True)
+            [
+                str(BIN / "kubectl"),
+                "get",
+                "deployment",
+                name,
+                "-n",
+                namespace,
+                "--watch",
+                "-o",
+                'jsonpath={.spec.replicas}{"\\n"}',
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self) -> None:
         for line in self.process.stdout:
@@ -111,8 +143,16 @@ class ReplicaWatch(threading.Thread):
 
 # (resource, subresource) the operator writes; kwok's pod status and node leases, the controllers'
 # Deployment status and the operator's one leader Lease are not per-pool costs.
-OPERATOR_WRITES = {("jobpools", ""), ("jobpools", "status"), ("deployments", ""), ("services", ""),
-                   ("poddisruptionbudgets", ""), ("pods", ""), ("secrets", ""), ("events", "")}
+OPERATOR_WRITES = {
+    ("jobpools", ""),
+    ("jobpools", "status"),
+    ("deployments", ""),
+    ("services", ""),
+    ("poddisruptionbudgets", ""),
+    ("pods", ""),
+    ("secrets", ""),
+    ("events", ""),
+}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE"}
 
 
@@ -122,7 +162,7 @@ def api_writes(env) -> dict[tuple[str, str, str], int]:
     for line in kubectl(env, "get", "--raw", "/metrics").splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(","))
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(","))
         labels = {key: value.strip('"') for key, value in labels.items()}
         key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
         if key[0] in WRITE_VERBS and key[1:] in OPERATOR_WRITES:
@@ -162,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", type=int, default=200)
     parser.add_argument("--spikes", type=int, default=7)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--profile", metavar="FILE", help="run the operator under pyinstrument; its report goes here")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run the operator under pyinstrument; its report goes here"
+    )
     args = parser.parse_args(argv)
 
     localcluster = load_localcluster()
@@ -173,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # a kwok node holds 110 pods: one per pool plus the spiky pool's 10
         nodes = max(3, math.ceil((args.pools + 20) / 100))
-        cluster = localcluster.LocalCluster(root=work / "cluster", bin_dir=BIN, nodes=nodes, bind_to_parent=True).start()
+        cluster = localcluster.LocalCluster(
+            root=work / "cluster", bin_dir=BIN, nodes=nodes, bind_to_parent=True
+        ).start()
     redis_dir = work / "redis"
     redis_dir.mkdir()
     redis = RedisServer(redis_dir)
@@ -186,19 +230,41 @@ def main(argv: list[str] | None = None) -> int:
         kubectl(env, "wait", "--for=condition=Established", "crd/jobpools.jobpool.dev", "--timeout=60s")
         kubectl(env, "create", "namespace", namespace)
         metrics_port = free_port()
-        profiler = ["-m", "pyinstrument", "--renderer", "text", "--outfile", args.profile] if args.profile else []
+        profiler = (
+            ["-m", "pyinstrument", "--renderer", "text", "--outfile", args.profile] if args.profile else []
+        )
         operator = subprocess.Popen(
-            [sys.executable, *profiler, "-m", "jobpool.cli", "operator", "--namespace", namespace, "--default-queue",
-             redis.url, "--metrics-port", str(metrics_port), "--log-level", "WARNING"],
-            env={**env, "PYTHONPATH": os.pathsep.join(filter(None, (os.environ.get("PYTHONPATH"), str(ROOT))))},
+            [
+                sys.executable,
+                *profiler,
+                "-m",
+                "jobpool.cli",
+                "operator",
+                "--namespace",
+                namespace,
+                "--default-queue",
+                redis.url,
+                "--metrics-port",
+                str(metrics_port),
+                "--log-level",
+                "WARNING",
+            ],
+            env={
+                **env,
+                "PYTHONPATH": os.pathsep.join(filter(None, (os.environ.get("PYTHONPATH"), str(ROOT)))),
+            },
             stdout=subprocess.DEVNULL,
-            stderr=open(work / "operator.log", "w"))
+            stderr=open(work / "operator.log", "w"),
+        )
         wait(lambda: _healthy(metrics_port), 60, "the operator's /healthz")
         time.sleep(2.0)  # lease + kopf watches established
         rss_idle = rss_mb(operator.pid)
 
-        manifests = {"apiVersion": "v1", "kind": "List",
-                     "items": [pool(f"pool-{i:04d}") for i in range(args.pools)]}
+        manifests = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [pool(f"pool-{i:04d}") for i in range(args.pools)],
+        }
         readiness = ReadyWatch(env, namespace)
         readiness.start()
         started = time.monotonic()
@@ -208,31 +274,59 @@ def main(argv: list[str] | None = None) -> int:
         while readiness.count() < args.pools:
             peak = max(peak, rss_mb(operator.pid))
             if operator.poll() is not None:
-                raise SystemExit(f"bench: the operator exited ({operator.returncode}) with {readiness.count()}/"
-                                 f"{args.pools} pools Ready; see {work / 'operator.log'}")
+                raise SystemExit(
+                    f"bench: the operator exited ({operator.returncode}) with {readiness.count()}/"
+                    f"{args.pools} pools Ready; see {work / 'operator.log'}"
+                )
             if time.monotonic() - applied > 600:
                 raise SystemExit(f"bench: only {readiness.count()}/{args.pools} pools Ready after 600 s")
             time.sleep(0.1)
         all_ready_s = time.monotonic() - applied
         readiness.process.terminate()
         rss_ready = rss_mb(operator.pid)
-        print(f"{args.pools} pools Ready after {all_ready_s:.1f} s; operator RSS {rss_ready:.0f} MB", flush=True)
+        print(
+            f"{args.pools} pools Ready after {all_ready_s:.1f} s; operator RSS {rss_ready:.0f} MB", flush=True
+        )
 
         # Idle: counters settle (written at most once a second), then nothing should be written.
         time.sleep(3.0)
         before = api_writes(env)
         commands = redis_commands(redis.url, args.idle_seconds)
         after = api_writes(env)
-        writes = {key: after.get(key, 0) - before.get(key, 0) for key in after if after.get(key, 0) != before.get(key, 0)}
+        writes = {
+            key: after.get(key, 0) - before.get(key, 0)
+            for key in after
+            if after.get(key, 0) != before.get(key, 0)
+        }
         round_trips = sum(commands.values())
-        print(f"idle {args.idle_seconds:.0f} s: {sum(writes.values())} API writes {writes or ''}; {round_trips} Redis "
-              f"commands {commands} = {round_trips / args.pools / args.idle_seconds:.2f} per pool per second",
-              flush=True)
+        print(
+            f"idle {args.idle_seconds:.0f} s: {sum(writes.values())} API writes {writes or ''}; {round_trips} Redis "
+            f"commands {commands} = {round_trips / args.pools / args.idle_seconds:.2f} per pool per second",
+            flush=True,
+        )
 
         # Autoscaler reaction, with the 200 pools still being reconciled.
-        kubectl(env, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(pool(
-            "spiky", concurrency=1, autoscaling={"enabled": True, "minWorkers": 0, "maxWorkers": 10,
-                                                "targetBacklogPerWorker": 1, "scaleDownDelaySeconds": 0})))
+        kubectl(
+            env,
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=yaml.safe_dump(
+                pool(
+                    "spiky",
+                    concurrency=1,
+                    autoscaling={
+                        "enabled": True,
+                        "minWorkers": 0,
+                        "maxWorkers": 10,
+                        "targetBacklogPerWorker": 1,
+                        "scaleDownDelaySeconds": 0,
+                    },
+                )
+            ),
+        )
         wait(lambda: _deployment_exists(env, namespace, "spiky-workers"), 30, "the spiky pool's Deployment")
         watch = ReplicaWatch(env, namespace, "spiky-workers")
         watch.start()
@@ -264,17 +358,25 @@ def main(argv: list[str] | None = None) -> int:
             "autoscaler_reaction_seconds_max": round(max(reactions), 3),
             "spikes": len(reactions),
         }
-        print(f"{args.pools} JobPools Ready {figures['all_ready_seconds_after_last_apply']} s after the last "
-              f"apply, {figures['all_ready_seconds_after_first_apply']} s after the first "
-              f"(kubectl apply took {figures['apply_seconds']} s)")
-        print(f"operator RSS: {figures['operator_rss_mb_idle']} MB idle, {figures['operator_rss_mb_all_ready']} MB "
-              f"with {args.pools} pools ({figures['operator_rss_ratio_to_empty_operator']} x the empty operator, "
-              f"{figures['operator_rss_mb_per_pool']} MB per pool), peak {figures['operator_rss_mb_peak']} MB")
-        print(f"idle pools: {figures['idle_api_writes']} API writes, "
-              f"{figures['idle_redis_commands_per_pool_per_second']} Redis round trips per pool per second")
-        print(f"autoscaler reaction (submit -> Deployment replicas patched): median "
-              f"{figures['autoscaler_reaction_seconds_median']} s, max {figures['autoscaler_reaction_seconds_max']} s "
-              f"over {len(reactions)} spikes")
+        print(
+            f"{args.pools} JobPools Ready {figures['all_ready_seconds_after_last_apply']} s after the last "
+            f"apply, {figures['all_ready_seconds_after_first_apply']} s after the first "
+            f"(kubectl apply took {figures['apply_seconds']} s)"
+        )
+        print(
+            f"operator RSS: {figures['operator_rss_mb_idle']} MB idle, {figures['operator_rss_mb_all_ready']} MB "
+            f"with {args.pools} pools ({figures['operator_rss_ratio_to_empty_operator']} x the empty operator, "
+            f"{figures['operator_rss_mb_per_pool']} MB per pool), peak {figures['operator_rss_mb_peak']} MB"
+        )
+        print(
+            f"idle pools: {figures['idle_api_writes']} API writes, "
+            f"{figures['idle_redis_commands_per_pool_per_second']} Redis round trips per pool per second"
+        )
+        print(
+            f"autoscaler reaction (submit -> Deployment replicas patched): median "
+            f"{figures['autoscaler_reaction_seconds_median']} s, max {figures['autoscaler_reaction_seconds_max']} s "
+            f"over {len(reactions)} spikes"
+        )
         print(json.dumps(figures))
         return 0
     finally:
@@ -285,8 +387,11 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 operator.kill()
         if external:
-            subprocess.run([str(BIN / "kubectl"), "delete", "namespace", namespace, "--wait=false"], env=env,
-                           capture_output=True)
+            subprocess.run(
+                [str(BIN / "kubectl"), "delete", "namespace", namespace, "--wait=false"],
+                env=env,
+                capture_output=True,
+            )
         else:
             cluster.stop()
         redis.stop()
@@ -301,8 +406,12 @@ def _healthy(port: int) -> bool:
 
 
 def _deployment_exists(env, namespace: str, name: str) -> bool:
-    return subprocess.run([str(BIN / "kubectl"), "get", "deployment", name, "-n", namespace], env=env,
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            [str(BIN / "kubectl"), "get", "deployment", name, "-n", namespace], env=env, capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 async def _submit(url: str, namespace: str, name: str, count: int) -> float:

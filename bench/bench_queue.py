@@ -20,6 +20,7 @@ Each figure is the median of `--runs` runs.
 
 Usage: python bench/bench_queue.py [--jobs N] [--concurrency C] [--runs R] [--latency-samples N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
@@ -120,8 +121,7 @@ async def floor_handoff(url: str, samples: int) -> tuple[float, float]:
     await producer.xgroup_create(FLOOR_STREAM, "g", id="$", mkstream=True)
     delays = []
     for _ in range(samples):
-        read = asyncio.ensure_future(
-            consumer.xreadgroup("g", "c", {FLOOR_STREAM: ">"}, count=1, block=5000))
+        read = asyncio.ensure_future(consumer.xreadgroup("g", "c", {FLOOR_STREAM: ">"}, count=1, block=5000))
         await asyncio.sleep(0.005)
         sent = time.time()
         await producer.xadd(FLOOR_STREAM, {"p": "0"})
@@ -146,7 +146,7 @@ async def bulk_submit(url: str, jobs: int) -> float:
 
 def client_submit_one(url: str, jobs: int) -> float:
     client = Client(url, "bench", "submit-one")
-    client.submit(0)   # the connection is made before the clock starts, as for the floor
+    client.submit(0)  # the connection is made before the clock starts, as for the floor
     started = time.perf_counter()
     for n in range(jobs):
         client.submit(n)
@@ -171,16 +171,39 @@ async def async_client_submit(url: str, jobs: int, in_flight: int = 100) -> floa
     return rate
 
 
-def start_workers(url: str, pool: str, count: int, concurrency: int, handler: str,
-                  logs: Path) -> list[subprocess.Popen]:
+def start_workers(
+    url: str, pool: str, count: int, concurrency: int, handler: str, logs: Path
+) -> list[subprocess.Popen]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return [subprocess.Popen(
-        [sys.executable, "-m", "jobpool.cli", "worker", "--queue", url, "--namespace", "bench",
-         "--pool", pool,
-         "--concurrency", str(concurrency), "--handler", handler, "--metrics-port", "0",
-         "--worker-id", f"bench-{pool}-{i}"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(logs / f"{pool}-{i}.log", "w"))
-        for i in range(count)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobpool.cli",
+                "worker",
+                "--queue",
+                url,
+                "--namespace",
+                "bench",
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--handler",
+                handler,
+                "--metrics-port",
+                "0",
+                "--worker-id",
+                f"bench-{pool}-{i}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(logs / f"{pool}-{i}.log", "w"),
+        )
+        for i in range(count)
+    ]
 
 
 def stop_workers(workers: list[subprocess.Popen]) -> None:
@@ -207,14 +230,17 @@ async def wait_for_workers(queue, count: int, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-async def processing(url: str, jobs: int, processes: int, concurrency: int, handler: str,
-                     logs: Path, levels: int = 0) -> tuple[float, float]:
+async def processing(
+    url: str, jobs: int, processes: int, concurrency: int, handler: str, logs: Path, levels: int = 0
+) -> tuple[float, float]:
     """(jobs/s from the first to the last acknowledgement, worker CPU-seconds per 1,000 jobs).
     `levels`: spread the jobs over that many priority levels x that many fairness keys."""
     pool = f"process-{processes}-{handler.rpartition(':')[2].replace('_', '-')}-{levels}"
     queue = open_queue(url, "bench", pool)
-    options = [JobOptions(priority=n % levels, fairness_key=f"k{n // levels % levels}") if levels
-               else JobOptions() for n in range(jobs)]
+    options = [
+        JobOptions(priority=n % levels, fairness_key=f"k{n // levels % levels}") if levels else JobOptions()
+        for n in range(jobs)
+    ]
     await queue.submit_many(list(range(jobs)), options=options)
     workers = start_workers(url, pool, processes, concurrency, f"bench.handlers:{handler}", logs)
     try:
@@ -245,7 +271,7 @@ async def latency(url: str, samples: int, logs: Path) -> tuple[float, float]:
     workers = start_workers(url, pool, 1, 50, "bench.handlers:started_at", logs)
     try:
         await wait_for_workers(queue, 1)
-        await queue.submit(0)   # warm up the worker's connections
+        await queue.submit(0)  # warm up the worker's connections
         delays = []
         for _ in range(samples):
             submitted = time.time()
@@ -280,8 +306,7 @@ def line(what: str, figure: str, ratio: float, floor: str, target: str = "") -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--single-jobs", type=int, default=5_000,
-                        help="jobs submitted one at a time")
+    parser.add_argument("--single-jobs", type=int, default=5_000, help="jobs submitted one at a time")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-samples", type=int, default=500)
@@ -292,55 +317,76 @@ def main() -> None:
     server.start()
     url = server.url
     try:
-        print(f"redis-server 127.0.0.1:{server.port} (AOF on, everysec); {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}; median of {runs} runs")
+        print(
+            f"redis-server 127.0.0.1:{server.port} (AOF on, everysec); {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.1f}; median of {runs} runs"
+        )
         one = median_of(runs, lambda: floor_xadd_one(url, args.single_jobs))
         piped = median_of(runs, lambda: floor_xadd_pipelined(url, jobs))
         in_flight = median_of(runs, lambda: asyncio.run(floor_xadd_in_flight(url, jobs)))
         drain, drain_cpu = median_of(runs, lambda: floor_drain(url, jobs))
         hand_p50, hand_p99 = asyncio.run(floor_handoff(url, args.latency_samples))
         print("floors (bare redis-py):")
-        print(f"  XADD one at a time {one:,.0f}/s; pipelined {piped:,.0f}/s; asyncio 100 in "
-              f"flight {in_flight:,.0f}/s")
-        print(f"  XREADGROUP COUNT 100 + pipelined XACK/XDEL {drain:,.0f}/s at "
-              f"{drain_cpu:.4f} CPU-s/1k; XADD -> blocked XREADGROUP p50 {hand_p50:.2f} ms, "
-              f"p99 {hand_p99:.2f} ms")
+        print(
+            f"  XADD one at a time {one:,.0f}/s; pipelined {piped:,.0f}/s; asyncio 100 in "
+            f"flight {in_flight:,.0f}/s"
+        )
+        print(
+            f"  XREADGROUP COUNT 100 + pipelined XACK/XDEL {drain:,.0f}/s at "
+            f"{drain_cpu:.4f} CPU-s/1k; XADD -> blocked XREADGROUP p50 {hand_p50:.2f} ms, "
+            f"p99 {hand_p99:.2f} ms"
+        )
 
         print("submit:")
         rate = median_of(runs, lambda: asyncio.run(bulk_submit(url, jobs)))
-        line(f"submit_many ({jobs:,} jobs)", f"{rate:,.0f} jobs/s", rate / piped,
-             "pipelined XADD")
+        line(f"submit_many ({jobs:,} jobs)", f"{rate:,.0f} jobs/s", rate / piped, "pipelined XADD")
         rate = median_of(runs, lambda: client_submit_one(url, args.single_jobs))
-        line("Client.submit() one at a time", f"{rate:,.0f} jobs/s", rate / one,
-             "XADD one at a time", ">= 8,000/s, >= 0.80 x")
+        line(
+            "Client.submit() one at a time",
+            f"{rate:,.0f} jobs/s",
+            rate / one,
+            "XADD one at a time",
+            ">= 8,000/s, >= 0.80 x",
+        )
         rate = median_of(runs, lambda: asyncio.run(async_client_submit(url, jobs)))
-        line("AsyncClient.submit(), 100 in flight", f"{rate:,.0f} jobs/s", rate / in_flight,
-             "XADD 100 in flight", ">= 40,000/s")
+        line(
+            "AsyncClient.submit(), 100 in flight",
+            f"{rate:,.0f} jobs/s",
+            rate / in_flight,
+            "XADD 100 in flight",
+            ">= 40,000/s",
+        )
 
         print(f"processing, {jobs:,} waiting jobs, 1 worker process x concurrency {slots}:")
         for handler, ceiling, name, target in (
-                ("noop", None, "no-op async handler", ">= 20,000/s"),
-                ("sleep_1ms", slots * 1000, "1 ms async handler", ""),
-                ("sleep_10ms", slots * 100, "10 ms async handler", ""),
-                ("sync_noop", None, "no-op sync handler", "")):
-            rate, cpu = median_of(runs, lambda: asyncio.run(
-                processing(url, jobs, 1, slots, handler, directory)))
+            ("noop", None, "no-op async handler", ">= 20,000/s"),
+            ("sleep_1ms", slots * 1000, "1 ms async handler", ""),
+            ("sleep_10ms", slots * 100, "10 ms async handler", ""),
+            ("sync_noop", None, "no-op sync handler", ""),
+        ):
+            rate, cpu = median_of(
+                runs, lambda: asyncio.run(processing(url, jobs, 1, slots, handler, directory))
+            )
             if ceiling:
                 line(name, f"{rate:,.0f} jobs/s", rate / ceiling, f"ceiling {ceiling:,}/s")
             else:
                 line(name, f"{rate:,.0f} jobs/s", rate / drain, "bare drain", target)
-            line("  worker CPU", f"{cpu:.4f} CPU-s/1k", cpu / drain_cpu, "bare drain's CPU",
-                 "<= 0.05 CPU-s/1k" if handler == "noop" else "")
-        rate, cpu = median_of(runs, lambda: asyncio.run(
-            processing(url, jobs, 2, slots, "noop", directory)))
+            line(
+                "  worker CPU",
+                f"{cpu:.4f} CPU-s/1k",
+                cpu / drain_cpu,
+                "bare drain's CPU",
+                "<= 0.05 CPU-s/1k" if handler == "noop" else "",
+            )
+        rate, cpu = median_of(runs, lambda: asyncio.run(processing(url, jobs, 2, slots, "noop", directory)))
         line("2 worker processes, no-op", f"{rate:,.0f} jobs/s", rate / drain, "bare drain")
-        rate, cpu = median_of(runs, lambda: asyncio.run(
-            processing(url, jobs, 1, slots, "noop", directory, levels=10)))
+        rate, cpu = median_of(
+            runs, lambda: asyncio.run(processing(url, jobs, 1, slots, "noop", directory, levels=10))
+        )
         line("no-op, 10 levels x 10 fairness keys", f"{rate:,.0f} jobs/s", rate / drain, "bare drain")
         line("  worker CPU", f"{cpu:.4f} CPU-s/1k", cpu / drain_cpu, "bare drain's CPU")
 
-        p50, p99 = median_of(runs, lambda: asyncio.run(
-            latency(url, args.latency_samples, directory)))
+        p50, p99 = median_of(runs, lambda: asyncio.run(latency(url, args.latency_samples, directory)))
         print(f"enqueue -> start, {args.latency_samples} single jobs at low load:")
         line("p50", f"{p50:.2f} ms", p50 / hand_p50, "bare hand-off p50", "< 1 ms")
         line("p99", f"{p99:.2f} ms", p99 / hand_p99, "bare hand-off p99", "< 5 ms")

@@ -11,6 +11,7 @@ For each durability (async, replicated), one pool:
 
 Usage: python bench/bench_replication.py [--jobs N] [--latency-samples N] [--rounds N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def start_pair(directory: Path) -> tuple[Node, Node]:
     master.start()
     replica = Node(directory / "replica", f"replicaof {master.host} {master.port}")
     replica.start()
-    wait_for(lambda: replica.client().info("replication")["master_link_status"] == "up", 30,
-             "the replica to sync")
+    wait_for(
+        lambda: replica.client().info("replication")["master_link_status"] == "up", 30, "the replica to sync"
+    )
     return master, replica
 
 
@@ -70,11 +72,16 @@ async def measure(url: str, master: Node, durability: str, jobs: int, samples: i
             done += len(batch)
         ack_seconds = time.perf_counter() - started
         cpu_per_job = (cpu_seconds(master) - cpu_before) / jobs
-        return {"p50": statistics.median(latencies),
-                "p99": statistics.quantiles(latencies, n=100)[98],
-                "submit": jobs / submit_seconds, "ack": jobs / ack_seconds,
-                "cpu_us": cpu_per_job * 1e6, "ceiling": 1 / cpu_per_job,
-                "cpu_single_us": cpu_unbatched * 1e6, "ceiling_single": 1 / cpu_unbatched}
+        return {
+            "p50": statistics.median(latencies),
+            "p99": statistics.quantiles(latencies, n=100)[98],
+            "submit": jobs / submit_seconds,
+            "ack": jobs / ack_seconds,
+            "cpu_us": cpu_per_job * 1e6,
+            "ceiling": 1 / cpu_per_job,
+            "cpu_single_us": cpu_unbatched * 1e6,
+            "ceiling_single": 1 / cpu_unbatched,
+        }
     finally:
         await queue.delete_all()
         await queue.close()
@@ -90,18 +97,27 @@ def main() -> int:
         master, replica = start_pair(Path(directory))
         try:
             url = f"redis://{master.host}:{master.port}/0"
-            rows = [(durability, asyncio.run(measure(url, master, durability, args.jobs, args.latency_samples)))
-                    for _ in range(args.rounds) for durability in ("async", "replicated")]
+            rows = [
+                (durability, asyncio.run(measure(url, master, durability, args.jobs, args.latency_samples)))
+                for _ in range(args.rounds)
+                for durability in ("async", "replicated")
+            ]
         finally:
             replica.stop()
             master.stop()
-    print(f"{args.jobs} jobs, {args.latency_samples} single submits, one pool, master + 1 replica (AOF everysec)")
-    print(f"{'durability':<11} {'submit p50':>11} {'submit p99':>11} {'bulk submit':>13} "
-          f"{'fetch+ack':>11} {'CPU/job batched':>16} {'ceiling':>11} {'CPU/job single':>15} {'ceiling':>11}")
+    print(
+        f"{args.jobs} jobs, {args.latency_samples} single submits, one pool, master + 1 replica (AOF everysec)"
+    )
+    print(
+        f"{'durability':<11} {'submit p50':>11} {'submit p99':>11} {'bulk submit':>13} "
+        f"{'fetch+ack':>11} {'CPU/job batched':>16} {'ceiling':>11} {'CPU/job single':>15} {'ceiling':>11}"
+    )
     for durability, row in rows:
-        print(f"{durability:<11} {row['p50']:>8.2f} ms {row['p99']:>8.2f} ms {row['submit']:>8,.0f} j/s "
-              f"{row['ack']:>6,.0f} j/s {row['cpu_us']:>13.1f} us {row['ceiling']:>7,.0f} j/s "
-              f"{row['cpu_single_us']:>12.1f} us {row['ceiling_single']:>7,.0f} j/s")
+        print(
+            f"{durability:<11} {row['p50']:>8.2f} ms {row['p99']:>8.2f} ms {row['submit']:>8,.0f} j/s "
+            f"{row['ack']:>6,.0f} j/s {row['cpu_us']:>13.1f} us {row['ceiling']:>7,.0f} j/s "
+            f"{row['cpu_single_us']:>12.1f} us {row['ceiling_single']:>7,.0f} j/s"
+        )
     return 0
 
 

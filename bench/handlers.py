@@ -1,4 +1,5 @@
 """Handlers that `make bench` runs in real `jobpool worker` processes."""
+
 from __future__ import annotations
 
 import asyncio

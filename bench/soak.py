@@ -16,6 +16,7 @@ is left running; without a worker killed, no job ran twice (no duplicate complet
 Usage: python bench/soak.py [--jobs 20000] [--workers 4] [--concurrency 16] [--seed N]
 Exit status 0 when every check holds, 1 otherwise (the failed checks are printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,13 @@ from tests.fixtures.redis import RedisServer  # noqa: E402
 
 NAMESPACE, POOL = "soak", "chaos"
 SUBMIT_CHUNK = 250
-BACKLOG_SHARE = 10            # maxLength = jobs / this: submits wait for room, spanning the run
-VISIBILITY_TIMEOUT = 2.0      # a killed worker's jobs come back this soon
-MAX_ATTEMPTS = 10             # enough that redeliveries after kills never dead-letter a good job
-TENANTS = (None, "tenant-a", "tenant-b", "tenant-c")   # the chunks' fairness keys
-SCHEDULED_EVERY = 5           # every 5th chunk of good jobs is scheduled, due 0.2-1.5 s after its submit
-CANCEL_SHARE = 20             # the canceller submits one job per 20 good ones, and cancels 2 in 3
-STARTS_VARIABLE = "JOBPOOL_SOAK_STARTS"   # the file where workers note when a canceller's job starts
+BACKLOG_SHARE = 10  # maxLength = jobs / this: submits wait for room, spanning the run
+VISIBILITY_TIMEOUT = 2.0  # a killed worker's jobs come back this soon
+MAX_ATTEMPTS = 10  # enough that redeliveries after kills never dead-letter a good job
+TENANTS = (None, "tenant-a", "tenant-b", "tenant-c")  # the chunks' fairness keys
+SCHEDULED_EVERY = 5  # every 5th chunk of good jobs is scheduled, due 0.2-1.5 s after its submit
+CANCEL_SHARE = 20  # the canceller submits one job per 20 good ones, and cancels 2 in 3
+STARTS_VARIABLE = "JOBPOOL_SOAK_STARTS"  # the file where workers note when a canceller's job starts
 
 # Entries a foreign producer might write, as raw stream fields; each must end dead-lettered.
 MALFORMED_ENTRIES: dict[str, dict[str, str | bytes]] = {
@@ -87,11 +88,11 @@ class Report:
     duplicates: int = 0
     retried: int = 0
     dead_letters: int = 0
-    scheduled: int = 0            # good jobs submitted with a delay
-    cancel_jobs: int = 0          # the canceller's jobs
-    cancels: dict[str, int] = dataclasses.field(default_factory=dict)   # cancel outcomes, counted
-    cancelled: int = 0            # the canceller's jobs that ended cancelled
-    cancel_job_starts: int = 0    # the starts of the canceller's jobs the workers noted
+    scheduled: int = 0  # good jobs submitted with a delay
+    cancel_jobs: int = 0  # the canceller's jobs
+    cancels: dict[str, int] = dataclasses.field(default_factory=dict)  # cancel outcomes, counted
+    cancelled: int = 0  # the canceller's jobs that ended cancelled
+    cancel_job_starts: int = 0  # the starts of the canceller's jobs the workers noted
     workers_left: list[str] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -115,7 +116,9 @@ class Report:
             + f", {self.cancelled} ended cancelled, {self.cancel_job_starts} starts of them noted",
             "OK: every good job succeeded once in results, every malformed entry dead-lettered, every "
             "cancelled job gone or finished first, none started after its cancel, nothing waiting or "
-            "in flight" if self.ok else "FAILED: " + "; ".join(self.problems),
+            "in flight"
+            if self.ok
+            else "FAILED: " + "; ".join(self.problems),
         ]
 
 
@@ -131,17 +134,52 @@ class Workers:
     def start(self) -> None:
         name = f"soak-{self.started}"
         self.started += 1
-        argv = [sys.executable, "-m", "jobpool.cli", "worker", "--queue", self.url,
-                "--namespace", NAMESPACE, "--pool", POOL, "--worker-id", name,
-                "--handler", "bench.soak:work", "--concurrency", str(self.concurrency),
-                "--visibility-timeout", str(VISIBILITY_TIMEOUT), "--drain-seconds", "3",
-                "--max-attempts", str(MAX_ATTEMPTS), "--backoff", "0.05", "--max-backoff", "0.5",
-                "--max-results", str(self.capacity), "--max-dead-letters", str(self.capacity),
-                "--metrics-port", "0"]
+        argv = [
+            sys.executable,
+            "-m",
+            "jobpool.cli",
+            "worker",
+            "--queue",
+            self.url,
+            "--namespace",
+            NAMESPACE,
+            "--pool",
+            POOL,
+            "--worker-id",
+            name,
+            "--handler",
+            "bench.soak:work",
+            "--concurrency",
+            str(self.concurrency),
+            "--visibility-timeout",
+            str(VISIBILITY_TIMEOUT),
+            "--drain-seconds",
+            "3",
+            "--max-attempts",
+            str(MAX_ATTEMPTS),
+            "--backoff",
+            "0.05",
+            "--max-backoff",
+            "0.5",
+            "--max-results",
+            str(self.capacity),
+            "--max-dead-letters",
+            str(self.capacity),
+            "--metrics-port",
+            "0",
+        ]
         log = (self.directory / f"{name}.log").open("w")
-        self.running.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                                             env=dict(os.environ, PYTHONPATH=str(ROOT),
-                                                      **{STARTS_VARIABLE: str(self.directory / "starts.log")})))
+        self.running.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=dict(
+                    os.environ, PYTHONPATH=str(ROOT), **{STARTS_VARIABLE: str(self.directory / "starts.log")}
+                ),
+            )
+        )
 
     def replace(self, rng: random.Random, signum: int) -> None:
         victim = self.running.pop(rng.randrange(len(self.running)))
@@ -173,11 +211,14 @@ class Submitter(threading.Thread):
         self.url, self.jobs = url, jobs
         self.payloads = [{"n": n, "ms": rng.randint(2, 30)} for n in range(jobs)]
         # per chunk: no priority half the time, else a level 1-9; a tenant or none
-        self.options = [JobOptions(priority=rng.choice([None] * 9 + list(range(1, 10))),
-                                   fairness_key=rng.choice(TENANTS))
-                        for _ in range(0, jobs, SUBMIT_CHUNK)]
-        self.delays = [rng.uniform(0.2, 1.5) if chunk % SCHEDULED_EVERY == SCHEDULED_EVERY - 1 else None
-                       for chunk in range(-(-jobs // SUBMIT_CHUNK))]
+        self.options = [
+            JobOptions(priority=rng.choice([None] * 9 + list(range(1, 10))), fairness_key=rng.choice(TENANTS))
+            for _ in range(0, jobs, SUBMIT_CHUNK)
+        ]
+        self.delays = [
+            rng.uniform(0.2, 1.5) if chunk % SCHEDULED_EVERY == SCHEDULED_EVERY - 1 else None
+            for chunk in range(-(-jobs // SUBMIT_CHUNK))
+        ]
         self.submitted = 0
         self.scheduled = 0
         self.retries = 0
@@ -190,10 +231,12 @@ class Submitter(threading.Thread):
                     stop = min(self.submitted + SUBMIT_CHUNK, self.jobs)
                     delay = self.delays[self.submitted // SUBMIT_CHUNK]
                     try:
-                        client.submit_many(self.payloads[self.submitted:stop],
-                                           [good_id(n) for n in range(self.submitted, stop)],
-                                           options=self.options[self.submitted // SUBMIT_CHUNK],
-                                           delay=delay)
+                        client.submit_many(
+                            self.payloads[self.submitted : stop],
+                            [good_id(n) for n in range(self.submitted, stop)],
+                            options=self.options[self.submitted // SUBMIT_CHUNK],
+                            delay=delay,
+                        )
                     except QueueError:
                         self.retries += 1
                         time.sleep(0.1)
@@ -214,10 +257,15 @@ class Canceller(threading.Thread):
         super().__init__(daemon=True)
         rng = random.Random(seed)
         self.url, self.count = url, count
-        self.plan = [({"n": n, "ms": rng.randint(20, 200), "c": 1},
-                      rng.uniform(0.5, 5.0) if rng.random() < 1 / 3 else None,
-                      rng.uniform(0.0, 0.3) if rng.random() < 2 / 3 else None) for n in range(count)]
-        self.acknowledged: dict[str, tuple[str, float]] = {}   # id -> (outcome, unix time of the reply)
+        self.plan = [
+            (
+                {"n": n, "ms": rng.randint(20, 200), "c": 1},
+                rng.uniform(0.5, 5.0) if rng.random() < 1 / 3 else None,
+                rng.uniform(0.0, 0.3) if rng.random() < 2 / 3 else None,
+            )
+            for n in range(count)
+        ]
+        self.acknowledged: dict[str, tuple[str, float]] = {}  # id -> (outcome, unix time of the reply)
         self.submitted = 0
         self.error: BaseException | None = None
 
@@ -240,7 +288,7 @@ class Canceller(threading.Thread):
         while True:
             try:
                 return call()
-            except QueueError:   # Redis is restarting
+            except QueueError:  # Redis is restarting
                 time.sleep(0.1)
 
 
@@ -270,7 +318,7 @@ def inject(url: str, entries: list[tuple[str, str]]) -> None:
 def chaos_plan(jobs: int, rng: random.Random) -> list[tuple[float, str]]:
     """(progress fraction, event): kills and stops spread over the run, one Redis restart and
     malformed entries written at several points."""
-    kills, terms = max(3, jobs // 2000), max(6, jobs // 1000)   # SIGTERMs meet drains mid-ack
+    kills, terms = max(3, jobs // 2000), max(6, jobs // 1000)  # SIGTERMs meet drains mid-ack
     events = [(rng.uniform(0.05, 0.9), "kill") for _ in range(kills)]
     events += [(rng.uniform(0.05, 0.9), "term") for _ in range(terms)]
     events += [(rng.uniform(0.3, 0.6), "restart-redis")]
@@ -288,8 +336,15 @@ def finished(client: Client) -> tuple[int, Any]:
     return stats.succeeded + stats.dead_lettered + stats.cancelled, stats
 
 
-def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | None = None,
-             directory: Path | None = None, timeout: float = 600, say=print) -> Report:
+def run_soak(
+    jobs: int,
+    workers: int = 4,
+    concurrency: int = 16,
+    seed: int | None = None,
+    directory: Path | None = None,
+    timeout: float = 600,
+    say=print,
+) -> Report:
     seed = seed if seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     own_directory = directory is None
@@ -302,8 +357,10 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
     report.malformed = len(bad)
     queue = open_queue(server.url, NAMESPACE, POOL)
     asyncio.run(configure(queue, max(SUBMIT_CHUNK, jobs // BACKLOG_SHARE)))
-    say(f"soak: {jobs:,} jobs, {len(bad)} malformed entries, {workers} workers x {concurrency} "
-        f"slots, seed {seed}, logs in {directory}")
+    say(
+        f"soak: {jobs:,} jobs, {len(bad)} malformed entries, {workers} workers x {concurrency} "
+        f"slots, seed {seed}, logs in {directory}"
+    )
     started = time.monotonic()
     try:
         for _ in range(workers):
@@ -320,7 +377,7 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
             while True:
                 try:
                     done, stats = finished(client)
-                except QueueError:   # Redis is restarting
+                except QueueError:  # Redis is restarting
                     time.sleep(0.05)
                     continue
                 total = jobs + len(bad) + canceller.count
@@ -336,19 +393,28 @@ def run_soak(jobs: int, workers: int = 4, concurrency: int = 16, seed: int | Non
                         server.restart()
                         report.redis_restarts += 1
                     else:
-                        share = bad[injected:injected + -(-len(bad) // 3)]
+                        share = bad[injected : injected + -(-len(bad) // 3)]
                         inject(server.url, share)
                         injected += len(share)
-                if injected < len(bad) and submitter.submitted > 0 and not any(
-                        e == "inject" for _, e in plan):
+                if (
+                    injected < len(bad)
+                    and submitter.submitted > 0
+                    and not any(e == "inject" for _, e in plan)
+                ):
                     inject(server.url, bad[injected:])
                     injected = len(bad)
-                if (not plan and not submitter.is_alive() and not canceller.is_alive() and done >= total
-                        and stats.waiting + stats.in_flight + stats.delayed + stats.scheduled == 0):
+                if (
+                    not plan
+                    and not submitter.is_alive()
+                    and not canceller.is_alive()
+                    and done >= total
+                    and stats.waiting + stats.in_flight + stats.delayed + stats.scheduled == 0
+                ):
                     break
                 if submitter.error is not None or canceller.error is not None:
-                    report.problems.append(f"the submitter or canceller failed: "
-                                           f"{submitter.error or canceller.error!r}")
+                    report.problems.append(
+                        f"the submitter or canceller failed: {submitter.error or canceller.error!r}"
+                    )
                     break
                 if time.monotonic() > deadline:
                     report.problems.append(f"not finished after {timeout:.0f}s: {stats.as_status()}")
@@ -376,7 +442,7 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
     results = client.results()
     seen = [r.id for r in results]
     good = {good_id(n) for n in range(report.jobs)}
-    report.results = sum(1 for job_id in seen if job_id in good)   # the canceller's: check_cancels
+    report.results = sum(1 for job_id in seen if job_id in good)  # the canceller's: check_cancels
     report.duplicates, report.retried = stats.duplicates, stats.retried
     if len(seen) != len(set(seen)):
         report.problems.append(f"{len(seen) - len(set(seen))} jobs appear twice in results")
@@ -388,13 +454,17 @@ def check(client: Client, report: Report, bad_ids: set[str]) -> None:
     report.dead_letters = len(dead)
     dead_ids = {d.id for d in dead}
     if dead_ids != bad_ids:
-        report.problems.append(f"dead letters: {len(bad_ids - dead_ids)} malformed entries "
-                               f"missing, {len(dead_ids - bad_ids)} others present, e.g. "
-                               f"{sorted(dead_ids - bad_ids)[:5]}")
+        report.problems.append(
+            f"dead letters: {len(bad_ids - dead_ids)} malformed entries "
+            f"missing, {len(dead_ids - bad_ids)} others present, e.g. "
+            f"{sorted(dead_ids - bad_ids)[:5]}"
+        )
     if stats.waiting + stats.in_flight + stats.delayed + stats.scheduled or stats.waiting_by_priority:
-        report.problems.append(f"left in the queue: waiting {stats.waiting} "
-                               f"({stats.waiting_by_priority} by level), in flight "
-                               f"{stats.in_flight}, delayed {stats.delayed}, scheduled {stats.scheduled}")
+        report.problems.append(
+            f"left in the queue: waiting {stats.waiting} "
+            f"({stats.waiting_by_priority} by level), in flight "
+            f"{stats.in_flight}, delayed {stats.delayed}, scheduled {stats.scheduled}"
+        )
     if report.kills == 0 and stats.duplicates:
         report.problems.append(f"{stats.duplicates} jobs ran twice with no worker killed")
     if report.workers_left:
@@ -431,15 +501,22 @@ def check_cancels(client: Client, report: Report, canceller: Canceller, starts_l
             wrong.append(job_id)
     report.cancelled = len(cancelled)
     if lost:
-        report.problems.append(f"{len(lost)} of the canceller's jobs neither succeeded nor were cancelled, "
-                               f"e.g. {lost[:5]}")
+        report.problems.append(
+            f"{len(lost)} of the canceller's jobs neither succeeded nor were cancelled, e.g. {lost[:5]}"
+        )
     if wrong:
-        report.problems.append(f"{len(wrong)} cancels said one thing and the job did another, e.g. {wrong[:5]}")
+        report.problems.append(
+            f"{len(wrong)} cancels said one thing and the job did another, e.g. {wrong[:5]}"
+        )
     if late:
-        report.problems.append(f"{len(late)} jobs started after their cancel was acknowledged, e.g. {late[:5]}")
+        report.problems.append(
+            f"{len(late)} jobs started after their cancel was acknowledged, e.g. {late[:5]}"
+        )
     if client.status().cancelled != len(cancelled):
-        report.problems.append(f"the pool counts {client.status().cancelled} cancelled jobs, "
-                               f"{len(cancelled)} of the canceller's are")
+        report.problems.append(
+            f"the pool counts {client.status().cancelled} cancelled jobs, "
+            f"{len(cancelled)} of the canceller's are"
+        )
 
 
 def main() -> int:

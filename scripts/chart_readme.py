@@ -4,6 +4,7 @@ comments above each key) and values.schema.json (types, allowed values).
     python scripts/chart_readme.py           # rewrite the table
     python scripts/chart_readme.py --check   # exit 1 when it is stale (a unit test runs this)
 """
+
 from __future__ import annotations
 
 import json
@@ -88,11 +89,11 @@ def table() -> str:
         default = default_of(values, path)
         node = schema_node(schema, path)
         if node is None:
-            continue   # inside a map or a Kubernetes object: its parent's row shows it
+            continue  # inside a map or a Kubernetes object: its parent's row shows it
         if isinstance(default, dict) and default and "properties" in node:
             if comment:
                 rows.append(f"| `{path}` | object | | {comment} |")
-            continue   # its keys have rows of their own
+            continue  # its keys have rows of their own
         shown = json.dumps(default).replace("|", "\\|")
         rows.append(f"| `{path}` | {type_of(node)} | `{shown}` | {comment.replace('|', chr(92) + '|')} |")
     return "\n".join(rows)
@@ -105,8 +106,10 @@ def main(argv: list[str]) -> int:
     result = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
     if "--check" in argv:
         if result != text:
-            print("charts/jobpool/README.md: the values table is stale: run python scripts/chart_readme.py",
-                  file=sys.stderr)
+            print(
+                "charts/jobpool/README.md: the values table is stale: run python scripts/chart_readme.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     README.write_text(result)

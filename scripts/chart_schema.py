@@ -8,6 +8,7 @@ documents in the k8s.io/kubernetes module of tools/kubernetes/go.mod), closed wi
     python scripts/chart_schema.py           # write the definitions into values.schema.json
     python scripts/chart_schema.py --check   # exit 1 when they differ (a test runs this)
 """
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,44 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "charts" / "jobpool" / "values.schema.json"
 GO_MOD = ROOT / "tools" / "kubernetes" / "go.mod"
-ROOTS = ("io.k8s.api.core.v1.ResourceRequirements", "io.k8s.api.core.v1.Toleration",
-         "io.k8s.api.core.v1.Affinity", "io.k8s.api.core.v1.TopologySpreadConstraint",
-         "io.k8s.api.core.v1.LocalObjectReference")
+ROOTS = (
+    "io.k8s.api.core.v1.ResourceRequirements",
+    "io.k8s.api.core.v1.Toleration",
+    "io.k8s.api.core.v1.Affinity",
+    "io.k8s.api.core.v1.TopologySpreadConstraint",
+    "io.k8s.api.core.v1.LocalObjectReference",
+)
 PREFIX = "io.k8s."
-KEPT = {"type", "properties", "items", "required", "enum", "additionalProperties", "$ref", "allOf",
-        "oneOf", "anyOf", "format"}
+KEPT = {
+    "type",
+    "properties",
+    "items",
+    "required",
+    "enum",
+    "additionalProperties",
+    "$ref",
+    "allOf",
+    "oneOf",
+    "anyOf",
+    "format",
+}
 # YAML reads `cpu: 1` as a number; the API server takes both
-QUANTITY = {"anyOf": [{"type": "string", "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$"},
-                      {"type": "number"}]}
+QUANTITY = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$",
+        },
+        {"type": "number"},
+    ]
+}
 
 
 def openapi_document() -> dict[str, Any]:
     version = re.search(r"k8s\.io/kubernetes (v\S+)", GO_MOD.read_text()).group(1)
-    cache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
+    cache = subprocess.run(
+        ["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     path = Path(cache) / f"k8s.io/kubernetes@{version}" / "api/openapi-spec/v3/api__v1_openapi.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: run `make tools` (it downloads k8s.io/kubernetes {version})")
@@ -77,25 +102,34 @@ def main(argv: list[str]) -> int:
     text = SCHEMA.read_text()
     schema = json.loads(text)
     start = text.index('  "definitions": {')
-    end = text.index('\n  },\n', start) + len('\n  },\n')
+    end = text.index("\n  },\n", start) + len("\n  },\n")
     new = updated(schema, definitions(openapi_document()))["definitions"]
     # the hand-written definitions keep their layout; the generated ones are one line each
     lines = []
     for name, value in new.items():
         if not name.startswith(PREFIX):
             continue
-        lines.append(f'    {json.dumps(name)}: {json.dumps(value, sort_keys=True)}')
+        lines.append(f"    {json.dumps(name)}: {json.dumps(value, sort_keys=True)}")
     own = text[start:end]
-    own_body = own[own.index("{") + 1: own.rindex("}")].rstrip()
+    own_body = own[own.index("{") + 1 : own.rindex("}")].rstrip()
     own_body = "\n".join(line for line in own_body.splitlines() if not line.startswith(f'    "{PREFIX}'))
     own_body = own_body.rstrip().rstrip(",")
-    block = '  "definitions": {' + own_body + (",\n" if own_body.strip() else "\n") + ",\n".join(lines) + "\n  },\n"
+    block = (
+        '  "definitions": {'
+        + own_body
+        + (",\n" if own_body.strip() else "\n")
+        + ",\n".join(lines)
+        + "\n  },\n"
+    )
     result = text[:start] + block + text[end:]
     json.loads(result)
     if "--check" in argv:
         if result != text:
-            print("charts/jobpool/values.schema.json: the Kubernetes definitions are stale: "
-                  "run python scripts/chart_schema.py", file=sys.stderr)
+            print(
+                "charts/jobpool/values.schema.json: the Kubernetes definitions are stale: "
+                "run python scripts/chart_schema.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     SCHEMA.write_text(result)

@@ -8,6 +8,7 @@ gone, as a kubelet would. SIGTERM or SIGINT stops every worker it started, then 
 
     demo_cluster_pods.py --namespace NS --pool POOL --log-dir DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def container_env(pod: dict) -> dict[str, str]:
 
 
 def list_pods(namespace: str, pool: str) -> list[dict] | None:
-    result = subprocess.run(["kubectl", "get", "pods", "-n", namespace, "-l", f"jobpool.dev/pool={pool}",
-                             "-o", "json"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["kubectl", "get", "pods", "-n", namespace, "-l", f"jobpool.dev/pool={pool}", "-o", "json"],
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout)["items"] if result.returncode == 0 else None
 
 
@@ -70,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     jobpool = str(Path(sys.executable).with_name("jobpool"))
-    handlers = str(Path(__file__).resolve().parents[1] / "examples" / "01-minimal")   # the example image's code
+    handlers = str(
+        Path(__file__).resolve().parents[1] / "examples" / "01-minimal"
+    )  # the example image's code
     workers: dict[str, subprocess.Popen] = {}
     draining: set[str] = set()
     try:
@@ -80,11 +86,18 @@ def main(argv: list[str] | None = None) -> int:
                 ready = {p["metadata"]["name"]: p for p in pods if pod_is_ready(p)}
                 for name, pod in ready.items():
                     if name not in workers:
-                        env = {**os.environ, **container_env(pod), "PYTHONUNBUFFERED": "1",
-                               "PYTHONPATH": os.pathsep.join(filter(None, [handlers, os.environ.get("PYTHONPATH")]))}
+                        env = {
+                            **os.environ,
+                            **container_env(pod),
+                            "PYTHONUNBUFFERED": "1",
+                            "PYTHONPATH": os.pathsep.join(
+                                filter(None, [handlers, os.environ.get("PYTHONPATH")])
+                            ),
+                        }
                         log = open(args.log_dir / f"worker-{name}.log", "ab")
-                        workers[name] = subprocess.Popen([jobpool, "worker"], env=env, stdout=log,
-                                                         stderr=subprocess.STDOUT)
+                        workers[name] = subprocess.Popen(
+                            [jobpool, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+                        )
                         log.close()
                         say(f"{name} is Ready: started its local `jobpool worker` (pid {workers[name].pid})")
                 for name, process in list(workers.items()):

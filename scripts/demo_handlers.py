@@ -1,4 +1,5 @@
 """The job the demo runs: a checksum of the payload after a few milliseconds of "work"."""
+
 import asyncio
 import hashlib
 import json

@@ -1,5 +1,6 @@
 """The helpers every test layer shares: one poll with a deadline, one free port, one way to run
 and stop a real `jobpool worker` process, the async queue driven from synchronous code."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,20 +10,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import pytest
 
 from jobpool.queue import open_queue
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_HANDLERS = ROOT / "examples" / "01-minimal"   # tasks:square, tasks:slow, ...
+EXAMPLE_HANDLERS = ROOT / "examples" / "01-minimal"  # tasks:square, tasks:slow, ...
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition") -> Any:
+def wait_until(
+    check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll `check` until it returns something truthy and return that; a failing kubectl counts
     as "not yet". Fails naming `what` and the last value at the deadline."""
     deadline = time.monotonic() + timeout
@@ -60,13 +62,32 @@ class WorkerProcess:
     its stderr goes to `log_path` when given. Handlers resolve from the repository and from
     examples/01-minimal. A test that stands a worker in for a pod passes `worker_id=<pod>`."""
 
-    def __init__(self, url: str, namespace: str, pool: str, handler: str | None = None, *,
-                 command: list[str] | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, **flags: Any):
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        pool: str,
+        handler: str | None = None,
+        *,
+        command: list[str] | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        **flags: Any,
+    ):
         self.name = flags.get("worker_id")
         self.log_path = log_path
-        argv = [sys.executable, "-m", "jobpool.cli", "worker", "--queue", url,
-                "--namespace", namespace, "--pool", pool]
+        argv = [
+            sys.executable,
+            "-m",
+            "jobpool.cli",
+            "worker",
+            "--queue",
+            url,
+            "--namespace",
+            namespace,
+            "--pool",
+            pool,
+        ]
         flags.setdefault("metrics_port", 0)
         for flag, value in flags.items():
             argv += [f"--{flag.replace('_', '-')}", str(value)]
@@ -74,11 +95,16 @@ class WorkerProcess:
             argv += ["--handler", handler]
         if command:
             argv += ["--command", "--", *command]
-        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE_HANDLERS)]),
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXAMPLE_HANDLERS)]),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         stderr = log_path.open("w") if log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL,
-                                        stderr=stderr, start_new_session=True)
+        self.process = subprocess.Popen(
+            argv, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -121,11 +147,13 @@ class SyncQueue:
         def call(*args: Any, **kwargs: Any) -> Any:
             value = attribute(*args, **kwargs)
             return self.loop.run_until_complete(value) if asyncio.iscoroutine(value) else value
+
         return call
 
     def collect(self, iterator: Any) -> list[Any]:
         async def gather() -> list[Any]:
             return [item async for item in iterator]
+
         return self.loop.run_until_complete(gather())
 
     def close(self) -> None:

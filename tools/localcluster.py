@@ -25,8 +25,8 @@ import ctypes
 import functools
 import json
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -56,11 +56,17 @@ NODE_IP = "10.254.0.1"
 NODE_INTERFACE = "jobpool0"
 NODE_BRIDGE = "jobpool-cni0"
 NODE_POD_SUBNET = "10.245.0.0/24"
-NODE_LABEL = "jobpool.dev/node"     # value "real" on the real node
+NODE_LABEL = "jobpool.dev/node"  # value "real" on the real node
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
 CLUSTER_DOMAIN = "cluster.local"
-NODE_IMAGES = ("jobpool-pause", "jobpool-network-policies", "jobpool-operator", "jobpool-worker",
-               "jobpool-redis", "jobpool-examples")
+NODE_IMAGES = (
+    "jobpool-pause",
+    "jobpool-network-policies",
+    "jobpool-operator",
+    "jobpool-worker",
+    "jobpool-redis",
+    "jobpool-examples",
+)
 NETWORK_POLICIES = REPO_ROOT / "tools" / "kube-network-policies" / "install.yaml"
 # The machine's one real node: its cluster dir (`cluster`), containerd's sockets and the
 # kubelet's root dir, whose sockets' paths must stay short (a unix socket path has at most 104
@@ -69,9 +75,17 @@ NODE_RUN_DIR = Path("/run/jobpool-node")
 NODE_RECORD = NODE_RUN_DIR / "cluster"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Sysctls the kubelet (protectKernelDefaults: false) or the node's networking may change.
-NODE_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-                "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward",
-                "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables")
+NODE_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+)
 NODE_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 PR_SET_PDEATHSIG = 1
@@ -119,13 +133,27 @@ def make_pki(pki: Path) -> None:
         raise ClusterError("the `openssl` command is required (Debian: apt-get install openssl)")
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=jobpool-local-ca", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=jobpool-local-ca",
+        cwd=pki,
+    )
     leaves = {
-        "apiserver": ("/CN=kube-apiserver",
-                      f"subjectAltName=IP:127.0.0.1,IP:{SERVICE_IP},IP:{NODE_IP},DNS:localhost,DNS:kubernetes,"
-                      "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
-                      "DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth"),
+        "apiserver": (
+            "/CN=kube-apiserver",
+            f"subjectAltName=IP:127.0.0.1,IP:{SERVICE_IP},IP:{NODE_IP},DNS:localhost,DNS:kubernetes,"
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+            "DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth",
+        ),
         "admin": ("/O=system:masters/CN=jobpool-admin", "extendedKeyUsage=clientAuth"),
         "controller-manager": ("/CN=system:kube-controller-manager", "extendedKeyUsage=clientAuth"),
         "scheduler": ("/CN=system:kube-scheduler", "extendedKeyUsage=clientAuth"),
@@ -135,23 +163,77 @@ def make_pki(pki: Path) -> None:
         "node": (f"/O=system:nodes/CN=system:node:{NODE_NAME}", "extendedKeyUsage=clientAuth"),
         "kube-proxy": ("/CN=system:kube-proxy", "extendedKeyUsage=clientAuth"),
         "coredns": ("/CN=system:coredns", "extendedKeyUsage=clientAuth"),
-        "apiserver-kubelet-client": ("/O=system:masters/CN=kube-apiserver-kubelet-client",
-                                     "extendedKeyUsage=clientAuth"),
+        "apiserver-kubelet-client": (
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "extendedKeyUsage=clientAuth",
+        ),
     }
     for name, (subject, extensions) in leaves.items():
         (pki / f"{name}.ext").write_text(extensions + "\n")
         _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=pki)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=pki,
+        )
     # The aggregation layer's own CA and client certificate (front proxy), as kubeadm makes them.
-    _openssl("req", "-x509", *ec, "-keyout", "front-proxy-ca.key", "-out", "front-proxy-ca.crt", "-days", "3650",
-             "-subj", "/CN=jobpool-local-front-proxy-ca", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "front-proxy-ca.key",
+        "-out",
+        "front-proxy-ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=jobpool-local-front-proxy-ca",
+        cwd=pki,
+    )
     (pki / "front-proxy-client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    _openssl("req", *ec, "-keyout", "front-proxy-client.key", "-out", "front-proxy-client.csr",
-             "-subj", "/CN=front-proxy-client", cwd=pki)
-    _openssl("x509", "-req", "-in", "front-proxy-client.csr", "-CA", "front-proxy-ca.crt", "-CAkey",
-             "front-proxy-ca.key", "-CAcreateserial", "-days", "3650", "-extfile", "front-proxy-client.ext",
-             "-out", "front-proxy-client.crt", cwd=pki)
+    _openssl(
+        "req",
+        *ec,
+        "-keyout",
+        "front-proxy-client.key",
+        "-out",
+        "front-proxy-client.csr",
+        "-subj",
+        "/CN=front-proxy-client",
+        cwd=pki,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "front-proxy-client.csr",
+        "-CA",
+        "front-proxy-ca.crt",
+        "-CAkey",
+        "front-proxy-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "front-proxy-client.ext",
+        "-out",
+        "front-proxy-client.crt",
+        cwd=pki,
+    )
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     for path in pki.iterdir():
@@ -165,10 +247,21 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "jobpool-local", "cluster": {
-            "server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
+        "clusters": [
+            {
+                "name": "jobpool-local",
+                "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(f"{user}.crt"),
+                    "client-key-data": b64(f"{user}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "jobpool-local", "context": {"cluster": "jobpool-local", "user": user}}],
         "current-context": "jobpool-local",
     }
@@ -176,8 +269,9 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> None:
     path.chmod(0o600)
 
 
-def component_commands(root: Path, bin_dir: Path, ports: Ports,
-                       real_node: bool = False) -> dict[str, list[str]]:
+def component_commands(
+    root: Path, bin_dir: Path, ports: Ports, real_node: bool = False
+) -> dict[str, list[str]]:
     pki = root / "pki"
     etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
     peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
@@ -186,7 +280,8 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports,
         # Pods reach the API through the kubernetes Service (endpoint: the node's own address);
         # the kubelet's identity needs the Node authorizer; logs and exec go to the node's IP.
         apiserver_access = [
-            "--authorization-mode=Node,RBAC", "--endpoint-reconciler-type=lease",
+            "--authorization-mode=Node,RBAC",
+            "--endpoint-reconciler-type=lease",
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
@@ -196,18 +291,28 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports,
         apiserver_access = ["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
     return {
         "etcd": [
-            str(bin_dir / "etcd"), "--name=jobpool", f"--data-dir={root / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=jobpool={peer_url}", "--initial-cluster-state=new",
+            str(bin_dir / "etcd"),
+            "--name=jobpool",
+            f"--data-dir={root / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=jobpool={peer_url}",
+            "--initial-cluster-state=new",
             # A throw-away cluster: durability on power loss is not worth the fsync latency.
-            "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=2147483648",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+            "--quota-backend-bytes=2147483648",
         ],
         "kube-apiserver": [
             str(bin_dir / "kube-apiserver"),
-            f"--bind-address={address}", f"--advertise-address={address}", f"--secure-port={ports.apiserver}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
+            f"--secure-port={ports.apiserver}",
             f"--etcd-servers={etcd_url}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -219,38 +324,54 @@ def component_commands(root: Path, bin_dir: Path, ports: Ports,
             # the aggregation layer, for APIServices such as the operator's external metrics
             f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
             "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
-            "--allow-privileged=true", "--profiling=false", "--v=1",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
         ],
         "kube-controller-manager": [
             str(bin_dir / "kube-controller-manager"),
             f"--kubeconfig={root / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports.controller_manager}",
-            "--leader-elect=false", "--use-service-account-credentials=true",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--controllers=*", "--profiling=false", "--v=1",
+            "--controllers=*",
+            "--profiling=false",
+            "--v=1",
             # HPAs are evaluated every 2 s (default 15 s), so tests see them act quickly
             "--horizontal-pod-autoscaler-sync-period=2s",
             # Each controller fetches its own service-account token at start; the default 20 QPS throttles that.
-            "--kube-api-qps=200", "--kube-api-burst=400",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ],
         "kube-scheduler": [
             str(bin_dir / "kube-scheduler"),
             f"--kubeconfig={root / 'scheduler.kubeconfig'}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports.scheduler}",
-            "--leader-elect=false", "--profiling=false", "--v=1",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
         ],
         "kwok": [
             str(bin_dir / "kwok"),
-            f"--kubeconfig={root / 'kwok.kubeconfig'}", f"--config={KWOK_STAGES}",
-            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+            f"--kubeconfig={root / 'kwok.kubeconfig'}",
+            f"--config={KWOK_STAGES}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
         ],
     }
 
@@ -262,8 +383,12 @@ def fake_node(name: str) -> dict:
         "metadata": {
             "name": name,
             "annotations": {NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64", "type": "kwok"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
         },
         "status": {
             "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
@@ -376,7 +501,7 @@ class LocalCluster:
         node = RealNode(self.root) if self.real_node else None
         if node:
             node.claim_machine()
-            self._save_state()   # from here on, `down` tears the node down
+            self._save_state()  # from here on, `down` tears the node down
             node.prepare()
         self.ports = Ports.free()
         write_kubeconfig(self.kubeconfig, self.server, self.root / "pki", "admin")
@@ -398,8 +523,12 @@ class LocalCluster:
         log = open(self.log_dir / f"{name}.log", "ab")
         with log:
             proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.root, start_new_session=True,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()) if self.bind_to_parent else None,
             )
         self._procs[name] = proc
@@ -407,8 +536,14 @@ class LocalCluster:
 
     def _start_node(self, node: RealNode, deadline: float) -> None:
         with contextlib.ExitStack() as stack:
-            names = ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics", "dns_health",
-                     "dns_ready")
+            names = (
+                "kubelet",
+                "kubelet_healthz",
+                "proxy_healthz",
+                "proxy_metrics",
+                "dns_health",
+                "dns_ready",
+            )
             socks = [stack.enter_context(socket.socket()) for _ in names]
             for sock in socks:
                 sock.bind(("127.0.0.1", 0))
@@ -449,24 +584,40 @@ class LocalCluster:
             self._start_network_policies(deadline)
 
     def _start_network_policies(self, deadline: float) -> None:
-        subprocess.run([str(self.bin_dir / "kubectl"), "apply", "-f", str(NETWORK_POLICIES)],
-                       env=self.env(), check=True, capture_output=True)
+        subprocess.run(
+            [str(self.bin_dir / "kubectl"), "apply", "-f", str(NETWORK_POLICIES)],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+        )
 
         def network_policies_running():
             status, body = self.request(
-                "GET", "/api/v1/namespaces/kube-system/pods?labelSelector=app%3Dkube-network-policies")
+                "GET", "/api/v1/namespaces/kube-system/pods?labelSelector=app%3Dkube-network-policies"
+            )
             pods = json.loads(body).get("items", []) if status == 200 else []
-            ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                            for c in p.get("status", {}).get("conditions", []))]
+            ready = [
+                p
+                for p in pods
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions", [])
+                )
+            ]
             return bool(ready), f"{len(pods)} pods, {len(ready)} ready"
 
         self._wait_for("kube-network-policies", deadline, network_policies_running)
 
     def _save_state(self) -> None:
-        state = {"pids": self.pids, "ports": vars(self.ports) if self.ports else None,
-                 "real_node": self.real_node, "network_policy": self.network_policy,
-                 "server": self.server if self.ports else None, "kubeconfig": str(self.kubeconfig),
-                 "startup_seconds": self.startup_seconds}
+        state = {
+            "pids": self.pids,
+            "ports": vars(self.ports) if self.ports else None,
+            "real_node": self.real_node,
+            "network_policy": self.network_policy,
+            "server": self.server if self.ports else None,
+            "kubeconfig": str(self.kubeconfig),
+            "startup_seconds": self.startup_seconds,
+        }
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.root / STATE_FILE)
@@ -500,8 +651,13 @@ class LocalCluster:
         owned = [n for n in self.pids if n in self._procs or _pid_belongs_to(self.pids[n], self.root)]
         # Clients first, then the API server, then etcd: each stops cleanly while its backend is up.
         # containerd goes last: the node's teardown then kills what it ran.
-        tiers = (NODE_BINARIES, ("kwok", "kube-scheduler", "kube-controller-manager"),
-                 ("kube-apiserver",), ("etcd",), None)
+        tiers = (
+            NODE_BINARIES,
+            ("kwok", "kube-scheduler", "kube-controller-manager"),
+            ("kube-apiserver",),
+            ("etcd",),
+            None,
+        )
         for tier in tiers:
             names = [n for n in owned if (n in tier if tier else n not in COMPONENTS + NODE_BINARIES)]
             for name in names:
@@ -545,11 +701,14 @@ class LocalCluster:
         context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         return context
 
-    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: dict | None = None, timeout: float = 5.0
+    ) -> tuple[int, bytes]:
         """One admin request to the API server; returns (status, body) and never raises on HTTP errors."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.server + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, context=self._ssl_context(), timeout=timeout) as resp:
                 return resp.status, resp.read()
@@ -559,8 +718,9 @@ class LocalCluster:
     def _check_components(self) -> None:
         for name, proc in self._procs.items():
             if proc.poll() is not None:
-                raise ClusterError(f"{name} exited with code {proc.returncode} during start-up\n"
-                                   + self.log_tail(name))
+                raise ClusterError(
+                    f"{name} exited with code {proc.returncode} during start-up\n" + self.log_tail(name)
+                )
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         try:
@@ -611,9 +771,12 @@ class LocalCluster:
             if status != 200:
                 return False, f"HTTP {status}"
             ready = [
-                node["metadata"]["name"] for node in json.loads(body)["items"]
-                if any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in node.get("status", {}).get("conditions", []))
+                node["metadata"]["name"]
+                for node in json.loads(body)["items"]
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in node.get("status", {}).get("conditions", [])
+                )
             ]
             return len(ready) >= self.nodes, f"{len(ready)}/{self.nodes} nodes ready"
 
@@ -632,8 +795,11 @@ class LocalCluster:
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
                 pgid = int(fields[2])
                 if pgid in groups:
-                    rss_kb = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                                  if line.startswith("VmRSS:"))
+                    rss_kb = next(
+                        int(line.split()[1])
+                        for line in (proc / "status").read_text().splitlines()
+                        if line.startswith("VmRSS:")
+                    )
                     usage[groups[pgid]] += rss_kb * 1024
             except (OSError, StopIteration, ValueError, IndexError):
                 continue
@@ -642,11 +808,14 @@ class LocalCluster:
 
 # -- the real node ---------------------------------------------------------------------------
 
+
 def _run(*command: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(command, input=input, capture_output=True)
     if check and result.returncode != 0:
-        raise ClusterError(f"`{' '.join(command)}` exited with {result.returncode}: "
-                           f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+        raise ClusterError(
+            f"`{' '.join(command)}` exited with {result.returncode}: "
+            f"{result.stderr.decode(errors='replace').strip()[-500:]}"
+        )
     return result
 
 
@@ -657,8 +826,11 @@ def node_chain_cleanup(rules: str) -> list[list[str]]:
     ours = [words[1] for words in lines if words[0] == "-N" and words[1].startswith(NODE_CHAIN_PREFIXES)]
     commands = []
     for words in lines:
-        if (words[0] == "-A" and not words[1].startswith(NODE_CHAIN_PREFIXES)
-                and any(chain in words for chain in ours)):
+        if (
+            words[0] == "-A"
+            and not words[1].startswith(NODE_CHAIN_PREFIXES)
+            and any(chain in words for chain in ours)
+        ):
             commands.append(["-D", *words[1:]])
     commands += [["-F", chain] for chain in ours] + [["-X", chain] for chain in ours]
     return commands
@@ -668,41 +840,53 @@ def kubelet_config(node: Path, pki: Path, ports: dict[str, int]) -> dict:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": NODE_IP, "port": ports["kubelet"], "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": ports["kubelet_healthz"],
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
+        "address": NODE_IP,
+        "port": ports["kubelet"],
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": ports["kubelet_healthz"],
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(pki / "ca.crt")},
+        },
         "authorization": {"mode": "Webhook"},
         "containerRuntimeEndpoint": f"unix://{NODE_RUN_DIR / 'containerd.sock'}",
         # These VMs: cgroup v1 without systemd, no swap accounting, no CAP_SYS_RESOURCE.
-        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
         "protectKernelDefaults": False,
         "cgroupRoot": f"/{NODE_NAME}",
         "podLogsDir": str(node / "pod-logs"),
         # Pods resolve cluster names only (CoreDNS on the node's address), nothing outside.
-        "resolvConf": "", "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN,
+        "resolvConf": "",
+        "clusterDNS": [NODE_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
         "serializeImagePulls": False,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%"},
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
         "nodeStatusReportFrequency": "10s",
-        "fileCheckFrequency": "1s", "syncFrequency": "10s",
-        "rotateCertificates": False, "serverTLSBootstrap": False,
+        "fileCheckFrequency": "1s",
+        "syncFrequency": "10s",
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
     }
 
 
 def containerd_config(node: Path) -> str:
     state = node / "containerd"
     return f"""version = 2
-root = "{state / 'root'}"
-state = "{state / 'state'}"
+root = "{state / "root"}"
+state = "{state / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.internal.v1.opt", "io.containerd.grpc.v1.introspection"]
 [grpc]
-  address = "{NODE_RUN_DIR / 'containerd.sock'}"
+  address = "{NODE_RUN_DIR / "containerd.sock"}"
 [ttrpc]
-  address = "{NODE_RUN_DIR / 'containerd.sock.ttrpc'}"
+  address = "{NODE_RUN_DIR / "containerd.sock.ttrpc"}"
 [debug]
   address = ""
 [metrics]
@@ -721,18 +905,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{node / 'cni' / 'net.d'}"
+    conf_dir = "{node / "cni" / "net.d"}"
 """
 
 
 def cni_config(node: Path) -> dict:
     return {
-        "cniVersion": "1.0.0", "name": "jobpool",
+        "cniVersion": "1.0.0",
+        "name": "jobpool",
         "plugins": [
-            {"type": "bridge", "bridge": NODE_BRIDGE, "isGateway": True, "ipMasq": False,
-             "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": NODE_POD_SUBNET}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(node / "cni" / "ipam")}},
+            {
+                "type": "bridge",
+                "bridge": NODE_BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": NODE_POD_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(node / "cni" / "ipam"),
+                },
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
@@ -742,10 +936,10 @@ def corefile(node: Path, ports: dict[str, int]) -> str:
     return f""".:53 {{
     bind {NODE_IP}
     errors
-    health 127.0.0.1:{ports['dns_health']}
-    ready 127.0.0.1:{ports['dns_ready']}
+    health 127.0.0.1:{ports["dns_health"]}
+    ready 127.0.0.1:{ports["dns_ready"]}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {node / 'coredns.kubeconfig'} jobpool-local
+        kubeconfig {node / "coredns.kubeconfig"} jobpool-local
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 5
@@ -757,20 +951,40 @@ def corefile(node: Path, ports: dict[str, int]) -> str:
 
 # What CoreDNS reads from the API, for its own identity (system:coredns).
 COREDNS_RBAC = (
-    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "jobpool:coredns"},
-        "rules": [{"apiGroups": [""], "resources": ["services", "namespaces", "pods"],
-                   "verbs": ["list", "watch"]},
-                  {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                   "verbs": ["list", "watch"]}]}),
-    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": "jobpool:coredns"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "jobpool:coredns"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                      "name": "system:coredns"}]}),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "jobpool:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "namespaces", "pods"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+    ),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "jobpool:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "jobpool:coredns",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}],
+        },
+    ),
 )
 
 
@@ -781,8 +995,12 @@ def nft_queue_supported() -> bool:
     try:
         _run("nft", "add", "table", *table)
         _run("nft", "add", "chain", *table, "probe")
-        return _run("nft", "add", "rule", *table, "probe", "queue", "num", "100", "bypass",
-                    check=False).returncode == 0
+        return (
+            _run(
+                "nft", "add", "rule", *table, "probe", "queue", "num", "100", "bypass", check=False
+            ).returncode
+            == 0
+        )
     except ClusterError:
         return False
     finally:
@@ -791,8 +1009,15 @@ def nft_queue_supported() -> bool:
 
 def _cgroup_hierarchies() -> list[Path]:
     base = Path("/sys/fs/cgroup")
-    return [path for path in base.iterdir() if path.is_dir() and not path.is_symlink()
-            and (path / "cgroup.procs").exists()] if base.is_dir() else []
+    return (
+        [
+            path
+            for path in base.iterdir()
+            if path.is_dir() and not path.is_symlink() and (path / "cgroup.procs").exists()
+        ]
+        if base.is_dir()
+        else []
+    )
 
 
 def _docker_host() -> str:
@@ -822,15 +1047,26 @@ class RealNode:
         problems = []
         if sys.platform != "linux" or os.geteuid() != 0:
             problems.append("root (a kubelet, containerd and network set-up)")
-        problems += [f"{bin_dir / name} (bash tools/build.sh kubernetes-node coredns)" for name in NODE_BINARIES
-                     if not os.access(bin_dir / name, os.X_OK)]
-        problems += [f"{name} (apt-get install containerd runc)" for name in ("containerd", "runc", "ctr")
-                     if shutil.which(name) is None]
-        problems += [f"{CNI_BIN_DIR / name} (apt-get install containernetworking-plugins)"
-                     for name in ("bridge", "host-local", "loopback", "portmap")
-                     if not (CNI_BIN_DIR / name).exists()]
-        problems += [f"{name} (apt-get install iproute2 iptables nftables)"
-                     for name in ("ip", "iptables", "nft") if shutil.which(name) is None]
+        problems += [
+            f"{bin_dir / name} (bash tools/build.sh kubernetes-node coredns)"
+            for name in NODE_BINARIES
+            if not os.access(bin_dir / name, os.X_OK)
+        ]
+        problems += [
+            f"{name} (apt-get install containerd runc)"
+            for name in ("containerd", "runc", "ctr")
+            if shutil.which(name) is None
+        ]
+        problems += [
+            f"{CNI_BIN_DIR / name} (apt-get install containernetworking-plugins)"
+            for name in ("bridge", "host-local", "loopback", "portmap")
+            if not (CNI_BIN_DIR / name).exists()
+        ]
+        problems += [
+            f"{name} (apt-get install iproute2 iptables nftables)"
+            for name in ("ip", "iptables", "nft")
+            if shutil.which(name) is None
+        ]
         return problems
 
     def claim_machine(self) -> None:
@@ -842,10 +1078,13 @@ class RealNode:
                 state = other / STATE_FILE
                 pids = json.loads(state.read_text()).get("pids", {}) if state.exists() else {}
                 # The process starting it (before its components run), or its components.
-                if _pid_alive(int(claimer)) or any(_pid_alive(pid) and _pid_belongs_to(pid, other)
-                                                   for pid in pids.values()):
-                    raise ClusterError(f"a real node of the cluster in {other} runs on this machine: "
-                                       f"stop it first (`python tools/localcluster.py down --dir {other}`)")
+                if _pid_alive(int(claimer)) or any(
+                    _pid_alive(pid) and _pid_belongs_to(pid, other) for pid in pids.values()
+                ):
+                    raise ClusterError(
+                        f"a real node of the cluster in {other} runs on this machine: "
+                        f"stop it first (`python tools/localcluster.py down --dir {other}`)"
+                    )
             RealNode(other).teardown()
         self.root.mkdir(parents=True, exist_ok=True)
         NODE_RUN_DIR.mkdir(exist_ok=True)
@@ -867,7 +1106,7 @@ class RealNode:
         for hierarchy in _cgroup_hierarchies():
             cgroup = hierarchy / NODE_NAME
             cgroup.mkdir(exist_ok=True)
-            for name in ("cpuset.cpus", "cpuset.mems"):   # a new cpuset is empty: copy the parent's
+            for name in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset is empty: copy the parent's
                 if (cgroup / name).exists() and not (cgroup / name).read_text().strip():
                     (cgroup / name).write_text((hierarchy / name).read_text())
 
@@ -882,28 +1121,38 @@ class RealNode:
         (self.root / "containerd.toml").write_text(containerd_config(self.root))
         (self.root / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
         (self.root / "cni" / "net.d" / "10-jobpool.conflist").write_text(
-            json.dumps(cni_config(self.root), indent=2))
+            json.dumps(cni_config(self.root), indent=2)
+        )
         (self.root / "pod-logs").mkdir(exist_ok=True)
 
     def commands(self, bin_dir: Path, ports: dict[str, int]) -> dict[str, list[str]]:
         return {
             "containerd": ["containerd", f"--config={self.root / 'containerd.toml'}"],
             "kubelet": [
-                str(bin_dir / "kubelet"), f"--config={self.root / 'kubelet.yaml'}",
-                f"--kubeconfig={self.root / 'node.kubeconfig'}", f"--root-dir={NODE_RUN_DIR / 'kubelet'}",
-                f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
-                f"--node-labels={NODE_LABEL}=real", "--v=1",
+                str(bin_dir / "kubelet"),
+                f"--config={self.root / 'kubelet.yaml'}",
+                f"--kubeconfig={self.root / 'node.kubeconfig'}",
+                f"--root-dir={NODE_RUN_DIR / 'kubelet'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                f"--node-labels={NODE_LABEL}=real",
+                "--v=1",
             ],
             "coredns": [str(bin_dir / "coredns"), "-conf", str(self.root / "Corefile")],
             "kube-proxy": [
-                str(bin_dir / "kube-proxy"), f"--kubeconfig={self.root / 'kube-proxy.kubeconfig'}",
-                f"--hostname-override={NODE_NAME}", "--proxy-mode=iptables",
-                f"--cluster-cidr={NODE_POD_SUBNET}", f"--nodeport-addresses={NODE_IP}/32",
+                str(bin_dir / "kube-proxy"),
+                f"--kubeconfig={self.root / 'kube-proxy.kubeconfig'}",
+                f"--hostname-override={NODE_NAME}",
+                "--proxy-mode=iptables",
+                f"--cluster-cidr={NODE_POD_SUBNET}",
+                f"--nodeport-addresses={NODE_IP}/32",
                 f"--healthz-bind-address=127.0.0.1:{ports['proxy_healthz']}",
                 f"--metrics-bind-address=127.0.0.1:{ports['proxy_metrics']}",
                 # Leave the machine's conntrack sysctls alone.
-                "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0s",
-                "--conntrack-tcp-timeout-close-wait=0s", "--v=1",
+                "--conntrack-max-per-core=0",
+                "--conntrack-tcp-timeout-established=0s",
+                "--conntrack-tcp-timeout-close-wait=0s",
+                "--v=1",
             ],
         }
 
@@ -911,13 +1160,20 @@ class RealNode:
         """The project's images and the node's own (`make real-node`) into its containerd."""
         env = dict(os.environ, DOCKER_HOST=_docker_host())
         names = [f"{image}:dev" for image in NODE_IMAGES]
-        missing = [name for name in names if subprocess.run(
-            ["docker", "image", "inspect", name], env=env, capture_output=True).returncode != 0]
+        missing = [
+            name
+            for name in names
+            if subprocess.run(["docker", "image", "inspect", name], env=env, capture_output=True).returncode
+            != 0
+        ]
         if missing:
             raise ClusterError(f"images {', '.join(missing)} are missing: run `make real-node`")
         save = subprocess.Popen(["docker", "save", *names], env=env, stdout=subprocess.PIPE)
-        result = subprocess.run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "images", "import", "-"],
-                                stdin=save.stdout, capture_output=True)
+        result = subprocess.run(
+            ["ctr", "-a", str(self.socket), "-n", "k8s.io", "images", "import", "-"],
+            stdin=save.stdout,
+            capture_output=True,
+        )
         save.stdout.close()
         if save.wait() != 0 or result.returncode != 0:
             raise ClusterError(f"loading images into the node failed: {result.stderr.decode()[-500:]}")
@@ -927,7 +1183,7 @@ class RealNode:
     def teardown(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             if Path(NODE_RECORD.read_text().split()[0]) != self.cluster_root:
-                return   # the machine's node belongs to another cluster: leave it alone
+                return  # the machine's node belongs to another cluster: leave it alone
         self._kill_pods()
         self._kill_shims()
         self._unmount()
@@ -944,9 +1200,12 @@ class RealNode:
     def _kill_pods(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = {int(pid) for hierarchy in _cgroup_hierarchies()
-                    for procs in (hierarchy / NODE_NAME).rglob("cgroup.procs")
-                    for pid in procs.read_text().split()}
+            pids = {
+                int(pid)
+                for hierarchy in _cgroup_hierarchies()
+                for procs in (hierarchy / NODE_NAME).rglob("cgroup.procs")
+                for pid in procs.read_text().split()
+            }
             if not pids:
                 return
             for pid in pids:
@@ -974,7 +1233,7 @@ class RealNode:
             if "/netns/cni-" in mount:
                 with contextlib.suppress(OSError):
                     Path(mount).unlink()
-        with contextlib.suppress(OSError):   # made by containerd; kept if anything else uses it
+        with contextlib.suppress(OSError):  # made by containerd; kept if anything else uses it
             Path("/run/netns").rmdir()
 
     def _remove_chains(self) -> None:
@@ -1000,8 +1259,9 @@ class RealNode:
         for hierarchy in _cgroup_hierarchies():
             top = hierarchy / NODE_NAME
             if top.is_dir():
-                for cgroup in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
-                                     reverse=True):
+                for cgroup in sorted(
+                    (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+                ):
                     with contextlib.suppress(OSError):
                         cgroup.rmdir()
                 with contextlib.suppress(OSError):
@@ -1029,25 +1289,35 @@ def _raise_keyboard_interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("up", "start a cluster and return once it is ready"),
-                            ("down", "stop the cluster recorded in --dir"),
-                            ("status", "show the components, ports and memory of the cluster in --dir")):
+    for name, help_text in (
+        ("up", "start a cluster and return once it is ready"),
+        ("down", "stop the cluster recorded in --dir"),
+        ("status", "show the components, ports and memory of the cluster in --dir"),
+    ):
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--dir", type=Path, default=Path(".cluster"), help="cluster files (default .cluster)")
-        cmd.add_argument("--bin-dir", type=Path, default=DEFAULT_BIN_DIR, help="built tools (default .tools/bin)")
+        cmd.add_argument(
+            "--dir", type=Path, default=Path(".cluster"), help="cluster files (default .cluster)"
+        )
+        cmd.add_argument(
+            "--bin-dir", type=Path, default=DEFAULT_BIN_DIR, help="built tools (default .tools/bin)"
+        )
         if name == "up":
             cmd.add_argument("--nodes", type=int, default=3, help="fake kwok nodes (default 3)")
             cmd.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
-            cmd.add_argument("--real-node", action="store_true",
-                             help=f"add one real node, {NODE_NAME} (root; the images of `make images`)")
+            cmd.add_argument(
+                "--real-node",
+                action="store_true",
+                help=f"add one real node, {NODE_NAME} (root; the images of `make images`)",
+            )
     args = parser.parse_args(argv)
 
     try:
         if args.command == "up":
             # A SIGTERM during start-up unwinds like Ctrl-C, so start() stops what it started.
             signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-            cluster = LocalCluster(root=args.dir, bin_dir=args.bin_dir, nodes=args.nodes,
-                                   real_node=args.real_node)
+            cluster = LocalCluster(
+                root=args.dir, bin_dir=args.bin_dir, nodes=args.nodes, real_node=args.real_node
+            )
             cluster.start(timeout=args.timeout)
             print(f"cluster ready in {cluster.startup_seconds:.1f}s: {cluster.server}")
             print(f"  export KUBECONFIG={cluster.kubeconfig}")
@@ -1055,8 +1325,10 @@ def main(argv: list[str] | None = None) -> int:
             if cluster.real_node:
                 print(f"  real node {NODE_NAME} ({NODE_IP}): select it with nodeSelector {NODE_LABEL}: real")
                 if not cluster.network_policy:
-                    print("  NetworkPolicy is NOT enforced: this kernel lacks nftables' queue "
-                          "expression (CONFIG_NFT_QUEUE), which kube-network-policies needs")
+                    print(
+                        "  NetworkPolicy is NOT enforced: this kernel lacks nftables' queue "
+                        "expression (CONFIG_NFT_QUEUE), which kube-network-policies needs"
+                    )
             print(f"  logs in {cluster.log_dir}; stop with `make cluster-down`")
         elif args.command == "down":
             if not (args.dir / STATE_FILE).exists():

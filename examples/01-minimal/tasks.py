@@ -1,4 +1,5 @@
 """Handlers of the examples: plain functions of one JSON payload."""
+
 import asyncio
 import hashlib
 import time

@@ -3,6 +3,7 @@
 The YAML is kubectl's block style: mappings and lists indented by two, every string double-quoted
 with YAML's escapes, so a value never changes type on the way back.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def _scalar(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return json.dumps(value)
-    if isinstance(value, float):   # YAML 1.1 reads 1e-05 as a string: it wants 1.0e-05
+    if isinstance(value, float):  # YAML 1.1 reads 1e-05 as a string: it wants 1.0e-05
         text = json.dumps(value)
         return text.replace("e", ".0e") if "e" in text and "." not in text else text
     return _quote(str(value))
@@ -39,8 +40,12 @@ def _quote(text: str) -> str:
         code = ord(char)
         if char in _ESCAPES:
             out.append(_ESCAPES[char])
-        elif (0x20 <= code <= 0x7E or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
-              or (0xE000 <= code <= 0xFFFD and code != 0xFEFF) or code >= 0x10000):   # 2028/9: YAML line breaks
+        elif (
+            0x20 <= code <= 0x7E
+            or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+            or code >= 0x10000
+        ):  # 2028/9: YAML line breaks
             out.append(char)
         elif code <= 0xFF:
             out.append(f"\\x{code:02x}")
@@ -66,7 +71,7 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
         for item in value:
             if isinstance(item, dict) and item:
                 inner = _yaml_lines(item, indent + 2)
-                lines.append(pad + "- " + inner[0][indent + 2:])
+                lines.append(pad + "- " + inner[0][indent + 2 :])
                 lines += inner[1:]
             else:
                 lines += _nested(pad + "-", item, indent)
@@ -75,7 +80,7 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
 
 
 def _nested(head: str, item: Any, indent: int) -> list[str]:
-    if isinstance(item, (list, tuple)) and item:   # kubectl's lists sit under their key
+    if isinstance(item, (list, tuple)) and item:  # kubectl's lists sit under their key
         return [head, *_yaml_lines(item, indent if head.endswith(":") else indent + 2)]
     if isinstance(item, dict) and item:
         return [head, *_yaml_lines(item, indent + 2)]
@@ -85,9 +90,12 @@ def _nested(head: str, item: Any, indent: int) -> list[str]:
 def _plain_key(key: Any) -> bool:
     """Keys like `inFlight` need no quotes; anything YAML could read as another type does."""
     text = str(key)
-    return (isinstance(key, str) and text.replace("_", "").replace("-", "").isalnum()
-            and text[0].isalpha() and text.lower() not in ("true", "false", "null", "yes", "no",
-                                                           "on", "off", "y", "n"))
+    return (
+        isinstance(key, str)
+        and text.replace("_", "").replace("-", "").isalnum()
+        and text[0].isalpha()
+        and text.lower() not in ("true", "false", "null", "yes", "no", "on", "off", "y", "n")
+    )
 
 
 def write(stdout: TextIO, value: Any, output: str) -> None:

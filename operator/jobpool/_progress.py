@@ -1,4 +1,5 @@
 """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
 from __future__ import annotations
 
 import sys
@@ -7,8 +8,14 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None,
-                 enabled: bool | None = None, min_interval: float = 0.1):
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        min_interval: float = 0.1,
+    ):
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
@@ -36,8 +43,7 @@ class Progress:
             fraction = min(1.0, self.done / self.total)
             filled = int(fraction * width)
             bar = "#" * filled + "-" * (width - filled)
-            return (f"{self.label} [{bar}] {self.done:,}/{self.total:,} {fraction * 100:3.0f}% "
-                    f"{rate}")
+            return f"{self.label} [{bar}] {self.done:,}/{self.total:,} {fraction * 100:3.0f}% {rate}"
         return f"{self.label} {self.done:,} {rate}"
 
     def _draw(self, now: float) -> None:

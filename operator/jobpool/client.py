@@ -1,15 +1,16 @@
 """The Python SDK: `jobpool.Client(queue_url, namespace, pool)` and its async twin.
 
-    client = jobpool.Client("redis://localhost:6379/0", "default", "thumbnails")
-    job_id = client.submit({"src": "a.png"})
-    print(client.result(job_id, timeout=30))
+client = jobpool.Client("redis://localhost:6379/0", "default", "thumbnails")
+job_id = client.submit({"src": "a.png"})
+print(client.result(job_id, timeout=30))
 """
+
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, cast
 from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
 from .queue.codec import check_name, due_of
@@ -19,14 +20,25 @@ class AsyncClient:
     """The SDK for asyncio code; every method is a coroutine."""
 
     def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
-        self.queue = open_queue(queue_url, check_name(namespace, "namespace"),
-                                check_name(pool, "pool"), **options)
+        self.queue = open_queue(
+            queue_url, check_name(namespace, "namespace"), check_name(pool, "pool"), **options
+        )
 
-    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                     timeout: float | None = None, max_attempts: int | None = None,
-                     backoff: float | None = None, delay: float | None = None,
-                     run_at: Any = None, wait: bool = True, priority: int | None = None,
-                     fairness_key: str | None = None) -> str:
+    async def submit(
+        self,
+        payload: Any,
+        id: str | None = None,
+        *,
+        task: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        backoff: float | None = None,
+        delay: float | None = None,
+        run_at: Any = None,
+        wait: bool = True,
+        priority: int | None = None,
+        fairness_key: str | None = None,
+    ) -> str:
         """Enqueue one JSON payload for `task` (None: the pool's single handler); returns its id
         (the given one, or a generated one). `timeout`, `max_attempts`, `backoff`: the job's own,
         instead of the pool's, within the pool's caps. `delay` (seconds) or `run_at` (an aware
@@ -34,24 +46,43 @@ class AsyncClient:
         is served first; `fairness_key` (a tenant, a customer): within a level, keys share the
         pool's slots round-robin. Submits from concurrent tasks that overlap go to Redis
         together, in one round trip. A task no live worker serves raises UnknownTask."""
-        return await self.queue.submit(payload, id, task=task, wait=wait,
-                                       options=JobOptions(timeout, max_attempts, backoff, priority,
-                                                          fairness_key),
-                                       due=due_of(delay, run_at))
+        return await self.queue.submit(
+            payload,
+            id,
+            task=task,
+            wait=wait,
+            options=JobOptions(timeout, max_attempts, backoff, priority, fairness_key),
+            due=due_of(delay, run_at),
+        )
 
-    async def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None,
-                          *, task: str | None = None, options: JobOptions = JobOptions(),
-                          delay: float | None = None, run_at: Any = None,
-                          wait: bool = True, timeout: float | None = None,
-                          priority: int | None = None, fairness_key: str | None = None) -> list[str]:
+    async def submit_many(
+        self,
+        payloads: Sequence[Any],
+        ids: Sequence[str | None] | None = None,
+        *,
+        task: str | None = None,
+        options: JobOptions = JobOptions(),
+        delay: float | None = None,
+        run_at: Any = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        priority: int | None = None,
+        fairness_key: str | None = None,
+    ) -> list[str]:
         """Enqueue many payloads of one task, with the same `options` of their own
         (`jobpool.JobOptions(timeout, max_attempts, backoff, priority, fairness_key)`) and the same
         `delay` or `run_at`, in pipelined batches; returns their ids in order. `priority` and
         `fairness_key`, when given, stand for those of `options`. `timeout`: how long to wait for
         room in a full queue."""
-        return await self.queue.submit_many(list(payloads), ids, task=task,
-                                            options=with_priority(options, priority, fairness_key),
-                                            due=due_of(delay, run_at), wait=wait, timeout=timeout)
+        return await self.queue.submit_many(
+            list(payloads),
+            ids,
+            task=task,
+            options=with_priority(options, priority, fairness_key),
+            due=due_of(delay, run_at),
+            wait=wait,
+            timeout=timeout,
+        )
 
     async def result(self, id: str, timeout: float | None = None) -> Result | None:
         """The job's `Result(id, result, attempts)`, waiting up to `timeout` seconds for it;
@@ -103,27 +134,73 @@ class Client:
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)
 
-    def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-               timeout: float | None = None, max_attempts: int | None = None,
-               backoff: float | None = None, delay: float | None = None, run_at: Any = None,
-               wait: bool = True, priority: int | None = None, fairness_key: str | None = None) -> str:
+    def submit(
+        self,
+        payload: Any,
+        id: str | None = None,
+        *,
+        task: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        backoff: float | None = None,
+        delay: float | None = None,
+        run_at: Any = None,
+        wait: bool = True,
+        priority: int | None = None,
+        fairness_key: str | None = None,
+    ) -> str:
         options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
         job_id, submitted = self._async.queue.submit_blocking(
-            payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait)
-        return cast(str, job_id) if submitted else self._run(self._async.submit(
-            payload, job_id, task=task, timeout=timeout, max_attempts=max_attempts,
-            backoff=backoff, delay=delay, run_at=run_at, wait=wait, priority=priority,
-            fairness_key=fairness_key))
+            payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait
+        )
+        return (
+            cast(str, job_id)
+            if submitted
+            else self._run(
+                self._async.submit(
+                    payload,
+                    job_id,
+                    task=task,
+                    timeout=timeout,
+                    max_attempts=max_attempts,
+                    backoff=backoff,
+                    delay=delay,
+                    run_at=run_at,
+                    wait=wait,
+                    priority=priority,
+                    fairness_key=fairness_key,
+                )
+            )
+        )
 
-    def submit_many(self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
-                    task: str | None = None, options: JobOptions = JobOptions(),
-                    delay: float | None = None, run_at: Any = None,
-                    wait: bool = True, timeout: float | None = None, priority: int | None = None,
-                    fairness_key: str | None = None) -> list[str]:
-        return self._run(self._async.submit_many(payloads, ids, task=task, options=options,
-                                                 delay=delay, run_at=run_at, wait=wait,
-                                                 timeout=timeout, priority=priority,
-                                                 fairness_key=fairness_key))
+    def submit_many(
+        self,
+        payloads: Sequence[Any],
+        ids: Sequence[str | None] | None = None,
+        *,
+        task: str | None = None,
+        options: JobOptions = JobOptions(),
+        delay: float | None = None,
+        run_at: Any = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        priority: int | None = None,
+        fairness_key: str | None = None,
+    ) -> list[str]:
+        return self._run(
+            self._async.submit_many(
+                payloads,
+                ids,
+                task=task,
+                options=options,
+                delay=delay,
+                run_at=run_at,
+                wait=wait,
+                timeout=timeout,
+                priority=priority,
+                fairness_key=fairness_key,
+            )
+        )
 
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))
@@ -131,6 +208,7 @@ class Client:
     def results(self) -> list[Result]:
         async def collect() -> list[Result]:
             return [r async for r in self._async.results(follow=False)]
+
         return self._run(collect())
 
     def job(self, id: str) -> JobState | None:

@@ -4,6 +4,7 @@ current kubeconfig context, and a port-forward to an in-cluster Redis when asked
 The base install has no Kubernetes client, so it is imported only here, on first use; the
 decisions (which Secret, which Service) are pure functions of the objects read.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,12 +14,12 @@ import select
 import socket
 import threading
 import urllib.parse
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 GROUP, VERSION, PLURAL = "jobpool.dev", "v1alpha1", "jobpools"
 KUBE_EXTRA = "pip install 'jobpool[kube]'"
-WORKER, PRODUCER = "worker", "producer"   # whose credentials a command needs (jobpool.queue.acl)
+WORKER, PRODUCER = "worker", "producer"  # whose credentials a command needs (jobpool.queue.acl)
 REQUEST_TIMEOUT = 10
 
 
@@ -37,7 +38,7 @@ class QueueSource:
     url: str | None = None
     secret: str | None = None
     key: str = "url"
-    managed: bool = False      # the Secret is the one the operator makes for the pool
+    managed: bool = False  # the Secret is the one the operator makes for the pool
 
 
 def queue_source(pool: dict[str, Any], role: str) -> QueueSource:
@@ -50,8 +51,7 @@ def queue_source(pool: dict[str, Any], role: str) -> QueueSource:
     if ref:
         return QueueSource(secret=ref["name"], key=ref.get("key") or "url")
     name = pool["metadata"]["name"]
-    return QueueSource(secret=f"{name}-queue" if role == WORKER else f"{name}-queue-producer",
-                       managed=True)
+    return QueueSource(secret=f"{name}-queue" if role == WORKER else f"{name}-queue-producer", managed=True)
 
 
 def service_of(host: str, namespace: str) -> tuple[str, str]:
@@ -62,8 +62,9 @@ def service_of(host: str, namespace: str) -> tuple[str, str]:
         return parts[0], namespace
     if len(parts) == 2 or parts[2] == "svc":
         return parts[0], parts[1]
-    raise ClusterError(f"cannot port-forward to {host!r}: not a Service name (svc, svc.ns or "
-                       f"svc.ns.svc.cluster.local)")
+    raise ClusterError(
+        f"cannot port-forward to {host!r}: not a Service name (svc, svc.ns or svc.ns.svc.cluster.local)"
+    )
 
 
 def replace_host(url: str, host: str, port: int) -> str:
@@ -77,8 +78,9 @@ def _client():
     try:
         import kubernetes
     except ModuleNotFoundError:
-        raise ClusterError(f"cluster mode needs the Kubernetes client: {KUBE_EXTRA}, or give "
-                           f"--queue URL") from None
+        raise ClusterError(
+            f"cluster mode needs the Kubernetes client: {KUBE_EXTRA}, or give --queue URL"
+        ) from None
     return kubernetes
 
 
@@ -88,16 +90,19 @@ class Cluster:
     def __init__(self, kubeconfig: str | None = None, context: str | None = None):
         kubernetes = _client()
         from kubernetes.config.config_exception import ConfigException
+
         try:
             contexts, current = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
             chosen = next((c for c in contexts if c["name"] == context), None) if context else current
             if chosen is None:
                 raise ClusterError(f"no context {context!r} in the kubeconfig")
-            self.api = kubernetes.config.new_client_from_config(config_file=kubeconfig,
-                                                                context=chosen["name"])
+            self.api = kubernetes.config.new_client_from_config(
+                config_file=kubeconfig, context=chosen["name"]
+            )
         except (ConfigException, OSError) as exc:
-            raise ClusterError(f"no usable kubeconfig ({str(exc).splitlines()[0]}): set KUBECONFIG, "
-                               f"or give --queue URL") from None
+            raise ClusterError(
+                f"no usable kubeconfig ({str(exc).splitlines()[0]}): set KUBECONFIG, or give --queue URL"
+            ) from None
         self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
         self.kubernetes = kubernetes
 
@@ -111,14 +116,20 @@ class Cluster:
                 return None
             reason = exc.reason or ""
             raise ClusterError(f"cannot read {what}: {exc.status} {reason}".rstrip()) from None
-        except Exception as exc:   # urllib3 connection errors: one line, not a traceback
-            raise ClusterError(f"cannot reach the API server to read {what}: "
-                               f"{type(exc).__name__}") from None
+        except Exception as exc:  # urllib3 connection errors: one line, not a traceback
+            raise ClusterError(f"cannot reach the API server to read {what}: {type(exc).__name__}") from None
 
     def pool(self, namespace: str, name: str) -> dict[str, Any]:
         custom = self.kubernetes.client.CustomObjectsApi(self.api)
-        found = self._call(f"jobpool {namespace}/{name}", custom.get_namespaced_custom_object,
-                           GROUP, VERSION, namespace, PLURAL, name)
+        found = self._call(
+            f"jobpool {namespace}/{name}",
+            custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
         if found is None:
             raise PoolNotFound(f'{PLURAL}.{GROUP} "{name}" not found in namespace "{namespace}"')
         return found
@@ -128,16 +139,19 @@ class Cluster:
         if source.url:
             return source.url
         core = self.kubernetes.client.CoreV1Api(self.api)
-        secret = self._call(f"Secret {namespace}/{source.secret}", core.read_namespaced_secret,
-                            source.secret, namespace)
+        secret = self._call(
+            f"Secret {namespace}/{source.secret}", core.read_namespaced_secret, source.secret, namespace
+        )
         if secret is None:
             if source.managed:
                 raise ClusterError(
                     f"pool {namespace}/{name} has no queue of its own and no Secret "
                     f"{source.secret} (the operator makes it on a queue it administers, "
-                    f"--admin-queue): give --queue URL")
-            raise ClusterError(f"spec.queue.urlSecretRef of pool {namespace}/{name}: Secret "
-                               f"{source.secret} not found")
+                    f"--admin-queue): give --queue URL"
+                )
+            raise ClusterError(
+                f"spec.queue.urlSecretRef of pool {namespace}/{name}: Secret {source.secret} not found"
+            )
         data = secret.data or {}
         if source.key not in data:
             raise ClusterError(f"Secret {namespace}/{source.secret} has no key {source.key!r}")
@@ -146,18 +160,19 @@ class Cluster:
     def ready_pod(self, service: str, namespace: str, port: int) -> tuple[str, int]:
         """A ready pod behind the Service and the pod port of the Service's `port`."""
         core = self.kubernetes.client.CoreV1Api(self.api)
-        svc = self._call(f"Service {namespace}/{service}", core.read_namespaced_service,
-                         service, namespace)
+        svc = self._call(f"Service {namespace}/{service}", core.read_namespaced_service, service, namespace)
         if svc is None:
             raise ClusterError(f"cannot port-forward: Service {namespace}/{service} not found")
         wanted = next((p for p in svc.spec.ports or () if p.port == port), None)
         if wanted is None:
             raise ClusterError(f"cannot port-forward: Service {namespace}/{service} has no port {port}")
-        endpoints = self._call(f"Endpoints {namespace}/{service}", core.read_namespaced_endpoints,
-                               service, namespace)
+        endpoints = self._call(
+            f"Endpoints {namespace}/{service}", core.read_namespaced_endpoints, service, namespace
+        )
         for subset in (endpoints.subsets if endpoints else None) or ():
-            target = next((p.port for p in subset.ports or ()
-                           if p.name == wanted.name or len(subset.ports) == 1), None)
+            target = next(
+                (p.port for p in subset.ports or () if p.name == wanted.name or len(subset.ports) == 1), None
+            )
             for address in subset.addresses or ():
                 if target and address.target_ref and address.target_ref.kind == "Pod":
                     return address.target_ref.name, target
@@ -181,9 +196,11 @@ class _Forwarder:
 
     def __init__(self, cluster: Cluster, pod: str, namespace: str, port: int):
         from kubernetes.stream import portforward
+
         core = cluster.kubernetes.client.CoreV1Api(cluster.api)
-        self._open = lambda: portforward(core.connect_get_namespaced_pod_portforward, pod,
-                                         namespace, ports=str(port))
+        self._open = lambda: portforward(
+            core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+        )
         self._pod_port = port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]

@@ -1,4 +1,5 @@
 """Fixtures of the end-to-end tests: the CRDs installed once, an operator per test."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ def operator(jobpool_crds, kube_namespace, redis_server, tmp_path):
     finally:
         if not op.alive():
             op = start_operator(jobpool_crds, kube_namespace, redis_server.url, tmp_path / "operator.log")
-        jobpool_crds.kubectl("delete", "jobpools", "--all", "-n", kube_namespace, "--timeout=60s", check=False)
+        jobpool_crds.kubectl(
+            "delete", "jobpools", "--all", "-n", kube_namespace, "--timeout=60s", check=False
+        )
         op.stop()
         print("---- operator log (tail) ----\n" + op.logs()[-6000:])
 

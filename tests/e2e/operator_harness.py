@@ -5,6 +5,7 @@ KUBECONFIG. kwok's pods run nothing, so local workers stand in for worker pods: 
 `tests.helpers.WorkerProcess` named after a pod, or `PodStandIns` for every Ready pod of a
 pool. Every wait polls state with a deadline (`tests.helpers.wait_until`).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,18 @@ def jobpool_command() -> list[str]:
 
 
 class OperatorProcess:
-    def __init__(self, cluster, namespace: str, default_queue: str | None, log_path: pathlib.Path,
-                 kubeconfig: str | None = None, all_namespaces: bool = False, lease_namespace: str | None = None,
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cluster,
+        namespace: str,
+        default_queue: str | None,
+        log_path: pathlib.Path,
+        kubeconfig: str | None = None,
+        all_namespaces: bool = False,
+        lease_namespace: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
         """`namespace` is the watched namespace, or with `all_namespaces` only the Lease's;
         `lease_namespace` keeps the Lease elsewhere (a test that deletes the watched namespace)."""
         self.cluster, self.namespace, self.default_queue = cluster, namespace, default_queue
@@ -46,15 +56,23 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         scope = ["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]
-        args = [*jobpool_command(), "operator", *scope,
-                "--metrics-port", str(self.metrics_port), "--lease-namespace", self.lease_namespace]
+        args = [
+            *jobpool_command(),
+            "operator",
+            *scope,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--lease-namespace",
+            self.lease_namespace,
+        ]
         if self.default_queue:
             args += ["--default-queue", self.default_queue]
         args += self.extra_args
         env = {**self.cluster.env, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1", **self.extra_env}
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         return self
 
     def logs(self) -> str:
@@ -65,15 +83,16 @@ class OperatorProcess:
 
     def holds_lease(self) -> bool:
         """The leader Lease names this process (its identity is `<hostname>-<pid>`)."""
-        lease = self.cluster.kubectl("get", "lease", "jobpool-operator", "-n", self.lease_namespace, "-o", "json",
-                                     check=False)
+        lease = self.cluster.kubectl(
+            "get", "lease", "jobpool-operator", "-n", self.lease_namespace, "-o", "json", check=False
+        )
         holder = json.loads(lease.stdout)["spec"].get("holderIdentity") if lease.returncode == 0 else None
         return self.alive() and holder == f"{socket.gethostname()}-{self.process.pid}"
 
     def serves_healthz(self) -> bool:
         try:
             return self.healthz() == 200
-        except OSError:   # not listening yet
+        except OSError:  # not listening yet
             return False
 
     def metrics(self) -> str:
@@ -100,9 +119,21 @@ class PodStandIns:
     def __init__(self, cluster, namespace: str, pool: str, log_dir: pathlib.Path):
         env = {**cluster.env, "PYTHONPATH": str(EXAMPLE_HANDLERS)}
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts/demo_cluster_pods.py"), "--namespace", namespace, "--pool", pool,
-             "--log-dir", str(log_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                str(ROOT / "scripts/demo_cluster_pods.py"),
+                "--namespace",
+                namespace,
+                "--pool",
+                pool,
+                "--log-dir",
+                str(log_dir),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         stop_process(self.process, timeout=30)
@@ -115,9 +146,21 @@ def unique(prefix: str) -> str:
 def install_crds(cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     # `kubectl wait` fails at once while the new CRD has no status yet (a large schema takes a moment)
-    wait_until(lambda: cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                                       "crd/jobpools.jobpool.dev", check=False).returncode == 0,
-               timeout=90, interval=0.5, what="the JobPool CRD Established")
+    wait_until(
+        lambda: (
+            cluster.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/jobpools.jobpool.dev",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        timeout=90,
+        interval=0.5,
+        what="the JobPool CRD Established",
+    )
 
 
 def apply(cluster, namespace: str, manifest: dict[str, Any] | str, check: bool = True):
@@ -144,13 +187,30 @@ def condition(pool: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
-def start_operator(cluster, namespace: str, queue_url: str | None, log_path: pathlib.Path,
-                   all_namespaces: bool = False, lease_namespace: str | None = None,
-                   extra_args: tuple[str, ...] = ()) -> OperatorProcess:
-    operator = OperatorProcess(cluster, namespace, queue_url, log_path, all_namespaces=all_namespaces,
-                               lease_namespace=lease_namespace, extra_args=extra_args).start()
-    wait_until(lambda: operator.holds_lease() or not operator.alive(), timeout=60, interval=0.1,
-               what="the operator to take its lease")
+def start_operator(
+    cluster,
+    namespace: str,
+    queue_url: str | None,
+    log_path: pathlib.Path,
+    all_namespaces: bool = False,
+    lease_namespace: str | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> OperatorProcess:
+    operator = OperatorProcess(
+        cluster,
+        namespace,
+        queue_url,
+        log_path,
+        all_namespaces=all_namespaces,
+        lease_namespace=lease_namespace,
+        extra_args=extra_args,
+    ).start()
+    wait_until(
+        lambda: operator.holds_lease() or not operator.alive(),
+        timeout=60,
+        interval=0.1,
+        what="the operator to take its lease",
+    )
     assert operator.alive(), operator.logs()[-3000:]
     return operator
 
@@ -163,9 +223,16 @@ def items(cluster, namespace: str, kind: str, selector: str | None = None) -> li
 def kubeconfig_for_token(cluster, token: str, path: pathlib.Path) -> str:
     config = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
     ca = config["clusters"][0]["cluster"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": ca}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "operator",
+                "clusters": [{"name": "local", "cluster": ca}],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+            }
+        )
+    )
     return str(path)

@@ -23,8 +23,9 @@ from tests.helpers import wait_until
 
 CHART = Path(__file__).parent / "testdata" / "tiny-chart"
 # The pin in the wrapper module is the version the built binaries must report.
-KUBE_VERSION = re.search(r"^require k8s\.io/kubernetes (v\S+)$",
-                         (REPO_ROOT / "tools" / "kubernetes" / "go.mod").read_text(), re.M).group(1)
+KUBE_VERSION = re.search(
+    r"^require k8s\.io/kubernetes (v\S+)$", (REPO_ROOT / "tools" / "kubernetes" / "go.mod").read_text(), re.M
+).group(1)
 
 
 def get_json(kube_cluster, *args: str) -> dict:
@@ -32,24 +33,32 @@ def get_json(kube_cluster, *args: str) -> dict:
 
 
 def deployment(name: str, replicas: int) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1.0"}]},
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1.0"}]},
+                },
             },
-        },
-    })
+        }
+    )
 
 
-@pytest.mark.parametrize("test_name", [
-    "test_x", "test_scale[Up-10]", "test_" + "very_long_name_" * 8, "TEST__Weird..Chars__",
-])
+@pytest.mark.parametrize(
+    "test_name",
+    [
+        "test_x",
+        "test_scale[Up-10]",
+        "test_" + "very_long_name_" * 8,
+        "TEST__Weird..Chars__",
+    ],
+)
 def test_namespace_names_are_valid_unique_labels(test_name):
     names = {namespace_name(test_name) for _ in range(50)}
     assert len(names) == 50
@@ -91,12 +100,19 @@ def test_deleting_the_owner_garbage_collects_its_dependents(kube_cluster, kube_n
     kube_cluster.kubectl("delete", "-n", ns, "deployment/owned", "--cascade=background", "--wait=false")
 
     def dependents_left():
-        left = [item["metadata"]["name"] for kind in ("replicasets", "pods")
-                for item in get_json(kube_cluster, "-n", ns, kind, "-l", "app=owned")["items"]]
+        left = [
+            item["metadata"]["name"]
+            for kind in ("replicasets", "pods")
+            for item in get_json(kube_cluster, "-n", ns, kind, "-l", "app=owned")["items"]
+        ]
         return None if left else "all gone"
 
-    wait_until(dependents_left, timeout=60, interval=0.2,
-               what="the garbage collector to delete the ReplicaSet and its Pods")
+    wait_until(
+        dependents_left,
+        timeout=60,
+        interval=0.2,
+        what="the garbage collector to delete the ReplicaSet and its Pods",
+    )
 
 
 def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, kube_namespace):
@@ -109,19 +125,30 @@ def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, 
             "group": group,
             "scope": "Namespaced",
             "names": {"plural": "ranges", "singular": "range", "kind": "Range"},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {"spec": {
-                        "type": "object",
-                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
-                        "x-kubernetes-validations": [
-                            {"rule": "self.min <= self.max", "message": "min must not exceed max"},
-                        ],
-                    }},
-                }},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                                    "x-kubernetes-validations": [
+                                        {
+                                            "rule": "self.min <= self.max",
+                                            "message": "min must not exceed max",
+                                        },
+                                    ],
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
@@ -129,16 +156,31 @@ def test_crd_cel_rule_rejects_a_bad_object_with_the_rules_message(kube_cluster, 
         kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/ranges.{group}", "--timeout=30s")
 
         def range_object(name: str, low: int, high: int) -> str:
-            return json.dumps({"apiVersion": f"{group}/v1", "kind": "Range", "metadata": {"name": name},
-                               "spec": {"min": low, "max": high}})
+            return json.dumps(
+                {
+                    "apiVersion": f"{group}/v1",
+                    "kind": "Range",
+                    "metadata": {"name": name},
+                    "spec": {"min": low, "max": high},
+                }
+            )
 
         # Discovery of a new group can lag behind Established; retry the good object until it lands.
-        wait_until(lambda: kube_cluster.kubectl(
-            "apply", "-n", kube_namespace, "-f", "-", input=range_object("good", 1, 5), check=False
-        ).returncode == 0, timeout=30, interval=0.2, what="the new CRD to be served")
+        wait_until(
+            lambda: (
+                kube_cluster.kubectl(
+                    "apply", "-n", kube_namespace, "-f", "-", input=range_object("good", 1, 5), check=False
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the new CRD to be served",
+        )
 
-        bad = kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=range_object("bad", 9, 2),
-                                   check=False)
+        bad = kube_cluster.kubectl(
+            "apply", "-n", kube_namespace, "-f", "-", input=range_object("bad", 9, 2), check=False
+        )
         assert bad.returncode != 0
         assert "min must not exceed max" in bad.stderr
         assert "Invalid value" in bad.stderr
@@ -158,36 +200,74 @@ def test_crd_status_and_scale_subresources(kube_cluster, kube_namespace):
             "group": group,
             "scope": "Namespaced",
             "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
-                                                         "statusReplicasPath": ".status.replicas"}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
-                    "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
-                }}},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                        },
+                    },
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                                "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
         kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/pools.{group}", "--timeout=30s")
-        pool = {"apiVersion": f"{group}/v1", "kind": "Pool", "metadata": {"name": "p"},
-                "spec": {"replicas": 1}, "status": {"replicas": 7}}
-        wait_until(lambda: kube_cluster.kubectl(
-            "create", "-n", kube_namespace, "-f", "-", input=json.dumps(pool), check=False
-        ).returncode == 0, timeout=30, interval=0.2, what="the new CRD to be served")
+        pool = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Pool",
+            "metadata": {"name": "p"},
+            "spec": {"replicas": 1},
+            "status": {"replicas": 7},
+        }
+        wait_until(
+            lambda: (
+                kube_cluster.kubectl(
+                    "create", "-n", kube_namespace, "-f", "-", input=json.dumps(pool), check=False
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the new CRD to be served",
+        )
         resource = f"pools.{group}/p"
         # With a status subresource the main endpoint ignores status.
         assert "status" not in get_json(kube_cluster, "-n", kube_namespace, resource)
 
         kube_cluster.kubectl("scale", "-n", kube_namespace, resource, "--replicas=4")
-        kube_cluster.kubectl("patch", "-n", kube_namespace, resource, "--subresource=status", "--type=merge",
-                             "-p", json.dumps({"status": {"replicas": 3}}))
+        kube_cluster.kubectl(
+            "patch",
+            "-n",
+            kube_namespace,
+            resource,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"replicas": 3}}),
+        )
         stored = get_json(kube_cluster, "-n", kube_namespace, resource)
         assert (stored["spec"]["replicas"], stored["status"]["replicas"]) == (4, 3)
-        scale = json.loads(kube_cluster.kubectl(
-            "get", "--raw", f"/apis/{group}/v1/namespaces/{kube_namespace}/pools/p/scale").stdout)
+        scale = json.loads(
+            kube_cluster.kubectl(
+                "get", "--raw", f"/apis/{group}/v1/namespaces/{kube_namespace}/pools/p/scale"
+            ).stdout
+        )
         assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (4, 3)
     finally:
         kube_cluster.kubectl("delete", f"crd/pools.{group}", "--wait=false", check=False)
@@ -203,20 +283,34 @@ def test_service_account_without_rbac_permissions_is_denied(kube_cluster, kube_n
     assert "Forbidden" in denied.stderr and reader in denied.stderr
 
     kube_cluster.kubectl("create", "role", "-n", ns, "pod-reader", "--verb=get,list", "--resource=pods")
-    kube_cluster.kubectl("create", "rolebinding", "-n", ns, "reader-reads-pods", "--role=pod-reader",
-                         f"--serviceaccount={ns}:reader")
+    kube_cluster.kubectl(
+        "create",
+        "rolebinding",
+        "-n",
+        ns,
+        "reader-reads-pods",
+        "--role=pod-reader",
+        f"--serviceaccount={ns}:reader",
+    )
 
     # A real bound token, signed by the service-account key and checked by the API server.
     token = kube_cluster.kubectl("create", "token", "-n", ns, "reader", "--duration=10m").stdout.strip()
     admin = yaml.safe_load(Path(kube_cluster.kubeconfig).read_text())
     token_config = tmp_path / "reader.kubeconfig"
-    token_config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": admin["clusters"],
-        "users": [{"name": "reader", "user": {"token": token}}],
-        "contexts": [{"name": "reader", "context": {"cluster": admin["clusters"][0]["name"], "user": "reader"}}],
-        "current-context": "reader",
-    }))
+    token_config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": admin["clusters"],
+                "users": [{"name": "reader", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "reader", "context": {"cluster": admin["clusters"][0]["name"], "user": "reader"}}
+                ],
+                "current-context": "reader",
+            }
+        )
+    )
     as_reader = ("--kubeconfig", str(token_config))
 
     def rbac_allows_pods():
@@ -233,22 +327,43 @@ def test_service_account_without_rbac_permissions_is_denied(kube_cluster, kube_n
 
 
 def test_restricted_pod_security_is_enforced(kube_cluster, kube_namespace):
-    kube_cluster.kubectl("label", "namespace", kube_namespace, "pod-security.kubernetes.io/enforce=restricted")
+    kube_cluster.kubectl(
+        "label", "namespace", kube_namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
 
     def pod(name: str, container: dict) -> str:
-        return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                           "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1.0",
-                                                    **container}]}})
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1.0", **container}]},
+            }
+        )
 
-    privileged = kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", check=False,
-                                      input=pod("privileged", {"securityContext": {"privileged": True}}))
+    privileged = kube_cluster.kubectl(
+        "apply",
+        "-n",
+        kube_namespace,
+        "-f",
+        "-",
+        check=False,
+        input=pod("privileged", {"securityContext": {"privileged": True}}),
+    )
     assert privileged.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in privileged.stderr
-    restricted = {"securityContext": {
-        "runAsNonRoot": True, "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}}
+    restricted = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    }
     kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=pod("restricted", restricted))
-    kube_cluster.kubectl("wait", "-n", kube_namespace, "--for=condition=Ready", "pod/restricted", "--timeout=60s")
+    kube_cluster.kubectl(
+        "wait", "-n", kube_namespace, "--for=condition=Ready", "pod/restricted", "--timeout=60s"
+    )
 
 
 def test_helm_template_and_install_a_chart(kube_cluster, kube_namespace, tmp_path):
@@ -262,14 +377,25 @@ def test_helm_template_and_install_a_chart(kube_cluster, kube_namespace, tmp_pat
         assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}"
         return result
 
-    rendered = list(yaml.safe_load_all(
-        run_helm("template", "demo", str(CHART), "--set", "greeting=bonjour").stdout))
+    rendered = list(
+        yaml.safe_load_all(run_helm("template", "demo", str(CHART), "--set", "greeting=bonjour").stdout)
+    )
     by_kind = {doc["kind"]: doc for doc in rendered if doc}
     assert by_kind["ConfigMap"]["data"]["greeting"] == "bonjour"
     assert by_kind["Deployment"]["spec"]["replicas"] == 2
 
-    run_helm("install", "demo", str(CHART), "-n", kube_namespace, "--set", "replicas=3",
-             "--wait", "--timeout", "90s")
+    run_helm(
+        "install",
+        "demo",
+        str(CHART),
+        "-n",
+        kube_namespace,
+        "--set",
+        "replicas=3",
+        "--wait",
+        "--timeout",
+        "90s",
+    )
     releases = json.loads(run_helm("list", "-n", kube_namespace, "-o", "json").stdout)
     assert [(r["name"], r["status"]) for r in releases] == [("demo", "deployed")]
     settings = get_json(kube_cluster, "-n", kube_namespace, "configmap/demo-settings")["data"]
@@ -277,8 +403,9 @@ def test_helm_template_and_install_a_chart(kube_cluster, kube_namespace, tmp_pat
     assert get_json(kube_cluster, "-n", kube_namespace, "deployment/demo")["status"]["readyReplicas"] == 3
 
     run_helm("uninstall", "demo", "-n", kube_namespace, "--wait", "--timeout", "60s")
-    gone = kube_cluster.kubectl("get", "-n", kube_namespace, "deployment/demo", "configmap/demo-settings",
-                                check=False)
+    gone = kube_cluster.kubectl(
+        "get", "-n", kube_namespace, "deployment/demo", "configmap/demo-settings", check=False
+    )
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
@@ -307,23 +434,45 @@ def _gone(pids: list[int]) -> bool:
 def test_a_second_cluster_runs_side_by_side_and_down_leaves_nothing_behind(tmp_path):
     script = str(REPO_ROOT / "tools" / "localcluster.py")
     cluster_dir = tmp_path / "second"
-    up = subprocess.run([sys.executable, script, "up", "--dir", str(cluster_dir), "--nodes", "1"],
-                        capture_output=True, text=True, timeout=180)
+    up = subprocess.run(
+        [sys.executable, script, "up", "--dir", str(cluster_dir), "--nodes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     try:
         assert up.returncode == 0, up.stderr
         assert "cluster ready in" in up.stdout
         pids, ports = _component_pids_and_ports(cluster_dir)
         assert len(pids) == 5
-        status = subprocess.run([sys.executable, script, "status", "--dir", str(cluster_dir)],
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            [sys.executable, script, "status", "--dir", str(cluster_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert status.returncode == 0, status.stdout + status.stderr
-        nodes = subprocess.run([str(localcluster.DEFAULT_BIN_DIR / "kubectl"), "get", "nodes", "-o", "name",
-                                f"--kubeconfig={cluster_dir / 'kubeconfig'}"],
-                               capture_output=True, text=True, timeout=30)
+        nodes = subprocess.run(
+            [
+                str(localcluster.DEFAULT_BIN_DIR / "kubectl"),
+                "get",
+                "nodes",
+                "-o",
+                "name",
+                f"--kubeconfig={cluster_dir / 'kubeconfig'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert nodes.stdout.split() == ["node/kwok-node-0"]
     finally:
-        down = subprocess.run([sys.executable, script, "down", "--dir", str(cluster_dir)],
-                              capture_output=True, text=True, timeout=60)
+        down = subprocess.run(
+            [sys.executable, script, "down", "--dir", str(cluster_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert down.returncode == 0, down.stderr
     assert _gone(pids), "components still running after `down`"
     assert all(_port_is_free(port) for port in ports), "a port is still bound after `down`"
@@ -349,6 +498,12 @@ def test_components_die_with_a_killed_test_process(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    wait_until(lambda: _gone(pids), timeout=30, interval=0.2, what="the components of a SIGKILLed parent to exit")
-    wait_until(lambda: all(_port_is_free(p) for p in ports), timeout=30, interval=0.2,
-               what="their ports to be released")
+    wait_until(
+        lambda: _gone(pids), timeout=30, interval=0.2, what="the components of a SIGKILLed parent to exit"
+    )
+    wait_until(
+        lambda: all(_port_is_free(p) for p in ports),
+        timeout=30,
+        interval=0.2,
+        what="their ports to be released",
+    )

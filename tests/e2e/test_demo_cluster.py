@@ -5,6 +5,7 @@ starts the operator and the pods' stand-in workers but no second control plane. 
 process it starts inherits a unique JOBPOOL_DEMO_RUN value, which is how the tests find
 anything it left running.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,9 @@ def processes_with(marker: str) -> dict[int, str]:
             continue
         try:
             if f"JOBPOOL_DEMO_RUN={marker}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found[int(proc.name)] = (
+                    (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
         except OSError:
             continue
     return found
@@ -46,9 +49,15 @@ def processes_with(marker: str) -> dict[int, str]:
 @pytest.fixture
 def demo_env(kube_cluster, kube_namespace, redis_server, tmp_path):
     marker = secrets.token_hex(8)
-    env = {**kube_cluster.env, "JOBPOOL_DEMO_KUBECONFIG": kube_cluster.kubeconfig,
-           "JOBPOOL_DEMO_QUEUE_URL": redis_server.url, "JOBPOOL_DEMO_NAMESPACE": kube_namespace,
-           "JOBPOOL_DEMO_DIR": str(tmp_path / "demo"), "JOBS": str(JOBS), "JOBPOOL_DEMO_RUN": marker}
+    env = {
+        **kube_cluster.env,
+        "JOBPOOL_DEMO_KUBECONFIG": kube_cluster.kubeconfig,
+        "JOBPOOL_DEMO_QUEUE_URL": redis_server.url,
+        "JOBPOOL_DEMO_NAMESPACE": kube_namespace,
+        "JOBPOOL_DEMO_DIR": str(tmp_path / "demo"),
+        "JOBS": str(JOBS),
+        "JOBPOOL_DEMO_RUN": marker,
+    }
     env.pop("KUBECONFIG", None)
     yield env
     leftovers = processes_with(marker)
@@ -67,8 +76,9 @@ def pool_keys(redis_url: str, namespace: str) -> list[bytes]:
 
 def test_demo_runs_end_to_end_and_leaves_nothing(demo_env, kube_cluster, kube_namespace, redis_server):
     started = time.monotonic()
-    run = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=demo_env, capture_output=True, text=True,
-                         timeout=280)
+    run = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=ROOT, env=demo_env, capture_output=True, text=True, timeout=280
+    )
     elapsed = time.monotonic() - started
     out = run.stdout
     print(out, run.stderr, f"demo took {elapsed:.1f}s", sep="\n")
@@ -81,7 +91,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing(demo_env, kube_cluster, kube_na
     assert len(started_pods) == MAX_WORKERS
     assert all(name.startswith(f"{POOL}-workers-") for name in started_pods)
     logs = pathlib.Path(demo_env["JOBPOOL_DEMO_DIR"])
-    assert sorted(p.name for p in logs.glob("worker-*.log")) == sorted(f"worker-{n}.log" for n in started_pods)
+    assert sorted(p.name for p in logs.glob("worker-*.log")) == sorted(
+        f"worker-{n}.log" for n in started_pods
+    )
     assert all(f"[pods] {name} is terminating" in out for name in started_pods)
     # `jobpool status` lists the workers by the ids they registered with: the pods' names.
     assert all(re.search(rf"^ +{name} ", out, re.M) for name in started_pods)
@@ -99,8 +111,14 @@ def test_demo_runs_end_to_end_and_leaves_nothing(demo_env, kube_cluster, kube_na
 
 
 def test_ctrl_c_tears_everything_down(demo_env, kube_namespace):
-    process = subprocess.Popen(["bash", str(SCRIPT)], cwd=ROOT, env=demo_env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["bash", str(SCRIPT)],
+        cwd=ROOT,
+        env=demo_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     out = b""
     deadline = time.monotonic() + 120
     try:
@@ -127,17 +145,24 @@ def test_demo_on_the_real_node_runs_real_pods_and_leaves_nothing(real_node_ready
     """REAL_NODE=1: the demo's own control plane with the real node; the chart's operator and
     Redis run as pods, the worker pods are containers of the example image."""
     marker = secrets.token_hex(8)
-    env = {**os.environ, "REAL_NODE": "1", "JOBS": "1000", "JOBPOOL_DEMO_DIR": str(tmp_path / "demo"),
-           "JOBPOOL_DEMO_RUN": marker}
+    env = {
+        **os.environ,
+        "REAL_NODE": "1",
+        "JOBS": "1000",
+        "JOBPOOL_DEMO_DIR": str(tmp_path / "demo"),
+        "JOBPOOL_DEMO_RUN": marker,
+    }
     env.pop("KUBECONFIG", None)
-    run = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     out = run.stdout
     print(out, run.stderr, sep="\n")
     try:
         assert run.returncode == 0, run.stderr[-3000:]
         for step in range(1, 10):
             assert f"== {step}. " in out
-        assert "helm install" in out and "[pods]" not in out     # no local stand-ins: real containers
+        assert "helm install" in out and "[pods]" not in out  # no local stand-ins: real containers
         assert re.search(r"^jp-operator-\S+ +1/1 +Running", out, re.M)
         assert re.search(rf"^pod/{POOL}-workers-\S+ +1/1 +Running .* jobpool-node", out, re.M)
         assert re.search(r"succeeded +1000/1000 +dead-lettered 0 ", out)

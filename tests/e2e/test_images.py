@@ -1,5 +1,6 @@
 """The project's images in real containers: read-only root filesystem, any non-root uid, and
 the worker as PID 1 draining on `docker stop` (SIGTERM), against the session's redis-server."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ def containers(docker_images):
     """Starts detached containers on the host network; removes them after the test."""
     started: list[str] = []
 
-    def run(image: str, *args: str, user: str = "65532", env: dict[str, str] | None = None,
-            tmpfs: str | None = None) -> str:
+    def run(
+        image: str,
+        *args: str,
+        user: str = "65532",
+        env: dict[str, str] | None = None,
+        tmpfs: str | None = None,
+    ) -> str:
         flags = ["--detach", "--read-only", "--user", user, "--network", "host"]
         if tmpfs:
             flags += ["--tmpfs", f"{tmpfs}:uid={user}"]
@@ -40,9 +46,18 @@ def containers(docker_images):
 
 def start_worker(containers, redis_server, pool: str, metrics_port: int, *flags: str) -> str:
     """A worker from the example's image (FROM jobpool-worker), configured as the operator does."""
-    return containers("examples", "--handler", "tasks:slow", *flags, env={
-        "JOBPOOL_QUEUE_URL": redis_server.url, "JOBPOOL_NAMESPACE": NAMESPACE,
-        "JOBPOOL_POOL": pool, "JOBPOOL_METRICS_PORT": str(metrics_port)})
+    return containers(
+        "examples",
+        "--handler",
+        "tasks:slow",
+        *flags,
+        env={
+            "JOBPOOL_QUEUE_URL": redis_server.url,
+            "JOBPOOL_NAMESPACE": NAMESPACE,
+            "JOBPOOL_POOL": pool,
+            "JOBPOOL_METRICS_PORT": str(metrics_port),
+        },
+    )
 
 
 def state(docker_images, container: str) -> dict:
@@ -57,8 +72,9 @@ def health(port: int) -> dict | None:
         return None
 
 
-def test_worker_image_runs_jobs_as_any_uid_on_a_read_only_root(docker_images, containers,
-                                                               redis_server, pool_name):
+def test_worker_image_runs_jobs_as_any_uid_on_a_read_only_root(
+    docker_images, containers, redis_server, pool_name
+):
     port = free_port()
     worker = start_worker(containers, redis_server, pool_name, port, "--concurrency", "4")
     with Client(redis_server.url, NAMESPACE, pool_name) as client:
@@ -69,8 +85,7 @@ def test_worker_image_runs_jobs_as_any_uid_on_a_read_only_root(docker_images, co
     assert state(docker_images, worker)["Running"]
 
 
-def test_docker_stop_drains_the_job_in_flight_and_exits_0(docker_images, containers,
-                                                          redis_server, pool_name):
+def test_docker_stop_drains_the_job_in_flight_and_exits_0(docker_images, containers, redis_server, pool_name):
     port = free_port()
     worker = start_worker(containers, redis_server, pool_name, port, "--drain-seconds", "60")
     with Client(redis_server.url, NAMESPACE, pool_name) as client:
@@ -86,8 +101,7 @@ def test_docker_stop_drains_the_job_in_flight_and_exits_0(docker_images, contain
     assert stopped_after < 10, f"docker stop took {stopped_after:.1f}s for a 3 s job"
 
 
-def test_idle_worker_exits_0_at_once_on_docker_stop(docker_images, containers, redis_server,
-                                                    pool_name):
+def test_idle_worker_exits_0_at_once_on_docker_stop(docker_images, containers, redis_server, pool_name):
     port = free_port()
     worker = start_worker(containers, redis_server, pool_name, port)
     wait_until(lambda: health(port), timeout=30, what="the worker's /healthz")
@@ -98,15 +112,36 @@ def test_idle_worker_exits_0_at_once_on_docker_stop(docker_images, containers, r
 
 
 def test_operator_image_starts_its_command_line_read_only(docker_images):
-    result = docker_images.docker("run", "--rm", "--read-only", "--user", "65532", "--network",
-                                  "none", docker_images.image("operator"), "operator", "--help")
+    result = docker_images.docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--user",
+        "65532",
+        "--network",
+        "none",
+        docker_images.image("operator"),
+        "operator",
+        "--help",
+    )
     assert "--all-namespaces" in result.stdout
 
 
 def test_redis_image_serves_with_aof_on_its_volume(docker_images, containers):
     port = free_port()
-    containers("redis", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-               "--dir", "/data", user="999", tmpfs="/data")
+    containers(
+        "redis",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--appendonly",
+        "yes",
+        "--dir",
+        "/data",
+        user="999",
+        tmpfs="/data",
+    )
     server = redis.Redis(port=port)
     wait_until(lambda: _pings(server), timeout=30, what="jobpool-redis to answer PING")
     server.set("key", "value")

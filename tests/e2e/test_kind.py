@@ -6,6 +6,7 @@ leaving no container, network or volume behind.
 The image and the binary are built by `make kind-node-image` (a prerequisite of `make
 test-kind`); without them these tests skip, saying so. The cluster tests run with JOBPOOL_KIND=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def node_image(docker_images) -> str:
 
 
 def in_image(docker_images, image: str, script: str) -> str:
-    return docker_images.docker("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
-                                script).stdout
+    return docker_images.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c", script
+    ).stdout
 
 
 def test_kind_is_built_from_its_pinned_module():
@@ -52,7 +54,10 @@ def test_kind_is_built_from_its_pinned_module():
 
 
 def test_the_node_image_is_laid_out_as_kinds_node_image_contract_expects(docker_images, node_image):
-    out = in_image(docker_images, node_image, """
+    out = in_image(
+        docker_images,
+        node_image,
+        """
         cat /kind/version; echo
         kubelet --version; kubeadm version -o short; kubectl version --client -o json | grep gitVersion
         crictl --version
@@ -64,7 +69,8 @@ def test_the_node_image_is_laid_out_as_kinds_node_image_contract_expects(docker_
         grep -c 'is-default-class: "true"' /kind/manifests/default-storage.yaml
         stat -c %a /var/local-volumes/local-0
         kubeadm config images list --kubernetes-version "$(cat /kind/version)" | grep pause
-    """).splitlines()
+    """,
+    ).splitlines()
     assert out[0] == KUBERNETES
     assert out[1] == f"Kubernetes {KUBERNETES}" and out[2] == KUBERNETES and KUBERNETES in out[3]
     assert out[4].startswith(f"crictl version {pinned('cri-tools', 'sigs.k8s.io/cri-tools')}"), out[4]
@@ -80,26 +86,39 @@ def test_the_node_image_is_laid_out_as_kinds_node_image_contract_expects(docker_
     assert inspected["Config"]["StopSignal"] == "SIGRTMIN+3"
 
 
-needs_kind = pytest.mark.skipif(not kind_requested(), reason="a kind cluster: `make test-kind` (JOBPOOL_KIND=1)")
+needs_kind = pytest.mark.skipif(
+    not kind_requested(), reason="a kind cluster: `make test-kind` (JOBPOOL_KIND=1)"
+)
 
 
 def resources(docker_images) -> dict[str, set[str]]:
     """The project's Docker daemon's containers, networks and volumes."""
+
     def names(*args: str) -> set[str]:
         return set(docker_images.docker(*args).stdout.split())
-    return {"containers": names("ps", "-aq"), "networks": names("network", "ls", "-q"),
-            "volumes": names("volume", "ls", "-q")}
+
+    return {
+        "containers": names("ps", "-aq"),
+        "networks": names("network", "ls", "-q"),
+        "volumes": names("volume", "ls", "-q"),
+    }
 
 
 @needs_kind
 def test_kind_up_then_down_leaves_no_container_network_or_volume(docker_images, node_image):
     """Runs first (before the session's cluster): its own cluster and network."""
-    env = dict(os.environ, DOCKER_HOST=docker_images.docker_host, KIND_CLUSTER_NAME="jobpool-updown",
-               KIND_EXPERIMENTAL_DOCKER_NETWORK="jobpool-kind-updown", KIND_ROUTES="0")
+    env = dict(
+        os.environ,
+        DOCKER_HOST=docker_images.docker_host,
+        KIND_CLUSTER_NAME="jobpool-updown",
+        KIND_EXPERIMENTAL_DOCKER_NETWORK="jobpool-kind-updown",
+        KIND_ROUTES="0",
+    )
     before = resources(docker_images)
-    modules = os.path.exists("/lib/modules")   # bind-mounted by kind; Docker makes it when missing
-    up = subprocess.run(["bash", str(KIND_SCRIPT), "up"], env=env, capture_output=True, text=True,
-                        timeout=900)
+    modules = os.path.exists("/lib/modules")  # bind-mounted by kind; Docker makes it when missing
+    up = subprocess.run(
+        ["bash", str(KIND_SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=900
+    )
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         assert "ready in" in up.stdout
@@ -107,8 +126,9 @@ def test_kind_up_then_down_leaves_no_container_network_or_volume(docker_images, 
         assert during["containers"] - before["containers"], "the node container ran"
         assert during["volumes"] - before["volumes"], "the node's /var volume existed"
     finally:
-        down = subprocess.run(["bash", str(KIND_SCRIPT), "down"], env=env, capture_output=True,
-                              text=True, timeout=300)
+        down = subprocess.run(
+            ["bash", str(KIND_SCRIPT), "down"], env=env, capture_output=True, text=True, timeout=300
+        )
     assert down.returncode == 0, down.stderr
     assert resources(docker_images) == before
     assert os.path.exists("/lib/modules") == modules
@@ -124,21 +144,29 @@ def test_the_kind_node_runs_kubeadms_control_plane_from_its_preloaded_images(kin
     # the images of kubeadm's configuration on the node (kind's, with tools/kind/cluster.yaml's patches)
     wanted = node.exec("kubeadm", "config", "images", "list", "--config", "/kind/kubeadm.conf").stdout.split()
     assert f"registry.k8s.io/etcd:{pinned('etcd', 'go.etcd.io/etcd/server/v3').removeprefix('v')}-0" in wanted
-    present = {tag for image in json.loads(node.exec("crictl", "images", "-o", "json").stdout)["images"]
-               for tag in image.get("repoTags") or ()}
+    present = {
+        tag
+        for image in json.loads(node.exec("crictl", "images", "-o", "json").stdout)["images"]
+        for tag in image.get("repoTags") or ()
+    }
     assert set(wanted) <= present, f"kubeadm's images missing on the node: {set(wanted) - present}"
     loaded = {f"docker.io/library/jobpool-{name}:dev" for name in ("operator", "worker", "redis", "examples")}
     assert loaded <= present, "kind load docker-image loaded the project's images"
 
     def system_pods_running() -> bool:
-        pods = json.loads(kind_cluster.kubectl("get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
+        pods = json.loads(kind_cluster.kubectl("get", "pods", "-n", "kube-system", "-o", "json").stdout)[
+            "items"
+        ]
         return len(pods) >= 6 and all(p["status"].get("phase") == "Running" for p in pods)
 
     wait_until(system_pods_running, timeout=120, interval=1, what="kube-system's pods running")
-    events = kind_cluster.kubectl("get", "events", "-A", "--field-selector", "reason=Pulling",
-                                  "-o", "name").stdout
+    events = kind_cluster.kubectl(
+        "get", "events", "-A", "--field-selector", "reason=Pulling", "-o", "name"
+    ).stdout
     assert not events.strip(), f"images were pulled: {events}"
     classes = json.loads(kind_cluster.kubectl("get", "storageclass", "-o", "json").stdout)["items"]
-    assert [c["metadata"]["name"] for c in classes
-            if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class")
-            == "true"] == ["standard"]
+    assert [
+        c["metadata"]["name"]
+        for c in classes
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ] == ["standard"]

@@ -6,6 +6,7 @@ scheduling-gated and their pool says WaitingForQuota with Kueue's message, while
 autoscaler holds its decision (no thrash). When team A's backlog drains and its pods go, Kueue
 admits team B's, whose local stand-in workers (one per Ready pod) drain its backlog in turn.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -35,8 +36,13 @@ def teams(jobpool_crds, kube_namespace):
     cluster.kubectl("create", "namespace", second)
     for ns in (first, second):
         cluster.kubectl("label", "namespace", ns, f"{kueue_fixture.MANAGED_LABEL}=true")
-    wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", second, check=False)
-               .returncode == 0, timeout=30, what="the second namespace's default service account")
+    wait_until(
+        lambda: (
+            cluster.kubectl("get", "serviceaccount", "default", "-n", second, check=False).returncode == 0
+        ),
+        timeout=30,
+        what="the second namespace's default service account",
+    )
     try:
         yield first, second
     finally:
@@ -46,7 +52,8 @@ def teams(jobpool_crds, kube_namespace):
 
 @pytest.mark.timeout(300)
 def test_two_teams_share_one_cluster_queue_and_the_waiting_team_says_why(
-        kueue, jobpool_crds, teams, redis_server, tmp_path):
+    kueue, jobpool_crds, teams, redis_server, tmp_path
+):
     run = kueue_fixture.TwoTeams(jobpool_crds, redis_server.url, teams, tmp_path)
     try:
         run.play()
@@ -57,7 +64,9 @@ def test_two_teams_share_one_cluster_queue_and_the_waiting_team_says_why(
         _summary.append(f"kueue: {timeline}")
     quota = kueue_fixture.QUOTA_PODS
     # Team B's pods waited for quota, and its pool said so in Kueue's words.
-    assert run.waiting["message"].startswith(f"{quota} of {quota} worker pods wait for quota (Kueue): "), run.waiting
+    assert run.waiting["message"].startswith(f"{quota} of {quota} worker pods wait for quota (Kueue): "), (
+        run.waiting
+    )
     assert "insufficient unused quota" in run.waiting["message"], run.waiting
     assert run.admitted_max <= quota, f"{run.admitted_max} pods admitted over a quota of {quota}"
     # The autoscaler held its decision for the gated pods: no thrash while they waited.

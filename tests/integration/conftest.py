@@ -1,4 +1,5 @@
 """Helpers for tests that run real `jobpool worker` processes against the session redis."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,14 @@ def spawn_worker(redis_server, pool_name, tmp_path):
         options.setdefault("pool", pool_name)
         options.setdefault("url", redis_server.url)
         name = f"w{len(started)}-{pool_name}"[:60]
-        worker = WorkerProcess(options.pop("url"), options.pop("namespace"), options.pop("pool"),
-                               log_path=tmp_path / f"{name}.log", worker_id=name, **options)
+        worker = WorkerProcess(
+            options.pop("url"),
+            options.pop("namespace"),
+            options.pop("pool"),
+            log_path=tmp_path / f"{name}.log",
+            worker_id=name,
+            **options,
+        )
         started.append(worker)
         return worker
 

@@ -1,4 +1,5 @@
 """Job handlers the integration tests run in real `jobpool worker` processes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,10 @@ def events(log: Path) -> list[tuple[str, int, int]]:
     """(start|end, job number, worker pid) of the lines `sleepy` wrote, for the tests to read."""
     if not log.exists():
         return []
-    return [(kind, int(n), int(pid)) for kind, n, pid, _ in
-            (line.split() for line in log.read_text().splitlines() if line)]
+    return [
+        (kind, int(n), int(pid))
+        for kind, n, pid, _ in (line.split() for line in log.read_text().splitlines() if line)
+    ]
 
 
 def slow_sync(payload):
@@ -123,6 +126,7 @@ async def scripted(payload):
         raise UnprintableError()
     if do == "fail":
         from jobpool.worker import JobFailed
+
         raise JobFailed(text)
     if do == "abort":
         raise Abort()
@@ -148,6 +152,7 @@ async def sleepy_or_fail(payload):
 async def refuse(payload):
     """Refuses a payload for good: no retry can make it valid."""
     import jobpool
+
     raise jobpool.Permanent(f"cannot resize {payload!r}: not an image")
 
 
@@ -156,8 +161,14 @@ async def context_echo(payload, job):
     progress twice (the last one stays with the job)."""
     job.progress(0.5)
     job.progress({"done": 2, "of": 4})
-    return {"id": job.id, "task": job.task, "attempt": job.attempt, "max_attempts": job.max_attempts,
-            "deadline": job.deadline, "enqueued_at": job.enqueued_at}
+    return {
+        "id": job.id,
+        "task": job.task,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "deadline": job.deadline,
+        "enqueued_at": job.enqueued_at,
+    }
 
 
 def context_sync(payload, job):

@@ -1,4 +1,5 @@
 """A module of tasks, as `jobpool worker --handler tests.integration.tasks` serves them."""
+
 from __future__ import annotations
 
 import os

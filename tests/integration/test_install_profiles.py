@@ -1,5 +1,6 @@
 """`pip install jobpool` into a fresh virtualenv, as the worker image does: the SDK, the CLI and
 the worker work, the operator's packages are absent and `jobpool operator` says how to add them."""
+
 import shutil
 import subprocess
 import venv
@@ -16,18 +17,31 @@ def base_install(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("base-install")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, work / name)
-    shutil.copytree(ROOT / "operator", work / "operator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "operator", work / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     venv.create(work / "venv", with_pip=True)
     bin_dir = work / "venv" / "bin"
-    subprocess.run([bin_dir / "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--constraint", ROOT / "constraints.txt", str(work)], check=True, timeout=600)
+    subprocess.run(
+        [
+            bin_dir / "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--constraint",
+            ROOT / "constraints.txt",
+            str(work),
+        ],
+        check=True,
+        timeout=600,
+    )
     return bin_dir
 
 
 def run(bin_dir: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True,
-                          timeout=60, cwd=bin_dir)
+    return subprocess.run(
+        [str(bin_dir / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=60, cwd=bin_dir
+    )
 
 
 @pytest.mark.slow
@@ -50,4 +64,5 @@ def test_operator_without_its_extra_names_the_install_command(base_install):
     assert answer.returncode == 2
     assert answer.stderr.strip().splitlines() == [
         "jobpool operator: error: the operator is not installed (no module 'kopf'): "
-        "pip install 'jobpool[operator]'"]
+        "pip install 'jobpool[operator]'"
+    ]

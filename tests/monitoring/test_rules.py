@@ -1,6 +1,7 @@
 """The chart's alert and recording rules: valid for Prometheus, unit-tested with promtool,
 and each alert ready for an on-call engineer (severity, summary, description, a runbook in
 docs/runbooks.md)."""
+
 import re
 import shutil
 import subprocess
@@ -14,8 +15,12 @@ RULES = ROOT / "charts/jobpool/monitoring/prometheus-rules.yaml"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
 RUNBOOKS = ROOT / "docs/runbooks.md"
 # The one home of the runbooks' address: the chart's default, which the plain rule file spells out.
-RUNBOOK_BASE = yaml.safe_load((ROOT / "charts/jobpool/values.yaml").read_text())[
-    "monitoring"]["prometheusRule"]["runbookBaseUrl"] + "#"
+RUNBOOK_BASE = (
+    yaml.safe_load((ROOT / "charts/jobpool/values.yaml").read_text())["monitoring"]["prometheusRule"][
+        "runbookBaseUrl"
+    ]
+    + "#"
+)
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -42,8 +47,12 @@ def test_rules_pass_their_promtool_unit_tests():
 
 def test_every_alert_is_unit_tested_firing():
     cases = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    fired = {check["alertname"] for case in cases for check in case.get("alert_rule_test", [])
-             if check.get("exp_alerts")}
+    fired = {
+        check["alertname"]
+        for case in cases
+        for check in case.get("alert_rule_test", [])
+        if check.get("exp_alerts")
+    }
     assert {rule["alert"] for rule in alerts()} <= fired
 
 
@@ -69,8 +78,11 @@ def test_every_runbook_is_an_alert():
 
 
 def test_the_rule_tests_expect_the_rules_runbook_urls():
-    urls = {check_alert["exp_annotations"]["runbook_url"]
-            for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-            for check in case.get("alert_rule_test", []) for check_alert in check.get("exp_alerts", [])
-            if "runbook_url" in check_alert.get("exp_annotations", {})}
+    urls = {
+        check_alert["exp_annotations"]["runbook_url"]
+        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for check in case.get("alert_rule_test", [])
+        for check_alert in check.get("exp_alerts", [])
+        if "runbook_url" in check_alert.get("exp_annotations", {})
+    }
     assert urls and urls <= {rule["annotations"]["runbook_url"] for rule in alerts()}

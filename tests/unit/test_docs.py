@@ -1,6 +1,7 @@
 """README.md and docs/*.md: every `make TARGET` and `jobpool COMMAND` they show exists, every
 relative link lands on a file (and an anchor of it), and the README's first screen shows the
 product with a JobPool that the CRD's models accept."""
+
 import argparse
 import re
 import shlex
@@ -51,7 +52,9 @@ def commands(snippet: str) -> list[list[str]]:
     result = []
     for part in re.split(r"&&|\|\||[;|]|\$\(|<\(|\(|\)", snippet):
         words = part.split()
-        while words and (words[0] in ("$", "sudo", "time", "exec") or re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0])):
+        while words and (
+            words[0] in ("$", "sudo", "time", "exec") or re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0])
+        ):
             words = words[1:]
         if words:
             result.append(words)
@@ -59,7 +62,9 @@ def commands(snippet: str) -> list[list[str]]:
 
 
 def shown(doc: Path, program: str) -> list[list[str]]:
-    return [words for snippet in snippets(doc.read_text()) for words in commands(snippet) if words[0] == program]
+    return [
+        words for snippet in snippets(doc.read_text()) for words in commands(snippet) if words[0] == program
+    ]
 
 
 # -- make ---------------------------------------------------------------------------------------
@@ -75,7 +80,7 @@ def test_every_make_target_shown_is_in_the_makefile(doc):
     unknown = []
     for words in shown(doc, "make"):
         for word in words[1:]:
-            if word.startswith("-") or "=" in word:      # make's flags and variables
+            if word.startswith("-") or "=" in word:  # make's flags and variables
                 continue
             if word not in targets:
                 unknown.append(" ".join(words))
@@ -89,8 +94,9 @@ def test_the_readme_shows_make_demo_and_make_test():
 
 # -- jobpool ------------------------------------------------------------------------------------
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    return next((action.choices for action in parser._actions
-                 if isinstance(action, argparse._SubParsersAction)), {})
+    return next(
+        (action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)), {}
+    )
 
 
 def operator_commands() -> set[str]:
@@ -109,9 +115,9 @@ def test_every_jobpool_command_shown_is_a_cli_subcommand(doc):
     unknown = []
     for words in shown(doc, "jobpool"):
         if len(words) == 1:
-            continue                                     # the program's name in prose
+            continue  # the program's name in prose
         command, rest = words[1], words[2:]
-        if command.endswith(":"):                        # a message: `jobpool submit: error: ...`
+        if command.endswith(":"):  # a message: `jobpool submit: error: ...`
             command, rest = command[:-1], []
         if command.startswith("-"):
             if command not in top_options:
@@ -133,7 +139,9 @@ def test_every_jobpool_command_shown_is_a_cli_subcommand(doc):
 def test_the_readmes_quick_start_commands_parse():
     """The first screen's `jobpool submit/status/results` lines, as the CLI's own parser reads them."""
     quick_start = readme_blocks()[2][1]
-    lines = [shlex.split(line, comments=True) for line in quick_start.splitlines() if line.startswith("jobpool ")]
+    lines = [
+        shlex.split(line, comments=True) for line in quick_start.splitlines() if line.startswith("jobpool ")
+    ]
     assert [words[1] for words in lines] == ["submit", "status", "results"]
     for words in lines:
         build_parser().parse_args(words[1:])
@@ -157,7 +165,7 @@ def test_every_relative_link_lands_on_a_file_and_anchor(doc):
     broken = []
     for link in links:
         if re.match(r"[a-z]+:", link):
-            continue                                     # https:, mailto:
+            continue  # https:, mailto:
         path, _, anchor = link.partition("#")
         target = (doc.parent / path).resolve() if path else doc
         if not target.exists() or (anchor and (target.suffix != ".md" or anchor not in anchors(target))):
@@ -172,8 +180,11 @@ def test_every_doc_is_linked_from_the_readme():
 
 
 def test_every_image_in_docs_is_shown():
-    shown_images = {(doc.parent / link).resolve() for doc in DOCS
-                    for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", split_code(doc.read_text())[1])}
+    shown_images = {
+        (doc.parent / link).resolve()
+        for doc in DOCS
+        for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", split_code(doc.read_text())[1])
+    }
     images = {path.resolve() for path in (ROOT / "docs").iterdir() if path.suffix in (".png", ".svg")}
     assert images - {(ROOT / "docs/icon.svg").resolve()} <= shown_images
 
@@ -187,18 +198,23 @@ def readme_blocks() -> list[tuple[str, str]]:
 def test_the_readme_opens_with_the_commands_then_the_product():
     text = README.read_text()
     assert text.startswith("# jobpool\n\n```bash\nmake demo ")
-    first_screen = text[:text.index("\n## ")]
+    first_screen = text[: text.index("\n## ")]
     assert "jobpool is a Kubernetes operator for pools of workers fed by a queue" in first_screen
     languages = [language for language, _ in readme_blocks()[:4]]
     assert languages == ["bash", "yaml", "bash", "python"], "commands, a JobPool, helm and the CLI, the SDK"
     assert "helm install" in readme_blocks()[2][1]
     assert "jobpool.Client" in readme_blocks()[3][1] and "client.submit" in readme_blocks()[3][1]
-    assert "## Documentation" in text[:text.index("\n## The demo")]
+    assert "## Documentation" in text[: text.index("\n## The demo")]
 
 
 def test_the_readmes_jobpools_are_valid_and_the_first_is_an_example():
-    pools = [doc for language, body in readme_blocks() if language == "yaml"
-             for doc in yaml.safe_load_all(body) if isinstance(doc, dict) and doc.get("kind") == "JobPool"]
+    pools = [
+        doc
+        for language, body in readme_blocks()
+        if language == "yaml"
+        for doc in yaml.safe_load_all(body)
+        if isinstance(doc, dict) and doc.get("kind") == "JobPool"
+    ]
     assert pools
     for doc in pools:
         JobPool.model_validate(doc)

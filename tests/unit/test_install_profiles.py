@@ -1,5 +1,6 @@
 """`pip install jobpool` is the SDK, the CLI and the worker; `jobpool[operator]` adds the
 operator. Every third-party import is declared in the profile that needs it."""
+
 import ast
 import importlib.metadata
 import re
@@ -12,7 +13,7 @@ from jobpool.cli import OPERATOR_MODULES
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "operator" / "jobpool"
-OPERATOR_ONLY = ("api", "controller")   # subpackages that only `jobpool operator` imports
+OPERATOR_ONLY = ("api", "controller")  # subpackages that only `jobpool operator` imports
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
@@ -23,7 +24,7 @@ def distributions(requirements: list[str]) -> set[str]:
 BASE = distributions(PROJECT["dependencies"])
 OPERATOR = distributions(PROJECT["optional-dependencies"]["operator"])
 KUBE = distributions(PROJECT["optional-dependencies"]["kube"])
-CLUSTER_MODE = PACKAGE / "cluster.py"   # the CLI's cluster mode: imports the `kube` extra lazily
+CLUSTER_MODE = PACKAGE / "cluster.py"  # the CLI's cluster mode: imports the `kube` extra lazily
 
 
 def third_party_imports(files: list[Path]) -> dict[str, str]:
@@ -44,8 +45,11 @@ def third_party_imports(files: list[Path]) -> dict[str, str]:
 
 
 def test_sdk_cli_and_worker_modules_import_only_base_dependencies():
-    files = [p for p in PACKAGE.rglob("*.py")
-             if p.relative_to(PACKAGE).parts[0] not in OPERATOR_ONLY and p != CLUSTER_MODE]
+    files = [
+        p
+        for p in PACKAGE.rglob("*.py")
+        if p.relative_to(PACKAGE).parts[0] not in OPERATOR_ONLY and p != CLUSTER_MODE
+    ]
     undeclared = {m: d for m, d in third_party_imports(files).items() if d not in BASE}
     assert not undeclared, f"imported outside the operator but not in [project] dependencies: {undeclared}"
 
@@ -53,10 +57,14 @@ def test_sdk_cli_and_worker_modules_import_only_base_dependencies():
 def test_cluster_mode_imports_only_the_kube_extra_and_only_lazily():
     undeclared = {m: d for m, d in third_party_imports([CLUSTER_MODE]).items() if d not in BASE | KUBE}
     assert not undeclared, f"cluster.py imports what the `kube` extra does not declare: {undeclared}"
-    top_level = [node for node in ast.parse(CLUSTER_MODE.read_text()).body
-                 if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert not {m for n in top_level for m in third_party_imports_of(n)} & KUBE, \
+    top_level = [
+        node
+        for node in ast.parse(CLUSTER_MODE.read_text()).body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    ]
+    assert not {m for n in top_level for m in third_party_imports_of(n)} & KUBE, (
         "cluster.py must import the Kubernetes client inside functions: the base install has none"
+    )
 
 
 def third_party_imports_of(node: ast.AST) -> set[str]:
@@ -65,8 +73,9 @@ def third_party_imports_of(node: ast.AST) -> set[str]:
 
 
 def test_operator_modules_import_only_declared_dependencies():
-    undeclared = {m: d for m, d in third_party_imports(list(PACKAGE.rglob("*.py"))).items()
-                  if d not in BASE | OPERATOR}
+    undeclared = {
+        m: d for m, d in third_party_imports(list(PACKAGE.rglob("*.py"))).items() if d not in BASE | OPERATOR
+    }
     assert not undeclared, f"imported but declared in no install profile: {undeclared}"
 
 
@@ -76,23 +85,31 @@ def test_the_cli_knows_the_modules_of_the_operator_extra():
 
 
 def test_sdk_cli_and_worker_load_no_operator_module():
-    probe = ("import sys, jobpool, jobpool.client, jobpool.cli, jobpool.worker.runtime; "
-             "jobpool.cli.build_parser(); print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
-                                text=True).stdout.split())
+    probe = (
+        "import sys, jobpool, jobpool.client, jobpool.cli, jobpool.worker.runtime; "
+        "jobpool.cli.build_parser(); print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
     assert {"jobpool", "redis", "aiohttp"} <= loaded
     # redis-py itself imports cryptography when it is installed (its OCSP support)
     assert not loaded & (OPERATOR_MODULES - {"cryptography"})
 
 
 def test_cluster_mode_without_the_kube_extra_names_the_extra_to_install():
-    probe = ("import sys; sys.modules['kubernetes'] = None; from jobpool.cli import main; "
-             "sys.exit(main(['status', 'p', '--from-cluster']))")
+    probe = (
+        "import sys; sys.modules['kubernetes'] = None; from jobpool.cli import main; "
+        "sys.exit(main(['status', 'p', '--from-cluster']))"
+    )
     answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert answer.returncode == 2
     assert answer.stderr.splitlines() == [
         "jobpool status: error: cluster mode needs the Kubernetes client: pip install "
-        "'jobpool[kube]', or give --queue URL"]
+        "'jobpool[kube]', or give --queue URL"
+    ]
 
 
 def test_operator_without_its_packages_names_the_extra_to_install():
@@ -100,5 +117,7 @@ def test_operator_without_its_packages_names_the_extra_to_install():
     probe = "import sys; sys.modules['kopf'] = None; from jobpool.cli import main; sys.exit(main(['operator', '-A']))"
     answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert answer.returncode == 2
-    assert answer.stderr.splitlines() == ["jobpool operator: error: the operator is not installed (no module 'kopf'): "
-                                          "pip install 'jobpool[operator]'"]
+    assert answer.stderr.splitlines() == [
+        "jobpool operator: error: the operator is not installed (no module 'kopf'): "
+        "pip install 'jobpool[operator]'"
+    ]

@@ -1,4 +1,5 @@
 """The one `/metrics` + `/healthz` endpoint of the operator and the workers, over real HTTP."""
+
 import asyncio
 import socket
 

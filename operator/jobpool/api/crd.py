@@ -3,6 +3,7 @@
 `python -m jobpool.api.crd > charts/jobpool/crds/jobpool.dev_jobpools.yaml` writes the
 committed CRD; a unit test fails when that file and the models drift apart.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,38 +13,81 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .v1alpha1 import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERBATIM, VERSION, JobPoolSpec, JobPoolStatus
+from .v1alpha1 import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERBATIM,
+    VERSION,
+    JobPoolSpec,
+    JobPoolStatus,
+)
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 # A pool's name is part of its Redis keys, ACL user names (dot-separated) and object names, so it
 # is a DNS-1123 label (the API server's own default allows dots, which a worker would refuse).
-NAME_RULE = {"rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') "
-                     "&& size(self.metadata.name) <= 63",
-             "message": "metadata.name: a JobPool's name must be a DNS-1123 label (at most 63 lowercase "
-                        "letters, digits and '-', starting and ending with a letter or digit; no dots)"}
+NAME_RULE = {
+    "rule": "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
+    "message": "metadata.name: a JobPool's name must be a DNS-1123 label (at most 63 lowercase "
+    "letters, digits and '-', starting and ending with a letter or digit; no dots)",
+}
 
 # Pydantic's JSON-Schema keywords that are not part of a structural OpenAPI v3 schema
 # (additionalProperties is kept when it is a schema: a map's values).
 _DROPPED_KEYWORDS = {"title", "$defs"}
 
 PRINTER_COLUMNS = [
-    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
-     "description": "Worker pods the operator decided on."},
-    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas",
-     "description": "Worker pods that are ready."},
-    {"name": "Waiting", "type": "integer", "jsonPath": ".status.queue.waiting",
-     "description": "Jobs waiting for a worker slot."},
-    {"name": "InFlight", "type": "integer", "jsonPath": ".status.queue.inFlight",
-     "description": "Jobs running on a worker slot."},
-    {"name": "Saturation", "type": "number", "jsonPath": ".status.saturation",
-     "description": "Busy slots / total slots."},
-    {"name": "Succeeded", "type": "integer", "jsonPath": ".status.jobs.succeeded",
-     "description": "Jobs that succeeded."},
-    {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-     "description": "The Ready condition."},
-    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-     "description": "Why the pool is (not) ready."},
+    {
+        "name": "Desired",
+        "type": "integer",
+        "jsonPath": ".status.desiredReplicas",
+        "description": "Worker pods the operator decided on.",
+    },
+    {
+        "name": "Ready",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "description": "Worker pods that are ready.",
+    },
+    {
+        "name": "Waiting",
+        "type": "integer",
+        "jsonPath": ".status.queue.waiting",
+        "description": "Jobs waiting for a worker slot.",
+    },
+    {
+        "name": "InFlight",
+        "type": "integer",
+        "jsonPath": ".status.queue.inFlight",
+        "description": "Jobs running on a worker slot.",
+    },
+    {
+        "name": "Saturation",
+        "type": "number",
+        "jsonPath": ".status.saturation",
+        "description": "Busy slots / total slots.",
+    },
+    {
+        "name": "Succeeded",
+        "type": "integer",
+        "jsonPath": ".status.jobs.succeeded",
+        "description": "Jobs that succeeded.",
+    },
+    {
+        "name": "Status",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "The Ready condition.",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why the pool is (not) ready.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 # `kubectl get all` lists the pools with their Deployments and pods.
@@ -69,21 +113,26 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         node = {**_structural(variants[0], defs, keep_defaults=keep_defaults), **node}
         if node.get("default", ...) is None:
             node.pop("default")
-        if node.get(VERBATIM):   # only this field's own description is added to a Kubernetes type's schema
+        if node.get(VERBATIM):  # only this field's own description is added to a Kubernetes type's schema
             return {key: value for key, value in node.items() if key not in _DROPPED_KEYWORDS}
     out: dict[str, Any] = {}
     optional: set[str] = set()
     for key, value in node.items():
-        if key in _DROPPED_KEYWORDS or (key == "default" and not keep_defaults) or (
-                key == "additionalProperties" and not isinstance(value, dict)):
+        if (
+            key in _DROPPED_KEYWORDS
+            or (key == "default" and not keep_defaults)
+            or (key == "additionalProperties" and not isinstance(value, dict))
+        ):
             continue
         if key == "properties":
-            out[key] = {name: _structural(sub, defs, keep_defaults=keep_defaults) for name, sub in value.items()}
+            out[key] = {
+                name: _structural(sub, defs, keep_defaults=keep_defaults) for name, sub in value.items()
+            }
             optional = {name for name, sub in value.items() if "anyOf" in sub}
         elif key == "items":
             out[key] = _structural(value, defs, keep_defaults=keep_defaults)
         elif key == "additionalProperties" and isinstance(value, dict):
-            out[key] = _structural(value, defs, keep_defaults=keep_defaults)   # a map, e.g. dict[str, str]
+            out[key] = _structural(value, defs, keep_defaults=keep_defaults)  # a map, e.g. dict[str, str]
         else:
             out[key] = value
     if node.get("additionalProperties") is True or ("type" not in out and "properties" not in out):
@@ -94,8 +143,14 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         if keep_defaults:
             for name, sub in out["properties"].items():
                 # A nested object defaults to its fields' defaults (CEL rules check the default too).
-                if (name not in out.get("required", []) and name not in optional and not sub.get(VERBATIM)
-                        and "default" not in sub and "properties" in sub and "required" not in sub):
+                if (
+                    name not in out.get("required", [])
+                    and name not in optional
+                    and not sub.get(VERBATIM)
+                    and "default" not in sub
+                    and "properties" in sub
+                    and "required" not in sub
+                ):
                     sub["default"] = {k: v["default"] for k, v in sub["properties"].items() if "default" in v}
     return out
 
@@ -137,37 +192,46 @@ def build_crd() -> dict[str, Any]:
         "metadata": {"name": CRD_NAME, "labels": dict(LABELS)},
         "spec": {
             "group": GROUP,
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                      "singular": SINGULAR, "shortNames": list(SHORT_NAMES),
-                      "categories": list(CATEGORIES)},
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
             "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {
-                    "description": "A pool of workers fed by a queue.",
-                    "type": "object",
-                    "required": ["spec"],
-                    "x-kubernetes-validations": [NAME_RULE],
-                    "properties": {
-                        "apiVersion": {"type": "string", "description": "jobpool.dev/v1alpha1"},
-                        "kind": {"type": "string", "description": "JobPool"},
-                        "metadata": {"type": "object"},
-                        "spec": spec,
-                        "status": status,
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "description": "A pool of workers fed by a queue.",
+                            "type": "object",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "jobpool.dev/v1alpha1"},
+                                "kind": {"type": "string", "description": "JobPool"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
                     },
-                }},
-                "subresources": {
-                    "status": {},
-                    "scale": {
-                        "specReplicasPath": ".spec.parallelism",
-                        "statusReplicasPath": ".status.replicas",
-                        "labelSelectorPath": ".status.selector",
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.parallelism",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
                     },
-                },
-                "additionalPrinterColumns": PRINTER_COLUMNS,
-            }],
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                }
+            ],
         },
     }
 

@@ -12,6 +12,7 @@ Descriptions are Kubernetes' own (first paragraph), so `kubectl explain` documen
 
 (run as a file, not `-m`: the package reads this file when it is imported).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,20 +26,69 @@ from typing import Any
 CORE = "io.k8s.api.core.v1."
 SCHEMAS_FILE = pathlib.Path(__file__).with_name("kubernetes-schemas.json")
 # The types podTemplate names directly (the rest are reached through them).
-ROOTS = ("Toleration", "Affinity", "TopologySpreadConstraint", "LocalObjectReference", "Volume",
-         "Container", "PodSecurityContext")
+ROOTS = (
+    "Toleration",
+    "Affinity",
+    "TopologySpreadConstraint",
+    "LocalObjectReference",
+    "Volume",
+    "Container",
+    "PodSecurityContext",
+)
 # Types that keep only these fields (any other type keeps all of its own).
 FIELDS = {
-    "Container": ("name", "image", "imagePullPolicy", "command", "args", "workingDir", "env", "envFrom", "ports",
-                  "resources", "volumeMounts", "securityContext", "restartPolicy", "livenessProbe",
-                  "readinessProbe", "startupProbe", "lifecycle"),
+    "Container": (
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "workingDir",
+        "env",
+        "envFrom",
+        "ports",
+        "resources",
+        "volumeMounts",
+        "securityContext",
+        "restartPolicy",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+    ),
     # The restricted profile's volume types.
-    "Volume": ("name", "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-               "projected", "secret"),
-    "SecurityContext": ("allowPrivilegeEscalation", "appArmorProfile", "capabilities", "readOnlyRootFilesystem",
-                        "runAsGroup", "runAsNonRoot", "runAsUser", "seccompProfile"),
-    "PodSecurityContext": ("appArmorProfile", "fsGroup", "fsGroupChangePolicy", "runAsGroup", "runAsNonRoot",
-                           "runAsUser", "seccompProfile", "supplementalGroups", "supplementalGroupsPolicy"),
+    "Volume": (
+        "name",
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ),
+    "SecurityContext": (
+        "allowPrivilegeEscalation",
+        "appArmorProfile",
+        "capabilities",
+        "readOnlyRootFilesystem",
+        "runAsGroup",
+        "runAsNonRoot",
+        "runAsUser",
+        "seccompProfile",
+    ),
+    "PodSecurityContext": (
+        "appArmorProfile",
+        "fsGroup",
+        "fsGroupChangePolicy",
+        "runAsGroup",
+        "runAsNonRoot",
+        "runAsUser",
+        "seccompProfile",
+        "supplementalGroups",
+        "supplementalGroupsPolicy",
+    ),
     "ResourceRequirements": ("limits", "requests"),
     # No host ports (the baseline profile), no probe or hook aimed at another host.
     "ContainerPort": ("containerPort", "name", "protocol"),
@@ -62,8 +112,17 @@ RESTRICTED: dict[tuple[str, str], dict[str, Any]] = {
 }
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
-_KEPT = ("type", "format", "enum", "required", "minimum", "maximum", "x-kubernetes-list-type",
-         "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
+_KEPT = (
+    "type",
+    "format",
+    "enum",
+    "required",
+    "minimum",
+    "maximum",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+)
 MAX_DESCRIPTION = 300
 
 
@@ -73,7 +132,7 @@ def describe(text: str) -> str:
     if len(first) <= MAX_DESCRIPTION:
         return first
     cut = first[:MAX_DESCRIPTION]
-    return cut[:cut.rfind(". ") + 1] if ". " in cut else cut.rstrip() + "..."
+    return cut[: cut.rfind(". ") + 1] if ". " in cut else cut.rstrip() + "..."
 
 
 class Converter:
@@ -93,8 +152,10 @@ class Converter:
             if name in (QUANTITY, INT_OR_STRING):
                 out: dict[str, Any] = {"x-kubernetes-int-or-string": True}
                 if name == QUANTITY:
-                    out["pattern"] = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-                                      r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+                    out["pattern"] = (
+                        r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+                        r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+                    )
             else:
                 out = self._object(name)
             if description:
@@ -106,12 +167,15 @@ class Converter:
         if "items" in node:
             out["items"] = self._node(node["items"], None, None)
             keys = node.get("x-kubernetes-list-map-keys") or []
-            for key in keys:   # a list-map key must be required or defaulted: keep its default
-                sub = ((node["items"].get("$ref") or "").rsplit("/", 1)[-1])
+            for key in keys:  # a list-map key must be required or defaulted: keep its default
+                sub = (node["items"].get("$ref") or "").rsplit("/", 1)[-1]
                 default = self.components.get(sub, {}).get("properties", {}).get(key, {}).get("default")
                 item = out["items"]
-                if default not in (None, "") and key in item.get("properties", {}) and key not in item.get(
-                        "required", []):
+                if (
+                    default not in (None, "")
+                    and key in item.get("properties", {})
+                    and key not in item.get("required", [])
+                ):
                     item["properties"][key]["default"] = default
         if isinstance(node.get("additionalProperties"), dict):
             out["additionalProperties"] = self._node(node["additionalProperties"], None, None)
@@ -121,7 +185,9 @@ class Converter:
         source = self.components[name]
         short = name.rsplit(".", 1)[-1]
         keep = FIELDS.get(short)
-        props = {key: value for key, value in source.get("properties", {}).items() if keep is None or key in keep}
+        props = {
+            key: value for key, value in source.get("properties", {}).items() if keep is None or key in keep
+        }
         out: dict[str, Any] = {"type": "object"}
         out["properties"] = {key: self._node(value, short, key) for key, value in sorted(props.items())}
         required = [key for key in source.get("required", []) if key in props]
@@ -149,8 +215,13 @@ def generate(openapi: dict[str, Any]) -> dict[str, Any]:
 def openapi_path() -> pathlib.Path:
     """The pinned Kubernetes module's OpenAPI spec (downloaded by `make tools`)."""
     tools = pathlib.Path(__file__).resolve().parents[3] / "tools" / "kubernetes"
-    out = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"], cwd=tools,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"],
+        cwd=tools,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return pathlib.Path(out) / "api" / "openapi-spec" / "v3" / "api__v1_openapi.json"
 
 

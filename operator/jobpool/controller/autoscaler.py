@@ -4,6 +4,7 @@ Scale up at once; scale down only after demand stayed below the current size for
 `scaleDownDelaySeconds`; to zero when idle and minWorkers is 0, never with work in
 flight; from zero as soon as one job waits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,16 @@ def demanded_replicas(backlog: int, in_flight: int, policy: AutoscalingSpec, con
     return min(max(wanted, policy.min_workers), policy.max_workers)
 
 
-def decide_replicas(*, backlog: int, in_flight: int, current: int, policy: AutoscalingSpec,
-                    concurrency: int, lower_demand_since: float | None, now: float) -> ScaleDecision:
+def decide_replicas(
+    *,
+    backlog: int,
+    in_flight: int,
+    current: int,
+    policy: AutoscalingSpec,
+    concurrency: int,
+    lower_demand_since: float | None,
+    now: float,
+) -> ScaleDecision:
     """backlog = waiting + in-flight + delayed jobs; current = replicas decided last time."""
     wanted = demanded_replicas(backlog, in_flight, policy, concurrency)
     clamped = min(max(current, policy.min_workers), policy.max_workers)

@@ -4,6 +4,7 @@ They take a JobPool's spec (and the replicas the operator decided) and return wh
 Kubernetes objects; the reconcile loop only compares and applies them. A hash of each
 desired object is stamped on it, so an unchanged JobPool causes no write.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,14 +23,17 @@ LABEL_POOL = "jobpool.dev/pool"
 ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # What cluster autoscalers honour: a pod holding jobs keeps its node (Karpenter, Cluster Autoscaler).
-BUSY_POD_ANNOTATIONS = {"karpenter.sh/do-not-disrupt": "true",
-                        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
-ANNOTATION_CREDENTIALS = "jobpool.dev/credentials"   # on worker pods: digest of their queue password
+BUSY_POD_ANNOTATIONS = {
+    "karpenter.sh/do-not-disrupt": "true",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+}
+ANNOTATION_CREDENTIALS = "jobpool.dev/credentials"  # on worker pods: digest of their queue password
 FIELD_MANAGER = "jobpool-operator"
 WORKER_CONTAINER = "worker"
 WORKER_METRICS_PORT = 9100
 # Extra grace beyond drainSeconds so the worker can release leftovers after its drain.
 DRAIN_MARGIN_SECONDS = 10
+
 
 @dataclasses.dataclass(frozen=True)
 class PoolRef:
@@ -70,22 +74,33 @@ def pool_labels(pool: str) -> dict[str, str]:
 
 
 def owner_reference(pool: PoolRef) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": pool.name, "uid": pool.uid,
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": pool.name,
+        "uid": pool.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
-def queue_url_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
-                  credentials: str | None = None) -> dict[str, Any]:
+def queue_url_env(
+    pool: PoolRef, spec: JobPoolSpec, default_queue: str | None, credentials: str | None = None
+) -> dict[str, Any]:
     """JOBPOOL_QUEUE_URL: a secretKeyRef when the URL lives in a Secret (the user's, or the pool's
     own on a queue the operator administers: `credentials` is then its digest), never its value;
     the operator's default queue only inline when it carries no password."""
     ref = spec.queue.url_secret_ref
     if ref is not None:
-        return {"name": _variable("queue_url"),
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        return {
+            "name": _variable("queue_url"),
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        }
     if credentials is not None and uses_default_queue(spec):
-        return {"name": _variable("queue_url"),
-                "valueFrom": {"secretKeyRef": {"name": queue_secret_name(pool.name), "key": "url"}}}
+        return {
+            "name": _variable("queue_url"),
+            "valueFrom": {"secretKeyRef": {"name": queue_secret_name(pool.name), "key": "url"}},
+        }
     if spec.queue.url is None and default_queue and carries_credentials(default_queue):
         raise ValueError("the default queue URL carries a password: never inlined (validate_spec refuses it)")
     return {"name": _variable("queue_url"), "value": spec.queue.url or default_queue or ""}
@@ -100,12 +115,15 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
-               credentials: str | None = None) -> list[dict[str, Any]]:
+def worker_env(
+    pool: PoolRef, spec: JobPoolSpec, default_queue: str | None, credentials: str | None = None
+) -> list[dict[str, Any]]:
     """The JOBPOOL_* variables mirroring `jobpool worker` flags, then the user's env."""
-    runner = ({"name": _variable("handler"), "value": spec.worker.handler}
-              if spec.worker.handler is not None
-              else {"name": _variable("command"), "value": json.dumps(spec.worker.command)})
+    runner = (
+        {"name": _variable("handler"), "value": spec.worker.handler}
+        if spec.worker.handler is not None
+        else {"name": _variable("command"), "value": json.dumps(spec.worker.command)}
+    )
     env = [
         queue_url_env(pool, spec, default_queue, credentials),
         {"name": _variable("namespace"), "value": pool.namespace},
@@ -132,8 +150,11 @@ def worker_env(pool: PoolRef, spec: JobPoolSpec, default_queue: str | None,
 def env_overrides(spec: JobPoolSpec) -> tuple[str, ...]:
     """spec.worker.env entries whose name the operator writes itself (they never reach the pod)."""
     ours = {setting.variable for setting in SETTINGS.values()}
-    return tuple(f"spec.worker.env[{e.get('name')}]: the operator sets it from the JobPool's spec"
-                 for e in spec.worker.env if e.get("name") in ours)
+    return tuple(
+        f"spec.worker.env[{e.get('name')}]: the operator sets it from the JobPool's spec"
+        for e in spec.worker.env
+        if e.get("name") in ours
+    )
 
 
 TMP_VOLUME = "tmp"
@@ -141,12 +162,17 @@ TMP_VOLUME = "tmp"
 
 def restricted_container_security() -> dict[str, Any]:
     """The restricted Pod Security Standard for a container."""
-    return {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
-def build_deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int,
-                     default_queue: str | None, credentials: str | None = None) -> dict[str, Any]:
+def build_deployment(
+    pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: str | None, credentials: str | None = None
+) -> dict[str, Any]:
     """`credentials`: the digest of the pool's own queue password, when the operator manages it."""
     return stamp(_deployment(pool, spec, replicas, default_queue, credentials)[0])
 
@@ -157,11 +183,16 @@ def overridden_fields(pool: PoolRef, spec: JobPoolSpec) -> tuple[str, ...]:
     return _deployment(pool, spec, 0, None)[1]
 
 
-def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: str | None,
-                credentials: str | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _deployment(
+    pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: str | None, credentials: str | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     labels = pool_labels(pool.name)
-    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10,
-             "timeoutSeconds": 2, "failureThreshold": 3}
+    probe = {
+        "httpGet": {"path": "/healthz", "port": "metrics"},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
     container: dict[str, Any] = {
         "name": WORKER_CONTAINER,
         "image": spec.worker.image,
@@ -182,8 +213,12 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
     deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace, "labels": labels,
-                     "ownerReferences": [owner_reference(pool)]},
+        "metadata": {
+            "name": workers_name(pool.name),
+            "namespace": pool.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(pool)],
+        },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {LABEL_POOL: pool.name}},
@@ -201,36 +236,58 @@ def _deployment(pool: PoolRef, spec: JobPoolSpec, replicas: int, default_queue: 
     }
     # Annotations the operator writes on pods itself: the user's never reach the template.
     reserved = ("jobpool.dev/", ANNOTATION_DELETION_COST, *BUSY_POD_ANNOTATIONS)
-    merged = pod_template.merge(deployment["spec"]["template"], spec.worker.pod_template,
-                                reserved_annotations=reserved)
+    merged = pod_template.merge(
+        deployment["spec"]["template"], spec.worker.pod_template, reserved_annotations=reserved
+    )
     deployment["spec"]["template"] = merged.template
     return deployment, env_overrides(spec) + merged.overridden
 
 
 def build_service(pool: PoolRef) -> dict[str, Any]:
     """A headless Service over the worker pods' metrics port, for Prometheus discovery."""
-    return stamp({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace,
-                     "labels": pool_labels(pool.name), "ownerReferences": [owner_reference(pool)]},
-        "spec": {"clusterIP": "None", "selector": {LABEL_POOL: pool.name},
-                 "ports": [{"name": "metrics", "port": WORKER_METRICS_PORT, "targetPort": "metrics",
-                            "protocol": "TCP"}]},
-    })
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": workers_name(pool.name),
+                "namespace": pool.namespace,
+                "labels": pool_labels(pool.name),
+                "ownerReferences": [owner_reference(pool)],
+            },
+            "spec": {
+                "clusterIP": "None",
+                "selector": {LABEL_POOL: pool.name},
+                "ports": [
+                    {
+                        "name": "metrics",
+                        "port": WORKER_METRICS_PORT,
+                        "targetPort": "metrics",
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        }
+    )
 
 
 def build_pdb(pool: PoolRef, spec: JobPoolSpec) -> dict[str, Any] | None:
     """Voluntary evictions take one worker pod at a time; none for a single-pod pool."""
     if spec.parallelism <= 1 and not (spec.autoscaling.enabled and spec.autoscaling.max_workers > 1):
         return None
-    return stamp({
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": {"name": workers_name(pool.name), "namespace": pool.namespace,
-                     "labels": pool_labels(pool.name), "ownerReferences": [owner_reference(pool)]},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_POOL: pool.name}}},
-    })
+    return stamp(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {
+                "name": workers_name(pool.name),
+                "namespace": pool.namespace,
+                "labels": pool_labels(pool.name),
+                "ownerReferences": [owner_reference(pool)],
+            },
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {LABEL_POOL: pool.name}}},
+        }
+    )
 
 
 def spec_hash(obj: dict[str, Any]) -> str:
@@ -256,12 +313,16 @@ def is_subset(desired: Any, observed: Any, *, quantities: bool = False) -> bool:
     """
     if isinstance(desired, dict):
         return isinstance(observed, dict) and all(
-            key in observed and is_subset(value, observed[key],
-                                          quantities=quantities or key in ("resources", "sizeLimit"))
-            for key, value in desired.items())
+            key in observed
+            and is_subset(value, observed[key], quantities=quantities or key in ("resources", "sizeLimit"))
+            for key, value in desired.items()
+        )
     if isinstance(desired, list):
-        return (isinstance(observed, list) and len(desired) == len(observed)
-                and all(is_subset(d, o, quantities=quantities) for d, o in zip(desired, observed)))
+        return (
+            isinstance(observed, list)
+            and len(desired) == len(observed)
+            and all(is_subset(d, o, quantities=quantities) for d, o in zip(desired, observed))
+        )
     if quantities and isinstance(desired, str) and isinstance(observed, str) and desired != observed:
         # The API server canonicalises quantities ("0.5" -> "500m", "1024Mi" -> "1Gi").
         try:
@@ -278,8 +339,10 @@ def needs_write(desired: dict[str, Any], observed: dict[str, Any] | None) -> boo
     observed_hash = (observed.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
     if observed_hash != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
         return True
-    return not (is_subset(desired["spec"], observed.get("spec"))
-                and is_subset(desired["metadata"].get("labels", {}), observed["metadata"].get("labels", {})))
+    return not (
+        is_subset(desired["spec"], observed.get("spec"))
+        and is_subset(desired["metadata"].get("labels", {}), observed["metadata"].get("labels", {}))
+    )
 
 
 def deletion_cost(busy: int) -> str:
@@ -290,12 +353,15 @@ def deletion_cost(busy: int) -> str:
 
 def pod_annotations(busy: int) -> dict[str, str | None]:
     """The annotations a worker pod with `busy` jobs carries; None: the pod must not carry it."""
-    return {ANNOTATION_DELETION_COST: deletion_cost(busy),
-            **{key: value if busy > 0 else None for key, value in BUSY_POD_ANNOTATIONS.items()}}
+    return {
+        ANNOTATION_DELETION_COST: deletion_cost(busy),
+        **{key: value if busy > 0 else None for key, value in BUSY_POD_ANNOTATIONS.items()},
+    }
 
 
-def pod_annotation_patches(busy_by_pod: dict[str, int],
-                           current: dict[str, dict[str, str]]) -> dict[str, dict[str, str | None]]:
+def pod_annotation_patches(
+    busy_by_pod: dict[str, int], current: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str | None]]:
     """Per pod whose annotations must change, the changed keys (a merge patch: None removes a key).
     An idle pod that never carried a cost is left as it is."""
     patches = {}

@@ -5,6 +5,7 @@ and its heartbeat registers it again. So the finalizer first scales the worker D
 zero and waits until no worker pod remains and no live worker is registered in the queue
 (workers that are not pods, too). The wait is bounded, so a stuck pool can still be deleted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,7 @@ class CleanupObservation:
     # None when the queue could not be read: then only the pods can be waited for.
     registered_workers: tuple[str, ...] | None
     waited: float
-    limit: float      # wait_limit(spec)
+    limit: float  # wait_limit(spec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +56,14 @@ def wait_limit(spec: JobPoolSpec) -> float:
 def _waiting_for(observation: CleanupObservation) -> str:
     parts = []
     if observation.worker_pods:
-        parts.append(f"{len(observation.worker_pods)} worker pod(s) ({', '.join(observation.worker_pods[:5])})")
+        parts.append(
+            f"{len(observation.worker_pods)} worker pod(s) ({', '.join(observation.worker_pods[:5])})"
+        )
     if observation.registered_workers:
-        parts.append(f"{len(observation.registered_workers)} registered worker(s) "
-                     f"({', '.join(observation.registered_workers[:5])})")
+        parts.append(
+            f"{len(observation.registered_workers)} registered worker(s) "
+            f"({', '.join(observation.registered_workers[:5])})"
+        )
     return " and ".join(parts)
 
 
@@ -66,12 +71,21 @@ def decide_cleanup(observation: CleanupObservation) -> CleanupDecision:
     limit = observation.limit
     pending = _waiting_for(observation)
     if not pending:
-        return CleanupDecision(True, f"no worker pod or registered worker left after {observation.waited:.0f}s")
+        return CleanupDecision(
+            True, f"no worker pod or registered worker left after {observation.waited:.0f}s"
+        )
     if observation.waited >= limit:
-        return CleanupDecision(True, f"gave up after {observation.waited:.0f}s (limit {limit:.0f}s) waiting for "
-                                     f"{pending} to stop; deleting the queue keys anyway", gave_up=True)
-    return CleanupDecision(False, f"waiting up to {limit:.0f}s for {pending} to stop before deleting the "
-                                  f"queue keys ({observation.waited:.0f}s so far)")
+        return CleanupDecision(
+            True,
+            f"gave up after {observation.waited:.0f}s (limit {limit:.0f}s) waiting for "
+            f"{pending} to stop; deleting the queue keys anyway",
+            gave_up=True,
+        )
+    return CleanupDecision(
+        False,
+        f"waiting up to {limit:.0f}s for {pending} to stop before deleting the "
+        f"queue keys ({observation.waited:.0f}s so far)",
+    )
 
 
 def give_up_on_queue(waited: float, spec: JobPoolSpec, reachable: bool) -> bool:
@@ -85,6 +99,8 @@ def give_up_on_queue(waited: float, spec: JobPoolSpec, reachable: bool) -> bool:
 
 def keys_left_behind(namespace: str, pool: str, problem: str) -> str:
     """Why the keys stay, and what to do: a pool re-created with this name would find them."""
-    return (f"queue keys of {namespace}/{pool} not deleted: {problem}; the operator has not resolved this "
-            f"pool's queue since it started, so delete any keys with the hash tag {{jobpool:{namespace}/{pool}}} "
-            f"by hand before re-creating the pool")
+    return (
+        f"queue keys of {namespace}/{pool} not deleted: {problem}; the operator has not resolved this "
+        f"pool's queue since it started, so delete any keys with the hash tag {{jobpool:{namespace}/{pool}}} "
+        f"by hand before re-creating the pool"
+    )

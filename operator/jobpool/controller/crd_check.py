@@ -5,6 +5,7 @@ what the operator writes (status) without an error.
 The installed schema is read from the API server's OpenAPI v3 document of the group, which every
 authenticated client may read (no RBAC on CustomResourceDefinitions needed).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,10 @@ from .kube import KubeApi, KubeError
 GROUP_VERSION = "jobpool.dev/v1alpha1"
 OPENAPI_PATH = f"/openapi/v3/apis/{GROUP_VERSION}"
 PUBLISH_SECONDS = 5.0
-APPLY_CRD = ("apply the CRD of this version first: kubectl apply --server-side -f "
-             "charts/jobpool/crds/ (docs/operations.md, \"Upgrading\")")
+APPLY_CRD = (
+    "apply the CRD of this version first: kubectl apply --server-side -f "
+    'charts/jobpool/crds/ (docs/operations.md, "Upgrading")'
+)
 
 
 def field_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
@@ -50,8 +53,9 @@ def problem(installed: dict[str, Any] | None, wanted: dict[str, Any]) -> str | N
     if not missing:
         return None
     shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-    return (f"the installed CRD jobpools.jobpool.dev is older than this operator (it lacks {shown}); "
-            f"{APPLY_CRD}")
+    return (
+        f"the installed CRD jobpools.jobpool.dev is older than this operator (it lacks {shown}); {APPLY_CRD}"
+    )
 
 
 def wanted_schema() -> dict[str, Any]:

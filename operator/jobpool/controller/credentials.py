@@ -11,6 +11,7 @@ Rotation: a new value of the annotation `jobpool.dev/rotate-credentials` gives e
 new password while the old one stays valid; the worker pods roll (the password's digest is
 on their template), and the old password goes once no pod of the old template is left.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,14 +21,14 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import NoPermissionError, RedisError
 
 from ..queue import acl, connection
-from ..queue.redis import library
 from ..queue.codec import redact_url
+from ..queue.redis import library
 from . import builders, reasons
 from .kube import KubeApi
 from .problems import Problem
@@ -35,7 +36,7 @@ from .problems import Problem
 log = logging.getLogger("jobpool.operator")
 
 ANNOTATION_ROTATE = "jobpool.dev/rotate-credentials"
-ANNOTATION_ROTATED_FOR = "jobpool.dev/rotated-for"     # on the Secret: the rotation it holds
+ANNOTATION_ROTATED_FOR = "jobpool.dev/rotated-for"  # on the Secret: the rotation it holds
 # Users are applied again this often even when nothing changed: a restarted Redis lost them.
 CHECK_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 5.0
@@ -47,8 +48,8 @@ class Credentials:
     """What one role's Secret holds."""
 
     password: str
-    previous: str | None      # still valid while a rotation rolls
-    rotation: str             # the rotate-credentials value this password was made for
+    previous: str | None  # still valid while a rotation rolls
+    rotation: str  # the rotate-credentials value this password was made for
 
     @property
     def passwords(self) -> tuple[str, ...]:
@@ -59,8 +60,12 @@ def new_password() -> str:
     return secrets.token_hex(32)
 
 
-def decide(current: Credentials | None, rotation: str, old_pods_gone: bool,
-           make_password: Callable[[], str] = new_password) -> Credentials:
+def decide(
+    current: Credentials | None,
+    rotation: str,
+    old_pods_gone: bool,
+    make_password: Callable[[], str] = new_password,
+) -> Credentials:
     """The credentials a role should have now. A rotation asked for while one rolls starts
     once that one is finished: a pod may still hold the previous password until then."""
     if current is None:
@@ -99,21 +104,33 @@ def read_secret(secret: dict[str, Any] | None) -> Credentials | None:
     if not data.get("password"):
         return None
     annotations = secret["metadata"].get("annotations") or {}
-    return Credentials(data["password"], data.get("previous-password"), annotations.get(ANNOTATION_ROTATED_FOR, ""))
+    return Credentials(
+        data["password"], data.get("previous-password"), annotations.get(ANNOTATION_ROTATED_FOR, "")
+    )
 
 
-def build_secret(pool: builders.PoolRef, role: str, credentials: Credentials, admin_url: str) -> dict[str, Any]:
+def build_secret(
+    pool: builders.PoolRef, role: str, credentials: Credentials, admin_url: str
+) -> dict[str, Any]:
     user = acl.user_name(pool.namespace, pool.name, role)
-    data = {"url": acl.user_url(admin_url, user, credentials.password), "username": user,
-            "password": credentials.password}
+    data = {
+        "url": acl.user_url(admin_url, user, credentials.password),
+        "username": user,
+        "password": credentials.password,
+    }
     if credentials.previous is not None:
         data["previous-password"] = credentials.previous
     return {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": SECRET_NAMES[role](pool.name), "namespace": pool.namespace,
-                     "labels": {**builders.pool_labels(pool.name), "app.kubernetes.io/component": f"queue-{role}"},
-                     "annotations": {ANNOTATION_ROTATED_FOR: credentials.rotation},
-                     "ownerReferences": [builders.owner_reference(pool)]},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": SECRET_NAMES[role](pool.name),
+            "namespace": pool.namespace,
+            "labels": {**builders.pool_labels(pool.name), "app.kubernetes.io/component": f"queue-{role}"},
+            "annotations": {ANNOTATION_ROTATED_FOR: credentials.rotation},
+            "ownerReferences": [builders.owner_reference(pool)],
+        },
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
     }
 
@@ -124,9 +141,12 @@ class QueueAdmin:
     def __init__(self, url: str):
         self.url = url
         self.library_checked_at = -CHECK_SECONDS
-        self.redis = connection.connect(url, decode_responses=False,
-                                        socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
-                                        socket_timeout=COMMAND_TIMEOUT_SECONDS)
+        self.redis = connection.connect(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
+        )
 
     async def apply(self, user: acl.PoolUser) -> None:
         await self.ensure_library()
@@ -193,13 +213,16 @@ class PoolCredentials:
             if self._needs_secrets(rotation, pods):
                 return await self._sync(rotation, pods)
             if time.monotonic() - self.checked_at >= CHECK_SECONDS:
-                for role, held in self.held.items():   # a restarted Redis has lost them
+                for role, held in self.held.items():  # a restarted Redis has lost them
                     await self._apply_user(role, held)
                 self.checked_at = time.monotonic()
         except (RedisError, *connection.UNAVAILABLE) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Problem(reasons.QUEUE_CREDENTIALS_FAILED, f"spec.queue: cannot set up the pool's users on the "
-                                                     f"operator's queue {redact_url(self.admin.url)}: {reason}")
+            return Problem(
+                reasons.QUEUE_CREDENTIALS_FAILED,
+                f"spec.queue: cannot set up the pool's users on the "
+                f"operator's queue {redact_url(self.admin.url)}: {reason}",
+            )
         return None
 
     async def _sync(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
@@ -208,8 +231,11 @@ class PoolCredentials:
             name = SECRET_NAMES[role](self.pool.name)
             secret = await self.kube.get("v1", "Secret", self.pool.namespace, name)
             if secret is not None and not owned_by(secret, self.pool):
-                return Problem(reasons.QUEUE_SECRET_TAKEN, f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
-                                                   f"which exists and is not this pool's; rename or delete it")
+                return Problem(
+                    reasons.QUEUE_SECRET_TAKEN,
+                    f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
+                    f"which exists and is not this pool's; rename or delete it",
+                )
             current[role] = read_secret(secret)
         worker = current[acl.WORKER]
         # both roles rotate together; the worker pods tell when the previous passwords may go
@@ -224,8 +250,13 @@ class PoolCredentials:
                 await self._apply_user(role, wanted)
             if wanted != current[role]:
                 await self.kube.apply(build_secret(self.pool, role, wanted, self.admin.url))
-                log.info("%s/%s: %s credentials %s", self.pool.namespace, self.pool.name, role,
-                         "created" if current[role] is None else "rotating" if adding else "rotated")
+                log.info(
+                    "%s/%s: %s credentials %s",
+                    self.pool.namespace,
+                    self.pool.name,
+                    role,
+                    "created" if current[role] is None else "rotating" if adding else "rotated",
+                )
             if not adding:
                 await self._apply_user(role, wanted)
             self.held[role] = wanted

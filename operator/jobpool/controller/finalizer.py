@@ -1,5 +1,6 @@
 """The finalizer's steps (kopf retries them until one is done): stop the workers, wait until
 none is left, then delete the pool's queue keys. The policy is `cleanup.decide_cleanup`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,9 @@ async def stop_workers(ctx: OperatorContext, name: str, namespace: str) -> tuple
     return tuple(sorted(pod["metadata"]["name"] for pod in pods))
 
 
-async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: str, spec_raw: dict[str, Any],
-                        waited: float) -> CleanupStep:
+async def finalize_pool(
+    ctx: OperatorContext, name: str, namespace: str, uid: str, spec_raw: dict[str, Any], waited: float
+) -> CleanupStep:
     """One attempt of the finalizer: stop the workers, and once none is left delete the pool's keys."""
     running = ctx.controllers.get((namespace, name))
     if running is not None:
@@ -68,7 +70,9 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: st
     try:
         queue = ctx.open_queue(url, namespace, name)
     except Exception:  # the message may quote the value: say what is wrong without it
-        return CleanupStep(True, f"queue keys not deleted: {invalid_queue_url(spec, url).message}", warning=True)
+        return CleanupStep(
+            True, f"queue keys not deleted: {invalid_queue_url(spec, url).message}", warning=True
+        )
     try:
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
@@ -85,10 +89,17 @@ async def finalize_pool(ctx: OperatorContext, name: str, namespace: str, uid: st
         except Exception as exc:
             reason = queue_message(spec, url, exc)
             if cleanup.give_up_on_queue(waited, spec, reachable=registered is not None):
-                return CleanupStep(True, f"gave up deleting the queue keys at {shown_queue(spec, url)} after "
-                                         f"{waited:.0f}s: {reason}", warning=True)
+                return CleanupStep(
+                    True,
+                    f"gave up deleting the queue keys at {shown_queue(spec, url)} after "
+                    f"{waited:.0f}s: {reason}",
+                    warning=True,
+                )
             return CleanupStep(False, f"deleting the queue keys at {shown_queue(spec, url)} failed: {reason}")
     finally:
         await queue.close()
-    return CleanupStep(True, f"deleted the queue keys of {namespace}/{name} at {shown_queue(spec, url)}; "
-                             f"{decision.message}", warning=decision.gave_up)
+    return CleanupStep(
+        True,
+        f"deleted the queue keys of {namespace}/{name} at {shown_queue(spec, url)}; {decision.message}",
+        warning=decision.gave_up,
+    )

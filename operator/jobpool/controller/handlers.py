@@ -1,4 +1,5 @@
 """kopf wiring, kept thin: events in, `PoolController`, the finalizer and the cache do the work."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,8 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         # Without spec.jobs.items: a large batch would take the annotations past the API server's 256 KiB.
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.jobs.items"])
+            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.jobs.items"]
+        )
         settings.posting.loggers = False
         settings.posting.level = logging.INFO
         settings.peering.standalone = True
@@ -49,36 +51,60 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
 
     # The loop checks `stopped` every poll interval, so it exits within the graceful backoff.
     # Should the loop still end with an error, it restarts after DAEMON_BACKOFF_SECONDS, not kopf's 60 s.
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_backoff=2.0, cancellation_timeout=10.0,
-                 backoff=DAEMON_BACKOFF_SECONDS)
-    async def run_pool(name: str, namespace: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped,
-                       **_: Any) -> None:
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        cancellation_backoff=2.0,
+        cancellation_timeout=10.0,
+        backoff=DAEMON_BACKOFF_SECONDS,
+    )
+    async def run_pool(
+        name: str, namespace: str, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
         await PoolController(ctx, name, namespace, uid).run(body, stopped)
 
     # No retry limit: `finalize_pool` bounds the wait by the pool's drainSeconds, so it ends.
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, backoff=CLEANUP_POLL_SECONDS, retries=None)
-    async def clean_up_queue(name: str, namespace: str, uid: str, spec: kopf.Spec, retry: int,
-                             runtime: datetime.timedelta, body: kopf.Body, **_: Any) -> None:
+    async def clean_up_queue(
+        name: str,
+        namespace: str,
+        uid: str,
+        spec: kopf.Spec,
+        retry: int,
+        runtime: datetime.timedelta,
+        body: kopf.Body,
+        **_: Any,
+    ) -> None:
         step = await finalize_pool(ctx, name, namespace, uid, dict(spec), runtime.total_seconds())
         if not step.done:
             log.info("%s/%s: %s", namespace, name, step.message)
             if retry == 0:
                 ctx.post_event(body, "Normal", reasons.WAITING_FOR_WORKERS, step.message)
             raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
-        if ctx.admin is not None:   # the pool's queue users; its Secrets go with it (owner references)
+        if ctx.admin is not None:  # the pool's queue users; its Secrets go with it (owner references)
             try:
                 await asyncio.wait_for(ctx.admin.delete_users(namespace, name), CLEANUP_POLL_SECONDS * 5)
             except Exception as exc:
-                step = CleanupStep(True, f"{step.message}; its queue users were not removed: {exc}", warning=True)
+                step = CleanupStep(
+                    True, f"{step.message}; its queue users were not removed: {exc}", warning=True
+                )
         ctx.metrics.forget_pool(namespace, name)
         ctx.cache.forget_pool(namespace, name)
         ctx.queue_urls.pop(uid, None)
-        ctx.post_event(body, "Warning" if step.warning else "Normal",
-                       reasons.QUEUE_CLEANUP_INCOMPLETE if step.warning else reasons.QUEUE_CLEANED, step.message)
+        ctx.post_event(
+            body,
+            "Warning" if step.warning else "Normal",
+            reasons.QUEUE_CLEANUP_INCOMPLETE if step.warning else reasons.QUEUE_CLEANED,
+            step.message,
+        )
         log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)
 
     def watch(kind: kinds.Kind) -> None:
-        @kopf.on.event(kind.group, kind.version, kind.plural, registry=registry, labels={LABEL_POOL: kopf.PRESENT})
+        @kopf.on.event(
+            kind.group, kind.version, kind.plural, registry=registry, labels={LABEL_POOL: kopf.PRESENT}
+        )
         def cache_worker_object(event: dict[str, Any], **_: Any) -> None:
             obj = event.get("object")
             if obj:
@@ -93,6 +119,7 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
             obj = event.get("object")
             if obj:
                 ctx.cache.on_workload_event(event.get("type"), obj)
+
     return registry
 
 
@@ -102,10 +129,16 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     authorization = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
     scheme, _, token = authorization.partition(" ") if " " in authorization else ("Bearer", "", authorization)
     return kopf.ConnectionInfo(
-        server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
-        scheme=scheme if token else None, token=token or None,
-        username=configuration.username or None, password=configuration.password or None,
-        certificate_path=configuration.cert_file, private_key_path=configuration.key_file)
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme if token else None,
+        token=token or None,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 def post_event(body: Any, type_: str, reason: str, message: str) -> None:

@@ -1,6 +1,7 @@
 """Every Kubernetes resource the operator touches, with what it does to it: one table that the
 API client (paths), the reconcile loop (worker objects), the kopf wiring (watches) and the
 chart's RBAC test all read, so a new kind or verb is added here once."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ from ..api import GROUP, KIND, PLURAL, VERSION
 @dataclasses.dataclass(frozen=True)
 class Kind:
     kind: str
-    group: str              # "" is the core group
+    group: str  # "" is the core group
     version: str
     plural: str
     verbs: tuple[str, ...]  # exactly what the chart's RBAC grants on it
@@ -28,8 +29,13 @@ class Kind:
 
 DEPLOYMENT = Kind("Deployment", "apps", "v1", "deployments", ("get", "list", "watch", "create", "patch"))
 SERVICE = Kind("Service", "", "v1", "services", ("list", "watch", "create", "patch"))
-PDB = Kind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets",
-           ("list", "watch", "create", "patch", "delete"))
+PDB = Kind(
+    "PodDisruptionBudget",
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    ("list", "watch", "create", "patch", "delete"),
+)
 POD = Kind("Pod", "", "v1", "pods", ("list", "watch", "patch"))
 SECRET = Kind("Secret", "", "v1", "secrets", ("get", "create", "patch"))
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", ("get", "create", "update"))
@@ -55,7 +61,15 @@ OTHER_GRANTS = (
 
 def rbac_rules(kueue: bool = False) -> set[tuple[str, str, str]]:
     """(api group, resource, verb) for everything the operator needs (with --kueue: Kueue's Workloads too)."""
-    rules = {(kind.group, kind.plural, verb) for kind in (*ALL, *((WORKLOAD,) if kueue else ())) for verb in kind.verbs}
-    rules |= {(group, resource, verb) for groups, resource, verbs in OTHER_GRANTS for group in groups
-              for verb in verbs}
+    rules = {
+        (kind.group, kind.plural, verb)
+        for kind in (*ALL, *((WORKLOAD,) if kueue else ()))
+        for verb in kind.verbs
+    }
+    rules |= {
+        (group, resource, verb)
+        for groups, resource, verbs in OTHER_GRANTS
+        for group in groups
+        for verb in verbs
+    }
     return rules

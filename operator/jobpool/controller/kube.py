@@ -4,6 +4,7 @@ kopf owns the watches; this client does the few writes the reconcile loop needs
 (server-side apply, merge patches, deletes, Secret and Lease reads) over one aiohttp
 session, with credentials taken from the kubeconfig or the in-cluster service account.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ import ssl
 from typing import Any
 
 import aiohttp
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+from kubernetes import client as k8s_client, config as k8s_config
 
 from . import kinds
 from .builders import FIELD_MANAGER
@@ -36,7 +36,7 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
 
 class KubeApi:
     def __init__(self, configuration: k8s_client.Configuration):
-        self.configuration = configuration   # loaded once; kopf's login reads it too
+        self.configuration = configuration  # loaded once; kopf's login reads it too
         self._host = configuration.host.rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:
@@ -65,18 +65,26 @@ class KubeApi:
             headers["Authorization"] = token
         return headers
 
-    async def request(self, method: str, path: str, *, body: Any = None,
-                      content_type: str = "application/json",
-                      params: dict[str, str] | None = None) -> dict[str, Any] | None:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
         """One API call; None for 404 on reads and deletes, KubeError for other failures."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
-                timeout=aiohttp.ClientTimeout(total=30))
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
         data = None if body is None else json.dumps(body)
         try:
-            async with self._session.request(method, self._host + path, data=data, params=params,
-                                             headers=self._headers(content_type)) as response:
+            async with self._session.request(
+                method, self._host + path, data=data, params=params, headers=self._headers(content_type)
+            ) as response:
                 text = await response.text()
                 if response.status == 404 and method in ("GET", "DELETE"):
                     return None
@@ -95,32 +103,49 @@ class KubeApi:
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", object_path(api_version, kind, namespace, name))
 
-    async def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        reply = await self.request("GET", object_path(api_version, kind, namespace),
-                                   params={"labelSelector": label_selector})
+    async def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        reply = await self.request(
+            "GET", object_path(api_version, kind, namespace), params={"labelSelector": label_selector}
+        )
         return list((reply or {}).get("items") or [])
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Server-side apply as the operator's field manager, taking managed fields back."""
         meta = obj["metadata"]
         return await self.request(
-            "PATCH", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-            body=obj, content_type="application/apply-patch+yaml",
-            params={"fieldManager": FIELD_MANAGER, "force": "true"})
+            "PATCH",
+            object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
 
-    async def merge_patch(self, api_version: str, kind: str, namespace: str, name: str,
-                          patch: dict[str, Any], *, subresource: str = "") -> dict[str, Any] | None:
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any] | None:
         path = object_path(api_version, kind, namespace, name) + (f"/{subresource}" if subresource else "")
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
-        return await self.request("POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj)
+        return await self.request(
+            "POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj
+        )
 
     async def replace(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]
         return await self.request(
-            "PUT", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]), body=obj)
+            "PUT", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]), body=obj
+        )
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         await self.request("DELETE", object_path(api_version, kind, namespace, name))

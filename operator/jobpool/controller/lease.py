@@ -5,6 +5,7 @@ lease on a clean shutdown), then takes over. API errors while waiting (RBAC not 
 effect after an install, a 429 or a timeout on a loaded API server) are retried, as
 client-go's leader election does, instead of ending the process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,15 +45,26 @@ class LeaseObserver:
         self._since = 0.0
 
     def unchanged_for(self, spec: dict[str, Any], now: float) -> float:
-        record = tuple(spec.get(key) for key in ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions"))
+        record = tuple(
+            spec.get(key) for key in ("holderIdentity", "renewTime", "acquireTime", "leaseTransitions")
+        )
         if record != self._record:
             self._record, self._since = record, now
         return now - self._since
 
 
 class LeaderLease:
-    def __init__(self, kube: KubeApi, namespace: str, name: str, identity: str, *,
-                 duration: int = 15, renew_deadline: float = 10.0, renew_every: float = 2.0):
+    def __init__(
+        self,
+        kube: KubeApi,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        duration: int = 15,
+        renew_deadline: float = 10.0,
+        renew_every: float = 2.0,
+    ):
         # As client-go: the holder stops once it could not renew for `renew_deadline`, well before
         # a standby (which waits `duration` after it last saw the lease change) may take over.
         if not renew_every < renew_deadline < duration:
@@ -60,7 +72,7 @@ class LeaderLease:
         self.kube, self.namespace, self.name, self.identity = kube, namespace, name, identity
         self.duration, self.renew_deadline, self.renew_every = duration, renew_deadline, renew_every
         self.observer = LeaseObserver()
-        self.renewed_at: float | None = None   # loop time of the last write that kept the lease ours
+        self.renewed_at: float | None = None  # loop time of the last write that kept the lease ours
 
     def _spec(self, now: datetime.datetime, previous: dict[str, Any]) -> dict[str, Any]:
         taking_over = previous.get("holderIdentity") != self.identity
@@ -69,7 +81,8 @@ class LeaderLease:
             "leaseDurationSeconds": self.duration,
             "acquireTime": _micro_time(now) if taking_over else previous.get("acquireTime", _micro_time(now)),
             "renewTime": _micro_time(now),
-            "leaseTransitions": int(previous.get("leaseTransitions") or 0) + (1 if taking_over and previous else 0),
+            "leaseTransitions": int(previous.get("leaseTransitions") or 0)
+            + (1 if taking_over and previous else 0),
         }
 
     async def try_acquire(self) -> bool:
@@ -77,9 +90,14 @@ class LeaderLease:
         lease = await self.kube.get("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
         try:
             if lease is None:
-                await self.kube.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                                        "metadata": {"name": self.name, "namespace": self.namespace},
-                                        "spec": self._spec(now, {})})
+                await self.kube.create(
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": self._spec(now, {}),
+                    }
+                )
                 self.renewed_at = asyncio.get_running_loop().time()
                 return True
             spec = lease.get("spec") or {}
@@ -108,8 +126,12 @@ class LeaderLease:
             except API_FAILURES as exc:
                 failure = f"{type(exc).__name__}: {exc}"
                 if failure != last_failure:  # once per distinct failure, not every second
-                    log.warning("cannot take the leader lease %s/%s yet, retrying: %s",
-                                self.namespace, self.name, failure)
+                    log.warning(
+                        "cannot take the leader lease %s/%s yet, retrying: %s",
+                        self.namespace,
+                        self.name,
+                        failure,
+                    )
                     last_failure = failure
             await asyncio.sleep(retry_every)
         log.info("holding the leader lease %s/%s as %s", self.namespace, self.name, self.identity)

@@ -1,4 +1,5 @@
 """The operator's Prometheus metrics (served by `jobpool._metrics_server`)."""
+
 from __future__ import annotations
 
 import time
@@ -17,47 +18,94 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
-        self.waiting_priority = Gauge("jobpool_queue_waiting_priority", "Jobs waiting for a worker slot at "
-                                      "one priority level (only levels with jobs).", (*LABELS, "priority"),
-                                      registry=r)
-        self._levels: dict[tuple[str, str], set[str]] = {}   # the levels each pool's gauge shows
+        self.waiting_priority = Gauge(
+            "jobpool_queue_waiting_priority",
+            "Jobs waiting for a worker slot at one priority level (only levels with jobs).",
+            (*LABELS, "priority"),
+            registry=r,
+        )
+        self._levels: dict[tuple[str, str], set[str]] = {}  # the levels each pool's gauge shows
         self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
-        self.delayed = Gauge("jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r)
-        self.scheduled = Gauge("jobpool_queue_scheduled", "Jobs submitted to run later (delay, run-at), not due yet.",
-                               LABELS, registry=r)
-        self.dead_letter = Gauge("jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r)
-        self.workers_desired = Gauge("jobpool_workers_desired", "Worker pods the operator decided on.", LABELS,
-                                     registry=r)
-        self.workers_max = Gauge("jobpool_workers_max", "Most worker pods the pool may have: autoscaling.maxWorkers, "
-                                 "else parallelism.", LABELS, registry=r)
-        self.queue_up = Gauge("jobpool_queue_up", "1 when the operator reached the pool's queue at its last "
-                              "reconcile, 0 when it could not.", LABELS, registry=r)
+        self.delayed = Gauge(
+            "jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r
+        )
+        self.scheduled = Gauge(
+            "jobpool_queue_scheduled",
+            "Jobs submitted to run later (delay, run-at), not due yet.",
+            LABELS,
+            registry=r,
+        )
+        self.dead_letter = Gauge(
+            "jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r
+        )
+        self.workers_desired = Gauge(
+            "jobpool_workers_desired", "Worker pods the operator decided on.", LABELS, registry=r
+        )
+        self.workers_max = Gauge(
+            "jobpool_workers_max",
+            "Most worker pods the pool may have: autoscaling.maxWorkers, else parallelism.",
+            LABELS,
+            registry=r,
+        )
+        self.queue_up = Gauge(
+            "jobpool_queue_up",
+            "1 when the operator reached the pool's queue at its last reconcile, 0 when it could not.",
+            LABELS,
+            registry=r,
+        )
         self.workers_ready = Gauge("jobpool_workers_ready", "Worker pods that are ready.", LABELS, registry=r)
         self.slots_busy = Gauge("jobpool_slots_busy", "Busy job slots over live workers.", LABELS, registry=r)
         self.slots_total = Gauge("jobpool_slots_total", "Job slots over live workers.", LABELS, registry=r)
         self.saturation = Gauge("jobpool_saturation", "Busy slots / total slots.", LABELS, registry=r)
         # Queue counters are absolute, so they are exported as gauges named like counters.
-        self.jobs = Gauge("jobpool_jobs_total", "Jobs by outcome (distinct ids).", (*LABELS, "outcome"),
-                          registry=r)
-        self.reconcile_seconds = Histogram("jobpool_reconcile_seconds", "Duration of one pool reconcile.", LABELS,
-                                           registry=r, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-        self.reconcile_errors = Counter("jobpool_reconcile_errors", "Reconciles of a pool that failed.", LABELS,
-                                        registry=r)
-        self.scale_events = Counter("jobpool_scale_events_total", "Replica changes the operator made.", LABELS,
-                                    registry=r)
-        self.max_length = Gauge("jobpool_queue_max_length", "spec.queue.maxLength: submitters wait once this "
-                                "many jobs wait.", LABELS, registry=r)
+        self.jobs = Gauge(
+            "jobpool_jobs_total", "Jobs by outcome (distinct ids).", (*LABELS, "outcome"), registry=r
+        )
+        self.reconcile_seconds = Histogram(
+            "jobpool_reconcile_seconds",
+            "Duration of one pool reconcile.",
+            LABELS,
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.reconcile_errors = Counter(
+            "jobpool_reconcile_errors", "Reconciles of a pool that failed.", LABELS, registry=r
+        )
+        self.scale_events = Counter(
+            "jobpool_scale_events_total", "Replica changes the operator made.", LABELS, registry=r
+        )
+        self.max_length = Gauge(
+            "jobpool_queue_max_length",
+            "spec.queue.maxLength: submitters wait once this many jobs wait.",
+            LABELS,
+            registry=r,
+        )
         # The queue the operator administers (the bundled Redis, or adminQueue), sampled by the leader.
-        self.redis_up = Gauge("jobpool_redis_up", "1 when the operator reached its administered queue at its "
-                              "last sample.", registry=r)
-        self.redis_memory = Gauge("jobpool_redis_memory_used_bytes", "used_memory of the administered queue "
-                                  "(the largest of its masters).", registry=r)
-        self.redis_maxmemory = Gauge("jobpool_redis_maxmemory_bytes", "maxmemory of the administered queue "
-                                     "(0: none).", registry=r)
+        self.redis_up = Gauge(
+            "jobpool_redis_up",
+            "1 when the operator reached its administered queue at its last sample.",
+            registry=r,
+        )
+        self.redis_memory = Gauge(
+            "jobpool_redis_memory_used_bytes",
+            "used_memory of the administered queue (the largest of its masters).",
+            registry=r,
+        )
+        self.redis_maxmemory = Gauge(
+            "jobpool_redis_maxmemory_bytes", "maxmemory of the administered queue (0: none).", registry=r
+        )
 
-    def observe_pool(self, namespace: str, pool: str, stats: QueueStats | None, desired: int, ready: int,
-                     maximum: int | None = None, queue_up: bool | None = None,
-                     max_length: int | None = None) -> None:
+    def observe_pool(
+        self,
+        namespace: str,
+        pool: str,
+        stats: QueueStats | None,
+        desired: int,
+        ready: int,
+        maximum: int | None = None,
+        queue_up: bool | None = None,
+        max_length: int | None = None,
+    ) -> None:
         """`queue_up` None: the queue was not tried (the spec or its Secret is the problem)."""
         labels = (namespace, pool)
         if max_length is not None:
@@ -91,9 +139,24 @@ class OperatorMetrics:
         self.latest.pop((namespace, pool), None)
         for level in self._levels.pop((namespace, pool), set()):
             self.waiting_priority.remove(namespace, pool, level)
-        for gauge in (self.waiting, self.inflight, self.delayed, self.scheduled, self.dead_letter, self.workers_desired,
-                      self.workers_max, self.queue_up, self.reconcile_errors, self.workers_ready, self.slots_busy, self.slots_total, self.saturation, self.scale_events,
-                      self.reconcile_seconds, self.max_length):
+        for gauge in (
+            self.waiting,
+            self.inflight,
+            self.delayed,
+            self.scheduled,
+            self.dead_letter,
+            self.workers_desired,
+            self.workers_max,
+            self.queue_up,
+            self.reconcile_errors,
+            self.workers_ready,
+            self.slots_busy,
+            self.slots_total,
+            self.saturation,
+            self.scale_events,
+            self.reconcile_seconds,
+            self.max_length,
+        ):
             try:
                 gauge.remove(namespace, pool)
             except KeyError:

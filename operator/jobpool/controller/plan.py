@@ -6,13 +6,14 @@ the worker objects and pods, the status, the time) plus the `Memory` the previou
 write, Events) plus the `Memory` for the next tick. The loop only gathers and acts, so every
 decision is tested here without a cluster, a queue or a clock.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any
 from collections.abc import Mapping
+from typing import Any
 
 from ..api import JobPoolSpec
 from ..queue.base import QueueStats
@@ -35,18 +36,22 @@ class Batch:
         return self.swept is not None
 
     def as_status(self) -> dict[str, Any]:
-        return {"total": self.total, "fed": self.fed, "digest": self.digest,
-                **({"swept": self.swept} if self.swept is not None else {})}
+        return {
+            "total": self.total,
+            "fed": self.fed,
+            "digest": self.digest,
+            **({"swept": self.swept} if self.swept is not None else {}),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
 class Memory:
     """What one tick hands the next; it lives only in the operator (a restart starts afresh)."""
 
-    decided: int | None = None                 # the replicas decided last tick
-    lower_demand_since: float | None = None    # the autoscaler's scale-down clock
+    decided: int | None = None  # the replicas decided last tick
+    lower_demand_since: float | None = None  # the autoscaler's scale-down clock
     batch: Batch | None = None
-    status: Mapping[str, Any] | None = None    # the status as last written (None: read the object's)
+    status: Mapping[str, Any] | None = None  # the status as last written (None: read the object's)
     status_written_at: float = 0.0
     # The inputs of the worker objects when they were last found current: the same inputs (and the
     # same observed resourceVersions) skip building and comparing them.
@@ -58,45 +63,51 @@ class Settings:
     """The operator's own settings that decisions depend on."""
 
     default_queue: str | None
-    status_min_interval: float = 1.0   # counter-only status changes are written at most this often
+    status_min_interval: float = 1.0  # counter-only status changes are written at most this often
 
 
 @dataclasses.dataclass(frozen=True)
 class Gathered:
     pool: builders.PoolRef
     generation: int
-    spec: JobPoolSpec | None           # None: unreadable (then `problem` says why)
+    spec: JobPoolSpec | None  # None: unreadable (then `problem` says why)
     problem: Problem | None
-    stats: QueueStats | None           # None: the queue was not read or did not answer
-    queue_moved: bool                  # the URL changed since last tick: a batch is fed again there
-    feeder_progress: int | None        # how far the running feeder got with memory.batch
-    managed: bool                      # on the queue the operator administers
-    credentials: str | None            # a managed pool's password digest; None until its Secret exists
-    observed: Mapping[str, Mapping[str, Any] | None]   # worker objects by kind
+    stats: QueueStats | None  # None: the queue was not read or did not answer
+    queue_moved: bool  # the URL changed since last tick: a batch is fed again there
+    feeder_progress: int | None  # how far the running feeder got with memory.batch
+    managed: bool  # on the queue the operator administers
+    credentials: str | None  # a managed pool's password digest; None until its Secret exists
+    observed: Mapping[str, Mapping[str, Any] | None]  # worker objects by kind
     pods: Mapping[str, Mapping[str, Any]]
-    stored_status: Mapping[str, Any]   # the JobPool's status as read
+    stored_status: Mapping[str, Any]  # the JobPool's status as read
     now: float
     memory: Memory
     settings: Settings
-    overridden: tuple[str, ...] = ()   # the user's fields the operator's own values override (builders)
-    quota: Mapping[str, str] = dataclasses.field(default_factory=dict)   # Kueue's message per pod it has not admitted
-    sweeper_progress: int | None = None   # how far the running cancel of memory.batch got (spec.jobs.cancel)
+    overridden: tuple[str, ...] = ()  # the user's fields the operator's own values override (builders)
+    quota: Mapping[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # Kueue's message per pod it has not admitted
+    sweeper_progress: int | None = None  # how far the running cancel of memory.batch got (spec.jobs.cancel)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    apply: tuple[dict[str, Any], ...]                  # server-side apply, in this order
-    delete: tuple[kinds.Kind, ...]                     # the pool's object of these kinds
+    apply: tuple[dict[str, Any], ...]  # server-side apply, in this order
+    delete: tuple[kinds.Kind, ...]  # the pool's object of these kinds
     pod_patches: Mapping[str, Mapping[str, str | None]]
-    status: dict[str, Any] | None                      # the status merge patch; None: nothing to write now
+    status: dict[str, Any] | None  # the status merge patch; None: nothing to write now
     events: tuple[pool_status.Transition, ...]
     memory: Memory
     desired: int
-    scaled: str | None                                 # why the autoscaler changed the size (logged)
-    replicas_changed: bool                             # the applied Deployment changes spec.replicas
-    feed: Batch | None             # feed this batch (None: leave the feeder be; it stops when memory.batch is None or cancelled)
-    sweep: Batch | None            # cancel this cancelled batch's jobs from index sweep.swept on (feeding stopped first)
-    idle: bool                     # no job anywhere and nothing to do: the next tick may wait longer
+    scaled: str | None  # why the autoscaler changed the size (logged)
+    replicas_changed: bool  # the applied Deployment changes spec.replicas
+    feed: (
+        Batch | None
+    )  # feed this batch (None: leave the feeder be; it stops when memory.batch is None or cancelled)
+    sweep: (
+        Batch | None
+    )  # cancel this cancelled batch's jobs from index sweep.swept on (feeding stopped first)
+    idle: bool  # no job anywhere and nothing to do: the next tick may wait longer
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
@@ -105,12 +116,13 @@ def batch_digest(spec: JobPoolSpec) -> str:
     source = spec.queue.model_dump(by_alias=True, exclude_none=True, include={"url", "url_secret_ref"})
     # cancel is not part of it: a cancelled batch is the same batch, not one to feed again
     jobs = spec.jobs.model_dump(by_alias=True, exclude_none=True, exclude={"cancel"})
-    raw = json.dumps({"jobs": jobs, "queue": source},
-                     sort_keys=True)
+    raw = json.dumps({"jobs": jobs, "queue": source}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def current_replicas(memory: Memory, deployment: Mapping[str, Any] | None, previous: Mapping[str, Any]) -> int:
+def current_replicas(
+    memory: Memory, deployment: Mapping[str, Any] | None, previous: Mapping[str, Any]
+) -> int:
     if memory.decided is not None:
         return memory.decided
     if deployment is not None:
@@ -118,23 +130,43 @@ def current_replicas(memory: Memory, deployment: Mapping[str, Any] | None, previ
     return int(previous.get("desiredReplicas") or 0)
 
 
-def desired_replicas(spec: JobPoolSpec, stats: QueueStats | None, current: int, now: float,
-                     lower_demand_since: float | None) -> tuple[int, float | None, str | None]:
+def desired_replicas(
+    spec: JobPoolSpec, stats: QueueStats | None, current: int, now: float, lower_demand_since: float | None
+) -> tuple[int, float | None, str | None]:
     """(replicas, the scale-down clock, why the size changed)."""
     if not spec.autoscaling.enabled:
         return autoscaler.static_replicas(spec), None, None
     if stats is None:
-        return min(max(current, spec.autoscaling.min_workers), spec.autoscaling.max_workers), lower_demand_since, None
+        return (
+            min(max(current, spec.autoscaling.min_workers), spec.autoscaling.max_workers),
+            lower_demand_since,
+            None,
+        )
     decision = autoscaler.decide_replicas(
-        backlog=stats.backlog, in_flight=stats.in_flight, current=current, policy=spec.autoscaling,
-        concurrency=spec.concurrency, lower_demand_since=lower_demand_since, now=now)
-    scaled = (f"{decision.reason}, {current} -> {decision.replicas} worker pods (backlog {stats.backlog})"
-              if decision.replicas != current else None)
+        backlog=stats.backlog,
+        in_flight=stats.in_flight,
+        current=current,
+        policy=spec.autoscaling,
+        concurrency=spec.concurrency,
+        lower_demand_since=lower_demand_since,
+        now=now,
+    )
+    scaled = (
+        f"{decision.reason}, {current} -> {decision.replicas} worker pods (backlog {stats.backlog})"
+        if decision.replicas != current
+        else None
+    )
     return decision.replicas, decision.lower_demand_since, scaled
 
 
-def next_batch(spec: JobPoolSpec | None, remembered: Batch | None, previous: Mapping[str, Any],
-               queue_moved: bool, feeder_progress: int | None, sweeper_progress: int | None = None) -> Batch | None:
+def next_batch(
+    spec: JobPoolSpec | None,
+    remembered: Batch | None,
+    previous: Mapping[str, Any],
+    queue_moved: bool,
+    feeder_progress: int | None,
+    sweeper_progress: int | None = None,
+) -> Batch | None:
     if spec is None or spec.jobs is None:
         return None
     digest = batch_digest(spec)
@@ -142,13 +174,17 @@ def next_batch(spec: JobPoolSpec | None, remembered: Batch | None, previous: Map
     if batch is None:
         stored = previous.get("batch") or {}
         swept = stored.get("swept")
-        batch = Batch(spec.jobs.total, int(stored.get("fed") or 0), stored.get("digest", ""),
-                      int(swept) if swept is not None else None)
+        batch = Batch(
+            spec.jobs.total,
+            int(stored.get("fed") or 0),
+            stored.get("digest", ""),
+            int(swept) if swept is not None else None,
+        )
     if batch.digest != digest:
         # A changed batch is fed again from the start; known ids are not enqueued twice.
         batch = Batch(spec.jobs.total, 0, digest)
     elif queue_moved:
-        batch = dataclasses.replace(batch, fed=0, swept=None)   # the progress was made in the old queue
+        batch = dataclasses.replace(batch, fed=0, swept=None)  # the progress was made in the old queue
     elif feeder_progress is not None:
         batch = dataclasses.replace(batch, fed=max(batch.fed, feeder_progress))
     if not spec.jobs.cancel:
@@ -158,13 +194,17 @@ def next_batch(spec: JobPoolSpec | None, remembered: Batch | None, previous: Map
 
 def worker_objects(g: Gathered, spec: JobPoolSpec, replicas: int) -> dict[kinds.Kind, dict[str, Any] | None]:
     return {
-        kinds.DEPLOYMENT: builders.build_deployment(g.pool, spec, replicas, g.settings.default_queue, g.credentials),
+        kinds.DEPLOYMENT: builders.build_deployment(
+            g.pool, spec, replicas, g.settings.default_queue, g.credentials
+        ),
         kinds.SERVICE: builders.build_service(g.pool),
         kinds.PDB: builders.build_pdb(g.pool, spec),
     }
 
 
-def worker_changes(g: Gathered, spec: JobPoolSpec, desired: int) -> tuple[list[dict[str, Any]], list[kinds.Kind], bool]:
+def worker_changes(
+    g: Gathered, spec: JobPoolSpec, desired: int
+) -> tuple[list[dict[str, Any]], list[kinds.Kind], bool]:
     """The worker objects to apply and to delete, and whether the Deployment's replicas change."""
     apply, delete, replicas_changed = [], [], False
     for kind, obj in worker_objects(g, spec, desired).items():
@@ -180,16 +220,22 @@ def worker_changes(g: Gathered, spec: JobPoolSpec, desired: int) -> tuple[list[d
 
 
 def live_pod_annotations(pods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    return {name: dict(pod["metadata"].get("annotations") or {})
-            for name, pod in pods.items() if not pod["metadata"].get("deletionTimestamp")}
+    return {
+        name: dict(pod["metadata"].get("annotations") or {})
+        for name, pod in pods.items()
+        if not pod["metadata"].get("deletionTimestamp")
+    }
 
 
-def status_to_write(previous: Mapping[str, Any], new: dict[str, Any], memory: Memory, now: float,
-                    min_interval: float) -> bool:
+def status_to_write(
+    previous: Mapping[str, Any], new: dict[str, Any], memory: Memory, now: float, min_interval: float
+) -> bool:
     if not pool_status.status_changed(dict(previous), new):
         return False
-    return not (pool_status.only_counters_changed(dict(previous), new)
-                and now - memory.status_written_at < min_interval)
+    return not (
+        pool_status.only_counters_changed(dict(previous), new)
+        and now - memory.status_written_at < min_interval
+    )
 
 
 def plan(g: Gathered) -> Plan:
@@ -202,7 +248,9 @@ def plan(g: Gathered) -> Plan:
 
     desired, lower_demand_since, scaled = current, memory.lower_demand_since, None
     if spec is not None and spec_ok:
-        desired, lower_demand_since, scaled = desired_replicas(spec, stats, current, g.now, lower_demand_since)
+        desired, lower_demand_since, scaled = desired_replicas(
+            spec, stats, current, g.now, lower_demand_since
+        )
     batch = next_batch(spec, memory.batch, previous, g.queue_moved, g.feeder_progress, g.sweeper_progress)
 
     apply: list[dict[str, Any]] = []
@@ -211,34 +259,53 @@ def plan(g: Gathered) -> Plan:
     feed = sweep = None
     replicas_changed = False
     # a managed pool's workers start once their Secret exists
-    objects_inputs = (g.generation, desired, g.credentials, tuple(
-        ((g.observed.get(kind.kind) or {}).get("metadata") or {}).get("resourceVersion") for kind in kinds.WORKER_OBJECTS))
+    objects_inputs = (
+        g.generation,
+        desired,
+        g.credentials,
+        tuple(
+            ((g.observed.get(kind.kind) or {}).get("metadata") or {}).get("resourceVersion")
+            for kind in kinds.WORKER_OBJECTS
+        ),
+    )
     if spec is not None and spec_ok and not (g.managed and g.credentials is None):
         if objects_inputs != memory.objects_current_for:
             apply, delete, replicas_changed = worker_changes(g, spec, desired)
         if stats is not None:
-            patches = builders.pod_annotation_patches({w.id: w.busy for w in stats.workers},
-                                                      live_pod_annotations(g.pods))
+            patches = builders.pod_annotation_patches(
+                {w.id: w.busy for w in stats.workers}, live_pod_annotations(g.pods)
+            )
             if batch is not None and batch.cancelled:
-                sweep = batch if batch.swept < batch.total else None   # type: ignore[operator]
+                sweep = batch if batch.swept < batch.total else None  # type: ignore[operator]
             elif batch is not None and batch.fed < batch.total:
                 feed = batch
 
     dstatus = (deployment or {}).get("status") or {}
     observation = pool_status.Observation(
-        pool=g.pool.name, generation=g.generation,
-        replicas=int(dstatus.get("replicas") or 0), ready_replicas=int(dstatus.get("readyReplicas") or 0),
-        desired_replicas=desired, stats=stats, problem=g.problem,
-        batch_total=batch.total if batch else None, batch_fed=batch.fed if batch else 0,
+        pool=g.pool.name,
+        generation=g.generation,
+        replicas=int(dstatus.get("replicas") or 0),
+        ready_replicas=int(dstatus.get("readyReplicas") or 0),
+        desired_replicas=desired,
+        stats=stats,
+        problem=g.problem,
+        batch_total=batch.total if batch else None,
+        batch_fed=batch.fed if batch else 0,
         batch_swept=batch.swept if batch else None,
-        unschedulable=pool_status.unschedulable(g.pods.values()), overridden=g.overridden,
-        waiting_for_quota=pool_status.waiting_for_quota(g.pods.values(), g.quota))
-    new_status, transitions = pool_status.build_status(observation, dict(previous), g.now,
-                                                       batch=batch.as_status() if batch else None)
+        unschedulable=pool_status.unschedulable(g.pods.values()),
+        overridden=g.overridden,
+        waiting_for_quota=pool_status.waiting_for_quota(g.pods.values(), g.quota),
+    )
+    new_status, transitions = pool_status.build_status(
+        observation, dict(previous), g.now, batch=batch.as_status() if batch else None
+    )
     if batch is None and previous.get("batch"):
         new_status["batch"] = None
     elif batch is not None and not batch.cancelled and "swept" in (previous.get("batch") or {}):
-        new_status["batch"] = {**new_status["batch"], "swept": None}   # cancel undone: removed by the merge patch
+        new_status["batch"] = {
+            **new_status["batch"],
+            "swept": None,
+        }  # cancel undone: removed by the merge patch
     if new_status.get("overriddenFields", ...) is None and not previous.get("overriddenFields"):
         new_status.pop("overriddenFields", None)
     write = status_to_write(previous, new_status, memory, g.now, g.settings.status_min_interval)
@@ -252,11 +319,33 @@ def plan(g: Gathered) -> Plan:
             merged["batch"] = {k: v for k, v in merged["batch"].items() if v is not None}
         written = merged, g.now
     return Plan(
-        apply=tuple(apply), delete=tuple(delete), pod_patches=patches, status=new_status if write else None,
+        apply=tuple(apply),
+        delete=tuple(delete),
+        pod_patches=patches,
+        status=new_status if write else None,
         events=tuple(transitions),
-        memory=Memory(decided=desired if spec_ok else memory.decided, lower_demand_since=lower_demand_since,
-                      batch=batch, status=written[0], status_written_at=written[1],
-                      objects_current_for=objects_inputs if spec_ok and not apply and not delete else None),
-        desired=desired, scaled=scaled, replicas_changed=replicas_changed, feed=feed, sweep=sweep,
-        idle=(stats is not None and stats.backlog == 0 and stats.in_flight == 0 and not apply and not delete
-              and not patches and not write and feed is None and sweep is None))
+        memory=Memory(
+            decided=desired if spec_ok else memory.decided,
+            lower_demand_since=lower_demand_since,
+            batch=batch,
+            status=written[0],
+            status_written_at=written[1],
+            objects_current_for=objects_inputs if spec_ok and not apply and not delete else None,
+        ),
+        desired=desired,
+        scaled=scaled,
+        replicas_changed=replicas_changed,
+        feed=feed,
+        sweep=sweep,
+        idle=(
+            stats is not None
+            and stats.backlog == 0
+            and stats.in_flight == 0
+            and not apply
+            and not delete
+            and not patches
+            and not write
+            and feed is None
+            and sweep is None
+        ),
+    )

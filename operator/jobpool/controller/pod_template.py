@@ -8,6 +8,7 @@ kept, for `status.overriddenFields`. Every container, the user's init containers
 gets the restricted security context under the user's own (the user's may only narrow it: the
 schema admits no value the restricted Pod Security Standard forbids).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,38 +20,61 @@ from ..api.v1alpha1 import DEFAULT_WORKER_RESOURCES, PodTemplate
 
 FIELD = "spec.worker.podTemplate"
 # Pod-level fields copied as the user wrote them (the schema admits only what the restricted profile allows).
-POD_FIELDS = ("serviceAccountName", "automountServiceAccountToken", "nodeSelector", "tolerations", "affinity",
-              "topologySpreadConstraints", "priorityClassName", "runtimeClassName", "imagePullSecrets")
+POD_FIELDS = (
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "runtimeClassName",
+    "imagePullSecrets",
+)
 # What the operator writes in the worker container: the user's value of these never reaches the pod.
-WORKER_OWNED = ("image", "command", "args", "ports", "livenessProbe", "readinessProbe", "startupProbe",
-                "restartPolicy")
+WORKER_OWNED = (
+    "image",
+    "command",
+    "args",
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "restartPolicy",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Merged:
-    template: dict[str, Any]        # the Deployment's spec.template
-    overridden: tuple[str, ...]     # "<the user's field>: <what the operator keeps>"
+    template: dict[str, Any]  # the Deployment's spec.template
+    overridden: tuple[str, ...]  # "<the user's field>: <what the operator keeps>"
 
 
 def _shown(value: Any) -> str:
     return json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else json.dumps(value)
 
 
-def container_security(baseline: dict[str, Any], user: dict[str, Any] | None, where: str,
-                       overridden: list[str]) -> dict[str, Any]:
+def container_security(
+    baseline: dict[str, Any], user: dict[str, Any] | None, where: str, overridden: list[str]
+) -> dict[str, Any]:
     """The operator's (restricted) baseline under the user's container security context; every capability
     stays dropped."""
     merged = {**copy.deepcopy(baseline), **copy.deepcopy(user or {})}
     capabilities = dict(merged.get("capabilities") or {})
     if capabilities.get("drop") not in (None, ["ALL"]):
-        overridden.append(f"{where}.securityContext.capabilities.drop: the operator keeps [\"ALL\"]")
+        overridden.append(f'{where}.securityContext.capabilities.drop: the operator keeps ["ALL"]')
     capabilities["drop"] = ["ALL"]
     merged["capabilities"] = capabilities
     return merged
 
 
-def _merge_map(ours: dict[str, str], theirs: dict[str, str] | None, where: str, reserved: tuple[str, ...],
-               overridden: list[str]) -> dict[str, str]:
+def _merge_map(
+    ours: dict[str, str],
+    theirs: dict[str, str] | None,
+    where: str,
+    reserved: tuple[str, ...],
+    overridden: list[str],
+) -> dict[str, str]:
     """Their keys, then ours over them; `reserved` keys (or prefixes ending in "/") are the operator's alone."""
     merged: dict[str, str] = {}
     for key, value in (theirs or {}).items():
@@ -64,8 +88,13 @@ def _merge_map(ours: dict[str, str], theirs: dict[str, str] | None, where: str, 
     return merged
 
 
-def _merge_named(ours: list[dict[str, Any]], theirs: list[dict[str, Any]] | None, where: str, key: str,
-                 overridden: list[str]) -> list[dict[str, Any]]:
+def _merge_named(
+    ours: list[dict[str, Any]],
+    theirs: list[dict[str, Any]] | None,
+    where: str,
+    key: str,
+    overridden: list[str],
+) -> list[dict[str, Any]]:
     """Ours first, then theirs; one of theirs that shares a key with ours is dropped."""
     taken = {item.get(key) for item in ours}
     merged = list(ours)
@@ -85,11 +114,21 @@ def _merge_worker(ours: dict[str, Any], theirs: dict[str, Any], overridden: list
             kept = _shown(ours[field]) if field in ours else "it unset"
             overridden.append(f"{where}.{field}: the operator keeps {kept}")
             merged.pop(field)
-    merged.update({key: value for key, value in ours.items() if key not in ("env", "volumeMounts",
-                                                                            "securityContext", "resources")})
+    merged.update(
+        {
+            key: value
+            for key, value in ours.items()
+            if key not in ("env", "volumeMounts", "securityContext", "resources")
+        }
+    )
     merged["env"] = _merge_named(ours.get("env", []), theirs.get("env"), f"{where}.env", "name", overridden)
-    mounts = _merge_named(ours.get("volumeMounts", []), theirs.get("volumeMounts"), f"{where}.volumeMounts",
-                          "mountPath", overridden)
+    mounts = _merge_named(
+        ours.get("volumeMounts", []),
+        theirs.get("volumeMounts"),
+        f"{where}.volumeMounts",
+        "mountPath",
+        overridden,
+    )
     if mounts:
         merged["volumeMounts"] = mounts
     # spec.worker.resources, unless it is only the CRD's default and the template gives its own
@@ -97,12 +136,15 @@ def _merge_worker(ours: dict[str, Any], theirs: dict[str, Any], overridden: list
         if "resources" in theirs and theirs["resources"] != ours["resources"]:
             overridden.append(f"{where}.resources: spec.worker.resources wins")
         merged["resources"] = ours["resources"]
-    merged["securityContext"] = container_security(ours.get("securityContext", {}), theirs.get("securityContext"),
-                                                   where, overridden)
+    merged["securityContext"] = container_security(
+        ours.get("securityContext", {}), theirs.get("securityContext"), where, overridden
+    )
     return merged
 
 
-def merge(ours: dict[str, Any], user: PodTemplate | None, *, reserved_annotations: tuple[str, ...] = ()) -> Merged:
+def merge(
+    ours: dict[str, Any], user: PodTemplate | None, *, reserved_annotations: tuple[str, ...] = ()
+) -> Merged:
     """`ours`: the template the operator builds (the worker container first, its securityContext the baseline
     of every container); `user`: spec.worker.podTemplate. `reserved_annotations`: annotation keys (or
     "prefix/") the operator sets on pods itself."""
@@ -113,28 +155,46 @@ def merge(ours: dict[str, Any], user: PodTemplate | None, *, reserved_annotation
     raw = user.model_dump(by_alias=True, exclude_none=True)
     meta, spec = raw.get("metadata", {}), raw.get("spec", {})
     tmeta, tspec = template.setdefault("metadata", {}), template["spec"]
-    tmeta["labels"] = _merge_map(tmeta.get("labels", {}), meta.get("labels"), f"{FIELD}.metadata.labels", (),
-                                 overridden)
-    annotations = _merge_map(tmeta.get("annotations", {}), meta.get("annotations"), f"{FIELD}.metadata.annotations",
-                             reserved_annotations, overridden)
+    tmeta["labels"] = _merge_map(
+        tmeta.get("labels", {}), meta.get("labels"), f"{FIELD}.metadata.labels", (), overridden
+    )
+    annotations = _merge_map(
+        tmeta.get("annotations", {}),
+        meta.get("annotations"),
+        f"{FIELD}.metadata.annotations",
+        reserved_annotations,
+        overridden,
+    )
     if annotations:
         tmeta["annotations"] = annotations
     for field in POD_FIELDS:
         if field in spec:
             tspec[field] = copy.deepcopy(spec[field])
     if "securityContext" in spec:
-        tspec["securityContext"] = {**tspec.get("securityContext", {}), **copy.deepcopy(spec["securityContext"])}
-    volumes = _merge_named(tspec.get("volumes", []), spec.get("volumes"), f"{FIELD}.spec.volumes", "name", overridden)
+        tspec["securityContext"] = {
+            **tspec.get("securityContext", {}),
+            **copy.deepcopy(spec["securityContext"]),
+        }
+    volumes = _merge_named(
+        tspec.get("volumes", []), spec.get("volumes"), f"{FIELD}.spec.volumes", "name", overridden
+    )
     if volumes:
         tspec["volumes"] = volumes
     worker, *others = tspec["containers"]
     baseline = worker.get("securityContext", {})
     if "initContainers" in spec:
         tspec["initContainers"] = [
-            {**container, "securityContext": container_security(
-                baseline, container.get("securityContext"), f"{FIELD}.spec.initContainers[{container['name']}]",
-                overridden)}
-            for container in copy.deepcopy(spec["initContainers"])]
+            {
+                **container,
+                "securityContext": container_security(
+                    baseline,
+                    container.get("securityContext"),
+                    f"{FIELD}.spec.initContainers[{container['name']}]",
+                    overridden,
+                ),
+            }
+            for container in copy.deepcopy(spec["initContainers"])
+        ]
     for theirs in spec.get("containers", []):
         if theirs.get("name") == worker["name"]:
             worker = _merge_worker(worker, theirs, overridden)

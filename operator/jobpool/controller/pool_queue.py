@@ -1,6 +1,7 @@
 """One pool's queue: where its URL comes from, the connection, the pool-wide settings stored in
 it, and the feeder of spec.jobs. The reconcile loop asks it for stats and tells it what to feed;
 everything about the queue's lifecycle (including letting go of it) is here."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ import base64
 import dataclasses
 import logging
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from ..api import JobPoolSpec
 from ..queue.base import Queue, QueueStats
@@ -21,10 +22,10 @@ from .problems import Problem, invalid_queue_url, queue_message, queue_unavailab
 log = logging.getLogger("jobpool.operator")
 
 FEED_CHUNK = 500
-SWEEP_CHUNK = 1000   # ids of a cancelled batch per cancel call
+SWEEP_CHUNK = 1000  # ids of a cancelled batch per cancel call
 QUEUE_TIMEOUT_SECONDS = 2.0
 SECRET_TTL_SECONDS = 10.0
-UPKEEP_INTERVAL_SECONDS = 1.0   # the memory sample tenants' submits check is at most this old
+UPKEEP_INTERVAL_SECONDS = 1.0  # the memory sample tenants' submits check is at most this old
 
 OpenQueue = Callable[[str, str, str], Queue]
 
@@ -33,14 +34,15 @@ OpenQueue = Callable[[str, str, str], Queue]
 class SecretRead:
     """What reading spec.queue.urlSecretRef gave: a URL or the problem, and when."""
 
-    key: tuple[str, str]       # (Secret name, key)
+    key: tuple[str, str]  # (Secret name, key)
     url: str | None
     problem: Problem | None
-    read_at: float             # monotonic seconds
+    read_at: float  # monotonic seconds
 
 
-async def read_queue_url(kube: KubeApi, namespace: str, spec: JobPoolSpec,
-                         default_queue: str | None) -> SecretRead:
+async def read_queue_url(
+    kube: KubeApi, namespace: str, spec: JobPoolSpec, default_queue: str | None
+) -> SecretRead:
     """The pool's queue URL: spec.queue.url, the URL in its Secret, or the operator's default."""
     ref = spec.queue.url_secret_ref
     if ref is None:
@@ -48,44 +50,75 @@ async def read_queue_url(kube: KubeApi, namespace: str, spec: JobPoolSpec,
     key = (ref.name, ref.key)
     secret = await kube.get("v1", "Secret", namespace, ref.name)
     if secret is None:
-        return SecretRead(key, None, Problem(reasons.SECRET_NOT_FOUND, f'spec.queue.urlSecretRef: Secret '
-                                             f'"{ref.name}" not found in namespace "{namespace}"'), time.monotonic())
+        return SecretRead(
+            key,
+            None,
+            Problem(
+                reasons.SECRET_NOT_FOUND,
+                f'spec.queue.urlSecretRef: Secret "{ref.name}" not found in namespace "{namespace}"',
+            ),
+            time.monotonic(),
+        )
     if ref.key not in (secret.get("data") or {}):
-        return SecretRead(key, None, Problem(reasons.SECRET_KEY_NOT_FOUND, f'spec.queue.urlSecretRef: Secret '
-                                             f'"{ref.name}" has no key "{ref.key}"'), time.monotonic())
+        return SecretRead(
+            key,
+            None,
+            Problem(
+                reasons.SECRET_KEY_NOT_FOUND,
+                f'spec.queue.urlSecretRef: Secret "{ref.name}" has no key "{ref.key}"',
+            ),
+            time.monotonic(),
+        )
     try:
         url = base64.b64decode(secret["data"][ref.key]).decode().strip()
     except ValueError:  # binary data: said without quoting it
-        return SecretRead(key, None, Problem(reasons.INVALID_QUEUE_URL, f'spec.queue.urlSecretRef: the value of '
-                                             f'Secret "{ref.name}" key "{ref.key}" is not text'), time.monotonic())
+        return SecretRead(
+            key,
+            None,
+            Problem(
+                reasons.INVALID_QUEUE_URL,
+                f'spec.queue.urlSecretRef: the value of Secret "{ref.name}" key "{ref.key}" is not text',
+            ),
+            time.monotonic(),
+        )
     return SecretRead(key, url, None, time.monotonic())
 
 
 class PoolQueue:
-    def __init__(self, kube: KubeApi, pool: PoolRef, open_queue: OpenQueue, default_queue: str | None,
-                 on_progress: Callable[[], None]):
+    def __init__(
+        self,
+        kube: KubeApi,
+        pool: PoolRef,
+        open_queue: OpenQueue,
+        default_queue: str | None,
+        on_progress: Callable[[], None],
+    ):
         self.kube, self.pool, self.open_queue, self.default_queue = kube, pool, open_queue, default_queue
-        self.on_progress = on_progress      # wakes the loop when a chunk was fed
+        self.on_progress = on_progress  # wakes the loop when a chunk was fed
         self.queue: Queue | None = None
-        self.url: str | None = None                      # the queue connected to
-        self.resolved: str | None = None                 # the URL last read (the finalizer's, too)
-        self.configured: dict[str, Any] | None = None   # the pool-wide settings stored in the queue
-        self.secret: SecretRead | None = None            # read again after SECRET_TTL_SECONDS
+        self.url: str | None = None  # the queue connected to
+        self.resolved: str | None = None  # the URL last read (the finalizer's, too)
+        self.configured: dict[str, Any] | None = None  # the pool-wide settings stored in the queue
+        self.secret: SecretRead | None = None  # read again after SECRET_TTL_SECONDS
         self.feeder: asyncio.Task[None] | None = None
-        self.feeding: str | None = None                  # digest of the batch the feeder feeds
-        self.fed = 0                                     # its progress
-        self.sweeper: asyncio.Task[None] | None = None   # cancels a cancelled batch's jobs
-        self.sweeping: str | None = None                 # digest of the batch it cancels
-        self.swept = 0                                   # its progress
+        self.feeding: str | None = None  # digest of the batch the feeder feeds
+        self.fed = 0  # its progress
+        self.sweeper: asyncio.Task[None] | None = None  # cancels a cancelled batch's jobs
+        self.sweeping: str | None = None  # digest of the batch it cancels
+        self.swept = 0  # its progress
         self.closed = False
-        self.upkept = float("-inf")                      # when queue.upkeep last ran
-        self.repairs: list[str] = []                     # what it found, for Events
+        self.upkept = float("-inf")  # when queue.upkeep last ran
+        self.repairs: list[str] = []  # what it found, for Events
 
     async def _url(self, spec: JobPoolSpec) -> SecretRead:
         ref = spec.queue.url_secret_ref
         cached = self.secret
-        if (ref is not None and cached is not None and cached.key == (ref.name, ref.key)
-                and time.monotonic() - cached.read_at < SECRET_TTL_SECONDS):
+        if (
+            ref is not None
+            and cached is not None
+            and cached.key == (ref.name, ref.key)
+            and time.monotonic() - cached.read_at < SECRET_TTL_SECONDS
+        ):
             return cached
         self.secret = await read_queue_url(self.kube, self.pool.namespace, spec, self.default_queue)
         return self.secret
@@ -106,8 +139,11 @@ class PoolQueue:
             except Exception:  # the message may quote the value: say what is wrong without it
                 return invalid_queue_url(spec, read.url), moved
             self.url = read.url
-        settings: dict[str, Any] = {"max_length": spec.queue.max_length, "max_payload_bytes": spec.queue.max_payload_bytes,
-                    "durability": spec.queue.durability}
+        settings: dict[str, Any] = {
+            "max_length": spec.queue.max_length,
+            "max_payload_bytes": spec.queue.max_payload_bytes,
+            "durability": spec.queue.durability,
+        }
         if self.configured != settings and self.queue is not None:
             try:
                 async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
@@ -168,7 +204,9 @@ class PoolQueue:
         """Enqueue spec.jobs in chunks with ids <pool>-<index>; waits while the queue is full."""
         assert spec.jobs is not None
         chunk = max(1, min(FEED_CHUNK, spec.queue.max_length))
-        log.info("%s/%s: feeding spec.jobs from index %d of %d", self.pool.namespace, self.pool.name, start, total)
+        log.info(
+            "%s/%s: feeding spec.jobs from index %d of %d", self.pool.namespace, self.pool.name, start, total
+        )
         try:
             while self.fed < total:
                 stop = min(self.fed + chunk, total)
@@ -177,8 +215,12 @@ class PoolQueue:
                 self.fed = stop
                 self.on_progress()
         except Exception as exc:
-            log.warning("%s/%s: feeding spec.jobs paused: %s", self.pool.namespace, self.pool.name,
-                        queue_message(spec, self.url or "", exc))
+            log.warning(
+                "%s/%s: feeding spec.jobs paused: %s",
+                self.pool.namespace,
+                self.pool.name,
+                queue_message(spec, self.url or "", exc),
+            )
 
     def sweep_progress(self, digest: str) -> int | None:
         """How far the cancel of the batch `digest` got (None: it is not cancelling that one)."""
@@ -201,8 +243,13 @@ class PoolQueue:
     async def _sweep(self, queue: Queue, start: int, total: int) -> None:
         """Cancel ids <pool>-<index> in chunks: waiting, scheduled and retrying jobs are withdrawn,
         running ones asked to stop; ids never fed are unknown to the queue and cost little."""
-        log.info("%s/%s: spec.jobs.cancel: cancelling the batch's jobs from index %d of %d",
-                 self.pool.namespace, self.pool.name, start, total)
+        log.info(
+            "%s/%s: spec.jobs.cancel: cancelling the batch's jobs from index %d of %d",
+            self.pool.namespace,
+            self.pool.name,
+            start,
+            total,
+        )
         outcomes: dict[str, int] = {}
         try:
             while self.swept < total:
@@ -212,8 +259,12 @@ class PoolQueue:
                     outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 self.swept = stop
                 self.on_progress()
-            log.info("%s/%s: spec.jobs.cancel: %s", self.pool.namespace, self.pool.name,
-                     ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())))
+            log.info(
+                "%s/%s: spec.jobs.cancel: %s",
+                self.pool.namespace,
+                self.pool.name,
+                ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())),
+            )
         except Exception as exc:
             log.warning("%s/%s: cancelling spec.jobs paused: %s", self.pool.namespace, self.pool.name, exc)
 

@@ -2,6 +2,7 @@
 the operator's own image (handler `json:dumps`, no code of the user's), submits one job through
 the pool's producer Secret, waits for its result and deletes the pool: the operator, the queue,
 the pool's credentials and a worker pod all worked together."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,27 @@ PAYLOAD = {"probe": True}
 
 
 def probe_pool(name: str, image: str) -> dict[str, Any]:
-    return {"apiVersion": "jobpool.dev/v1alpha1", "kind": "JobPool",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "jobpool"}},
-            "spec": {"parallelism": 1, "drainSeconds": 5,
-                     "worker": {"image": image, "handler": "json:dumps",
-                                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}}}}}
+    return {
+        "apiVersion": "jobpool.dev/v1alpha1",
+        "kind": "JobPool",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "jobpool"}},
+        "spec": {
+            "parallelism": 1,
+            "drainSeconds": 5,
+            "worker": {
+                "image": image,
+                "handler": "json:dumps",
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+            },
+        },
+    }
 
 
 def ready(pool: dict[str, Any] | None) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in ((pool or {}).get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in ((pool or {}).get("status") or {}).get("conditions") or []
+    )
 
 
 async def wait_for(what: str, check, deadline: float) -> Any:
@@ -41,20 +53,22 @@ async def wait_for(what: str, check, deadline: float) -> Any:
         await asyncio.sleep(1.0)
 
 
-async def probe(kube: KubeApi, namespace: str, name: str, image: str, timeout: float,
-                queue_url: str | None = None) -> str:
+async def probe(
+    kube: KubeApi, namespace: str, name: str, image: str, timeout: float, queue_url: str | None = None
+) -> str:
     deadline = time.monotonic() + timeout
     pool = probe_pool(name, image)
     pool["metadata"]["namespace"] = namespace
     await kube.create(pool)
     try:
-        await wait_for(f"JobPool {namespace}/{name} Ready",
-                       lambda: _ready(kube, namespace, name), deadline)
+        await wait_for(f"JobPool {namespace}/{name} Ready", lambda: _ready(kube, namespace, name), deadline)
         url = queue_url
-        if url is None:   # the operator administers the queue: the pool's own producer user
-            secret = await wait_for(f"Secret {namespace}/{name}-queue-producer",
-                                    lambda: kube.get("v1", "Secret", namespace, f"{name}-queue-producer"),
-                                    deadline)
+        if url is None:  # the operator administers the queue: the pool's own producer user
+            secret = await wait_for(
+                f"Secret {namespace}/{name}-queue-producer",
+                lambda: kube.get("v1", "Secret", namespace, f"{name}-queue-producer"),
+                deadline,
+            )
             url = base64.b64decode(secret["data"]["url"]).decode()
         queue = open_queue(url, namespace, name)
         try:
@@ -74,8 +88,9 @@ async def _ready(kube: KubeApi, namespace: str, name: str) -> bool:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobpool operator probe",
-                                     description="Run one job on a probe pool (helm test).")
+    parser = argparse.ArgumentParser(
+        prog="jobpool operator probe", description="Run one job on a probe pool (helm test)."
+    )
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--image", required=True, help="the worker image (the operator's)")
@@ -91,8 +106,11 @@ async def run(args: argparse.Namespace) -> int:
         print(f"jobpool operator probe: {found}")
         return 0
     except TimeoutError as exc:
-        print(f"jobpool operator probe: error: no {exc} within {args.timeout:.0f}s: `kubectl describe "
-              f"jobpool {args.name} -n {args.namespace}` and the operator's log say why", file=sys.stderr)
+        print(
+            f"jobpool operator probe: error: no {exc} within {args.timeout:.0f}s: `kubectl describe "
+            f"jobpool {args.name} -n {args.namespace}` and the operator's log say why",
+            file=sys.stderr,
+        )
     except (KubeError, QueueError) as exc:
         print(f"jobpool operator probe: error: {exc}", file=sys.stderr)
     finally:

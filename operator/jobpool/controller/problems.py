@@ -1,5 +1,6 @@
 """What can be wrong with a pool, each as a `Problem` whose message names the field, and how
 messages name its queue: a URL read from a Secret is never quoted, an inline one loses its password."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,9 @@ def carries_credentials(url: str) -> bool:
     return redact_url(url) != url
 
 
-def validate_spec(raw: Any, default_queue: str | None, administered: bool) -> tuple[JobPoolSpec | None,
-                                                                                   Problem | None]:
+def validate_spec(
+    raw: Any, default_queue: str | None, administered: bool
+) -> tuple[JobPoolSpec | None, Problem | None]:
     """The spec, or the first thing wrong with it: the schema's checks (for objects admitted before
     it had them) and what a schema cannot know, the operator's default queue."""
     try:
@@ -43,15 +45,19 @@ def validate_spec(raw: Any, default_queue: str | None, administered: bool) -> tu
         return None, Problem(reasons.INVALID_SPEC, f"{field}: {first['msg']}")
     if uses_default_queue(spec):
         if not default_queue:
-            return spec, Problem(reasons.NO_QUEUE, "spec.queue: no url or urlSecretRef, and the operator has no "
-                                                   "--default-queue; set spec.queue.url")
+            return spec, Problem(
+                reasons.NO_QUEUE,
+                "spec.queue: no url or urlSecretRef, and the operator has no "
+                "--default-queue; set spec.queue.url",
+            )
         if carries_credentials(default_queue) and not administered:
             # Whoever may read the pool's Deployment must not learn the password of the shared queue.
             return spec, Problem(
                 reasons.DEFAULT_QUEUE_HAS_CREDENTIALS,
                 "spec.queue: the operator's default queue URL carries a password, which is never copied into a "
                 "worker Deployment; set spec.queue.urlSecretRef to a Secret in this namespace holding the queue "
-                "URL (or spec.queue.url to a queue without one)")
+                "URL (or spec.queue.url to a queue without one)",
+            )
     return spec, None
 
 
@@ -77,18 +83,26 @@ def queue_message(spec: JobPoolSpec, url: str, exc: BaseException) -> str:
 def invalid_queue_url(spec: JobPoolSpec, url: str) -> Problem:
     """An unusable queue URL, described without quoting any part of it."""
     problem = queue_url_problem(url) or "the queue refused it"
-    return Problem(reasons.INVALID_QUEUE_URL, f"{queue_field(spec)}: {shown_queue(spec, url)} is not a "
-                                              f"valid queue URL: {problem} ({EXPECTED_QUEUE_URL})")
+    return Problem(
+        reasons.INVALID_QUEUE_URL,
+        f"{queue_field(spec)}: {shown_queue(spec, url)} is not a "
+        f"valid queue URL: {problem} ({EXPECTED_QUEUE_URL})",
+    )
 
 
 def queue_unavailable(spec: JobPoolSpec, url: str, exc: BaseException) -> Problem:
     """The spec is fine; the queue did not answer (the workers are kept as decided)."""
-    return Problem(reasons.QUEUE_UNAVAILABLE, f"spec.queue: cannot reach the queue at {shown_queue(spec, url)}: "
-                                              f"{queue_message(spec, url, exc)}", spec_ok=True)
+    return Problem(
+        reasons.QUEUE_UNAVAILABLE,
+        f"spec.queue: cannot reach the queue at {shown_queue(spec, url)}: {queue_message(spec, url, exc)}",
+        spec_ok=True,
+    )
 
 
 def refused_deployment(exc: BaseException) -> Problem:
     """The API server refused the worker Deployment: its message names the pod template's field."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return Problem(reasons.INVALID_POD_TEMPLATE,
-                   f"spec.worker.podTemplate: the API server refused the worker Deployment: {text}")
+    return Problem(
+        reasons.INVALID_POD_TEMPLATE,
+        f"spec.worker.podTemplate: the API server refused the worker Deployment: {text}",
+    )

@@ -1,5 +1,6 @@
 """Every condition type and reason, and every Event reason, the operator writes: one home, so
 `kubectl get events` readers, alerts and tests name them from here (as cert-manager's reasons file)."""
+
 from __future__ import annotations
 
 # condition types (Kubernetes API conventions)
@@ -20,10 +21,10 @@ AS_EXPECTED = "AsExpected"
 # Complete (pools with spec.jobs)
 QUEUE_UNKNOWN = "QueueUnknown"
 BATCH_FINISHED = "BatchFinished"
-COMPLETED_WITH_FAILURES = "CompletedWithFailures"   # finished, some jobs dead-lettered
+COMPLETED_WITH_FAILURES = "CompletedWithFailures"  # finished, some jobs dead-lettered
 BATCH_RUNNING = "BatchRunning"
-CANCELLING = "Cancelling"                           # spec.jobs.cancel: its jobs are being withdrawn or stopped
-CANCELLED = "Cancelled"                             # spec.jobs.cancel: done, no job runs
+CANCELLING = "Cancelling"  # spec.jobs.cancel: its jobs are being withdrawn or stopped
+CANCELLED = "Cancelled"  # spec.jobs.cancel: done, no job runs
 
 # problems: Ready False and Degraded True with one of these
 INVALID_SPEC = "InvalidSpec"

@@ -6,6 +6,7 @@ objects and pods, the status, the time and the memory of the previous tick), let
 `plan()` decide, and acts: the only writes. Watches (kopf `on.event`) keep `ClusterCache`
 current, so an unchanged pool costs one Redis round trip per tick and no API calls.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,8 @@ import dataclasses
 import logging
 import time
 import traceback
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
@@ -43,7 +44,7 @@ class OperatorConfig:
     idle_interval: float = 1.0
     # Counter-only status changes are written at most this often; conditions at once.
     status_min_interval: float = 1.0
-    kueue: bool = False   # read Kueue's Workloads: why worker pods wait for quota
+    kueue: bool = False  # read Kueue's Workloads: why worker pods wait for quota
 
 
 class ClusterCache:
@@ -112,19 +113,30 @@ def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     if kind == "Pod":
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
-        scheduled = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"]
+        scheduled = [
+            c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"
+        ]
         gates = list((obj.get("spec") or {}).get("schedulingGates") or [])
-        return {"metadata": {k: meta[k] for k in keep if k in meta}, "status": {"conditions": scheduled},
-                **({"spec": {"schedulingGates": gates}} if gates else {})}
+        return {
+            "metadata": {k: meta[k] for k in keep if k in meta},
+            "status": {"conditions": scheduled},
+            **({"spec": {"schedulingGates": gates}} if gates else {}),
+        }
     return {**obj, "metadata": meta}
 
 
 class OperatorContext:
     """What every pool's controller shares."""
 
-    def __init__(self, kube: KubeApi, config: OperatorConfig, metrics: OperatorMetrics,
-                 open_queue: Callable[[str, str, str], Queue],
-                 post_event: Callable[[Any, str, str, str], None], admin: QueueAdmin | None = None):
+    def __init__(
+        self,
+        kube: KubeApi,
+        config: OperatorConfig,
+        metrics: OperatorMetrics,
+        open_queue: Callable[[str, str, str], Queue],
+        post_event: Callable[[Any, str, str, str], None],
+        admin: QueueAdmin | None = None,
+    ):
         self.kube = kube
         self.config = config
         self.metrics = metrics
@@ -135,7 +147,7 @@ class OperatorContext:
         self.queue_urls: dict[str, str] = {}
         self.open_queue = open_queue
         self.post_event = post_event
-        self.admin = admin      # the default queue, when the operator administers it (per-pool users)
+        self.admin = admin  # the default queue, when the operator administers it (per-pool users)
 
 
 class PoolController:
@@ -148,15 +160,20 @@ class PoolController:
         # The API server refused the worker Deployment of this generation (what a schema cannot check).
         self.refused: tuple[int, Problem] | None = None
         self.settings = Settings(ctx.config.default_queue, ctx.config.status_min_interval)
-        self.queue = PoolQueue(ctx.kube, self.ref, ctx.open_queue, ctx.config.default_queue,
-                               on_progress=ctx.cache.waker(namespace, name).set)
+        self.queue = PoolQueue(
+            ctx.kube,
+            self.ref,
+            ctx.open_queue,
+            ctx.config.default_queue,
+            on_progress=ctx.cache.waker(namespace, name).set,
+        )
         self.credentials = PoolCredentials(ctx.admin, ctx.kube, self.ref) if ctx.admin is not None else None
 
     async def run(self, body: Any, stopped: Any) -> None:
         waker = self.ctx.cache.waker(self.ref.namespace, self.ref.name)
         key = (self.ref.namespace, self.ref.name)
         self.ctx.controllers[key] = self
-        self.ctx.metrics.reconcile_errors.labels(*key)   # exported as 0 from the start, so alerts see it
+        self.ctx.metrics.reconcile_errors.labels(*key)  # exported as 0 from the start, so alerts see it
         try:
             while not stopped and not self.queue.closed:
                 started = time.perf_counter()
@@ -165,17 +182,24 @@ class PoolController:
                     idle = await self.reconcile(body)
                 except (TimeoutError, KubeError, OSError) as exc:
                     self.ctx.metrics.reconcile_errors.labels(*key).inc()
-                    log.warning("%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc)
+                    log.warning(
+                        "%s/%s: reconcile failed, retrying: %s", self.ref.namespace, self.ref.name, exc
+                    )
                 except Exception as exc:  # one bad tick must not stop the pool's loop
                     self.ctx.metrics.reconcile_errors.labels(*key).inc()
-                    log.error("%s/%s: reconcile failed unexpectedly, retrying:\n%s", self.ref.namespace,
-                              self.ref.name, self._scrubbed_traceback(exc))
+                    log.error(
+                        "%s/%s: reconcile failed unexpectedly, retrying:\n%s",
+                        self.ref.namespace,
+                        self.ref.name,
+                        self._scrubbed_traceback(exc),
+                    )
                 self.ctx.metrics.reconcile_seconds.labels(*key).observe(time.perf_counter() - started)
                 waker.clear()
                 with contextlib.suppress(TimeoutError):
                     config = self.ctx.config
-                    async with asyncio.timeout(max(config.poll_interval, config.idle_interval) if idle
-                                               else config.poll_interval):
+                    async with asyncio.timeout(
+                        max(config.poll_interval, config.idle_interval) if idle else config.poll_interval
+                    ):
                         await waker.wait()
         finally:
             if self.ctx.controllers.get(key) is self:
@@ -203,9 +227,13 @@ class PoolController:
         """Every read of one tick; the queue and credential set-up it needs happen here too."""
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
-        if self.validated is None or self.validated[0] != generation:   # a new spec has a new generation
-            self.validated = (generation, validate_spec(body["spec"], self.ctx.config.default_queue,
-                                                        administered=self.ctx.admin is not None))
+        if self.validated is None or self.validated[0] != generation:  # a new spec has a new generation
+            self.validated = (
+                generation,
+                validate_spec(
+                    body["spec"], self.ctx.config.default_queue, administered=self.ctx.admin is not None
+                ),
+            )
             valid = self.validated[1][0]
             self.overridden = builders.overridden_fields(self.ref, valid) if valid is not None else ()
         spec, problem = self.validated[1]
@@ -223,20 +251,38 @@ class PoolController:
         credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
         managed = credentials is not None
         if credentials is not None and problem is None:
-            problem = await credentials.ensure((meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods)
+            problem = await credentials.ensure(
+                (meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods
+            )
         batch = self.memory.batch
         name = builders.workers_name(self.ref.name)
         return Gathered(
-            pool=self.ref, generation=generation, spec=spec, problem=problem, stats=stats,
-            queue_moved=moved, feeder_progress=self.queue.progress(batch.digest) if batch else None,
-            managed=managed, credentials=credentials.digest if credentials is not None else None,
-            observed={kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
-                      for kind in kinds.WORKER_OBJECTS},
+            pool=self.ref,
+            generation=generation,
+            spec=spec,
+            problem=problem,
+            stats=stats,
+            queue_moved=moved,
+            feeder_progress=self.queue.progress(batch.digest) if batch else None,
+            managed=managed,
+            credentials=credentials.digest if credentials is not None else None,
+            observed={
+                kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
+                for kind in kinds.WORKER_OBJECTS
+            },
             sweeper_progress=self.queue.sweep_progress(batch.digest) if batch else None,
-            pods=dict(pods), stored_status=dict(body.get("status") or {}), now=time.time(),
-            memory=self.memory, settings=self.settings, overridden=self.overridden,
-            quota={pod: message for pod in pods
-                   if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None})
+            pods=dict(pods),
+            stored_status=dict(body.get("status") or {}),
+            now=time.time(),
+            memory=self.memory,
+            settings=self.settings,
+            overridden=self.overridden,
+            quota={
+                pod: message
+                for pod in pods
+                if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None
+            },
+        )
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
         """The only writes: worker objects, pod annotations, the feeder, metrics, status, Events."""
@@ -273,27 +319,38 @@ class PoolController:
             await self.queue.feed(gathered.spec, decided.feed.digest, decided.feed.fed, decided.feed.total)
         spec, problem = gathered.spec, gathered.problem
         self.ctx.metrics.observe_pool(
-            ns, self.ref.name, gathered.stats, decided.desired,
+            ns,
+            self.ref.name,
+            gathered.stats,
+            decided.desired,
             int(((gathered.observed.get("Deployment") or {}).get("status") or {}).get("readyReplicas") or 0),
             maximum=autoscaler.max_workers(spec) if spec is not None else None,
             queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None,
-            max_length=spec.queue.max_length if spec is not None else None)
+            max_length=spec.queue.max_length if spec is not None else None,
+        )
         kept = self.memory
-        self.memory = dataclasses.replace(decided.memory, status=kept.status, status_written_at=kept.status_written_at)
+        self.memory = dataclasses.replace(
+            decided.memory, status=kept.status, status_written_at=kept.status_written_at
+        )
         written = True
         if decided.status is not None:
             try:
-                await self.ctx.kube.merge_patch(API_VERSION, KIND, ns, self.ref.name, {"status": decided.status},
-                                                subresource="status")
+                await self.ctx.kube.merge_patch(
+                    API_VERSION, KIND, ns, self.ref.name, {"status": decided.status}, subresource="status"
+                )
             except KubeError as exc:
-                if exc.status != 404:   # 404: the pool is gone
+                if exc.status != 404:  # 404: the pool is gone
                     raise
                 written = False
         if written:
             self.memory = decided.memory
         for transition in decided.events:
-            self.ctx.post_event(body, "Warning" if transition.warning else "Normal", transition.reason,
-                                f"{transition.type} is {transition.status}: {transition.message}")
+            self.ctx.post_event(
+                body,
+                "Warning" if transition.warning else "Normal",
+                transition.reason,
+                f"{transition.type} is {transition.status}: {transition.message}",
+            )
         for message in self.queue.take_repairs():
             self.ctx.post_event(body, "Warning", reasons.QUEUE_REPAIRED, message)
 
@@ -307,7 +364,8 @@ class PoolController:
             async with bound:
                 try:
                     patched = await self.ctx.kube.merge_patch(
-                        "v1", "Pod", self.ref.namespace, pod, {"metadata": {"annotations": annotations}})
+                        "v1", "Pod", self.ref.namespace, pod, {"metadata": {"annotations": annotations}}
+                    )
                 except KubeError as exc:
                     if exc.status == 404:  # the pod is already gone
                         return
@@ -315,8 +373,9 @@ class PoolController:
             if patched is not None:
                 self.ctx.cache.on_object_event("Pod", "MODIFIED", patched)
 
-        outcomes = await asyncio.gather(*(patch(pod, dict(annotations)) for pod, annotations in patches.items()),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(patch(pod, dict(annotations)) for pod, annotations in patches.items()), return_exceptions=True
+        )
         failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
         if failed is not None:
             raise failed

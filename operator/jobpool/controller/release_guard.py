@@ -6,6 +6,7 @@ finalizer, naming them; `delete` deletes them and waits while the operator, stil
 their workers and removes their queue keys; `orphan` removes the finalizer on purpose, leaving the
 pools and their queue keys (a later install adopts them again).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 from .handlers import FINALIZER
 from .kube import KubeApi, KubeError
@@ -24,7 +25,7 @@ log = logging.getLogger("jobpool.guard")
 
 POLICIES = ("refuse", "delete", "orphan")
 API_VERSION, KIND = "jobpool.dev/v1alpha1", "JobPool"
-NAMED = 5   # pools named in a refusal; the rest are counted
+NAMED = 5  # pools named in a refusal; the rest are counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,12 @@ class Decision:
 
 def pool_of(obj: dict[str, Any]) -> GuardedPool:
     meta = obj["metadata"]
-    return GuardedPool(meta["namespace"], meta["name"], tuple(meta.get("finalizers") or ()),
-                       bool(meta.get("deletionTimestamp")))
+    return GuardedPool(
+        meta["namespace"],
+        meta["name"],
+        tuple(meta.get("finalizers") or ()),
+        bool(meta.get("deletionTimestamp")),
+    )
 
 
 def stranded(pools: Sequence[GuardedPool]) -> list[GuardedPool]:
@@ -61,11 +66,13 @@ def refusal(pools: Sequence[GuardedPool]) -> str:
     names = ", ".join(p.ref for p in pools[:NAMED])
     if len(pools) > NAMED:
         names += f" and {len(pools) - NAMED} more"
-    return (f"{len(pools)} JobPool(s) still carry the finalizer {FINALIZER} ({names}): without the "
-            f"operator their deletion, and their namespace's, would hang. Delete them first "
-            f"(kubectl delete jobpools --all -n NS) and uninstall again, or set uninstall.pools=delete "
-            f"(this hook deletes them and waits for their cleanup) or uninstall.pools=orphan (it "
-            f"removes the finalizer; their queue keys stay in Redis) with helm upgrade --reuse-values")
+    return (
+        f"{len(pools)} JobPool(s) still carry the finalizer {FINALIZER} ({names}): without the "
+        f"operator their deletion, and their namespace's, would hang. Delete them first "
+        f"(kubectl delete jobpools --all -n NS) and uninstall again, or set uninstall.pools=delete "
+        f"(this hook deletes them and waits for their cleanup) or uninstall.pools=orphan (it "
+        f"removes the finalizer; their queue keys stay in Redis) with helm upgrade --reuse-values"
+    )
 
 
 def decide(pools: Sequence[GuardedPool], policy: str) -> Decision:
@@ -82,8 +89,9 @@ def decide(pools: Sequence[GuardedPool], policy: str) -> Decision:
 
 async def list_pools(kube: KubeApi, namespaces: Sequence[str]) -> list[GuardedPool]:
     """The JobPools of the namespaces (none given: of every namespace)."""
-    paths = ([f"/apis/{API_VERSION}/namespaces/{ns}/jobpools" for ns in namespaces]
-             or [f"/apis/{API_VERSION}/jobpools"])
+    paths = [f"/apis/{API_VERSION}/namespaces/{ns}/jobpools" for ns in namespaces] or [
+        f"/apis/{API_VERSION}/jobpools"
+    ]
     found: list[dict[str, Any]] = []
     for path in paths:
         found += ((await kube.request("GET", path)) or {}).get("items") or []
@@ -105,8 +113,13 @@ async def stop_operator(kube: KubeApi, deployment: tuple[str, str], deadline: fl
         await asyncio.sleep(1.0)
 
 
-async def guard(kube: KubeApi, namespaces: Sequence[str], policy: str, timeout: float,
-                operator: tuple[str, str] | None = None) -> str | None:
+async def guard(
+    kube: KubeApi,
+    namespaces: Sequence[str],
+    policy: str,
+    timeout: float,
+    operator: tuple[str, str] | None = None,
+) -> str | None:
     """Carries out the policy; returns why the uninstall must stop, or None. `operator`: the
     (namespace, name) of the operator's Deployment, stopped before finalizers are removed."""
     decision = decide(await list_pools(kube, namespaces), policy)
@@ -116,11 +129,12 @@ async def guard(kube: KubeApi, namespaces: Sequence[str], policy: str, timeout: 
         stuck = await stop_operator(kube, operator, time.monotonic() + timeout)
         if stuck:
             return stuck
-        decision = decide(await list_pools(kube, namespaces), policy)   # as the operator left them
+        decision = decide(await list_pools(kube, namespaces), policy)  # as the operator left them
     for pool in decision.orphan:
         kept = [f for f in pool.finalizers if f != FINALIZER]
-        await kube.merge_patch(API_VERSION, KIND, pool.namespace, pool.name,
-                               {"metadata": {"finalizers": kept}})
+        await kube.merge_patch(
+            API_VERSION, KIND, pool.namespace, pool.name, {"metadata": {"finalizers": kept}}
+        )
         log.info("removed the finalizer of JobPool %s: its queue keys stay in Redis", pool.ref)
     for pool in decision.delete:
         try:
@@ -135,25 +149,36 @@ async def guard(kube: KubeApi, namespaces: Sequence[str], policy: str, timeout: 
         if not left:
             break
         if time.monotonic() > deadline:
-            return (f"{len(left)} JobPool(s) still finalizing after {timeout:.0f}s "
-                    f"({', '.join(p.ref for p in left[:NAMED])}): is the operator running? "
-                    f"`kubectl describe jobpool` shows what the finalizer waits for")
+            return (
+                f"{len(left)} JobPool(s) still finalizing after {timeout:.0f}s "
+                f"({', '.join(p.ref for p in left[:NAMED])}): is the operator running? "
+                f"`kubectl describe jobpool` shows what the finalizer waits for"
+            )
         await asyncio.sleep(1.0)
     return None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobpool operator guard-pools",
-                                     description="Before the operator goes: refuse, delete or "
-                                     "orphan the JobPools its finalizer guards.")
+    parser = argparse.ArgumentParser(
+        prog="jobpool operator guard-pools",
+        description="Before the operator goes: refuse, delete or orphan the JobPools its finalizer guards.",
+    )
     parser.add_argument("--policy", choices=POLICIES, required=True)
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS")
     scope.add_argument("--all-namespaces", "-A", action="store_true")
-    parser.add_argument("--timeout", type=float, default=240.0, metavar="S",
-                        help="how long `delete` waits for the pools' cleanup (default 240)")
-    parser.add_argument("--operator-deployment", metavar="NS/NAME",
-                        help="the operator's Deployment, scaled to zero before `orphan` removes finalizers")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=240.0,
+        metavar="S",
+        help="how long `delete` waits for the pools' cleanup (default 240)",
+    )
+    parser.add_argument(
+        "--operator-deployment",
+        metavar="NS/NAME",
+        help="the operator's Deployment, scaled to zero before `orphan` removes finalizers",
+    )
     return parser.parse_args(argv)
 
 

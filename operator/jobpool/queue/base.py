@@ -4,12 +4,13 @@ The worker, the operator, the CLI and the SDK all talk to a queue only through
 `Queue`, so a second backend is one new class, and tests can run every caller
 against the real Redis implementation.
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 
 class QueueError(Exception):
@@ -34,13 +35,25 @@ class UnknownTask(QueueError):
     """Job `index` of a submit names a task that no live worker of the pool serves, while the live
     workers published theirs (`known`); `submitted_ids` are the jobs enqueued before it."""
 
-    def __init__(self, namespace: str, pool: str, index: int, task: str, known: Sequence[str],
-                 submitted_ids: Sequence[str] = ()):
-        done = (f"{len(submitted_ids)} jobs before it were submitted" if submitted_ids
-                else "nothing was submitted")
-        super().__init__(f"job {index}: no worker of pool {namespace}/{pool} serves task {task!r}; "
-                         f"its tasks: {', '.join(known)}; check the task name or deploy workers "
-                         f"that serve it; {done}")
+    def __init__(
+        self,
+        namespace: str,
+        pool: str,
+        index: int,
+        task: str,
+        known: Sequence[str],
+        submitted_ids: Sequence[str] = (),
+    ):
+        done = (
+            f"{len(submitted_ids)} jobs before it were submitted"
+            if submitted_ids
+            else "nothing was submitted"
+        )
+        super().__init__(
+            f"job {index}: no worker of pool {namespace}/{pool} serves task {task!r}; "
+            f"its tasks: {', '.join(known)}; check the task name or deploy workers "
+            f"that serve it; {done}"
+        )
         self.index, self.task, self.known = index, task, tuple(known)
         self.submitted_ids = list(submitted_ids)
 
@@ -50,10 +63,15 @@ class PayloadTooLarge(QueueError):
     jobs enqueued before it was refused (none, unless the limit changed during the submit)."""
 
     def __init__(self, index: int, size: int, limit: int, submitted_ids: Sequence[str] = ()):
-        done = (f"{len(submitted_ids)} jobs before it were submitted" if submitted_ids
-                else "nothing was submitted")
-        super().__init__(f"job {index}: the payload is {size} bytes, over the pool's limit of "
-                         f"{limit} bytes (spec.queue.maxPayloadBytes); {done}")
+        done = (
+            f"{len(submitted_ids)} jobs before it were submitted"
+            if submitted_ids
+            else "nothing was submitted"
+        )
+        super().__init__(
+            f"job {index}: the payload is {size} bytes, over the pool's limit of "
+            f"{limit} bytes (spec.queue.maxPayloadBytes); {done}"
+        )
         self.index, self.size, self.limit = index, size, limit
         self.submitted_ids = list(submitted_ids)
 
@@ -65,11 +83,12 @@ class PayloadTooLarge(QueueError):
 @dataclasses.dataclass(frozen=True)
 class JobOptions:
     """A job's own settings; None: the pool's. The worker holds them to the pool's caps."""
-    timeout: float | None = None       # seconds, > 0
-    max_attempts: int | None = None    # >= 1
-    backoff: float | None = None       # first retry delay in seconds, >= 0
-    priority: int | None = None        # 0-9, a higher level is served first; None: 0
-    fairness_key: str | None = None    # within a level, keys share the slots round-robin
+
+    timeout: float | None = None  # seconds, > 0
+    max_attempts: int | None = None  # >= 1
+    backoff: float | None = None  # first retry delay in seconds, >= 0
+    priority: int | None = None  # 0-9, a higher level is served first; None: 0
+    fairness_key: str | None = None  # within a level, keys share the slots round-robin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +97,14 @@ class Job:
 
     id: str
     payload: Any
-    attempts: int          # 1 on first delivery
-    enqueued_at: float     # unix seconds, when it was submitted (or became due again)
-    token: str             # backend handle used to ack/fail/heartbeat this delivery
+    attempts: int  # 1 on first delivery
+    enqueued_at: float  # unix seconds, when it was submitted (or became due again)
+    token: str  # backend handle used to ack/fail/heartbeat this delivery
     payload_text: str = dataclasses.field(default="", compare=False, repr=False)  # as stored
-    payload_error: str | None = None   # set when the stored entry cannot be run (the reason)
-    replayed: bool = False             # re-run from the dead letters (counted there once)
-    consumer: str = ""                 # the worker this delivery belongs to: only it may finish it
-    task: str = ""                     # the task name; "" for a job without one
+    payload_error: str | None = None  # set when the stored entry cannot be run (the reason)
+    replayed: bool = False  # re-run from the dead letters (counted there once)
+    consumer: str = ""  # the worker this delivery belongs to: only it may finish it
+    task: str = ""  # the task name; "" for a job without one
     options: JobOptions = JobOptions()  # its own timeout, attempts, backoff
 
 
@@ -113,31 +132,43 @@ JOB_STATES = ("waiting", "scheduled", "running", "retrying", "succeeded", "dead"
 @dataclasses.dataclass(frozen=True)
 class JobState:
     """One job as `jobpool job` shows it; None where the state has no such fact."""
+
     id: str
-    state: str                        # one of JOB_STATES
+    state: str  # one of JOB_STATES
     task: str = ""
-    attempts: int | None = None       # attempts used; a running job's include the one it runs
-    worker: str | None = None         # the worker running it
+    attempts: int | None = None  # attempts used; a running job's include the one it runs
+    worker: str | None = None  # the worker running it
     enqueued_at: float | None = None  # unix seconds, when it was submitted or became due again
-    due_at: float | None = None       # when a scheduled job or a retry is due
+    due_at: float | None = None  # when a scheduled job or a retry is due
     finished_at: float | None = None  # when it was dead-lettered or cancelled
-    error: str | None = None          # the last error: a retry's, a dead letter's
-    progress: Any = None              # the last progress a running job reported
-    result: Any = None                # a succeeded job's result
-    priority: int = 0                 # its level, 0-9
+    error: str | None = None  # the last error: a retry's, a dead letter's
+    progress: Any = None  # the last progress a running job reported
+    result: Any = None  # a succeeded job's result
+    priority: int = 0  # its level, 0-9
     fairness_key: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The keys of `jobpool job --output json`."""
-        return {"id": self.id, "state": self.state, "task": self.task, "attempts": self.attempts,
-                "worker": self.worker, "enqueuedAt": self.enqueued_at, "dueAt": self.due_at,
-                "finishedAt": self.finished_at, "error": self.error, "progress": self.progress,
-                "result": self.result, "priority": self.priority, "fairnessKey": self.fairness_key}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "task": self.task,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "enqueuedAt": self.enqueued_at,
+            "dueAt": self.due_at,
+            "finishedAt": self.finished_at,
+            "error": self.error,
+            "progress": self.progress,
+            "result": self.result,
+            "priority": self.priority,
+            "fairnessKey": self.fairness_key,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
-    id: str                # the pod name in a cluster
+    id: str  # the pod name in a cluster
     slots: int
     busy: int
     last_seen: float
@@ -159,15 +190,15 @@ class QueueStats:
     submitted: int = 0
     succeeded: int = 0
     retried: int = 0
-    dead_lettered: int = 0     # after their last attempt
-    permanent: int = 0         # dead-lettered at once by a permanent error (not in dead_lettered)
-    cancelled: int = 0         # withdrawn by a cancel
+    dead_lettered: int = 0  # after their last attempt
+    permanent: int = 0  # dead-lettered at once by a permanent error (not in dead_lettered)
+    cancelled: int = 0  # withdrawn by a cancel
     workers: tuple[WorkerInfo, ...] = ()
-    duplicates: int = 0    # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
-    scheduled: int = 0     # submitted to run later (delay, run_at), not due yet
-    delayed_due: int = 0   # retries due within SCALE_UP_HORIZON_SECONDS
+    duplicates: int = 0  # outcomes of deliveries that no longer counted (at-least-once), not in succeeded
+    scheduled: int = 0  # submitted to run later (delay, run_at), not due yet
+    delayed_due: int = 0  # retries due within SCALE_UP_HORIZON_SECONDS
     scheduled_due: int = 0  # scheduled jobs due within SCALE_UP_HORIZON_SECONDS
-    progress: dict = dataclasses.field(default_factory=dict)   # running job id -> its last progress
+    progress: dict = dataclasses.field(default_factory=dict)  # running job id -> its last progress
     # priority level ("0"-"9") -> jobs waiting at it (in `waiting`), only levels with jobs
     waiting_by_priority: dict = dataclasses.field(default_factory=dict)
 
@@ -199,8 +230,9 @@ class QueueStats:
             "scheduled": self.scheduled,
             "deadLetter": self.dead_letter,
             # a list (replaced whole by a status merge patch), levels with jobs, the highest first
-            "waitingByPriority": [{"priority": int(level), "waiting": n}
-                                  for level, n in self.waiting_by_priority.items()],
+            "waitingByPriority": [
+                {"priority": int(level), "waiting": n} for level, n in self.waiting_by_priority.items()
+            ],
             "submitted": self.submitted,
             "succeeded": self.succeeded,
             "retried": self.retried,
@@ -223,8 +255,9 @@ class Queue(abc.ABC):
 
     # -- configuration (written by the operator, seen by every submitter) --
     @abc.abstractmethod
-    async def configure(self, *, max_length: int | None, max_payload_bytes: int | None = None,
-                        durability: str | None = None) -> None:
+    async def configure(
+        self, *, max_length: int | None, max_payload_bytes: int | None = None, durability: str | None = None
+    ) -> None:
         """Store pool-wide settings in the backend, seen by every submitter and worker: the
         `maxLength` bound, the payload limit (None: no bound / the default limit) and the
         durability ("replicated": submit and ack wait for a replica; None: they do not)."""
@@ -232,11 +265,17 @@ class Queue(abc.ABC):
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
     async def submit_many(
-        self, payloads: Sequence[Any], ids: Sequence[str | None] | None = None, *,
-        task: str | None = None, tasks: Sequence[str | None] | None = None,
+        self,
+        payloads: Sequence[Any],
+        ids: Sequence[str | None] | None = None,
+        *,
+        task: str | None = None,
+        tasks: Sequence[str | None] | None = None,
         options: JobOptions | Sequence[JobOptions] = JobOptions(),
-        due: str | Sequence[str] = "", wait: bool = True,
-        timeout: float | None = None, progress: Callable[[int], None] | None = None,
+        due: str | Sequence[str] = "",
+        wait: bool = True,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Enqueue jobs (pipelined) of `task` (or one task name each: `tasks`) with their own
         `options` (the same for all, or one each); returns their ids. A task no live worker serves is
@@ -247,14 +286,28 @@ class Queue(abc.ABC):
         A payload over the pool's limit raises PayloadTooLarge, submitting none of them.
         `progress(n)` is told each time n more jobs were handled."""
 
-    async def submit(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                     options: JobOptions = JobOptions(), due: str = "", wait: bool = True) -> str:
-        return (await self.submit_many([payload], [id], task=task, options=options, due=due,
-                                        wait=wait))[0]
+    async def submit(
+        self,
+        payload: Any,
+        id: str | None = None,
+        *,
+        task: str | None = None,
+        options: JobOptions = JobOptions(),
+        due: str = "",
+        wait: bool = True,
+    ) -> str:
+        return (await self.submit_many([payload], [id], task=task, options=options, due=due, wait=wait))[0]
 
-    def submit_blocking(self, payload: Any, id: str | None = None, *, task: str | None = None,
-                        options: JobOptions = JobOptions(), due: str = "",
-                        wait: bool = True) -> tuple[str | None, bool]:
+    def submit_blocking(
+        self,
+        payload: Any,
+        id: str | None = None,
+        *,
+        task: str | None = None,
+        options: JobOptions = JobOptions(),
+        due: str = "",
+        wait: bool = True,
+    ) -> tuple[str | None, bool]:
         """Submit one job from synchronous code without an event loop, where the backend
         can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
         False): that id may be in the queue already, so it must be submitted as given."""
@@ -271,8 +324,9 @@ class Queue(abc.ABC):
         once (one round trip). Returns (first completions, duplicate completions); the late
         completion of a delivery its worker no longer holds is a duplicate and changes nothing."""
 
-    async def ack_then_fetch(self, done: Sequence[tuple[Job, Any]], consumer: str,
-                             count: int) -> tuple[int, int, list[Job]]:
+    async def ack_then_fetch(
+        self, done: Sequence[tuple[Job, Any]], consumer: str, count: int
+    ) -> tuple[int, int, list[Job]]:
         """`ack_many(done)`, then claim up to `count` jobs for `consumer` without waiting for
         any (one round trip where the backend can; nothing is fetched if the ack fails).
         Returns (first completions, duplicate completions, the jobs)."""
@@ -280,8 +334,17 @@ class Queue(abc.ABC):
         return succeeded, duplicates, (await self.fetch(consumer, count, 0) if count > 0 else [])
 
     @abc.abstractmethod
-    async def fail(self, job: Job, error: str, *, max_attempts: int, backoff: float,
-                   max_backoff: float, permanent: bool = False, cancelled: bool = False) -> str:
+    async def fail(
+        self,
+        job: Job,
+        error: str,
+        *,
+        max_attempts: int,
+        backoff: float,
+        max_backoff: float,
+        permanent: bool = False,
+        cancelled: bool = False,
+    ) -> str:
         """A failed attempt: schedule a delayed retry or dead-letter it (at once when
         `permanent`); `cancelled`: the attempt ended by a cancel, never retried. Returns "retried",
         "dead_lettered", "permanent" or "cancelled" (also for a job asked to be cancelled,
@@ -311,8 +374,9 @@ class Queue(abc.ABC):
         were given back."""
 
     @abc.abstractmethod
-    async def heartbeat(self, consumer: str, jobs: Iterable[Job], slots: int, busy: int,
-                        tasks: Sequence[str] = ()) -> list[str]:
+    async def heartbeat(
+        self, consumer: str, jobs: Iterable[Job], slots: int, busy: int, tasks: Sequence[str] = ()
+    ) -> list[str]:
         """Keep the worker registered and its running jobs from being redelivered; publish the
         task names it serves (none: it serves whatever comes, a --command)."""
 

@@ -5,12 +5,13 @@ Only plain read commands a pool's producer user already holds (XREAD, XPENDING, 
 SISMEMBER), so the page works with the least credential; what a user may not read raises
 `NotPermitted` and the page says so. No Lua: a read is never atomic with anything, and a job may
 move on between two reads, which the page shows as it is a moment later."""
+
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from .base import QueueError
 from .codec import decode_options
@@ -19,8 +20,15 @@ from .redis.entries import payload_of, readable, unpack_delayed
 from .redis.fields import DEAD as DEAD_FIELDS, ENTRY, WAKE
 from .redis.queue import RedisStreamsQueue
 
-WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD, CANCELLED = "waiting", "running", "delayed", "succeeded", "dead", "cancelled"
-SCAN_LIMIT = 10_000      # entries one filtered page or one search reads at most
+WAITING, RUNNING, DELAYED, SUCCEEDED, DEAD, CANCELLED = (
+    "waiting",
+    "running",
+    "delayed",
+    "succeeded",
+    "dead",
+    "cancelled",
+)
+SCAN_LIMIT = 10_000  # entries one filtered page or one search reads at most
 READ_CHUNK = 500
 
 
@@ -35,27 +43,27 @@ class JobView:
     payload: Any = None
     payload_text: str = ""
     attempts: int = 0
-    enqueued_at: float | None = None   # unix seconds, when submitted or due again
-    worker: str | None = None          # the worker running it
-    running_for: float | None = None   # seconds since its delivery
-    due_at: float | None = None        # a delayed retry's due time
+    enqueued_at: float | None = None  # unix seconds, when submitted or due again
+    worker: str | None = None  # the worker running it
+    running_for: float | None = None  # seconds since its delivery
+    due_at: float | None = None  # a delayed retry's due time
     failed_at: float | None = None
-    finished_at: float | None = None   # when a succeeded job's result was stored, or it was cancelled
-    error: str | None = None           # a dead job's last error, traceback included
+    finished_at: float | None = None  # when a succeeded job's result was stored, or it was cancelled
+    error: str | None = None  # a dead job's last error, traceback included
     result: Any = None
     has_result: bool = False
-    task: str | None = None            # the job model's task name, where an entry carries one
-    priority: int = 0                  # its level, 0-9
+    task: str | None = None  # the job model's task name, where an entry carries one
+    priority: int = 0  # its level, 0-9
     fairness_key: str | None = None
     progress: Any = None
-    cursor: str = ""                   # the entry id that pages go on from
+    cursor: str = ""  # the entry id that pages go on from
 
 
 @dataclasses.dataclass(frozen=True)
 class JobPage:
     jobs: list[JobView]
-    next_after: str | None             # give as `after` for the next page; None: the last page
-    scanned: int = 0                   # entries read to find these (a filtered page reads more)
+    next_after: str | None  # give as `after` for the next page; None: the last page
+    scanned: int = 0  # entries read to find these (a filtered page reads more)
 
 
 class Browse(abc.ABC):
@@ -72,8 +80,9 @@ class Browse(abc.ABC):
         """Retries waiting for their backoff, the earliest due first."""
 
     @abc.abstractmethod
-    async def dead(self, after: str = "0-0", count: int = 50, error_contains: str = "",
-                   match: str = "") -> JobPage:
+    async def dead(
+        self, after: str = "0-0", count: int = 50, error_contains: str = "", match: str = ""
+    ) -> JobPage:
         """Dead letters, oldest first; `error_contains` filters by error text (case-insensitive)."""
 
     @abc.abstractmethod
@@ -110,23 +119,34 @@ class RedisBrowse(Browse):
                 return await self.queue._call(function, *args, **kwargs)
         except QueueError as exc:
             if "NOPERM" in str(exc) or "no permissions" in str(exc):
-                raise NotPermitted(f"this credential may not read {what} of pool "
-                                   f"{self.queue.namespace}/{self.queue.pool}") from None
+                raise NotPermitted(
+                    f"this credential may not read {what} of pool {self.queue.namespace}/{self.queue.pool}"
+                ) from None
             raise
 
-    async def _entries(self, key: str, what: str, after: str, count: int) -> list[tuple[str, dict[str, str], dict[bytes, bytes]]]:
+    async def _entries(
+        self, key: str, what: str, after: str, count: int
+    ) -> list[tuple[str, dict[str, str], dict[bytes, bytes]]]:
         """Up to `count` entries of stream `key` after entry id `after`, by XREAD (which a
         producer may run, unlike XRANGE)."""
         reply = await self._read(what, self.queue.entries.xread, {key: after}, count=count)
         if not reply:
             return []
         raw = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [(entry.decode(), {readable(k): readable(v) for k, v in fields.items()}, fields)
-                for entry, fields in raw]
+        return [
+            (entry.decode(), {readable(k): readable(v) for k, v in fields.items()}, fields)
+            for entry, fields in raw
+        ]
 
-    async def _scan(self, key: str, what: str, after: str, count: int,
-                    view: Callable[[str, dict[str, str], dict[bytes, bytes]], JobView | None],
-                    keep: Callable[[JobView], bool]) -> JobPage:
+    async def _scan(
+        self,
+        key: str,
+        what: str,
+        after: str,
+        count: int,
+        view: Callable[[str, dict[str, str], dict[bytes, bytes]], JobView | None],
+        keep: Callable[[JobView], bool],
+    ) -> JobPage:
         jobs: list[JobView] = []
         scanned = 0
         cursor = after
@@ -151,7 +171,7 @@ class RedisBrowse(Browse):
             return page
         try:
             outside = [job for job in await self._outside(SCAN_LIMIT) if matches(job, match)]
-        except NotPermitted:   # a producer's credential: the stream's jobs only
+        except NotPermitted:  # a producer's credential: the stream's jobs only
             return page
         return dataclasses.replace(page, jobs=outside[:count] + page.jobs)
 
@@ -166,8 +186,13 @@ class RedisBrowse(Browse):
                 fairness_key = readable(key)
                 if level == 0 and fairness_key == STREAM_TURN:
                     continue
-                for element in await self._read("the prioritized jobs", redis.lrange,
-                                                k.fair(level, fairness_key), 0, limit - len(jobs) - 1):
+                for element in await self._read(
+                    "the prioritized jobs",
+                    redis.lrange,
+                    k.fair(level, fairness_key),
+                    0,
+                    limit - len(jobs) - 1,
+                ):
                     jobs.append(_outside_view(element, level, fairness_key))
                 if len(jobs) >= limit:
                     return jobs
@@ -178,40 +203,73 @@ class RedisBrowse(Browse):
         if not page.jobs:
             return page
         first, last = page.jobs[0].cursor, page.jobs[-1].cursor
-        pending = await self._read("the running jobs", self.queue.redis.xpending_range,
-                                   self.keys.stream, GROUP, min=first, max=last,
-                                   count=page.scanned + 1)
+        pending = await self._read(
+            "the running jobs",
+            self.queue.redis.xpending_range,
+            self.keys.stream,
+            GROUP,
+            min=first,
+            max=last,
+            count=page.scanned + 1,
+        )
         held = {p["message_id"]: p for p in pending}
         jobs = []
         for job in page.jobs:
             delivery = held.get(job.cursor)
             if delivery is not None:
-                job = dataclasses.replace(job, state=RUNNING, worker=delivery["consumer"],
-                                          running_for=delivery["time_since_delivered"] / 1000,
-                                          attempts=job.attempts + delivery["times_delivered"])
+                job = dataclasses.replace(
+                    job,
+                    state=RUNNING,
+                    worker=delivery["consumer"],
+                    running_for=delivery["time_since_delivered"] / 1000,
+                    attempts=job.attempts + delivery["times_delivered"],
+                )
             jobs.append(job)
         return dataclasses.replace(page, jobs=jobs)
 
     async def delayed(self, offset: int = 0, count: int = 50) -> JobPage:
-        due = await self._read("the delayed jobs", self.queue.redis.zrange, self.keys.delayed,
-                               offset, offset + count, withscores=True)
+        due = await self._read(
+            "the delayed jobs",
+            self.queue.redis.zrange,
+            self.keys.delayed,
+            offset,
+            offset + count,
+            withscores=True,
+        )
         if not due:
             return JobPage([], None)
         shown = due[:count]
-        stored = await self._read("the delayed jobs", self.queue.redis.hmget,
-                                  self.keys.delayed_jobs, [job_id for job_id, _ in shown])
+        stored = await self._read(
+            "the delayed jobs",
+            self.queue.redis.hmget,
+            self.keys.delayed_jobs,
+            [job_id for job_id, _ in shown],
+        )
         jobs = [_delayed_view(job_id, score, text) for (job_id, score), text in zip(shown, stored)]
         return JobPage(jobs, str(offset + count) if len(due) > count else None, len(shown))
 
-    async def dead(self, after: str = "0-0", count: int = 50, error_contains: str = "",
-                   match: str = "") -> JobPage:
+    async def dead(
+        self, after: str = "0-0", count: int = 50, error_contains: str = "", match: str = ""
+    ) -> JobPage:
         needle = error_contains.lower()
-        return await self._scan(self.keys.dead, "the dead letters", after or "0-0", count, _dead_view,
-                                lambda job: needle in (job.error or "").lower() and matches(job, match))
+        return await self._scan(
+            self.keys.dead,
+            "the dead letters",
+            after or "0-0",
+            count,
+            _dead_view,
+            lambda job: needle in (job.error or "").lower() and matches(job, match),
+        )
 
     async def succeeded(self, after: str = "0-0", count: int = 50, match: str = "") -> JobPage:
-        return await self._scan(self.keys.results, "the results", after or "0-0", count,
-                                _result_view, lambda job: matches(job, match))
+        return await self._scan(
+            self.keys.results,
+            "the results",
+            after or "0-0",
+            count,
+            _result_view,
+            lambda job: matches(job, match),
+        )
 
     async def job(self, job_id: str) -> JobView | None:
         k = self.keys
@@ -254,14 +312,22 @@ class RedisBrowse(Browse):
         """A delayed job's due time (ms): ZMSCORE where the user may, else a bounded ZRANGE walk
         (a pool's users hold ZRANGE, not ZSCORE); 0 when unknown."""
         try:
-            scores = await self._read("the delayed jobs", self.queue.redis.zmscore, self.keys.delayed, [job_id])
+            scores = await self._read(
+                "the delayed jobs", self.queue.redis.zmscore, self.keys.delayed, [job_id]
+            )
             return float(scores[0] or 0)
         except NotPermitted:
             pass
         for start in range(0, SCAN_LIMIT, READ_CHUNK):
             try:
-                chunk = await self._read("the delayed jobs", self.queue.redis.zrange, self.keys.delayed,
-                                         start, start + READ_CHUNK - 1, withscores=True)
+                chunk = await self._read(
+                    "the delayed jobs",
+                    self.queue.redis.zrange,
+                    self.keys.delayed,
+                    start,
+                    start + READ_CHUNK - 1,
+                    withscores=True,
+                )
             except NotPermitted:
                 return 0.0
             for member, score in chunk:
@@ -316,15 +382,24 @@ def _number(fields: dict[str, str], name: str) -> int:
 
 
 def _queued_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView | None:
-    if fields.get(ENTRY.express) == WAKE:   # a submit's wake entry: no job (submit.lua)
+    if fields.get(ENTRY.express) == WAKE:  # a submit's wake entry: no job (submit.lua)
         return None
     text, payload = _payload(raw.get(b"p"))
     stamp = _number(fields, "t")
     options = decode_options(fields.get(ENTRY.options))
-    return JobView(fields.get("id") or entry, WAITING, payload, text, _number(fields, "a"),
-                   enqueued_at=stamp / 1000 if stamp else None, task=fields.get(ENTRY.task),
-                   priority=options.priority or 0, fairness_key=options.fairness_key,
-                   progress=fields.get("progress"), cursor=entry)
+    return JobView(
+        fields.get("id") or entry,
+        WAITING,
+        payload,
+        text,
+        _number(fields, "a"),
+        enqueued_at=stamp / 1000 if stamp else None,
+        task=fields.get(ENTRY.task),
+        priority=options.priority or 0,
+        fairness_key=options.fairness_key,
+        progress=fields.get("progress"),
+        cursor=entry,
+    )
 
 
 def _outside_view(element: bytes, level: int, fairness_key: str) -> JobView:
@@ -333,28 +408,53 @@ def _outside_view(element: bytes, level: int, fairness_key: str) -> JobView:
     stamp, _, packed = rest.partition("\0")
     attempts, task, _options, text = unpack_delayed(packed)
     _, payload = _payload(text.encode("utf-8", "surrogateescape"))
-    return JobView(job_id, WAITING, payload, text, attempts, task=task or None, priority=level,
-                   fairness_key=fairness_key or None,
-                   enqueued_at=int(stamp) / 1000 if stamp.isdigit() else None)
+    return JobView(
+        job_id,
+        WAITING,
+        payload,
+        text,
+        attempts,
+        task=task or None,
+        priority=level,
+        fairness_key=fairness_key or None,
+        enqueued_at=int(stamp) / 1000 if stamp.isdigit() else None,
+    )
 
 
 def _dead_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView:
     text, payload = _payload(raw.get(b"p"))
-    return JobView(fields.get("id") or entry, DEAD, payload, text, _number(fields, "a"),
-                   failed_at=_number(fields, "t") / 1000 or None, error=fields.get("e", ""),
-                   task=fields.get(DEAD_FIELDS.task), cursor=entry)
+    return JobView(
+        fields.get("id") or entry,
+        DEAD,
+        payload,
+        text,
+        _number(fields, "a"),
+        failed_at=_number(fields, "t") / 1000 or None,
+        error=fields.get("e", ""),
+        task=fields.get(DEAD_FIELDS.task),
+        cursor=entry,
+    )
 
 
 def _result_view(entry: str, fields: dict[str, str], raw: dict[bytes, bytes]) -> JobView:
     text, result = _payload(raw.get(b"r"))
-    finished_ms = int(entry.partition("-")[0] or 0)   # the results entry's id is when it was stored
-    return JobView(fields.get("id") or entry, SUCCEEDED, attempts=_number(fields, "a"),
-                   result=result, has_result=True, payload_text=text, task=fields.get("task"),
-                   finished_at=finished_ms / 1000 or None, cursor=entry)
+    finished_ms = int(entry.partition("-")[0] or 0)  # the results entry's id is when it was stored
+    return JobView(
+        fields.get("id") or entry,
+        SUCCEEDED,
+        attempts=_number(fields, "a"),
+        result=result,
+        has_result=True,
+        payload_text=text,
+        task=fields.get("task"),
+        finished_at=finished_ms / 1000 or None,
+        cursor=entry,
+    )
 
 
 def _delayed_view(job_id: str, due_ms: float, stored: str | None) -> JobView:
     attempts, task, _options, text = unpack_delayed(stored or "")
     _, payload = _payload(text.encode("utf-8", "surrogateescape"))
-    return JobView(job_id, DELAYED, payload, text, attempts, task=task or None,
-                   due_at=due_ms / 1000 if due_ms else None)
+    return JobView(
+        job_id, DELAYED, payload, text, attempts, task=task or None, due_at=due_ms / 1000 if due_ms else None
+    )

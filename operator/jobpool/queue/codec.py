@@ -1,4 +1,5 @@
 """Pure helpers: job ids, JSON payloads, queue URLs and the retry policy."""
+
 from __future__ import annotations
 
 import datetime
@@ -13,8 +14,8 @@ from . import connection
 from .base import JobOptions, QueueError
 
 MAX_ID_LENGTH = 256
-DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20     # a pool's payload limit when spec.queue sets none
-MAX_PAYLOAD_BYTES_ALLOWED = 512 << 20   # the largest spec.queue.maxPayloadBytes (Redis's bulk sizes)
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20  # a pool's payload limit when spec.queue sets none
+MAX_PAYLOAD_BYTES_ALLOWED = 512 << 20  # the largest spec.queue.maxPayloadBytes (Redis's bulk sizes)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -40,7 +41,7 @@ def check_job_id(job_id: Any, index: int | None = None) -> str:
     return job_id
 
 
-TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$"   # no ':' or space: how the queue stores them
+TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$"  # no ':' or space: how the queue stores them
 
 
 def check_task(task: Any, index: int | None = None) -> str:
@@ -49,38 +50,55 @@ def check_task(task: Any, index: int | None = None) -> str:
         return ""
     if not isinstance(task, str) or not re.match(TASK_PATTERN, task):
         where = f"job {index}: " if index is not None else ""
-        raise QueueError(f"{where}task {task!r} is not a task name: a letter or '_', then letters, "
-                         f"digits, '_', '.' or '-', at most 100 characters")
+        raise QueueError(
+            f"{where}task {task!r} is not a task name: a letter or '_', then letters, "
+            f"digits, '_', '.' or '-', at most 100 characters"
+        )
     return task
 
 
 MAX_PRIORITY = 9
-FAIRNESS_KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"   # no ',' or ':': how the queue stores options
+FAIRNESS_KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # no ',' or ':': how the queue stores options
 
 
-def check_options(timeout: Any = None, max_attempts: Any = None, backoff: Any = None,
-                  index: int | None = None, *, priority: Any = None,
-                  fairness_key: Any = None) -> JobOptions:
+def check_options(
+    timeout: Any = None,
+    max_attempts: Any = None,
+    backoff: Any = None,
+    index: int | None = None,
+    *,
+    priority: Any = None,
+    fairness_key: Any = None,
+) -> JobOptions:
     """A job's own options as given to submit; the error names the option."""
     where = f"job {index}: " if index is not None else ""
     number = (int, float)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, number)
-                                or not 0 < timeout < float("inf")):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, number) or not 0 < timeout < float("inf")
+    ):
         raise QueueError(f"{where}timeout must be a number of seconds > 0, got {timeout!r}")
-    if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
-                                     or max_attempts < 1):
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+    ):
         raise QueueError(f"{where}max_attempts must be an integer >= 1, got {max_attempts!r}")
-    if backoff is not None and (isinstance(backoff, bool) or not isinstance(backoff, number)
-                                or not 0 <= backoff < float("inf")):
+    if backoff is not None and (
+        isinstance(backoff, bool) or not isinstance(backoff, number) or not 0 <= backoff < float("inf")
+    ):
         raise QueueError(f"{where}backoff must be a number of seconds >= 0, got {backoff!r}")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= MAX_PRIORITY):
-        raise QueueError(f"{where}priority must be an integer from 0 to {MAX_PRIORITY} (higher is served "
-                         f"first), got {priority!r}")
-    if fairness_key is not None and (not isinstance(fairness_key, str)
-                                     or not re.match(FAIRNESS_KEY_PATTERN, fairness_key)):
-        raise QueueError(f"{where}fairness_key {fairness_key!r} is not a fairness key: 1 to 64 letters, "
-                         f"digits, '.', '_' or '-'")
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY
+    ):
+        raise QueueError(
+            f"{where}priority must be an integer from 0 to {MAX_PRIORITY} (higher is served "
+            f"first), got {priority!r}"
+        )
+    if fairness_key is not None and (
+        not isinstance(fairness_key, str) or not re.match(FAIRNESS_KEY_PATTERN, fairness_key)
+    ):
+        raise QueueError(
+            f"{where}fairness_key {fairness_key!r} is not a fairness key: 1 to 64 letters, "
+            f"digits, '.', '_' or '-'"
+        )
     return JobOptions(timeout, max_attempts, backoff, priority or None, fairness_key)
 
 
@@ -98,8 +116,10 @@ def due_of(delay: Any = None, run_at: Any = None, index: int | None = None) -> s
         return ""
     if isinstance(run_at, datetime.datetime):
         if run_at.tzinfo is None:
-            raise QueueError(f"{where}run_at {run_at.isoformat()} has no time zone: give an aware "
-                             f"datetime (e.g. with tzinfo=datetime.timezone.utc)")
+            raise QueueError(
+                f"{where}run_at {run_at.isoformat()} has no time zone: give an aware "
+                f"datetime (e.g. with tzinfo=datetime.timezone.utc)"
+            )
         run_at = run_at.timestamp()
     if isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not 0 <= run_at < 10**11:
         raise QueueError(f"{where}run_at must be an aware datetime or unix seconds, got {run_at!r}")
@@ -115,8 +135,10 @@ def encode_options(options: JobOptions) -> str:
     values: tuple = (options.timeout, options.max_attempts, options.backoff)
     if options.priority or options.fairness_key:
         values += (options.priority or 0, options.fairness_key or "")
-    return ",".join("" if value is None else format(value, "g") if isinstance(value, float)
-                    else str(value) for value in values)
+    return ",".join(
+        "" if value is None else format(value, "g") if isinstance(value, float) else str(value)
+        for value in values
+    )
 
 
 def decode_options(text: str | None) -> JobOptions:
@@ -130,17 +152,21 @@ def decode_options(text: str | None) -> JobOptions:
             return kind(part) if part else None
         except ValueError:
             return None
+
     priority, fairness_key = (read(parts[3], int), parts[4] or None) if len(parts) == 5 else (None, None)
-    return JobOptions(read(parts[0], float), read(parts[1], int), read(parts[2], float),
-                      priority or None, fairness_key)
+    return JobOptions(
+        read(parts[0], float), read(parts[1], int), read(parts[2], float), priority or None, fairness_key
+    )
 
 
 def name_problem(value: Any, what: str) -> str | None:
     """Why a pool or namespace name cannot be one in Kubernetes (a DNS-1123 label), or None."""
     if isinstance(value, str) and len(value) <= 63 and _DNS_LABEL.match(value):
         return None
-    return (f"{what} {value!r} is not a DNS-1123 label: at most 63 lowercase letters, digits "
-            f"and '-', starting and ending with a letter or digit")
+    return (
+        f"{what} {value!r} is not a DNS-1123 label: at most 63 lowercase letters, digits "
+        f"and '-', starting and ending with a letter or digit"
+    )
 
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -153,8 +179,10 @@ def handler_problem(handler: str) -> str | None:
     """Why `handler` is not a Python callable "module:function" (dotted names allowed), or None."""
     if re.match(HANDLER_PATTERN, handler):
         return None
-    return (f"{handler!r} is not a Python callable module:function (e.g. app.tasks:resize) or a "
-            f"module of tasks (e.g. app.tasks)")
+    return (
+        f"{handler!r} is not a Python callable module:function (e.g. app.tasks:resize) or a "
+        f"module of tasks (e.g. app.tasks)"
+    )
 
 
 def check_name(value: Any, what: str) -> str:
@@ -189,7 +217,7 @@ def encode_result(value: Any) -> str:
     `os.fsdecode` makes of bytes that are not UTF-8, is written as a \\u escape, which JSON
     decodes back to the same string."""
     text = encode_json(value, "the handler's result")
-    if text.isascii():      # the common case, and no surrogate is ASCII
+    if text.isascii():  # the common case, and no surrogate is ASCII
         return text
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
@@ -225,9 +253,11 @@ def outcome_of_failure(attempts: int, max_attempts: int, permanent: bool = False
 
 # redis-py takes the password from the userinfo or from a `password=` query parameter.
 _QUERY_SECRETS = frozenset({"password", "sentinel_password"})
-EXPECTED_QUEUE_URL = ("expected redis://[:password@]host[:port][/db], rediss://..., unix:///path, "
-                      "redis+sentinel://[:password@]host:port[,host:port...]/<master>[/db] or "
-                      "redis+cluster://[:password@]host:port[,host:port...]")
+EXPECTED_QUEUE_URL = (
+    "expected redis://[:password@]host[:port][/db], rediss://..., unix:///path, "
+    "redis+sentinel://[:password@]host:port[,host:port...]/<master>[/db] or "
+    "redis+cluster://[:password@]host:port[,host:port...]"
+)
 
 
 def redact_url(url: Any) -> str:
@@ -267,7 +297,7 @@ def scrub_url(text: str, url: str, replacement: str) -> str:
         parts = urllib.parse.urlsplit(url)
         hostport = parts.netloc.rpartition("@")[2]
         forms.add(hostport)
-        if connection.topology(url) != connection.SINGLE:   # each sentinel or cluster node
+        if connection.topology(url) != connection.SINGLE:  # each sentinel or cluster node
             forms.update(f"{host}:{port}" for host, port in connection.parse_address(url).nodes)
             forms.update(hostport.split(","))
         if parts.hostname:

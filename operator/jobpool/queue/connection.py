@@ -9,29 +9,51 @@ The user and password are the Redis ones (also for the per-pool ACL users); sent
 require a password of their own take it as `sentinel_password`. A pool's keys share one hash
 tag, so on a cluster each pool lives on one shard and every function runs on one node.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import urllib.parse
 from typing import Any
 
-import redis.connection
 import redis.asyncio as aioredis
+import redis.connection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import (BusyLoadingError, ClusterDownError, ConnectionError, ReadOnlyError,
-                              RedisClusterException, ResponseError, TimeoutError, TryAgainError)
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
-_TOPOLOGIES = {"redis": SINGLE, "rediss": SINGLE, "unix": SINGLE,
-               "redis+sentinel": SENTINEL, "redis+cluster": CLUSTER}
+_TOPOLOGIES = {
+    "redis": SINGLE,
+    "rediss": SINGLE,
+    "unix": SINGLE,
+    "redis+sentinel": SENTINEL,
+    "redis+cluster": CLUSTER,
+}
 _DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
 SCHEMES = tuple(_TOPOLOGIES)
 
 # Errors that mean "not reachable right now": a failover in progress, a node down, a stale
 # connection to a demoted master. Callers back off and retry.
-UNAVAILABLE = (ConnectionError, TimeoutError, BusyLoadingError, OSError, ClusterDownError,
-               TryAgainError, ReadOnlyError, RedisClusterException)
+UNAVAILABLE = (
+    ConnectionError,
+    TimeoutError,
+    BusyLoadingError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +64,7 @@ class QueueAddress:
     nodes: tuple[tuple[str, int], ...]
     username: str | None = None
     password: str | None = None
-    master: str = ""               # the Sentinel service name
+    master: str = ""  # the Sentinel service name
     db: int = 0
     sentinel_password: str | None = None
 
@@ -61,9 +83,13 @@ def parse_address(url: str) -> QueueAddress:
     nodes = tuple(_host_port(item, _DEFAULT_PORTS[kind]) for item in hosts.split(","))
     path = [segment for segment in parts.path.split("/") if segment]
     query = dict(urllib.parse.parse_qsl(parts.query))
-    address = QueueAddress(kind, nodes, urllib.parse.unquote(username) or None,
-                           urllib.parse.unquote(password) if colon else None,
-                           sentinel_password=query.get("sentinel_password"))
+    address = QueueAddress(
+        kind,
+        nodes,
+        urllib.parse.unquote(username) or None,
+        urllib.parse.unquote(password) if colon else None,
+        sentinel_password=query.get("sentinel_password"),
+    )
     if kind == CLUSTER:
         if path not in ([], ["0"]):
             raise ValueError("a Redis Cluster has only database 0: give no path")
@@ -112,23 +138,32 @@ def address_problem(url: str) -> str | None:
     return None
 
 
-def connect(url: str, *, decode_responses: bool, socket_connect_timeout: float,
-            socket_timeout: float, **options: Any) -> Any:
+def connect(
+    url: str, *, decode_responses: bool, socket_connect_timeout: float, socket_timeout: float, **options: Any
+) -> Any:
     """A redis-py asyncio client for the queue at `url`; no connection is made yet."""
     kind = topology(url)
-    timeouts: dict[str, Any] = dict(socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
+    timeouts: dict[str, Any] = dict(
+        socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout
+    )
     if kind == SINGLE:
         return aioredis.from_url(url, decode_responses=decode_responses, **timeouts, **options)
     address = parse_address(url)
     credentials: dict[str, Any] = dict(username=address.username, password=address.password)
     if kind == CLUSTER:
         # a failover's errors reach the caller, who backs off: the client re-reads the slots then
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
-                            decode_responses=decode_responses, **credentials, **timeouts)
-    sentinels = Sentinel(list(address.nodes), sentinel_kwargs=dict(
-        password=address.sentinel_password, **timeouts))
-    return sentinels.master_for(address.master, db=address.db, decode_responses=decode_responses,
-                                **credentials, **timeouts, **options)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            decode_responses=decode_responses,
+            **credentials,
+            **timeouts,
+        )
+    sentinels = Sentinel(
+        list(address.nodes), sentinel_kwargs=dict(password=address.sentinel_password, **timeouts)
+    )
+    return sentinels.master_for(
+        address.master, db=address.db, decode_responses=decode_responses, **credentials, **timeouts, **options
+    )
 
 
 async def drop_connections(client: Any) -> None:
@@ -147,12 +182,20 @@ async def on_every_server(client: Any, *command: Any) -> list[Any]:
     if isinstance(client, RedisCluster):
         view = await _retried(client, _cluster_view)
         kwargs = client.connection_kwargs
-        primaries = [tuple(address.rsplit(":", 1)) for address, info in view.items()
-                     if "master" in info["flags"] and "fail" not in info["flags"]]
-        replicas = [tuple(address.rsplit(":", 1)) for address, info in view.items()
-                    if "slave" in info["flags"] and "fail" not in info["flags"]]
-        return [*await _run_on(primaries, kwargs, command, required=True),
-                *await _run_on(replicas, kwargs, command, required=False)]
+        primaries = [
+            tuple(address.rsplit(":", 1))
+            for address, info in view.items()
+            if "master" in info["flags"] and "fail" not in info["flags"]
+        ]
+        replicas = [
+            tuple(address.rsplit(":", 1))
+            for address, info in view.items()
+            if "slave" in info["flags"] and "fail" not in info["flags"]
+        ]
+        return [
+            *await _run_on(primaries, kwargs, command, required=True),
+            *await _run_on(replicas, kwargs, command, required=False),
+        ]
     replies = [await _retried(client, lambda c: c.execute_command(*command))]
     pool = client.connection_pool
     if isinstance(pool, SentinelConnectionPool):
@@ -173,8 +216,9 @@ async def on_every_master(client: Any, action: Any) -> list[Any]:
         if "master" not in info["flags"] or "fail" in info["flags"]:
             continue
         host, port = address.rsplit(":", 1)
-        server = aioredis.Redis(host=host, port=int(port), **{
-            name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs})
+        server = aioredis.Redis(
+            host=host, port=int(port), **{name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs}
+        )
         try:
             replies.append(await action(server))
         finally:
@@ -192,7 +236,7 @@ async def _retried(client: Any, action: Any) -> Any:
 
 
 async def _cluster_view(client: RedisCluster) -> dict[str, Any]:
-    await client.initialize()   # a no-op once it knows the slot map
+    await client.initialize()  # a no-op once it knows the slot map
     return await client.execute_command("CLUSTER NODES", target_nodes=client.get_random_node())
 
 
@@ -200,8 +244,9 @@ async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, require
     """`command` on each server; one that cannot be reached is skipped unless `required`."""
     replies = []
     for host, port in servers:
-        server = aioredis.Redis(host=host, port=int(port), **{
-            name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs})
+        server = aioredis.Redis(
+            host=host, port=int(port), **{name: kwargs[name] for name in _REPLICA_KWARGS if name in kwargs}
+        )
         try:
             replies.append(await server.execute_command(*command))
         except UNAVAILABLE:
@@ -215,18 +260,19 @@ async def _run_on(servers: Any, kwargs: dict[str, Any], command: Any, *, require
 _REPLICA_KWARGS = ("username", "password", "socket_timeout", "socket_connect_timeout")
 
 
-async def run_replicated(client: Any, command: tuple, wait_ms: int, call: Any,
-                         load_library: Any) -> tuple[Any, int]:
+async def run_replicated(
+    client: Any, command: tuple, wait_ms: int, call: Any, load_library: Any
+) -> tuple[Any, int]:
     """Run a function (`call(client, command)`, FCALL), then `WAIT 1 wait_ms` on the same
     connection (WAIT counts the replicas that have this connection's writes). Returns (the
     function's reply, replicas that have it)."""
     if not isinstance(client, RedisCluster):
-        async with client.client() as pinned:   # one connection for both commands
+        async with client.client() as pinned:  # one connection for both commands
             reply = await call(pinned, command)
             return reply, await pinned.execute_command("WAIT", 1, wait_ms)
     reply, replicas = await _call_and_wait(client, command, wait_ms)
     if isinstance(reply, ResponseError) and "function not found" in str(reply).lower():
-        await load_library(client)   # a node without the library: a fresh server
+        await load_library(client)  # a node without the library: a fresh server
         reply, replicas = await _call_and_wait(client, command, wait_ms)
     for outcome in (reply, replicas):
         if isinstance(outcome, Exception):

@@ -6,6 +6,7 @@ its queue (a forged maximal stream id, a consumer group moved past waiting entri
 Each step is plain commands on the pool's keys (one hash tag, so one shard of a cluster); the
 decisions are pure functions below, the reads and writes are in `upkeep`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,16 @@ MAX_CONSUMERS = 10_000
 # A stream id more than this ahead of the server's clock was never made by the queue (its ids
 # are "*": the server's time); the largest one wedges every later submit.
 FUTURE_ID_MS = 24 * 3600 * 1000
-REPAIR_CHUNK = 1000   # entries looked at per pass; the next pass goes on
-KNOWN_COUNTERS = ("submitted", "succeeded", "retried", "dead_lettered", "permanent", "cancelled",
-                  "duplicates")
+REPAIR_CHUNK = 1000  # entries looked at per pass; the next pass goes on
+KNOWN_COUNTERS = (
+    "submitted",
+    "succeeded",
+    "retried",
+    "dead_lettered",
+    "permanent",
+    "cancelled",
+    "duplicates",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +45,20 @@ def oversized(workers: int, counters: int, consumers: int) -> list[str]:
     """Which bounded structures are over their bound (pure)."""
     found = []
     if workers > MAX_WORKERS:
-        found.append(f"its worker registry has {workers} entries (more than {MAX_WORKERS}): cleared, "
-                     f"live workers register again within a heartbeat")
+        found.append(
+            f"its worker registry has {workers} entries (more than {MAX_WORKERS}): cleared, "
+            f"live workers register again within a heartbeat"
+        )
     if counters > MAX_COUNTERS:
-        found.append(f"its counters hash has {counters} fields (more than {MAX_COUNTERS}): "
-                     f"only the queue's own counters kept")
+        found.append(
+            f"its counters hash has {counters} fields (more than {MAX_COUNTERS}): "
+            f"only the queue's own counters kept"
+        )
     if consumers > MAX_CONSUMERS:
-        found.append(f"its consumer group has {consumers} consumers (more than {MAX_CONSUMERS}): "
-                     f"consumers holding no job removed")
+        found.append(
+            f"its consumer group has {consumers} consumers (more than {MAX_CONSUMERS}): "
+            f"consumers holding no job removed"
+        )
     return found
 
 
@@ -107,7 +121,7 @@ async def _repair_stream(client: Any, keys: PoolKeys) -> list[str]:
         problems.append(await _drop_future_entries(client, keys, info, now_ms))
     groups = await client.xinfo_groups(keys.stream)
     group = next((g for g in groups if g["name"] == GROUP), None)
-    if group is None:   # made at 0 as the queue makes it, so every entry is delivered
+    if group is None:  # made at 0 as the queue makes it, so every entry is delivered
         await client.xgroup_create(keys.stream, GROUP, id="0")
         return problems
     top = (await client.xinfo_stream(keys.stream))["last-generated-id"]
@@ -125,10 +139,21 @@ async def _repair_stream(client: Any, keys: PoolKeys) -> list[str]:
     if skipped:
         # the group was moved past entries no worker has (XGROUP CREATE ... $ or SETID by a pool's
         # user): they go to the released consumer, which the next fetch of any worker takes from
-        await client.xclaim(keys.stream, GROUP, RELEASED_CONSUMER, 0, skipped, idle=10**12, retrycount=0,
-                            force=True, justid=True)
-        problems.append(f"{len(skipped)} waiting jobs were behind the consumer group's position (moved by "
-                        f"someone with the pool's credentials): given back to the workers")
+        await client.xclaim(
+            keys.stream,
+            GROUP,
+            RELEASED_CONSUMER,
+            0,
+            skipped,
+            idle=10**12,
+            retrycount=0,
+            force=True,
+            justid=True,
+        )
+        problems.append(
+            f"{len(skipped)} waiting jobs were behind the consumer group's position (moved by "
+            f"someone with the pool's credentials): given back to the workers"
+        )
     return problems
 
 
@@ -136,19 +161,24 @@ async def _drop_future_entries(client: Any, keys: PoolKeys, info: dict[str, Any]
     """Remove entries with ids the queue never makes, and set the stream's last id back to its
     newest real entry, so submits (ids "*") work again."""
     limit = f"{now_ms + FUTURE_ID_MS}-0"
-    forged = [entry_id for entry_id, _ in await client.xrange(keys.stream, min="(" + limit, max="+",
-                                                               count=REPAIR_CHUNK)]
+    forged = [
+        entry_id
+        for entry_id, _ in await client.xrange(keys.stream, min="(" + limit, max="+", count=REPAIR_CHUNK)
+    ]
     if forged:
         await client.xdel(keys.stream, *forged)
     newest = await client.xrevrange(keys.stream, max="+", min="-", count=1)
     top = newest[0][0] if newest else "0-1"
-    await client.execute_command("XSETID", keys.stream, top, "ENTRIESADDED", int(info["entries-added"]),
-                                 "MAXDELETEDID", top)
+    await client.execute_command(
+        "XSETID", keys.stream, top, "ENTRIESADDED", int(info["entries-added"]), "MAXDELETEDID", top
+    )
     for group in await client.xinfo_groups(keys.stream):
         if id_after(group["last-delivered-id"], top):
             await client.xgroup_setid(keys.stream, group["name"], top)
-    return (f"{len(forged)} stream entries had ids the queue never makes (ahead of the server clock, "
-            f"which stops every later submit): removed, and the stream's last id set back to {top}")
+    return (
+        f"{len(forged)} stream entries had ids the queue never makes (ahead of the server clock, "
+        f"which stops every later submit): removed, and the stream's last id set back to {top}"
+    )
 
 
 async def _skipped_entries(client: Any, keys: PoolKeys, last_delivered: str) -> list[str]:
@@ -157,11 +187,14 @@ async def _skipped_entries(client: Any, keys: PoolKeys, last_delivered: str) -> 
     oldest = await client.xrange(keys.stream, min="-", max="+", count=1)
     if not oldest or id_after(oldest[0][0], last_delivered):
         return []
-    entries = [entry_id for entry_id, _ in await client.xrange(keys.stream, min="-", max=last_delivered,
-                                                                count=REPAIR_CHUNK)]
+    entries = [
+        entry_id
+        for entry_id, _ in await client.xrange(keys.stream, min="-", max=last_delivered, count=REPAIR_CHUNK)
+    ]
     if not entries:
         return []
-    pending = await client.xpending_range(keys.stream, GROUP, min=entries[0], max=entries[-1],
-                                          count=len(entries))
+    pending = await client.xpending_range(
+        keys.stream, GROUP, min=entries[0], max=entries[-1], count=len(entries)
+    )
     held = {p["message_id"] for p in pending}
     return [entry for entry in entries if entry not in held]

@@ -7,21 +7,43 @@ Read commands and the library's status function only, on pool keys only, plus th
 that function makes (it prunes expired workers and creates the consumer group of a pool that has
 none), each confined by a selector to its one key; SCAN to find the pools (it lists key names,
 not values)."""
+
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 from . import connection
 from .acl import script_commands
 from .redis import library
 
-USER = "jobpool.ui-viewer"     # pool users have four dot-separated parts: no pool user has this name
+USER = "jobpool.ui-viewer"  # pool users have four dot-separated parts: no pool user has this name
 
 # what the page reads outside functions (queue/browse.py, ui/discovery.py) and what a client sends
-_READS = ("xread", "xpending", "xlen", "get", "hget", "hgetall", "hmget", "sismember", "zcard",
-          "zrange", "zmscore", "zscore", "lrange", "exists", "time", "scan", "ping", "select", "fcall",
-          "cluster|slots", "command", "command|getkeys")
+_READS = (
+    "xread",
+    "xpending",
+    "xlen",
+    "get",
+    "hget",
+    "hgetall",
+    "hmget",
+    "sismember",
+    "zcard",
+    "zrange",
+    "zmscore",
+    "zscore",
+    "lrange",
+    "exists",
+    "time",
+    "scan",
+    "ping",
+    "select",
+    "fcall",
+    "cluster|slots",
+    "command",
+    "command|getkeys",
+)
 _STATUS_WRITES = {"workers": ("hdel",), "stream": ("xgroup|create",)}
 
 
@@ -53,8 +75,15 @@ def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], act
     writes = {command for commands in _STATUS_WRITES.values() for command in commands}
     # no server INFO for any user but the admin (the prelude's memory check asks before it reads)
     commands = sorted((set(_READS) | status) - writes - {"info|memory"})
-    rules = ["reset", "on", *(f">{p}" for p in passwords), "resetchannels",
-             *(f"~{prefix}" for prefix in prefixes), "-@all", *(f"+{c}" for c in commands)]
+    rules = [
+        "reset",
+        "on",
+        *(f">{p}" for p in passwords),
+        "resetchannels",
+        *(f"~{prefix}" for prefix in prefixes),
+        "-@all",
+        *(f"+{c}" for c in commands),
+    ]
     if actions:
         return [*rules, *(f"+{c}" for c in action_commands() if c not in commands)]
     for key, allowed in _STATUS_WRITES.items():
@@ -63,10 +92,13 @@ def viewer_rules(namespaces: Sequence[str] | None, passwords: Sequence[str], act
     return rules
 
 
-async def apply_viewer(admin: Any, namespaces: Sequence[str] | None, passwords: Sequence[str],
-                       actions: bool) -> None:
+async def apply_viewer(
+    admin: Any, namespaces: Sequence[str] | None, passwords: Sequence[str], actions: bool
+) -> None:
     """Create or update the page's user on every server of the queue (ACL users are not replicated)."""
-    await connection.on_every_server(admin, "ACL", "SETUSER", USER, *viewer_rules(namespaces, passwords, actions))
+    await connection.on_every_server(
+        admin, "ACL", "SETUSER", USER, *viewer_rules(namespaces, passwords, actions)
+    )
 
 
 async def delete_viewer(admin: Any) -> None:

@@ -1,5 +1,6 @@
 """Which pools there are: the pools that have counters in the queue (every pool that ever had a
 job), found with SCAN, which needs a credential that may SCAN (the UI's viewer user, an admin)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from ..queue.keys import PoolKeys
 
 def counters_pattern(namespace: str | None) -> str:
     """The SCAN pattern of the counters keys of one namespace's pools, or of every namespace's."""
-    escaped = PoolKeys(namespace or "*", "*").scan_pattern   # "\\{jobpool:ns/\\*}:*" escapes the stars
+    escaped = PoolKeys(namespace or "*", "*").scan_pattern  # "\\{jobpool:ns/\\*}:*" escapes the stars
     return escaped.replace("\\*", "*")[:-1] + "counters"
 
 
@@ -18,7 +19,7 @@ def pool_of(key: str) -> tuple[str, str] | None:
     """(namespace, pool) of a `{jobpool:<ns>/<pool>}:counters` key."""
     if not key.startswith("{jobpool:") or "}" not in key:
         return None
-    namespace, slash, pool = key[len("{jobpool:"):key.index("}")].partition("/")
+    namespace, slash, pool = key[len("{jobpool:") : key.index("}")].partition("/")
     return (namespace, pool) if slash and namespace and pool else None
 
 

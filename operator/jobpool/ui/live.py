@@ -3,18 +3,19 @@ are open, shared with every viewer over Server-Sent Events (server-side fan-out)
 
 `PoolHistory` and `summary` are pure (what a page shows from the snapshots read so far);
 `Refresher` is the one loop that reads and the one place that talks to the queues for figures."""
+
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
+import itertools
 import json
 import time
-from typing import Any
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ..queue import QueueError, QueueStats
-import itertools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Sample:
     at: float
     backlog: int
     succeeded: int
-    failed: int          # attempts that failed: retried + dead-lettered
+    failed: int  # attempts that failed: retried + dead-lettered
 
 
 @dataclasses.dataclass
@@ -37,9 +38,9 @@ class PoolHistory:
 
     def record(self, at: float, stats: QueueStats) -> None:
         self.stats, self.error, self.read_at = stats, None, at
-        self.samples.append(Sample(at, stats.backlog, stats.succeeded,
-                                   stats.retried + stats.dead_lettered
-                                   + stats.permanent))
+        self.samples.append(
+            Sample(at, stats.backlog, stats.succeeded, stats.retried + stats.dead_lettered + stats.permanent)
+        )
         while self.samples and self.samples[0].at < at - self.window:
             self.samples.popleft()
 
@@ -53,8 +54,9 @@ def rates(samples: list[Sample]) -> list[tuple[float, float]]:
     out = []
     for before, after in itertools.pairwise(samples):
         span = max(after.at - before.at, 1e-6)
-        out.append((max(0, after.succeeded - before.succeeded) / span,
-                    max(0, after.failed - before.failed) / span))
+        out.append(
+            (max(0, after.succeeded - before.succeeded) / span, max(0, after.failed - before.failed) / span)
+        )
     return out
 
 
@@ -62,11 +64,14 @@ def summary(history: PoolHistory) -> dict[str, Any]:
     """What the pages show of one pool, as JSON: the figures, the workers, the series."""
     samples = list(history.samples)
     series = rates(samples)
-    recent = series[-5:]   # the rates over the last few intervals, less jumpy than the last one
+    recent = series[-5:]  # the rates over the last few intervals, less jumpy than the last one
     view: dict[str, Any] = {
-        "error": history.error, "readAt": history.read_at,
-        "history": {"backlog": [s.backlog for s in samples],
-                    "throughput": [round(ok, 3) for ok, _ in series]},
+        "error": history.error,
+        "readAt": history.read_at,
+        "history": {
+            "backlog": [s.backlog for s in samples],
+            "throughput": [round(ok, 3) for ok, _ in series],
+        },
         "succeededPerSecond": round(sum(ok for ok, _ in recent) / len(recent), 2) if recent else 0.0,
         "failedPerSecond": round(sum(bad for _, bad in recent) / len(recent), 2) if recent else 0.0,
     }
@@ -74,8 +79,9 @@ def summary(history: PoolHistory) -> dict[str, Any]:
         stats = history.stats
         view.update(stats.as_status())
         view["backlog"] = stats.backlog
-        view["workerList"] = [{"id": w.id, "slots": w.slots, "busy": w.busy, "lastSeen": w.last_seen}
-                              for w in stats.workers]
+        view["workerList"] = [
+            {"id": w.id, "slots": w.slots, "busy": w.busy, "lastSeen": w.last_seen} for w in stats.workers
+        ]
     return view
 
 
@@ -83,11 +89,16 @@ class Refresher:
     """Reads every pool's stats once per `interval` and tells every subscriber (one SSE stream
     each) the new figures; a slow subscriber only ever misses figures that were replaced."""
 
-    def __init__(self, queues: Mapping[str, Any], interval: float, window: float = 300.0,
-                 before: Callable[[], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        queues: Mapping[str, Any],
+        interval: float,
+        window: float = 300.0,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.interval = interval
         self.window = window
-        self.before = before            # run before each refresh: the pools may have changed
+        self.before = before  # run before each refresh: the pools may have changed
         self.queues: dict[str, Any] = {}
         self.histories: dict[str, PoolHistory] = {}
         self.show(queues)
@@ -121,8 +132,11 @@ class Refresher:
         self.publish()
 
     def view(self) -> dict[str, Any]:
-        return {"interval": self.interval, "streams": len(self._subscribers),
-                "pools": {name: summary(history) for name, history in self.histories.items()}}
+        return {
+            "interval": self.interval,
+            "streams": len(self._subscribers),
+            "pools": {name: summary(history) for name, history in self.histories.items()},
+        }
 
     def publish(self) -> None:
         event = json.dumps(self.view())
@@ -163,7 +177,7 @@ class Refresher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for subscriber in self._subscribers:   # each stream ends on the None
+        for subscriber in self._subscribers:  # each stream ends on the None
             if subscriber.full():
                 subscriber.get_nowait()
             subscriber.put_nowait(None)

@@ -1,5 +1,6 @@
 """HTML from templates shipped in the package: every value is escaped unless it is `Markup`
 (HTML this module built), so a payload or an error text with markup renders as text."""
+
 from __future__ import annotations
 
 import datetime
@@ -9,8 +10,8 @@ import importlib.resources
 import json
 import string
 import urllib.parse
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 
 class Markup(str):
@@ -41,9 +42,17 @@ def page(name: str, **values: Any) -> str:
     """A whole page: templates/<name> filled in; `base.html` wraps it."""
     body = Markup(_template(name).substitute({k: escape(v) for k, v in values.items()}))
     return _template("base.html").substitute(
-        {k: escape(v) for k, v in {"title": values.get("title", "jobpool"), "root": values["root"],
-                                   "heading": values.get("heading", ""),
-                                   "credential": values.get("credential", ""), "body": body}.items()})
+        {
+            k: escape(v)
+            for k, v in {
+                "title": values.get("title", "jobpool"),
+                "root": values["root"],
+                "heading": values.get("heading", ""),
+                "credential": values.get("credential", ""),
+                "body": body,
+            }.items()
+        }
+    )
 
 
 def static_file(name: str) -> bytes:
@@ -67,7 +76,7 @@ def pretty_json(value: Any) -> str:
 
 def short_json(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def timestamp(seconds: float | None) -> str:
@@ -99,5 +108,6 @@ def sparkline_points(values: Sequence[float], width: float = 120, height: float 
         return ""
     top = max(values) or 1
     step = width / max(1, len(values) - 1)
-    return " ".join(f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}"
-                    for i, v in enumerate(values))
+    return " ".join(
+        f"{i * step:.1f},{height - (v / top) * (height - 2) - 1:.1f}" for i, v in enumerate(values)
+    )

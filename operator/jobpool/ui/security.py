@@ -4,6 +4,7 @@ the pool and action and signed with a secret of this server process.
 The rights belong to the server's credential, not to a viewer (who reached the page through
 Kubernetes RBAC or a port on 127.0.0.1), so the token needs no session: it only has to prove the
 POST came from a form this server rendered, which a page of another site cannot read."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,8 @@ TOKEN_LIFETIME = 12 * 3600.0
 # escaped), no framing, no referrer carrying a job id elsewhere.
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
-                               "form-action 'self'; base-uri 'none'",
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",

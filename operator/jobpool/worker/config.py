@@ -2,14 +2,15 @@
 
 `resolve_config` is pure: it takes the parsed flags and an environment mapping and either
 returns a complete `WorkerConfig` or raises `ConfigError` naming the flag or variable."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import socket
-from typing import Any, NamedTuple
 from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from ..queue.base import JobOptions
 from ..queue.codec import handler_problem, name_problem
@@ -19,7 +20,8 @@ from ..queue.redis.queue import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DE
 
 class JobSettings(NamedTuple):
     """What one job runs with: its own options within the pool's caps, else the pool's."""
-    timeout: float          # 0 = none
+
+    timeout: float  # 0 = none
     max_attempts: int
     backoff: float
 
@@ -37,29 +39,31 @@ class WorkerConfig:
     handler: str | None = None
     command: tuple[str, ...] | None = None
     concurrency: int = 1
-    timeout: float = 0.0            # per-job deadline in seconds; 0 = none
+    timeout: float = 0.0  # per-job deadline in seconds; 0 = none
     max_attempts: int = 3
     backoff: float = 1.0
     max_backoff: float = 300.0
-    max_job_timeout: float = 86400.0   # the longest timeout a job may ask for
-    max_job_attempts: int = 100        # the most attempts a job may ask for
+    max_job_timeout: float = 86400.0  # the longest timeout a job may ask for
+    max_job_attempts: int = 100  # the most attempts a job may ask for
     drain_seconds: float = 60.0
-    metrics_port: int = 9100        # 0 = no metrics endpoint
+    metrics_port: int = 9100  # 0 = no metrics endpoint
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     heartbeat_interval: float = DEFAULT_VISIBILITY_TIMEOUT / 3
-    result_ttl: float = 86400.0     # seconds a result (and the dedup of its id) is kept
-    max_results: int = DEFAULT_RESULTS_CAP          # results kept; the oldest go first
+    result_ttl: float = 86400.0  # seconds a result (and the dedup of its id) is kept
+    max_results: int = DEFAULT_RESULTS_CAP  # results kept; the oldest go first
     max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
-    block_ms: int = 1000            # longest blocking read, and so the longest idle fetch
+    block_ms: int = 1000  # longest blocking read, and so the longest idle fetch
 
     def job_settings(self, options: JobOptions) -> JobSettings:
         """A job's own timeout, attempts and backoff, held to the pool's caps (a backoff's cap is
         --max-backoff), or the pool's where it has none."""
         return JobSettings(
             self.timeout if options.timeout is None else min(options.timeout, self.max_job_timeout),
-            self.max_attempts if options.max_attempts is None
+            self.max_attempts
+            if options.max_attempts is None
             else min(options.max_attempts, self.max_job_attempts),
-            self.backoff if options.backoff is None else min(options.backoff, self.max_backoff))
+            self.backoff if options.backoff is None else min(options.backoff, self.max_backoff),
+        )
 
     @property
     def handler_description(self) -> str:
@@ -105,57 +109,104 @@ def _command(text: str) -> tuple[str, ...]:
 class Setting:
     """One worker setting: the one home of its flag, its variable, its parser and its docs,
     from which argparse, `resolve_config` and the README's flag table are made."""
+
     flag: str
     variable: str
     parse: Callable[[str], Any]
     help: str
-    default: str | None = None   # the default as documented, when WorkerConfig's own does not say it
+    default: str | None = None  # the default as documented, when WorkerConfig's own does not say it
     required: bool = False
 
 
 SETTINGS: dict[str, Setting] = {
-    "queue_url": Setting("--queue", "JOBPOOL_QUEUE_URL", str,
-                         "queue URL, e.g. redis://localhost:6379/0", required=True),
+    "queue_url": Setting(
+        "--queue", "JOBPOOL_QUEUE_URL", str, "queue URL, e.g. redis://localhost:6379/0", required=True
+    ),
     "namespace": Setting("--namespace", "JOBPOOL_NAMESPACE", str, "namespace of the pool", "default"),
     "pool": Setting("--pool", "JOBPOOL_POOL", str, "pool name", required=True),
-    "worker_id": Setting("--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue",
-                         "<hostname>-<pid>"),
-    "handler": Setting("--handler", "JOBPOOL_HANDLER", str,
-                       "a Python callable module:function, sync or async; or a module of tasks "
-                       "(@jobpool.task) or module:MAPPING of task names (this or --command)"),
-    "command": Setting("--command", "JOBPOOL_COMMAND", _command,
-                       "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout, "
-                       "progress as `jobpool-progress: <JSON>` lines on stderr (the variable: a JSON "
-                       "array; this or --handler)"),
+    "worker_id": Setting(
+        "--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue", "<hostname>-<pid>"
+    ),
+    "handler": Setting(
+        "--handler",
+        "JOBPOOL_HANDLER",
+        str,
+        "a Python callable module:function, sync or async; or a module of tasks "
+        "(@jobpool.task) or module:MAPPING of task names (this or --command)",
+    ),
+    "command": Setting(
+        "--command",
+        "JOBPOOL_COMMAND",
+        _command,
+        "run `-- PROG ARGS...` per job: payload JSON on stdin, result JSON on stdout, "
+        "progress as `jobpool-progress: <JSON>` lines on stderr (the variable: a JSON "
+        "array; this or --handler)",
+    ),
     "concurrency": Setting("--concurrency", "JOBPOOL_CONCURRENCY", _positive_int, "job slots"),
-    "timeout": Setting("--timeout", "JOBPOOL_TIMEOUT", _non_negative_float,
-                       "per-job deadline in seconds (0 = none)"),
-    "max_attempts": Setting("--max-attempts", "JOBPOOL_MAX_ATTEMPTS", _positive_int,
-                            "attempts before a job is dead-lettered"),
-    "backoff": Setting("--backoff", "JOBPOOL_BACKOFF", _non_negative_float,
-                       "first retry delay in seconds, doubling with jitter"),
-    "max_backoff": Setting("--max-backoff", "JOBPOOL_MAX_BACKOFF", _non_negative_float,
-                           "longest retry delay in seconds"),
-    "max_job_timeout": Setting("--max-job-timeout", "JOBPOOL_MAX_JOB_TIMEOUT", _positive_float,
-                               "the longest timeout a job's own option may set, in seconds"),
-    "max_job_attempts": Setting("--max-job-attempts", "JOBPOOL_MAX_JOB_ATTEMPTS", _positive_int,
-                                "the most attempts a job's own option may set"),
-    "drain_seconds": Setting("--drain-seconds", "JOBPOOL_DRAIN_SECONDS", _non_negative_float,
-                             "seconds in-flight jobs get to finish after SIGTERM"),
-    "metrics_port": Setting("--metrics-port", "JOBPOOL_METRICS_PORT", _port,
-                            "port of /metrics and /healthz (0 = off)"),
-    "visibility_timeout": Setting("--visibility-timeout", "JOBPOOL_VISIBILITY_TIMEOUT",
-                                  _non_negative_float,
-                                  "seconds before a job held by a silent worker is redelivered"),
-    "heartbeat_interval": Setting("--heartbeat-interval", "JOBPOOL_HEARTBEAT_INTERVAL",
-                                  _non_negative_float, "seconds between heartbeats",
-                                  "visibility timeout / 3"),
-    "result_ttl": Setting("--result-ttl", "JOBPOOL_RESULT_TTL", _positive_float,
-                          "seconds each result is kept, and with it the dedup of its id"),
-    "max_results": Setting("--max-results", "JOBPOOL_MAX_RESULTS", _positive_int,
-                           "most results kept; the oldest go first"),
-    "max_dead_letters": Setting("--max-dead-letters", "JOBPOOL_MAX_DEAD_LETTERS", _positive_int,
-                                "most dead letters kept; the oldest go first"),
+    "timeout": Setting(
+        "--timeout", "JOBPOOL_TIMEOUT", _non_negative_float, "per-job deadline in seconds (0 = none)"
+    ),
+    "max_attempts": Setting(
+        "--max-attempts", "JOBPOOL_MAX_ATTEMPTS", _positive_int, "attempts before a job is dead-lettered"
+    ),
+    "backoff": Setting(
+        "--backoff",
+        "JOBPOOL_BACKOFF",
+        _non_negative_float,
+        "first retry delay in seconds, doubling with jitter",
+    ),
+    "max_backoff": Setting(
+        "--max-backoff", "JOBPOOL_MAX_BACKOFF", _non_negative_float, "longest retry delay in seconds"
+    ),
+    "max_job_timeout": Setting(
+        "--max-job-timeout",
+        "JOBPOOL_MAX_JOB_TIMEOUT",
+        _positive_float,
+        "the longest timeout a job's own option may set, in seconds",
+    ),
+    "max_job_attempts": Setting(
+        "--max-job-attempts",
+        "JOBPOOL_MAX_JOB_ATTEMPTS",
+        _positive_int,
+        "the most attempts a job's own option may set",
+    ),
+    "drain_seconds": Setting(
+        "--drain-seconds",
+        "JOBPOOL_DRAIN_SECONDS",
+        _non_negative_float,
+        "seconds in-flight jobs get to finish after SIGTERM",
+    ),
+    "metrics_port": Setting(
+        "--metrics-port", "JOBPOOL_METRICS_PORT", _port, "port of /metrics and /healthz (0 = off)"
+    ),
+    "visibility_timeout": Setting(
+        "--visibility-timeout",
+        "JOBPOOL_VISIBILITY_TIMEOUT",
+        _non_negative_float,
+        "seconds before a job held by a silent worker is redelivered",
+    ),
+    "heartbeat_interval": Setting(
+        "--heartbeat-interval",
+        "JOBPOOL_HEARTBEAT_INTERVAL",
+        _non_negative_float,
+        "seconds between heartbeats",
+        "visibility timeout / 3",
+    ),
+    "result_ttl": Setting(
+        "--result-ttl",
+        "JOBPOOL_RESULT_TTL",
+        _positive_float,
+        "seconds each result is kept, and with it the dedup of its id",
+    ),
+    "max_results": Setting(
+        "--max-results", "JOBPOOL_MAX_RESULTS", _positive_int, "most results kept; the oldest go first"
+    ),
+    "max_dead_letters": Setting(
+        "--max-dead-letters",
+        "JOBPOOL_MAX_DEAD_LETTERS",
+        _positive_int,
+        "most dead letters kept; the oldest go first",
+    ),
 }
 
 
@@ -192,16 +243,16 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
-                   default_id: Callable[[], str] = default_worker_id) -> WorkerConfig:
+def resolve_config(
+    flags: Mapping[str, Any], env: Mapping[str, str], default_id: Callable[[], str] = default_worker_id
+) -> WorkerConfig:
     """Flags (already typed, None when absent) win over environment variables (text)."""
     values: dict[str, Any] = {}
     for name, setting in SETTINGS.items():
         given = flags.get(name)
         if given is not None:
             try:
-                values[name] = setting.parse(given) if isinstance(given, str) and name != "command" \
-                    else given
+                values[name] = setting.parse(given) if isinstance(given, str) and name != "command" else given
             except ValueError as exc:
                 raise ConfigError(f"{setting.flag} {given!r}: {exc}") from None
         elif env.get(setting.variable, "") != "":
@@ -220,22 +271,27 @@ def resolve_config(flags: Mapping[str, Any], env: Mapping[str, str],
         if problem is not None:
             raise ConfigError(f"{SETTINGS[name].flag} (or {SETTINGS[name].variable}): {problem}")
     if bool(values.get("handler")) == bool(values.get("command")):
-        raise ConfigError("give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
-                          "--command -- PROG ARGS (JOBPOOL_COMMAND)")
+        raise ConfigError(
+            "give exactly one of --handler module:function (JOBPOOL_HANDLER) or "
+            "--command -- PROG ARGS (JOBPOOL_COMMAND)"
+        )
     problem = handler_problem(values["handler"]) if values.get("handler") else None
     if problem is not None:
         raise ConfigError(f"--handler (or JOBPOOL_HANDLER): {problem}")
     if not values.get("worker_id"):
         values["worker_id"] = default_id()
     if values["worker_id"] == RELEASED_CONSUMER:
-        raise ConfigError(f"--worker-id {RELEASED_CONSUMER!r} is reserved for jobs given back "
-                          "on drain; choose another id")
+        raise ConfigError(
+            f"--worker-id {RELEASED_CONSUMER!r} is reserved for jobs given back on drain; choose another id"
+        )
     values.setdefault("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
     if values["visibility_timeout"] <= 0:
         raise ConfigError("--visibility-timeout must be > 0")
     if not values.get("heartbeat_interval"):
         values["heartbeat_interval"] = values["visibility_timeout"] / 3
     if values["heartbeat_interval"] >= values["visibility_timeout"]:
-        raise ConfigError("--heartbeat-interval must be shorter than --visibility-timeout, or "
-                          "running jobs would be redelivered")
+        raise ConfigError(
+            "--heartbeat-interval must be shorter than --visibility-timeout, or "
+            "running jobs would be redelivered"
+        )
     return WorkerConfig(**values)

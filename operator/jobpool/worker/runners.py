@@ -1,5 +1,6 @@
 """What runs a job: a Python callable (async on the loop, sync in a thread) or a command
 (payload JSON on stdin, result JSON on stdout, non-zero exit = failure with stderr)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ..queue.base import Job, QueueError
 from ..queue.codec import RawJSON, check_task, handler_problem
@@ -34,7 +35,7 @@ class Permanent(Exception):
     is dead-lettered at once with this error instead of spending its remaining attempts."""
 
 
-Permanent.__module__ = "jobpool"    # its error text reads `jobpool.Permanent: ...`, as users raise it
+Permanent.__module__ = "jobpool"  # its error text reads `jobpool.Permanent: ...`, as users raise it
 
 
 class JobFailed(Exception):
@@ -52,15 +53,17 @@ class HandlerError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class JobContext:
     """What a handler that takes a second parameter learns of its job."""
+
     id: str
-    task: str                   # "" for a job without one
-    attempt: int                # 1 on the first delivery
-    max_attempts: int           # the job's own, within the pool's cap, else the pool's
-    deadline: float | None      # unix seconds when the job times out; None: no timeout
-    enqueued_at: float          # unix seconds when it was submitted (or became due again)
+    task: str  # "" for a job without one
+    attempt: int  # 1 on the first delivery
+    max_attempts: int  # the job's own, within the pool's cap, else the pool's
+    deadline: float | None  # unix seconds when the job times out; None: no timeout
+    enqueued_at: float  # unix seconds when it was submitted (or became due again)
     report: Callable[[Any], object] = dataclasses.field(repr=False, compare=False, default=lambda _: None)
-    cancel_requested: threading.Event = dataclasses.field(repr=False, compare=False,
-                                                          default_factory=threading.Event)
+    cancel_requested: threading.Event = dataclasses.field(
+        repr=False, compare=False, default_factory=threading.Event
+    )
 
     @property
     def cancelled(self) -> bool:
@@ -72,8 +75,9 @@ class JobContext:
         """Report progress: a fraction from 0 to 1, or a JSON object; the last one is kept with
         the running job (`jobpool status`). Cheap to call often: the worker sends the latest one
         at most every PROGRESS_INTERVAL. Callable from a sync handler's thread too."""
-        if isinstance(value, bool) or not (isinstance(value, dict) or (
-                isinstance(value, (int, float)) and 0 <= value <= 1)):
+        if isinstance(value, bool) or not (
+            isinstance(value, dict) or (isinstance(value, (int, float)) and 0 <= value <= 1)
+        ):
             raise ValueError(f"progress must be a fraction from 0 to 1 or a dict, got {value!r}")
         self.report(value)
 
@@ -83,16 +87,18 @@ class JobContext:
 Overrun = Callable[["asyncio.Future[Any]"], None]
 Runner = Callable[[Job, JobContext, Overrun], Awaitable[Any]]
 TASK_ATTRIBUTE = "__jobpool_task__"
-CANCEL_GRACE = 5.0   # seconds a cancelled job gets to end (a handler may linger; a command's SIGTERM)
+CANCEL_GRACE = 5.0  # seconds a cancelled job gets to end (a handler may linger; a command's SIGTERM)
 
 
 def task(function: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
     """Mark a function of a module as one of its tasks, under its own name or `name`:
     `@jobpool.task` or `@jobpool.task(name="crop.square")`; `jobpool worker --handler module`
     routes each job to the task its submit named."""
+
     def mark(target: Callable[..., Any]) -> Callable[..., Any]:
         setattr(target, TASK_ATTRIBUTE, check_task(name or target.__name__))
         return target
+
     return mark if function is None else mark(function)
 
 
@@ -103,11 +109,16 @@ def load_tasks(spec: str) -> dict[str, Callable[..., Any]]:
     module_name, _, attribute = spec.partition(":")
     target = _resolve(spec)
     if not attribute:
-        tasks = {getattr(value, TASK_ATTRIBUTE): value for value in vars(target).values()
-                 if callable(value) and isinstance(getattr(value, TASK_ATTRIBUTE, None), str)}
+        tasks = {
+            getattr(value, TASK_ATTRIBUTE): value
+            for value in vars(target).values()
+            if callable(value) and isinstance(getattr(value, TASK_ATTRIBUTE, None), str)
+        }
         if not tasks:
-            raise HandlerError(f"handler {spec!r}: module {module_name!r} has no tasks: mark its "
-                               f"functions with @jobpool.task, or name one as module:function")
+            raise HandlerError(
+                f"handler {spec!r}: module {module_name!r} has no tasks: mark its "
+                f"functions with @jobpool.task, or name one as module:function"
+            )
         return tasks
     if isinstance(target, Mapping):
         tasks = {}
@@ -137,18 +148,18 @@ def _resolve(spec: str) -> Any:
         raise HandlerError(f"handler {problem}")
     module_name, _, attribute = spec.partition(":")
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())   # handlers next to where the worker starts, as uvicorn does
+        sys.path.insert(0, os.getcwd())  # handlers next to where the worker starts, as uvicorn does
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:
-        raise HandlerError(f"handler {spec!r}: cannot import {module_name!r}: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise HandlerError(
+            f"handler {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute.split(".") if attribute else ():
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise HandlerError(f"handler {spec!r}: {module_name!r} has no attribute "
-                               f"{attribute!r}") from None
+            raise HandlerError(f"handler {spec!r}: {module_name!r} has no attribute {attribute!r}") from None
     return target
 
 
@@ -160,8 +171,11 @@ def served(tasks: Mapping[str, Any]) -> tuple[str, ...]:
 def unknown_task(job: Job, tasks: Mapping[str, Any]) -> JobFailed:
     """Permanent: no retry on this worker can run a task it does not serve."""
     what = f"unknown task {job.task!r}" if job.task else "the job names no task"
-    return JobFailed(f"{what}: this worker serves {', '.join(served(tasks))} (a job without a "
-                     f"task needs a module:function handler)", permanent=True)
+    return JobFailed(
+        f"{what}: this worker serves {', '.join(served(tasks))} (a job without a "
+        f"task needs a module:function handler)",
+        permanent=True,
+    )
 
 
 def takes_context(function: Callable[..., Any]) -> bool:
@@ -173,17 +187,18 @@ def takes_context(function: Callable[..., Any]) -> bool:
         return False
     if any(p.kind is p.VAR_POSITIONAL for p in parameters):
         return True
-    required = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                and p.default is p.empty]
+    required = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
     return len(required) >= 2
 
 
-def python_runner(tasks: Mapping[str, Callable[..., Any]],
-                  threads: int) -> tuple[Runner, Callable[[], None]]:
+def python_runner(tasks: Mapping[str, Callable[..., Any]], threads: int) -> tuple[Runner, Callable[[], None]]:
     """A runner that calls `tasks[job.task](payload)` (async on the loop, sync in a thread), and
     a function that shuts its thread pool down."""
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
-                                                     thread_name_prefix="job")
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
     is_async = {name: inspect.iscoroutinefunction(function) for name, function in tasks.items()}
     with_context = {name: takes_context(function) for name, function in tasks.items()}
 
@@ -199,7 +214,7 @@ def python_runner(tasks: Mapping[str, Callable[..., Any]],
         try:
             result = await asyncio.shield(thread_end)
         except asyncio.CancelledError:
-            if not thread_run.cancel():      # already running: only its end can be awaited
+            if not thread_run.cancel():  # already running: only its end can be awaited
                 overrun(thread_end)
             raise
         if inspect.isawaitable(result):
@@ -214,11 +229,19 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
         text = job.payload_text
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
-                env={**os.environ, "JOBPOOL_TASK": job.task, "JOBPOOL_JOB_ID": job.id,
-                     "JOBPOOL_ATTEMPT": str(context.attempt),
-                     "JOBPOOL_MAX_ATTEMPTS": str(context.max_attempts)})
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                env={
+                    **os.environ,
+                    "JOBPOOL_TASK": job.task,
+                    "JOBPOOL_JOB_ID": job.id,
+                    "JOBPOOL_ATTEMPT": str(context.attempt),
+                    "JOBPOOL_MAX_ATTEMPTS": str(context.max_attempts),
+                },
+            )
         except OSError as exc:
             raise JobFailed(f"cannot start command {argv[0]!r}: {exc}") from None
         try:
@@ -240,29 +263,35 @@ def command_runner(argv: tuple[str, ...]) -> Runner:
         if process.returncode != 0:
             detail = err.decode(errors="replace").strip()[-STDERR_TAIL:] or "(no stderr)"
             permanent = process.returncode == PERMANENT_EXIT_STATUS
-            raise JobFailed(f"command exited with status {process.returncode}"
-                            f"{' (permanent)' if permanent else ''}: {detail}", permanent=permanent)
+            raise JobFailed(
+                f"command exited with status {process.returncode}"
+                f"{' (permanent)' if permanent else ''}: {detail}",
+                permanent=permanent,
+            )
         output = out.decode(errors="replace").strip()
         if not output:
             return None
         try:
             json.loads(output)
         except ValueError as exc:
-            raise JobFailed(f"command printed something that is not JSON on stdout ({exc}): "
-                            f"{output[:200]!r}") from None
+            raise JobFailed(
+                f"command printed something that is not JSON on stdout ({exc}): {output[:200]!r}"
+            ) from None
         return RawJSON(output)
 
     return run_command
 
 
-async def _communicate(process: asyncio.subprocess.Process, stdin: bytes,
-                       context: JobContext) -> tuple[bytes, bytes]:
+async def _communicate(
+    process: asyncio.subprocess.Process, stdin: bytes, context: JobContext
+) -> tuple[bytes, bytes]:
     """Like `process.communicate(stdin)`, but stderr is read line by line as it comes: progress
     lines are reported (context.progress) and left out; the rest is kept, its last
     4 * STDERR_TAIL bytes."""
+
     async def write() -> None:
         assert process.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):   # it need not read it all
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it need not read it all
             process.stdin.write(stdin)
             await process.stdin.drain()
         process.stdin.close()
@@ -272,16 +301,16 @@ async def _communicate(process: asyncio.subprocess.Process, stdin: bytes,
         kept, pending = bytearray(), b""
         while chunk := await process.stderr.read(STDERR_CHUNK):
             *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > STDERR_CHUNK:   # no line: plain text
+            if len(pending) > STDERR_CHUNK:  # no line: plain text
                 lines.append(pending)
                 pending = b""
             for line in lines:
                 if not _reported(line, context):
                     kept += line + b"\n"
-            del kept[:-4 * STDERR_TAIL]
+            del kept[: -4 * STDERR_TAIL]
         if pending and not _reported(pending, context):
             kept += pending
-        return bytes(kept[-4 * STDERR_TAIL:])
+        return bytes(kept[-4 * STDERR_TAIL :])
 
     assert process.stdout is not None
     _, out, err = await asyncio.gather(write(), process.stdout.read(), read_stderr())
@@ -294,7 +323,7 @@ def _reported(line: bytes, context: JobContext) -> bool:
     if not line.startswith(PROGRESS_PREFIX):
         return False
     try:
-        context.progress(json.loads(line[len(PROGRESS_PREFIX):]))
-    except (ValueError, RecursionError):   # not JSON, or no fraction nor object: kept as plain stderr
+        context.progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+    except (ValueError, RecursionError):  # not JSON, or no fraction nor object: kept as plain stderr
         return False
     return True

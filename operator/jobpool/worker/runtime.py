@@ -15,6 +15,7 @@ Waits use asyncio.timeout, never wait_for, which on Python 3.11 can swallow a ca
 Per-job deadlines are kept by one sweeping loop, not a timer per job (a timer each costs more
 than a no-op job), so a job times out up to DEADLINE_TICK late.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,8 @@ import os
 import signal
 import time
 import traceback
-from typing import Any, cast
 from collections.abc import Callable
+from typing import Any, cast
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
@@ -38,11 +39,11 @@ log = logging.getLogger("jobpool.worker")
 ERROR_TEXT_LIMIT = 8000
 EXIT_ALL_SLOTS_OVERRUN = 3
 EXIT_UNEXPECTED_ERROR = 4
-ACK_GRACE = 10.0                # seconds a drain waits for the last acknowledgements
-BUSY_PUBLISH_INTERVAL = 0.5     # seconds between busy-count updates while the count changes
-IDLE_PUBLISH_INTERVAL = 0.05    # an idle worker is reported almost at once (scale-down picks it)
-DEADLINE_TICK = 0.05            # seconds between deadline checks: a job times out at most this late
-PROGRESS_INTERVAL = 0.2         # seconds between a job's progress writes (the latest one goes)
+ACK_GRACE = 10.0  # seconds a drain waits for the last acknowledgements
+BUSY_PUBLISH_INTERVAL = 0.5  # seconds between busy-count updates while the count changes
+IDLE_PUBLISH_INTERVAL = 0.05  # an idle worker is reported almost at once (scale-down picks it)
+DEADLINE_TICK = 0.05  # seconds between deadline checks: a job times out at most this late
+PROGRESS_INTERVAL = 0.2  # seconds between a job's progress writes (the latest one goes)
 
 
 def busy_publish_delay(busy: int, published: int | None, since_published: float) -> float | None:
@@ -62,7 +63,7 @@ def reconnect_delay(failures: int, cap: float = 10.0) -> float:
 def error_text(exc: BaseException) -> str:
     """The error recorded for a failed attempt: the exception line first, then the traceback."""
     if isinstance(exc, JobFailed):
-        with contextlib.suppress(Exception):      # its __str__ may fail: then the headline
+        with contextlib.suppress(Exception):  # its __str__ may fail: then the headline
             return str(exc)[:ERROR_TEXT_LIMIT]
     headline = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -78,8 +79,10 @@ def is_permanent(exc: BaseException) -> bool:
 def lost_job_error(job: Job, max_attempts: int) -> str | None:
     """A job delivered more times than allowed (its workers died or were cut off each time)."""
     if job.attempts > max_attempts:
-        return (f"delivered {job.attempts} times without finishing (maxAttempts {max_attempts}): "
-                f"the workers running it stopped or lost the queue")
+        return (
+            f"delivered {job.attempts} times without finishing (maxAttempts {max_attempts}): "
+            f"the workers running it stopped or lost the queue"
+        )
     return None
 
 
@@ -97,27 +100,33 @@ async def stop_task(task: asyncio.Task) -> None:
 
 
 class Worker:
-    def __init__(self, queue: Queue, runner: Runner, config: WorkerConfig,
-                 metrics: WorkerMetrics | None = None, on_exit: Callable[[], None] = lambda: None,
-                 tasks: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        queue: Queue,
+        runner: Runner,
+        config: WorkerConfig,
+        metrics: WorkerMetrics | None = None,
+        on_exit: Callable[[], None] = lambda: None,
+        tasks: tuple[str, ...] = (),
+    ):
         self.queue = queue
-        self.tasks_served = tasks                        # published with each heartbeat
+        self.tasks_served = tasks  # published with each heartbeat
         self.runner = runner
         self.config = config
         self.metrics = metrics or WorkerMetrics(config.namespace, config.pool, config.concurrency)
-        self.metrics.busy_slots.set_function(lambda: self.occupied)   # read when scraped
+        self.metrics.busy_slots.set_function(lambda: self.occupied)  # read when scraped
         self.on_exit = on_exit
-        self.held: dict[str, Job] = {}                   # token -> unacknowledged job
-        self.overrun: dict[str, Job] = {}                # token -> failed job whose thread runs on
-        self.tasks: set[asyncio.Task] = set()            # every job task, also while failing
-        self.deadlines: dict[asyncio.Task, float] = {}   # running handler -> loop time it times out
-        self.expired: set[asyncio.Task] = set()          # handlers cancelled by their deadline
-        self.running: dict[str, tuple[asyncio.Task, JobContext]] = {}   # token -> its handler's
+        self.held: dict[str, Job] = {}  # token -> unacknowledged job
+        self.overrun: dict[str, Job] = {}  # token -> failed job whose thread runs on
+        self.tasks: set[asyncio.Task] = set()  # every job task, also while failing
+        self.deadlines: dict[asyncio.Task, float] = {}  # running handler -> loop time it times out
+        self.expired: set[asyncio.Task] = set()  # handlers cancelled by their deadline
+        self.running: dict[str, tuple[asyncio.Task, JobContext]] = {}  # token -> its handler's
         self.cancel_requested: set[asyncio.Task] = set()  # handlers cancelled by `jobpool cancel`
         self.ack_buffer: list[tuple[Job, Any]] = []
-        self.progress: dict[str, tuple[Job, Any]] = {}     # token -> (job, latest unsent progress)
+        self.progress: dict[str, tuple[Job, Any]] = {}  # token -> (job, latest unsent progress)
         self.progress_wanted = asyncio.Event()
-        self.claiming = 0                                 # slots a fetch under way may fill
+        self.claiming = 0  # slots a fetch under way may fill
         self.stopping = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.busy_changed = asyncio.Event()
@@ -126,8 +135,8 @@ class Worker:
         self.acks_idle = asyncio.Event()
         self.acks_idle.set()
         self.queue_reachable = True
-        self.failure: asyncio.Future[None] | None = None   # a job task's unexpected error
-        self.failed = ""                                    # why the worker stopped, if it did
+        self.failure: asyncio.Future[None] | None = None  # a job task's unexpected error
+        self.failed = ""  # why the worker stopped, if it did
         self.signals = 0
         self.finished = 0
         self.released = 0
@@ -140,17 +149,24 @@ class Worker:
         server = None
         if self.config.metrics_port:
             try:
-                server = await serve_metrics(self.metrics.registry, self.config.metrics_port,
-                                             self._health)
+                server = await serve_metrics(self.metrics.registry, self.config.metrics_port, self._health)
             except OSError as exc:
-                log.error("cannot serve /metrics on port %d: %s; choose another --metrics-port "
-                          "(0 = none)", self.config.metrics_port, exc.strerror or exc)
+                log.error(
+                    "cannot serve /metrics on port %d: %s; choose another --metrics-port (0 = none)",
+                    self.config.metrics_port,
+                    exc.strerror or exc,
+                )
                 await self.queue.close()
                 return 1
-        log.info("worker %s started: pool %s/%s, %d slots, handler %s, queue %s",
-                 self.config.worker_id, self.config.namespace, self.config.pool,
-                 self.config.concurrency, self.config.handler_description,
-                 redact_url(self.config.queue_url))
+        log.info(
+            "worker %s started: pool %s/%s, %d slots, handler %s, queue %s",
+            self.config.worker_id,
+            self.config.namespace,
+            self.config.pool,
+            self.config.concurrency,
+            self.config.handler_description,
+            redact_url(self.config.queue_url),
+        )
         code = await self._serve()
         if server:
             await server.cleanup()
@@ -163,9 +179,17 @@ class Worker:
         self.failure = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.TaskGroup() as group:
-                loops = [group.create_task(loop()) for loop in (
-                    self._ack_loop, self._heartbeat_loop, self._overrun_watch_loop,
-                    self._deadline_loop, self._job_failures, self._progress_loop)]
+                loops = [
+                    group.create_task(loop())
+                    for loop in (
+                        self._ack_loop,
+                        self._heartbeat_loop,
+                        self._overrun_watch_loop,
+                        self._deadline_loop,
+                        self._job_failures,
+                        self._progress_loop,
+                    )
+                ]
                 await self._fetch_loop()
                 await self._drain()
                 for task in loops:
@@ -173,19 +197,20 @@ class Worker:
         except BaseExceptionGroup as errors:
             return await self._stop_failed(errors.exceptions[0])
         await self._release(list(self.held.values()))
-        log.info("drained: %d jobs finished, %d released for immediate redelivery",
-                 self.finished, self.released)
+        log.info(
+            "drained: %d jobs finished, %d released for immediate redelivery", self.finished, self.released
+        )
         await self._unregister()
         return 0
 
     async def _job_failures(self) -> None:
         """Raise, inside the task group, the unexpected error of a job's task."""
-        assert self.failure is not None   # made by run() before the task group starts
+        assert self.failure is not None  # made by run() before the task group starts
         await self.failure
 
     def _job_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        failure = cast("asyncio.Future[None]", self.failure)   # made by run() before any job task
+        failure = cast("asyncio.Future[None]", self.failure)  # made by run() before any job task
         if not task.cancelled() and task.exception() is not None and not failure.done():
             failure.set_exception(cast(BaseException, task.exception()))
 
@@ -194,9 +219,13 @@ class Worker:
         timeout (a redelivery counts an attempt, a release would not), exit status 4."""
         text = error_text(error)
         self.failed = text.splitlines()[0]
-        log.error("unexpected error, exiting with status %d so that the worker is restarted; "
-                  "its %d jobs are redelivered after the visibility timeout:\n%s",
-                  EXIT_UNEXPECTED_ERROR, len(self.held), text)
+        log.error(
+            "unexpected error, exiting with status %d so that the worker is restarted; "
+            "its %d jobs are redelivered after the visibility timeout:\n%s",
+            EXIT_UNEXPECTED_ERROR,
+            len(self.held),
+            text,
+        )
         for task in self.tasks:
             task.cancel()
         if self.tasks:
@@ -213,19 +242,31 @@ class Worker:
         self.signals += 1
         name = signal.Signals(signum).name
         if self.signals > 1:
-            log.warning("%s again: exiting at once; %d unfinished jobs stay pending and are "
-                        "redelivered after the visibility timeout", name, len(self.held))
+            log.warning(
+                "%s again: exiting at once; %d unfinished jobs stay pending and are "
+                "redelivered after the visibility timeout",
+                name,
+                len(self.held),
+            )
             logging.shutdown()
             os._exit(1)
-        log.info("%s: no new jobs; draining %d in-flight jobs for up to %ss", name,
-                 len(self.tasks), self.config.drain_seconds)
+        log.info(
+            "%s: no new jobs; draining %d in-flight jobs for up to %ss",
+            name,
+            len(self.tasks),
+            self.config.drain_seconds,
+        )
         self.stopping.set()
 
     def _health(self) -> dict[str, Any]:
-        health = {"status": "failed" if self.failed else "ok",
-                  "queueReachable": self.queue_reachable, "slots": self.config.concurrency,
-                  "busy": self.occupied, "overrun": len(self.overrun),
-                  "stopping": self.stopping.is_set()}
+        health = {
+            "status": "failed" if self.failed else "ok",
+            "queueReachable": self.queue_reachable,
+            "slots": self.config.concurrency,
+            "busy": self.occupied,
+            "overrun": len(self.overrun),
+            "stopping": self.stopping.is_set(),
+        }
         if self.failed:
             health["error"] = self.failed
         return health
@@ -272,8 +313,7 @@ class Worker:
         self.queue_reachable = False
         delay = reconnect_delay(failures)
         if failures == 1 or delay >= 10:
-            log.warning("%s; retrying in %gs (attempt %d); jobs in flight are kept", exc,
-                        delay, failures)
+            log.warning("%s; retrying in %gs (attempt %d); jobs in flight are kept", exc, delay, failures)
 
     def _start(self, job: Job) -> None:
         self.held[job.token] = job
@@ -294,14 +334,19 @@ class Worker:
         overran: list[asyncio.Future] = []
         if error is None:
             task = asyncio.current_task()
-            assert task is not None   # a job runs in its own task
+            assert task is not None  # a job runs in its own task
             if settings.timeout:
                 self.deadlines[task] = asyncio.get_running_loop().time() + settings.timeout
             loop = asyncio.get_running_loop()
             context = JobContext(
-                job.id, job.task, job.attempts, settings.max_attempts,
-                started + settings.timeout if settings.timeout else None, job.enqueued_at,
-                lambda value: loop.call_soon_threadsafe(self._report_progress, job, value))
+                job.id,
+                job.task,
+                job.attempts,
+                settings.max_attempts,
+                started + settings.timeout if settings.timeout else None,
+                job.enqueued_at,
+                lambda value: loop.call_soon_threadsafe(self._report_progress, job, value),
+            )
             self.running[job.token] = (task, context)
             try:
                 result = await self.runner(job, context, overran.append)
@@ -313,19 +358,18 @@ class Worker:
                     reason = timed_out(settings)
                 else:
                     raise
-                if task.uncancel() > 0:      # a drain's cancel too
+                if task.uncancel() > 0:  # a drain's cancel too
                     raise
                 error = reason
-            except Exception as exc:   # the handler's own TimeoutError is an error like others
+            except Exception as exc:  # the handler's own TimeoutError is an error like others
                 if task in self.cancel_requested:
                     error = CANCELLED
                 elif task in self.expired:
                     error = timed_out(settings)
                 else:
                     error, permanent = error_text(exc), is_permanent(exc)
-            except (SystemExit, KeyboardInterrupt) as exc:   # would stop the loop, not fail
-                raise HandlerExit(f"the handler of job {job.id} raised "
-                                  f"{type(exc).__name__}") from exc
+            except (SystemExit, KeyboardInterrupt) as exc:  # would stop the loop, not fail
+                raise HandlerExit(f"the handler of job {job.id} raised {type(exc).__name__}") from exc
             finally:
                 self.running.pop(job.token, None)
                 self.deadlines.pop(task, None)
@@ -335,9 +379,13 @@ class Worker:
         if overran:
             # taken before the job's failure frees its slot, so the slot never looks free
             self.overrun[job.token] = job
-            log.warning("job %s timed out after %gs but its handler thread is still running (a "
-                        "thread cannot be stopped): the job is failed now, its slot stays "
-                        "occupied until the thread returns", job.id, settings.timeout)
+            log.warning(
+                "job %s timed out after %gs but its handler thread is still running (a "
+                "thread cannot be stopped): the job is failed now, its slot stays "
+                "occupied until the thread returns",
+                job.id,
+                settings.timeout,
+            )
         if error is None:
             self.ack_buffer.append((job, result))
             self.acks_idle.clear()
@@ -354,8 +402,10 @@ class Worker:
         if running is None or running[0] in self.cancel_requested:
             return
         task, context = running
-        log.info("job %s: cancel requested, cancelling its handler", self.held[token].id
-                 if token in self.held else token)
+        log.info(
+            "job %s: cancel requested, cancelling its handler",
+            self.held[token].id if token in self.held else token,
+        )
         self.cancel_requested.add(task)
         context.cancel_requested.set()
         task.cancel()
@@ -383,8 +433,11 @@ class Worker:
         try:
             with contextlib.suppress(Exception):
                 await thread_end
-            log.info("job %s: its handler thread returned after %.1fs; the slot is free again",
-                     job.id, time.time() - started)
+            log.info(
+                "job %s: its handler thread returned after %.1fs; the slot is free again",
+                job.id,
+                time.time() - started,
+            )
         finally:
             self.overrun.pop(job.token, None)
             self._busy_changed()
@@ -416,46 +469,74 @@ class Worker:
             since = since if since is not None else loop.time()
             if loop.time() - since >= grace:
                 break
-        log.error("all %d slots are occupied by handler threads that overran the %gs timeout "
-                  "(jobs %s, already failed) for %gs more: exiting with status %d so the worker "
-                  "is restarted", self.config.concurrency, self.config.timeout,
-                  ", ".join(sorted(j.id for j in self.overrun.values())), grace,
-                  EXIT_ALL_SLOTS_OVERRUN)
+        log.error(
+            "all %d slots are occupied by handler threads that overran the %gs timeout "
+            "(jobs %s, already failed) for %gs more: exiting with status %d so the worker "
+            "is restarted",
+            self.config.concurrency,
+            self.config.timeout,
+            ", ".join(sorted(j.id for j in self.overrun.values())),
+            grace,
+            EXIT_ALL_SLOTS_OVERRUN,
+        )
         await self._unregister()
         logging.shutdown()
-        os._exit(EXIT_ALL_SLOTS_OVERRUN)      # the stuck threads cannot be joined
+        os._exit(EXIT_ALL_SLOTS_OVERRUN)  # the stuck threads cannot be joined
 
-    async def _fail(self, job: Job, error: str, settings: JobSettings, *,
-                    permanent: bool = False, cancelled: bool = False) -> None:
+    async def _fail(
+        self, job: Job, error: str, settings: JobSettings, *, permanent: bool = False, cancelled: bool = False
+    ) -> None:
         failures = 0
         while True:
             try:
                 outcome = await self.queue.fail(
-                    job, error, max_attempts=settings.max_attempts,
-                    backoff=settings.backoff, max_backoff=self.config.max_backoff,
-                    permanent=permanent, cancelled=cancelled)
+                    job,
+                    error,
+                    max_attempts=settings.max_attempts,
+                    backoff=settings.backoff,
+                    max_backoff=self.config.max_backoff,
+                    permanent=permanent,
+                    cancelled=cancelled,
+                )
                 break
             except QueueError as exc:
                 failures += 1
                 if self.stopping.is_set() and failures > 3:
-                    log.warning("job %s: cannot record its failure (%s); it stays pending and "
-                                "is redelivered", job.id, exc)
+                    log.warning(
+                        "job %s: cannot record its failure (%s); it stays pending and is redelivered",
+                        job.id,
+                        exc,
+                    )
                     self._free(job)
                     return
                 self._queue_down(exc, failures)
                 await asyncio.sleep(reconnect_delay(failures))
         first_line = error.splitlines()[0] if error else ""
         if outcome == "dead_lettered":
-            log.warning("job %s dead-lettered after attempt %d/%d: %s", job.id, job.attempts,
-                        settings.max_attempts, first_line)
+            log.warning(
+                "job %s dead-lettered after attempt %d/%d: %s",
+                job.id,
+                job.attempts,
+                settings.max_attempts,
+                first_line,
+            )
         elif outcome == "permanent":
-            log.warning("job %s dead-lettered at once by a permanent error in attempt %d: %s",
-                        job.id, job.attempts, first_line)
+            log.warning(
+                "job %s dead-lettered at once by a permanent error in attempt %d: %s",
+                job.id,
+                job.attempts,
+                first_line,
+            )
         elif outcome == "cancelled":
             log.info("job %s cancelled in attempt %d", job.id, job.attempts)
         elif outcome == "retried":
-            log.info("job %s failed attempt %d/%d, retrying: %s", job.id, job.attempts,
-                     settings.max_attempts, first_line)
+            log.info(
+                "job %s failed attempt %d/%d, retrying: %s",
+                job.id,
+                job.attempts,
+                settings.max_attempts,
+                first_line,
+            )
         self.metrics.jobs[outcome].inc()
         self._free(job)
 
@@ -479,12 +560,16 @@ class Worker:
             jobs: list[Job] = []
             while batch:
                 # the slots this ack frees are fetched into in the same round trip
-                count = 0 if self.stopping.is_set() else max(
-                    0, self.config.concurrency - self.occupied + len(batch) - self.claiming)
+                count = (
+                    0
+                    if self.stopping.is_set()
+                    else max(0, self.config.concurrency - self.occupied + len(batch) - self.claiming)
+                )
                 self.claiming += count
                 try:
                     succeeded, duplicates, jobs = await self.queue.ack_then_fetch(
-                        batch, self.config.worker_id, count)
+                        batch, self.config.worker_id, count
+                    )
                     break
                 except QueueError as exc:
                     failures += 1
@@ -518,15 +603,14 @@ class Worker:
         while True:
             now = loop.time()
             beat = now >= next_beat
-            delay = None if beat else busy_publish_delay(self.occupied, published,
-                                                         now - published_at)
+            delay = None if beat else busy_publish_delay(self.occupied, published, now - published_at)
             if beat or delay == 0:
                 busy = self.occupied
                 held = list(self.held.values()) if beat else []
                 try:
-                    to_cancel = await self.queue.heartbeat(self.config.worker_id, held,
-                                                           self.config.concurrency, busy,
-                                                           self.tasks_served)
+                    to_cancel = await self.queue.heartbeat(
+                        self.config.worker_id, held, self.config.concurrency, busy, self.tasks_served
+                    )
                     for token in to_cancel or ():
                         self._cancel(token)
                     published, published_at = busy, loop.time()
@@ -536,10 +620,10 @@ class Worker:
                 if beat:
                     next_beat = now + self.config.heartbeat_interval
                 continue
-            if delay is None:       # the published count is current: wait for a change
+            if delay is None:  # the published count is current: wait for a change
                 self.busy_changed.clear()
                 await wait_for_any(self.busy_changed, timeout=next_beat - now)
-            else:                   # until it is due; only becoming idle is reported sooner
+            else:  # until it is due; only becoming idle is reported sooner
                 self.went_idle.clear()
                 await wait_for_any(self.went_idle, timeout=min(delay, next_beat - now))
 
@@ -570,7 +654,7 @@ class Worker:
             self.held.pop(job.token, None)
 
 
-CANCELLED = "cancelled"   # the error of an attempt that a cancel ended
+CANCELLED = "cancelled"  # the error of an attempt that a cancel ended
 
 
 def timed_out(settings: JobSettings) -> str:

@@ -1,5 +1,6 @@
 """Per-pool Redis ACL users (jobpool.queue.acl) on a real redis-server: the whole worker and
 producer flow runs under them with no denial, and everything else is refused with NOPERM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,6 @@ from jobpool.queue import QueueError, acl
 from jobpool.queue.keys import GROUP, PoolKeys
 from jobpool.queue.redis import functions, library
 from jobpool.queue.redis.fields import MEMORY
-
 from tests.helpers import ROOT, SyncQueue, wait_until
 from tests.integration.handlers import events
 
@@ -33,11 +33,16 @@ class PoolUsers:
     def __init__(self, server, namespace: str, pool: str, load_library: bool = True):
         self.server, self.namespace, self.pool = server, namespace, pool
         self.passwords = {role: f"{role}-{pool}-pw" for role in acl.ROLES}
-        if load_library:   # as the operator does: the library, then the users
+        if load_library:  # as the operator does: the library, then the users
             self._admin(library.load_everywhere)
-        self._admin(lambda admin: asyncio.gather(*(
-            acl.apply_user(admin, acl.PoolUser(namespace, pool, role, (password,)))
-            for role, password in self.passwords.items())))
+        self._admin(
+            lambda admin: asyncio.gather(
+                *(
+                    acl.apply_user(admin, acl.PoolUser(namespace, pool, role, (password,)))
+                    for role, password in self.passwords.items()
+                )
+            )
+        )
 
     def _admin(self, action):
         async def run():
@@ -46,11 +51,13 @@ class PoolUsers:
                 return await action(admin)
             finally:
                 await admin.aclose()
+
         return asyncio.run(run())
 
     def url(self, role: str) -> str:
-        return acl.user_url(self.server.url, acl.user_name(self.namespace, self.pool, role),
-                            self.passwords[role])
+        return acl.user_url(
+            self.server.url, acl.user_name(self.namespace, self.pool, role), self.passwords[role]
+        )
 
     def client(self, role: str) -> redis_sync.Redis:
         return redis_sync.Redis.from_url(self.url(role))
@@ -90,9 +97,18 @@ def test_a_pool_runs_its_whole_life_under_its_worker_and_producer_users(users, q
     producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     team = SyncQueue(users.url(acl.WORKER), "it", users.pool)
     try:
-        options = dict(url=users.url(acl.WORKER), handler=SLEEPY, concurrency=2, visibility_timeout=1.5,
-                       heartbeat_interval=0.3, max_attempts=2, backoff=0.05, max_backoff=0.1,
-                       drain_seconds=0.5, env={"JOBPOOL_TEST_LOG": str(log)})
+        options = dict(
+            url=users.url(acl.WORKER),
+            handler=SLEEPY,
+            concurrency=2,
+            visibility_timeout=1.5,
+            heartbeat_interval=0.3,
+            max_attempts=2,
+            backoff=0.05,
+            max_backoff=0.1,
+            drain_seconds=0.5,
+            env={"JOBPOOL_TEST_LOG": str(log)},
+        )
         first = spawn_worker(**options)
         # submit (SDK), fetch, ack, fail -> retry -> dead letter (no "n": a KeyError)
         ids = producer.submit_many([{"n": n} for n in range(5)] + [{"broken": True}])
@@ -113,14 +129,36 @@ def test_a_pool_runs_its_whole_life_under_its_worker_and_producer_users(users, q
         assert ("end", 99, second.pid) in events(log)
         # replay (with the pool's worker credentials) dead-letters the broken job again
         assert team.replay() == 1
-        wait_until(lambda: producer.stats().dead_lettered == 1 and producer.stats().dead_letter == 1
-                   and producer.stats().backlog == 0, what="the replayed job dead-lettered again")
+        wait_until(
+            lambda: (
+                producer.stats().dead_lettered == 1
+                and producer.stats().dead_letter == 1
+                and producer.stats().backlog == 0
+            ),
+            what="the replayed job dead-lettered again",
+        )
         assert [d.id for d in team.dead_letters()] == [ids[5]]
         # results and status as a producer reads them, through the SDK and the CLI
         assert {r.id for r in producer.collect(producer.results())} == {*ids[:5], long_id}
-        status = subprocess.run([sys.executable, "-m", "jobpool.cli", "status", users.pool, "--queue",
-                                 users.url(acl.PRODUCER), "--namespace", "it", "--output", "json"],
-                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobpool.cli",
+                "status",
+                users.pool,
+                "--queue",
+                users.url(acl.PRODUCER),
+                "--namespace",
+                "it",
+                "--output",
+                "json",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["succeeded"] == 6
         assert team.purge_dead_letters() == 1
@@ -132,13 +170,28 @@ def test_a_pool_runs_its_whole_life_under_its_worker_and_producer_users(users, q
         team.close()
 
 
-SERVER_COMMANDS = [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("CONFIG", "SET", "maxmemory", "1"),
-                   ("MONITOR",), ("REPLICAOF", "127.0.0.1", "1"), ("KEYS", "*"), ("SCAN", "0"),
-                   ("ACL", "LIST"), ("ACL", "SETUSER", "x"), ("SCRIPT", "FLUSH"), ("INFO",),
-                   ("INFO", "keyspace"), ("CLIENT", "LIST"), ("EVAL", "return 1", "0"),
-                   ("SCRIPT", "LOAD", "return 1"), ("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
-                   ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
-                   ("FUNCTION", "DELETE", library.name()), ("FUNCTION", "FLUSH")]
+SERVER_COMMANDS = [
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("CONFIG", "GET", "*"),
+    ("CONFIG", "SET", "maxmemory", "1"),
+    ("MONITOR",),
+    ("REPLICAOF", "127.0.0.1", "1"),
+    ("KEYS", "*"),
+    ("SCAN", "0"),
+    ("ACL", "LIST"),
+    ("ACL", "SETUSER", "x"),
+    ("SCRIPT", "FLUSH"),
+    ("INFO",),
+    ("INFO", "keyspace"),
+    ("CLIENT", "LIST"),
+    ("EVAL", "return 1", "0"),
+    ("SCRIPT", "LOAD", "return 1"),
+    ("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
+    ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
+    ("FUNCTION", "DELETE", library.name()),
+    ("FUNCTION", "FLUSH"),
+]
 # Asked of the ACL without running them: DEBUG is refused by this server's config before any ACL
 # check, and SHUTDOWN must not be tried for real.
 DRY_RUN_ONLY = [("DEBUG", "SLEEP", "0"), ("DEBUG", "OBJECT", "x"), ("SHUTDOWN", "NOSAVE")]
@@ -148,10 +201,19 @@ DRY_RUN_ONLY = [("DEBUG", "SLEEP", "0"), ("DEBUG", "OBJECT", "x"), ("SHUTDOWN", 
 def test_a_pools_users_cannot_touch_another_pool_or_the_server(users, other_pool, role):
     client = users.client(role)
     b = PoolKeys("it", other_pool.pool)
-    attempts = [("GET", b.result("b-1")), ("SET", b.config, "x"), ("DEL", b.stream), ("UNLINK", b.stream),
-                ("XRANGE", b.stream, "-", "+"), ("XLEN", b.stream), ("HGETALL", b.counters),
-                ("XREADGROUP", "GROUP", GROUP, "thief", "STREAMS", b.stream, ">"),
-                ("SCAN", "0", "MATCH", b.scan_pattern), ("EXISTS", b.live), *SERVER_COMMANDS]
+    attempts = [
+        ("GET", b.result("b-1")),
+        ("SET", b.config, "x"),
+        ("DEL", b.stream),
+        ("UNLINK", b.stream),
+        ("XRANGE", b.stream, "-", "+"),
+        ("XLEN", b.stream),
+        ("HGETALL", b.counters),
+        ("XREADGROUP", "GROUP", GROUP, "thief", "STREAMS", b.stream, ">"),
+        ("SCAN", "0", "MATCH", b.scan_pattern),
+        ("EXISTS", b.live),
+        *SERVER_COMMANDS,
+    ]
     for command in attempts:
         with pytest.raises(NoPermissionError):
             client.execute_command(*command)
@@ -160,7 +222,10 @@ def test_a_pools_users_cannot_touch_another_pool_or_the_server(users, other_pool
         answer = admin.execute_command("ACL", "DRYRUN", acl.user_name("it", users.pool, role), *command)
         assert "no permissions" in answer, (command, answer)
     # the library's functions given pool B's keys (test_functions.py: no code of its own runs)
-    for function, call in ((functions.Stats, dict(now_ms=0, horizon_ms=0)), (functions.Purge, dict(ids=None))):
+    for function, call in (
+        (functions.Stats, dict(now_ms=0, horizon_ms=0)),
+        (functions.Purge, dict(ids=None)),
+    ):
         with pytest.raises(ResponseError, match=DENIED):
             client.execute_command(*function.command(b, **call))
     # pool B is as it was
@@ -171,6 +236,7 @@ def test_a_pools_users_cannot_touch_another_pool_or_the_server(users, other_pool
 
 async def _submit_to(url: str, pool: str) -> None:
     from jobpool.queue import open_queue
+
     queue = open_queue(url, "it", pool)
     try:
         await queue.submit_many([{"stolen": True}])
@@ -187,20 +253,32 @@ def test_a_producer_cannot_fetch_ack_or_delete(users, queue):
         job, dead = sorted(queue.fetch("real-worker", 2, 0), key=lambda j: j.id != job_id)
         assert queue.fail(dead, "boom", max_attempts=1, backoff=0, max_backoff=0) == "dead_lettered"
         producer.submit_many([{"n": 3}])
-        for denied in (lambda: producer.fetch("thief", 1, 0), lambda: producer.ack_many([(job, "forged")]),
-                       lambda: producer.fail(job, "forged", max_attempts=1, backoff=0, max_backoff=0),
-                       lambda: producer.release("real-worker", [job]), lambda: producer.purge_dead_letters(),
-                       lambda: producer.replay(), lambda: producer.delete_all(),
-                       lambda: producer.configure(max_length=1)):
+        for denied in (
+            lambda: producer.fetch("thief", 1, 0),
+            lambda: producer.ack_many([(job, "forged")]),
+            lambda: producer.fail(job, "forged", max_attempts=1, backoff=0, max_backoff=0),
+            lambda: producer.release("real-worker", [job]),
+            lambda: producer.purge_dead_letters(),
+            lambda: producer.replay(),
+            lambda: producer.delete_all(),
+            lambda: producer.configure(max_length=1),
+        ):
             with pytest.raises(QueueError, match=DENIED):
                 denied()
         client = users.client(acl.PRODUCER)
-        for command in (("XREADGROUP", "GROUP", GROUP, "thief", "STREAMS", k.stream, ">"),
-                        ("XACK", k.stream, GROUP, job.token), ("XDEL", k.stream, job.token), ("DEL", k.stream),
-                        ("UNLINK", k.stream), ("XTRIM", k.stream, "MAXLEN", "0"),
-                        ("XCLAIM", k.stream, GROUP, "thief", "0", job.token),
-                        ("XAUTOCLAIM", k.stream, GROUP, "thief", "0", "0"), ("SREM", k.live, job_id),
-                        ("SET", k.result(job_id), "forged"), ("HSET", k.config, "max_length", "1")):
+        for command in (
+            ("XREADGROUP", "GROUP", GROUP, "thief", "STREAMS", k.stream, ">"),
+            ("XACK", k.stream, GROUP, job.token),
+            ("XDEL", k.stream, job.token),
+            ("DEL", k.stream),
+            ("UNLINK", k.stream),
+            ("XTRIM", k.stream, "MAXLEN", "0"),
+            ("XCLAIM", k.stream, GROUP, "thief", "0", job.token),
+            ("XAUTOCLAIM", k.stream, GROUP, "thief", "0", "0"),
+            ("SREM", k.live, job_id),
+            ("SET", k.result(job_id), "forged"),
+            ("HSET", k.config, "max_length", "1"),
+        ):
             with pytest.raises(NoPermissionError):
                 client.execute_command(*command)
         stats = queue.stats()
@@ -235,7 +313,9 @@ def test_applying_a_user_again_is_idempotent_and_a_second_password_works_until_r
             assert redis_sync.Redis.from_url(acl.user_url(redis_server.url, name, password)).ping()
         loop.run_until_complete(apply(acl.PoolUser("it", users.pool, acl.WORKER, ("new-pw",))))
         with pytest.raises(redis_sync.exceptions.AuthenticationError):
-            redis_sync.Redis.from_url(acl.user_url(redis_server.url, name, users.passwords[acl.WORKER])).ping()
+            redis_sync.Redis.from_url(
+                acl.user_url(redis_server.url, name, users.passwords[acl.WORKER])
+            ).ping()
     finally:
         loop.run_until_complete(admin.aclose())
         loop.close()
@@ -243,8 +323,8 @@ def test_applying_a_user_again_is_idempotent_and_a_second_password_works_until_r
 
 def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users, redis_server, queue):
     admin = redis_sync.Redis.from_url(redis_server.url)
-    admin.config_set("maxmemory", 8 * 2**30)   # far above use: the submit function checks memory
-    queue.upkeep()                             # by the sample the operator's pass publishes
+    admin.config_set("maxmemory", 8 * 2**30)  # far above use: the submit function checks memory
+    queue.upkeep()  # by the sample the operator's pass publishes
     try:
         with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
             ids = [client.submit({"n": n}) for n in range(5)]
@@ -260,21 +340,20 @@ def test_a_producer_submits_one_job_at_a_time_to_a_redis_with_a_maxmemory(users,
 def test_a_producer_submits_jobs_with_ids_of_its_own(users, queue):
     """A given id's result key is among the submit script's keys (so a done job is not run
     again); a submit sent again after a dropped connection, as in a failover, gives every id."""
-    queue.upkeep()   # the operator's memory sample: tenants run no INFO
+    queue.upkeep()  # the operator's memory sample: tenants run no INFO
     producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     try:
         assert producer.submit_many([{"n": 1}, {"n": 2}], ["mine-1", "mine-2"]) == ["mine-1", "mine-2"]
         with jobpool.Client(users.url(acl.PRODUCER), "it", users.pool) as client:
             assert client.submit({"n": 3}, id="mine-3") == "mine-3"
-        assert producer.submit_many([{"n": 1}], ["mine-1"]) == ["mine-1"]   # the same job, sent again
+        assert producer.submit_many([{"n": 1}], ["mine-1"]) == ["mine-1"]  # the same job, sent again
         assert queue.stats().submitted == 3
         assert users.denials() == []
     finally:
         producer.close()
 
 
-def test_a_worker_user_publishes_its_tasks_and_a_producer_user_submits_by_them(users, queue,
-                                                                             spawn_worker):
+def test_a_worker_user_publishes_its_tasks_and_a_producer_user_submits_by_them(users, queue, spawn_worker):
     """The heartbeat writes the pool's task list with the worker's user; the submit reads it with
     the producer's, which may not write it."""
     queue.upkeep()
@@ -310,7 +389,12 @@ def test_a_worker_user_reads_a_jobs_state_and_a_producer_user_may_not(users, que
         [job] = [j for j in queue.fetch("real-worker", 2, 0) if j.id == "fails"] or [None]
         assert queue.fail(job, "boom", max_attempts=3, backoff=60, max_backoff=60) == "retried"
         retrying, held = worker.job("fails"), worker.job("held")
-        assert (retrying.state, retrying.error, held.state, held.worker) == ("retrying", "boom", "running", "real-worker")
+        assert (retrying.state, retrying.error, held.state, held.worker) == (
+            "retrying",
+            "boom",
+            "running",
+            "real-worker",
+        )
         with pytest.raises(QueueError, match=DENIED):
             producer.job("fails")
         assert not [entry for entry in users.denials() if entry["username"].endswith(".worker")]
@@ -344,8 +428,11 @@ def test_a_producer_user_submits_with_priorities_it_cannot_read_back_and_a_worke
     worker = SyncQueue(users.url(acl.WORKER), "it", users.pool)
     try:
         producer.submit_many([{"n": 0}], ["plain"])
-        producer.submit_many([{"n": 1}, {"n": 2}], ["urgent", "withdrawn"],
-                             options=jobpool.JobOptions(priority=9, fairness_key="tenant-a"))
+        producer.submit_many(
+            [{"n": 1}, {"n": 2}],
+            ["urgent", "withdrawn"],
+            options=jobpool.JobOptions(priority=9, fairness_key="tenant-a"),
+        )
         assert producer.stats().waiting_by_priority == {"9": 2, "0": 1}
         with pytest.raises(NoPermissionError):
             users.client(acl.PRODUCER).lrange(keys.fair(9, "tenant-a"), 0, -1)

@@ -1,6 +1,7 @@
 """The operator's edge of a batch's cancel (spec.jobs.cancel) against a real Redis: the feeder
 stops first, then every job of the batch is withdrawn or asked to stop (the decision is
 tests/unit/controller/test_plan.py's; the whole loop is tests/e2e/test_operator_batch.py's)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,18 +13,24 @@ from jobpool.queue import open_queue
 
 
 def test_a_sweep_stops_the_feeder_and_cancels_every_fed_job_of_the_batch(redis_server, pool_name):
-    spec = JobPoolSpec.model_validate({"worker": {"image": "registry.example/w:1", "handler": "m:f"},
-                                       "queue": {"maxLength": 30}, "jobs": {"range": {"count": 2500}}})
+    spec = JobPoolSpec.model_validate(
+        {
+            "worker": {"image": "registry.example/w:1", "handler": "m:f"},
+            "queue": {"maxLength": 30},
+            "jobs": {"range": {"count": 2500}},
+        }
+    )
 
     async def scenario():
-        pool = PoolQueue(None, PoolRef(pool_name, "it", "uid"), open_queue, redis_server.url,
-                         on_progress=lambda: None)
+        pool = PoolQueue(
+            None, PoolRef(pool_name, "it", "uid"), open_queue, redis_server.url, on_progress=lambda: None
+        )
         assert (await pool.connect(spec)) == (None, False)
         queue = pool.queue
         try:
             await queue.submit(1, "not-of-the-batch")
             await pool.feed(spec, "digest", 0, 2500)
-            while (await queue.stats()).waiting < 30:   # full: the feeder waits for room
+            while (await queue.stats()).waiting < 30:  # full: the feeder waits for room
                 await asyncio.sleep(0.05)
             foreign, running = await queue.fetch("a-worker", 2, 0)
             assert (foreign.id, running.id) == ("not-of-the-batch", f"{pool_name}-0")
@@ -33,7 +40,7 @@ def test_a_sweep_stops_the_feeder_and_cancels_every_fed_job_of_the_batch(redis_s
                 await asyncio.sleep(0.05)
             stats = await queue.stats()
             assert (stats.waiting, stats.in_flight, stats.cancelled) == (0, 2, stats.submitted - 2)
-            assert (await queue.job(running.id)).state == "running"   # until its worker's heartbeat
+            assert (await queue.job(running.id)).state == "running"  # until its worker's heartbeat
             assert (await queue.heartbeat("a-worker", [foreign, running], 2, 2)) == [running.token]
             await asyncio.sleep(0.3)
             assert (await queue.stats()).submitted == stats.submitted, "nothing is fed after the sweep"

@@ -1,6 +1,7 @@
 """One pool's user cannot take another pool's memory through its connections: with the server
 settings of redis/server.py (the bundled Redis's), a socket that announces a huge bulk string is
 disconnected instead of counted against maxmemory, and the other pool's submits go on."""
+
 from __future__ import annotations
 
 import socket
@@ -45,18 +46,23 @@ def test_a_pools_user_preallocating_buffers_does_not_make_another_pools_submit_f
         attacker = PoolUsers(server, "it", f"a-{pool_name}"[:63])
         victim = SyncQueue(server.url, "it", f"b-{pool_name}"[:63])
         admin = redis_sync.Redis.from_url(server.url)
-        sockets = preallocate(server, acl.user_name("it", attacker.pool, acl.PRODUCER),
-                              attacker.passwords[acl.PRODUCER])
+        sockets = preallocate(
+            server, acl.user_name("it", attacker.pool, acl.PRODUCER), attacker.passwords[acl.PRODUCER]
+        )
         try:
             if bounded:
-                wait_until(lambda: admin.info("stats")["evicted_clients"] >= 2,
-                           what="Redis to disconnect the preallocating clients")
+                wait_until(
+                    lambda: admin.info("stats")["evicted_clients"] >= 2,
+                    what="Redis to disconnect the preallocating clients",
+                )
                 assert admin.info("memory")["used_memory"] < 64 * 2**20
                 assert len(victim.submit_many([{"n": n} for n in range(100)])) == 100
                 assert all(closed_by_server(sock) for sock in sockets)
-            else:   # today's Redis settings: the attack works
-                wait_until(lambda: admin.info("memory")["used_memory"] > 512 * 2**20,
-                           what="the preallocation to count against maxmemory")
+            else:  # today's Redis settings: the attack works
+                wait_until(
+                    lambda: admin.info("memory")["used_memory"] > 512 * 2**20,
+                    what="the preallocation to count against maxmemory",
+                )
                 with pytest.raises(QueueFull):
                     victim.submit_many([{"n": 1}])
         finally:

@@ -1,6 +1,7 @@
 """The queue's server-side code is one Redis Functions library a tenant cannot replace: a pool's
 users run its functions (FCALL) and nothing else server-side, a producer cannot run a worker's
 function, and a client whose user may not load the library waits for the operator to."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,18 +34,33 @@ def tenant_code_commands(own_key: str, dump: bytes) -> list[tuple]:
     commands = []
     for source in (BUSY, FILL, "redis.log(redis.LOG_WARNING, 'forged line')"):
         sha = hashlib.sha1(source.encode()).hexdigest()
-        commands += [("SCRIPT", "LOAD", source), ("EVAL", source, 1, own_key),
-                     ("EVALSHA", sha, 1, own_key), ("EVAL_RO", source, 1, own_key),
-                     ("EVALSHA_RO", sha, 1, own_key)]
-    return [*commands, ("FUNCTION", "LOAD", EVIL_LIBRARY), ("FUNCTION", "LOAD", "REPLACE", EVIL_LIBRARY),
-            ("FUNCTION", "DELETE", library.name()), ("FUNCTION", "FLUSH"), ("FUNCTION", "RESTORE", dump),
-            ("FUNCTION", "RESTORE", dump, "REPLACE"), ("FUNCTION", "KILL"), ("SCRIPT", "KILL"),
-            ("SCRIPT", "FLUSH"), ("FUNCTION", "DUMP"), ("FUNCTION", "LIST", "WITHCODE")]
+        commands += [
+            ("SCRIPT", "LOAD", source),
+            ("EVAL", source, 1, own_key),
+            ("EVALSHA", sha, 1, own_key),
+            ("EVAL_RO", source, 1, own_key),
+            ("EVALSHA_RO", sha, 1, own_key),
+        ]
+    return [
+        *commands,
+        ("FUNCTION", "LOAD", EVIL_LIBRARY),
+        ("FUNCTION", "LOAD", "REPLACE", EVIL_LIBRARY),
+        ("FUNCTION", "DELETE", library.name()),
+        ("FUNCTION", "FLUSH"),
+        ("FUNCTION", "RESTORE", dump),
+        ("FUNCTION", "RESTORE", dump, "REPLACE"),
+        ("FUNCTION", "KILL"),
+        ("SCRIPT", "KILL"),
+        ("SCRIPT", "FLUSH"),
+        ("FUNCTION", "DUMP"),
+        ("FUNCTION", "LIST", "WITHCODE"),
+    ]
 
 
 @pytest.mark.parametrize("role", acl.ROLES)
-def test_a_pools_users_run_no_code_of_their_own_while_another_pool_runs_jobs(users, redis_server, role,
-                                                                          spawn_worker, tmp_path):
+def test_a_pools_users_run_no_code_of_their_own_while_another_pool_runs_jobs(
+    users, redis_server, role, spawn_worker, tmp_path
+):
     """Fails on the release before the library: its users held SCRIPT LOAD and EVALSHA."""
     other = SyncQueue(redis_server.url, "it", f"b-{users.pool}"[:63])
     worker = spawn_worker(pool=other.pool, handler="tests.integration.handlers:echo", concurrency=4)
@@ -72,13 +88,23 @@ def test_a_pools_users_run_no_code_of_their_own_while_another_pool_runs_jobs(use
 WORKER_FUNCTIONS = {
     functions.Fetch: dict(consumer="thief", count=10, visibility_ms=0, reclaim_interval_ms=100),
     functions.Ack: dict(job_ids=["x"], blob="0-1\0thief\0x\01\0null", result_ttl_ms=1000, results_cap=10),
-    functions.Fail: dict(entry_id="0-1", consumer="thief", id="x", attempts=1, payload=b"{}", error="e",
-                         outcome="dead_lettered", delay_ms=0, replayed=False, dead_letter_cap=10,
-                         task="", options=""),
+    functions.Fail: dict(
+        entry_id="0-1",
+        consumer="thief",
+        id="x",
+        attempts=1,
+        payload=b"{}",
+        error="e",
+        outcome="dead_lettered",
+        delay_ms=0,
+        replayed=False,
+        dead_letter_cap=10,
+        task="",
+        options="",
+    ),
     functions.Progress: dict(consumer="real-worker", entry_id="0-1", id="x", value="1"),
     functions.Release: dict(consumer="real-worker", entry_ids=["0-1"]),
-    functions.Heartbeat: dict(consumer="thief", info="{}", tasks=["forged"], expires_ms=2**50,
-                              entry_ids=[]),
+    functions.Heartbeat: dict(consumer="thief", info="{}", tasks=["forged"], expires_ms=2**50, entry_ids=[]),
     functions.Unregister: dict(consumer="real-worker"),
     functions.Replay: dict(ids=None),
     functions.Purge: dict(ids=None),
@@ -109,8 +135,12 @@ def test_a_producer_cannot_run_a_workers_function_through_fcall(users, queue):
     # own checks refused before any command ran inside them
     assert users.denials() and all(entry["context"] == "toplevel" for entry in users.denials())
     after = queue.stats()
-    assert (after.waiting, after.in_flight, after.dead_letter, [w.id for w in after.workers]) == \
-        (before.waiting, before.in_flight, before.dead_letter, ["real-worker"])
+    assert (after.waiting, after.in_flight, after.dead_letter, [w.id for w in after.workers]) == (
+        before.waiting,
+        before.in_flight,
+        before.dead_letter,
+        ["real-worker"],
+    )
     # what a producer may run, it runs
     assert producer.execute_command(*functions.Stats.command(pool, now_ms=0, horizon_ms=60000))
 
@@ -134,7 +164,7 @@ def test_a_client_whose_user_may_not_load_the_library_waits_for_it_and_never_eva
                 assert client.result(job_id, timeout=20) is not None
             stats = redis_sync.Redis.from_url(server.url).info("commandstats")
             assert not {"cmdstat_eval", "cmdstat_evalsha", "cmdstat_script|load"} & set(stats)
-            assert worker.log().count("may not load it") <= 3   # backing off, not a line per try
+            assert worker.log().count("may not load it") <= 3  # backing off, not a line per try
         finally:
             asyncio.run(producer.close())
             worker.send(15)
@@ -159,7 +189,9 @@ async def _load(url: str) -> int:
         await admin.aclose()
 
 
-def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_sample(users, redis_server, queue):
+def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_sample(
+    users, redis_server, queue
+):
     """Functions run with the caller's ACL: INFO inside submit is the submitter's to read. Without
     it, the sample a user that may read INFO stored (the operator, through sample_memory) decides."""
     admin = redis_sync.Redis.from_url(redis_server.url)
@@ -167,10 +199,10 @@ def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_samp
     admin.execute_command("ACL", "SETUSER", name, "-info")
     producer = SyncQueue(users.url(acl.PRODUCER), "it", users.pool)
     try:
-        assert len(producer.submit_many([{"n": 1}])) == 1           # no sample yet: Redis's own limit
+        assert len(producer.submit_many([{"n": 1}])) == 1  # no sample yet: Redis's own limit
         assert queue.sample_memory().max_memory == 0
         used = int(admin.info("memory")["used_memory"])
-        admin.config_set("maxmemory", int(used * 1.05))             # past the 90% submits stop at
+        admin.config_set("maxmemory", int(used * 1.05))  # past the 90% submits stop at
         sample = queue.sample_memory()
         assert sample.max_memory == int(used * 1.05)
         with pytest.raises(QueueFull, match="Redis memory is nearly full"):
@@ -178,7 +210,7 @@ def test_a_submitter_that_may_not_read_info_goes_by_the_pools_stored_memory_samp
         admin.config_set("maxmemory", 0)
         queue.sample_memory()
         assert len(producer.submit_many([{"n": 3}])) == 1
-        assert users.denials() == []                                  # INFO was never tried
+        assert users.denials() == []  # INFO was never tried
     finally:
         admin.config_set("maxmemory", 0)
         producer.close()
@@ -196,12 +228,12 @@ def test_the_operators_credential_pass_loads_the_library_again_where_it_is_missi
             try:
                 await admin.apply(user)
                 assert raw.function_list(library=library.name())
-                server.restart()                                  # AOF: the library survives
-                await admin.apply(user)                           # (the users are re-applied)
+                server.restart()  # AOF: the library survives
+                await admin.apply(user)  # (the users are re-applied)
                 assert raw.function_list(library=library.name())
-                raw.function_delete(library.name())               # as on a replaced server
+                raw.function_delete(library.name())  # as on a replaced server
                 await admin.apply(user)
-                assert raw.function_list(library=library.name()) == []   # checked a moment ago
+                assert raw.function_list(library=library.name()) == []  # checked a moment ago
                 admin.library_checked_at -= CHECK_SECONDS
                 await admin.apply(user)
                 assert raw.function_list(library=library.name())

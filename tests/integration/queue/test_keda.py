@@ -5,6 +5,7 @@ of a batch run by real workers, the workers are paused (SIGSTOP) so that Redis h
 what the scaler's modes read (XLEN; XPENDING and XINFO GROUPS lag of the group) is compared with
 `jobpool status --output json`: the length is waiting + in-flight, the group's pending count is
 in-flight, the lag (when Redis can tell it) is waiting, and delayed retries are in none of them."""
+
 import json
 import signal
 import subprocess
@@ -37,25 +38,50 @@ def test_the_example_scales_the_jobpool_on_its_pools_stream():
 
 def keda_readings(client: redis.Redis, stream: str) -> dict:
     (group,) = [g for g in client.xinfo_groups(stream) if g["name"] == GROUP]
-    return {"length": client.xlen(stream), "pending": int(client.xpending(stream, GROUP)["pending"]),
-            "lag": group["lag"]}
+    return {
+        "length": client.xlen(stream),
+        "pending": int(client.xpending(stream, GROUP)["pending"]),
+        "lag": group["lag"],
+    }
 
 
 def jobpool_status(url: str, namespace: str, pool: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "jobpool.cli", "status", pool, "--queue", url,
-                          "--namespace", namespace, "--output", "json"],
-                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=60).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobpool.cli",
+            "status",
+            pool,
+            "--queue",
+            url,
+            "--namespace",
+            namespace,
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    ).stdout
     return json.loads(out)
 
 
-def test_what_keda_reads_equals_the_pools_waiting_and_in_flight_through_a_batch(redis_server, pool_name,
-                                                                              spawn_worker, queue):
+def test_what_keda_reads_equals_the_pools_waiting_and_in_flight_through_a_batch(
+    redis_server, pool_name, spawn_worker, queue
+):
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     stream = PoolKeys("it", pool_name).stream
     # 160 jobs of 0.1-0.3 s on 2 x 4 slots, and 10 that fail and then wait 60 s for their retry
     queue.submit_many([{"n": n, "seconds": 0.1 + (n % 3) * 0.1} for n in range(160)] + ["fail"] * 10)
-    workers = [spawn_worker(handler="tests.integration.handlers:sleepy_or_fail", concurrency=4,
-                            backoff=60, max_backoff=60) for _ in range(2)]
+    workers = [
+        spawn_worker(
+            handler="tests.integration.handlers:sleepy_or_fail", concurrency=4, backoff=60, max_backoff=60
+        )
+        for _ in range(2)
+    ]
     samples = []
     deadline = time.monotonic() + 240
     try:
@@ -87,7 +113,9 @@ def test_what_keda_reads_equals_the_pools_waiting_and_in_flight_through_a_batch(
     print(f"{len(samples)} samples; Redis could not tell the lag in {unknown_lag} with jobs waiting")
 
 
-def test_redis_cannot_tell_the_lag_after_an_out_of_order_ack_so_the_example_uses_the_length(queue, redis_server):
+def test_redis_cannot_tell_the_lag_after_an_out_of_order_ack_so_the_example_uses_the_length(
+    queue, redis_server
+):
     """Why the example does not use the lag trigger: one job finished before an earlier one
     leaves a hole in the stream, and Redis stops knowing the group's lag while jobs wait."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -110,10 +138,14 @@ def test_keda_reads_the_stream_length_as_the_pools_own_producer_user(redis_serve
     from jobpool.queue import acl
 
     scaled = scaled_object()
-    (auth,) = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "TriggerAuthentication"]
+    (auth,) = [
+        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "TriggerAuthentication"
+    ]
     pool = scaled["spec"]["scaleTargetRef"]["name"]
     assert {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == {
-        ("username", f"{pool}-queue-producer", "username"), ("password", f"{pool}-queue-producer", "password")}
+        ("username", f"{pool}-queue-producer", "username"),
+        ("password", f"{pool}-queue-producer", "password"),
+    }
     assert scaled["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
 
     async def apply_producer():
@@ -137,4 +169,5 @@ def test_keda_reads_the_stream_length_as_the_pools_own_producer_user(redis_serve
     finally:
         keda.close()
         redis.Redis.from_url(redis_server.url).execute_command(
-            "ACL", "DELUSER", acl.user_name("it", pool_name, acl.PRODUCER))
+            "ACL", "DELUSER", acl.user_name("it", pool_name, acl.PRODUCER)
+        )

@@ -2,6 +2,7 @@
 `noeviction`, a submit is refused with QueueFull naming the limit before Redis refuses writes,
 workers keep acknowledging, and real workers keep at most `--max-results` results and
 `--max-dead-letters` dead letters."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,6 @@ import redis
 from jobpool.queue import QueueFull
 from jobpool.queue.redis.submit import SUBMIT_MEMORY_SHARE
 from tests.fixtures.redis import running_redis
-
 from tests.helpers import SyncQueue, wait_until
 
 MAXMEMORY = 20 * 2**20
@@ -49,8 +49,9 @@ def submit_until_full(queue: SyncQueue) -> tuple[list[str], QueueFull]:
     accepted: list[str] = []
     for chunk in range(200):
         try:
-            accepted += queue.submit_many([{"n": chunk * 1000 + i, "pad": "x" * 1000}
-                                           for i in range(1000)], wait=False)
+            accepted += queue.submit_many(
+                [{"n": chunk * 1000 + i, "pad": "x" * 1000} for i in range(1000)], wait=False
+            )
         except QueueFull as exc:
             accepted += exc.submitted_ids
             return accepted, exc
@@ -58,7 +59,8 @@ def submit_until_full(queue: SyncQueue) -> tuple[list[str], QueueFull]:
 
 
 def test_a_full_redis_refuses_submits_naming_maxmemory_and_workers_still_finish_every_job(
-        small_redis, small_queue, spawn_worker):
+    small_redis, small_queue, spawn_worker
+):
     accepted, refused = submit_until_full(small_queue)
     message = str(refused)
     assert "maxmemory" in message and "\n" not in message, message
@@ -75,10 +77,12 @@ def test_a_full_redis_refuses_submits_naming_maxmemory_and_workers_still_finish_
         with pytest.raises(QueueFull, match="maxmemory"):
             small_queue.configure(max_length=5)
         # ... and workers still fetch and acknowledge (acks start with XACK, which frees)
-        spawn_worker(url=small_redis.url, handler="tests.integration.handlers:noop",
-                     concurrency=50)
-        wait_until(lambda: small_queue.stats().succeeded == len(accepted), timeout=60,
-                   what=f"{len(accepted)} jobs to succeed on a Redis past its maxmemory")
+        spawn_worker(url=small_redis.url, handler="tests.integration.handlers:noop", concurrency=50)
+        wait_until(
+            lambda: small_queue.stats().succeeded == len(accepted),
+            timeout=60,
+            what=f"{len(accepted)} jobs to succeed on a Redis past its maxmemory",
+        )
     finally:
         client.config_set("maxmemory", MAXMEMORY)
         client.close()
@@ -95,8 +99,7 @@ def test_submits_stop_at_the_documented_share_of_maxmemory(small_redis, small_qu
     assert f"{SUBMIT_MEMORY_SHARE:.0%}" in str(refused)
 
 
-def test_a_worker_keeps_at_most_max_results_dropping_the_oldest(queue, spawn_worker,
-                                                                redis_server):
+def test_a_worker_keeps_at_most_max_results_dropping_the_oldest(queue, spawn_worker, redis_server):
     ids = queue.submit_many(list(range(300)), [f"job-{n}" for n in range(300)])
     spawn_worker(handler="tests.integration.handlers:echo", concurrency=1, max_results=40)
     wait_until(lambda: queue.stats().succeeded == 300, what="300 jobs to succeed")
@@ -113,11 +116,12 @@ def test_a_worker_keeps_at_most_max_results_dropping_the_oldest(queue, spawn_wor
 
 def test_a_worker_keeps_at_most_max_dead_letters_dropping_the_oldest(queue, spawn_worker):
     ids = queue.submit_many(list(range(30)), [f"bad-{n}" for n in range(30)])
-    spawn_worker(handler="tests.integration.handlers:poison", concurrency=1, max_attempts=1,
-                 max_dead_letters=7)
+    spawn_worker(
+        handler="tests.integration.handlers:poison", concurrency=1, max_attempts=1, max_dead_letters=7
+    )
     wait_until(lambda: queue.stats().dead_lettered == 30, what="30 jobs to be dead-lettered")
     stats = queue.stats()
     assert stats.dead_letter == 7
     assert [d.id for d in queue.dead_letters()] == ids[-7:]
-    assert queue.replay([ids[0]]) == 0          # dropped: nothing left of it to replay
+    assert queue.replay([ids[0]]) == 0  # dropped: nothing left of it to replay
     assert queue.replay([ids[-1]]) == 1

@@ -2,6 +2,7 @@
 served first, keys of one level share the slots round-robin (the stream's own jobs are one of
 level 0's), retries and scheduled jobs keep their level, and a job delivered past unread stream
 entries is never delivered to a second live worker."""
+
 from __future__ import annotations
 
 import collections
@@ -33,20 +34,25 @@ def test_a_higher_level_is_served_first_and_level_0_keeps_its_order(redis_server
         stats = client.status()
         assert stats.waiting == 30
         assert stats.waiting_by_priority == {"9": 5, "5": 5, "0": 20}
-        assert stats.as_status()["waitingByPriority"] == [{"priority": 9, "waiting": 5},
-                                                          {"priority": 5, "waiting": 5},
-                                                          {"priority": 0, "waiting": 20}]
+        assert stats.as_status()["waitingByPriority"] == [
+            {"priority": 9, "waiting": 5},
+            {"priority": 5, "waiting": 5},
+            {"priority": 0, "waiting": 20},
+        ]
     order = [job.id for job in served(queue, "c1", 30, slots=3)]
-    assert order == [f"high-{n}" for n in range(5)] + [f"mid-{n}" for n in range(5)] + \
-        [f"low-{n}" for n in range(20)]
+    assert order == [f"high-{n}" for n in range(5)] + [f"mid-{n}" for n in range(5)] + [
+        f"low-{n}" for n in range(20)
+    ]
 
 
 def test_keys_of_one_level_share_the_slots_round_robin(redis_server, pool_name, queue):
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
-        client.submit_many(list(range(1000)), [f"a-{n}" for n in range(1000)], priority=3,
-                           fairness_key="customer-a")
-        client.submit_many(list(range(10)), [f"b-{n}" for n in range(10)], priority=3,
-                           fairness_key="customer-b")
+        client.submit_many(
+            list(range(1000)), [f"a-{n}" for n in range(1000)], priority=3, fairness_key="customer-a"
+        )
+        client.submit_many(
+            list(range(10)), [f"b-{n}" for n in range(10)], priority=3, fairness_key="customer-b"
+        )
     first = [job.id for job in served(queue, "c1", 20)]
     assert sorted(job for job in first if job.startswith("b-")) == sorted(f"b-{n}" for n in range(10))
     assert [job for job in first if job.startswith("a-")] == [f"a-{n}" for n in range(10)]
@@ -73,6 +79,7 @@ def test_a_retry_and_a_scheduled_job_come_back_to_their_level_and_key(redis_serv
         client.submit("y", id="scheduled", priority=7, delay=0.2)
         client.submit_many(list(range(10)), [f"low-{n}" for n in range(10)])
         import time
+
         time.sleep(0.3)
         order = [job.id for job in served(queue, "c1", 12)]
         assert sorted(order[:2]) == ["retried", "scheduled"]
@@ -92,20 +99,23 @@ def test_a_job_waiting_outside_the_stream_shows_its_level_and_is_cancelled(redis
         stats = client.status()
         assert (stats.waiting, stats.waiting_by_priority, stats.cancelled) == (0, {}, 2)
         assert queue.fetch("c1", 5, 0) == []
-        client.submit(3, id="p3", priority=4, fairness_key="tenant.a")   # the level starts over
+        client.submit(3, id="p3", priority=4, fairness_key="tenant.a")  # the level starts over
         [job] = queue.fetch("c1", 5, 0)
         assert job.id == "p3" and client.job("p3").state == "running"
         assert client.job("p3").priority == 4
 
 
-@pytest.mark.parametrize("options, problem", [
-    (dict(priority=10), "priority must be an integer from 0 to 9"),
-    (dict(priority=-1), "priority must be an integer from 0 to 9"),
-    (dict(priority="9"), "priority must be an integer from 0 to 9"),
-    (dict(fairness_key="a:b"), "fairness_key 'a:b' is not a fairness key"),
-    (dict(fairness_key=""), "fairness_key '' is not a fairness key"),
-    (dict(fairness_key="x" * 65), "is not a fairness key"),
-])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        (dict(priority=10), "priority must be an integer from 0 to 9"),
+        (dict(priority=-1), "priority must be an integer from 0 to 9"),
+        (dict(priority="9"), "priority must be an integer from 0 to 9"),
+        (dict(fairness_key="a:b"), "fairness_key 'a:b' is not a fairness key"),
+        (dict(fairness_key=""), "fairness_key '' is not a fairness key"),
+        (dict(fairness_key="x" * 65), "is not a fairness key"),
+    ],
+)
 def test_a_bad_priority_or_fairness_key_is_refused_naming_it(redis_server, pool_name, options, problem):
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         with pytest.raises(QueueError, match=problem):
@@ -139,7 +149,7 @@ def test_a_job_delivered_past_unread_entries_is_never_delivered_twice(redis_serv
             queue.ack_many([(job, None) for job in jobs])
         for job in served(queue, "c9", 10_000, slots=100):
             delivered[job.id] += 1
-        assert queue.ack_many([(job, None) for job in held]) == (50, 0)   # their holders still hold them
+        assert queue.ack_many([(job, None) for job in held]) == (50, 0)  # their holders still hold them
         assert set(delivered.values()) == {1} and len(delivered) == 3050
         stats = client.status()
         assert (stats.waiting, stats.in_flight, stats.succeeded, stats.duplicates) == (0, 0, 3050, 0)
@@ -147,6 +157,7 @@ def test_a_job_delivered_past_unread_entries_is_never_delivered_twice(redis_serv
 
 def test_the_web_pages_reader_lists_jobs_waiting_with_a_priority_first(redis_server, pool_name, queue):
     from jobpool.queue.browse import open_browse
+
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit({"n": 0}, id="plain")
         client.submit({"n": 1}, id="keyed", fairness_key="t1")
@@ -154,7 +165,10 @@ def test_the_web_pages_reader_lists_jobs_waiting_with_a_priority_first(redis_ser
     browse = open_browse(queue.queue)
     page = queue.loop.run_until_complete(browse.queued())
     assert [(job.id, job.state, job.priority, job.fairness_key) for job in page.jobs] == [
-        ("urgent", "waiting", 8, None), ("keyed", "waiting", 0, "t1"), ("plain", "waiting", 0, None)]
+        ("urgent", "waiting", 8, None),
+        ("keyed", "waiting", 0, "t1"),
+        ("plain", "waiting", 0, None),
+    ]
     assert page.jobs[0].payload == {"n": 2} and page.jobs[0].task == "resize"
     found = queue.loop.run_until_complete(browse.job("urgent"))
     assert (found.state, found.priority) == ("waiting", 8)
@@ -183,13 +197,16 @@ def test_an_express_job_given_back_on_drain_goes_to_one_other_worker(redis_serve
 
 
 def test_an_express_job_of_a_stalled_worker_is_reclaimed_once_and_its_late_ack_is_a_duplicate(
-        redis_server, pool_name):
+    redis_server, pool_name
+):
     from tests.helpers import SyncQueue
+
     queue = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
     try:
         with jobpool.Client(redis_server.url, "it", pool_name) as client:
             stalled = express_job(client, queue, "stalled")
             import time
+
             time.sleep(0.5)
             [reclaimed] = queue.fetch("rescuer", 1, 0)
             assert (reclaimed.id, reclaimed.attempts) == ("urgent", 2)
@@ -208,14 +225,17 @@ def test_a_running_express_job_is_cancelled_through_its_holders_heartbeat(redis_
         job = express_job(client, queue, "holder")
         assert client.cancel("urgent") == "cancelling"
         assert queue.heartbeat("holder", [job], 1, 1) == [job.token]
-        assert queue.fail(job, "cancelled", max_attempts=3, backoff=0, max_backoff=0,
-                          cancelled=True) == "cancelled"
+        assert (
+            queue.fail(job, "cancelled", max_attempts=3, backoff=0, max_backoff=0, cancelled=True)
+            == "cancelled"
+        )
         assert client.job("urgent").state == "cancelled"
         assert "urgent" not in {j.id for j in served(queue, "third", 200, slots=50)}
 
 
 def test_max_length_counts_the_jobs_waiting_at_every_level(redis_server, pool_name, queue):
     from jobpool.queue import QueueFull
+
     queue.configure(max_length=3)
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit_many([1, 2], priority=9, fairness_key="t", wait=False)
@@ -224,5 +244,5 @@ def test_max_length_counts_the_jobs_waiting_at_every_level(redis_server, pool_na
             client.submit(4, priority=1, wait=False)
         [job] = queue.fetch("c1", 1, 0)
         queue.ack_many([(job, None)])
-        client.submit(4, priority=1, wait=False)   # room again
+        client.submit(4, priority=1, wait=False)  # room again
         assert client.status().waiting_by_priority == {"9": 1, "1": 1, "0": 1}

@@ -1,4 +1,5 @@
 """The Redis Streams queue against a real redis-server: each guarantee of the queue itself."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,6 @@ import redis as redis_sync
 
 from jobpool.queue import QueueError, QueueFull, QueueUnavailable, open_queue
 from jobpool.queue.keys import GROUP, PoolKeys
-
-
 from tests.helpers import SyncQueue, free_port, wait_until
 
 
@@ -45,8 +44,7 @@ def test_ack_then_fetch_claims_only_the_slots_its_ack_freed_in_one_call(queue, r
     first = queue.fetch("c1", 2, 0)
     raw = redis_sync.Redis.from_url(redis_server.url)
     calls = script_runs(raw)
-    succeeded, duplicates, more = queue.ack_then_fetch([(job, job.payload) for job in first],
-                                                       "c1", 2)
+    succeeded, duplicates, more = queue.ack_then_fetch([(job, job.payload) for job in first], "c1", 2)
     assert script_runs(raw) == calls + 1
     assert (succeeded, duplicates) == (2, 0)
     assert [job.id for job in more] == ids[2:4] and {job.consumer for job in more} == {"c1"}
@@ -65,14 +63,14 @@ def script_runs(raw: redis_sync.Redis) -> int:
 
 def test_caller_given_ids_are_enqueued_once_while_the_queue_knows_them(queue):
     assert queue.submit_many(["a", "b"], ["job-1", "job-2"]) == ["job-1", "job-2"]
-    assert queue.submit_many(["again"], ["job-1"]) == ["job-1"]          # waiting
+    assert queue.submit_many(["again"], ["job-1"]) == ["job-1"]  # waiting
     jobs = queue.fetch("c1", 10, 0)
     assert [job.payload for job in jobs] == ["a", "b"]
-    queue.submit_many(["again"], ["job-1"])                              # in flight
+    queue.submit_many(["again"], ["job-1"])  # in flight
     queue.ack_many([(jobs[0], 1)])
-    queue.submit_many(["again"], ["job-1"])                              # finished
+    queue.submit_many(["again"], ["job-1"])  # finished
     queue.fail(jobs[1], "boom", max_attempts=1, backoff=0, max_backoff=0)
-    queue.submit_many(["again"], ["job-2"])                              # dead
+    queue.submit_many(["again"], ["job-2"])  # dead
     assert queue.fetch("c1", 10, 0) == []
     assert queue.stats().submitted == 2
 
@@ -117,8 +115,7 @@ def test_a_submit_refused_part_way_names_the_ids_it_enqueued(queue):
     assert queue.stats().waiting == 1200
 
 
-def test_max_length_is_seen_by_every_submitter_and_waiting_ones_resume(queue, redis_server,
-                                                                          pool_name):
+def test_max_length_is_seen_by_every_submitter_and_waiting_ones_resume(queue, redis_server, pool_name):
     queue.configure(max_length=3)
     other = SyncQueue(redis_server.url, "it", pool_name)
     outcome = {}
@@ -130,7 +127,7 @@ def test_max_length_is_seen_by_every_submitter_and_waiting_ones_resume(queue, re
     thread.start()
     wait_until(lambda: queue.stats().waiting == 3, what="3 waiting jobs")
     time.sleep(0.2)
-    assert queue.stats().submitted == 3          # the submitter waits at maxLength
+    assert queue.stats().submitted == 3  # the submitter waits at maxLength
     done = 0
     while done < 6:
         jobs = queue.fetch("c1", 2, 200)
@@ -148,7 +145,7 @@ def test_failed_job_is_retried_after_its_backoff_without_polling(queue):
     stats = queue.stats()
     assert (stats.delayed, stats.waiting, stats.retried) == (1, 0, 1)
     started = time.monotonic()
-    [again] = queue.fetch("c1", 1, 5000)   # blocks only until the retry is due
+    [again] = queue.fetch("c1", 1, 5000)  # blocks only until the retry is due
     waited = time.monotonic() - started
     assert again.id == job_id and again.attempts == 2
     assert 0.1 <= waited < 3
@@ -159,8 +156,7 @@ def test_job_is_dead_lettered_after_max_attempts_with_its_error(queue):
     for attempt in (1, 2, 3):
         [job] = queue.fetch("c1", 1, 2000)
         assert job.attempts == attempt
-        outcome = queue.fail(job, f"error {attempt}", max_attempts=3, backoff=0.01,
-                             max_backoff=0.01)
+        outcome = queue.fail(job, f"error {attempt}", max_attempts=3, backoff=0.01, max_backoff=0.01)
     assert outcome == "dead_lettered"
     [dead] = queue.dead_letters()
     assert (dead.id, dead.payload, dead.attempts, dead.error) == (job_id, {"n": 1}, 3, "error 3")
@@ -202,8 +198,7 @@ def test_a_silent_consumer_loses_its_jobs_after_the_visibility_timeout(redis_ser
         q.submit_many(["a"])
         [job] = q.fetch("dead-worker", 1, 0)
         assert q.fetch("live-worker", 1, 0) == []
-        [again] = wait_until(lambda: q.fetch("live-worker", 1, 100), timeout=5,
-                             what="redelivery")
+        [again] = wait_until(lambda: q.fetch("live-worker", 1, 100), timeout=5, what="redelivery")
         assert (again.id, again.attempts) == (job.id, 2)
     finally:
         q.delete_all()
@@ -219,17 +214,16 @@ def test_every_fetching_worker_reclaims_stale_jobs_into_its_free_slots(redis_ser
         dead = q.fetch("dead-worker", 8, 0)
         live = q.fetch("live-worker", 2, 0)
         # the dead worker's jobs look silent for longer than the visibility timeout
-        raw.xclaim(stream, GROUP, "dead-worker", 0, [j.token for j in dead], idle=60_000,
-                   justid=True)
+        raw.xclaim(stream, GROUP, "dead-worker", 0, [j.token for j in dead], idle=60_000, justid=True)
         q.heartbeat("live-worker", live, 2, 2)
         # the first reclaim may wait for the rest after a pass that found nothing stale ...
         first = wait_until(lambda: q.fetch("survivor-a", 3, 0), timeout=5, what="a reclaim")
         # ... but once stale jobs turn up, every fetch reclaims, not one worker per interval
         second, third = q.fetch("survivor-b", 3, 0), q.fetch("survivor-c", 5, 0)
-        assert (len(first), len(second), len(third)) == (3, 3, 2)    # bounded by free slots
+        assert (len(first), len(second), len(third)) == (3, 3, 2)  # bounded by free slots
         assert {j.id for j in first + second + third} == {j.id for j in dead}
         assert {j.attempts for j in first + second + third} == {2}
-        assert q.fetch("survivor-d", 5, 0) == []                      # never the live one's
+        assert q.fetch("survivor-d", 5, 0) == []  # never the live one's
         assert len(raw.xpending_range(stream, GROUP, "-", "+", 10, "live-worker")) == 2
     finally:
         q.delete_all()
@@ -262,8 +256,7 @@ def test_heartbeats_count_no_delivery_so_a_released_job_keeps_its_attempts(queue
     assert (again.id, again.attempts) == (job.id, 1)
 
 
-def test_heartbeats_count_no_delivery_so_a_reclaimed_job_counts_one_more_attempt(
-        redis_server, pool_name):
+def test_heartbeats_count_no_delivery_so_a_reclaimed_job_counts_one_more_attempt(redis_server, pool_name):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.3)
     try:
         q.submit_many(["long"])
@@ -315,12 +308,10 @@ def test_a_second_completion_is_counted_as_a_duplicate_not_a_success(redis_serve
     try:
         q.submit_many(["x"])
         [first] = q.fetch("slow-worker", 1, 0)
-        [second] = wait_until(lambda: q.fetch("other-worker", 1, 100), timeout=5,
-                              what="redelivery")
+        [second] = wait_until(lambda: q.fetch("other-worker", 1, 100), timeout=5, what="redelivery")
         assert q.ack_many([(second, "from other")]) == (1, 0)
         assert q.ack_many([(first, "from slow")]) == (0, 1)
-        assert q.fail(first, "late failure", max_attempts=1, backoff=0,
-                      max_backoff=0) == "duplicate"
+        assert q.fail(first, "late failure", max_attempts=1, backoff=0, max_backoff=0) == "duplicate"
         stats = q.stats()
         assert (stats.succeeded, stats.duplicates, stats.dead_lettered) == (1, 2, 0)
         assert q.result(first.id).result == "from other"
@@ -354,8 +345,24 @@ def test_workers_register_and_expire(redis_server, pool_name):
 
 def test_status_keys_are_the_documented_ones(queue):
     assert list(queue.stats().as_status()) == [
-        "waiting", "inFlight", "delayed", "scheduled", "deadLetter", "waitingByPriority", "submitted", "succeeded", "retried",
-        "deadLettered", "permanent", "cancelled", "workers", "busySlots", "totalSlots", "saturation", "progress"]
+        "waiting",
+        "inFlight",
+        "delayed",
+        "scheduled",
+        "deadLetter",
+        "waitingByPriority",
+        "submitted",
+        "succeeded",
+        "retried",
+        "deadLettered",
+        "permanent",
+        "cancelled",
+        "workers",
+        "busySlots",
+        "totalSlots",
+        "saturation",
+        "progress",
+    ]
 
 
 def test_delete_all_removes_exactly_the_pools_keys(redis_server, pool_name):
@@ -382,11 +389,14 @@ def test_delete_all_removes_exactly_the_pools_keys(redis_server, pool_name):
 
 
 def test_a_bad_url_is_refused_with_one_line():
-    for url, fragment in [("http://x", "unknown scheme 'http'"), ("", "no queue URL"),
-                          ("redis://h:99999/0", "invalid queue URL"),
-                          ("redis://h:1/x", "database 'x' is not a number"),
-                          ("redis://u:s3cret@h:abc/0", "port is not a number"),
-                          ("redis://h:1/x?password=s3cret", "database 'x' is not a number")]:
+    for url, fragment in [
+        ("http://x", "unknown scheme 'http'"),
+        ("", "no queue URL"),
+        ("redis://h:99999/0", "invalid queue URL"),
+        ("redis://h:1/x", "database 'x' is not a number"),
+        ("redis://u:s3cret@h:abc/0", "port is not a number"),
+        ("redis://h:1/x?password=s3cret", "database 'x' is not a number"),
+    ]:
         with pytest.raises(QueueError, match=fragment) as caught:
             open_queue(url, "ns", "p")
         assert "\n" not in str(caught.value) and "s3cret" not in str(caught.value)
@@ -413,23 +423,25 @@ def test_consumers_of_departed_workers_that_hold_nothing_are_removed(redis_serve
         [done] = q.fetch("finished-worker", 1, 0)
         q.ack_many([(done, None)])
         [held] = q.fetch("busy-worker", 1, 0)
+
         def names():
             return {c["name"] for c in raw.xinfo_consumers(stream, "workers")}
+
         assert names() == {"finished-worker", "busy-worker"}
+
         def only_the_busy_one_is_left():
             q.heartbeat("busy-worker", [held], 1, 1)
             q.fetch("live-worker", 1, 50)
             return "finished-worker" not in names() and "busy-worker" in names()
-        wait_until(only_the_busy_one_is_left,
-                   timeout=10, what="the idle consumer to be removed")
+
+        wait_until(only_the_busy_one_is_left, timeout=10, what="the idle consumer to be removed")
     finally:
         q.delete_all()
         q.close()
 
 
 def test_payloads_and_results_survive_the_round_trip_unchanged(queue):
-    awkward = ["a\x00b", "1:0:x", "line\nbreak", "é ✓ 🚀", {"": [None, True, 1.5, -7]}, "",
-               "\\0", 2 ** 70]
+    awkward = ["a\x00b", "1:0:x", "line\nbreak", "é ✓ 🚀", {"": [None, True, 1.5, -7]}, "", "\\0", 2**70]
     ids = queue.submit_many(awkward)
     jobs = queue.fetch("c", len(awkward), 0)
     assert [j.payload for j in jobs] == awkward
@@ -493,15 +505,14 @@ class ReplyDroppingProxy:
         self.listener.close()
 
 
-def test_a_submit_resent_after_its_reply_was_lost_enqueues_generated_ids_once(redis_server,
-                                                                              pool_name):
+def test_a_submit_resent_after_its_reply_was_lost_enqueues_generated_ids_once(redis_server, pool_name):
     proxy = ReplyDroppingProxy(redis_server.port)
     q = SyncQueue(f"redis://127.0.0.1:{proxy.port}/0", "it", pool_name)
     try:
         q.submit_many(["warm-up"])
         proxy.drop_reply_after(b"resend-probe")
         ids = q.submit_many(["resend-probe-1", "resend-probe-2"])
-        assert proxy.dropped == 1                     # the submit ran and was sent again
+        assert proxy.dropped == 1  # the submit ran and was sent again
         stats = q.stats()
         assert (stats.submitted, stats.waiting) == (3, 3)
         jobs = q.fetch("c", 10, 0)
@@ -522,7 +533,7 @@ def test_an_ack_resent_after_its_reply_was_lost_is_not_a_duplicate(redis_server,
         assert q.ack_many([(first, "warm-up")]) == (1, 0)
         proxy.drop_reply_after(b"resend-probe")
         assert q.ack_many([(second, "resend-probe")]) == (1, 0)
-        assert proxy.dropped == 1                     # the ack ran and was sent again
+        assert proxy.dropped == 1  # the ack ran and was sent again
         stats = q.stats()
         assert (stats.succeeded, stats.duplicates) == (2, 0)
         assert q.result(second.id).result == "resend-probe"
@@ -533,30 +544,29 @@ def test_an_ack_resent_after_its_reply_was_lost_is_not_a_duplicate(redis_server,
 
 
 @pytest.mark.parametrize("max_attempts,outcome", [(2, "retried"), (1, "dead_lettered")])
-def test_a_failure_resent_after_its_reply_was_lost_is_recorded_once(redis_server, pool_name,
-                                                                     max_attempts, outcome):
+def test_a_failure_resent_after_its_reply_was_lost_is_recorded_once(
+    redis_server, pool_name, max_attempts, outcome
+):
     proxy = ReplyDroppingProxy(redis_server.port)
     q = SyncQueue(f"redis://127.0.0.1:{proxy.port}/0", "it", pool_name)
     try:
         q.submit_many(["x"])
         [job] = q.fetch("c", 1, 0)
         proxy.drop_reply_after(b"resend-probe")
-        assert q.fail(job, "resend-probe", max_attempts=max_attempts, backoff=60,
-                      max_backoff=60) == outcome
-        assert proxy.dropped == 1                     # the failure ran and was sent again
+        assert q.fail(job, "resend-probe", max_attempts=max_attempts, backoff=60, max_backoff=60) == outcome
+        assert proxy.dropped == 1  # the failure ran and was sent again
         stats = q.stats()
-        assert (stats.retried, stats.dead_lettered, stats.duplicates) == \
-            ((1, 0, 0) if outcome == "retried" else (0, 1, 0))
-        assert (stats.delayed, stats.dead_letter) == \
-            ((1, 0) if outcome == "retried" else (0, 1))
+        assert (stats.retried, stats.dead_lettered, stats.duplicates) == (
+            (1, 0, 0) if outcome == "retried" else (0, 1, 0)
+        )
+        assert (stats.delayed, stats.dead_letter) == ((1, 0) if outcome == "retried" else (0, 1))
     finally:
         q.delete_all()
         q.close()
         proxy.close()
 
 
-def test_a_stale_workers_late_ack_is_a_duplicate_and_the_owners_result_is_kept(redis_server,
-                                                                               pool_name):
+def test_a_stale_workers_late_ack_is_a_duplicate_and_the_owners_result_is_kept(redis_server, pool_name):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
     raw = redis_sync.Redis.from_url(redis_server.url, decode_responses=True)
     stream = PoolKeys("it", pool_name).stream
@@ -566,7 +576,7 @@ def test_a_stale_workers_late_ack_is_a_duplicate_and_the_owners_result_is_kept(r
         [owned] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
         assert q.ack_many([(stale, "from the stalled worker")]) == (0, 1)
         [entry] = raw.xpending_range(stream, GROUP, "-", "+", 10)
-        assert entry["consumer"] == "new-owner"          # still running there, not taken away
+        assert entry["consumer"] == "new-owner"  # still running there, not taken away
         assert q.result(stale.id) is None
         assert q.ack_many([(owned, "from the owner")]) == (1, 0)
         assert q.result(owned.id).result == "from the owner"
@@ -579,17 +589,20 @@ def test_a_stale_workers_late_ack_is_a_duplicate_and_the_owners_result_is_kept(r
 
 @pytest.mark.parametrize("max_attempts", [1, 3])
 def test_a_stale_workers_failure_neither_retries_nor_dead_letters_a_job_another_worker_holds(
-        redis_server, pool_name, max_attempts):
+    redis_server, pool_name, max_attempts
+):
     q = SyncQueue(redis_server.url, "it", pool_name, visibility_timeout=0.2)
     try:
         q.submit_many(["x"])
         [stale] = q.fetch("stalled-worker", 1, 0)
         [owned] = wait_until(lambda: q.fetch("new-owner", 1, 100), timeout=5, what="redelivery")
-        assert q.fail(stale, "late failure", max_attempts=max_attempts, backoff=0,
-                      max_backoff=0) == "duplicate"
+        assert (
+            q.fail(stale, "late failure", max_attempts=max_attempts, backoff=0, max_backoff=0) == "duplicate"
+        )
         assert q.ack_many([(owned, "done")]) == (1, 0)
-        assert q.fail(stale, "later still", max_attempts=max_attempts, backoff=0,
-                      max_backoff=0) == "duplicate"
+        assert (
+            q.fail(stale, "later still", max_attempts=max_attempts, backoff=0, max_backoff=0) == "duplicate"
+        )
         stats = q.stats()
         assert (stats.succeeded, stats.retried, stats.dead_lettered) == (1, 0, 0)
         assert (stats.delayed, stats.dead_letter, stats.backlog, stats.duplicates) == (0, 0, 0, 2)

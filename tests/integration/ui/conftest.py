@@ -1,4 +1,5 @@
 """What the web UI's tests share: a pool's own Redis users, a `jobpool ui` process, a browser."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-
 from tests.helpers import ROOT, free_port, stop_process, wait_until
-from tests.integration.queue.test_acl import PoolUsers   # the library and a pool's users, as the operator makes them
+from tests.integration.queue.test_acl import (
+    PoolUsers,  # the library and a pool's users, as the operator makes them
+)
 
 HANDLER = "tests.integration.ui.handlers:work_or_fail"
 
@@ -31,12 +33,28 @@ class UiProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path
-        argv = [sys.executable, "-m", "jobpool.cli", "ui", "--queue", url, "--namespace", namespace,
-                "--listen", f"127.0.0.1:{self.port}", *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "jobpool.cli",
+            "ui",
+            "--queue",
+            url,
+            "--namespace",
+            namespace,
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *extra,
+        ]
         for pool in pools:
             argv += ["--pool", pool]
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         wait_until(self._healthy, timeout=20, what=f"jobpool ui on port {self.port}")
 
     def _healthy(self) -> bool:
@@ -84,8 +102,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,900", "--force-device-scale-factor=1"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,900",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(30)

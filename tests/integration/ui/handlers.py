@@ -1,4 +1,5 @@
 """Job handlers the web UI's tests run in real `jobpool worker` processes."""
+
 from __future__ import annotations
 
 import asyncio

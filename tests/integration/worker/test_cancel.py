@@ -1,6 +1,7 @@
 """Cancel (README "Cancel"): `jobpool cancel POOL --id ID...` and `client.cancel(id)` withdraw a
 waiting, scheduled or retrying job at once (outcome cancelled, counted in status and
 jobpool_jobs_total), and say so, changing nothing, for a job that has finished."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 import jobpool
 from jobpool.cli import main
 from jobpool.controller.metrics import OperatorMetrics
-
 from tests.helpers import wait_until
 
 
@@ -21,12 +21,17 @@ def jobs_total(stats, pool: str) -> dict[str, float]:
     metrics = OperatorMetrics()
     metrics.observe_pool("it", pool, stats, 0, 0)
     families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
-    return {sample.labels["outcome"]: sample.value for family in families
-            if family.name == "jobpool_jobs_total" for sample in family.samples}
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in families
+        if family.name == "jobpool_jobs_total"
+        for sample in family.samples
+    }
 
 
-def test_a_waiting_a_scheduled_and_a_retrying_job_are_withdrawn_and_never_run(redis_server, pool_name,
-                                                                              queue, spawn_worker):
+def test_a_waiting_a_scheduled_and_a_retrying_job_are_withdrawn_and_never_run(
+    redis_server, pool_name, queue, spawn_worker
+):
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit("bad", id="retrying")
         [job] = queue.fetch("a-worker", 1, 0)
@@ -53,7 +58,10 @@ def test_cancelling_a_finished_job_says_so_and_changes_nothing(redis_server, poo
         client.submit(2, id="gone", delay=3600)
         assert client.cancel("gone") == "cancelled"
         assert (client.cancel("done"), client.cancel("gone"), client.cancel("nope")) == (
-            "succeeded", "was cancelled", "unknown")
+            "succeeded",
+            "was cancelled",
+            "unknown",
+        )
         assert client.result("done").result == {"echo": 1}
         assert (client.status().succeeded, client.status().cancelled) == (1, 1)
 
@@ -72,9 +80,11 @@ def test_jobpool_cancel_reports_each_job_and_names_an_unknown_one(redis_server, 
 
 
 def test_a_running_async_job_is_cancelled_at_its_workers_heartbeat_and_never_retried(
-        redis_server, pool_name, spawn_worker):
-    spawn_worker(handler="tests.integration.handlers:progress_then_wait", heartbeat_interval=0.2,
-                 max_attempts=3)
+    redis_server, pool_name, spawn_worker
+):
+    spawn_worker(
+        handler="tests.integration.handlers:progress_then_wait", heartbeat_interval=0.2, max_attempts=3
+    )
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit(60, id="long")
         wait_until(lambda: client.job("long").state == "running", timeout=15, what="the job running")
@@ -87,10 +97,10 @@ def test_a_running_async_job_is_cancelled_at_its_workers_heartbeat_and_never_ret
         assert client.result(client.submit(0, id="next"), timeout=15).result == "done"
 
 
-def test_a_sync_handler_sees_its_job_cancelled_and_its_slot_is_freed(redis_server, pool_name,
-                                                                     spawn_worker):
-    spawn_worker(handler="tests.integration.handlers:sync_until_cancelled", heartbeat_interval=0.2,
-                 concurrency=1)
+def test_a_sync_handler_sees_its_job_cancelled_and_its_slot_is_freed(redis_server, pool_name, spawn_worker):
+    spawn_worker(
+        handler="tests.integration.handlers:sync_until_cancelled", heartbeat_interval=0.2, concurrency=1
+    )
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit(60, id="sync")
         wait_until(lambda: client.job("sync").state == "running", timeout=15, what="the job running")
@@ -101,17 +111,21 @@ def test_a_sync_handler_sees_its_job_cancelled_and_its_slot_is_freed(redis_serve
         assert client.status().retried == 0
 
 
-def test_a_running_command_gets_sigterm_when_its_job_is_cancelled(redis_server, pool_name,
-                                                                  spawn_worker, tmp_path):
+def test_a_running_command_gets_sigterm_when_its_job_is_cancelled(
+    redis_server, pool_name, spawn_worker, tmp_path
+):
     marker = tmp_path / "signalled"
-    program = ("import json,signal,sys,time; "
-               "signal.signal(signal.SIGTERM, lambda *_: (open(sys.argv[1], 'w').write('SIGTERM'), sys.exit(143))); "
-               "open(sys.argv[1], 'w').write('ready'); json.load(sys.stdin); time.sleep(60)")
+    program = (
+        "import json,signal,sys,time; "
+        "signal.signal(signal.SIGTERM, lambda *_: (open(sys.argv[1], 'w').write('SIGTERM'), sys.exit(143))); "
+        "open(sys.argv[1], 'w').write('ready'); json.load(sys.stdin); time.sleep(60)"
+    )
     spawn_worker(command=[sys.executable, "-c", program, str(marker)], heartbeat_interval=0.2)
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit(1, id="cmd")
-        wait_until(lambda: marker.exists() and marker.read_text() == "ready", timeout=15,
-                   what="the command running")
+        wait_until(
+            lambda: marker.exists() and marker.read_text() == "ready", timeout=15, what="the command running"
+        )
         assert client.cancel("cmd") == "cancelling"
         wait_until(lambda: client.job("cmd").state == "cancelled", timeout=10, what="the job cancelled")
         assert marker.read_text() == "SIGTERM"

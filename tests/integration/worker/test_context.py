@@ -1,6 +1,7 @@
 """The handler's context (README "The handler's context"): an optional second parameter with the
 job's id, task, attempt, max_attempts, deadline and enqueued_at, and progress() whose last value
 is stored with the running job and shown by `jobpool status`."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import time
 
 import jobpool
 from jobpool.cli import main
-
 from tests.helpers import wait_until
 
 
@@ -19,7 +19,12 @@ def test_a_handler_with_a_second_parameter_gets_the_jobs_context(redis_server, p
         before = time.time()
         client.submit(1, id="ctx", task="context_echo", max_attempts=2)
         seen = client.result("ctx", timeout=15).result
-        assert (seen["id"], seen["task"], seen["attempt"], seen["max_attempts"]) == ("ctx", "context_echo", 1, 2)
+        assert (seen["id"], seen["task"], seen["attempt"], seen["max_attempts"]) == (
+            "ctx",
+            "context_echo",
+            1,
+            2,
+        )
         assert before - 1 <= seen["enqueued_at"] <= time.time()
         assert seen["enqueued_at"] + 30 - 1 <= seen["deadline"] <= time.time() + 30
 
@@ -31,22 +36,26 @@ def test_a_sync_handler_sees_its_attempt(redis_server, pool_name, spawn_worker):
         assert client.result("again", timeout=15).result == {"attempt": 2, "id": "again"}
 
 
-def test_the_last_progress_of_a_running_job_is_shown_by_status(redis_server, pool_name, spawn_worker,
-                                                                capsys):
+def test_the_last_progress_of_a_running_job_is_shown_by_status(redis_server, pool_name, spawn_worker, capsys):
     spawn_worker(handler="tests.integration.handlers:progress_then_wait")
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit(3, id="long")
-        wait_until(lambda: client.status().progress.get("long") == {"step": "resizing"}, timeout=15,
-                   what="the job's progress in the status")
+        wait_until(
+            lambda: client.status().progress.get("long") == {"step": "resizing"},
+            timeout=15,
+            what="the job's progress in the status",
+        )
         assert main(["status", "--queue", redis_server.url, "-n", "it", pool_name, "-o", "json"]) == 0
         assert json.loads(capsys.readouterr().out)["progress"] == {"long": {"step": "resizing"}}
         assert client.result("long", timeout=15).result == "done"
-        assert client.status().progress == {}      # a finished job's progress goes with it
+        assert client.status().progress == {}  # a finished job's progress goes with it
 
 
 def test_a_command_gets_the_jobs_id_and_attempt_in_its_environment(redis_server, pool_name, spawn_worker):
-    program = ("import json,os,sys; json.load(sys.stdin); "
-               "print(json.dumps([os.environ['JOBPOOL_JOB_ID'], os.environ['JOBPOOL_ATTEMPT']]))")
+    program = (
+        "import json,os,sys; json.load(sys.stdin); "
+        "print(json.dumps([os.environ['JOBPOOL_JOB_ID'], os.environ['JOBPOOL_ATTEMPT']]))"
+    )
     spawn_worker(command=[sys.executable, "-c", program])
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         assert client.result(client.submit(1, id="cmd"), timeout=15).result == ["cmd", "1"]
@@ -66,8 +75,9 @@ echo '{"ok": true}'
 """
 
 
-def test_a_command_reports_progress_on_stderr_lines_that_jobpool_job_shows(redis_server, pool_name,
-                                                                            spawn_worker, tmp_path, capsys):
+def test_a_command_reports_progress_on_stderr_lines_that_jobpool_job_shows(
+    redis_server, pool_name, spawn_worker, tmp_path, capsys
+):
     script = tmp_path / "progress.sh"
     script.write_text(PROGRESS_SCRIPT)
     script.chmod(0o755)
@@ -75,8 +85,11 @@ def test_a_command_reports_progress_on_stderr_lines_that_jobpool_job_shows(redis
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit("ok", id="shell")
         client.submit("fail", id="broken")
-        wait_until(lambda: client.job("shell").progress == {"step": "two", "of": 3}, timeout=15,
-                   what="the command's last valid progress")
+        wait_until(
+            lambda: client.job("shell").progress == {"step": "two", "of": 3},
+            timeout=15,
+            what="the command's last valid progress",
+        )
         assert main(["job", pool_name, "shell", "--queue", redis_server.url, "-n", "it", "-o", "json"]) == 0
         shown = json.loads(capsys.readouterr().out)
         assert (shown["state"], shown["progress"]) == ("running", {"step": "two", "of": 3})

@@ -1,6 +1,7 @@
 """One job's state (README "Job state"): `jobpool job POOL ID` and `client.job(id)` show a job
 waiting, scheduled, running (its worker and progress), retrying (its last error), succeeded
 (its result) or dead, and an unknown id is an error that names it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,6 @@ import time
 
 import jobpool
 from jobpool.cli import main
-
 from tests.helpers import wait_until
 
 
@@ -30,8 +30,11 @@ def test_a_running_job_shows_its_worker_and_progress_then_its_result(redis_serve
     spawn_worker(handler="tests.integration.handlers:progress_then_wait")
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit(2, id="long")
-        wait_until(lambda: client.job("long").progress == {"step": "resizing"}, timeout=15,
-                   what="the running job's progress")
+        wait_until(
+            lambda: client.job("long").progress == {"step": "resizing"},
+            timeout=15,
+            what="the running job's progress",
+        )
         running = client.job("long")
         assert (running.state, running.attempts) == ("running", 1)
         assert running.worker
@@ -62,7 +65,11 @@ def test_jobpool_job_prints_the_state_and_names_an_unknown_id(redis_server, pool
     assert main(["job", pool_name, "j1", *flags, "-o", "json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert {key: record[key] for key in ("id", "state", "task", "attempts")} == {
-        "id": "j1", "state": "waiting", "task": "resize", "attempts": 0}
+        "id": "j1",
+        "state": "waiting",
+        "task": "resize",
+        "attempts": 0,
+    }
     assert main(["job", pool_name, "j1", *flags, "-o", "yaml"]) == 0
     assert 'state: "waiting"' in capsys.readouterr().out
     assert main(["job", pool_name, "j1", *flags]) == 0
@@ -77,4 +84,5 @@ def test_the_async_client_reads_a_jobs_state(redis_server, pool_name):
         async with jobpool.AsyncClient(redis_server.url, "it", pool_name) as client:
             await client.submit(1, id="a1")
             return await client.job("a1")
+
     assert asyncio.run(scenario()).state == "waiting"

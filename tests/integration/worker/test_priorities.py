@@ -1,6 +1,7 @@
 """Priorities and fairness keys through real `jobpool worker` processes (README "Priorities and
 fairness"): `--priority` / `priority=`, `--fairness-key` / `fairness_key=`, the per-level waiting
 counts in `jobpool status` and jobpool_queue_waiting_priority."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 import jobpool
 from jobpool.cli import main
 from jobpool.controller.metrics import OperatorMetrics
-
 from tests.helpers import wait_until
 from tests.integration.handlers import events
 
@@ -25,8 +25,9 @@ def start_order(client, ids: list[str]) -> list[str]:
     return sorted(ids, key=started.__getitem__)
 
 
-def test_level_9_jobs_all_run_before_the_level_0_jobs_that_waited_before_them(redis_server, pool_name,
-                                                                              spawn_worker):
+def test_level_9_jobs_all_run_before_the_level_0_jobs_that_waited_before_them(
+    redis_server, pool_name, spawn_worker
+):
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         low = client.submit_many(list(range(200)), [f"low-{n}" for n in range(200)])
         high = client.submit_many(list(range(20)), [f"high-{n}" for n in range(20)], priority=9)
@@ -38,8 +39,9 @@ def test_level_9_jobs_all_run_before_the_level_0_jobs_that_waited_before_them(re
 
 def test_a_customer_with_10_jobs_is_not_starved_by_one_with_1000(redis_server, pool_name, spawn_worker):
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
-        a = client.submit_many(list(range(1000)), [f"a-{n}" for n in range(1000)], priority=2,
-                               fairness_key="customer-a")
+        a = client.submit_many(
+            list(range(1000)), [f"a-{n}" for n in range(1000)], priority=2, fairness_key="customer-a"
+        )
         b = [client.submit(n, id=f"b-{n}", priority=2, fairness_key="customer-b") for n in range(10)]
         spawn_worker(handler=STARTED_AT, concurrency=1)
         order = start_order(client, a[:30] + b)
@@ -48,8 +50,24 @@ def test_a_customer_with_10_jobs_is_not_starved_by_one_with_1000(redis_server, p
 
 def test_the_cli_submits_with_a_priority_and_shows_it_in_job_and_status(redis_server, pool_name, capsys):
     flags = ["--queue", redis_server.url, "-n", "it"]
-    assert main(["submit", *flags, pool_name, "--payload", "1", "--id", "p", "--priority", "7",
-                 "--fairness-key", "team.a"]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                *flags,
+                pool_name,
+                "--payload",
+                "1",
+                "--id",
+                "p",
+                "--priority",
+                "7",
+                "--fairness-key",
+                "team.a",
+            ]
+        )
+        == 0
+    )
     assert main(["submit", *flags, pool_name, "--payload", "2"]) == 0
     capsys.readouterr()
     assert main(["job", *flags, pool_name, "p", "-o", "json"]) == 0
@@ -71,8 +89,12 @@ def test_the_waiting_jobs_by_level_are_a_gauge_whose_emptied_levels_go(redis_ser
 
     def gauge() -> dict[str, float]:
         families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
-        return {sample.labels["priority"]: sample.value for family in families
-                if family.name == "jobpool_queue_waiting_priority" for sample in family.samples}
+        return {
+            sample.labels["priority"]: sample.value
+            for family in families
+            if family.name == "jobpool_queue_waiting_priority"
+            for sample in family.samples
+        }
 
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit_many([1, 2, 3], priority=9)
@@ -86,7 +108,8 @@ def test_the_waiting_jobs_by_level_are_a_gauge_whose_emptied_levels_go(redis_ser
 
 
 def test_level_9_jobs_submitted_while_thousands_wait_all_finish_and_each_runs_once(
-        redis_server, pool_name, spawn_worker, tmp_path):
+    redis_server, pool_name, spawn_worker, tmp_path
+):
     """Each level-9 job is delivered past unread level-0 entries (fetch.lua's express entries):
     the reads that reach them later, fetches and the workers' blocking reads, while the first
     ones still run, must skip them."""
@@ -94,9 +117,10 @@ def test_level_9_jobs_submitted_while_thousands_wait_all_finish_and_each_runs_on
     with jobpool.Client(redis_server.url, "it", pool_name) as client:
         client.submit_many([{"n": n} for n in range(1500)])
         for _ in range(2):
-            spawn_worker(handler="tests.integration.handlers:sleepy", concurrency=4,
-                         env={"JOBPOOL_TEST_LOG": str(log)})
-        for n in range(1500, 1520):   # the first four still run when the level-0 jobs are done
+            spawn_worker(
+                handler="tests.integration.handlers:sleepy", concurrency=4, env={"JOBPOOL_TEST_LOG": str(log)}
+            )
+        for n in range(1500, 1520):  # the first four still run when the level-0 jobs are done
             client.submit({"n": n, "seconds": 4 if n < 1504 else 0}, priority=9)
         wait_until(lambda: client.status().succeeded == 1520, timeout=120, what="1,520 jobs to succeed")
         stats = client.status()
@@ -112,10 +136,10 @@ def test_a_job_with_a_priority_wakes_an_idle_worker_at_once(redis_server, pool_n
         wait_until(lambda: client.status().workers, timeout=30, what="the worker to register")
         delays = []
         for n in range(5):
-            time.sleep(0.3)     # the worker's fetch found nothing: it blocks again
+            time.sleep(0.3)  # the worker's fetch found nothing: it blocks again
             submitted = time.time()
             job_id = client.submit(n, priority=5, fairness_key="tenant")
             delays.append(client.result(job_id, timeout=10).result - submitted)
         stats = client.status()
         assert (stats.waiting, stats.in_flight) == (0, 0)
-    assert sorted(delays)[2] < 0.25, delays     # the worker blocks for 1 s: it was woken
+    assert sorted(delays)[2] < 0.25, delays  # the worker blocks for 1 s: it was woken

@@ -1,6 +1,7 @@
 """Real `jobpool worker` processes against a real redis-server: the worker's guarantees of the
 README ("Command line") and of docs/queue.md ("How the queue works"): kill -9, drain, dead letters,
 bounds, restarts, memory, back-off."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import pytest
 import redis as redis_sync
 
 from jobpool.queue.keys import GROUP, PoolKeys
-
 from tests.helpers import wait_until
 from tests.integration.handlers import events
 
@@ -44,27 +44,39 @@ def test_sigterm_drains_in_flight_jobs_and_releases_the_rest(queue, spawn_worker
     env = {"JOBPOOL_TEST_LOG": str(log)}
     worker = spawn_worker(handler=SLEEPY, concurrency=2, drain_seconds=1.5, env=env)
     short_id, long_id = queue.submit_many([{"n": 1, "seconds": 0.5}, {"n": 2, "seconds": 60}])
-    wait_until(lambda: {("start", 1, worker.pid), ("start", 2, worker.pid)} <= set(events(log)),
-               what="both jobs to start")
+    wait_until(
+        lambda: {("start", 1, worker.pid), ("start", 2, worker.pid)} <= set(events(log)),
+        what="both jobs to start",
+    )
     worker.send(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
-    assert queue.result(short_id).result == 1          # finished within the drain time
+    assert queue.result(short_id).result == 1  # finished within the drain time
     stats = queue.stats()
     assert (stats.waiting, stats.in_flight, stats.succeeded) == (1, 0, 1)
     assert "released for immediate redelivery" in worker.log()
     # released at once: a new worker starts it long before the 30 s visibility timeout
     successor = spawn_worker(handler=SLEEPY, env=env)
-    wait_until(lambda: ("start", 2, successor.pid) in events(log), timeout=10,
-               what="the released job to start on the next worker")
+    wait_until(
+        lambda: ("start", 2, successor.pid) in events(log),
+        timeout=10,
+        what="the released job to start on the next worker",
+    )
     assert queue.result(long_id) is None
 
 
 def test_jobs_fetched_as_the_stop_arrives_are_released_at_once_not_after_the_drain(
-        queue, spawn_worker, tmp_path, metrics_port):
+    queue, spawn_worker, tmp_path, metrics_port
+):
     log = tmp_path / "jobs.log"
     env = {"JOBPOOL_TEST_LOG": str(log)}
-    worker = spawn_worker(handler=SLEEPY, concurrency=2, drain_seconds=30, visibility_timeout=60,
-                          env=env, metrics_port=metrics_port)
+    worker = spawn_worker(
+        handler=SLEEPY,
+        concurrency=2,
+        drain_seconds=30,
+        visibility_timeout=60,
+        env=env,
+        metrics_port=metrics_port,
+    )
     queue.submit_many([{"n": 1, "seconds": 60}])
     wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the long job to start")
     worker.send(signal.SIGTERM)
@@ -72,17 +84,22 @@ def test_jobs_fetched_as_the_stop_arrives_are_released_at_once_not_after_the_dra
     # the free slot's blocking read (up to a second) is still under way and gets this job
     queue.submit_many([{"n": 2, "seconds": 0}])
     successor = spawn_worker(handler=SLEEPY, env=env)
-    wait_until(lambda: ("end", 2, successor.pid) in events(log), timeout=8,
-               what="the job to run on the next worker while the first one still drains")
+    wait_until(
+        lambda: ("end", 2, successor.pid) in events(log),
+        timeout=8,
+        what="the job to run on the next worker while the first one still drains",
+    )
     assert worker.alive()
     assert ("start", 2, worker.pid) not in events(log)
 
 
-def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_worker, tmp_path,
-                                                                   metrics_port):
+def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(
+    queue, spawn_worker, tmp_path, metrics_port
+):
     log = tmp_path / "jobs.log"
-    fast = dict(visibility_timeout=1.5, heartbeat_interval=0.3, drain_seconds=60,
-                env={"JOBPOOL_TEST_LOG": str(log)})
+    fast = dict(
+        visibility_timeout=1.5, heartbeat_interval=0.3, drain_seconds=60, env={"JOBPOOL_TEST_LOG": str(log)}
+    )
     worker = spawn_worker(handler=SLEEPY, metrics_port=metrics_port, **fast)
     queue.submit_many([{"n": 1, "seconds": 30}])
     wait_until(lambda: ("start", 1, worker.pid) in events(log), what="the job to start")
@@ -90,21 +107,24 @@ def test_a_second_signal_exits_at_once_and_the_job_is_redelivered(queue, spawn_w
     wait_until(lambda: draining(metrics_port), what="the drain to begin")
     worker.send(signal.SIGTERM)
     assert worker.wait(timeout=5) != 0
-    assert queue.stats().in_flight == 1                # still pending, not lost
+    assert queue.stats().in_flight == 1  # still pending, not lost
     other = spawn_worker(handler=SLEEPY, **fast)
-    wait_until(lambda: ("start", 1, other.pid) in events(log), timeout=15,
-               what="redelivery after the visibility timeout")
+    wait_until(
+        lambda: ("start", 1, other.pid) in events(log),
+        timeout=15,
+        what="redelivery after the visibility timeout",
+    )
 
 
-def test_a_poison_job_ends_in_the_dead_letters_after_max_attempts(queue, spawn_worker,
-                                                                  redis_server):
-    spawn_worker(handler="tests.integration.handlers:poison", max_attempts=3, backoff=0.05,
-                 max_backoff=0.2)
+def test_a_poison_job_ends_in_the_dead_letters_after_max_attempts(queue, spawn_worker, redis_server):
+    spawn_worker(handler="tests.integration.handlers:poison", max_attempts=3, backoff=0.05, max_backoff=0.2)
     queue.submit_many([{"bad": True}], ["poison-1"])
     # an entry whose payload is not JSON, as another producer might write it
     raw = redis_sync.Redis.from_url(redis_server.url)
-    raw.xadd(PoolKeys("it", queue.pool).stream,
-             {"id": "garbled-1", "p": "{not json", "a": "0", "t": str(int(time.time() * 1000))})
+    raw.xadd(
+        PoolKeys("it", queue.pool).stream,
+        {"id": "garbled-1", "p": "{not json", "a": "0", "t": str(int(time.time() * 1000))},
+    )
     wait_until(lambda: queue.stats().dead_letter == 2, what="two dead letters")
     dead = {d.id: d for d in queue.dead_letters()}
     assert dead["poison-1"].attempts == 3 and dead["poison-1"].payload == {"bad": True}
@@ -129,6 +149,7 @@ def test_a_permanent_error_dead_letters_at_once_and_is_counted_apart(queue, spaw
 
 def test_a_command_exiting_with_the_permanent_status_dead_letters_at_once(queue, spawn_worker):
     from jobpool.worker.runners import PERMANENT_EXIT_STATUS
+
     program = f"import sys; sys.exit({PERMANENT_EXIT_STATUS}) if sys.stdin.read().strip() == '\"bad\"' else print(1)"
     spawn_worker(command=[sys.executable, "-c", program], max_attempts=5, backoff=0.05)
     queue.submit_many(["bad", "good"], ["bad", "good"])
@@ -140,8 +161,7 @@ def test_a_command_exiting_with_the_permanent_status_dead_letters_at_once(queue,
     assert (queue.stats().retried, queue.stats().permanent) == (0, 1)
 
 
-def test_a_worker_never_holds_more_jobs_than_its_slots(queue, spawn_worker, tmp_path,
-                                                       redis_server):
+def test_a_worker_never_holds_more_jobs_than_its_slots(queue, spawn_worker, tmp_path, redis_server):
     log = tmp_path / "jobs.log"
     worker = spawn_worker(handler=SLEEPY, concurrency=3, env={"JOBPOOL_TEST_LOG": str(log)})
     ids = queue.submit_many([{"n": n, "seconds": 0.1} for n in range(30)])
@@ -175,15 +195,22 @@ def test_a_long_job_is_never_stolen_while_it_runs(queue, spawn_worker, tmp_path)
     assert queue.stats().duplicates == 0
 
 
-def test_no_acknowledged_job_is_lost_when_redis_restarts_with_aof(queue, spawn_worker,
-                                                                  redis_server):
-    worker = spawn_worker(handler="tests.integration.handlers:echo", concurrency=20,
-                          visibility_timeout=2, heartbeat_interval=0.5)
+def test_no_acknowledged_job_is_lost_when_redis_restarts_with_aof(queue, spawn_worker, redis_server):
+    worker = spawn_worker(
+        handler="tests.integration.handlers:echo",
+        concurrency=20,
+        visibility_timeout=2,
+        heartbeat_interval=0.5,
+    )
     ids = queue.submit_many(list(range(3000)))
     wait_until(lambda: queue.stats().succeeded >= 500, what="some jobs to finish")
     redis_server.restart()
-    wait_until(lambda: queue.stats().succeeded + queue.stats().duplicates >= 3000, timeout=60,
-               interval=0.2, what="all jobs to finish after the restart")
+    wait_until(
+        lambda: queue.stats().succeeded + queue.stats().duplicates >= 3000,
+        timeout=60,
+        interval=0.2,
+        what="all jobs to finish after the restart",
+    )
     stats = queue.stats()
     assert stats.submitted == 3000 and stats.succeeded == 3000
     assert stats.backlog == 0
@@ -192,15 +219,16 @@ def test_no_acknowledged_job_is_lost_when_redis_restarts_with_aof(queue, spawn_w
     assert worker.alive()
 
 
-def test_the_worker_backs_off_while_the_queue_is_down_and_recovers(queue, spawn_worker,
-                                                                   redis_server, metrics_port):
+def test_the_worker_backs_off_while_the_queue_is_down_and_recovers(
+    queue, spawn_worker, redis_server, metrics_port
+):
     redis_server.stop()
     try:
         worker = spawn_worker(handler="tests.integration.handlers:echo", metrics_port=metrics_port)
         wait_until(lambda: queue_reachable(metrics_port) is False, what="the queue reported unreachable")
         time.sleep(1.0)
         assert worker.alive()
-        assert 1 <= worker.log().count("cannot reach the queue") <= 3   # backs off, no busy loop
+        assert 1 <= worker.log().count("cannot reach the queue") <= 3  # backs off, no busy loop
     finally:
         redis_server.start()
     wait_until(lambda: queue_reachable(metrics_port), timeout=20, what="the worker to reconnect")
@@ -216,19 +244,25 @@ def test_memory_stays_bounded_after_100k_jobs(queue, spawn_worker, redis_server)
     for _ in range(2):
         spawn_worker(handler="tests.integration.handlers:noop", concurrency=50, result_ttl=5)
     queue.submit_many(list(range(100_000)))
-    wait_until(lambda: queue.stats().succeeded == 100_000, timeout=240, interval=0.5,
-               what="100k jobs to finish")
+    wait_until(
+        lambda: queue.stats().succeeded == 100_000, timeout=240, interval=0.5, what="100k jobs to finish"
+    )
     assert raw.xlen(keys.stream) == 0
     assert raw.xpending(keys.stream, GROUP)["pending"] == 0
     assert raw.scard(keys.live) == 0 and raw.zcard(keys.delayed) == 0
     assert raw.memory_usage(keys.stream) < 64 * 1024
-    assert raw.xlen(keys.results) <= 110_000   # capped (approximately) at 100k
+    assert raw.xlen(keys.results) <= 110_000  # capped (approximately) at 100k
 
     def pool_keys() -> list[bytes]:
         return list(raw.scan_iter(match=keys.scan_pattern, count=10_000))
+
     # once the result TTL has passed only the pool's fixed keys remain, not one per job
-    wait_until(lambda: len(pool_keys()) <= 12, timeout=30, interval=0.5,
-               what=f"the results to expire (keys left: {len(pool_keys())})")
+    wait_until(
+        lambda: len(pool_keys()) <= 12,
+        timeout=30,
+        interval=0.5,
+        what=f"the results to expire (keys left: {len(pool_keys())})",
+    )
     # what remains is the capped results stream (about 6 MB here) and little else
     grown = raw.info("memory")["used_memory"] - memory_before
     results_stream = raw.memory_usage(keys.results)
@@ -249,8 +283,11 @@ def test_a_worker_keeps_at_most_max_results_results(queue, spawn_worker):
     ack carries its next fetch (one free slot: every ack does)."""
     spawn_worker(handler="tests.integration.handlers:echo", concurrency=1, max_results=3)
     ids = queue.submit_many(list(range(10)))
-    wait_until(lambda: [r.id for r in queue.collect(queue.results())] == ids[-3:], timeout=20,
-               what="only the 3 newest results kept")
+    wait_until(
+        lambda: [r.id for r in queue.collect(queue.results())] == ids[-3:],
+        timeout=20,
+        what="only the 3 newest results kept",
+    )
     assert [queue.result(job_id) for job_id in ids[:7]] == [None] * 7
     assert queue.result(ids[-1]).result == {"echo": 9}
 
@@ -262,15 +299,15 @@ def test_command_handler_gets_stdin_and_returns_stdout(queue, spawn_worker):
     assert queue.result(job_id, timeout=15).result == {"doubled": 42}
 
 
-def test_command_failure_and_timeout_are_failed_attempts_with_their_error(queue, spawn_worker,
-                                                                          tmp_path):
+def test_command_failure_and_timeout_are_failed_attempts_with_their_error(queue, spawn_worker, tmp_path):
     pids = tmp_path / "pids"
-    program = ("import json,os,sys,time; p=json.load(sys.stdin)\n"
-               f"open({str(pids)!r},'a').write(f'{{os.getpid()}}\\n')\n"
-               "if p == 'fail': sys.exit('broken input: ' + p)\n"
-               "time.sleep(60)")
-    spawn_worker(command=[sys.executable, "-c", program], concurrency=2, timeout=0.5,
-                 max_attempts=1)
+    program = (
+        "import json,os,sys,time; p=json.load(sys.stdin)\n"
+        f"open({str(pids)!r},'a').write(f'{{os.getpid()}}\\n')\n"
+        "if p == 'fail': sys.exit('broken input: ' + p)\n"
+        "time.sleep(60)"
+    )
+    spawn_worker(command=[sys.executable, "-c", program], concurrency=2, timeout=0.5, max_attempts=1)
     queue.submit_many(["fail", "hang"], ["fail", "hang"])
     wait_until(lambda: queue.stats().dead_letter == 2, timeout=20, what="two dead letters")
     dead = {d.id: d.error for d in queue.dead_letters()}
@@ -296,18 +333,23 @@ def test_sync_handlers_run_in_threads(queue, spawn_worker):
 
 
 def test_metrics_and_healthz_are_served(queue, spawn_worker, metrics_port):
-    spawn_worker(handler="tests.integration.handlers:echo", concurrency=5,
-                 metrics_port=metrics_port)
+    spawn_worker(handler="tests.integration.handlers:echo", concurrency=5, metrics_port=metrics_port)
     [job_id] = queue.submit_many(["m"])
     assert queue.result(job_id, timeout=15)
     url = f"http://127.0.0.1:{metrics_port}"
     text = wait_until(lambda: _get(url + "/metrics"), what="the metrics endpoint")
-    for name in ("jobpool_worker_slots", "jobpool_worker_busy_slots", "jobpool_worker_jobs_total",
-                 "jobpool_job_duration_seconds", "jobpool_job_wait_seconds"):
+    for name in (
+        "jobpool_worker_slots",
+        "jobpool_worker_busy_slots",
+        "jobpool_worker_jobs_total",
+        "jobpool_job_duration_seconds",
+        "jobpool_job_wait_seconds",
+    ):
         assert name in text
     assert f'jobpool_worker_slots{{namespace="it",pool="{queue.pool}"}} 5.0' in text
-    assert ('jobpool_worker_jobs_total{namespace="it",outcome="succeeded",'
-            f'pool="{queue.pool}"}} 1.0') in text
+    assert (
+        f'jobpool_worker_jobs_total{{namespace="it",outcome="succeeded",pool="{queue.pool}"}} 1.0'
+    ) in text
     assert json.loads(_get(url + "/healthz"))["status"] == "ok"
 
 
@@ -326,7 +368,7 @@ def test_a_drain_does_not_wait_for_a_sync_handler_stuck_in_its_thread(queue, spa
     worker.send(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0
     stats = queue.stats()
-    assert (stats.waiting, stats.in_flight) == (1, 0)      # released, not lost
+    assert (stats.waiting, stats.in_flight) == (1, 0)  # released, not lost
     assert queue.result(job_id) is None
 
 
@@ -334,15 +376,22 @@ def timed_events(log: Path) -> list[tuple[str, int, float]]:
     """(start|end, job number, time) lines written by the `sleepy`/`stuck_sync` handlers."""
     if not log.exists():
         return []
-    return [(kind, int(n), float(at)) for kind, n, _, at in
-            (line.split() for line in log.read_text().splitlines() if line)]
+    return [
+        (kind, int(n), float(at))
+        for kind, n, _, at in (line.split() for line in log.read_text().splitlines() if line)
+    ]
 
 
 def test_a_timed_out_sync_thread_keeps_its_slot_until_it_returns(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
-    worker = spawn_worker(handler="tests.integration.handlers:stuck_sync", concurrency=2,
-                          timeout=1.5, max_attempts=1, heartbeat_interval=0.1,
-                          env={"JOBPOOL_TEST_LOG": str(log)})
+    worker = spawn_worker(
+        handler="tests.integration.handlers:stuck_sync",
+        concurrency=2,
+        timeout=1.5,
+        max_attempts=1,
+        heartbeat_interval=0.1,
+        env={"JOBPOOL_TEST_LOG": str(log)},
+    )
     # both threads overrun the 1.5 s timeout; the second returns before the worker gives up
     stuck = queue.submit_many([{"n": 1, "seconds": 3.5}, {"n": 2, "seconds": 2.2}])
     wait_until(lambda: len(timed_events(log)) == 2, what="the stuck jobs to start")
@@ -350,22 +399,26 @@ def test_a_timed_out_sync_thread_keeps_its_slot_until_it_returns(queue, spawn_wo
 
     def failed_at_deadline_slots_still_busy():
         stats = queue.stats()
-        return (stats.dead_letter == 2 and [w.busy for w in stats.workers] == [2]
-                and (stats.waiting, stats.in_flight) == (2, 0)      # not fetched into
-                and not any(kind == "end" for kind, _, _ in timed_events(log)))
-    wait_until(failed_at_deadline_slots_still_busy, timeout=4,
-               what="both jobs failed at their deadline while their threads still run "
-                    "and the quick jobs still wait")
+        return (
+            stats.dead_letter == 2
+            and [w.busy for w in stats.workers] == [2]
+            and (stats.waiting, stats.in_flight) == (2, 0)  # not fetched into
+            and not any(kind == "end" for kind, _, _ in timed_events(log))
+        )
+
+    wait_until(
+        failed_at_deadline_slots_still_busy,
+        timeout=4,
+        what="both jobs failed at their deadline while their threads still run and the quick jobs still wait",
+    )
     assert {d.id for d in queue.dead_letters()} == set(stuck)
     assert all(d.error == "timed out after 1.5s" for d in queue.dead_letters())
     for job_id in stuck:
-        assert f"job {job_id} timed out after 1.5s but its handler thread is still running" \
-            in worker.log()
+        assert f"job {job_id} timed out after 1.5s but its handler thread is still running" in worker.log()
     assert [queue.result(i, timeout=15).result for i in quick] == [3, 4]
     wait_until(lambda: len(timed_events(log)) == 8, what="every thread to return")
     first_end = min(at for kind, _, at in timed_events(log) if kind == "end")
-    assert all(at >= first_end for kind, n, at in timed_events(log)
-               if kind == "start" and n in (3, 4))
+    assert all(at >= first_end for kind, n, at in timed_events(log) if kind == "start" and n in (3, 4))
     running = most_running = 0
     for kind, _, _ in sorted(timed_events(log), key=lambda e: e[2]):
         running += 1 if kind == "start" else -1
@@ -374,27 +427,34 @@ def test_a_timed_out_sync_thread_keeps_its_slot_until_it_returns(queue, spawn_wo
     assert "its handler thread returned after" in worker.log() and worker.alive()
 
 
-def test_a_worker_whose_slots_all_stay_overrun_exits_3_without_losing_jobs(queue, spawn_worker,
-                                                                           tmp_path):
+def test_a_worker_whose_slots_all_stay_overrun_exits_3_without_losing_jobs(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
-    worker = spawn_worker(handler="tests.integration.handlers:stuck_sync", timeout=0.3,
-                          max_attempts=1, env={"JOBPOOL_TEST_LOG": str(log)})
+    worker = spawn_worker(
+        handler="tests.integration.handlers:stuck_sync",
+        timeout=0.3,
+        max_attempts=1,
+        env={"JOBPOOL_TEST_LOG": str(log)},
+    )
     [job_id] = queue.submit_many([{"n": 1, "seconds": 120}])
     assert worker.wait(timeout=20) == 3
-    assert f"all 1 slots are occupied by handler threads that overran the 0.3s timeout (jobs " \
+    assert (
+        f"all 1 slots are occupied by handler threads that overran the 0.3s timeout (jobs "
         f"{job_id}, already failed)" in worker.log()
+    )
     stats = queue.stats()
     assert (stats.dead_letter, stats.backlog, stats.workers) == (1, 0, ())
     assert [d.id for d in queue.dead_letters()] == [job_id]
 
 
-def test_survivors_finish_the_jobs_of_two_killed_workers_and_steal_none(queue, spawn_worker,
-                                                                        tmp_path):
+def test_survivors_finish_the_jobs_of_two_killed_workers_and_steal_none(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
-    fast = dict(handler="tests.integration.handlers:held", concurrency=8, visibility_timeout=1,
-                heartbeat_interval=0.2)
-    doomed = [spawn_worker(env={"JOBPOOL_TEST_LOG": str(log), "JOBPOOL_TEST_HOLD_SECONDS": "600"},
-                           **fast) for _ in range(2)]
+    fast = dict(
+        handler="tests.integration.handlers:held", concurrency=8, visibility_timeout=1, heartbeat_interval=0.2
+    )
+    doomed = [
+        spawn_worker(env={"JOBPOOL_TEST_LOG": str(log), "JOBPOOL_TEST_HOLD_SECONDS": "600"}, **fast)
+        for _ in range(2)
+    ]
     ids = queue.submit_many([{"n": n} for n in range(16)])
     wait_until(lambda: len(events(log)) == 16, what="the doomed workers to take every job")
     assert sorted(pid for _, _, pid in events(log)) == sorted([doomed[0].pid, doomed[1].pid] * 8)
@@ -410,20 +470,27 @@ def test_survivors_finish_the_jobs_of_two_killed_workers_and_steal_none(queue, s
     assert [r.result for r in results] == list(range(16))
     assert {r.attempts for r in results} == {2}
     survivor_pids = {w.pid for w in survivors}
-    again = [(n, pid, at) for (kind, n, pid), (_, _, at) in zip(events(log), timed_events(log))
-             if kind == "start" and pid in survivor_pids]
+    again = [
+        (n, pid, at)
+        for (kind, n, pid), (_, _, at) in zip(events(log), timed_events(log))
+        if kind == "start" and pid in survivor_pids
+    ]
     assert sorted(n for n, _, _ in again) == list(range(16))
     assert all(at > killed_at for _, _, at in again)
     stats = queue.stats()
     assert (stats.succeeded, stats.duplicates, stats.backlog) == (16, 0, 0)
 
 
-def test_the_busy_count_is_published_when_it_changes_not_only_on_heartbeat(queue, spawn_worker,
-                                                                           tmp_path):
+def test_the_busy_count_is_published_when_it_changes_not_only_on_heartbeat(queue, spawn_worker, tmp_path):
     log = tmp_path / "jobs.log"
     # heartbeats every 20 s: anything seen sooner was published because the count changed
-    worker = spawn_worker(handler=SLEEPY, concurrency=4, visibility_timeout=60,
-                          heartbeat_interval=20, env={"JOBPOOL_TEST_LOG": str(log)})
+    worker = spawn_worker(
+        handler=SLEEPY,
+        concurrency=4,
+        visibility_timeout=60,
+        heartbeat_interval=20,
+        env={"JOBPOOL_TEST_LOG": str(log)},
+    )
 
     def busy() -> int | None:
         mine = [w for w in queue.stats().workers if w.id == worker.name]
@@ -446,29 +513,40 @@ def codepoints(text: str) -> list[int]:
 # the hang was a race (1 to 3 trials in 3): `make test-fast` runs one trial, `make test` four
 @pytest.mark.parametrize("trial", [0, *(pytest.param(n, marks=pytest.mark.slow) for n in range(1, 4))])
 def test_sigterm_drain_exits_after_a_peer_was_killed_while_jobs_flow(queue, spawn_worker, trial):
-    fast = dict(handler="tests.integration.handlers:slow_sync", concurrency=8,
-                visibility_timeout=1, heartbeat_interval=0.2, drain_seconds=10)
+    fast = dict(
+        handler="tests.integration.handlers:slow_sync",
+        concurrency=8,
+        visibility_timeout=1,
+        heartbeat_interval=0.2,
+        drain_seconds=10,
+    )
     killed, drained, survivor = (spawn_worker(**fast) for _ in range(3))
     wait_until(lambda: len(queue.stats().workers) == 3, what="the workers to register")
     queue.submit_many([0.05] * 1000)
     wait_until(lambda: queue.stats().succeeded >= 150, what="the jobs to flow")
     killed.kill()
-    time.sleep(0.5)      # the reported scenario: SIGTERM half a second after the kill
+    time.sleep(0.5)  # the reported scenario: SIGTERM half a second after the kill
     drained.send(signal.SIGTERM)
     assert drained.wait(timeout=20) == 0
-    wait_until(lambda: queue.stats().succeeded == 1000, timeout=60, interval=0.2,
-               what="the survivor to finish every job")
+    wait_until(
+        lambda: queue.stats().succeeded == 1000,
+        timeout=60,
+        interval=0.2,
+        what="the survivor to finish every job",
+    )
     assert survivor.alive()
 
 
-def test_results_and_errors_with_lone_surrogates_are_stored_and_the_worker_goes_on(
-        queue, spawn_worker):
-    name = os.fsdecode(b"scan-\xff.png")          # what os.fsdecode makes of a non-UTF-8 name
+def test_results_and_errors_with_lone_surrogates_are_stored_and_the_worker_goes_on(queue, spawn_worker):
+    name = os.fsdecode(b"scan-\xff.png")  # what os.fsdecode makes of a non-UTF-8 name
     spawn_worker(handler=SCRIPTED, max_attempts=1)
-    returned, raised, failed = queue.submit_many([
-        {"do": "return", "text": codepoints(name)},
-        {"do": "raise", "text": codepoints(name)},
-        {"do": "fail", "text": codepoints(name)}])
+    returned, raised, failed = queue.submit_many(
+        [
+            {"do": "return", "text": codepoints(name)},
+            {"do": "raise", "text": codepoints(name)},
+            {"do": "fail", "text": codepoints(name)},
+        ]
+    )
     assert queue.result(returned, timeout=10).result == {"text": name, "also": [name]}
     wait_until(lambda: queue.stats().dead_letter == 2, timeout=10, what="two dead letters")
     dead = {d.id: d.error for d in queue.dead_letters()}
@@ -481,7 +559,8 @@ def test_results_and_errors_with_lone_surrogates_are_stored_and_the_worker_goes_
 
 
 def test_foreign_entries_that_cannot_be_decoded_are_dead_lettered_and_the_worker_goes_on(
-        queue, spawn_worker, redis_server):
+    queue, spawn_worker, redis_server
+):
     worker = spawn_worker(handler=SCRIPTED, concurrency=4, max_attempts=1)
     raw = redis_sync.Redis.from_url(redis_server.url)
     stream = PoolKeys("it", queue.pool).stream
@@ -493,51 +572,62 @@ def test_foreign_entries_that_cannot_be_decoded_are_dead_lettered_and_the_worker
     assert queue.result(fine, timeout=10).result == "fine"
     wait_until(lambda: queue.stats().dead_letter == 3, timeout=10, what="three dead letters")
     dead = {d.id: d for d in queue.dead_letters()}
-    assert dead["latin-1"].error == ("payload is not valid UTF-8 (byte 0xe9 at position 13): "
-                                     "invalid continuation byte")
+    assert dead["latin-1"].error == (
+        "payload is not valid UTF-8 (byte 0xe9 at position 13): invalid continuation byte"
+    )
     assert dead["latin-1"].payload == '{"name": "caf\\xe9"}'
     kept = {f[b"id"]: f[b"p"] for _, f in raw.xrange(PoolKeys("it", queue.pool).dead)}
-    assert kept[b"latin-1"] == b'{"name": "caf\xe9"}'        # the bytes as they were written
+    assert kept[b"latin-1"] == b'{"name": "caf\xe9"}'  # the bytes as they were written
     assert dead["nested"].error == "payload is nested too deeply to decode"
-    assert dead[bad_id].error == (f"queue entry {bad_id}: its id b'\\xff\\xfe' is not valid "
-                                  f"UTF-8; the entry id stands for it")
+    assert dead[bad_id].error == (
+        f"queue entry {bad_id}: its id b'\\xff\\xfe' is not valid UTF-8; the entry id stands for it"
+    )
     assert worker.alive()
     stats = queue.stats()
     assert (stats.succeeded, stats.dead_lettered, stats.backlog) == (1, 3, 0)
 
 
-def test_jobs_written_before_the_consumer_group_exists_are_run(queue, spawn_worker, redis_server,
-                                                               metrics_port):
+def test_jobs_written_before_the_consumer_group_exists_are_run(
+    queue, spawn_worker, redis_server, metrics_port
+):
     raw = redis_sync.Redis.from_url(redis_server.url)
-    raw.xadd(PoolKeys("it", queue.pool).stream,
-             {"id": "early", "p": '"first"', "a": "0", "t": str(int(time.time() * 1000))})
+    raw.xadd(
+        PoolKeys("it", queue.pool).stream,
+        {"id": "early", "p": '"first"', "a": "0", "t": str(int(time.time() * 1000))},
+    )
     [submitted] = queue.submit_many(["second"])
     assert queue.stats().waiting == 2
     spawn_worker(handler="tests.integration.handlers:echo", metrics_port=metrics_port)
     assert queue.result("early", timeout=10).result == {"echo": "first"}
     assert queue.result(submitted, timeout=10).result == {"echo": "second"}
-    health = json.loads(wait_until(lambda: _get(f"http://127.0.0.1:{metrics_port}/healthz"),
-                                   what="/healthz"))
+    health = json.loads(wait_until(lambda: _get(f"http://127.0.0.1:{metrics_port}/healthz"), what="/healthz"))
     assert (health["status"], health["queueReachable"]) == ("ok", True)
 
 
 @pytest.mark.parametrize("do,error", [("abort", "Abort"), ("exit", "raised SystemExit")])
 def test_an_unexpected_error_makes_the_worker_unhealthy_and_exit_non_zero(
-        queue, spawn_worker, metrics_port, do, error):
-    worker = spawn_worker(handler=SCRIPTED, concurrency=2, metrics_port=metrics_port,
-                          visibility_timeout=1, heartbeat_interval=0.2)
+    queue, spawn_worker, metrics_port, do, error
+):
+    worker = spawn_worker(
+        handler=SCRIPTED,
+        concurrency=2,
+        metrics_port=metrics_port,
+        visibility_timeout=1,
+        heartbeat_interval=0.2,
+    )
     [lingering] = queue.submit_many([{"do": "ignore_cancel", "seconds": 3}])
     wait_until(lambda: queue.stats().in_flight == 1, what="the lingering job to start")
     [aborting] = queue.submit_many([{"do": do}])
     # the lingering handler keeps the failed worker up for a moment: long enough to see it
-    code, health = wait_until(lambda: (answer := _healthz(metrics_port)) and
-                              answer[1]["status"] == "failed" and answer, timeout=10,
-                              what="/healthz to turn unhealthy")
+    code, health = wait_until(
+        lambda: (answer := _healthz(metrics_port)) and answer[1]["status"] == "failed" and answer,
+        timeout=10,
+        what="/healthz to turn unhealthy",
+    )
     assert code == 503 and error in health["error"]
     assert worker.wait(timeout=15) == 4
     # its jobs are left to the visibility timeout, so each redelivery counts an attempt
-    successor = spawn_worker(handler=SCRIPTED, visibility_timeout=1, heartbeat_interval=0.2,
-                             max_attempts=1)
+    successor = spawn_worker(handler=SCRIPTED, visibility_timeout=1, heartbeat_interval=0.2, max_attempts=1)
     wait_until(lambda: queue.stats().dead_letter == 2, timeout=30, what="two dead letters")
     dead = {d.id: d for d in queue.dead_letters()}
     assert dead[aborting].error.startswith("delivered 2 times without finishing")

@@ -1,4 +1,5 @@
 """The committed CRD is generated from the models, and agrees with them field by field."""
+
 import re
 import types
 import typing
@@ -20,8 +21,7 @@ def committed():
 
 
 def test_committed_crd_is_up_to_date():
-    assert CRD_FILE.read_text() == crd.render(), (
-        "charts/jobpool/crds is stale: run `make crd`")
+    assert CRD_FILE.read_text() == crd.render(), "charts/jobpool/crds is stale: run `make crd`"
 
 
 def version(committed):
@@ -67,7 +67,11 @@ def assert_agrees(model, schema, path):
         expected_type = _scalar_type(field.annotation)
         if expected_type is not None:
             assert sub.get("type") == expected_type, f"{where}: type differs"
-        if path.startswith("spec") and not field.is_required() and field.default not in (None, pydantic_core_undefined()):
+        if (
+            path.startswith("spec")
+            and not field.is_required()
+            and field.default not in (None, pydantic_core_undefined())
+        ):
             assert sub.get("default") == field.default, f"{where}: default differs"
         for meta in field.metadata:
             for attr, key in (("ge", "minimum"), ("le", "maximum"), ("min_length", None)):
@@ -80,6 +84,7 @@ def assert_agrees(model, schema, path):
 
 def pydantic_core_undefined():
     from pydantic_core import PydanticUndefined
+
     return PydanticUndefined
 
 
@@ -101,14 +106,21 @@ def test_every_field_has_a_description(committed):
             walk(sub, f"{path}.{name}")
             if "items" in sub:
                 walk(sub["items"], f"{path}.{name}[]")
+
     walk(version(committed)["schema"]["openAPIV3Schema"]["properties"]["spec"], "spec")
 
 
 def test_cel_rules_guard_what_the_models_refuse(committed):
     spec = version(committed)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    rules = {r["rule"]: r["message"] for part in ("worker", "queue", "retry", "autoscaling")
-             for r in spec[part]["x-kubernetes-validations"]}
-    assert rules["has(self.handler) != has(self.command)"] == "spec.worker: set exactly one of handler and command"
+    rules = {
+        r["rule"]: r["message"]
+        for part in ("worker", "queue", "retry", "autoscaling")
+        for r in spec[part]["x-kubernetes-validations"]
+    }
+    assert (
+        rules["has(self.handler) != has(self.command)"]
+        == "spec.worker: set exactly one of handler and command"
+    )
     assert rules["self.minWorkers <= self.maxWorkers"] == "spec.autoscaling: minWorkers must be <= maxWorkers"
     assert spec["jobs"]["oneOf"] == [{"required": ["items"]}, {"required": ["range"]}]
     assert spec["concurrency"]["minimum"] == 1 and spec["concurrency"]["maximum"] == 1024
@@ -121,7 +133,7 @@ def test_the_api_server_checks_the_handler_and_queue_url_shapes(committed):
     spec = version(committed)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     handler = re.compile(spec["worker"]["properties"]["handler"]["pattern"])
     url = re.compile(spec["queue"]["properties"]["url"]["pattern"])
-    assert handler.search("pkg.mod:Class.method") and handler.search("app.tasks")   # a module of tasks
+    assert handler.search("pkg.mod:Class.method") and handler.search("app.tasks")  # a module of tasks
     assert not handler.search("app:") and not handler.search("a:b:c")
     assert url.search("rediss://h/0") and not url.search("http://h") and not url.search("sk-live-ABCDEF")
 
@@ -129,16 +141,34 @@ def test_the_api_server_checks_the_handler_and_queue_url_shapes(committed):
 def test_names_subresources_and_columns(committed):
     s = committed["spec"]
     assert (s["group"], s["names"]["kind"], s["names"]["plural"], s["names"]["shortNames"], s["scope"]) == (
-        "jobpool.dev", "JobPool", "jobpools", ["jp"], "Namespaced")
+        "jobpool.dev",
+        "JobPool",
+        "jobpools",
+        ["jp"],
+        "Namespaced",
+    )
     v = version(committed)
     assert v["name"] == "v1alpha1" and v["subresources"]["status"] == {}
-    assert v["subresources"]["scale"] == {"specReplicasPath": ".spec.parallelism",
-                                          "statusReplicasPath": ".status.replicas",
-                                          "labelSelectorPath": ".status.selector"}
+    assert v["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.parallelism",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
     assert [c["name"].upper() for c in v["additionalPrinterColumns"]] == [
-        "DESIRED", "READY", "WAITING", "INFLIGHT", "SATURATION", "SUCCEEDED", "STATUS", "REASON", "AGE"]
+        "DESIRED",
+        "READY",
+        "WAITING",
+        "INFLIGHT",
+        "SATURATION",
+        "SUCCEEDED",
+        "STATUS",
+        "REASON",
+        "AGE",
+    ]
     # STATUS and REASON are the Ready condition's (READY is the ready worker pods)
     assert v["additionalPrinterColumns"][6]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert s["names"]["categories"] == ["all"]
-    assert committed["metadata"]["labels"] == {"app.kubernetes.io/name": "jobpool",
-                                               "app.kubernetes.io/part-of": "jobpool"}
+    assert committed["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "jobpool",
+        "app.kubernetes.io/part-of": "jobpool",
+    }

@@ -1,4 +1,5 @@
 """Every example manifest is a valid JobPool (the same models the CRD is built from)."""
+
 import pytest
 import yaml
 

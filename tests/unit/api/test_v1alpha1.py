@@ -1,4 +1,5 @@
 """The pydantic models: the defaults and rules of the README's "The CRD", which the CRD's CEL mirrors."""
+
 import pytest
 from pydantic import ValidationError
 
@@ -17,8 +18,13 @@ def test_defaults_match_the_design():
     assert s.queue.url is None and s.queue.max_length == 100000
     assert (s.retry.max_attempts, s.retry.backoff_seconds, s.retry.max_backoff_seconds) == (3, 1.0, 300.0)
     a = s.autoscaling
-    assert (a.enabled, a.min_workers, a.max_workers, a.target_backlog_per_worker, a.scale_down_delay_seconds) == (
-        False, 0, 10, None, 30)
+    assert (
+        a.enabled,
+        a.min_workers,
+        a.max_workers,
+        a.target_backlog_per_worker,
+        a.scale_down_delay_seconds,
+    ) == (False, 0, 10, None, 30)
     assert s.jobs is None
 
 
@@ -28,10 +34,13 @@ def test_camel_case_on_the_wire():
     assert s.model_dump(by_alias=True)["autoscaling"]["scaleDownDelaySeconds"] == 30
 
 
-@pytest.mark.parametrize("worker, message", [
-    ({"image": "a", "handler": "m:f", "command": ["x"]}, "set exactly one of handler and command"),
-    ({"image": "a"}, "set exactly one of handler and command"),
-])
+@pytest.mark.parametrize(
+    "worker, message",
+    [
+        ({"image": "a", "handler": "m:f", "command": ["x"]}, "set exactly one of handler and command"),
+        ({"image": "a"}, "set exactly one of handler and command"),
+    ],
+)
 def test_exactly_one_of_handler_and_command(worker, message):
     with pytest.raises(ValidationError, match=message):
         JobPoolSpec.model_validate({"worker": worker})

@@ -1,4 +1,5 @@
 """The autoscaler policy, as examples and as properties (hypothesis)."""
+
 from hypothesis import given, settings, strategies as st
 
 from jobpool.api import AutoscalingSpec
@@ -10,8 +11,15 @@ def policy(**kw):
 
 
 def decide(backlog, current, p, since=None, now=100.0, in_flight=0, concurrency=1):
-    return decide_replicas(backlog=backlog, in_flight=in_flight, current=current, policy=p,
-                           concurrency=concurrency, lower_demand_since=since, now=now)
+    return decide_replicas(
+        backlog=backlog,
+        in_flight=in_flight,
+        current=current,
+        policy=p,
+        concurrency=concurrency,
+        lower_demand_since=since,
+        now=now,
+    )
 
 
 def test_scale_up_at_once():
@@ -44,8 +52,10 @@ def test_demand_coming_back_resets_the_delay():
 
 
 def test_never_to_zero_with_work_in_flight():
-    assert decide(backlog=1, in_flight=1, current=2, p=policy(scaleDownDelaySeconds=0),
-                  concurrency=8).replicas == 1
+    assert (
+        decide(backlog=1, in_flight=1, current=2, p=policy(scaleDownDelaySeconds=0), concurrency=8).replicas
+        == 1
+    )
 
 
 def test_bounds_are_restored_at_once():
@@ -54,22 +64,42 @@ def test_bounds_are_restored_at_once():
 
 
 policies = st.builds(
-    lambda lo, span, target, delay: AutoscalingSpec(enabled=True, min_workers=lo, max_workers=max(lo + span, 1),
-                                                    target_backlog_per_worker=target, scale_down_delay_seconds=delay),
-    st.integers(0, 20), st.integers(0, 20), st.one_of(st.none(), st.integers(1, 50)), st.integers(0, 120))
+    lambda lo, span, target, delay: AutoscalingSpec(
+        enabled=True,
+        min_workers=lo,
+        max_workers=max(lo + span, 1),
+        target_backlog_per_worker=target,
+        scale_down_delay_seconds=delay,
+    ),
+    st.integers(0, 20),
+    st.integers(0, 20),
+    st.one_of(st.none(), st.integers(1, 50)),
+    st.integers(0, 120),
+)
 demand = st.tuples(st.integers(0, 2000), st.integers(0, 200))  # (waiting+delayed, in flight)
 
 
 @settings(max_examples=300, deadline=None)
-@given(p=policies, concurrency=st.integers(1, 64), start=st.integers(0, 40),
-       steps=st.lists(st.tuples(demand, st.floats(0.0, 20.0)), min_size=1, max_size=60))
+@given(
+    p=policies,
+    concurrency=st.integers(1, 64),
+    start=st.integers(0, 40),
+    steps=st.lists(st.tuples(demand, st.floats(0.0, 20.0)), min_size=1, max_size=60),
+)
 def test_replicas_stay_in_bounds_never_flap_and_keep_in_flight_work(p, concurrency, start, steps):
     current, since, now = start, None, 0.0
     last_scale_down = None
     for (queued, in_flight), dt in steps:
         now += dt
-        d = decide_replicas(backlog=queued + in_flight, in_flight=in_flight, current=current, policy=p,
-                            concurrency=concurrency, lower_demand_since=since, now=now)
+        d = decide_replicas(
+            backlog=queued + in_flight,
+            in_flight=in_flight,
+            current=current,
+            policy=p,
+            concurrency=concurrency,
+            lower_demand_since=since,
+            now=now,
+        )
         assert p.min_workers <= d.replicas <= p.max_workers
         if in_flight > 0:
             assert d.replicas >= 1
@@ -83,14 +113,23 @@ def test_replicas_stay_in_bounds_never_flap_and_keep_in_flight_work(p, concurren
                 assert now - last_scale_down >= p.scale_down_delay_seconds
             last_scale_down = now
         if d.replicas > current:
-            assert d.replicas <= max(demanded_replicas(queued + in_flight, in_flight, p, concurrency), p.min_workers)
+            assert d.replicas <= max(
+                demanded_replicas(queued + in_flight, in_flight, p, concurrency), p.min_workers
+            )
         current, since = d.replicas, d.lower_demand_since
 
 
 def test_max_workers_is_max_workers_when_autoscaling_else_parallelism():
     from jobpool.api import JobPoolSpec
     from jobpool.controller.autoscaler import max_workers
+
     worker = {"image": "x", "handler": "m:f"}
     assert max_workers(JobPoolSpec.model_validate({"worker": worker, "parallelism": 3})) == 3
-    assert max_workers(JobPoolSpec.model_validate(
-        {"worker": worker, "parallelism": 3, "autoscaling": {"enabled": True, "maxWorkers": 7}})) == 7
+    assert (
+        max_workers(
+            JobPoolSpec.model_validate(
+                {"worker": worker, "parallelism": 3, "autoscaling": {"enabled": True, "maxWorkers": 7}}
+            )
+        )
+        == 7
+    )

@@ -1,5 +1,6 @@
 """The pure part of per-pool queue credentials: what each role's Secret should hold, when a
 rotation may drop the previous password, and what the worker Deployment reads."""
+
 import base64
 import itertools
 import json
@@ -62,12 +63,19 @@ def test_the_secret_is_owned_by_the_pool_and_holds_the_users_url_on_the_same_ser
     assert secret["metadata"]["name"] == "squares-queue" and secret["metadata"]["namespace"] == "team-a"
     assert secret["metadata"]["ownerReferences"] == [builders.owner_reference(POOL)]
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert data == {"url": "redis://jobpool.team-a.squares.worker:pw2@jp-redis.ops.svc:6379/0",
-                    "username": "jobpool.team-a.squares.worker", "password": "pw2", "previous-password": "pw1"}
+    assert data == {
+        "url": "redis://jobpool.team-a.squares.worker:pw2@jp-redis.ops.svc:6379/0",
+        "username": "jobpool.team-a.squares.worker",
+        "password": "pw2",
+        "previous-password": "pw1",
+    }
     assert "admin-pw" not in json.dumps(secret)
     assert credentials.read_secret(secret) == Credentials("pw2", "pw1", "r1")
     producer = credentials.build_secret(POOL, acl.PRODUCER, Credentials("pw9", None, ""), ADMIN)
-    assert producer["metadata"]["name"] == "squares-queue-producer" and "previous-password" not in producer["data"]
+    assert (
+        producer["metadata"]["name"] == "squares-queue-producer"
+        and "previous-password" not in producer["data"]
+    )
 
 
 def test_a_managed_pool_reads_its_url_from_its_own_secret_and_rolls_with_its_password():
@@ -76,20 +84,27 @@ def test_a_managed_pool_reads_its_url_from_its_own_secret_and_rolls_with_its_pas
     deployment = builders.build_deployment(POOL, spec, 1, ADMIN, "digest-1")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     (env,) = [e for e in container["env"] if e["name"] == "JOBPOOL_QUEUE_URL"]
-    assert env == {"name": "JOBPOOL_QUEUE_URL", "valueFrom": {"secretKeyRef": {"name": "squares-queue", "key": "url"}}}
-    assert deployment["spec"]["template"]["metadata"]["annotations"] == {builders.ANNOTATION_CREDENTIALS: "digest-1"}
+    assert env == {
+        "name": "JOBPOOL_QUEUE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "squares-queue", "key": "url"}},
+    }
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        builders.ANNOTATION_CREDENTIALS: "digest-1"
+    }
     assert "admin-pw" not in json.dumps(deployment)
     rolled = builders.build_deployment(POOL, spec, 1, ADMIN, "digest-2")
     assert builders.needs_write(rolled, deployment)
     # a pool with its own queue keeps it, and no credentials annotation
-    own = JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"},
-                                      "queue": {"url": "redis://own:6379/0"}})
+    own = JobPoolSpec.model_validate(
+        {"worker": {"image": "a", "handler": "m:f"}, "queue": {"url": "redis://own:6379/0"}}
+    )
     built = builders.build_deployment(POOL, own, 1, ADMIN, "digest-1")
     assert "annotations" not in built["spec"]["template"]["metadata"] and "admin-pw" not in json.dumps(built)
 
 
 def test_the_operator_takes_one_default_queue_plain_or_administered(capsys, monkeypatch):
     from jobpool.controller.main import parse_args
+
     monkeypatch.delenv("JOBPOOL_DEFAULT_QUEUE_URL", raising=False)
     monkeypatch.setenv("JOBPOOL_ADMIN_QUEUE_URL", ADMIN)
     assert parse_args(["-n", "team-a"]).admin_queue == ADMIN

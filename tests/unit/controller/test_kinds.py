@@ -1,4 +1,5 @@
 """The table of kinds the operator touches is the chart's RBAC: neither grants nor uses more."""
+
 import re
 
 import yaml
@@ -17,8 +18,13 @@ def chart_rules() -> set[tuple[str, str, str]]:
     # every rule, the conditional ones (kueue.enabled) included
     pool_rules = yaml.safe_load("\n".join(line for line in rules.splitlines() if not line.startswith("{{")))
     leader = yaml.safe_load(re.search(r"name: .*-leader\n.*?\nrules:\n(.*?)\n---", text, re.S).group(1))
-    return {(group, resource, verb) for rule in [*pool_rules, *leader] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in [*pool_rules, *leader]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def test_the_chart_grants_exactly_the_verbs_of_the_kinds_table():
@@ -28,6 +34,12 @@ def test_the_chart_grants_exactly_the_verbs_of_the_kinds_table():
 
 
 def test_paths_follow_the_table():
-    assert object_path("apps/v1", "Deployment", "ns", "p-workers") == "/apis/apps/v1/namespaces/ns/deployments/p-workers"
+    assert (
+        object_path("apps/v1", "Deployment", "ns", "p-workers")
+        == "/apis/apps/v1/namespaces/ns/deployments/p-workers"
+    )
     assert object_path("v1", "Secret", "ns") == "/api/v1/namespaces/ns/secrets"
-    assert object_path("jobpool.dev/v1alpha1", "JobPool", "ns", "p") == "/apis/jobpool.dev/v1alpha1/namespaces/ns/jobpools/p"
+    assert (
+        object_path("jobpool.dev/v1alpha1", "JobPool", "ns", "p")
+        == "/apis/jobpool.dev/v1alpha1/namespaces/ns/jobpools/p"
+    )

@@ -1,5 +1,6 @@
 """The reconcile decision, `plan(Gathered) -> Plan`, as properties (hypothesis): no cluster, queue
 or clock, only the one frozen input the loop gathers and the memory one tick hands the next."""
+
 import dataclasses
 import itertools
 import json
@@ -21,10 +22,23 @@ def spec(**kw):
 
 
 def gathered(pool_spec=None, **kw) -> Gathered:
-    base = dict(pool=POOL, generation=1, spec=pool_spec or spec(), problem=None, stats=QueueStats(),
-                queue_moved=False, feeder_progress=None, managed=False, credentials=None,
-                observed={kind.kind: None for kind in kinds.WORKER_OBJECTS}, pods={}, stored_status={},
-                now=1000.0, memory=Memory(), settings=Settings(QUEUE))
+    base = dict(
+        pool=POOL,
+        generation=1,
+        spec=pool_spec or spec(),
+        problem=None,
+        stats=QueueStats(),
+        queue_moved=False,
+        feeder_progress=None,
+        managed=False,
+        credentials=None,
+        observed={kind.kind: None for kind in kinds.WORKER_OBJECTS},
+        pods={},
+        stored_status={},
+        now=1000.0,
+        memory=Memory(),
+        settings=Settings(QUEUE),
+    )
     return Gathered(**{**base, **kw})
 
 
@@ -44,7 +58,12 @@ def as_observed(obj, ready=None):
 def patched(pod, patch):
     """A pod after a merge patch of its annotations (None removes a key)."""
     annotations = {**(pod["metadata"].get("annotations") or {}), **patch}
-    return {"metadata": {**pod["metadata"], "annotations": {k: v for k, v in annotations.items() if v is not None}}}
+    return {
+        "metadata": {
+            **pod["metadata"],
+            "annotations": {k: v for k, v in annotations.items() if v is not None},
+        }
+    }
 
 
 def settle(g: Gathered) -> Gathered:
@@ -60,20 +79,39 @@ def settle(g: Gathered) -> Gathered:
 
 
 workers = st.lists(st.tuples(st.integers(1, 16), st.integers(0, 16)), max_size=5).map(
-    lambda pairs: tuple(WorkerInfo(f"p-workers-{i}", slots, min(busy, slots), 0.0) for i, (slots, busy) in enumerate(pairs)))
-stats = st.builds(QueueStats, waiting=st.integers(0, 10_000), in_flight=st.integers(0, 500),
-                  delayed=st.integers(0, 100), dead_letter=st.integers(0, 100), submitted=st.integers(0, 10**6),
-                  succeeded=st.integers(0, 10**6), workers=workers)
+    lambda pairs: tuple(
+        WorkerInfo(f"p-workers-{i}", slots, min(busy, slots), 0.0) for i, (slots, busy) in enumerate(pairs)
+    )
+)
+stats = st.builds(
+    QueueStats,
+    waiting=st.integers(0, 10_000),
+    in_flight=st.integers(0, 500),
+    delayed=st.integers(0, 100),
+    dead_letter=st.integers(0, 100),
+    submitted=st.integers(0, 10**6),
+    succeeded=st.integers(0, 10**6),
+    workers=workers,
+)
 specs = st.builds(
     lambda parallelism, enabled, low, extra, concurrency: spec(
-        parallelism=parallelism, concurrency=concurrency,
-        autoscaling={"enabled": enabled, "minWorkers": low, "maxWorkers": max(1, low + extra)}),
-    st.integers(0, 20), st.booleans(), st.integers(0, 5), st.integers(0, 10), st.integers(1, 8))
+        parallelism=parallelism,
+        concurrency=concurrency,
+        autoscaling={"enabled": enabled, "minWorkers": low, "maxWorkers": max(1, low + extra)},
+    ),
+    st.integers(0, 20),
+    st.booleans(),
+    st.integers(0, 5),
+    st.integers(0, 10),
+    st.integers(1, 8),
+)
 
 
 def pods_of(ws):
-    return {w.id: {"metadata": {"name": w.id, "namespace": "ns", "labels": {builders.LABEL_POOL: "p"}}}
-            for w in ws}
+    return {
+        w.id: {"metadata": {"name": w.id, "namespace": "ns", "labels": {builders.LABEL_POOL: "p"}}}
+        for w in ws
+    }
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,7 +119,7 @@ def pods_of(ws):
 def test_an_unchanged_pool_causes_no_write_on_the_next_tick(pool_spec, queue):
     g = gathered(pool_spec, stats=queue, pods=pods_of(queue.workers))
     first = settle(g)
-    second = settle(first)   # a scale-up may need one more tick for its Deployment
+    second = settle(first)  # a scale-up may need one more tick for its Deployment
     again = plan(second)
     assert again.apply == () and again.delete == () and dict(again.pod_patches) == {}
     assert again.status is None and again.events == ()
@@ -101,25 +139,36 @@ def test_desired_replicas_stay_within_the_spec(pool_spec, queue, current):
 
 
 @settings(max_examples=100, deadline=None)
-@given(raw=st.sampled_from([{"worker": {"image": "a", "handler": "app tasks:f"}},
-                            {"worker": {"image": "a", "handler": "m:f"}, "concurrency": 0},
-                            {"worker": {"image": "a", "handler": "m:f", "command": ["x"]}}]),
-       queue=stats)
+@given(
+    raw=st.sampled_from(
+        [
+            {"worker": {"image": "a", "handler": "app tasks:f"}},
+            {"worker": {"image": "a", "handler": "m:f"}, "concurrency": 0},
+            {"worker": {"image": "a", "handler": "m:f", "command": ["x"]}},
+        ]
+    ),
+    queue=stats,
+)
 def test_an_invalid_spec_applies_nothing_and_says_why(raw, queue):
     pool_spec, problem = validate_spec(raw, QUEUE, administered=False)
     assert pool_spec is None and problem.reason == reasons.INVALID_SPEC
     decided = plan(gathered(None, spec=None, problem=problem, stats=None))
     assert decided.apply == () and decided.feed is None and dict(decided.pod_patches) == {}
     conditions = {c["type"]: c for c in decided.status["conditions"]}
-    assert conditions[reasons.READY]["status"] == "False" and conditions[reasons.READY]["reason"] == reasons.INVALID_SPEC
+    assert (
+        conditions[reasons.READY]["status"] == "False"
+        and conditions[reasons.READY]["reason"] == reasons.INVALID_SPEC
+    )
     assert any(e.type == reasons.DEGRADED and e.warning for e in decided.events)
 
 
 @settings(max_examples=100, deadline=None)
 @given(pool_spec=specs, queue=stats, current=st.integers(0, 10))
 def test_an_unreachable_queue_keeps_the_workers_and_the_last_counters(pool_spec, queue, current):
-    assume(not pool_spec.autoscaling.enabled or
-           pool_spec.autoscaling.min_workers <= current <= pool_spec.autoscaling.max_workers)
+    assume(
+        not pool_spec.autoscaling.enabled
+        or pool_spec.autoscaling.min_workers <= current <= pool_spec.autoscaling.max_workers
+    )
     before = settle(gathered(pool_spec, stats=queue, memory=Memory(decided=current)))
     down = Problem(reasons.QUEUE_UNAVAILABLE, "spec.queue: cannot reach the queue", spec_ok=True)
     decided = plan(dataclasses.replace(before, stats=None, problem=down))
@@ -148,7 +197,7 @@ def test_a_batch_is_fed_forward_and_again_from_the_start_when_it_or_its_queue_ch
 @settings(max_examples=100, deadline=None)
 @given(queue=stats, waited=st.floats(0.0, 0.99), more=st.integers(1, 1000))
 def test_counter_changes_wait_for_the_interval_but_condition_changes_do_not(queue, waited, more):
-    g = settle(settle(gathered(spec(), stats=queue)))   # the workers are up: only counters change
+    g = settle(settle(gathered(spec(), stats=queue)))  # the workers are up: only counters change
     busier = dataclasses.replace(queue, succeeded=queue.succeeded + more)
     written_at = g.memory.status_written_at
     assert plan(dataclasses.replace(g, stats=busier, now=written_at + waited)).status is None
@@ -203,16 +252,31 @@ def complete(decided_or_status):
 
 
 @settings(max_examples=100, deadline=None)
-@given(count=st.integers(1, 10_000), fed=st.integers(0, 10_000), progress=st.integers(0, 10_000),
-       swept=st.integers(0, 10_000), running=st.integers(0, 5))
-def test_a_cancelled_batch_is_never_fed_and_is_swept_forward_until_its_end(count, fed, progress, swept, running):
+@given(
+    count=st.integers(1, 10_000),
+    fed=st.integers(0, 10_000),
+    progress=st.integers(0, 10_000),
+    swept=st.integers(0, 10_000),
+    running=st.integers(0, 5),
+)
+def test_a_cancelled_batch_is_never_fed_and_is_swept_forward_until_its_end(
+    count, fed, progress, swept, running
+):
     pool_spec = spec(jobs={"range": {"count": count}, "cancel": True})
     fed, swept = min(fed, count), min(swept, count)
-    assert batch_digest(pool_spec) == batch_digest(spec(jobs={"range": {"count": count}})), \
+    assert batch_digest(pool_spec) == batch_digest(spec(jobs={"range": {"count": count}})), (
         "cancelling a batch must not make it another batch (fed again)"
+    )
     memory = Memory(batch=Batch(count, fed, batch_digest(pool_spec), swept))
-    decided = plan(gathered(pool_spec, memory=memory, feeder_progress=min(progress, count),
-                            sweeper_progress=min(progress, count), stats=QueueStats(in_flight=running)))
+    decided = plan(
+        gathered(
+            pool_spec,
+            memory=memory,
+            feeder_progress=min(progress, count),
+            sweeper_progress=min(progress, count),
+            stats=QueueStats(in_flight=running),
+        )
+    )
     batch = decided.memory.batch
     assert decided.feed is None and batch.cancelled
     assert batch.swept == max(swept, min(progress, count))
@@ -230,7 +294,9 @@ def test_a_batch_cancelled_mid_feed_stops_feeding_sweeps_and_completes_once_noth
     assert plan(g).feed == Batch(3000, 500, batch_digest(feeding))
 
     cancelled = spec(jobs={"range": {"count": 3000}, "cancel": True})
-    g = dataclasses.replace(g, spec=cancelled, generation=2, feeder_progress=1000, stats=QueueStats(in_flight=2))
+    g = dataclasses.replace(
+        g, spec=cancelled, generation=2, feeder_progress=1000, stats=QueueStats(in_flight=2)
+    )
     decided = plan(g)
     # the feeder's last progress is kept (what was fed), and the sweep starts at the first job
     assert decided.feed is None and decided.sweep == Batch(3000, 1000, batch_digest(cancelled), 0)
@@ -246,10 +312,17 @@ def test_a_batch_cancelled_mid_feed_stops_feeding_sweeps_and_completes_once_noth
     decided = plan(g)
     assert (complete(decided)["status"], complete(decided)["reason"]) == ("True", reasons.CANCELLED)
     assert any(t.type == reasons.COMPLETE and t.reason == reasons.CANCELLED for t in decided.events)
-    assert decided.status["batch"] == {"total": 3000, "fed": 1000, "digest": batch_digest(cancelled), "swept": 3000}
+    assert decided.status["batch"] == {
+        "total": 3000,
+        "fed": 1000,
+        "digest": batch_digest(cancelled),
+        "swept": 3000,
+    }
 
     # an operator restart reads how far the cancel went from the status: nothing is swept again
-    restarted = dataclasses.replace(g, memory=Memory(), stored_status=decided.memory.status, sweeper_progress=None)
+    restarted = dataclasses.replace(
+        g, memory=Memory(), stored_status=decided.memory.status, sweeper_progress=None
+    )
     again = plan(restarted)
     assert again.sweep is None and again.feed is None
     assert again.status is None and not again.events, "the cancelled batch's status is as it was"
@@ -257,11 +330,13 @@ def test_a_batch_cancelled_mid_feed_stops_feeding_sweeps_and_completes_once_noth
 
 def test_a_cancel_undone_feeds_the_rest_and_drops_its_progress_from_the_status():
     cancelled = spec(jobs={"range": {"count": 3000}, "cancel": True})
-    g = settle(settle(gathered(cancelled, memory=Memory(batch=Batch(3000, 1000, batch_digest(cancelled), 3000)))))
+    g = settle(
+        settle(gathered(cancelled, memory=Memory(batch=Batch(3000, 1000, batch_digest(cancelled), 3000))))
+    )
     resumed = dataclasses.replace(g, spec=spec(jobs={"range": {"count": 3000}}), generation=2)
     decided = plan(resumed)
     assert decided.sweep is None and decided.feed == Batch(3000, 1000, batch_digest(cancelled))
-    assert decided.status["batch"]["swept"] is None   # the merge patch removes it
+    assert decided.status["batch"]["swept"] is None  # the merge patch removes it
     assert "swept" not in decided.memory.status["batch"]
     steady = settle(dataclasses.replace(resumed, feeder_progress=1000))
     assert plan(dataclasses.replace(steady, now=steady.now + 5)).status is None

@@ -16,7 +16,10 @@ def test_operator_flags(monkeypatch):
     args = parse_args(["--namespace", "a", "--namespace", "b", "--metrics-port", "9999"])
     assert args.namespace == ["a", "b"] and args.default_queue == "redis://env:6379/0"
     assert args.metrics_port == 9999 and not args.all_namespaces
-    assert parse_args(["--all-namespaces", "--default-queue", "redis://flag/0"]).default_queue == "redis://flag/0"
+    assert (
+        parse_args(["--all-namespaces", "--default-queue", "redis://flag/0"]).default_queue
+        == "redis://flag/0"
+    )
 
 
 def test_operator_needs_a_scope(capsys):
@@ -66,23 +69,35 @@ def test_inline_queue_urls_lose_their_password_in_messages():
     assert "s3cret" not in queue_message(inline, inline.queue.url, error)
 
 
-@pytest.mark.parametrize("value", ["sk-live-ABCDEF123456", "redis://ABCDEF123456:x/0", "http://ABCDEF123456",
-                                   "redis://h/ABCDEF123456"])
+@pytest.mark.parametrize(
+    "value",
+    ["sk-live-ABCDEF123456", "redis://ABCDEF123456:x/0", "http://ABCDEF123456", "redis://h/ABCDEF123456"],
+)
 def test_a_queue_url_from_a_secret_is_never_quoted(value):
     problem = invalid_queue_url(SECRET_QUEUE, value)
     assert problem.reason == "InvalidQueueURL" and "ABCDEF" not in problem.message
-    assert problem.message.startswith('spec.queue.urlSecretRef: the URL in Secret "queue-auth" key "url" is not')
+    assert problem.message.startswith(
+        'spec.queue.urlSecretRef: the URL in Secret "queue-auth" key "url" is not'
+    )
     assert "ABCDEF" not in shown_queue(SECRET_QUEUE, value)
 
 
-@pytest.mark.parametrize("url", ["redis://:s3cret@private-host.example/0",
-                                 "rediss://u:s3cret@private-host.example:6380/0?password=s3cret"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@private-host.example/0",
+        "rediss://u:s3cret@private-host.example:6380/0?password=s3cret",
+    ],
+)
 def test_queue_errors_about_a_secret_url_quote_no_part_of_it(url):
     port = "6380" if ":6380" in url else "6379"
-    error = QueueUnavailable(f"cannot reach the queue at {redact_url(url)}: Error 111 connecting to "
-                             f"private-host.example:{port}. Connection refused.")
+    error = QueueUnavailable(
+        f"cannot reach the queue at {redact_url(url)}: Error 111 connecting to "
+        f"private-host.example:{port}. Connection refused."
+    )
     assert queue_message(SECRET_QUEUE, url, error) == (
-        "cannot reach the queue at <hidden>: Error 111 connecting to <hidden>. Connection refused.")
+        "cannot reach the queue at <hidden>: Error 111 connecting to <hidden>. Connection refused."
+    )
     assert queue_message(SECRET_QUEUE, url, ValueError(f"bad {url}\nmore")) == "bad <hidden>"
     assert queue_message(SECRET_QUEUE, "", TimeoutError()) == "TimeoutError"
     assert "private-host" not in shown_queue(SECRET_QUEUE, url)
@@ -90,38 +105,76 @@ def test_queue_errors_about_a_secret_url_quote_no_part_of_it(url):
 
 def test_queue_errors_about_an_inline_url_keep_it_without_the_password():
     inline = pool_spec({"url": "redis://:s3cret@redis:6379/0"})
-    assert queue_message(inline, inline.queue.url, OSError(f"lost {inline.queue.url}")) == \
-        "lost redis://:***@redis:6379/0"
+    assert (
+        queue_message(inline, inline.queue.url, OSError(f"lost {inline.queue.url}"))
+        == "lost redis://:***@redis:6379/0"
+    )
 
 
 def test_batch_digest_follows_the_jobs_and_the_queue_they_go_to():
     def spec(**kw):
         return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, **kw})
+
     a = spec(jobs={"range": {"count": 10}})
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, parallelism=5))
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, queue={"maxLength": 5}))
     assert batch_digest(a) != batch_digest(spec(jobs={"range": {"count": 11}}))
-    moved = [spec(jobs={"range": {"count": 10}}, queue=queue) for queue in (
-        {"url": "redis://a/0"}, {"url": "redis://a/1"}, {"urlSecretRef": {"name": "q", "key": "url"}})]
+    moved = [
+        spec(jobs={"range": {"count": 10}}, queue=queue)
+        for queue in (
+            {"url": "redis://a/0"},
+            {"url": "redis://a/1"},
+            {"urlSecretRef": {"name": "q", "key": "url"}},
+        )
+    ]
     assert len({batch_digest(s) for s in [a, *moved]}) == 4
 
 
 def test_the_cache_keeps_what_the_loop_reads():
     from jobpool.controller.reconcile import ClusterCache
+
     cache = ClusterCache()
-    pod = {"metadata": {"name": "p-1", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
-                        "annotations": {"a": "1"}, "managedFields": [{"manager": "kwok"}]},
-           "spec": {"containers": [{"name": "worker"}]},
-           "status": {"phase": "Pending", "conditions": [
-               {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"},
-               {"type": "Ready", "status": "False"}]}}
+    pod = {
+        "metadata": {
+            "name": "p-1",
+            "namespace": "ns",
+            "labels": {"jobpool.dev/pool": "p"},
+            "annotations": {"a": "1"},
+            "managedFields": [{"manager": "kwok"}],
+        },
+        "spec": {"containers": [{"name": "worker"}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"},
+                {"type": "Ready", "status": "False"},
+            ],
+        },
+    }
     cache.on_object_event("Pod", "ADDED", pod)
     assert cache.pods[("ns", "p")]["p-1"] == {
-        "metadata": {"name": "p-1", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"}, "annotations": {"a": "1"}},
-        "status": {"conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"}]}}
-    deployment = {"metadata": {"name": "p-workers", "namespace": "ns", "labels": {"jobpool.dev/pool": "p"},
-                               "managedFields": [{}]}, "spec": {"replicas": 2}, "status": {"replicas": 2}}
+        "metadata": {
+            "name": "p-1",
+            "namespace": "ns",
+            "labels": {"jobpool.dev/pool": "p"},
+            "annotations": {"a": "1"},
+        },
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no GPU"}
+            ]
+        },
+    }
+    deployment = {
+        "metadata": {
+            "name": "p-workers",
+            "namespace": "ns",
+            "labels": {"jobpool.dev/pool": "p"},
+            "managedFields": [{}],
+        },
+        "spec": {"replicas": 2},
+        "status": {"replicas": 2},
+    }
     cache.on_object_event("Deployment", "ADDED", deployment)
     cached = cache.get("Deployment", "ns", "p-workers")
     assert "managedFields" not in cached["metadata"] and cached["spec"] == {"replicas": 2}
@@ -133,12 +186,27 @@ def test_kopf_logs_in_with_the_credentials_the_operator_loaded_once():
     from kubernetes import client as k8s_client
 
     from jobpool.controller.handlers import connection_info
+
     token = k8s_client.Configuration()
-    token.host, token.ssl_ca_cert, token.api_key = "https://api:6443", "/ca.crt", {"authorization": "Bearer t0ken"}
+    token.host, token.ssl_ca_cert, token.api_key = (
+        "https://api:6443",
+        "/ca.crt",
+        {"authorization": "Bearer t0ken"},
+    )
     info = connection_info(token)
     assert (info.server, info.ca_path, info.scheme, info.token, info.insecure) == (
-        "https://api:6443", "/ca.crt", "Bearer", "t0ken", False)
+        "https://api:6443",
+        "/ca.crt",
+        "Bearer",
+        "t0ken",
+        False,
+    )
     certificate = k8s_client.Configuration()
     certificate.host, certificate.cert_file, certificate.key_file = "https://api:6443", "/tls.crt", "/tls.key"
     info = connection_info(certificate)
-    assert (info.certificate_path, info.private_key_path, info.token, info.scheme) == ("/tls.crt", "/tls.key", None, None)
+    assert (info.certificate_path, info.private_key_path, info.token, info.scheme) == (
+        "/tls.crt",
+        "/tls.key",
+        None,
+        None,
+    )

@@ -1,5 +1,6 @@
 """The per-pool loop keeps ticking through failures, against a real HTTP peer standing in for the
 API server (it drops connections on request) and a real `PoolController`."""
+
 import asyncio
 import json
 
@@ -10,15 +11,21 @@ from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
 from jobpool.controller.plan import plan
-from jobpool.controller.reconcile import (POD_PATCHES_IN_FLIGHT, OperatorConfig, OperatorContext,
-                                          PoolController)
-from tests.unit.controller.test_plan import gathered, pods_of
+from jobpool.controller.reconcile import (
+    POD_PATCHES_IN_FLIGHT,
+    OperatorConfig,
+    OperatorContext,
+    PoolController,
+)
 from jobpool.queue import QueueStats
 from jobpool.queue.base import WorkerInfo
 from tests.helpers import wait_until
+from tests.unit.controller.test_plan import gathered, pods_of
 
-POOL_BODY = {"metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
-             "spec": {"worker": {"image": "registry.example/worker:1", "handler": "tasks:square"}}}
+POOL_BODY = {
+    "metadata": {"name": "p", "namespace": "ns", "uid": "u", "generation": 1},
+    "spec": {"worker": {"image": "registry.example/worker:1", "handler": "tasks:square"}},
+}
 
 
 class ApiPeer:
@@ -43,8 +50,14 @@ class ApiPeer:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode().split("\r\n")
-                length = next((int(line.split(":", 1)[1]) for line in lines
-                               if line.lower().startswith("content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(":", 1)[1])
+                        for line in lines
+                        if line.lower().startswith("content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 if self.drop > 0:
                     self.drop -= 1
@@ -56,7 +69,9 @@ class ApiPeer:
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 await asyncio.sleep(self.delay)
                 self.in_flight -= 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -74,8 +89,13 @@ def kube_api(host: str) -> KubeApi:
 
 
 def context(kube: KubeApi, post_event=lambda *_: None) -> OperatorContext:
-    return OperatorContext(kube, OperatorConfig(default_queue=None, poll_interval=0.02), OperatorMetrics(),
-                           open_queue=lambda *_: pytest.fail("no queue is configured"), post_event=post_event)
+    return OperatorContext(
+        kube,
+        OperatorConfig(default_queue=None, poll_interval=0.02),
+        OperatorMetrics(),
+        open_queue=lambda *_: pytest.fail("no queue is configured"),
+        post_event=post_event,
+    )
 
 
 def test_a_dropped_connection_is_a_kube_error():
@@ -119,7 +139,12 @@ def test_the_loop_keeps_ticking_through_a_lost_connection_and_an_unexpected_erro
         stopped = Stopped()
 
         def ticks() -> float:
-            return metrics.registry.get_sample_value("jobpool_reconcile_seconds_count", {"namespace": "ns", "pool": "p"}) or 0.0
+            return (
+                metrics.registry.get_sample_value(
+                    "jobpool_reconcile_seconds_count", {"namespace": "ns", "pool": "p"}
+                )
+                or 0.0
+            )
 
         loop = asyncio.create_task(controller.run(json.loads(json.dumps(POOL_BODY)), stopped))
         try:
@@ -148,7 +173,9 @@ def test_deletion_costs_are_patched_concurrently_within_a_bound():
         kube = kube_api(await peer.start())
         try:
             controller = PoolController(context(kube), "p", "ns", "u")
-            busy = tuple(WorkerInfo(f"p-workers-{index}", 8, 4, 0.0) for index in range(3 * POD_PATCHES_IN_FLIGHT))
+            busy = tuple(
+                WorkerInfo(f"p-workers-{index}", 8, 4, 0.0) for index in range(3 * POD_PATCHES_IN_FLIGHT)
+            )
             tick = gathered(stats=QueueStats(workers=busy), pods=pods_of(busy))
             await controller.act(json.loads(json.dumps(POOL_BODY)), tick, plan(tick))
             patched = [path for method, path in peer.requests if method == "PATCH" and "/pods/" in path]
@@ -165,7 +192,9 @@ def test_a_leader_whose_renewal_hangs_stops_at_the_renew_deadline_before_the_lea
     async def scenario() -> None:
         peer = ApiPeer(drop=0, delay=30.0)  # an API server that accepts the renewal and never answers
         kube = kube_api(await peer.start())
-        lease = LeaderLease(kube, "ns", "jobpool-operator", "me", duration=3, renew_deadline=1.0, renew_every=0.2)
+        lease = LeaderLease(
+            kube, "ns", "jobpool-operator", "me", duration=3, renew_deadline=1.0, renew_every=0.2
+        )
         lost = asyncio.Event()
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -1,14 +1,38 @@
 """Status and conditions: Kubernetes API conventions, transitions reported once."""
-from jobpool.controller.status import (Observation, Problem, build_status, merge_conditions, unschedulable,
-                                       only_counters_changed, status_changed)
+
+from jobpool.controller.status import (
+    Observation,
+    Problem,
+    build_status,
+    merge_conditions,
+    only_counters_changed,
+    status_changed,
+    unschedulable,
+)
 from jobpool.queue.base import QueueStats, WorkerInfo
 
+
 def obs(**kw):
-    base = dict(pool="thumbnails", generation=3, replicas=2, ready_replicas=2, desired_replicas=2,
-                stats=QueueStats(waiting=120, in_flight=8, delayed=3, dead_letter=1, submitted=1000,
-                                 succeeded=868, retried=5, dead_lettered=1,
-                                 workers=(WorkerInfo("p1", 4, 4, 0.0), WorkerInfo("p2", 4, 4, 0.0))),
-                problem=None, batch_total=None)
+    base = dict(
+        pool="thumbnails",
+        generation=3,
+        replicas=2,
+        ready_replicas=2,
+        desired_replicas=2,
+        stats=QueueStats(
+            waiting=120,
+            in_flight=8,
+            delayed=3,
+            dead_letter=1,
+            submitted=1000,
+            succeeded=868,
+            retried=5,
+            dead_lettered=1,
+            workers=(WorkerInfo("p1", 4, 4, 0.0), WorkerInfo("p2", 4, 4, 0.0)),
+        ),
+        problem=None,
+        batch_total=None,
+    )
     return Observation(**{**base, **kw})
 
 
@@ -20,10 +44,22 @@ def test_status_carries_the_design_fields():
     status, _ = build_status(obs(), {}, now=0.0)
     assert status["observedGeneration"] == 3 and status["selector"] == "jobpool.dev/pool=thumbnails"
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
-    assert status["queue"] == {"waiting": 120, "inFlight": 8, "delayed": 3, "scheduled": 0, "deadLetter": 1,
-                               "waitingByPriority": []}
-    assert status["jobs"] == {"submitted": 1000, "succeeded": 868, "retried": 5, "deadLettered": 1,
-                              "permanent": 0, "cancelled": 0}
+    assert status["queue"] == {
+        "waiting": 120,
+        "inFlight": 8,
+        "delayed": 3,
+        "scheduled": 0,
+        "deadLetter": 1,
+        "waitingByPriority": [],
+    }
+    assert status["jobs"] == {
+        "submitted": 1000,
+        "succeeded": 868,
+        "retried": 5,
+        "deadLettered": 1,
+        "permanent": 0,
+        "cancelled": 0,
+    }
     assert status["saturation"] == 1.0
     c = conditions(status)
     assert c["Ready"]["status"] == "True" and c["Degraded"]["status"] == "False"
@@ -108,8 +144,13 @@ def test_an_unchanged_status_is_not_written_and_counters_can_wait():
 def test_a_running_batch_changes_only_counters_until_it_is_fed_or_done():
     def status_at(fed, succeeded, previous):
         stats = QueueStats(submitted=fed, waiting=fed - succeeded, succeeded=succeeded)
-        return build_status(obs(stats=stats, batch_total=100, batch_fed=fed), previous, now=0.0,
-                            batch={"total": 100, "fed": fed, "digest": "d"})[0]
+        return build_status(
+            obs(stats=stats, batch_total=100, batch_fed=fed),
+            previous,
+            now=0.0,
+            batch={"total": 100, "fed": fed, "digest": "d"},
+        )[0]
+
     first = status_at(50, 10, {})
     assert only_counters_changed(first, status_at(50, 20, first))
     assert only_counters_changed(first, status_at(60, 20, first))
@@ -126,15 +167,21 @@ def pod(name, scheduled=None, deleting=False):
 
 def test_pods_no_node_can_hold_show_as_waiting_for_capacity():
     no_gpu = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-    pods = [pod("a", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
-            pod("b", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
-            pod("c", {"status": "True"}), pod("d"),
-            pod("e", {"status": "False", "reason": "Unschedulable", "message": no_gpu}, deleting=True),
-            pod("f", {"status": "False", "reason": "SchedulingGated", "message": "gated"})]
+    pods = [
+        pod("a", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
+        pod("b", {"status": "False", "reason": "Unschedulable", "message": no_gpu}),
+        pod("c", {"status": "True"}),
+        pod("d"),
+        pod("e", {"status": "False", "reason": "Unschedulable", "message": no_gpu}, deleting=True),
+        pod("f", {"status": "False", "reason": "SchedulingGated", "message": "gated"}),
+    ]
     waiting = unschedulable(pods)
     assert waiting == (no_gpu, no_gpu)
-    c = conditions(build_status(obs(replicas=4, ready_replicas=1, desired_replicas=4, unschedulable=waiting),
-                                {}, now=0.0)[0])
+    c = conditions(
+        build_status(
+            obs(replicas=4, ready_replicas=1, desired_replicas=4, unschedulable=waiting), {}, now=0.0
+        )[0]
+    )
     assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("True", "WaitingForCapacity")
     assert c["Progressing"]["message"] == f"2 of 4 worker pods wait for node capacity: {no_gpu}"
     assert c["Ready"]["status"] == "False"

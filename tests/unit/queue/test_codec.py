@@ -1,25 +1,40 @@
 """Pure parts of the queue: ids, payload encoding, URLs, key names and the retry policy."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from jobpool.queue import QueueError, QueueStats, WorkerInfo
-from jobpool.queue.codec import (RawJSON, check_job_id, check_queue_url, encode_json,
-                                 encode_result, name_problem, new_job_ids, outcome_of_failure,
-                                 payload_size, queue_url_problem, redact_url, retry_delay,
-                                 scrub_url, storable_text)
+from jobpool.queue.codec import (
+    RawJSON,
+    check_job_id,
+    check_queue_url,
+    encode_json,
+    encode_result,
+    name_problem,
+    new_job_ids,
+    outcome_of_failure,
+    payload_size,
+    queue_url_problem,
+    redact_url,
+    retry_delay,
+    scrub_url,
+    storable_text,
+)
 from jobpool.queue.keys import PoolKeys
 from jobpool.queue.redis.entries import job_from_entry
 
 
-@given(attempt=st.integers(1, 200), backoff=st.floats(0, 100), max_backoff=st.floats(0, 1000),
-       rand=st.floats(0, 1))
-def test_retry_delay_doubles_is_capped_and_jittered_into_the_upper_half(attempt, backoff,
-                                                                         max_backoff, rand):
+@given(
+    attempt=st.integers(1, 200),
+    backoff=st.floats(0, 100),
+    max_backoff=st.floats(0, 1000),
+    rand=st.floats(0, 1),
+)
+def test_retry_delay_doubles_is_capped_and_jittered_into_the_upper_half(attempt, backoff, max_backoff, rand):
     ceiling = min(max_backoff, backoff * 2 ** (attempt - 1))
     delay = retry_delay(attempt, backoff, max_backoff, rand)
     assert ceiling / 2 - 1e-9 <= delay <= ceiling + 1e-9
@@ -32,7 +47,11 @@ def test_retry_delay_doubles_per_attempt():
 
 def test_failure_outcome_is_dead_letter_at_max_attempts():
     assert [outcome_of_failure(n, 3) for n in (1, 2, 3, 4)] == [
-        "retried", "retried", "dead_lettered", "dead_lettered"]
+        "retried",
+        "retried",
+        "dead_lettered",
+        "dead_lettered",
+    ]
 
 
 def test_generated_ids_are_unique_across_batches():
@@ -40,9 +59,16 @@ def test_generated_ids_are_unique_across_batches():
     assert len(set(ids)) == 2000
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("", "non-empty"), (None, "non-empty"), (7, "non-empty"), ("x" * 257, "longer than 256"),
-    ("a\nb", "non-printable")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("", "non-empty"),
+        (None, "non-empty"),
+        (7, "non-empty"),
+        ("x" * 257, "longer than 256"),
+        ("a\nb", "non-printable"),
+    ],
+)
 def test_bad_ids_are_refused_naming_the_job(bad, message):
     with pytest.raises(QueueError, match=f"job 4: .*{message}"):
         check_job_id(bad, 4)
@@ -66,12 +92,18 @@ def test_passwords_never_appear_in_urls_shown_to_users():
     assert redact_url("redis://:pw@/0") == "redis://:***@/0"
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://h:6379/0?password=s3cret", "redis://h:6379/0?password=***"),
-    ("redis://h/0?db=1&Password=s3cret&ssl_cert_reqs=none", "redis://h/0?db=1&Password=***&ssl_cert_reqs=none"),
-    ("rediss://u:s3cret@h/0?password=s3cret", "rediss://u:***@h/0?password=***"),
-    ("redis://s3cret@h/0", "redis://***@h/0"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://h:6379/0?password=s3cret", "redis://h:6379/0?password=***"),
+        (
+            "redis://h/0?db=1&Password=s3cret&ssl_cert_reqs=none",
+            "redis://h/0?db=1&Password=***&ssl_cert_reqs=none",
+        ),
+        ("rediss://u:s3cret@h/0?password=s3cret", "rediss://u:***@h/0?password=***"),
+        ("redis://s3cret@h/0", "redis://***@h/0"),
+    ],
+)
 def test_query_string_and_bare_userinfo_passwords_are_masked(url, shown):
     assert redact_url(url) == shown and "s3cret" not in redact_url(url)
 
@@ -85,8 +117,15 @@ def test_a_value_that_is_not_a_url_is_never_shown(value):
     assert "not a URL" in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["redis://u:s3cret@h:abc/0", "redis://:s3cret@h:99999/0",
-                                 "redis://:s3cret@[::1/0", "redis://h:6379/x?password=s3cret"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://u:s3cret@h:abc/0",
+        "redis://:s3cret@h:99999/0",
+        "redis://:s3cret@[::1/0",
+        "redis://h:6379/x?password=s3cret",
+    ],
+)
 def test_a_malformed_url_with_a_password_is_one_line_without_the_password(url):
     with pytest.raises(QueueError) as caught:
         check_queue_url(url)
@@ -95,23 +134,41 @@ def test_a_malformed_url_with_a_password_is_one_line_without_the_password(url):
     assert "s3cret" not in redact_url(url)
 
 
-@pytest.mark.parametrize("url", ["sk-live-ABCDEF123456", "http://ABCDEF@h", "redis://ABCDEF:x/0",
-                                 "redis://h/ABCDEF", "redis://[ABCDEF", "unix://", ""])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sk-live-ABCDEF123456",
+        "http://ABCDEF@h",
+        "redis://ABCDEF:x/0",
+        "redis://h/ABCDEF",
+        "redis://[ABCDEF",
+        "unix://",
+        "",
+    ],
+)
 def test_the_reason_a_url_is_refused_quotes_no_part_of_it(url):
     problem = queue_url_problem(url)
     assert problem and "ABCDEF" not in problem
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:p@h:1/2",
-                                 "unix:///run/redis.sock", "redis://h"])
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://:p@h:1/2", "unix:///run/redis.sock", "redis://h"]
+)
 def test_good_queue_urls_are_accepted(url):
     assert check_queue_url(url) == url
 
 
-@pytest.mark.parametrize("url, message", [
-    ("localhost:6379", "not a URL"), ("http://h", "'http://h': unknown scheme 'http'"),
-    ("redis://", "no host"), ("redis://h:x/0", "invalid queue URL"),
-    ("redis://h/db", "is not a number"), (None, "no queue URL")])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("localhost:6379", "not a URL"),
+        ("http://h", "'http://h': unknown scheme 'http'"),
+        ("redis://", "no host"),
+        ("redis://h:x/0", "invalid queue URL"),
+        ("redis://h/db", "is not a number"),
+        (None, "no queue URL"),
+    ],
+)
 def test_bad_queue_urls_get_one_line_naming_what_is_expected(url, message):
     with pytest.raises(QueueError, match=message) as caught:
         check_queue_url(url)
@@ -120,25 +177,43 @@ def test_bad_queue_urls_get_one_line_naming_what_is_expected(url, message):
 
 def test_every_key_of_a_pool_carries_its_hash_tag():
     keys = PoolKeys("media", "thumbnails")
-    names = [keys.stream, keys.live, keys.delayed, keys.delayed_jobs, keys.dead, keys.dead_ids,
-             keys.results, keys.result("j1"), keys.counters, keys.config, keys.workers,
-             keys.reclaim_gate, keys.reclaim_cursor]
+    names = [
+        keys.stream,
+        keys.live,
+        keys.delayed,
+        keys.delayed_jobs,
+        keys.dead,
+        keys.dead_ids,
+        keys.results,
+        keys.result("j1"),
+        keys.counters,
+        keys.config,
+        keys.workers,
+        keys.reclaim_gate,
+        keys.reclaim_cursor,
+    ]
     assert all(n.startswith("{jobpool:media/thumbnails}:") for n in names)
     assert len(set(names)) == len(names)
     assert PoolKeys("a", "p[1]").scan_pattern == "{jobpool:a/p\\[1\\]}:*"
 
 
 def test_stats_derive_slots_saturation_and_backlog():
-    stats = QueueStats(waiting=5, in_flight=3, delayed=2, delayed_due=2, workers=(
-        WorkerInfo("a", 4, 3, 0.0), WorkerInfo("b", 4, 0, 0.0)))
+    stats = QueueStats(
+        waiting=5,
+        in_flight=3,
+        delayed=2,
+        delayed_due=2,
+        workers=(WorkerInfo("a", 4, 3, 0.0), WorkerInfo("b", 4, 0, 0.0)),
+    )
     assert (stats.busy_slots, stats.total_slots, stats.saturation, stats.backlog) == (3, 8, 0.375, 10)
     assert QueueStats().saturation == 0.0
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=20)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
 
 
 @given(JSON_VALUES)
@@ -146,28 +221,40 @@ def test_encoded_payloads_never_contain_the_nul_that_separates_jobs_in_a_batch(v
     assert "\0" not in encode_json(value)
 
 
-@pytest.mark.parametrize("url, error", [
-    ("redis://:pw@cache.internal:7000/0", "Error 111 connecting to cache.internal:7000. Connection refused."),
-    ("redis://cache.internal/0", "Error 111 connecting to cache.internal:6379. Connection refused."),
-    ("redis://cache.internal:7000/0",
-     "Error 111 connecting to cache.internal:7000. Connect call failed ('10.0.0.7', 7000)."),
-    ("redis://cache.internal:7000/0",
-     "Error connecting to cache.internal:7000. Multiple exceptions: [Errno 111] Connect call failed "
-     "('::1', 7000, 0, 0), [Errno 111] Connect call failed ('10.0.0.7', 7000)."),
-    ("unix:///run/cache.internal.sock", "Error 2 connecting to unix:///run/cache.internal.sock. No such file."),
-    ("unix:///run/cache.internal.sock", "Error 2 connecting to /run/cache.internal.sock. No such file."),
-])
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        (
+            "redis://:pw@cache.internal:7000/0",
+            "Error 111 connecting to cache.internal:7000. Connection refused.",
+        ),
+        ("redis://cache.internal/0", "Error 111 connecting to cache.internal:6379. Connection refused."),
+        (
+            "redis://cache.internal:7000/0",
+            "Error 111 connecting to cache.internal:7000. Connect call failed ('10.0.0.7', 7000).",
+        ),
+        (
+            "redis://cache.internal:7000/0",
+            "Error connecting to cache.internal:7000. Multiple exceptions: [Errno 111] Connect call failed "
+            "('::1', 7000, 0, 0), [Errno 111] Connect call failed ('10.0.0.7', 7000).",
+        ),
+        (
+            "unix:///run/cache.internal.sock",
+            "Error 2 connecting to unix:///run/cache.internal.sock. No such file.",
+        ),
+        ("unix:///run/cache.internal.sock", "Error 2 connecting to /run/cache.internal.sock. No such file."),
+    ],
+)
 def test_scrubbing_a_url_removes_every_form_an_error_quotes(url, error):
     scrubbed = scrub_url(f"at {redact_url(url)}: {error}", url, "<hidden>")
     assert "cache.internal" not in scrubbed and scrubbed.startswith("at <hidden>: Error")
     assert "7000" not in scrubbed and "10.0.0.7" not in scrubbed
 
 
-@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF,
-                                      exclude_categories=())))
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())))
 def test_results_with_lone_surrogates_encode_to_utf8_json_that_decodes_as_json_does(text):
     encoded = encode_result({"name": text})
-    encoded.encode("utf-8")                       # storable as it is
+    encoded.encode("utf-8")  # storable as it is
     assert json.loads(encoded) == json.loads(json.dumps({"name": text}))
 
 
@@ -180,23 +267,39 @@ def entry(**fields: bytes) -> list[bytes]:
 
 
 def test_an_entry_becomes_the_job_of_the_worker_that_fetched_it():
-    job = job_from_entry(b"1-0", entry(id=b"j", p=b'{"a": 1}', a=b"2", t=b"1500", r=b"1"), 1,
-                         "w1")
-    assert (job.id, job.payload, job.attempts, job.enqueued_at, job.token, job.consumer,
-            job.replayed, job.payload_error) == ("j", {"a": 1}, 3, 1.5, "1-0", "w1", True, None)
+    job = job_from_entry(b"1-0", entry(id=b"j", p=b'{"a": 1}', a=b"2", t=b"1500", r=b"1"), 1, "w1")
+    assert (
+        job.id,
+        job.payload,
+        job.attempts,
+        job.enqueued_at,
+        job.token,
+        job.consumer,
+        job.replayed,
+        job.payload_error,
+    ) == ("j", {"a": 1}, 3, 1.5, "1-0", "w1", True, None)
 
 
-@pytest.mark.parametrize("fields,error", [
-    (entry(id=b"j", p=b'"caf\xe9"'),
-     "payload is not valid UTF-8 (byte 0xe9 at position 4): invalid continuation byte"),
-    (entry(id=b"j", p=b"[" * 100_000 + b"]" * 100_000), "payload is nested too deeply to decode"),
-    (entry(id=b"j", p=b"{not json"),
-     "payload is not valid JSON: Expecting property name enclosed in double quotes: line 1 "
-     "column 2 (char 1)"),
-    (entry(id=b"j"), "the queue entry has no payload field 'p'"),
-    (entry(id=b"\xff", p=b"1"),
-     "queue entry 1-0: its id b'\\xff' is not valid UTF-8; the entry id stands for it"),
-])
+@pytest.mark.parametrize(
+    "fields,error",
+    [
+        (
+            entry(id=b"j", p=b'"caf\xe9"'),
+            "payload is not valid UTF-8 (byte 0xe9 at position 4): invalid continuation byte",
+        ),
+        (entry(id=b"j", p=b"[" * 100_000 + b"]" * 100_000), "payload is nested too deeply to decode"),
+        (
+            entry(id=b"j", p=b"{not json"),
+            "payload is not valid JSON: Expecting property name enclosed in double quotes: line 1 "
+            "column 2 (char 1)",
+        ),
+        (entry(id=b"j"), "the queue entry has no payload field 'p'"),
+        (
+            entry(id=b"\xff", p=b"1"),
+            "queue entry 1-0: its id b'\\xff' is not valid UTF-8; the entry id stands for it",
+        ),
+    ],
+)
 def test_an_entry_that_cannot_be_run_becomes_a_job_that_says_why(fields, error):
     job = job_from_entry(b"1-0", fields, 1, "w1")
     assert job.payload_error == error
@@ -214,12 +317,15 @@ def test_dns_labels_are_pool_and_namespace_names(name):
     assert name_problem(name, "pool") is None
 
 
-@pytest.mark.parametrize("name", ["", "Thumbs", "bad pool name!", "-a", "a-", "a_b", "a.b",
-                                  "x" * 64, "é", None, 7])
+@pytest.mark.parametrize(
+    "name", ["", "Thumbs", "bad pool name!", "-a", "a-", "a_b", "a.b", "x" * 64, "é", None, 7]
+)
 def test_anything_else_is_refused_naming_the_value_and_the_rule(name):
     problem = name_problem(name, "pool")
-    assert problem == (f"pool {name!r} is not a DNS-1123 label: at most 63 lowercase letters, "
-                       f"digits and '-', starting and ending with a letter or digit")
+    assert problem == (
+        f"pool {name!r} is not a DNS-1123 label: at most 63 lowercase letters, "
+        f"digits and '-', starting and ending with a letter or digit"
+    )
 
 
 @pytest.mark.parametrize("text", ["x" * 10, "é" * 10, "💥" * 3, ""])
@@ -227,27 +333,37 @@ def test_payload_size_counts_utf8_bytes(text):
     assert payload_size(text) == len(text.encode())
 
 
-@given(timeout=st.none() | st.sampled_from([0.5, 30.0, 3600.0]), max_attempts=st.none() | st.integers(1, 100),
-       backoff=st.none() | st.sampled_from([0.0, 0.25, 60.0]), priority=st.none() | st.integers(0, 9),
-       fairness_key=st.none() | st.from_regex(r"\A[A-Za-z0-9._-]{1,64}\Z"))
+@given(
+    timeout=st.none() | st.sampled_from([0.5, 30.0, 3600.0]),
+    max_attempts=st.none() | st.integers(1, 100),
+    backoff=st.none() | st.sampled_from([0.0, 0.25, 60.0]),
+    priority=st.none() | st.integers(0, 9),
+    fairness_key=st.none() | st.from_regex(r"\A[A-Za-z0-9._-]{1,64}\Z"),
+)
 def test_a_jobs_options_with_its_priority_and_fairness_key_read_back_as_given(
-        timeout, max_attempts, backoff, priority, fairness_key):
+    timeout, max_attempts, backoff, priority, fairness_key
+):
     from jobpool.queue.codec import check_options, decode_options, encode_options
+
     options = check_options(timeout, max_attempts, backoff, priority=priority, fairness_key=fairness_key)
     text = encode_options(options)
     assert decode_options(text) == options
-    assert ":" not in text   # the delayed set's packing separates fields with ':'
+    assert ":" not in text  # the delayed set's packing separates fields with ':'
     assert (text.count(",") == 4) == bool(priority or fairness_key)
 
 
-@pytest.mark.parametrize("given_options, problem", [
-    (dict(priority=True), "job 3: priority must be an integer from 0 to 9"),
-    (dict(priority=1.0), "job 3: priority must be an integer from 0 to 9"),
-    (dict(fairness_key="tenant a"), "job 3: fairness_key 'tenant a' is not a fairness key"),
-    (dict(fairness_key="a,b"), "fairness_key 'a,b' is not a fairness key"),
-    (dict(fairness_key=7), "fairness_key 7 is not a fairness key"),
-])
+@pytest.mark.parametrize(
+    "given_options, problem",
+    [
+        (dict(priority=True), "job 3: priority must be an integer from 0 to 9"),
+        (dict(priority=1.0), "job 3: priority must be an integer from 0 to 9"),
+        (dict(fairness_key="tenant a"), "job 3: fairness_key 'tenant a' is not a fairness key"),
+        (dict(fairness_key="a,b"), "fairness_key 'a,b' is not a fairness key"),
+        (dict(fairness_key=7), "fairness_key 7 is not a fairness key"),
+    ],
+)
 def test_a_bad_priority_or_fairness_key_names_the_job_and_the_field(given_options, problem):
     from jobpool.queue.codec import check_options
+
     with pytest.raises(QueueError, match=problem):
         check_options(index=3, **given_options)

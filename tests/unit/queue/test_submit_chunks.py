@@ -1,5 +1,6 @@
 """Where a submit is cut into function calls: SUBMIT_CHUNK jobs or SUBMIT_CHUNK_CHARACTERS of
 payloads (a Redis bulk string each, held in the producer's client buffer), at least one job."""
+
 import itertools
 
 from hypothesis import given, strategies as st

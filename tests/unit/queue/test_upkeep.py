@@ -1,6 +1,6 @@
 """The pure decisions of the operator's pass over a pool's keys (jobpool.queue.upkeep)."""
-from hypothesis import given
-from hypothesis import strategies as st
+
+from hypothesis import given, strategies as st
 
 from jobpool.queue import upkeep
 
@@ -16,7 +16,7 @@ def test_an_id_far_ahead_of_the_clock_is_one_the_queue_never_makes():
     now = 1_760_000_000_000
     assert upkeep.forged_top("18446744073709551615-18446744073709551615", now)
     assert upkeep.forged_top(f"{now + upkeep.FUTURE_ID_MS + 1}-0", now)
-    assert not upkeep.forged_top(f"{now + 5_000}-3", now)   # a clock a little behind another's
+    assert not upkeep.forged_top(f"{now + 5_000}-3", now)  # a clock a little behind another's
     assert not upkeep.forged_top("0-1", now)
 
 

@@ -1,4 +1,5 @@
 """The real node's pure parts in tools/localcluster.py: what `down` removes from iptables."""
+
 from tests.fixtures.cluster import localcluster
 
 NAT_RULES = """\
@@ -18,12 +19,32 @@ NAT_RULES = """\
 
 def test_down_removes_the_jumps_into_node_chains_then_the_chains():
     assert localcluster.node_chain_cleanup(NAT_RULES) == [
-        ["-D", "PREROUTING", "-m", "comment", "--comment", "kubernetes service portals",
-         "-j", "KUBE-SERVICES"],
-        ["-D", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules",
-         "-j", "KUBE-POSTROUTING"],
-        ["-F", "KUBE-POSTROUTING"], ["-F", "KUBE-SERVICES"], ["-F", "KUBE-SVC-ABC"],
-        ["-X", "KUBE-POSTROUTING"], ["-X", "KUBE-SERVICES"], ["-X", "KUBE-SVC-ABC"],
+        [
+            "-D",
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+        [
+            "-D",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes postrouting rules",
+            "-j",
+            "KUBE-POSTROUTING",
+        ],
+        ["-F", "KUBE-POSTROUTING"],
+        ["-F", "KUBE-SERVICES"],
+        ["-F", "KUBE-SVC-ABC"],
+        ["-X", "KUBE-POSTROUTING"],
+        ["-X", "KUBE-SERVICES"],
+        ["-X", "KUBE-SVC-ABC"],
     ]
 
 

@@ -1,4 +1,5 @@
 """`jobpool ui`'s flags and the pool discovery's key patterns."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,10 @@ def test_bad_flags_are_one_line_errors_that_name_the_flag(capsys, monkeypatch):
     assert main(["ui", "--queue", "redis://:secret@h:6379/0", "--pool", "Not_A_Label"]) == 2
     err = capsys.readouterr().err
     assert "pool" in err and "secret" not in err
-    assert main(["ui", "--queue", "redis://h:6379/0", "--namespace", "a", "--namespace", "b", "--pool", "p"]) == 2
+    assert (
+        main(["ui", "--queue", "redis://h:6379/0", "--namespace", "a", "--namespace", "b", "--pool", "p"])
+        == 2
+    )
     assert "one --namespace" in capsys.readouterr().err
 
 

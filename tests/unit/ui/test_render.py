@@ -1,4 +1,5 @@
 """The UI's HTML: every value escaped unless built as Markup; sparklines scaled to their box."""
+
 from __future__ import annotations
 
 from hypothesis import given, strategies as st
@@ -10,7 +11,7 @@ from jobpool.ui.render import Markup, escape, fragment
 
 def test_a_value_with_markup_is_escaped_and_markup_built_here_is_not():
     html = fragment("<td>$error</td>$cell", error='<script>alert("x")</script>', cell=Markup("<td>ok</td>"))
-    assert html == '<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td><td>ok</td>'
+    assert html == "<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td><td>ok</td>"
 
 
 @given(st.text())
@@ -20,7 +21,9 @@ def test_no_text_survives_escaping_as_a_tag_or_an_attribute_break(text):
 
 
 def test_a_page_escapes_its_values_and_wraps_them_in_the_base_page():
-    page = render.page("message.html", root="../", title="<i>t</i>", message="<b>no</b>", status_class="notice")
+    page = render.page(
+        "message.html", root="../", title="<i>t</i>", message="<b>no</b>", status_class="notice"
+    )
     assert "&lt;b&gt;no&lt;/b&gt;" in page and "<b>no</b>" not in page and "&lt;i&gt;t&lt;/i&gt;" in page
     assert 'href="../static/ui.css"' in page
 

@@ -1,4 +1,5 @@
 """CSRF tokens: valid for their own pool and action, within their lifetime, from this server."""
+
 from __future__ import annotations
 
 from jobpool.ui.security import TOKEN_LIFETIME, Csrf

@@ -1,6 +1,6 @@
 """When a worker publishes its busy-slot count between heartbeats."""
-from jobpool.worker.runtime import (BUSY_PUBLISH_INTERVAL, IDLE_PUBLISH_INTERVAL,
-                                    busy_publish_delay)
+
+from jobpool.worker.runtime import BUSY_PUBLISH_INTERVAL, IDLE_PUBLISH_INTERVAL, busy_publish_delay
 
 
 def test_an_unchanged_count_is_not_published():

@@ -1,4 +1,5 @@
 """Which running handlers the worker's deadline sweep cancels."""
+
 from jobpool.worker.runtime import overdue
 
 

@@ -1,6 +1,7 @@
 """How the Redis queue talks to Redis: one function call at a time, sent again after a dropped
 connection as the function's resend rule allows, the library loaded where it is missing, writes
 confirmed by a replica under replicated durability, and Redis errors as one-line QueueErrors."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,9 +32,9 @@ class RedisCalls:
     namespace: str
     pool: str
     keys: PoolKeys
-    redis: Any            # replies decoded as text
-    entries: Any          # replies as bytes: stream entries any producer may have written
-    _durability: tuple[float, bool] | None    # (read at, replicated)
+    redis: Any  # replies decoded as text
+    entries: Any  # replies as bytes: stream entries any producer may have written
+    _durability: tuple[float, bool] | None  # (read at, replicated)
 
     @contextlib.contextmanager
     def _errors(self):
@@ -42,16 +43,19 @@ class RedisCalls:
             yield
         except connection.UNAVAILABLE as exc:
             reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
-            raise QueueUnavailable(
-                f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
+            raise QueueUnavailable(f"cannot reach the queue at {redact_url(self.url)}: {reason}") from None
         except OutOfMemoryError:
-            raise QueueFull(f"queue {redact_url(self.url)} is out of memory: Redis refused a "
-                            f"write on pool {self.namespace}/{self.pool} because its used memory "
-                            f"is above its maxmemory; let the workers catch up, shorten result "
-                            f"retention (spec.results) or raise the Redis maxmemory") from None
+            raise QueueFull(
+                f"queue {redact_url(self.url)} is out of memory: Redis refused a "
+                f"write on pool {self.namespace}/{self.pool} because its used memory "
+                f"is above its maxmemory; let the workers catch up, shorten result "
+                f"retention (spec.results) or raise the Redis maxmemory"
+            ) from None
         except RedisError as exc:
-            raise QueueError(f"queue {redact_url(self.url)} refused an operation on pool "
-                             f"{self.namespace}/{self.pool}: {exc}") from None
+            raise QueueError(
+                f"queue {redact_url(self.url)} refused an operation on pool "
+                f"{self.namespace}/{self.pool}: {exc}"
+            ) from None
 
     async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one command in a task of its own, so that cancelling the caller ends its wait at
@@ -89,8 +93,9 @@ class RedisCalls:
             return None
         return self._durability[1]
 
-    async def _function(self, function: type[Function], command: tuple, *, client: Any = None,
-                        write: bool = False) -> Any:
+    async def _function(
+        self, function: type[Function], command: tuple, *, client: Any = None, write: bool = False
+    ) -> Any:
         """Run one of the library's functions and parse its reply; sent again on a fresh connection
         after a dropped one as its resend rule allows (submit resends by itself)."""
         client = self.redis if client is None else client
@@ -117,27 +122,27 @@ class RedisCalls:
             raise QueueUnavailable(
                 f"queue {redact_url(self.url)} has no jobpool functions library {library.name()} "
                 f"and this URL's user may not load it (FUNCTION LOAD): the operator loads it with "
-                f"its admin queue URL on every master; waiting for it") from None
+                f"its admin queue URL on every master; waiting for it"
+            ) from None
 
     async def _write(self, client: Any, command: tuple) -> Any:
         """Run a function that a producer or a worker is told succeeded; under replicated durability
         only once one replica has its writes, so a failover cannot take them back."""
         if not await self._replicated():
             return await self._fcall(client, command)
-        reply, replicas = await connection.run_replicated(client, command, REPLICA_WAIT_MS,
-                                                          self._fcall, self._load_library)
+        reply, replicas = await connection.run_replicated(
+            client, command, REPLICA_WAIT_MS, self._fcall, self._load_library
+        )
         if replicas < 1:
             raise QueueUnavailable(
                 f"queue {redact_url(self.url)}: no replica confirmed a write of pool "
                 f"{self.namespace}/{self.pool} within {REPLICA_WAIT_MS} ms (spec.queue.durability: "
-                f"replicated); it may be done: retrying it with the same job ids is safe")
+                f"replicated); it may be done: retrying it with the same job ids is safe"
+            )
         return reply
-
 
 
 def _consume_outcome(command: asyncio.Future) -> None:
     """Retrieve the error of a command whose caller was cancelled: it is nobody's to report."""
     if not command.cancelled():
         command.exception()
-
-

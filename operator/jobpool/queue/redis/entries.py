@@ -1,5 +1,6 @@
 """Stream entries, results and the stats reply as the Redis queue decodes them: entries are
 read as bytes (any producer may have written them); one that cannot be run still becomes a Job."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,10 @@ from ..base import Job, JobState, QueueStats, WorkerInfo
 from ..codec import RawJSON, decode_options
 from .fields import ENTRY
 
+
 def readable(value: bytes) -> str:
     """Bytes as text; what is not UTF-8 shows as \\x escapes."""
     return value.decode("utf-8", "backslashreplace")
-
-
 
 
 def stream_entries(reply: Any) -> list:
@@ -53,11 +53,19 @@ def job_from_entry(entry_id: bytes, fields: Any, deliveries: int, consumer: str)
         enqueued_at = int(fields.get(_ENTRY_BYTES.time, 0)) / 1000
     except ValueError:
         enqueued_at = 0.0
-    return Job(id=job_id, payload=payload, attempts=used + deliveries,
-               enqueued_at=enqueued_at, token=entry, payload_text=RawJSON(text),
-               payload_error=id_error or payload_error, replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
-               consumer=consumer, task=task_of(fields.get(_ENTRY_BYTES.task)),
-               options=decode_options(readable(fields.get(_ENTRY_BYTES.options) or b"")))
+    return Job(
+        id=job_id,
+        payload=payload,
+        attempts=used + deliveries,
+        enqueued_at=enqueued_at,
+        token=entry,
+        payload_text=RawJSON(text),
+        payload_error=id_error or payload_error,
+        replayed=fields.get(_ENTRY_BYTES.replayed) == b"1",
+        consumer=consumer,
+        task=task_of(fields.get(_ENTRY_BYTES.task)),
+        options=decode_options(readable(fields.get(_ENTRY_BYTES.options) or b"")),
+    )
 
 
 def is_express(fields: Any) -> bool:
@@ -96,9 +104,8 @@ def job_id_of(entry: str, raw: bytes | None) -> tuple[str, str | None]:
     try:
         job_id = raw.decode()
     except UnicodeDecodeError:
-        return entry, (f"queue entry {entry}: its id {raw!r} is not valid UTF-8; the entry id "
-                       f"stands for it")
-    if "\0" in job_id:   # only a foreign producer could write this; NUL separates ack fields
+        return entry, (f"queue entry {entry}: its id {raw!r} is not valid UTF-8; the entry id stands for it")
+    if "\0" in job_id:  # only a foreign producer could write this; NUL separates ack fields
         return entry, None
     return job_id, None
 
@@ -110,9 +117,11 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
     try:
         text = raw.decode()
     except UnicodeDecodeError as exc:
-        return (raw.decode("utf-8", "surrogateescape"), None,
-                f"payload is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position "
-                f"{exc.start}): {exc.reason}")
+        return (
+            raw.decode("utf-8", "surrogateescape"),
+            None,
+            f"payload is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start}): {exc.reason}",
+        )
     try:
         return text, json.loads(text), None
     except ValueError as exc:
@@ -121,16 +130,27 @@ def payload_of(raw: bytes | None) -> tuple[str, Any, str | None]:
         return text, None, "payload is nested too deeply to decode"
 
 
-def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
-                     counters: list[str], workers: list[str], held: list[str], scheduled: int = 0,
-                     delayed_due: int = 0, scheduled_due: int = 0,
-                     progress: list[str] | None = None, outside: list[str] | None = None) -> QueueStats:
+def stats_from_reply(
+    length: int,
+    pending: int,
+    delayed: int,
+    dead: int,
+    counters: list[str],
+    workers: list[str],
+    held: list[str],
+    scheduled: int = 0,
+    delayed_due: int = 0,
+    scheduled_due: int = 0,
+    progress: list[str] | None = None,
+    outside: list[str] | None = None,
+) -> QueueStats:
     """A worker's busy slots are at least the jobs it holds unacknowledged, read with the in-flight
     count: its own published count lags behind a burst by up to a publish interval. The stream's
     waiting entries are level 0's; `outside` (flat: level, jobs) those waiting outside it."""
     count = dict(zip(counters[::2], counters[1::2]))
-    by_level = {int(level): int(n) for level, n in zip((outside or [])[::2], (outside or [])[1::2])
-                if int(n) > 0}
+    by_level = {
+        int(level): int(n) for level, n in zip((outside or [])[::2], (outside or [])[1::2]) if int(n) > 0
+    }
     by_level[0] = by_level.get(0, 0) + max(0, length - pending)
     unacknowledged = {name: int(n) for name, n in zip(held[::2], held[1::2])}
     infos = []
@@ -142,16 +162,27 @@ def stats_from_reply(length: int, pending: int, delayed: int, dead: int,
         busy = max(int(info.get("busy", 0)), unacknowledged.get(name, 0))
         infos.append(WorkerInfo(name, slots, min(busy, slots), float(info.get("lastSeen", 0))))
     return QueueStats(
-        waiting=sum(by_level.values()), in_flight=pending, delayed=delayed, dead_letter=dead,
-        submitted=int(count.get("submitted", 0)), succeeded=int(count.get("succeeded", 0)),
-        retried=int(count.get("retried", 0)), dead_lettered=int(count.get("dead_lettered", 0)),
-        permanent=int(count.get("permanent", 0)), cancelled=int(count.get("cancelled", 0)),
+        waiting=sum(by_level.values()),
+        in_flight=pending,
+        delayed=delayed,
+        dead_letter=dead,
+        submitted=int(count.get("submitted", 0)),
+        succeeded=int(count.get("succeeded", 0)),
+        retried=int(count.get("retried", 0)),
+        dead_lettered=int(count.get("dead_lettered", 0)),
+        permanent=int(count.get("permanent", 0)),
+        cancelled=int(count.get("cancelled", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
-        duplicates=int(count.get("duplicates", 0)), scheduled=int(scheduled),
-        delayed_due=int(delayed_due), scheduled_due=int(scheduled_due),
-        progress={job_id: _json_or_text(value) for job_id, value in zip((progress or [])[::2],
-                                                                         (progress or [])[1::2])},
-        waiting_by_priority={str(level): n for level, n in sorted(by_level.items(), reverse=True) if n})
+        duplicates=int(count.get("duplicates", 0)),
+        scheduled=int(scheduled),
+        delayed_due=int(delayed_due),
+        scheduled_due=int(scheduled_due),
+        progress={
+            job_id: _json_or_text(value)
+            for job_id, value in zip((progress or [])[::2], (progress or [])[1::2])
+        },
+        waiting_by_priority={str(level): n for level, n in sorted(by_level.items(), reverse=True) if n},
+    )
 
 
 def job_state(id: str, reply: Any) -> JobState | None:
@@ -164,13 +195,20 @@ def job_state(id: str, reply: Any) -> JobState | None:
         return int(float(ms)) / 1000 if ms else None
 
     return JobState(
-        id=id, state=reply.state, task=reply.task,
-        attempts=int(reply.attempts) if reply.attempts else None, worker=reply.worker or None,
-        enqueued_at=seconds(reply.enqueued_ms), due_at=seconds(reply.due_ms),
-        finished_at=seconds(reply.finished_ms), error=reply.error or None,
+        id=id,
+        state=reply.state,
+        task=reply.task,
+        attempts=int(reply.attempts) if reply.attempts else None,
+        worker=reply.worker or None,
+        enqueued_at=seconds(reply.enqueued_ms),
+        due_at=seconds(reply.due_ms),
+        finished_at=seconds(reply.finished_ms),
+        error=reply.error or None,
         progress=_json_or_text(reply.progress) if reply.progress else None,
         result=_json_or_text(reply.result) if reply.state == "succeeded" else None,
-        priority=int(reply.priority or 0), fairness_key=reply.fairness_key or None)
+        priority=int(reply.priority or 0),
+        fairness_key=reply.fairness_key or None,
+    )
 
 
 def _json_or_text(value: str) -> Any:

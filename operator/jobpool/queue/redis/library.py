@@ -7,6 +7,7 @@ clients never run another release's code. Who loads it: the operator with its ad
 master (`load_everywhere`), and a client whose own user may (`FUNCTION LOAD` on the first
 `Function not found`); a client that may not waits for the operator.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,11 @@ def _lua_table(record) -> str:
 def sources() -> dict[str, str]:
     """The library's files by name (without `.lua`): the prelude, then one per function."""
     folder = importlib.resources.files(__package__) / "library"
-    files = {entry.name[:-4]: entry.read_text(encoding="utf-8")
-             for entry in folder.iterdir() if entry.name.endswith(".lua")}
+    files = {
+        entry.name[:-4]: entry.read_text(encoding="utf-8")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua")
+    }
     return {PRELUDE: files.pop(PRELUDE), **dict(sorted(files.items()))}
 
 
@@ -42,11 +46,13 @@ def function_names() -> tuple[str, ...]:
 
 
 def _constants(name: str) -> str:
-    return (f"local LIBRARY, GROUP, RELEASED_CONSUMER = '{name}', '{GROUP}', '{RELEASED_CONSUMER}'\n"
-            f"local ENTRY, RESULT, DEAD = {_lua_table(ENTRY)}, {_lua_table(RESULT)}, {_lua_table(DEAD)}\n"
-            f"local MEMORY, ENDED = {_lua_table(MEMORY)}, {_lua_table(ENDED)}\n"
-            f"local PRIORITIES, READY, FAIR, STREAM_TURN = '{PRIORITIES}', '{READY}', '{FAIR}', "
-            f"'{STREAM_TURN}'\nlocal WAKE = '{WAKE}'\n")
+    return (
+        f"local LIBRARY, GROUP, RELEASED_CONSUMER = '{name}', '{GROUP}', '{RELEASED_CONSUMER}'\n"
+        f"local ENTRY, RESULT, DEAD = {_lua_table(ENTRY)}, {_lua_table(RESULT)}, {_lua_table(DEAD)}\n"
+        f"local MEMORY, ENDED = {_lua_table(MEMORY)}, {_lua_table(ENDED)}\n"
+        f"local PRIORITIES, READY, FAIR, STREAM_TURN = '{PRIORITIES}', '{READY}', '{FAIR}', "
+        f"'{STREAM_TURN}'\nlocal WAKE = '{WAKE}'\n"
+    )
 
 
 @functools.cache

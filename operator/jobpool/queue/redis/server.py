@@ -1,6 +1,7 @@
 """The Redis server settings that bound what one client can do to the others on a shared Redis.
 The bundled Redis sets them (charts/jobpool values `redis.clientBounds`, checked against these by
 tests/e2e/test_chart.py), and docs/operations.md ("A production Redis") names them."""
+
 from __future__ import annotations
 
 from ..codec import MAX_PAYLOAD_BYTES_ALLOWED
