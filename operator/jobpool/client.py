@@ -12,8 +12,9 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
+from .names import check_name
 from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
-from .queue.codec import check_name, due_of
+from .queue.codec import due_of
 
 
 class AsyncClient:

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
-from ..queue.codec import HANDLER_PATTERN, MAX_PAYLOAD_BYTES_ALLOWED
+from ..names import HANDLER_PATTERN
+from ..queue.codec import MAX_PAYLOAD_BYTES_ALLOWED
 from . import kube_schemas
 
 GROUP = "jobpool.dev"

@@ -10,8 +10,9 @@ import signal
 import sys
 from typing import Any
 
+from ..names import name_problem
 from ..queue import QueueError
-from ..queue.codec import check_queue_url, name_problem, redact_url
+from ..queue.codec import check_queue_url, redact_url
 from .discovery import discover_pools
 
 DEFAULT_LISTEN = "127.0.0.1:8081"

@@ -12,8 +12,8 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from ..names import handler_problem, name_problem
 from ..queue.base import JobOptions
-from ..queue.codec import handler_problem, name_problem
 from ..queue.keys import RELEASED_CONSUMER
 from ..queue.redis.queue import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
 

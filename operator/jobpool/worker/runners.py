@@ -17,8 +17,9 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ..names import check_task, handler_problem
 from ..queue.base import Job, QueueError
-from ..queue.codec import RawJSON, check_task, handler_problem
+from ..queue.codec import RawJSON
 
 STDERR_TAIL = 4000
 # A `--command` that exits with this status failed for good: dead-lettered at once, no retry

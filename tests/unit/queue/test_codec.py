@@ -14,7 +14,6 @@ from jobpool.queue.codec import (
     check_queue_url,
     encode_json,
     encode_result,
-    name_problem,
     new_job_ids,
     outcome_of_failure,
     payload_size,
@@ -310,22 +309,6 @@ def test_payload_bytes_that_are_not_utf8_travel_on_unchanged():
     job = job_from_entry(b"1-0", entry(id=b"j", p=b'"caf\xe9"', a=b"\xff"), 1, "w1")
     assert job.payload_text.encode("utf-8", "surrogateescape") == b'"caf\xe9"'
     assert job.attempts == 1
-
-
-@pytest.mark.parametrize("name", ["a", "thumbs", "team-a", "0pool", "x" * 63, "a1-b2-c3"])
-def test_dns_labels_are_pool_and_namespace_names(name):
-    assert name_problem(name, "pool") is None
-
-
-@pytest.mark.parametrize(
-    "name", ["", "Thumbs", "bad pool name!", "-a", "a-", "a_b", "a.b", "x" * 64, "é", None, 7]
-)
-def test_anything_else_is_refused_naming_the_value_and_the_rule(name):
-    problem = name_problem(name, "pool")
-    assert problem == (
-        f"pool {name!r} is not a DNS-1123 label: at most 63 lowercase letters, "
-        f"digits and '-', starting and ending with a letter or digit"
-    )
 
 
 @pytest.mark.parametrize("text", ["x" * 10, "é" * 10, "💥" * 3, ""])

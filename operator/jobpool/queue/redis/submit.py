@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 from redis.retry import Retry
 
+from ...names import check_task
 from .. import connection
 from ..base import JobOptions, PayloadTooLarge, QueueError, QueueFull, UnknownTask
 from ..codec import (
@@ -22,7 +23,6 @@ from ..codec import (
     RawJSON,
     check_job_id,
     check_options,
-    check_task,
     encode_json,
     encode_options,
     new_job_ids,
