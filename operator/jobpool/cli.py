@@ -26,7 +26,8 @@ from ._progress import Progress
 from .cluster import PRODUCER, WORKER, ClusterError
 from .names import name_problem
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, UnknownTask, open_queue
-from .queue.codec import check_options, due_of, redact_url
+from .queue.codec import check_options, due_of
+from .queue.urls import redact_url
 from .ui import command as ui_command
 from .worker.config import SETTINGS, flag_help
 

@@ -4,8 +4,8 @@ with a one-line reason that quotes no password."""
 import pytest
 
 from jobpool.queue import QueueError, acl, open_queue
-from jobpool.queue.codec import redact_url
 from jobpool.queue.connection import CLUSTER, SENTINEL, SINGLE, parse_address, topology
+from jobpool.queue.urls import redact_url
 
 
 def test_a_cluster_url_names_its_seed_nodes_and_credentials():

@@ -27,8 +27,8 @@ from typing import Any
 from redis.exceptions import NoPermissionError, RedisError
 
 from ..queue import acl, connection
-from ..queue.codec import redact_url
 from ..queue.redis import library
+from ..queue.urls import redact_url
 from . import builders, reasons
 from .kube import KubeApi
 from .problems import Problem

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api import JobPoolSpec
-from ..queue.codec import EXPECTED_QUEUE_URL, queue_url_problem, redact_url, scrub_url
+from ..queue.urls import EXPECTED_QUEUE_URL, queue_url_problem, redact_url, scrub_url
 from . import reasons
 
 

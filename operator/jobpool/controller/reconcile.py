@@ -20,7 +20,7 @@ from typing import Any
 
 from ..api import API_VERSION, KIND, JobPoolSpec
 from ..queue.base import Queue
-from ..queue.codec import scrub_url
+from ..queue.urls import scrub_url
 from . import autoscaler, builders, kinds, reasons
 from .credentials import ANNOTATION_ROTATE, PoolCredentials, QueueAdmin
 from .kube import KubeApi, KubeError

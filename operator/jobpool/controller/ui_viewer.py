@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from ..queue import connection, viewer
-from ..queue.codec import redact_url
+from ..queue.urls import redact_url
 from .credentials import CHECK_SECONDS, QueueAdmin
 
 log = logging.getLogger("jobpool.operator")

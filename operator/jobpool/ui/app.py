@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..queue import QueueError, open_queue
 from ..queue.browse import DEAD, DELAYED, RUNNING, SUCCEEDED, WAITING, JobPage, NotPermitted, open_browse
-from ..queue.codec import redact_url
+from ..queue.urls import redact_url
 from . import render
 from .discovery import discover_pools
 from .live import Refresher, summary

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..names import name_problem
 from ..queue import QueueError
-from ..queue.codec import check_queue_url, redact_url
+from ..queue.urls import check_queue_url, redact_url
 from .discovery import discover_pools
 
 DEFAULT_LISTEN = "127.0.0.1:8081"

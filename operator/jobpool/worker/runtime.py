@@ -30,7 +30,8 @@ from typing import Any, cast
 
 from .._metrics_server import serve_metrics
 from ..queue import Job, Queue, QueueError
-from ..queue.codec import RawJSON, encode_json, encode_result, redact_url
+from ..queue.codec import RawJSON, encode_json, encode_result
+from ..queue.urls import redact_url
 from .config import JobSettings, WorkerConfig
 from .metrics import WorkerMetrics
 from .runners import CANCEL_GRACE, JobContext, JobFailed, Permanent, Runner

@@ -8,7 +8,7 @@ from jobpool.controller.main import parse_args
 from jobpool.controller.plan import batch_digest
 from jobpool.controller.problems import invalid_queue_url, queue_message, shown_queue
 from jobpool.queue import QueueUnavailable
-from jobpool.queue.codec import redact_url
+from jobpool.queue.urls import redact_url
 
 
 def test_operator_flags(monkeypatch):

@@ -13,8 +13,8 @@ from redis.exceptions import ConnectionError, NoPermissionError, OutOfMemoryErro
 
 from .. import connection
 from ..base import QueueError, QueueFull, QueueUnavailable
-from ..codec import redact_url
 from ..keys import PoolKeys
+from ..urls import redact_url
 from . import library
 from .functions import WITH_GIVEN_IDS, Function
 

@@ -21,17 +21,16 @@ from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from .. import connection, upkeep
 from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, JobState, Queue, QueueError, QueueStats, Result
 from ..codec import (
-    check_queue_url,
     decode_json,
     decode_options,
     encode_json,
     encode_options,
     outcome_of_failure,
-    redact_url,
     retry_delay,
     storable_text,
 )
 from ..keys import GROUP, PoolKeys
+from ..urls import check_queue_url, redact_url
 from .calls import REPLICATED
 from .entries import (
     is_express,
