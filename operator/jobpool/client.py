@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 from .names import check_name
-from .queue import DeadJob, JobOptions, JobState, QueueStats, Result, open_queue
+from .queue import DeadJob, JobOptions, JobState, Queue, QueueStats, Result, open_queue
+from .queue.base import BlockingSubmit
 from .queue.codec import due_of
 
 
@@ -21,7 +22,7 @@ class AsyncClient:
     """The SDK for asyncio code; every method is a coroutine."""
 
     def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
-        self.queue = open_queue(
+        self.queue: Queue = open_queue(
             queue_url, check_name(namespace, "namespace"), check_name(pool, "pool"), **options
         )
 
@@ -131,6 +132,9 @@ class Client:
     def __init__(self, queue_url: str, namespace: str, pool: str, **options: Any):
         self._async = AsyncClient(queue_url, namespace, pool, **options)
         self._loop = asyncio.new_event_loop()
+        queue = self._async.queue
+        # one job in one round trip without the event loop, where the queue can (Redis)
+        self._submit_blocking = queue.submit_blocking if isinstance(queue, BlockingSubmit) else None
 
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)
@@ -150,27 +154,27 @@ class Client:
         priority: int | None = None,
         fairness_key: str | None = None,
     ) -> str:
-        options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
-        job_id, submitted = self._async.queue.submit_blocking(
-            payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait
-        )
-        return (
-            cast(str, job_id)
-            if submitted
-            else self._run(
-                self._async.submit(
-                    payload,
-                    job_id,
-                    task=task,
-                    timeout=timeout,
-                    max_attempts=max_attempts,
-                    backoff=backoff,
-                    delay=delay,
-                    run_at=run_at,
-                    wait=wait,
-                    priority=priority,
-                    fairness_key=fairness_key,
-                )
+        job_id = id
+        if self._submit_blocking is not None:
+            options = JobOptions(timeout, max_attempts, backoff, priority, fairness_key)
+            job_id, submitted = self._submit_blocking(
+                payload, id, task=task, options=options, due=due_of(delay, run_at), wait=wait
+            )
+            if submitted:
+                return cast(str, job_id)
+        return self._run(
+            self._async.submit(
+                payload,
+                job_id,
+                task=task,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                delay=delay,
+                run_at=run_at,
+                wait=wait,
+                priority=priority,
+                fairness_key=fairness_key,
             )
         )
 

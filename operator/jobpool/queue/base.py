@@ -298,21 +298,6 @@ class Queue(abc.ABC):
     ) -> str:
         return (await self.submit_many([payload], [id], task=task, options=options, due=due, wait=wait))[0]
 
-    def submit_blocking(
-        self,
-        payload: Any,
-        id: str | None = None,
-        *,
-        task: str | None = None,
-        options: JobOptions = JobOptions(),
-        due: str = "",
-        wait: bool = True,
-    ) -> tuple[str | None, bool]:
-        """Submit one job from synchronous code without an event loop, where the backend
-        can: (its id, True) once it is in the queue; otherwise (the id to `submit` it with,
-        False): that id may be in the queue already, so it must be submitted as given."""
-        return id, False
-
     # -- workers ---------------------------------------------------------
     @abc.abstractmethod
     async def fetch(self, consumer: str, count: int, block_ms: int) -> list[Job]:
@@ -416,3 +401,23 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+class BlockingSubmit(abc.ABC):
+    """A backend's capability beyond `Queue`: submitting one job from synchronous code without
+    an event loop (the sync `jobpool.Client` uses it where the queue has it)."""
+
+    @abc.abstractmethod
+    def submit_blocking(
+        self,
+        payload: Any,
+        id: str | None = None,
+        *,
+        task: str | None = None,
+        options: JobOptions = JobOptions(),
+        due: str = "",
+        wait: bool = True,
+    ) -> tuple[str | None, bool]:
+        """Submit one job where the backend can: (its id, True) once it is in the queue;
+        otherwise (the id to `submit` it with, False): that id may be in the queue already, so
+        it must be submitted as given."""

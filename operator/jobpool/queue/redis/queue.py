@@ -19,7 +19,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from .. import connection, upkeep
-from ..base import SCALE_UP_HORIZON_SECONDS, DeadJob, Job, JobState, Queue, QueueError, QueueStats, Result
+from ..base import (
+    SCALE_UP_HORIZON_SECONDS,
+    BlockingSubmit,
+    DeadJob,
+    Job,
+    JobState,
+    Queue,
+    QueueError,
+    QueueStats,
+    Result,
+)
 from ..codec import (
     decode_json,
     decode_options,
@@ -86,7 +96,7 @@ JOB_SCAN_LIMIT = 10_000
 CANCEL_CHUNK = 1000
 
 
-class RedisStreamsQueue(SubmitPath, Queue):
+class RedisStreamsQueue(SubmitPath, Queue, BlockingSubmit):
     def __init__(
         self,
         url: str,
