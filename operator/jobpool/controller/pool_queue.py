@@ -99,6 +99,7 @@ class PoolQueue:
         self.url: str | None = None  # the queue connected to
         self.resolved: str | None = None  # the URL last read (the finalizer's, too)
         self.configured: dict[str, Any] | None = None  # the pool-wide settings stored in the queue
+        self.configure_failed = False  # storing them failed (and was logged) since the last success
         self.secret: SecretRead | None = None  # read again after SECRET_TTL_SECONDS
         self.feeder: asyncio.Task[None] | None = None
         self.feeding: str | None = None  # digest of the batch the feeder feeds
@@ -148,9 +149,17 @@ class PoolQueue:
             try:
                 async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
                     await self.queue.configure(**settings)
-                self.configured = settings
-            except Exception:
-                pass  # stats() reports the queue as unreachable with the reason
+                self.configured, self.configure_failed = settings, False
+            except Exception as exc:  # stats() reports an unreachable queue; a refusal (NOPERM) is said here
+                if not self.configure_failed:
+                    log.warning(
+                        "%s/%s: cannot store the pool's settings (spec.queue: maxLength, maxPayloadBytes, "
+                        "durability) in the queue: %s",
+                        self.pool.namespace,
+                        self.pool.name,
+                        queue_message(spec, self.url or "", exc),
+                    )
+                self.configure_failed = True  # warned once, until it succeeds or the queue changes
         return None, moved
 
     async def stats(self, spec: JobPoolSpec) -> QueueStats | Problem:
@@ -269,21 +278,11 @@ class PoolQueue:
             log.warning("%s/%s: cancelling spec.jobs paused: %s", self.pool.namespace, self.pool.name, exc)
 
     async def stop_sweeping(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            try:
-                await self.sweeper
-            except BaseException:
-                pass
+        await stopped(self.sweeper)
         self.sweeper, self.sweeping = None, None
 
     async def stop_feeding(self) -> None:
-        if self.feeder is not None:
-            self.feeder.cancel()
-            try:
-                await self.feeder
-            except BaseException:
-                pass
+        await stopped(self.feeder)
         self.feeder, self.feeding = None, None
 
     async def _drop(self) -> None:
@@ -291,6 +290,7 @@ class PoolQueue:
         await self.stop_feeding()
         await self.stop_sweeping()
         queue, self.queue, self.url, self.configured = self.queue, None, None, None
+        self.configure_failed = False
         if queue is not None:
             try:
                 await queue.close()
@@ -301,3 +301,19 @@ class PoolQueue:
         """Let go of the queue for good (before the finalizer deletes its keys)."""
         self.closed = True
         await self._drop()
+
+
+async def stopped(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` and wait until it has ended, however it ends; the caller's own cancellation
+    while it waits is not swallowed."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except BaseException:
+        pass
