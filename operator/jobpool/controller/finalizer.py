@@ -7,16 +7,12 @@ import asyncio
 import dataclasses
 from typing import Any
 
-import aiohttp
-
 from ..api import JobPoolSpec
 from . import builders, cleanup, reasons
-from .kube import KubeError
+from .kube import API_FAILURES
 from .pool_queue import QUEUE_TIMEOUT_SECONDS, read_queue_url
 from .problems import Problem, invalid_queue_url, queue_message, shown_queue
 from .reconcile import OperatorContext
-
-API_FAILURES = (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ session, with credentials taken from the kubeconfig or the in-cluster service ac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from typing import Any
@@ -28,6 +29,10 @@ class KubeError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+# What a call to the API server can fail with that a later attempt may not.
+API_FAILURES = (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:

@@ -13,14 +13,9 @@ import datetime
 import logging
 from typing import Any
 
-import aiohttp
-
-from .kube import KubeApi, KubeError
+from .kube import API_FAILURES, KubeApi, KubeError
 
 log = logging.getLogger("jobpool.operator")
-
-# What a call to the API server can fail with that a later attempt may not.
-API_FAILURES = (KubeError, OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
 
 def _micro_time(moment: datetime.datetime) -> str:
