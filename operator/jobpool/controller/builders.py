@@ -14,9 +14,9 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from ..api import API_VERSION, KIND, JobPoolSpec
+from ..api import JobPoolSpec
 from ..worker.config import SETTINGS
-from . import pod_template
+from . import kinds, pod_template
 from .problems import carries_credentials, uses_default_queue
 
 LABEL_POOL = "jobpool.dev/pool"
@@ -75,8 +75,8 @@ def pool_labels(pool: str) -> dict[str, str]:
 
 def owner_reference(pool: PoolRef) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
+        "apiVersion": kinds.JOBPOOL.api_version,
+        "kind": kinds.JOBPOOL.kind,
         "name": pool.name,
         "uid": pool.uid,
         "controller": True,
@@ -211,8 +211,8 @@ def _deployment(
     if credentials is not None and uses_default_queue(spec):
         template_meta["annotations"] = {ANNOTATION_CREDENTIALS: credentials}
     deployment: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": kinds.DEPLOYMENT.api_version,
+        "kind": kinds.DEPLOYMENT.kind,
         "metadata": {
             "name": workers_name(pool.name),
             "namespace": pool.namespace,
@@ -247,8 +247,8 @@ def build_service(pool: PoolRef) -> dict[str, Any]:
     """A headless Service over the worker pods' metrics port, for Prometheus discovery."""
     return stamp(
         {
-            "apiVersion": "v1",
-            "kind": "Service",
+            "apiVersion": kinds.SERVICE.api_version,
+            "kind": kinds.SERVICE.kind,
             "metadata": {
                 "name": workers_name(pool.name),
                 "namespace": pool.namespace,
@@ -277,8 +277,8 @@ def build_pdb(pool: PoolRef, spec: JobPoolSpec) -> dict[str, Any] | None:
         return None
     return stamp(
         {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
+            "apiVersion": kinds.PDB.api_version,
+            "kind": kinds.PDB.kind,
             "metadata": {
                 "name": workers_name(pool.name),
                 "namespace": pool.namespace,

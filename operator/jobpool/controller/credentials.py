@@ -29,7 +29,7 @@ from redis.exceptions import NoPermissionError, RedisError
 from ..queue import acl, connection
 from ..queue.redis import library
 from ..queue.urls import redact_url
-from . import builders, reasons
+from . import builders, kinds, reasons
 from .kube import KubeApi
 from .problems import Problem
 
@@ -121,8 +121,8 @@ def build_secret(
     if credentials.previous is not None:
         data["previous-password"] = credentials.previous
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
+        "apiVersion": kinds.SECRET.api_version,
+        "kind": kinds.SECRET.kind,
         "type": "Opaque",
         "metadata": {
             "name": SECRET_NAMES[role](pool.name),
@@ -229,7 +229,7 @@ class PoolCredentials:
         current: dict[str, Credentials | None] = {}
         for role in acl.ROLES:
             name = SECRET_NAMES[role](self.pool.name)
-            secret = await self.kube.get("v1", "Secret", self.pool.namespace, name)
+            secret = await self.kube.get(kinds.SECRET, self.pool.namespace, name)
             if secret is not None and not owned_by(secret, self.pool):
                 return Problem(
                     reasons.QUEUE_SECRET_TAKEN,

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from ..api import JobPoolSpec
-from . import builders, cleanup, reasons
+from . import builders, cleanup, kinds, reasons
 from .kube import API_FAILURES
 from .pool_queue import QUEUE_TIMEOUT_SECONDS, read_queue_url
 from .problems import Problem, invalid_queue_url, queue_message, shown_queue
@@ -25,10 +25,10 @@ class CleanupStep:
 async def stop_workers(ctx: OperatorContext, name: str, namespace: str) -> tuple[str, ...]:
     """Scale the worker Deployment to zero; returns the worker pods still there."""
     workers = builders.workers_name(name)
-    deployment = await ctx.kube.get("apps/v1", "Deployment", namespace, workers)
+    deployment = await ctx.kube.get(kinds.DEPLOYMENT, namespace, workers)
     if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
-        await ctx.kube.merge_patch("apps/v1", "Deployment", namespace, workers, {"spec": {"replicas": 0}})
-    pods = await ctx.kube.list("v1", "Pod", namespace, builders.selector(name))
+        await ctx.kube.merge_patch(kinds.DEPLOYMENT, namespace, workers, {"spec": {"replicas": 0}})
+    pods = await ctx.kube.list(kinds.POD, namespace, builders.selector(name))
     return tuple(sorted(pod["metadata"]["name"] for pod in pods))
 
 

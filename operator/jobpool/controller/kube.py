@@ -105,15 +105,11 @@ class KubeApi:
         except ValueError as exc:  # a reply that is not JSON
             raise KubeError(NO_RESPONSE, f"{method} {path}: unreadable reply: {exc}") from exc
 
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.request("GET", object_path(api_version, kind, namespace, name))
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.request("GET", kind.path(namespace, name))
 
-    async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str
-    ) -> list[dict[str, Any]]:
-        reply = await self.request(
-            "GET", object_path(api_version, kind, namespace), params={"labelSelector": label_selector}
-        )
+    async def list(self, kind: kinds.Kind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        reply = await self.request("GET", kind.path(namespace), params={"labelSelector": label_selector})
         return list((reply or {}).get("items") or [])
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -129,15 +125,14 @@ class KubeApi:
 
     async def merge_patch(
         self,
-        api_version: str,
-        kind: str,
+        kind: kinds.Kind,
         namespace: str,
         name: str,
         patch: dict[str, Any],
         *,
         subresource: str = "",
     ) -> dict[str, Any] | None:
-        path = object_path(api_version, kind, namespace, name) + (f"/{subresource}" if subresource else "")
+        path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -152,8 +147,8 @@ class KubeApi:
             "PUT", object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]), body=obj
         )
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        await self.request("DELETE", object_path(api_version, kind, namespace, name))
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str) -> None:
+        await self.request("DELETE", kind.path(namespace, name))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -13,6 +13,7 @@ import datetime
 import logging
 from typing import Any
 
+from . import kinds
 from .kube import API_FAILURES, KubeApi, KubeError
 
 log = logging.getLogger("jobpool.operator")
@@ -82,13 +83,13 @@ class LeaderLease:
 
     async def try_acquire(self) -> bool:
         now = datetime.datetime.now(datetime.UTC)
-        lease = await self.kube.get("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
+        lease = await self.kube.get(kinds.LEASE, self.namespace, self.name)
         try:
             if lease is None:
                 await self.kube.create(
                     {
-                        "apiVersion": "coordination.k8s.io/v1",
-                        "kind": "Lease",
+                        "apiVersion": kinds.LEASE.api_version,
+                        "kind": kinds.LEASE.kind,
                         "metadata": {"name": self.name, "namespace": self.namespace},
                         "spec": self._spec(now, {}),
                     }
@@ -163,7 +164,7 @@ class LeaderLease:
     async def release(self) -> None:
         """Let a waiting replica take over at once instead of after the lease expires."""
         try:
-            lease = await self.kube.get("coordination.k8s.io/v1", "Lease", self.namespace, self.name)
+            lease = await self.kube.get(kinds.LEASE, self.namespace, self.name)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 lease["spec"]["holderIdentity"] = None
                 await self.kube.replace(lease)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..api import JobPoolSpec
 from ..queue.base import Queue, QueueStats
-from . import reasons
+from . import kinds, reasons
 from .builders import PoolRef
 from .kube import KubeApi
 from .problems import Problem, invalid_queue_url, queue_message, queue_unavailable
@@ -48,7 +48,7 @@ async def read_queue_url(
     if ref is None:
         return SecretRead(("", ""), spec.queue.url or default_queue, None, time.monotonic())
     key = (ref.name, ref.key)
-    secret = await kube.get("v1", "Secret", namespace, ref.name)
+    secret = await kube.get(kinds.SECRET, namespace, ref.name)
     if secret is None:
         return SecretRead(
             key,

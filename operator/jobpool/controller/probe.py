@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ..queue import QueueError, open_queue
+from . import kinds
 from .kube import KubeApi, KubeError
 
 PAYLOAD = {"probe": True}
@@ -21,8 +22,8 @@ PAYLOAD = {"probe": True}
 
 def probe_pool(name: str, image: str) -> dict[str, Any]:
     return {
-        "apiVersion": "jobpool.dev/v1alpha1",
-        "kind": "JobPool",
+        "apiVersion": kinds.JOBPOOL.api_version,
+        "kind": kinds.JOBPOOL.kind,
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "jobpool"}},
         "spec": {
             "parallelism": 1,
@@ -66,7 +67,7 @@ async def probe(
         if url is None:  # the operator administers the queue: the pool's own producer user
             secret = await wait_for(
                 f"Secret {namespace}/{name}-queue-producer",
-                lambda: kube.get("v1", "Secret", namespace, f"{name}-queue-producer"),
+                lambda: kube.get(kinds.SECRET, namespace, f"{name}-queue-producer"),
                 deadline,
             )
             url = base64.b64decode(secret["data"]["url"]).decode()
@@ -80,11 +81,11 @@ async def probe(
             raise TimeoutError(f"the result of job {job}")
         return f"job {job} ran on pool {namespace}/{name} in {timeout - (deadline - time.monotonic()):.1f}s"
     finally:
-        await kube.delete("jobpool.dev/v1alpha1", "JobPool", namespace, name)
+        await kube.delete(kinds.JOBPOOL, namespace, name)
 
 
 async def _ready(kube: KubeApi, namespace: str, name: str) -> bool:
-    return ready(await kube.get("jobpool.dev/v1alpha1", "JobPool", namespace, name))
+    return ready(await kube.get(kinds.JOBPOOL, namespace, name))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

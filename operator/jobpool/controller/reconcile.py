@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..api import API_VERSION, KIND, JobPoolSpec
+from ..api import JobPoolSpec
 from ..queue.base import Queue
 from ..queue.urls import scrub_url
 from . import autoscaler, builders, kinds, reasons
@@ -69,7 +69,7 @@ class ClusterCache:
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         pool = (meta.get("labels") or {}).get(builders.LABEL_POOL)
-        if kind == "Pod":
+        if kind == kinds.POD.kind:
             pods = self.pods.setdefault((namespace, pool or ""), {})
             if event_type == "DELETED":
                 pods.pop(name, None)
@@ -80,7 +80,7 @@ class ClusterCache:
             self.objects.pop((kind, namespace, name), None)
         else:
             self.objects[(kind, namespace, name)] = obj
-        if pool and kind == "Deployment" and (namespace, pool) in self._wakers:
+        if pool and kind == kinds.DEPLOYMENT.kind and (namespace, pool) in self._wakers:
             self._wakers[(namespace, pool)].set()
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -90,7 +90,11 @@ class ClusterCache:
         """Kueue's Workload of a pod: its QuotaReserved message while not admitted, forgotten once it is."""
         meta = workload.get("metadata") or {}
         namespace = meta.get("namespace", "")
-        pods = [ref.get("name", "") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Pod"]
+        pods = [
+            ref.get("name", "")
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == kinds.POD.kind
+        ]
         message = quota_message(workload) if event_type != "DELETED" else None
         for pod in pods:
             if message is None:
@@ -111,7 +115,7 @@ def quota_message(workload: dict[str, Any]) -> str | None:
 def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Only what the loop reads: the cache holds every worker object and pod of every pool."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    if kind == "Pod":
+    if kind == kinds.POD.kind:
         keep = ("name", "namespace", "labels", "annotations", "deletionTimestamp")
         scheduled = [
             c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"
@@ -305,7 +309,7 @@ class PoolController:
             self.ctx.metrics.scale_events.labels(ns, self.ref.name).inc()
         for kind in decided.delete:
             observed = self.ctx.cache.get(kind.kind, ns, name)
-            await self.ctx.kube.delete(kind.api_version, kind.kind, ns, name)
+            await self.ctx.kube.delete(kind, ns, name)
             if observed is not None:
                 self.ctx.cache.on_object_event(kind.kind, "DELETED", observed)
         await self._patch_pods(decided.pod_patches)
@@ -323,7 +327,12 @@ class PoolController:
             self.ref.name,
             gathered.stats,
             decided.desired,
-            int(((gathered.observed.get("Deployment") or {}).get("status") or {}).get("readyReplicas") or 0),
+            int(
+                ((gathered.observed.get(kinds.DEPLOYMENT.kind) or {}).get("status") or {}).get(
+                    "readyReplicas"
+                )
+                or 0
+            ),
             maximum=autoscaler.max_workers(spec) if spec is not None else None,
             queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None,
             max_length=spec.queue.max_length if spec is not None else None,
@@ -336,7 +345,7 @@ class PoolController:
         if decided.status is not None:
             try:
                 await self.ctx.kube.merge_patch(
-                    API_VERSION, KIND, ns, self.ref.name, {"status": decided.status}, subresource="status"
+                    kinds.JOBPOOL, ns, self.ref.name, {"status": decided.status}, subresource="status"
                 )
             except KubeError as exc:
                 if exc.status != 404:  # 404: the pool is gone
@@ -364,14 +373,14 @@ class PoolController:
             async with bound:
                 try:
                     patched = await self.ctx.kube.merge_patch(
-                        "v1", "Pod", self.ref.namespace, pod, {"metadata": {"annotations": annotations}}
+                        kinds.POD, self.ref.namespace, pod, {"metadata": {"annotations": annotations}}
                     )
                 except KubeError as exc:
                     if exc.status == 404:  # the pod is already gone
                         return
                     raise
             if patched is not None:
-                self.ctx.cache.on_object_event("Pod", "MODIFIED", patched)
+                self.ctx.cache.on_object_event(kinds.POD.kind, "MODIFIED", patched)
 
         outcomes = await asyncio.gather(
             *(patch(pod, dict(annotations)) for pod, annotations in patches.items()), return_exceptions=True

@@ -18,13 +18,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import kinds
 from .handlers import FINALIZER
 from .kube import KubeApi, KubeError
 
 log = logging.getLogger("jobpool.guard")
 
 POLICIES = ("refuse", "delete", "orphan")
-API_VERSION, KIND = "jobpool.dev/v1alpha1", "JobPool"
 NAMED = 5  # pools named in a refusal; the rest are counted
 
 
@@ -89,8 +89,8 @@ def decide(pools: Sequence[GuardedPool], policy: str) -> Decision:
 
 async def list_pools(kube: KubeApi, namespaces: Sequence[str]) -> list[GuardedPool]:
     """The JobPools of the namespaces (none given: of every namespace)."""
-    paths = [f"/apis/{API_VERSION}/namespaces/{ns}/jobpools" for ns in namespaces] or [
-        f"/apis/{API_VERSION}/jobpools"
+    paths = [kinds.JOBPOOL.path(ns) for ns in namespaces] or [
+        f"/apis/{kinds.JOBPOOL.api_version}/{kinds.JOBPOOL.plural}"
     ]
     found: list[dict[str, Any]] = []
     for path in paths:
@@ -102,9 +102,9 @@ async def stop_operator(kube: KubeApi, deployment: tuple[str, str], deadline: fl
     """Scale the operator to zero and wait for its pods: a running operator puts back every
     finalizer it finds missing. Returns why it could not, or None."""
     namespace, name = deployment
-    await kube.merge_patch("apps/v1", "Deployment", namespace, name, {"spec": {"replicas": 0}})
+    await kube.merge_patch(kinds.DEPLOYMENT, namespace, name, {"spec": {"replicas": 0}})
     while True:
-        current = await kube.get("apps/v1", "Deployment", namespace, name)
+        current = await kube.get(kinds.DEPLOYMENT, namespace, name)
         if current is None or not (current.get("status") or {}).get("replicas"):
             log.info("scaled the operator %s/%s to zero before removing finalizers", namespace, name)
             return None
@@ -132,13 +132,11 @@ async def guard(
         decision = decide(await list_pools(kube, namespaces), policy)  # as the operator left them
     for pool in decision.orphan:
         kept = [f for f in pool.finalizers if f != FINALIZER]
-        await kube.merge_patch(
-            API_VERSION, KIND, pool.namespace, pool.name, {"metadata": {"finalizers": kept}}
-        )
+        await kube.merge_patch(kinds.JOBPOOL, pool.namespace, pool.name, {"metadata": {"finalizers": kept}})
         log.info("removed the finalizer of JobPool %s: its queue keys stay in Redis", pool.ref)
     for pool in decision.delete:
         try:
-            await kube.delete(API_VERSION, KIND, pool.namespace, pool.name)
+            await kube.delete(kinds.JOBPOOL, pool.namespace, pool.name)
         except KubeError as exc:
             if exc.status != 404:
                 raise

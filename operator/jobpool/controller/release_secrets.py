@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from . import kinds
 from .kube import KubeApi, KubeError
 
 KEEP = {"helm.sh/resource-policy": "keep"}
@@ -51,8 +52,8 @@ def desired(
         password = make_password()
         data = {"password": password, "url": redis_url(password, address)}
         secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
+            "apiVersion": kinds.SECRET.api_version,
+            "kind": kinds.SECRET.kind,
             "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": dict(KEEP)},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
@@ -71,7 +72,7 @@ def desired(
 
 
 async def ensure(kube: KubeApi, name: str, namespace: str, address: str, labels: dict[str, str]) -> str:
-    existing = await kube.get("v1", "Secret", namespace, name)
+    existing = await kube.get(kinds.SECRET, namespace, name)
     action = desired(existing, name, namespace, address, labels)
     if action is None:
         return f"Secret {namespace}/{name} is up to date"
@@ -79,7 +80,7 @@ async def ensure(kube: KubeApi, name: str, namespace: str, address: str, labels:
     if verb == "create":
         await kube.create(body)
         return f"created Secret {namespace}/{name} with a new password"
-    await kube.merge_patch("v1", "Secret", namespace, name, body)
+    await kube.merge_patch(kinds.SECRET, namespace, name, body)
     return f"updated Secret {namespace}/{name} (password kept)"
 
 

@@ -18,6 +18,7 @@ import datetime as dt
 import sys
 from typing import Any
 
+from . import kinds
 from .kube import KubeApi, KubeError
 
 VALID_DAYS = 825  # what clients accept for a serving certificate; renewed 30 days before
@@ -95,8 +96,8 @@ def secret_object(
     name: str, namespace: str, labels: dict[str, str], pems: dict[str, bytes]
 ) -> dict[str, Any]:
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
+        "apiVersion": kinds.SECRET.api_version,
+        "kind": kinds.SECRET.kind,
         "type": "kubernetes.io/tls",
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": dict(KEEP)},
         "data": {key: base64.b64encode(value).decode() for key, value in pems.items()},
@@ -107,7 +108,7 @@ async def ensure(
     kube: KubeApi, name: str, namespace: str, dns_names: list[str], labels: dict[str, str]
 ) -> str:
     now = dt.datetime.now(dt.UTC)
-    existing = await kube.get("v1", "Secret", namespace, name)
+    existing = await kube.get(kinds.SECRET, namespace, name)
     reason = renewal_reason(existing, dns_names, now)
     # an older chart rendered this Secret itself: marked, Helm's upgrade does not delete it
     unmarked = existing is not None and (
@@ -115,14 +116,14 @@ async def ensure(
     )
     if reason is None:
         if unmarked:
-            await kube.merge_patch("v1", "Secret", namespace, name, {"metadata": {"annotations": dict(KEEP)}})
+            await kube.merge_patch(kinds.SECRET, namespace, name, {"metadata": {"annotations": dict(KEEP)}})
         return f"Secret {namespace}/{name} keeps its certificate"
     secret = secret_object(name, namespace, labels, make_certificate(dns_names, now))
     if existing is None:
         await kube.create(secret)
     else:
         await kube.merge_patch(
-            "v1", "Secret", namespace, name, {"metadata": {"annotations": dict(KEEP)}, "data": secret["data"]}
+            kinds.SECRET, namespace, name, {"metadata": {"annotations": dict(KEEP)}, "data": secret["data"]}
         )
     return f"made a new certificate in Secret {namespace}/{name} ({reason})"
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from kubernetes import client as k8s_client
 
+from jobpool.controller import kinds
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
@@ -104,10 +105,10 @@ def test_a_dropped_connection_is_a_kube_error():
         kube = kube_api(await peer.start())
         try:
             with pytest.raises(KubeError) as raised:  # a PATCH is not retried by aiohttp itself
-                await kube.merge_patch("v1", "Pod", "ns", "p", {"metadata": {}})
+                await kube.merge_patch(kinds.POD, "ns", "p", {"metadata": {}})
             assert raised.value.status == NO_RESPONSE
             assert "ServerDisconnectedError" in str(raised.value)
-            assert await kube.get("v1", "Secret", "ns", "s") == {}
+            assert await kube.get(kinds.SECRET, "ns", "s") == {}
         finally:
             await kube.close()
             await peer.stop()
