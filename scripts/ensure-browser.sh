@@ -8,6 +8,6 @@ fi
 echo "chromium or chromedriver not found: installing Debian's chromium and chromium-driver" >&2
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
   chromium chromium-driver fonts-dejavu-core >/dev/null
 command -v chromium >/dev/null && command -v chromedriver >/dev/null
