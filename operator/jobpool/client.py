@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from typing import Any, Literal, cast, overload
 
 from .names import check_name
 from .queue import DeadJob, JobOptions, JobState, Queue, QueueStats, Result, open_queue
@@ -210,11 +210,37 @@ class Client:
     def result(self, id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._async.result(id, timeout))
 
-    def results(self) -> list[Result]:
+    @overload
+    def results(self, follow: Literal[False] = False) -> list[Result]: ...
+
+    @overload
+    def results(self, follow: Literal[True]) -> Iterator[Result]: ...
+
+    @overload
+    def results(self, follow: bool) -> list[Result] | Iterator[Result]: ...
+
+    def results(self, follow: bool = False) -> list[Result] | Iterator[Result]:
+        """The results kept, oldest first: a list; with `follow`, an iterator that goes on
+        yielding results as jobs finish, until it is closed (or the loop leaves it)."""
+        if follow:
+            return self._follow()
+
         async def collect() -> list[Result]:
             return [r async for r in self._async.results(follow=False)]
 
         return self._run(collect())
+
+    def _follow(self) -> Iterator[Result]:
+        results = self._async.results(follow=True)
+        try:
+            while True:
+                try:
+                    yield self._run(anext(results))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed() and isinstance(results, AsyncGenerator):
+                self._run(results.aclose())
 
     def job(self, id: str) -> JobState | None:
         return self._run(self._async.job(id))

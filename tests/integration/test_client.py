@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 import redis
@@ -27,6 +28,22 @@ def test_submit_result_and_status_through_the_sdk(redis_server, pool_name, spawn
         assert len(client.results()) == 12
         assert client.result("never-submitted") is None
         client.status()  # still usable
+
+
+def test_the_sync_client_follows_results_as_jobs_finish(redis_server, pool_name, spawn_worker):
+    spawn_worker(handler="tests.integration.handlers:echo", concurrency=2)
+    with jobpool.Client(redis_server.url, "it", pool_name) as client:
+        first = client.submit({"n": 0})
+        assert client.result(first, timeout=15) is not None
+        following = client.results(follow=True)
+        assert next(following).id == first  # the results kept, then the new ones
+        later = client.submit_many([{"n": 1}, {"n": 2}])
+        followed = list(itertools.islice(following, 2))  # waits for them
+        assert sorted(r.id for r in followed) == sorted(later)
+        assert {r.result["echo"]["n"] for r in followed} == {1, 2}
+        following.close()
+        assert [r.id for r in client.results()] == [first, *(r.id for r in followed)]
+        assert client.status().submitted == 3  # still usable
 
 
 def test_the_async_client(redis_server, pool_name):
