@@ -4,12 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from jobpool.api import JobPoolSpec, JobsSpec
-
-MINIMAL = {"worker": {"image": "app:1", "handler": "app.tasks:resize"}}
-
-
-def spec(**overrides):
-    return JobPoolSpec.model_validate({**MINIMAL, **overrides})
+from tests.unit.factories import spec
 
 
 def test_defaults_match_the_design():

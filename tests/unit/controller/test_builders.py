@@ -4,18 +4,13 @@ import json
 
 import pytest
 
-from jobpool.api import JobPoolSpec
 from jobpool.controller import builders
 from jobpool.controller.builders import PoolRef
 from jobpool.controller.problems import validate_spec
 from jobpool.worker.config import WorkerConfig, resolve_config
+from tests.unit.factories import spec
 
 POOL = PoolRef(name="thumbnails", namespace="media", uid="1234")
-
-
-def spec(**overrides):
-    base = {"worker": {"image": "registry.example/app:1.0", "handler": "app.tasks:resize"}}
-    return JobPoolSpec.model_validate({**base, **overrides})
 
 
 def env_of(deployment):

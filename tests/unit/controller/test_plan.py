@@ -7,18 +7,14 @@ import json
 
 from hypothesis import assume, given, settings, strategies as st
 
-from jobpool.api import JobPoolSpec
 from jobpool.controller import builders, kinds, reasons
 from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan
 from jobpool.controller.problems import Problem, validate_spec
 from jobpool.queue.base import QueueStats, WorkerInfo
+from tests.unit.factories import WORKER, spec
 
 POOL = builders.PoolRef(name="p", namespace="ns", uid="u")
 QUEUE = "redis://q:6379/0"
-
-
-def spec(**kw):
-    return JobPoolSpec.model_validate({"worker": {"image": "registry.example/w:1", "handler": "m:f"}, **kw})
 
 
 def gathered(pool_spec=None, **kw) -> Gathered:
@@ -242,7 +238,7 @@ def test_a_hand_edit_of_a_worker_object_is_put_back(pool_spec, image):
     edited["metadata"]["resourceVersion"] = str(next(VERSIONS))
     decided = plan(dataclasses.replace(g, observed={**g.observed, "Deployment": edited}))
     (deployment,) = [obj for obj in decided.apply if obj["kind"] == "Deployment"]
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/w:1"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == WORKER["image"]
 
 
 def complete(decided_or_status):

@@ -7,16 +7,12 @@ import logging
 
 import pytest
 
-from jobpool.api import JobPoolSpec
 from jobpool.controller.builders import PoolRef
 from jobpool.controller.pool_queue import PoolQueue
 from jobpool.queue import QueueError
+from tests.unit.factories import spec
 
 POOL = PoolRef("thumbnails", "media", "uid-1")
-
-
-def spec(**queue):
-    return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, "queue": queue})
 
 
 def pool_queue(open_queue=None) -> PoolQueue:
@@ -44,7 +40,7 @@ def test_a_refused_configure_is_logged_once_with_the_pool_and_without_the_passwo
 
     async def scenario():
         for _ in range(3):
-            assert await pool.connect(spec(url=url)) == (None, False)
+            assert await pool.connect(spec(queue={"url": url})) == (None, False)
 
     with caplog.at_level(logging.WARNING, logger="jobpool.operator"):
         asyncio.run(scenario())
@@ -66,9 +62,9 @@ def test_a_configure_that_fails_again_after_succeeding_is_logged_again(caplog):
     pool = pool_queue(lambda url, namespace, name: FlakyQueue())
 
     async def scenario():
-        await pool.connect(spec(url="redis://q:6379/0"))
-        await pool.connect(spec(url="redis://q:6379/0"))  # stored
-        await pool.connect(spec(url="redis://q:6379/0", maxLength=5))  # new settings, refused
+        await pool.connect(spec(queue={"url": "redis://q:6379/0"}))
+        await pool.connect(spec(queue={"url": "redis://q:6379/0"}))  # stored
+        await pool.connect(spec(queue={"url": "redis://q:6379/0", "maxLength": 5}))  # new settings, refused
 
     with caplog.at_level(logging.WARNING, logger="jobpool.operator"):
         asyncio.run(scenario())

@@ -2,13 +2,13 @@
 
 import pytest
 
-from jobpool.api import JobPoolSpec
 from jobpool.controller.lease import LeaderLease, LeaseObserver, lease_is_free
 from jobpool.controller.main import parse_args
 from jobpool.controller.plan import batch_digest
 from jobpool.controller.problems import invalid_queue_url, queue_message, shown_queue
 from jobpool.queue import QueueUnavailable
 from jobpool.queue.urls import redact_url
+from tests.unit.factories import spec
 
 
 def test_operator_flags(monkeypatch):
@@ -56,7 +56,7 @@ def test_the_renew_deadline_is_shorter_than_the_lease():
 
 
 def pool_spec(queue):
-    return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, "queue": queue})
+    return spec(queue=queue)
 
 
 SECRET_QUEUE = pool_spec({"urlSecretRef": {"name": "queue-auth", "key": "url"}})
@@ -112,9 +112,6 @@ def test_queue_errors_about_an_inline_url_keep_it_without_the_password():
 
 
 def test_batch_digest_follows_the_jobs_and_the_queue_they_go_to():
-    def spec(**kw):
-        return JobPoolSpec.model_validate({"worker": {"image": "a", "handler": "m:f"}, **kw})
-
     a = spec(jobs={"range": {"count": 10}})
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, parallelism=5))
     assert batch_digest(a) == batch_digest(spec(jobs={"range": {"count": 10}}, queue={"maxLength": 5}))
