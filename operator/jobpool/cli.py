@@ -24,6 +24,7 @@ from . import __version__
 from ._output import STRUCTURED, write
 from ._progress import Progress
 from .cluster import PRODUCER, WORKER, ClusterError
+from .contract import DEFAULT_NAMESPACE, ENV_NAMESPACE, ENV_POOL, ENV_QUEUE_URL
 from .names import name_problem
 from .queue import PayloadTooLarge, QueueError, QueueFull, QueueStats, UnknownTask, open_queue
 from .queue.codec import check_options, due_of
@@ -178,19 +179,19 @@ def _queue_flags(parser: argparse.ArgumentParser, pool: bool = True, outputs: Se
     parser.add_argument(
         "-n",
         "--namespace",
-        help="namespace of the pool (env JOBPOOL_NAMESPACE; "
-        "in cluster mode the context's namespace; else 'default')",
+        help=f"namespace of the pool (env {ENV_NAMESPACE}; "
+        f"in cluster mode the context's namespace; else {DEFAULT_NAMESPACE!r})",
     )
     parser.add_argument(
         "--queue",
-        help="queue URL (env JOBPOOL_QUEUE_URL), e.g. "
+        help=f"queue URL (env {ENV_QUEUE_URL}), e.g. "
         "redis://localhost:6379/0; without one the pool's queue is read from "
         "the cluster (its JobPool and Secret, through the kubeconfig)",
     )
     parser.add_argument(
         "--from-cluster",
         action="store_true",
-        help="find the queue from the JobPool even when JOBPOOL_QUEUE_URL is set",
+        help=f"find the queue from the JobPool even when {ENV_QUEUE_URL} is set",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file of cluster mode (env KUBECONFIG)")
     parser.add_argument("--context", help="kubeconfig context of cluster mode (default: current)")
@@ -208,7 +209,7 @@ def _queue_flags(parser: argparse.ArgumentParser, pool: bool = True, outputs: Se
             help=f"output format (default {outputs[0]})",
         )
     if pool:
-        parser.add_argument("pool", nargs="?", help="pool name (env JOBPOOL_POOL)")
+        parser.add_argument("pool", nargs="?", help=f"pool name (env {ENV_POOL})")
 
 
 def add_operator(commands) -> None:
@@ -408,22 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
 # -- where the queue is ---------------------------------------------------------------------
 def cluster_mode(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     """Pure: the queue is found from the JobPool unless a URL is given (flag, then env)."""
-    return args.from_cluster or not (args.queue or environ.get("JOBPOOL_QUEUE_URL"))
+    return args.from_cluster or not (args.queue or environ.get(ENV_QUEUE_URL))
 
 
 def resolve_queue(args: argparse.Namespace, stack: contextlib.ExitStack, environ: Mapping[str, str]) -> None:
     """Sets args.queue_url, args.namespace and args.pool; a port-forward lives on `stack`."""
-    args.pool = args.pool or environ.get("JOBPOOL_POOL")
+    args.pool = args.pool or environ.get(ENV_POOL)
     if not args.pool:
-        raise UsageError("no pool: give POOL or set JOBPOOL_POOL")
-    namespace = args.namespace or environ.get("JOBPOOL_NAMESPACE")
+        raise UsageError(f"no pool: give POOL or set {ENV_POOL}")
+    namespace = args.namespace or environ.get(ENV_NAMESPACE)
     if not cluster_mode(args, environ):
-        args.queue_url = args.queue or environ["JOBPOOL_QUEUE_URL"]
-        args.namespace = namespace or "default"
+        args.queue_url = args.queue or environ[ENV_QUEUE_URL]
+        args.namespace = namespace or DEFAULT_NAMESPACE
         if args.port_forward:
             raise UsageError(
-                "--port-forward needs cluster mode: drop --queue (and "
-                "JOBPOOL_QUEUE_URL) or add --from-cluster"
+                f"--port-forward needs cluster mode: drop --queue (and {ENV_QUEUE_URL}) or add --from-cluster"
             )
         _check_names(args)
         return
@@ -434,7 +434,7 @@ def resolve_queue(args: argparse.Namespace, stack: contextlib.ExitStack, environ
     except cluster.ClusterError as exc:
         if not (args.from_cluster or args.kubeconfig or args.context):
             raise UsageError(
-                f"no queue URL: give --queue URL or set JOBPOOL_QUEUE_URL (cluster mode: {exc})"
+                f"no queue URL: give --queue URL or set {ENV_QUEUE_URL} (cluster mode: {exc})"
             ) from None
         raise UsageError(str(exc)) from None
     args.namespace = namespace or kube.namespace

@@ -17,6 +17,8 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from .contract import DEFAULT_NAMESPACE
+
 GROUP, VERSION, PLURAL = "jobpool.dev", "v1alpha1", "jobpools"
 KUBE_EXTRA = "pip install 'jobpool[kube]'"
 WORKER, PRODUCER = "worker", "producer"  # whose credentials a command needs (jobpool.queue.acl)
@@ -103,7 +105,7 @@ class Cluster:
             raise ClusterError(
                 f"no usable kubeconfig ({str(exc).splitlines()[0]}): set KUBECONFIG, or give --queue URL"
             ) from None
-        self.namespace = (chosen.get("context") or {}).get("namespace") or "default"
+        self.namespace = (chosen.get("context") or {}).get("namespace") or DEFAULT_NAMESPACE
         self.kubernetes = kubernetes
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:

@@ -8,13 +8,15 @@ API server and the operator can never disagree about what a field means.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
+from .. import contract as c
+from ..contract import Rule
 from ..names import HANDLER_PATTERN
-from ..queue.codec import MAX_PAYLOAD_BYTES_ALLOWED
 from . import kube_schemas
 
 GROUP = "jobpool.dev"
@@ -25,13 +27,11 @@ SINGULAR = "jobpool"
 SHORT_NAMES = ["jp"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
-QUEUE_URL_PATTERN = r"^(redis|rediss|unix|redis\+sentinel|redis\+cluster)://"
-MAX_BATCH_ITEMS = 10_000
+QUEUE_URL_PATTERN = "^(" + "|".join(re.escape(scheme) for scheme in c.QUEUE_URL_SCHEMES) + ")://"
 
 
 # Marks a schema that is structural already (a Kubernetes type's): the CRD generator keeps it as it is.
 VERBATIM = "x-jobpool-verbatim"
-WORKER_CONTAINER = "worker"
 
 
 def kubernetes_type(
@@ -64,12 +64,12 @@ def kubernetes_type(
     ]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
-    """One `x-kubernetes-validations` entry; the message names the field it refuses."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
+def cel(rule: Rule) -> ConfigDict:
+    """A model's config declaring `rule` as its one `x-kubernetes-validations` entry (the message names
+    the field it refuses); the model's validator raises the same message."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": rule.expression, "message": rule.message}]}
+    )
 
 
 class Model(BaseModel):
@@ -88,16 +88,7 @@ class SecretKeyRef(Model):
 class QueueSpec(Model):
     """Where the pool's jobs are queued."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!(has(self.url) && has(self.urlSecretRef))",
-                    "spec.queue: set at most one of url and urlSecretRef",
-                ),
-            ]
-        }
-    )
+    model_config = cel(c.QUEUE_ONE_URL_SOURCE)
 
     url: str | None = Field(
         default=None,
@@ -113,14 +104,14 @@ class QueueSpec(Model):
         "URL holds a password); worker pods get it as a secretKeyRef.",
     )
     max_length: int = Field(
-        default=100000,
+        default=c.DEFAULT_MAX_LENGTH,
         ge=1,
         description="Backpressure: at most this many jobs wait; submitters then wait or fail.",
     )
     max_payload_bytes: int = Field(
-        default=1048576,
+        default=c.DEFAULT_MAX_PAYLOAD_BYTES,
         ge=1,
-        le=MAX_PAYLOAD_BYTES_ALLOWED,
+        le=c.MAX_PAYLOAD_BYTES_ALLOWED,
         description="Largest payload (bytes of its JSON) a submit may enqueue; a larger one is "
         "refused, naming the job, and nothing of that submit is enqueued.",
     )
@@ -136,7 +127,7 @@ class QueueSpec(Model):
     @model_validator(mode="after")
     def _one_url_source(self) -> QueueSpec:
         if self.url is not None and self.url_secret_ref is not None:
-            raise ValueError("spec.queue: set at most one of url and urlSecretRef")
+            raise ValueError(c.QUEUE_ONE_URL_SOURCE.message)
         return self
 
 
@@ -162,17 +153,7 @@ class PodTemplateMetadata(Model):
 class PodTemplatePodSpec(Model):
     """The worker pods' placement, identity, volumes, security context and extra containers."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.containers) || self.containers.all(c, c.name == 'worker')",
-                    "spec.worker.podTemplate.spec.containers: only the worker container (name: worker) may be set; "
-                    "add sidecars as initContainers with restartPolicy: Always",
-                ),
-            ]
-        }
-    )
+    model_config = cel(c.ONLY_THE_WORKER_CONTAINER)
 
     service_account_name: str | None = Field(
         default=None,
@@ -236,11 +217,8 @@ class PodTemplatePodSpec(Model):
 
     @model_validator(mode="after")
     def _only_the_worker_container(self) -> PodTemplatePodSpec:
-        if any(c.get("name") != WORKER_CONTAINER for c in self.containers or []):
-            raise ValueError(
-                "spec.worker.podTemplate.spec.containers: only the worker container (name: worker) "
-                "may be set; add sidecars as initContainers with restartPolicy: Always"
-            )
+        if any(container.get("name") != c.WORKER_CONTAINER for container in self.containers or []):
+            raise ValueError(c.ONLY_THE_WORKER_CONTAINER.message)
         return self
 
 
@@ -258,16 +236,7 @@ class PodTemplate(Model):
 class WorkerSpec(Model):
     """The worker pods: what runs one job."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.handler) != has(self.command)",
-                    "spec.worker: set exactly one of handler and command",
-                ),
-            ]
-        }
-    )
+    model_config = cel(c.WORKER_ONE_RUNNER)
 
     image: str = Field(min_length=1, description="Container image of the worker pods (required).")
     handler: str | None = Field(
@@ -306,7 +275,7 @@ class WorkerSpec(Model):
     @model_validator(mode="after")
     def _exactly_one_runner(self) -> WorkerSpec:
         if (self.handler is None) == (self.command is None):
-            raise ValueError("spec.worker: set exactly one of handler and command")
+            raise ValueError(c.WORKER_ONE_RUNNER.message)
         return self
 
 
@@ -314,7 +283,7 @@ class RangeSpec(Model):
     """A batch whose payloads are consecutive integers."""
 
     start: int = Field(default=0, description="The first payload.")
-    count: int = Field(ge=0, le=10_000_000, description="How many payloads: start .. start+count-1.")
+    count: int = Field(ge=0, le=c.MAX_RANGE_COUNT, description="How many payloads: start .. start+count-1.")
 
 
 class JobsSpec(Model):
@@ -325,8 +294,8 @@ class JobsSpec(Model):
 
     items: list[Any] | None = Field(
         default=None,
-        max_length=MAX_BATCH_ITEMS,
-        description=f"The jobs' JSON payloads; job i gets the id <pool>-<i>. At most {MAX_BATCH_ITEMS:,} (the "
+        max_length=c.MAX_BATCH_ITEMS,
+        description=f"The jobs' JSON payloads; job i gets the id <pool>-<i>. At most {c.MAX_BATCH_ITEMS:,} (the "
         "JobPool must also stay within the API server's object size limit, about 1.5 MiB); "
         "larger batches: range, or jobpool submit.",
     )
@@ -344,7 +313,7 @@ class JobsSpec(Model):
     @model_validator(mode="after")
     def _exactly_one_source(self) -> JobsSpec:
         if (self.items is None) == (self.range is None):
-            raise ValueError("spec.jobs: set exactly one of items and range")
+            raise ValueError(c.JOBS_ONE_SOURCE_MESSAGE)
         return self
 
     @property
@@ -364,43 +333,43 @@ class JobLimitsSpec(Model):
     backoff, whose cap is retry.maxBackoffSeconds); a job asking more gets the cap."""
 
     max_timeout_seconds: int = Field(
-        default=86400, ge=1, description="The longest timeout a job may set for itself, in seconds."
+        default=c.DEFAULT_MAX_JOB_TIMEOUT_SECONDS,
+        ge=1,
+        description="The longest timeout a job may set for itself, in seconds.",
     )
     max_attempts: int = Field(
-        default=100, ge=1, le=1000, description="The most attempts a job may set for itself."
+        default=c.DEFAULT_MAX_JOB_ATTEMPTS,
+        ge=1,
+        le=c.MAX_ATTEMPTS_LIMIT,
+        description="The most attempts a job may set for itself.",
     )
 
 
 class RetrySpec(Model):
     """What happens to a failed attempt."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.backoffSeconds <= self.maxBackoffSeconds",
-                    "spec.retry: backoffSeconds must be <= maxBackoffSeconds",
-                ),
-            ]
-        }
-    )
+    model_config = cel(c.RETRY_BACKOFF_BOUNDED)
 
     max_attempts: int = Field(
-        default=3,
+        default=c.DEFAULT_MAX_ATTEMPTS,
         ge=1,
-        le=1000,
+        le=c.MAX_ATTEMPTS_LIMIT,
         description="Attempts per job; after the last failed one the job goes to the "
         "dead-letter stream with its last error.",
     )
     backoff_seconds: float = Field(
-        default=1.0, ge=0, description="Delay before the first retry; it doubles (with jitter) per attempt."
+        default=c.DEFAULT_BACKOFF_SECONDS,
+        ge=0,
+        description="Delay before the first retry; it doubles (with jitter) per attempt.",
     )
-    max_backoff_seconds: float = Field(default=300.0, ge=0, description="Upper bound of the retry delay.")
+    max_backoff_seconds: float = Field(
+        default=c.DEFAULT_MAX_BACKOFF_SECONDS, ge=0, description="Upper bound of the retry delay."
+    )
 
     @model_validator(mode="after")
     def _backoff_bounded(self) -> RetrySpec:
         if self.backoff_seconds > self.max_backoff_seconds:
-            raise ValueError("spec.retry: backoffSeconds must be <= maxBackoffSeconds")
+            raise ValueError(c.RETRY_BACKOFF_BOUNDED.message)
         return self
 
 
@@ -408,12 +377,12 @@ class ResultsSpec(Model):
     """How long and how many results of succeeded jobs Redis keeps (what a job leaves behind)."""
 
     ttl_seconds: int = Field(
-        default=86400,
+        default=c.DEFAULT_RESULT_TTL_SECONDS,
         ge=1,
         description="Seconds each result is kept; while it is, a job with the same id is not enqueued again.",
     )
     max_count: int = Field(
-        default=100000,
+        default=c.DEFAULT_RESULTS_CAP,
         ge=1,
         description="Most results kept; beyond it the oldest are dropped first, before their ttlSeconds.",
     )
@@ -423,22 +392,16 @@ class DeadLetterSpec(Model):
     """The dead-letter stream of jobs that failed their last attempt."""
 
     max_length: int = Field(
-        default=10000, ge=1, description="Most dead letters kept; a new one beyond it drops the oldest."
+        default=c.DEFAULT_DEAD_LETTER_CAP,
+        ge=1,
+        description="Most dead letters kept; a new one beyond it drops the oldest.",
     )
 
 
 class AutoscalingSpec(Model):
     """The operator's own backlog-driven autoscaler."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.minWorkers <= self.maxWorkers", "spec.autoscaling: minWorkers must be <= maxWorkers"
-                ),
-            ]
-        }
-    )
+    model_config = cel(c.AUTOSCALING_BOUNDS_ORDERED)
 
     enabled: bool = Field(
         default=False,
@@ -446,9 +409,14 @@ class AutoscalingSpec(Model):
         "(and kubectl scale, HPA or KEDA may set it).",
     )
     min_workers: int = Field(
-        default=0, ge=0, le=10000, description="Fewest worker pods; 0 lets an idle pool scale to zero."
+        default=0,
+        ge=0,
+        le=c.MAX_WORKERS_LIMIT,
+        description="Fewest worker pods; 0 lets an idle pool scale to zero.",
     )
-    max_workers: int = Field(default=10, ge=1, le=10000, description="Most worker pods.")
+    max_workers: int = Field(
+        default=c.DEFAULT_MAX_WORKERS, ge=1, le=c.MAX_WORKERS_LIMIT, description="Most worker pods."
+    )
     target_backlog_per_worker: int | None = Field(
         default=None,
         ge=1,
@@ -456,7 +424,7 @@ class AutoscalingSpec(Model):
         "for; default: spec.concurrency.",
     )
     scale_down_delay_seconds: int = Field(
-        default=30,
+        default=c.DEFAULT_SCALE_DOWN_DELAY_SECONDS,
         ge=0,
         description="Demand must stay below the current size this long before the pool shrinks.",
     )
@@ -464,7 +432,7 @@ class AutoscalingSpec(Model):
     @model_validator(mode="after")
     def _bounds_ordered(self) -> AutoscalingSpec:
         if self.min_workers > self.max_workers:
-            raise ValueError("spec.autoscaling: minWorkers must be <= maxWorkers")
+            raise ValueError(c.AUTOSCALING_BOUNDS_ORDERED.message)
         return self
 
 
@@ -472,9 +440,13 @@ class JobPoolSpec(Model):
     """The desired state of a pool of workers fed by a queue."""
 
     parallelism: int = Field(
-        default=1, ge=0, description="Worker pods when autoscaling is off; the /scale subresource's replicas."
+        default=c.DEFAULT_PARALLELISM,
+        ge=0,
+        description="Worker pods when autoscaling is off; the /scale subresource's replicas.",
     )
-    concurrency: int = Field(default=1, ge=1, le=1024, description="Job slots per worker pod.")
+    concurrency: int = Field(
+        default=c.DEFAULT_CONCURRENCY, ge=1, le=c.MAX_CONCURRENCY, description="Job slots per worker pod."
+    )
     worker: WorkerSpec = Field(description="The worker pods: image and what runs one job.")
     queue: QueueSpec = Field(default_factory=QueueSpec, description="Where the pool's jobs are queued.")
     jobs: JobsSpec | None = Field(
@@ -488,7 +460,7 @@ class JobPoolSpec(Model):
         default_factory=DeadLetterSpec, description="The bound of the dead-letter stream."
     )
     timeout_seconds: int = Field(
-        default=600,
+        default=c.DEFAULT_TIMEOUT_SECONDS,
         ge=0,
         description="Per-job deadline: the job is cancelled and counts as a failed attempt (0 = none).",
     )
@@ -500,9 +472,9 @@ class JobPoolSpec(Model):
         default_factory=AutoscalingSpec, description="The backlog-driven autoscaler."
     )
     drain_seconds: int = Field(
-        default=60,
+        default=c.DEFAULT_DRAIN_SECONDS,
         ge=0,
-        le=86400,
+        le=c.MAX_DRAIN_SECONDS,
         description="Grace for a worker pod to finish its in-flight jobs when it is removed.",
     )
 
@@ -510,7 +482,9 @@ class JobPoolSpec(Model):
 class LevelCount(Model):
     """The jobs waiting at one priority level."""
 
-    priority: int = Field(ge=0, le=9, description="The level, 0-9; a higher one is served first.")
+    priority: int = Field(
+        ge=0, le=c.MAX_PRIORITY, description="The level, 0-9; a higher one is served first."
+    )
     waiting: int = Field(default=0, description="Jobs waiting at this level.")
 
 

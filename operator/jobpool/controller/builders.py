@@ -15,11 +15,11 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from ..api import JobPoolSpec
+from ..contract import LABEL_POOL, OPERATOR_NAME, PART_OF, WORKER_CONTAINER, WORKER_METRICS_PORT, WORKER_NAME
 from ..worker.config import SETTINGS
 from . import kinds, pod_template
 from .problems import carries_credentials, uses_default_queue
 
-LABEL_POOL = "jobpool.dev/pool"
 ANNOTATION_SPEC_HASH = "jobpool.dev/spec-hash"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # What cluster autoscalers honour: a pod holding jobs keeps its node (Karpenter, Cluster Autoscaler).
@@ -28,9 +28,6 @@ BUSY_POD_ANNOTATIONS = {
     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
 }
 ANNOTATION_CREDENTIALS = "jobpool.dev/credentials"  # on worker pods: digest of their queue password
-FIELD_MANAGER = "jobpool-operator"
-WORKER_CONTAINER = "worker"
-WORKER_METRICS_PORT = 9100
 # Extra grace beyond drainSeconds so the worker can release leftovers after its drain.
 DRAIN_MARGIN_SECONDS = 10
 
@@ -65,11 +62,11 @@ def selector(pool: str) -> str:
 def pool_labels(pool: str) -> dict[str, str]:
     return {
         LABEL_POOL: pool,
-        "app.kubernetes.io/name": "jobpool-worker",
+        "app.kubernetes.io/name": WORKER_NAME,
         "app.kubernetes.io/instance": pool,
         "app.kubernetes.io/component": "worker",
-        "app.kubernetes.io/part-of": "jobpool",
-        "app.kubernetes.io/managed-by": "jobpool-operator",
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": OPERATOR_NAME,
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..api import JobPoolSpec
-from ..queue.redis.queue import DEFAULT_VISIBILITY_TIMEOUT
+from ..contract import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, HASH_TAG
 from ..worker.config import SETTINGS
 
 WAIT_MARGIN_SECONDS = 5.0
@@ -42,9 +42,9 @@ def visibility_timeout(spec: JobPoolSpec) -> float:
             try:
                 seconds = float(variable["value"])
             except (KeyError, TypeError, ValueError):  # valueFrom or no number: the worker refuses it
-                return DEFAULT_VISIBILITY_TIMEOUT
-            return seconds if seconds > 0 else DEFAULT_VISIBILITY_TIMEOUT
-    return DEFAULT_VISIBILITY_TIMEOUT
+                return DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+            return seconds if seconds > 0 else DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    return DEFAULT_VISIBILITY_TIMEOUT_SECONDS
 
 
 def wait_limit(spec: JobPoolSpec) -> float:
@@ -99,8 +99,9 @@ def give_up_on_queue(waited: float, spec: JobPoolSpec, reachable: bool) -> bool:
 
 def keys_left_behind(namespace: str, pool: str, problem: str) -> str:
     """Why the keys stay, and what to do: a pool re-created with this name would find them."""
+    tag = HASH_TAG.format(namespace=namespace, pool=pool)
     return (
         f"queue keys of {namespace}/{pool} not deleted: {problem}; the operator has not resolved this "
-        f"pool's queue since it started, so delete any keys with the hash tag {{jobpool:{namespace}/{pool}}} "
+        f"pool's queue since it started, so delete any keys with the hash tag {tag} "
         f"by hand before re-creating the pool"
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..contract import BACKLOG_METRIC, OPERATOR_METRICS, OPERATOR_NAME
 from ..queue.base import QueueStats
 from .kube import KubeApi, KubeError
 
@@ -33,11 +34,11 @@ POOL_LABEL = "pool"  # the metric label an HPA's selector matches: {matchLabels:
 
 # metric name -> what it counts of a pool's queue
 METRICS: dict[str, Callable[[QueueStats], float]] = {
-    "jobpool_backlog": lambda s: s.backlog,  # waiting + in-flight + retries and scheduled jobs due soon
-    "jobpool_queue_waiting": lambda s: s.waiting,
-    "jobpool_queue_inflight": lambda s: s.in_flight,
-    "jobpool_queue_delayed": lambda s: s.delayed,
-    "jobpool_queue_scheduled": lambda s: s.scheduled,
+    BACKLOG_METRIC: lambda s: s.backlog,  # waiting + in-flight + retries and scheduled jobs due soon
+    OPERATOR_METRICS.waiting: lambda s: s.waiting,
+    OPERATOR_METRICS.inflight: lambda s: s.in_flight,
+    OPERATOR_METRICS.delayed: lambda s: s.delayed,
+    OPERATOR_METRICS.scheduled: lambda s: s.scheduled,
 }
 
 
@@ -233,7 +234,7 @@ def endpoint_slice(service: str, namespace: str, pod_name: str, pod_ip: str, por
             "namespace": namespace,
             "labels": {
                 "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "jobpool-operator",
+                "endpointslice.kubernetes.io/managed-by": OPERATOR_NAME,
             },
         },
         "addressType": "IPv6" if ":" in pod_ip else "IPv4",
@@ -257,7 +258,7 @@ async def route_to_me(
         f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{service}",
         body=slice_,
         content_type="application/apply-patch+yaml",
-        params={"fieldManager": "jobpool-operator", "force": "true"},
+        params={"fieldManager": OPERATOR_NAME, "force": "true"},
     )
     log.info("external metrics: Service %s/%s now routes to this pod (%s)", namespace, service, pod_ip)
 

@@ -10,8 +10,8 @@ from typing import Any
 import kopf
 
 from ..api import GROUP, PLURAL, VERSION
+from ..contract import LABEL_POOL
 from . import kinds, reasons
-from .builders import LABEL_POOL
 from .finalizer import CleanupStep, finalize_pool
 from .reconcile import OperatorContext, PoolController
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 from kubernetes import client as k8s_client, config as k8s_config
 
+from ..contract import OPERATOR_NAME
 from . import kinds
-from .builders import FIELD_MANAGER
 
 _KINDS = {(kind.api_version, kind.kind): kind for kind in kinds.ALL}
 
@@ -120,7 +120,7 @@ class KubeApi:
             object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
             body=obj,
             content_type="application/apply-patch+yaml",
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            params={"fieldManager": OPERATOR_NAME, "force": "true"},
         )
 
     async def merge_patch(

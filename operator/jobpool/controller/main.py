@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from .. import contract
 from .._metrics_server import serve_metrics
 from . import crd_check, external_metrics
 from .credentials import QueueAdmin
@@ -60,8 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--metrics-port",
         type=int,
         metavar="P",
-        default=int(os.environ.get("JOBPOOL_OPERATOR_METRICS_PORT", "8080")),
-        help="port of /metrics and /healthz (default 8080; 0 = off)",
+        default=int(os.environ.get("JOBPOOL_OPERATOR_METRICS_PORT", contract.OPERATOR_METRICS_PORT)),
+        help=f"port of /metrics and /healthz (default {contract.OPERATOR_METRICS_PORT}; 0 = off)",
     )
     parser.add_argument(
         "--external-metrics-port",
@@ -105,15 +106,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--lease-namespace",
         metavar="NS",
         default=os.environ.get("JOBPOOL_OPERATOR_NAMESPACE"),
-        help="namespace of the leader Lease (default: the first --namespace, or default)",
+        help=f"namespace of the leader Lease (default: the first --namespace, or {contract.DEFAULT_NAMESPACE})",
     )
-    parser.add_argument("--lease-name", default="jobpool-operator", help="name of the leader Lease")
+    parser.add_argument("--lease-name", default=contract.OPERATOR_NAME, help="name of the leader Lease")
     parser.add_argument(
         "--poll-interval",
         type=float,
-        default=0.5,
+        default=contract.DEFAULT_POLL_INTERVAL_SECONDS,
         metavar="S",
-        help="seconds between two reconciles of one pool (default 0.5)",
+        help=f"seconds between two reconciles of one pool (default {contract.DEFAULT_POLL_INTERVAL_SECONDS:g})",
     )
     parser.add_argument(
         "--kueue",
@@ -153,7 +154,7 @@ async def run_operator(args: argparse.Namespace) -> int:
     lease_kube = KubeApi(kube.configuration)
     lease = LeaderLease(
         lease_kube,
-        args.lease_namespace or (args.namespace[0] if args.namespace else "default"),
+        args.lease_namespace or (args.namespace[0] if args.namespace else contract.DEFAULT_NAMESPACE),
         args.lease_name,
         identity,
     )

@@ -6,7 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..queue.base import JOB_OUTCOMES, QueueStats
+from ..contract import JOB_OUTCOMES, OPERATOR_METRICS
+from ..queue.base import QueueStats
 
 LABELS = ("namespace", "pool")
 
@@ -17,82 +18,88 @@ class OperatorMetrics:
         self.latest: dict[tuple[str, str], tuple[QueueStats, float]] = {}
         self.registry = CollectorRegistry()
         r = self.registry
-        self.waiting = Gauge("jobpool_queue_waiting", "Jobs waiting for a worker slot.", LABELS, registry=r)
+        self.waiting = Gauge(OPERATOR_METRICS.waiting, "Jobs waiting for a worker slot.", LABELS, registry=r)
         self.waiting_priority = Gauge(
-            "jobpool_queue_waiting_priority",
+            OPERATOR_METRICS.waiting_priority,
             "Jobs waiting for a worker slot at one priority level (only levels with jobs).",
             (*LABELS, "priority"),
             registry=r,
         )
         self._levels: dict[tuple[str, str], set[str]] = {}  # the levels each pool's gauge shows
-        self.inflight = Gauge("jobpool_queue_inflight", "Jobs running on a worker slot.", LABELS, registry=r)
+        self.inflight = Gauge(OPERATOR_METRICS.inflight, "Jobs running on a worker slot.", LABELS, registry=r)
         self.delayed = Gauge(
-            "jobpool_queue_delayed", "Failed jobs waiting for their retry.", LABELS, registry=r
+            OPERATOR_METRICS.delayed, "Failed jobs waiting for their retry.", LABELS, registry=r
         )
         self.scheduled = Gauge(
-            "jobpool_queue_scheduled",
+            OPERATOR_METRICS.scheduled,
             "Jobs submitted to run later (delay, run-at), not due yet.",
             LABELS,
             registry=r,
         )
         self.dead_letter = Gauge(
-            "jobpool_queue_dead_letter", "Jobs in the dead-letter stream.", LABELS, registry=r
+            OPERATOR_METRICS.dead_letter, "Jobs in the dead-letter stream.", LABELS, registry=r
         )
         self.workers_desired = Gauge(
-            "jobpool_workers_desired", "Worker pods the operator decided on.", LABELS, registry=r
+            OPERATOR_METRICS.workers_desired, "Worker pods the operator decided on.", LABELS, registry=r
         )
         self.workers_max = Gauge(
-            "jobpool_workers_max",
+            OPERATOR_METRICS.workers_max,
             "Most worker pods the pool may have: autoscaling.maxWorkers, else parallelism.",
             LABELS,
             registry=r,
         )
         self.queue_up = Gauge(
-            "jobpool_queue_up",
+            OPERATOR_METRICS.queue_up,
             "1 when the operator reached the pool's queue at its last reconcile, 0 when it could not.",
             LABELS,
             registry=r,
         )
-        self.workers_ready = Gauge("jobpool_workers_ready", "Worker pods that are ready.", LABELS, registry=r)
-        self.slots_busy = Gauge("jobpool_slots_busy", "Busy job slots over live workers.", LABELS, registry=r)
-        self.slots_total = Gauge("jobpool_slots_total", "Job slots over live workers.", LABELS, registry=r)
-        self.saturation = Gauge("jobpool_saturation", "Busy slots / total slots.", LABELS, registry=r)
+        self.workers_ready = Gauge(
+            OPERATOR_METRICS.workers_ready, "Worker pods that are ready.", LABELS, registry=r
+        )
+        self.slots_busy = Gauge(
+            OPERATOR_METRICS.slots_busy, "Busy job slots over live workers.", LABELS, registry=r
+        )
+        self.slots_total = Gauge(
+            OPERATOR_METRICS.slots_total, "Job slots over live workers.", LABELS, registry=r
+        )
+        self.saturation = Gauge(OPERATOR_METRICS.saturation, "Busy slots / total slots.", LABELS, registry=r)
         # Queue counters are absolute, so they are exported as gauges named like counters.
         self.jobs = Gauge(
-            "jobpool_jobs_total", "Jobs by outcome (distinct ids).", (*LABELS, "outcome"), registry=r
+            OPERATOR_METRICS.jobs, "Jobs by outcome (distinct ids).", (*LABELS, "outcome"), registry=r
         )
         self.reconcile_seconds = Histogram(
-            "jobpool_reconcile_seconds",
+            OPERATOR_METRICS.reconcile_seconds,
             "Duration of one pool reconcile.",
             LABELS,
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.reconcile_errors = Counter(
-            "jobpool_reconcile_errors", "Reconciles of a pool that failed.", LABELS, registry=r
+            OPERATOR_METRICS.reconcile_errors, "Reconciles of a pool that failed.", LABELS, registry=r
         )
         self.scale_events = Counter(
-            "jobpool_scale_events_total", "Replica changes the operator made.", LABELS, registry=r
+            OPERATOR_METRICS.scale_events, "Replica changes the operator made.", LABELS, registry=r
         )
         self.max_length = Gauge(
-            "jobpool_queue_max_length",
+            OPERATOR_METRICS.max_length,
             "spec.queue.maxLength: submitters wait once this many jobs wait.",
             LABELS,
             registry=r,
         )
         # The queue the operator administers (the bundled Redis, or adminQueue), sampled by the leader.
         self.redis_up = Gauge(
-            "jobpool_redis_up",
+            OPERATOR_METRICS.redis_up,
             "1 when the operator reached its administered queue at its last sample.",
             registry=r,
         )
         self.redis_memory = Gauge(
-            "jobpool_redis_memory_used_bytes",
+            OPERATOR_METRICS.redis_memory,
             "used_memory of the administered queue (the largest of its masters).",
             registry=r,
         )
         self.redis_maxmemory = Gauge(
-            "jobpool_redis_maxmemory_bytes", "maxmemory of the administered queue (0: none).", registry=r
+            OPERATOR_METRICS.redis_maxmemory, "maxmemory of the administered queue (0: none).", registry=r
         )
 
     def observe_pool(

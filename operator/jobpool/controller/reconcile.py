@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api import JobPoolSpec
+from ..contract import DEFAULT_POLL_INTERVAL_SECONDS, LABEL_POOL
 from ..queue.base import Queue
 from ..queue.urls import scrub_url
 from . import autoscaler, builders, kinds, reasons
@@ -38,7 +39,7 @@ POD_PATCHES_IN_FLIGHT = 8
 @dataclasses.dataclass
 class OperatorConfig:
     default_queue: str | None
-    poll_interval: float = 0.5
+    poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS
     # An idle pool (no job waiting, delayed or running) is read this often: one Redis round trip per
     # second at most; a submit is still seen within it, and Deployment events wake the loop at once.
     idle_interval: float = 1.0
@@ -68,7 +69,7 @@ class ClusterCache:
         obj = slim(kind, obj)
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        pool = (meta.get("labels") or {}).get(builders.LABEL_POOL)
+        pool = (meta.get("labels") or {}).get(LABEL_POOL)
         if kind == kinds.POD.kind:
             pods = self.pods.setdefault((namespace, pool or ""), {})
             if event_type == "DELETED":

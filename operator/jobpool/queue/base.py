@@ -177,8 +177,6 @@ class WorkerInfo:
 # Retries and scheduled jobs due within this many seconds count in the backlog (the autoscaler's
 # and the external metric's): about the time a new worker pod takes to start.
 SCALE_UP_HORIZON_SECONDS = 60.0
-# The counters of QueueStats that jobpool_jobs_total{outcome} exports, by their field names.
-JOB_OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent", "cancelled")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,11 +9,15 @@ import re
 import uuid
 from typing import Any
 
+from ..contract import (
+    MAX_PRIORITY,
+    OUTCOME_DEAD_LETTERED,
+    OUTCOME_PERMANENT,
+    OUTCOME_RETRIED,
+)
 from .base import JobOptions, QueueError
 
 MAX_ID_LENGTH = 256
-DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20  # a pool's payload limit when spec.queue sets none
-MAX_PAYLOAD_BYTES_ALLOWED = 512 << 20  # the largest spec.queue.maxPayloadBytes (Redis's bulk sizes)
 
 
 class RawJSON(str):
@@ -38,7 +42,6 @@ def check_job_id(job_id: Any, index: int | None = None) -> str:
     return job_id
 
 
-MAX_PRIORITY = 9
 FAIRNESS_KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # no ',' or ':': how the queue stores options
 
 
@@ -195,5 +198,5 @@ def outcome_of_failure(attempts: int, max_attempts: int, permanent: bool = False
     """After a failed attempt: "permanent" for an error no retry can mend (dead-lettered at
     once), else "retried" while attempts remain, else "dead_lettered"."""
     if permanent:
-        return "permanent"
-    return "retried" if attempts < max_attempts else "dead_lettered"
+        return OUTCOME_PERMANENT
+    return OUTCOME_RETRIED if attempts < max_attempts else OUTCOME_DEAD_LETTERED

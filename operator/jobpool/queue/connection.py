@@ -31,16 +31,15 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from ..contract import QUEUE_URL_SCHEMES
+
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+# the scheme's topology; the schemes themselves are the contract's
 _TOPOLOGIES = {
-    "redis": SINGLE,
-    "rediss": SINGLE,
-    "unix": SINGLE,
-    "redis+sentinel": SENTINEL,
-    "redis+cluster": CLUSTER,
+    scheme: {"redis+sentinel": SENTINEL, "redis+cluster": CLUSTER}.get(scheme, SINGLE)
+    for scheme in QUEUE_URL_SCHEMES
 }
 _DEFAULT_PORTS = {SENTINEL: 26379, CLUSTER: 6379}
-SCHEMES = tuple(_TOPOLOGIES)
 
 # Errors that mean "not reachable right now": a failover in progress, a node down, a stale
 # connection to a demoted master. Callers back off and retry.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..contract import HASH_TAG
+
 GROUP = "workers"  # the one consumer group per pool
 RELEASED_CONSUMER = "released"  # owner of entries given back on drain, reclaimed at once
 # Jobs with a priority or a fairness key wait outside the stream (the library's prelude names
@@ -21,7 +23,7 @@ class PoolKeys:
 
     @property
     def tag(self) -> str:
-        return "{jobpool:%s/%s}" % (self.namespace, self.pool)
+        return HASH_TAG.format(namespace=self.namespace, pool=self.pool)
 
     def key(self, name: str) -> str:
         return f"{self.tag}:{name}"

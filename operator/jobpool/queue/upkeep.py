@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..contract import QUEUE_COUNTERS
 from .keys import GROUP, RELEASED_CONSUMER, PoolKeys
 
 # Per-pool structures the operator reads every tick (the stats function walks them whole): more
@@ -23,15 +24,6 @@ MAX_CONSUMERS = 10_000
 # are "*": the server's time); the largest one wedges every later submit.
 FUTURE_ID_MS = 24 * 3600 * 1000
 REPAIR_CHUNK = 1000  # entries looked at per pass; the next pass goes on
-KNOWN_COUNTERS = (
-    "submitted",
-    "succeeded",
-    "retried",
-    "dead_lettered",
-    "permanent",
-    "cancelled",
-    "duplicates",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +89,7 @@ async def _bound(client: Any, keys: PoolKeys, *, consumers: bool) -> list[str]:
     if workers > MAX_WORKERS:
         await client.unlink(keys.workers)
     if counters > MAX_COUNTERS:
-        kept = dict(zip(KNOWN_COUNTERS, await client.hmget(keys.counters, list(KNOWN_COUNTERS))))
+        kept = dict(zip(QUEUE_COUNTERS, await client.hmget(keys.counters, list(QUEUE_COUNTERS))))
         async with client.pipeline(transaction=True) as pipe:
             pipe.unlink(keys.counters)
             if any(v is not None for v in kept.values()):

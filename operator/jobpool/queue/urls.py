@@ -7,6 +7,7 @@ import re
 import urllib.parse
 from typing import Any
 
+from ..contract import QUEUE_URL_SCHEMES
 from . import connection
 from .base import QueueError
 
@@ -85,7 +86,7 @@ def queue_url_problem(url: Any, *, quote: bool = False) -> str | None:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "it cannot be parsed as a URL"
-    if parts.scheme not in connection.SCHEMES:
+    if parts.scheme not in QUEUE_URL_SCHEMES:
         return f"unknown scheme {parts.scheme!r}" if quote else "unknown scheme"
     if connection.topology(url) != connection.SINGLE:
         return connection.address_problem(url)

@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from ..contract import DEFAULT_NAMESPACE, ENV_NAMESPACE, ENV_POOL, ENV_QUEUE_URL
 from ..names import name_problem
 from ..queue import QueueError
 from ..queue.urls import check_queue_url, redact_url
@@ -27,14 +28,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "queue credential allows (replay, purge).",
     )
     ui.add_argument(
-        "--queue", help="queue URL (env JOBPOOL_QUEUE_URL); its credential decides the actions shown"
+        "--queue", help=f"queue URL (env {ENV_QUEUE_URL}); its credential decides the actions shown"
     )
     ui.add_argument(
         "-n",
         "--namespace",
         action="append",
         default=[],
-        help="namespace of the pools (repeatable; env JOBPOOL_NAMESPACE, default 'default')",
+        help=f"namespace of the pools (repeatable; env {ENV_NAMESPACE}, default {DEFAULT_NAMESPACE!r})",
     )
     ui.add_argument("--all-namespaces", action="store_true", help="show the pools of every namespace")
     ui.add_argument(
@@ -42,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         help="a pool to show (repeatable; env "
-        "JOBPOOL_POOL, comma-separated); default: every pool of the namespace, found "
+        f"{ENV_POOL}, comma-separated); default: every pool of the namespace, found "
         "again every 30 s, which needs a credential that may SCAN",
     )
     ui.add_argument(
@@ -70,14 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from .app import UiSettings, build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    url = args.queue or os.environ.get("JOBPOOL_QUEUE_URL")
-    given = list(args.namespace) or [os.environ.get("JOBPOOL_NAMESPACE") or "default"]
+    url = args.queue or os.environ.get(ENV_QUEUE_URL)
+    given = list(args.namespace) or [os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE]
     namespace = given[0]
     namespaces = None if args.all_namespaces else tuple(given)
-    pools = list(args.pool) or [p for p in os.environ.get("JOBPOOL_POOL", "").split(",") if p]
+    pools = list(args.pool) or [p for p in os.environ.get(ENV_POOL, "").split(",") if p]
     try:
         if not url:
-            raise ValueError("no queue URL: give --queue URL or set JOBPOOL_QUEUE_URL")
+            raise ValueError(f"no queue URL: give --queue URL or set {ENV_QUEUE_URL}")
         check_queue_url(url)
         host, port = parse_listen(args.listen)
         if args.refresh < 0.2:

@@ -12,10 +12,10 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from .. import contract
 from ..names import handler_problem, name_problem
 from ..queue.base import JobOptions
 from ..queue.keys import RELEASED_CONSUMER
-from ..queue.redis.queue import DEFAULT_DEAD_LETTER_CAP, DEFAULT_RESULTS_CAP, DEFAULT_VISIBILITY_TIMEOUT
 
 
 class JobSettings(NamedTuple):
@@ -38,20 +38,20 @@ class WorkerConfig:
     worker_id: str
     handler: str | None = None
     command: tuple[str, ...] | None = None
-    concurrency: int = 1
+    concurrency: int = contract.DEFAULT_CONCURRENCY
     timeout: float = 0.0  # per-job deadline in seconds; 0 = none
-    max_attempts: int = 3
-    backoff: float = 1.0
-    max_backoff: float = 300.0
-    max_job_timeout: float = 86400.0  # the longest timeout a job may ask for
-    max_job_attempts: int = 100  # the most attempts a job may ask for
-    drain_seconds: float = 60.0
-    metrics_port: int = 9100  # 0 = no metrics endpoint
-    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
-    heartbeat_interval: float = DEFAULT_VISIBILITY_TIMEOUT / 3
-    result_ttl: float = 86400.0  # seconds a result (and the dedup of its id) is kept
-    max_results: int = DEFAULT_RESULTS_CAP  # results kept; the oldest go first
-    max_dead_letters: int = DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
+    max_attempts: int = contract.DEFAULT_MAX_ATTEMPTS
+    backoff: float = contract.DEFAULT_BACKOFF_SECONDS
+    max_backoff: float = contract.DEFAULT_MAX_BACKOFF_SECONDS
+    max_job_timeout: float = float(contract.DEFAULT_MAX_JOB_TIMEOUT_SECONDS)  # the longest a job may ask for
+    max_job_attempts: int = contract.DEFAULT_MAX_JOB_ATTEMPTS  # the most attempts a job may ask for
+    drain_seconds: float = float(contract.DEFAULT_DRAIN_SECONDS)
+    metrics_port: int = contract.WORKER_METRICS_PORT  # 0 = no metrics endpoint
+    visibility_timeout: float = contract.DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    heartbeat_interval: float = contract.DEFAULT_VISIBILITY_TIMEOUT_SECONDS / 3
+    result_ttl: float = float(contract.DEFAULT_RESULT_TTL_SECONDS)  # a result (and its id's dedup) is kept
+    max_results: int = contract.DEFAULT_RESULTS_CAP  # results kept; the oldest go first
+    max_dead_letters: int = contract.DEFAULT_DEAD_LETTER_CAP  # dead letters kept; the oldest go first
     block_ms: int = 1000  # longest blocking read, and so the longest idle fetch
 
     def job_settings(self, options: JobOptions) -> JobSettings:
@@ -120,10 +120,12 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "queue_url": Setting(
-        "--queue", "JOBPOOL_QUEUE_URL", str, "queue URL, e.g. redis://localhost:6379/0", required=True
+        "--queue", contract.ENV_QUEUE_URL, str, "queue URL, e.g. redis://localhost:6379/0", required=True
     ),
-    "namespace": Setting("--namespace", "JOBPOOL_NAMESPACE", str, "namespace of the pool", "default"),
-    "pool": Setting("--pool", "JOBPOOL_POOL", str, "pool name", required=True),
+    "namespace": Setting(
+        "--namespace", contract.ENV_NAMESPACE, str, "namespace of the pool", contract.DEFAULT_NAMESPACE
+    ),
+    "pool": Setting("--pool", contract.ENV_POOL, str, "pool name", required=True),
     "worker_id": Setting(
         "--worker-id", "JOBPOOL_WORKER_ID", str, "this worker's name in the queue", "<hostname>-<pid>"
     ),
@@ -262,7 +264,7 @@ def resolve_config(
                 raise ConfigError(f"{setting.variable}={env[setting.variable]!r}: {exc}") from None
     if "command" in values:
         values["command"] = tuple(values["command"])
-    values.setdefault("namespace", "default")
+    values.setdefault("namespace", contract.DEFAULT_NAMESPACE)
     for name, setting in SETTINGS.items():
         if setting.required and not values.get(name):
             raise ConfigError(f"missing {setting.flag} (or {setting.variable})")
@@ -284,7 +286,7 @@ def resolve_config(
         raise ConfigError(
             f"--worker-id {RELEASED_CONSUMER!r} is reserved for jobs given back on drain; choose another id"
         )
-    values.setdefault("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT)
+    values.setdefault("visibility_timeout", contract.DEFAULT_VISIBILITY_TIMEOUT_SECONDS)
     if values["visibility_timeout"] <= 0:
         raise ConfigError("--visibility-timeout must be > 0")
     if not values.get("heartbeat_interval"):

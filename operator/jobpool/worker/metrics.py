@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from ..contract import ATTEMPT_OUTCOMES, WORKER_METRICS
+
 disable_created_metrics()  # the *_created series double the output for no use here
 
-OUTCOMES = ("succeeded", "retried", "dead_lettered", "permanent", "cancelled", "duplicate")
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
 WAIT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600)
 
@@ -17,27 +18,27 @@ class WorkerMetrics:
         labels = ("namespace", "pool")
         values = (namespace, pool)
         self.slots = Gauge(
-            "jobpool_worker_slots", "Job slots of this worker", labels, registry=self.registry
+            WORKER_METRICS.slots, "Job slots of this worker", labels, registry=self.registry
         ).labels(*values)
         self.busy_slots = Gauge(
-            "jobpool_worker_busy_slots", "Slots holding a job", labels, registry=self.registry
+            WORKER_METRICS.busy_slots, "Slots holding a job", labels, registry=self.registry
         ).labels(*values)
         jobs = Counter(
-            "jobpool_worker_jobs_total",
+            WORKER_METRICS.jobs,
             "Finished attempts by outcome",
             (*labels, "outcome"),
             registry=self.registry,
         )
-        self.jobs = {outcome: jobs.labels(*values, outcome) for outcome in OUTCOMES}
+        self.jobs = {outcome: jobs.labels(*values, outcome) for outcome in ATTEMPT_OUTCOMES}
         self.duration = Histogram(
-            "jobpool_job_duration_seconds",
+            WORKER_METRICS.duration,
             "Run time of an attempt",
             labels,
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         ).labels(*values)
         self.wait = Histogram(
-            "jobpool_job_wait_seconds",
+            WORKER_METRICS.wait,
             "From enqueue (or due) to start",
             labels,
             buckets=WAIT_BUCKETS,

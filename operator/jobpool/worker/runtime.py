@@ -29,6 +29,15 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from .._metrics_server import serve_metrics
+from ..contract import (
+    ERROR_TEXT_LIMIT,
+    OUTCOME_CANCELLED,
+    OUTCOME_DEAD_LETTERED,
+    OUTCOME_DUPLICATE,
+    OUTCOME_PERMANENT,
+    OUTCOME_RETRIED,
+    OUTCOME_SUCCEEDED,
+)
 from ..queue import Job, Queue, QueueError
 from ..queue.codec import RawJSON, encode_json, encode_result
 from ..queue.urls import redact_url
@@ -37,7 +46,6 @@ from .metrics import WorkerMetrics
 from .runners import CANCEL_GRACE, JobContext, JobFailed, Permanent, Runner
 
 log = logging.getLogger("jobpool.worker")
-ERROR_TEXT_LIMIT = 8000
 EXIT_ALL_SLOTS_OVERRUN = 3
 EXIT_UNEXPECTED_ERROR = 4
 ACK_GRACE = 10.0  # seconds a drain waits for the last acknowledgements
@@ -513,7 +521,7 @@ class Worker:
                 self._queue_down(exc, failures)
                 await asyncio.sleep(reconnect_delay(failures))
         first_line = error.splitlines()[0] if error else ""
-        if outcome == "dead_lettered":
+        if outcome == OUTCOME_DEAD_LETTERED:
             log.warning(
                 "job %s dead-lettered after attempt %d/%d: %s",
                 job.id,
@@ -521,16 +529,16 @@ class Worker:
                 settings.max_attempts,
                 first_line,
             )
-        elif outcome == "permanent":
+        elif outcome == OUTCOME_PERMANENT:
             log.warning(
                 "job %s dead-lettered at once by a permanent error in attempt %d: %s",
                 job.id,
                 job.attempts,
                 first_line,
             )
-        elif outcome == "cancelled":
+        elif outcome == OUTCOME_CANCELLED:
             log.info("job %s cancelled in attempt %d", job.id, job.attempts)
-        elif outcome == "retried":
+        elif outcome == OUTCOME_RETRIED:
             log.info(
                 "job %s failed attempt %d/%d, retrying: %s",
                 job.id,
@@ -581,9 +589,9 @@ class Worker:
             if failures:
                 failures = 0
             if batch:
-                self.metrics.jobs["succeeded"].inc(succeeded)
+                self.metrics.jobs[OUTCOME_SUCCEEDED].inc(succeeded)
                 if duplicates:
-                    self.metrics.jobs["duplicate"].inc(duplicates)
+                    self.metrics.jobs[OUTCOME_DUPLICATE].inc(duplicates)
                 for job, _ in batch:
                     self._free(job)
             if self.stopping.is_set():

@@ -7,6 +7,7 @@ import json
 
 from hypothesis import assume, given, settings, strategies as st
 
+from jobpool.contract import LABEL_POOL
 from jobpool.controller import builders, kinds, reasons
 from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan
 from jobpool.controller.problems import Problem, validate_spec
@@ -104,10 +105,7 @@ specs = st.builds(
 
 
 def pods_of(ws):
-    return {
-        w.id: {"metadata": {"name": w.id, "namespace": "ns", "labels": {builders.LABEL_POOL: "p"}}}
-        for w in ws
-    }
+    return {w.id: {"metadata": {"name": w.id, "namespace": "ns", "labels": {LABEL_POOL: "p"}}} for w in ws}
 
 
 @settings(max_examples=200, deadline=None)

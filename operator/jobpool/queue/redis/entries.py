@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ...contract import QUEUE_COUNTERS
 from ..base import Job, JobState, QueueStats, WorkerInfo
 from ..codec import RawJSON, decode_options
 from .fields import ENTRY
@@ -166,14 +167,9 @@ def stats_from_reply(
         in_flight=pending,
         delayed=delayed,
         dead_letter=dead,
-        submitted=int(count.get("submitted", 0)),
-        succeeded=int(count.get("succeeded", 0)),
-        retried=int(count.get("retried", 0)),
-        dead_lettered=int(count.get("dead_lettered", 0)),
-        permanent=int(count.get("permanent", 0)),
-        cancelled=int(count.get("cancelled", 0)),
         workers=tuple(sorted(infos, key=lambda w: w.id)),
-        duplicates=int(count.get("duplicates", 0)),
+        # the counters, named like QueueStats' fields
+        **{counter: int(count.get(counter, 0)) for counter in QUEUE_COUNTERS},
         scheduled=int(scheduled),
         delayed_due=int(delayed_due),
         scheduled_due=int(scheduled_due),

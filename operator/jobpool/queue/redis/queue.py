@@ -18,6 +18,14 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from ...contract import (
+    DEFAULT_DEAD_LETTER_CAP,
+    DEFAULT_RESULT_TTL_SECONDS,
+    DEFAULT_RESULTS_CAP,
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    ERROR_TEXT_LIMIT,
+    OUTCOME_CANCELLED,
+)
 from .. import connection, upkeep
 from ..base import (
     SCALE_UP_HORIZON_SECONDS,
@@ -74,10 +82,6 @@ from .functions import (
 from .submit import SubmitPath
 
 ACK_CHUNK = 500
-DEFAULT_VISIBILITY_TIMEOUT = 30.0
-DEFAULT_RESULT_TTL = 24 * 3600.0
-DEFAULT_RESULTS_CAP = 100_000
-DEFAULT_DEAD_LETTER_CAP = 10_000
 RESULT_BLOCK_SECONDS = 5.0  # result()'s blocking read is renewed this often, within the socket timeout
 
 
@@ -103,8 +107,8 @@ class RedisStreamsQueue(SubmitPath, Queue, BlockingSubmit):
         namespace: str,
         pool: str,
         *,
-        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
-        result_ttl: float = DEFAULT_RESULT_TTL,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+        result_ttl: float = DEFAULT_RESULT_TTL_SECONDS,
         results_cap: int = DEFAULT_RESULTS_CAP,
         dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP,
         connect_timeout: float = 5.0,
@@ -317,7 +321,9 @@ class RedisStreamsQueue(SubmitPath, Queue, BlockingSubmit):
         permanent: bool = False,
         cancelled: bool = False,
     ) -> str:
-        outcome = "cancelled" if cancelled else outcome_of_failure(job.attempts, max_attempts, permanent)
+        outcome = (
+            OUTCOME_CANCELLED if cancelled else outcome_of_failure(job.attempts, max_attempts, permanent)
+        )
         delay_ms = int(retry_delay(job.attempts, backoff, max_backoff) * 1000)
         command = Fail.command(
             self.keys,
@@ -326,7 +332,7 @@ class RedisStreamsQueue(SubmitPath, Queue, BlockingSubmit):
             id=job.id,
             attempts=job.attempts,
             payload=job.payload_text.encode("utf-8", "surrogateescape"),  # bytes as fetched
-            error=storable_text(error[:8000]),
+            error=storable_text(error[:ERROR_TEXT_LIMIT]),
             outcome=outcome,
             delay_ms=delay_ms,
             replayed=job.replayed,

@@ -4,7 +4,7 @@ tests/e2e/test_chart.py), and docs/operations.md ("A production Redis") names th
 
 from __future__ import annotations
 
-from ..codec import MAX_PAYLOAD_BYTES_ALLOWED
+from ...contract import MAX_PAYLOAD_BYTES_ALLOWED
 
 # A bulk string's bytes: the largest payload spec.queue.maxPayloadBytes allows, with headroom for
 # the job's id and the separators of a submit (a submit of several jobs is split well below it).

@@ -15,11 +15,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 from redis.retry import Retry
 
+from ...contract import DEFAULT_MAX_PAYLOAD_BYTES
 from ...names import check_task
 from .. import connection
 from ..base import JobOptions, PayloadTooLarge, QueueError, QueueFull, UnknownTask
 from ..codec import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
     RawJSON,
     check_job_id,
     check_options,
