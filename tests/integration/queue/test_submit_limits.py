@@ -13,8 +13,8 @@ import pytest
 import redis
 
 import jobpool
+from jobpool.contract import DEFAULT_MAX_PAYLOAD_BYTES
 from jobpool.queue import PayloadTooLarge, QueueError
-from jobpool.queue.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from tests.helpers import ROOT
 
 
