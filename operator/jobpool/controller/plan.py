@@ -18,7 +18,7 @@ from typing import Any
 from ..api import JobPoolSpec
 from ..queue.base import QueueStats
 from . import autoscaler, builders, kinds, status as pool_status
-from .problems import Problem
+from .problems import Problem, first_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +70,7 @@ class Settings:
 class Gathered:
     pool: builders.PoolRef
     generation: int
-    spec: JobPoolSpec | None  # None: unreadable (then `problem` says why)
-    problem: Problem | None
+    spec: JobPoolSpec | None  # None: unreadable (then `spec_problem` says why)
     stats: QueueStats | None  # None: the queue was not read or did not answer
     queue_moved: bool  # the URL changed since last tick: a batch is fed again there
     feeder_progress: int | None  # how far the running feeder got with memory.batch
@@ -88,6 +87,18 @@ class Gathered:
         default_factory=dict
     )  # Kueue's message per pod it has not admitted
     sweeper_progress: int | None = None  # how far the running cancel of memory.batch got (spec.jobs.cancel)
+    # What each read found wrong (None: nothing, or not read because an earlier one did); which of
+    # them the pool reports is `problems.first_problem`'s to say, in the order of `problems.CHAIN`.
+    spec_problem: Problem | None = None  # the spec is unreadable or needs what the operator lacks
+    refused: Problem | None = None  # the API server refused this generation's worker Deployment
+    queue_problem: Problem | None = None  # the queue URL cannot be read or opened
+    stats_problem: Problem | None = None  # the queue did not answer
+    credentials_problem: Problem | None = None  # a managed pool's users or Secrets cannot be set up
+
+    @property
+    def problem(self) -> Problem | None:
+        """What the pool reports as wrong: the first of the chain's checks that finds something."""
+        return first_problem(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +255,8 @@ def plan(g: Gathered) -> Plan:
     deployment = g.observed.get(kinds.DEPLOYMENT.kind)
     spec, stats = g.spec, g.stats
     current = current_replicas(memory, deployment, previous)
-    spec_ok = spec is not None and (g.problem is None or g.problem.spec_ok)
+    problem = g.problem
+    spec_ok = spec is not None and (problem is None or problem.spec_ok)
 
     desired, lower_demand_since, scaled = current, memory.lower_demand_since, None
     if spec is not None and spec_ok:
@@ -288,7 +300,7 @@ def plan(g: Gathered) -> Plan:
         ready_replicas=int(dstatus.get("readyReplicas") or 0),
         desired_replicas=desired,
         stats=stats,
-        problem=g.problem,
+        problem=problem,
         batch_total=batch.total if batch else None,
         batch_fed=batch.fed if batch else 0,
         batch_swept=batch.swept if batch else None,

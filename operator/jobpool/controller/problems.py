@@ -4,13 +4,17 @@ messages name its queue: a URL read from a Secret is never quoted, an inline one
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ..api import JobPoolSpec
 from ..queue.urls import EXPECTED_QUEUE_URL, queue_url_problem, redact_url, scrub_url
 from . import reasons
+
+if TYPE_CHECKING:
+    from .plan import Gathered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +110,51 @@ def refused_deployment(exc: BaseException) -> Problem:
         reasons.INVALID_POD_TEMPLATE,
         f"spec.worker.podTemplate: the API server refused the worker Deployment: {text}",
     )
+
+
+# Which problem a pool reports: the gathered facts go through these pure checks in order and the
+# first that finds something wins (the loop does not read what an earlier problem makes moot).
+Check = Callable[["Gathered"], "Problem | None"]
+
+
+def invalid_spec(g: Gathered) -> Problem | None:
+    """The spec cannot be read, or names what the operator lacks (a default queue)."""
+    return g.spec_problem
+
+
+def refused_worker_deployment(g: Gathered) -> Problem | None:
+    """The API server refused this generation's worker Deployment (what a schema cannot check)."""
+    return g.refused
+
+
+def unresolved_queue(g: Gathered) -> Problem | None:
+    """The queue URL's Secret is missing or unusable, or the URL is not a queue's."""
+    return g.queue_problem
+
+
+def unreachable_queue(g: Gathered) -> Problem | None:
+    """The spec is fine; the queue did not answer (the workers are kept as decided)."""
+    return g.stats_problem
+
+
+def credentials_not_set_up(g: Gathered) -> Problem | None:
+    """A managed pool's users or Secrets cannot be set up on the operator's queue."""
+    return g.credentials_problem
+
+
+CHAIN: tuple[Check, ...] = (
+    invalid_spec,
+    refused_worker_deployment,
+    unresolved_queue,
+    unreachable_queue,
+    credentials_not_set_up,
+)
+
+
+def first_problem(g: Gathered, chain: tuple[Check, ...] = CHAIN) -> Problem | None:
+    """The first problem a check of `chain` finds in `g`; None when none finds one."""
+    for check in chain:
+        problem = check(g)
+        if problem is not None:
+            return problem
+    return None

@@ -241,22 +241,27 @@ class PoolController:
             )
             valid = self.validated[1][0]
             self.overridden = builders.overridden_fields(self.ref, valid) if valid is not None else ()
-        spec, problem = self.validated[1]
-        if problem is None and self.refused is not None and self.refused[0] == generation:
-            problem = self.refused[1]
+        spec, spec_problem = self.validated[1]
+        refused = self.refused[1] if self.refused is not None and self.refused[0] == generation else None
+        # Which problem the pool reports is the chain's (problems.CHAIN); here, only which reads an
+        # earlier problem makes moot.
+        blocked = spec is None or spec_problem is not None or refused is not None
+        queue_problem = stats_problem = credentials_problem = None
         stats, moved = None, False
-        if spec is not None and problem is None:
-            problem, moved = await self.queue.connect(spec)
+        if spec is not None and not blocked:
+            queue_problem, moved = await self.queue.connect(spec)
             if self.queue.resolved is not None:
                 self.ctx.queue_urls[self.ref.uid] = self.queue.resolved
-        if spec is not None and problem is None and self.queue.queue is not None:
+            blocked = queue_problem is not None
+        if spec is not None and not blocked and self.queue.queue is not None:
             read = await self.queue.stats(spec)
-            stats, problem = (None, read) if isinstance(read, Problem) else (read, None)
+            stats, stats_problem = (None, read) if isinstance(read, Problem) else (read, None)
+            blocked = stats_problem is not None
         pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
         credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
         managed = credentials is not None
-        if credentials is not None and problem is None:
-            problem = await credentials.ensure(
+        if credentials is not None and not blocked:
+            credentials_problem = await credentials.ensure(
                 (meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods
             )
         batch = self.memory.batch
@@ -265,7 +270,6 @@ class PoolController:
             pool=self.ref,
             generation=generation,
             spec=spec,
-            problem=problem,
             stats=stats,
             queue_moved=moved,
             feeder_progress=self.queue.progress(batch.digest) if batch else None,
@@ -287,6 +291,11 @@ class PoolController:
                 for pod in pods
                 if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None
             },
+            spec_problem=spec_problem,
+            refused=refused,
+            queue_problem=queue_problem,
+            stats_problem=stats_problem,
+            credentials_problem=credentials_problem,
         )
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:

@@ -23,7 +23,6 @@ def gathered(pool_spec=None, **kw) -> Gathered:
         pool=POOL,
         generation=1,
         spec=pool_spec or spec(),
-        problem=None,
         stats=QueueStats(),
         queue_moved=False,
         feeder_progress=None,
@@ -146,7 +145,7 @@ def test_desired_replicas_stay_within_the_spec(pool_spec, queue, current):
 def test_an_invalid_spec_applies_nothing_and_says_why(raw, queue):
     pool_spec, problem = validate_spec(raw, QUEUE, administered=False)
     assert pool_spec is None and problem.reason == reasons.INVALID_SPEC
-    decided = plan(gathered(None, spec=None, problem=problem, stats=None))
+    decided = plan(gathered(None, spec=None, spec_problem=problem, stats=None))
     assert decided.apply == () and decided.feed is None and dict(decided.pod_patches) == {}
     conditions = {c["type"]: c for c in decided.status["conditions"]}
     assert (
@@ -165,7 +164,7 @@ def test_an_unreachable_queue_keeps_the_workers_and_the_last_counters(pool_spec,
     )
     before = settle(gathered(pool_spec, stats=queue, memory=Memory(decided=current)))
     down = Problem(reasons.QUEUE_UNAVAILABLE, "spec.queue: cannot reach the queue", spec_ok=True)
-    decided = plan(dataclasses.replace(before, stats=None, problem=down))
+    decided = plan(dataclasses.replace(before, stats=None, stats_problem=down))
     assert decided.desired == before.memory.decided
     assert not any(obj["kind"] == "Deployment" for obj in decided.apply)
     assert decided.status["queue"] == before.memory.status["queue"]
@@ -197,7 +196,10 @@ def test_counter_changes_wait_for_the_interval_but_condition_changes_do_not(queu
     assert plan(dataclasses.replace(g, stats=busier, now=written_at + waited)).status is None
     assert plan(dataclasses.replace(g, stats=busier, now=written_at + 1.0)).status is not None
     down = Problem(reasons.QUEUE_UNAVAILABLE, "spec.queue: cannot reach the queue", spec_ok=True)
-    assert plan(dataclasses.replace(g, stats=None, problem=down, now=written_at + waited)).status is not None
+    assert (
+        plan(dataclasses.replace(g, stats=None, stats_problem=down, now=written_at + waited)).status
+        is not None
+    )
 
 
 @settings(max_examples=200, deadline=None)
