@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.exceptions import NoPermissionError, RedisError
@@ -82,7 +83,7 @@ def digest(credentials: Credentials) -> str:
     return hashlib.sha256(credentials.password.encode()).hexdigest()[:16]
 
 
-def old_pods_gone(pods: dict[str, dict[str, Any]], current_digest: str) -> bool:
+def old_pods_gone(pods: Mapping[str, Mapping[str, Any]], current_digest: str) -> bool:
     """No pod that may still hold the previous password: every pod has the current template and
     none is terminating (a draining pod still acks with its connection)."""
     for pod in pods.values():
@@ -183,8 +184,75 @@ class QueueAdmin:
         await self.redis.aclose()
 
 
+@dataclasses.dataclass(frozen=True)
+class CredentialsRead:
+    """What one tick read of a managed pool's credentials, for `plan_writes` to decide on."""
+
+    held: Mapping[str, Credentials]  # per role, as the operator last applied them
+    rotation: str  # the pool's rotate-credentials annotation
+    # The Secrets as read, per role (None: the role has none yet); None: not read, `held` is current.
+    secrets: Mapping[str, Credentials | None] | None = None
+    # A new password per role, should `decide` need one (drawn while reading, so deciding is pure).
+    fresh: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    recheck: bool = False  # the users were last applied CHECK_SECONDS ago: a restarted Redis lost them
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialsWrite:
+    """One write of a role's credentials: its Redis user (ACL SETUSER) or its Secret."""
+
+    role: str
+    credentials: Credentials
+    secret: bool = False  # the Secret; else the user
+    change: str = ""  # a Secret's: created, rotating or rotated (logged)
+
+
+def plan_writes(
+    read: CredentialsRead, pods: Mapping[str, Mapping[str, Any]]
+) -> tuple[tuple[CredentialsWrite, ...], Credentials | None]:
+    """The users and Secrets to write, in order, and the worker credentials they leave (None: no
+    worker Secret yet). A password is valid in Redis before a Secret names it, and leaves Redis only
+    once no Secret names it; both roles rotate together, the worker pods tell when the previous
+    passwords may go."""
+    if read.secrets is None:
+        writes = (
+            tuple(CredentialsWrite(role, held) for role, held in read.held.items()) if read.recheck else ()
+        )
+        return writes, read.held.get(acl.WORKER)
+    worker = read.secrets.get(acl.WORKER)
+    rolled = worker is not None and old_pods_gone(pods, digest(worker))
+    planned: list[CredentialsWrite] = []
+    wanted_worker = None
+    for role in acl.ROLES:
+        current = read.secrets.get(role)
+        fresh = read.fresh.get(role)
+        wanted = decide(
+            current, read.rotation, rolled, functools.partial(str, fresh) if fresh else new_password
+        )
+        adding = current is None or wanted.password != current.password
+        if adding:
+            planned.append(CredentialsWrite(role, wanted))
+        if wanted != current:
+            change = "created" if current is None else "rotating" if adding else "rotated"
+            planned.append(CredentialsWrite(role, wanted, secret=True, change=change))
+        if not adding:
+            planned.append(CredentialsWrite(role, wanted))
+        if role == acl.WORKER:
+            wanted_worker = wanted
+    return tuple(planned), wanted_worker
+
+
+def credentials_failed(admin_url: str, exc: BaseException) -> Problem:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return Problem(
+        reasons.QUEUE_CREDENTIALS_FAILED,
+        f"spec.queue: cannot set up the pool's users on the operator's queue {redact_url(admin_url)}: {reason}",
+    )
+
+
 class PoolCredentials:
-    """One managed pool's users and Secrets, kept as `decide` says."""
+    """One managed pool's users and Secrets: read each tick (`read`), decided by `plan_writes`,
+    written by the loop's act (`write`)."""
 
     def __init__(self, admin: QueueAdmin, kube: KubeApi, pool: builders.PoolRef):
         self.admin, self.kube, self.pool = admin, kube, pool
@@ -197,7 +265,7 @@ class PoolCredentials:
         worker = self.held.get(acl.WORKER)
         return digest(worker) if worker is not None else None
 
-    def _needs_secrets(self, rotation: str, pods: dict[str, dict[str, Any]]) -> bool:
+    def _needs_secrets(self, rotation: str, pods: Mapping[str, Mapping[str, Any]]) -> bool:
         """Whether to read (and maybe write) the Secrets: the first time, or a rotation to start or finish."""
         worker = self.held.get(acl.WORKER)
         if worker is None or len(self.held) < len(acl.ROLES):
@@ -206,60 +274,55 @@ class PoolCredentials:
             return old_pods_gone(pods, digest(worker))
         return worker.rotation != rotation
 
-    async def ensure(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
-        """Bring the users and Secrets to what `decide` says; a Problem when the queue refuses.
-        An unchanged pool costs no API call: only its users are applied again, now and then."""
-        try:
-            if self._needs_secrets(rotation, pods):
-                return await self._sync(rotation, pods)
-            if time.monotonic() - self.checked_at >= CHECK_SECONDS:
-                for role, held in self.held.items():  # a restarted Redis has lost them
-                    await self._apply_user(role, held)
-                self.checked_at = time.monotonic()
-        except (RedisError, *connection.UNAVAILABLE) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Problem(
-                reasons.QUEUE_CREDENTIALS_FAILED,
-                f"spec.queue: cannot set up the pool's users on the "
-                f"operator's queue {redact_url(self.admin.url)}: {reason}",
-            )
-        return None
-
-    async def _sync(self, rotation: str, pods: dict[str, dict[str, Any]]) -> Problem | None:
+    async def read(self, rotation: str, pods: Mapping[str, Mapping[str, Any]]) -> CredentialsRead | Problem:
+        """Reads only: the Secrets when they may need writing (an unchanged pool costs no API call),
+        else what the operator holds; a Problem when a Secret is another's or cannot be read."""
+        if not self._needs_secrets(rotation, pods):
+            recheck = time.monotonic() - self.checked_at >= CHECK_SECONDS
+            return CredentialsRead(dict(self.held), rotation, recheck=recheck)
         current: dict[str, Credentials | None] = {}
-        for role in acl.ROLES:
-            name = SECRET_NAMES[role](self.pool.name)
-            secret = await self.kube.get(kinds.SECRET, self.pool.namespace, name)
-            if secret is not None and not owned_by(secret, self.pool):
-                return Problem(
-                    reasons.QUEUE_SECRET_TAKEN,
-                    f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
-                    f"which exists and is not this pool's; rename or delete it",
-                )
-            current[role] = read_secret(secret)
-        worker = current[acl.WORKER]
-        # both roles rotate together; the worker pods tell when the previous passwords may go
-        rolled = worker is not None and old_pods_gone(pods, digest(worker))
-        for role in acl.ROLES:
-            wanted = decide(current[role], rotation, rolled)
-            # a password is valid in Redis before a Secret names it, and leaves Redis only once no
-            # Secret names it
-            held = current[role]
-            adding = held is None or wanted.password != held.password
-            if adding:
-                await self._apply_user(role, wanted)
-            if wanted != current[role]:
-                await self.kube.apply(build_secret(self.pool, role, wanted, self.admin.url))
-                log.info(
-                    "%s/%s: %s credentials %s",
-                    self.pool.namespace,
-                    self.pool.name,
-                    role,
-                    "created" if current[role] is None else "rotating" if adding else "rotated",
-                )
-            if not adding:
-                await self._apply_user(role, wanted)
-            self.held[role] = wanted
+        try:
+            for role in acl.ROLES:
+                name = SECRET_NAMES[role](self.pool.name)
+                secret = await self.kube.get(kinds.SECRET, self.pool.namespace, name)
+                if secret is not None and not owned_by(secret, self.pool):
+                    return Problem(
+                        reasons.QUEUE_SECRET_TAKEN,
+                        f'spec.queue: the pool keeps its queue URL in Secret "{name}", '
+                        f"which exists and is not this pool's; rename or delete it",
+                    )
+                current[role] = read_secret(secret)
+        except (RedisError, *connection.UNAVAILABLE) as exc:
+            return credentials_failed(self.admin.url, exc)
+        return CredentialsRead(
+            dict(self.held), rotation, secrets=current, fresh={role: new_password() for role in acl.ROLES}
+        )
+
+    async def write(self, writes: tuple[CredentialsWrite, ...]) -> Problem | None:
+        """Apply `writes` in order; a role's credentials are held once its last write is done.
+        A Problem when the queue refuses (what is held then is what was written)."""
+        if not writes:
+            return None
+        last = {write.role: index for index, write in enumerate(writes)}
+        try:
+            for index, write in enumerate(writes):
+                if write.secret:
+                    await self.kube.apply(
+                        build_secret(self.pool, write.role, write.credentials, self.admin.url)
+                    )
+                    log.info(
+                        "%s/%s: %s credentials %s",
+                        self.pool.namespace,
+                        self.pool.name,
+                        write.role,
+                        write.change,
+                    )
+                else:
+                    await self._apply_user(write.role, write.credentials)
+                if last[write.role] == index:
+                    self.held[write.role] = write.credentials
+        except (RedisError, *connection.UNAVAILABLE) as exc:
+            return credentials_failed(self.admin.url, exc)
         self.checked_at = time.monotonic()
         return None
 

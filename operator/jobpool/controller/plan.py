@@ -18,6 +18,7 @@ from typing import Any
 from ..api import JobPoolSpec
 from ..queue.base import QueueStats
 from . import autoscaler, builders, kinds, status as pool_status
+from .credentials import CredentialsRead, CredentialsWrite, digest as credentials_digest, plan_writes
 from .problems import Problem, first_problem
 
 
@@ -94,6 +95,9 @@ class Gathered:
     queue_problem: Problem | None = None  # the queue URL cannot be read or opened
     stats_problem: Problem | None = None  # the queue did not answer
     credentials_problem: Problem | None = None  # a managed pool's users or Secrets cannot be set up
+    queue_open: bool = False  # connected this tick to the queue the spec names
+    queue_configured: Mapping[str, Any] | None = None  # the pool-wide settings last stored in it
+    credentials_read: CredentialsRead | None = None  # a managed pool's, read this tick (None: not read)
 
     @property
     def problem(self) -> Problem | None:
@@ -119,6 +123,10 @@ class Plan:
         Batch | None
     )  # cancel this cancelled batch's jobs from index sweep.swept on (feeding stopped first)
     idle: bool  # no job anywhere and nothing to do: the next tick may wait longer
+    # Written before anything they serve (act): the settings before feeding, the credentials before
+    # the Deployment that mounts them.
+    configure: Mapping[str, Any] | None = None  # the pool-wide settings to store in the queue
+    credentials: tuple[CredentialsWrite, ...] = ()  # a managed pool's users and Secrets, in order
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
@@ -129,6 +137,35 @@ def batch_digest(spec: JobPoolSpec) -> str:
     jobs = spec.jobs.model_dump(by_alias=True, exclude_none=True, exclude={"cancel"})
     raw = json.dumps({"jobs": jobs, "queue": source}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def queue_settings(spec: JobPoolSpec) -> dict[str, Any]:
+    """The pool-wide settings stored in its queue, which every submit and worker reads there."""
+    return {
+        "max_length": spec.queue.max_length,
+        "max_payload_bytes": spec.queue.max_payload_bytes,
+        "durability": spec.queue.durability,
+    }
+
+
+def to_configure(g: Gathered) -> dict[str, Any] | None:
+    """The settings to store: on a queue connected this tick whose stored settings differ (tried
+    again every tick until stored; an unreachable queue does not stop the attempt)."""
+    if g.spec is None or not g.queue_open or g.spec_problem or g.refused or g.queue_problem:
+        return None
+    settings = queue_settings(g.spec)
+    return settings if g.queue_configured != settings else None
+
+
+def credentials_to_write(
+    g: Gathered, problem: Problem | None
+) -> tuple[tuple[CredentialsWrite, ...], str | None]:
+    """A managed pool's credential writes and the worker password digest its Deployment carries
+    (None: no worker Secret yet, so no workers)."""
+    if g.credentials_read is None or problem is not None:
+        return (), g.credentials
+    writes, worker = plan_writes(g.credentials_read, g.pods)
+    return writes, credentials_digest(worker) if worker is not None else None
 
 
 def current_replicas(
@@ -257,6 +294,9 @@ def plan(g: Gathered) -> Plan:
     current = current_replicas(memory, deployment, previous)
     problem = g.problem
     spec_ok = spec is not None and (problem is None or problem.spec_ok)
+    credential_writes, worker_digest = credentials_to_write(g, problem)
+    if worker_digest != g.credentials:
+        g = dataclasses.replace(g, credentials=worker_digest)  # the Deployment mounts what act writes first
 
     desired, lower_demand_since, scaled = current, memory.lower_demand_since, None
     if spec is not None and spec_ok:
@@ -349,6 +389,8 @@ def plan(g: Gathered) -> Plan:
         replicas_changed=replicas_changed,
         feed=feed,
         sweep=sweep,
+        configure=to_configure(g),
+        credentials=credential_writes,
         idle=(
             stats is not None
             and stats.backlog == 0

@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..api import JobPoolSpec
@@ -126,7 +126,8 @@ class PoolQueue:
 
     async def connect(self, spec: JobPoolSpec) -> tuple[Problem | None, bool]:
         """Open (or keep) the connection to the queue the spec names; (problem, whether it moved
-        from another queue since the last call)."""
+        from another queue since the last call). Nothing is written to the queue: its settings are
+        stored by `configure`, as the plan says."""
         read = await self._url(spec)
         if read.problem is not None or read.url is None or self.closed:
             return read.problem, False
@@ -140,27 +141,27 @@ class PoolQueue:
             except Exception:  # the message may quote the value: say what is wrong without it
                 return invalid_queue_url(spec, read.url), moved
             self.url = read.url
-        settings: dict[str, Any] = {
-            "max_length": spec.queue.max_length,
-            "max_payload_bytes": spec.queue.max_payload_bytes,
-            "durability": spec.queue.durability,
-        }
-        if self.configured != settings and self.queue is not None:
-            try:
-                async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
-                    await self.queue.configure(**settings)
-                self.configured, self.configure_failed = settings, False
-            except Exception as exc:  # stats() reports an unreachable queue; a refusal (NOPERM) is said here
-                if not self.configure_failed:
-                    log.warning(
-                        "%s/%s: cannot store the pool's settings (spec.queue: maxLength, maxPayloadBytes, "
-                        "durability) in the queue: %s",
-                        self.pool.namespace,
-                        self.pool.name,
-                        queue_message(spec, self.url or "", exc),
-                    )
-                self.configure_failed = True  # warned once, until it succeeds or the queue changes
         return None, moved
+
+    async def configure(self, spec: JobPoolSpec, settings: Mapping[str, Any]) -> None:
+        """Store the pool-wide settings (`plan.queue_settings`) in the queue; a failure is logged
+        once until it succeeds or the queue changes, and tried again while they differ."""
+        if self.queue is None:
+            return
+        try:
+            async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
+                await self.queue.configure(**settings)
+            self.configured, self.configure_failed = dict(settings), False
+        except Exception as exc:  # stats() reports an unreachable queue; a refusal (NOPERM) is said here
+            if not self.configure_failed:
+                log.warning(
+                    "%s/%s: cannot store the pool's settings (spec.queue: maxLength, maxPayloadBytes, "
+                    "durability) in the queue: %s",
+                    self.pool.namespace,
+                    self.pool.name,
+                    queue_message(spec, self.url or "", exc),
+                )
+            self.configure_failed = True  # warned once, until it succeeds or the queue changes
 
     async def stats(self, spec: JobPoolSpec) -> QueueStats | Problem:
         assert self.queue is not None

@@ -224,12 +224,12 @@ class PoolController:
     async def reconcile(self, body: Any) -> bool:
         """One tick; whether the pool is idle."""
         gathered = await self.gather(body)
-        decided = plan(gathered)
-        await self.act(body, gathered, decided)
+        decided = await self.act(body, gathered, plan(gathered))
         return decided.idle
 
     async def gather(self, body: Any) -> Gathered:
-        """Every read of one tick; the queue and credential set-up it needs happen here too."""
+        """Every read of one tick, and nothing else: what the queue and credentials need written
+        is the plan's to say and act's to write."""
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
         if self.validated is None or self.validated[0] != generation:  # a new spec has a new generation
@@ -247,12 +247,13 @@ class PoolController:
         # earlier problem makes moot.
         blocked = spec is None or spec_problem is not None or refused is not None
         queue_problem = stats_problem = credentials_problem = None
-        stats, moved = None, False
+        stats, moved, queue_open = None, False, False
         if spec is not None and not blocked:
             queue_problem, moved = await self.queue.connect(spec)
             if self.queue.resolved is not None:
                 self.ctx.queue_urls[self.ref.uid] = self.queue.resolved
             blocked = queue_problem is not None
+            queue_open = not blocked and self.queue.queue is not None
         if spec is not None and not blocked and self.queue.queue is not None:
             read = await self.queue.stats(spec)
             stats, stats_problem = (None, read) if isinstance(read, Problem) else (read, None)
@@ -260,9 +261,12 @@ class PoolController:
         pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
         credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
         managed = credentials is not None
+        credentials_read = None
         if credentials is not None and not blocked:
-            credentials_problem = await credentials.ensure(
-                (meta.get("annotations") or {}).get(ANNOTATION_ROTATE, ""), pods
+            rotation = (meta.get("annotations") or {}).get(ANNOTATION_ROTATE, "")
+            found = await credentials.read(rotation, pods)
+            credentials_problem, credentials_read = (
+                (found, None) if isinstance(found, Problem) else (None, found)
             )
         batch = self.memory.batch
         name = builders.workers_name(self.ref.name)
@@ -296,10 +300,34 @@ class PoolController:
             queue_problem=queue_problem,
             stats_problem=stats_problem,
             credentials_problem=credentials_problem,
+            queue_open=queue_open,
+            queue_configured=self.queue.configured,
+            credentials_read=credentials_read,
         )
 
-    async def act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
-        """The only writes: worker objects, pod annotations, the feeder, metrics, status, Events."""
+    async def act(self, body: Any, gathered: Gathered, decided: Plan) -> Plan:
+        """The only writes: the queue's settings and a managed pool's credentials first (before the
+        feeder and the Deployment that need them), then worker objects, pod annotations, the
+        feeder, metrics, status, Events. Returns the plan acted on: should the credentials fail,
+        the one decided with that problem."""
+        if decided.configure is not None and gathered.spec is not None:
+            await self.queue.configure(gathered.spec, decided.configure)
+        if decided.credentials and self.credentials is not None:
+            failed = await self.credentials.write(decided.credentials)
+            if failed is not None:
+                # Said at once, as any problem is: this tick's plan is decided again with it.
+                gathered = dataclasses.replace(
+                    gathered,
+                    credentials_problem=failed,
+                    credentials_read=None,
+                    credentials=self.credentials.digest,
+                    queue_configured=self.queue.configured,
+                )
+                decided = dataclasses.replace(plan(gathered), configure=None)
+        await self._act(body, gathered, decided)
+        return decided
+
+    async def _act(self, body: Any, gathered: Gathered, decided: Plan) -> None:
         ns, name = self.ref.namespace, builders.workers_name(self.ref.name)
         if decided.scaled:
             log.info("%s/%s: %s", ns, self.ref.name, decided.scaled)

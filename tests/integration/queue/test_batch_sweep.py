@@ -8,6 +8,7 @@ import asyncio
 
 from jobpool.api import JobPoolSpec
 from jobpool.controller.builders import PoolRef
+from jobpool.controller.plan import queue_settings
 from jobpool.controller.pool_queue import PoolQueue
 from jobpool.queue import open_queue
 
@@ -26,6 +27,7 @@ def test_a_sweep_stops_the_feeder_and_cancels_every_fed_job_of_the_batch(redis_s
             None, PoolRef(pool_name, "it", "uid"), open_queue, redis_server.url, on_progress=lambda: None
         )
         assert (await pool.connect(spec)) == (None, False)
+        await pool.configure(spec, queue_settings(spec))  # maxLength 30: the feeder waits for room
         queue = pool.queue
         try:
             await queue.submit(1, "not-of-the-batch")

@@ -9,7 +9,7 @@ import pytest
 
 from jobpool.api import JobPoolSpec
 from jobpool.controller import builders, credentials
-from jobpool.controller.credentials import Credentials, decide, old_pods_gone
+from jobpool.controller.credentials import Credentials, CredentialsRead, decide, old_pods_gone, plan_writes
 from jobpool.controller.problems import validate_spec
 from jobpool.queue import acl
 
@@ -112,3 +112,50 @@ def test_the_operator_takes_one_default_queue_plain_or_administered(capsys, monk
         parse_args(["-n", "team-a", "--default-queue", "redis://q:6379/0"])
     assert exited.value.code == 2
     assert "not both" in capsys.readouterr().err
+
+
+FRESH = {acl.WORKER: "new-w", acl.PRODUCER: "new-p"}
+
+
+def kinds_of(writes):
+    return [(w.role, "secret" if w.secret else "user", w.credentials.password) for w in writes]
+
+
+def test_a_first_read_plans_each_user_before_the_secret_that_names_it():
+    read = CredentialsRead({}, "", secrets={acl.WORKER: None, acl.PRODUCER: None}, fresh=FRESH)
+    writes, worker = plan_writes(read, {})
+    assert kinds_of(writes) == [
+        (acl.WORKER, "user", "new-w"),
+        (acl.WORKER, "secret", "new-w"),
+        (acl.PRODUCER, "user", "new-p"),
+        (acl.PRODUCER, "secret", "new-p"),
+    ]
+    assert [w.change for w in writes if w.secret] == ["created", "created"]
+    assert worker == Credentials("new-w", None, "")
+
+
+def test_a_rotation_adds_the_new_password_first_and_drops_the_old_one_only_after_its_secret():
+    held = {acl.WORKER: Credentials("w1", None, ""), acl.PRODUCER: Credentials("p1", None, "")}
+    rotating, worker = plan_writes(CredentialsRead(held, "r", secrets=held, fresh=FRESH), {})
+    assert kinds_of(rotating)[:2] == [(acl.WORKER, "user", "new-w"), (acl.WORKER, "secret", "new-w")]
+    assert worker == Credentials("new-w", "w1", "r") and rotating[1].change == "rotating"
+    rolled = {role: w.credentials for w in rotating for role in [w.role]}
+    pods = {"a": pod(credentials.digest(rolled[acl.WORKER]))}
+    finishing, worker = plan_writes(CredentialsRead(rolled, "r", secrets=rolled, fresh=FRESH), pods)
+    # the previous password leaves Redis once no Secret names it: the Secret first, then the user
+    assert kinds_of(finishing)[:2] == [(acl.WORKER, "secret", "new-w"), (acl.WORKER, "user", "new-w")]
+    assert worker == Credentials("new-w", None, "r") and finishing[0].change == "rotated"
+
+
+def test_unread_secrets_plan_the_held_users_again_only_when_a_check_is_due():
+    held = {acl.WORKER: Credentials("w1", None, ""), acl.PRODUCER: Credentials("p1", None, "")}
+    assert plan_writes(CredentialsRead(held, ""), {}) == ((), held[acl.WORKER])
+    writes, worker = plan_writes(CredentialsRead(held, "", recheck=True), {})
+    assert kinds_of(writes) == [(acl.WORKER, "user", "w1"), (acl.PRODUCER, "user", "p1")]
+    assert worker == held[acl.WORKER]
+    assert plan_writes(CredentialsRead({}, ""), {}) == ((), None)
+
+
+def test_planning_the_writes_is_pure():
+    read = CredentialsRead({}, "", secrets={acl.WORKER: None, acl.PRODUCER: None}, fresh=FRESH)
+    assert plan_writes(read, {}) == plan_writes(read, {})

@@ -9,8 +9,15 @@ from hypothesis import assume, given, settings, strategies as st
 
 from jobpool.contract import LABEL_POOL
 from jobpool.controller import builders, kinds, reasons
-from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan
+from jobpool.controller.credentials import (
+    Credentials,
+    CredentialsRead,
+    digest as credential_digest,
+    plan_writes,
+)
+from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan, queue_settings
 from jobpool.controller.problems import Problem, validate_spec
+from jobpool.queue import acl
 from jobpool.queue.base import QueueStats, WorkerInfo
 from tests.unit.factories import WORKER, spec
 
@@ -336,3 +343,69 @@ def test_a_cancel_undone_feeds_the_rest_and_drops_its_progress_from_the_status()
     assert "swept" not in decided.memory.status["batch"]
     steady = settle(dataclasses.replace(resumed, feeder_progress=1000))
     assert plan(dataclasses.replace(steady, now=steady.now + 5)).status is None
+
+
+PROBLEM_FACTS = ("spec_problem", "refused", "queue_problem", "stats_problem", "credentials_problem")
+some_problems = st.sets(st.sampled_from(PROBLEM_FACTS), max_size=2).map(
+    lambda facts: {
+        fact: Problem(reasons.QUEUE_UNAVAILABLE, fact, spec_ok=fact == "stats_problem") for fact in facts
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_length=st.integers(1, 10**6),
+    payload=st.none() | st.integers(1, 10**6),
+    durability=st.sampled_from([None, "replicated"]),
+    queue_open=st.booleans(),
+    stored=st.booleans(),
+    problems=some_problems,
+)
+def test_queue_settings_are_stored_when_connected_and_they_differ_whatever_the_stats(
+    max_length, payload, durability, queue_open, stored, problems
+):
+    raw = {"maxLength": max_length, **({"maxPayloadBytes": payload} if payload else {})}
+    pool_spec = spec(queue={**raw, **({"durability": durability} if durability else {})})
+    wanted = queue_settings(pool_spec)
+    g = gathered(pool_spec, queue_open=queue_open, queue_configured=wanted if stored else None, **problems)
+    blocked = set(problems) & {"spec_problem", "refused", "queue_problem"}
+    expected = wanted if queue_open and not stored and not blocked else None
+    assert plan(g).configure == expected
+
+
+def credential_reads():
+    held = {acl.WORKER: Credentials("w1", None, ""), acl.PRODUCER: Credentials("p1", None, "")}
+    fresh = {acl.WORKER: "new-w", acl.PRODUCER: "new-p"}
+    return st.sampled_from(
+        [
+            CredentialsRead({}, "", secrets={acl.WORKER: None, acl.PRODUCER: None}, fresh=fresh),
+            CredentialsRead(held, "r", secrets=held, fresh=fresh),
+            CredentialsRead(held, ""),
+            CredentialsRead(held, "", recheck=True),
+        ]
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(read=credential_reads(), problems=some_problems)
+def test_a_managed_pools_deployment_mounts_the_credentials_act_writes_before_it(read, problems):
+    g = gathered(spec(), managed=True, credentials=None, credentials_read=read, **problems)
+    decided = plan(g)
+    deployment = next((obj for obj in decided.apply if obj["kind"] == "Deployment"), None)
+    if problems:
+        assert decided.credentials == ()  # nothing is set up for a pool that cannot use it
+        if not set(problems) <= {"stats_problem"}:
+            assert deployment is None
+        return
+    writes, worker = plan_writes(read, g.pods)
+    assert decided.credentials == writes
+    assert worker is not None and deployment is not None
+    template = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert template[builders.ANNOTATION_CREDENTIALS] == credential_digest(worker)
+    assert plan(g) == decided, "deciding the writes is pure"
+
+
+def test_a_managed_pool_without_a_worker_secret_plans_no_workers_and_no_writes_unread():
+    decided = plan(gathered(spec(), managed=True, credentials=None, credentials_read=None))
+    assert decided.credentials == () and decided.apply == ()

@@ -1,4 +1,5 @@
-"""One pool's queue in the operator: storing its settings, stopping its feeder and sweeper."""
+"""One pool's queue in the operator: connecting (no writes), storing its settings, stopping its
+feeder and sweeper."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import pytest
 
 from jobpool.controller.builders import PoolRef
+from jobpool.controller.plan import queue_settings
 from jobpool.controller.pool_queue import PoolQueue
 from jobpool.queue import QueueError
 from tests.unit.factories import spec
@@ -41,6 +43,7 @@ def test_a_refused_configure_is_logged_once_with_the_pool_and_without_the_passwo
     async def scenario():
         for _ in range(3):
             assert await pool.connect(spec(queue={"url": url})) == (None, False)
+            await pool.configure(spec(queue={"url": url}), queue_settings(spec(queue={"url": url})))
 
     with caplog.at_level(logging.WARNING, logger="jobpool.operator"):
         asyncio.run(scenario())
@@ -61,10 +64,14 @@ def test_a_configure_that_fails_again_after_succeeding_is_logged_again(caplog):
 
     pool = pool_queue(lambda url, namespace, name: FlakyQueue())
 
+    async def connect_and_configure(pool_spec):
+        await pool.connect(pool_spec)
+        await pool.configure(pool_spec, queue_settings(pool_spec))
+
     async def scenario():
-        await pool.connect(spec(queue={"url": "redis://q:6379/0"}))
-        await pool.connect(spec(queue={"url": "redis://q:6379/0"}))  # stored
-        await pool.connect(spec(queue={"url": "redis://q:6379/0", "maxLength": 5}))  # new settings, refused
+        await connect_and_configure(spec(queue={"url": "redis://q:6379/0"}))
+        await connect_and_configure(spec(queue={"url": "redis://q:6379/0"}))  # stored
+        await connect_and_configure(spec(queue={"url": "redis://q:6379/0", "maxLength": 5}))  # new, refused
 
     with caplog.at_level(logging.WARNING, logger="jobpool.operator"):
         asyncio.run(scenario())

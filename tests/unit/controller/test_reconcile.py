@@ -7,18 +7,20 @@ import json
 import pytest
 from kubernetes import client as k8s_client
 
-from jobpool.controller import kinds
+from jobpool.controller import kinds, reasons
+from jobpool.controller.credentials import CredentialsRead, digest as credential_digest
 from jobpool.controller.kube import NO_RESPONSE, KubeApi, KubeError
 from jobpool.controller.lease import LeaderLease
 from jobpool.controller.metrics import OperatorMetrics
 from jobpool.controller.plan import plan
+from jobpool.controller.problems import Problem
 from jobpool.controller.reconcile import (
     POD_PATCHES_IN_FLIGHT,
     OperatorConfig,
     OperatorContext,
     PoolController,
 )
-from jobpool.queue import QueueStats
+from jobpool.queue import QueueStats, acl
 from jobpool.queue.base import WorkerInfo
 from tests.helpers import wait_until
 from tests.unit.controller.test_plan import gathered, pods_of
@@ -210,3 +212,64 @@ def test_a_leader_whose_renewal_hangs_stops_at_the_renew_deadline_before_the_lea
             await peer.stop()
 
     asyncio.run(scenario())
+
+
+class RecordingKube:
+    """Records the writes of act, in order."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    async def apply(self, obj):
+        self.order.append(f"apply {obj['kind']}")
+        return None
+
+    async def merge_patch(self, kind, namespace, name, patch, subresource=None):
+        self.order.append(f"patch {kind.kind}{'/' + subresource if subresource else ''}")
+        return None
+
+    async def delete(self, kind, namespace, name):
+        self.order.append(f"delete {kind.kind}")
+
+
+class RecordingCredentials:
+    def __init__(self, order: list[str], fails: bool) -> None:
+        self.order, self.fails, self.digest = order, fails, None
+
+    async def write(self, writes):
+        self.order.append(f"credentials {len(writes)}")
+        if self.fails:
+            return Problem(reasons.QUEUE_CREDENTIALS_FAILED, "spec.queue: cannot set up the pool's users")
+        self.digest = credential_digest(next(w.credentials for w in reversed(writes) if w.role == acl.WORKER))
+        return None
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_act_writes_the_queue_settings_and_credentials_before_the_deployment_that_needs_them(fails):
+    order: list[str] = []
+    events: list[str] = []
+    ctx = context(RecordingKube(order), post_event=lambda _b, _t, reason, _m: events.append(reason))  # type: ignore[arg-type]
+    controller = PoolController(ctx, "p", "ns", "u")
+    controller.credentials = RecordingCredentials(order, fails)  # type: ignore[assignment]
+
+    async def configure(_spec, settings):
+        order.append("configure")
+
+    controller.queue.configure = configure  # type: ignore[method-assign]
+    read = CredentialsRead(
+        {}, "", secrets={acl.WORKER: None, acl.PRODUCER: None}, fresh={acl.WORKER: "w", acl.PRODUCER: "p"}
+    )
+    tick = gathered(managed=True, queue_open=True, credentials_read=read)
+    decided = plan(tick)
+    assert decided.configure is not None and len(decided.credentials) == 4
+    acted = asyncio.run(controller.act(json.loads(json.dumps(POOL_BODY)), tick, decided))
+    assert order[:2] == ["configure", "credentials 4"]
+    if not fails:
+        assert acted is decided and "apply Deployment" in order[2:]
+        return
+    # the failure is said in this tick's status, decided again with it: no worker object is applied
+    assert acted.credentials == () and acted.apply == ()
+    assert not any(step.startswith("apply") for step in order)
+    assert order[2:] == ["patch JobPool/status"]
+    assert reasons.QUEUE_CREDENTIALS_FAILED in {c.get("reason") for c in acted.status["conditions"]}
+    assert controller.memory == acted.memory
