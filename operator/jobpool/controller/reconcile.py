@@ -23,12 +23,13 @@ from ..contract import DEFAULT_POLL_INTERVAL_SECONDS, LABEL_POOL
 from ..queue.base import Queue
 from ..queue.urls import scrub_url
 from . import autoscaler, builders, kinds, reasons
-from .credentials import ANNOTATION_ROTATE, PoolCredentials, QueueAdmin
+from .credentials import PoolCredentials, QueueAdmin
+from .gather import gather
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
 from .plan import Gathered, Memory, Plan, Settings, plan
 from .pool_queue import PoolQueue
-from .problems import Problem, refused_deployment, uses_default_queue, validate_spec
+from .problems import Problem, refused_deployment
 
 log = logging.getLogger("jobpool.operator")
 
@@ -228,82 +229,8 @@ class PoolController:
         return decided.idle
 
     async def gather(self, body: Any) -> Gathered:
-        """Every read of one tick, and nothing else: what the queue and credentials need written
-        is the plan's to say and act's to write."""
-        meta = body["metadata"]
-        generation = int(meta.get("generation", 0))
-        if self.validated is None or self.validated[0] != generation:  # a new spec has a new generation
-            self.validated = (
-                generation,
-                validate_spec(
-                    body["spec"], self.ctx.config.default_queue, administered=self.ctx.admin is not None
-                ),
-            )
-            valid = self.validated[1][0]
-            self.overridden = builders.overridden_fields(self.ref, valid) if valid is not None else ()
-        spec, spec_problem = self.validated[1]
-        refused = self.refused[1] if self.refused is not None and self.refused[0] == generation else None
-        # Which problem the pool reports is the chain's (problems.CHAIN); here, only which reads an
-        # earlier problem makes moot.
-        blocked = spec is None or spec_problem is not None or refused is not None
-        queue_problem = stats_problem = credentials_problem = None
-        stats, moved, queue_open = None, False, False
-        if spec is not None and not blocked:
-            queue_problem, moved = await self.queue.connect(spec)
-            if self.queue.resolved is not None:
-                self.ctx.queue_urls[self.ref.uid] = self.queue.resolved
-            blocked = queue_problem is not None
-            queue_open = not blocked and self.queue.queue is not None
-        if spec is not None and not blocked and self.queue.queue is not None:
-            read = await self.queue.stats(spec)
-            stats, stats_problem = (None, read) if isinstance(read, Problem) else (read, None)
-            blocked = stats_problem is not None
-        pods = self.ctx.cache.pods.get((self.ref.namespace, self.ref.name), {})
-        credentials = self.credentials if spec is not None and uses_default_queue(spec) else None
-        managed = credentials is not None
-        credentials_read = None
-        if credentials is not None and not blocked:
-            rotation = (meta.get("annotations") or {}).get(ANNOTATION_ROTATE, "")
-            found = await credentials.read(rotation, pods)
-            credentials_problem, credentials_read = (
-                (found, None) if isinstance(found, Problem) else (None, found)
-            )
-        batch = self.memory.batch
-        name = builders.workers_name(self.ref.name)
-        return Gathered(
-            pool=self.ref,
-            generation=generation,
-            spec=spec,
-            stats=stats,
-            queue_moved=moved,
-            feeder_progress=self.queue.progress(batch.digest) if batch else None,
-            managed=managed,
-            credentials=credentials.digest if credentials is not None else None,
-            observed={
-                kind.kind: self.ctx.cache.get(kind.kind, self.ref.namespace, name)
-                for kind in kinds.WORKER_OBJECTS
-            },
-            sweeper_progress=self.queue.sweep_progress(batch.digest) if batch else None,
-            pods=dict(pods),
-            stored_status=dict(body.get("status") or {}),
-            now=time.time(),
-            memory=self.memory,
-            settings=self.settings,
-            overridden=self.overridden,
-            quota={
-                pod: message
-                for pod in pods
-                if (message := self.ctx.cache.quota.get((self.ref.namespace, pod))) is not None
-            },
-            spec_problem=spec_problem,
-            refused=refused,
-            queue_problem=queue_problem,
-            stats_problem=stats_problem,
-            credentials_problem=credentials_problem,
-            queue_open=queue_open,
-            queue_configured=self.queue.configured,
-            credentials_read=credentials_read,
-        )
+        """Every read of one tick, and nothing else (gather.py)."""
+        return await gather(self, body)
 
     async def act(self, body: Any, gathered: Gathered, decided: Plan) -> Plan:
         """The only writes: the queue's settings and a managed pool's credentials first (before the
