@@ -10,6 +10,7 @@ decision is tested here without a cluster, a queue or a clock.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 from collections.abc import Mapping
@@ -105,6 +106,14 @@ class Gathered:
         return first_problem(self)
 
 
+class Action(enum.Enum):
+    """What to do with the pool's feeder (or sweeper) of spec.jobs."""
+
+    START = "start"  # run it for the plan's batch (one already running for that batch goes on)
+    CONTINUE = "continue"  # leave it be: running, paused or done
+    STOP = "stop"  # stop it (and wait until it has)
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     apply: tuple[dict[str, Any], ...]  # server-side apply, in this order
@@ -116,17 +125,16 @@ class Plan:
     desired: int
     scaled: str | None  # why the autoscaler changed the size (logged)
     replicas_changed: bool  # the applied Deployment changes spec.replicas
-    feed: (
-        Batch | None
-    )  # feed this batch (None: leave the feeder be; it stops when memory.batch is None or cancelled)
-    sweep: (
-        Batch | None
-    )  # cancel this cancelled batch's jobs from index sweep.swept on (feeding stopped first)
+    feed: Batch | None  # the batch to feed from index feed.fed on, when `feeder` is START
+    sweep: Batch | None  # the cancelled batch whose jobs to cancel from sweep.swept on (`sweeper` START)
     idle: bool  # no job anywhere and nothing to do: the next tick may wait longer
     # Written before anything they serve (act): the settings before feeding, the credentials before
     # the Deployment that mounts them.
     configure: Mapping[str, Any] | None = None  # the pool-wide settings to store in the queue
     credentials: tuple[CredentialsWrite, ...] = ()  # a managed pool's users and Secrets, in order
+    # The feeder stops without a batch or once it is cancelled; the sweeper without a cancelled batch.
+    feeder: Action = Action.CONTINUE
+    sweeper: Action = Action.CONTINUE
 
 
 def batch_digest(spec: JobPoolSpec) -> str:
@@ -286,6 +294,16 @@ def status_to_write(
     )
 
 
+def next_memory(previous: Memory, decided: Plan, status_written: bool) -> Memory:
+    """What the next tick starts from once `decided` was acted on: its memory, except that the
+    status as last written stays `previous`'s unless the status patch was written (or there was none)."""
+    if status_written:
+        return decided.memory
+    return dataclasses.replace(
+        decided.memory, status=previous.status, status_written_at=previous.status_written_at
+    )
+
+
 def plan(g: Gathered) -> Plan:
     memory = g.memory
     previous = memory.status if memory.status is not None else g.stored_status
@@ -389,6 +407,20 @@ def plan(g: Gathered) -> Plan:
         replicas_changed=replicas_changed,
         feed=feed,
         sweep=sweep,
+        feeder=(
+            Action.STOP
+            if batch is None or batch.cancelled
+            else Action.START
+            if feed is not None
+            else Action.CONTINUE
+        ),
+        sweeper=(
+            Action.STOP
+            if batch is None or not batch.cancelled
+            else Action.START
+            if sweep is not None
+            else Action.CONTINUE
+        ),
         configure=to_configure(g),
         credentials=credential_writes,
         idle=(

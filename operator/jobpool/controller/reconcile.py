@@ -27,7 +27,7 @@ from .credentials import PoolCredentials, QueueAdmin
 from .gather import gather
 from .kube import KubeApi, KubeError
 from .metrics import OperatorMetrics
-from .plan import Gathered, Memory, Plan, Settings, plan
+from .plan import Action, Gathered, Memory, Plan, Settings, next_memory, plan
 from .pool_queue import PoolQueue
 from .problems import Problem, refused_deployment
 
@@ -278,13 +278,13 @@ class PoolController:
             if observed is not None:
                 self.ctx.cache.on_object_event(kind.kind, "DELETED", observed)
         await self._patch_pods(decided.pod_patches)
-        if decided.memory.batch is None or decided.memory.batch.cancelled:
+        if decided.feeder is Action.STOP:
             await self.queue.stop_feeding()
-        if decided.memory.batch is None or not decided.memory.batch.cancelled:
+        if decided.sweeper is Action.STOP:
             await self.queue.stop_sweeping()
-        if decided.sweep is not None:
+        if decided.sweeper is Action.START and decided.sweep is not None:
             await self.queue.sweep(decided.sweep.digest, decided.sweep.swept or 0, decided.sweep.total)
-        elif decided.feed is not None and gathered.spec is not None:
+        elif decided.feeder is Action.START and decided.feed is not None and gathered.spec is not None:
             await self.queue.feed(gathered.spec, decided.feed.digest, decided.feed.fed, decided.feed.total)
         spec, problem = gathered.spec, gathered.problem
         self.ctx.metrics.observe_pool(
@@ -302,22 +302,11 @@ class PoolController:
             queue_up=gathered.stats is not None if problem is None or problem.spec_ok else None,
             max_length=spec.queue.max_length if spec is not None else None,
         )
-        kept = self.memory
-        self.memory = dataclasses.replace(
-            decided.memory, status=kept.status, status_written_at=kept.status_written_at
-        )
-        written = True
-        if decided.status is not None:
-            try:
-                await self.ctx.kube.merge_patch(
-                    kinds.JOBPOOL, ns, self.ref.name, {"status": decided.status}, subresource="status"
-                )
-            except KubeError as exc:
-                if exc.status != 404:  # 404: the pool is gone
-                    raise
-                written = False
-        if written:
-            self.memory = decided.memory
+        written = False
+        try:
+            written = await self._write_status(decided.status)
+        finally:  # should the write fail, the next tick still starts from what this one did
+            self.memory = next_memory(self.memory, decided, written)
         for transition in decided.events:
             self.ctx.post_event(
                 body,
@@ -327,6 +316,20 @@ class PoolController:
             )
         for message in self.queue.take_repairs():
             self.ctx.post_event(body, "Warning", reasons.QUEUE_REPAIRED, message)
+
+    async def _write_status(self, status: dict[str, Any] | None) -> bool:
+        """Write the status patch (None: nothing to write); whether it is written, or was not needed."""
+        if status is None:
+            return True
+        try:
+            await self.ctx.kube.merge_patch(
+                kinds.JOBPOOL, self.ref.namespace, self.ref.name, {"status": status}, subresource="status"
+            )
+        except KubeError as exc:
+            if exc.status != 404:  # 404: the pool is gone
+                raise
+            return False
+        return True
 
     async def _patch_pods(self, patches: Any) -> None:
         """Busy pods: a higher deletion cost and the autoscalers' do-not-disrupt marks; idle pods lose them."""

@@ -15,7 +15,17 @@ from jobpool.controller.credentials import (
     digest as credential_digest,
     plan_writes,
 )
-from jobpool.controller.plan import Batch, Gathered, Memory, Settings, batch_digest, plan, queue_settings
+from jobpool.controller.plan import (
+    Action,
+    Batch,
+    Gathered,
+    Memory,
+    Settings,
+    batch_digest,
+    next_memory,
+    plan,
+    queue_settings,
+)
 from jobpool.controller.problems import Problem, validate_spec
 from jobpool.queue import acl
 from jobpool.queue.base import QueueStats, WorkerInfo
@@ -409,3 +419,59 @@ def test_a_managed_pools_deployment_mounts_the_credentials_act_writes_before_it(
 def test_a_managed_pool_without_a_worker_secret_plans_no_workers_and_no_writes_unread():
     decided = plan(gathered(spec(), managed=True, credentials=None, credentials_read=None))
     assert decided.credentials == () and decided.apply == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(1, 100),
+    fed=st.integers(0, 100),
+    swept=st.none() | st.integers(0, 100),
+    cancel=st.booleans(),
+    has_jobs=st.booleans(),
+    reachable=st.booleans(),
+)
+def test_the_plan_says_whether_to_start_continue_or_stop_the_feeder_and_the_sweeper(
+    count, fed, swept, cancel, has_jobs, reachable
+):
+    jobs = {"range": {"count": count}, **({"cancel": True} if cancel else {})}
+    pool_spec = spec(jobs=jobs) if has_jobs else spec()
+    remembered = Batch(count, min(fed, count), batch_digest(pool_spec), swept) if has_jobs else None
+    down = Problem(reasons.QUEUE_UNAVAILABLE, "down", spec_ok=True)
+    g = gathered(
+        pool_spec,
+        memory=Memory(batch=remembered),
+        stats=QueueStats() if reachable else None,
+        stats_problem=None if reachable else down,
+    )
+    decided = plan(g)
+    batch = decided.memory.batch
+    assert (decided.feeder is Action.STOP) == (batch is None or batch.cancelled)
+    assert (decided.sweeper is Action.STOP) == (batch is None or not batch.cancelled)
+    assert (decided.feeder is Action.START) == (decided.feed is not None)
+    assert (decided.sweeper is Action.START) == (decided.sweep is not None)
+    assert Action.START not in (decided.feeder, decided.sweeper) or Action.STOP in (
+        decided.feeder,
+        decided.sweeper,
+    ), "feeding and cancelling never both go on"
+    if not reachable:
+        assert Action.START not in (decided.feeder, decided.sweeper), "nothing starts on an unreachable queue"
+
+
+@settings(max_examples=100, deadline=None)
+@given(queue=stats, written=st.booleans())
+def test_the_next_memory_keeps_the_last_written_status_unless_this_one_was_written(queue, written):
+    before = settle(gathered(spec(), stats=queue))
+    decided = plan(
+        dataclasses.replace(before, stats=dataclasses.replace(queue, submitted=queue.submitted + 1))
+    )
+    after = next_memory(before.memory, decided, written)
+    if written:
+        assert after == decided.memory
+    else:
+        assert (after.status, after.status_written_at) == (
+            before.memory.status,
+            before.memory.status_written_at,
+        )
+        assert dataclasses.replace(after, status=None, status_written_at=0.0) == dataclasses.replace(
+            decided.memory, status=None, status_written_at=0.0
+        )

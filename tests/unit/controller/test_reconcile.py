@@ -273,3 +273,31 @@ def test_act_writes_the_queue_settings_and_credentials_before_the_deployment_tha
     assert order[2:] == ["patch JobPool/status"]
     assert reasons.QUEUE_CREDENTIALS_FAILED in {c.get("reason") for c in acted.status["conditions"]}
     assert controller.memory == acted.memory
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_status_not_written_leaves_the_last_written_status_in_memory(status):
+    class StatusFails(RecordingKube):
+        async def merge_patch(self, kind, namespace, name, patch, subresource=None):
+            if subresource == "status":
+                raise KubeError(status, "no")
+            return None
+
+    controller = PoolController(context(StatusFails([])), "p", "ns", "u")  # type: ignore[arg-type]
+    tick = gathered()
+    decided = plan(tick)
+    assert decided.status is not None and decided.memory.status is not None
+
+    async def scenario():
+        if status == 404:  # the pool is gone: nothing to retry
+            await controller.act(json.loads(json.dumps(POOL_BODY)), tick, decided)
+        else:
+            with pytest.raises(KubeError):
+                await controller.act(json.loads(json.dumps(POOL_BODY)), tick, decided)
+
+    asyncio.run(scenario())
+    assert controller.memory.status is None and controller.memory.status_written_at == 0.0
+    assert (
+        controller.memory.decided == decided.memory.decided
+        and controller.memory.batch == decided.memory.batch
+    )
