@@ -1,10 +1,12 @@
 """The finalizer's steps (kopf retries them until one is done): stop the workers, wait until
-none is left, then delete the pool's queue keys. The policy is `cleanup.decide_cleanup`."""
+none is left, then delete the pool's queue keys and its queue users, and forget the pool. The
+policy is `cleanup.decide_cleanup`; handlers.py only hands kopf's delete events to `clean_up`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from ..api import JobPoolSpec
@@ -13,6 +15,11 @@ from .kube import API_FAILURES
 from .pool_queue import QUEUE_TIMEOUT_SECONDS, read_queue_url
 from .problems import Problem, invalid_queue_url, queue_message, shown_queue
 from .reconcile import OperatorContext
+
+log = logging.getLogger("jobpool.operator")
+
+# How often the finalizer looks again whether the workers of a deleted pool are gone.
+CLEANUP_POLL_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +57,7 @@ async def finalize_pool(
         if waited < limit:
             return CleanupStep(False, f"cannot stop the worker pods yet: {exc}")
         pods = ()
-    url, problem = ctx.queue_urls.get(uid), None
+    url, problem = ctx.queue_url(uid), None
     if url is None:  # never resolved by this operator (it restarted): the Secret must still be there
         try:
             read = await read_queue_url(ctx.kube, namespace, spec, ctx.config.default_queue)
@@ -99,3 +106,37 @@ async def finalize_pool(
         f"deleted the queue keys of {namespace}/{name} at {shown_queue(spec, url)}; {decision.message}",
         warning=decision.gave_up,
     )
+
+
+async def clean_up(
+    ctx: OperatorContext,
+    body: Any,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec_raw: dict[str, Any],
+    waited: float,
+    first_attempt: bool,
+) -> CleanupStep:
+    """One attempt of the finalizer (the caller retries it until it is done): `finalize_pool`,
+    then the pool's queue users (its Secrets go with it, owner references), and the pool is forgotten."""
+    step = await finalize_pool(ctx, name, namespace, uid, spec_raw, waited)
+    if not step.done:
+        log.info("%s/%s: %s", namespace, name, step.message)
+        if first_attempt:
+            ctx.post_event(body, "Normal", reasons.WAITING_FOR_WORKERS, step.message)
+        return step
+    if ctx.admin is not None:
+        try:
+            await asyncio.wait_for(ctx.admin.delete_users(namespace, name), CLEANUP_POLL_SECONDS * 5)
+        except Exception as exc:
+            step = CleanupStep(True, f"{step.message}; its queue users were not removed: {exc}", warning=True)
+    ctx.forget_pool(namespace, name, uid)
+    ctx.post_event(
+        body,
+        "Warning" if step.warning else "Normal",
+        reasons.QUEUE_CLEANUP_INCOMPLETE if step.warning else reasons.QUEUE_CLEANED,
+        step.message,
+    )
+    log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)
+    return step

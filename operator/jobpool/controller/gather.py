@@ -3,7 +3,7 @@
 What a pool's queue and credentials need written (its settings, its users and Secrets) is the
 plan's to say and act's to write; which of the problems read the pool reports is `problems.CHAIN`'s.
 Reading may open (or, when the spec names another queue, drop) the pool's queue connection, and
-notes the URL it resolved for the finalizer (`OperatorContext.queue_urls`, in memory). The stats
+notes the URL it resolved for the finalizer (`OperatorContext.remember_queue_url`, in memory). The stats
 read runs the queue's upkeep first (`PoolQueue.stats`), as before.
 """
 
@@ -45,7 +45,7 @@ async def gather(pool: PoolController, body: Any) -> Gathered:
     if spec is not None and not blocked:
         queue_problem, moved = await pool.queue.connect(spec)
         if pool.queue.resolved is not None:  # the finalizer's, in memory (not a write to the cluster)
-            pool.ctx.queue_urls[pool.ref.uid] = pool.queue.resolved
+            pool.ctx.remember_queue_url(pool.ref.uid, pool.queue.resolved)
         blocked = queue_problem is not None
         queue_open = not blocked and pool.queue.queue is not None
     if spec is not None and not blocked and pool.queue.queue is not None:

@@ -1,8 +1,8 @@
-"""kopf wiring, kept thin: events in, `PoolController`, the finalizer and the cache do the work."""
+"""kopf wiring only: events in, `PoolController` (the loop), `finalizer.clean_up` and the cache
+do the work."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from typing import Any
@@ -11,15 +11,11 @@ import kopf
 
 from ..api import GROUP, PLURAL, VERSION
 from ..contract import LABEL_POOL
-from . import kinds, reasons
-from .finalizer import CleanupStep, finalize_pool
+from . import kinds
+from .finalizer import CLEANUP_POLL_SECONDS, clean_up
 from .reconcile import OperatorContext, PoolController
 
-log = logging.getLogger("jobpool.operator")
-
 FINALIZER = "jobpool.dev/queue-cleanup"
-# How often the finalizer looks again whether the workers of a deleted pool are gone.
-CLEANUP_POLL_SECONDS = 1.0
 DAEMON_BACKOFF_SECONDS = 1.0
 
 
@@ -77,29 +73,11 @@ def build_registry(ctx: OperatorContext) -> kopf.OperatorRegistry:
         body: kopf.Body,
         **_: Any,
     ) -> None:
-        step = await finalize_pool(ctx, name, namespace, uid, dict(spec), runtime.total_seconds())
-        if not step.done:
-            log.info("%s/%s: %s", namespace, name, step.message)
-            if retry == 0:
-                ctx.post_event(body, "Normal", reasons.WAITING_FOR_WORKERS, step.message)
-            raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
-        if ctx.admin is not None:  # the pool's queue users; its Secrets go with it (owner references)
-            try:
-                await asyncio.wait_for(ctx.admin.delete_users(namespace, name), CLEANUP_POLL_SECONDS * 5)
-            except Exception as exc:
-                step = CleanupStep(
-                    True, f"{step.message}; its queue users were not removed: {exc}", warning=True
-                )
-        ctx.metrics.forget_pool(namespace, name)
-        ctx.cache.forget_pool(namespace, name)
-        ctx.queue_urls.pop(uid, None)
-        ctx.post_event(
-            body,
-            "Warning" if step.warning else "Normal",
-            reasons.QUEUE_CLEANUP_INCOMPLETE if step.warning else reasons.QUEUE_CLEANED,
-            step.message,
+        step = await clean_up(
+            ctx, body, name, namespace, uid, dict(spec), runtime.total_seconds(), retry == 0
         )
-        log.log(logging.WARNING if step.warning else logging.INFO, "%s/%s: %s", namespace, name, step.message)
+        if not step.done:
+            raise kopf.TemporaryError(step.message, delay=CLEANUP_POLL_SECONDS)
 
     def watch(kind: kinds.Kind) -> None:
         @kopf.on.event(

@@ -150,10 +150,24 @@ class OperatorContext:
         self.controllers: dict[tuple[str, str], PoolController] = {}
         # The queue URL each pool (by uid) last resolved, kept only in memory: its finalizer deletes
         # the keys there even when the urlSecretRef Secret is gone (deleted with the namespace).
-        self.queue_urls: dict[str, str] = {}
+        self._queue_urls: dict[str, str] = {}
         self.open_queue = open_queue
         self.post_event = post_event
         self.admin = admin  # the default queue, when the operator administers it (per-pool users)
+
+    def remember_queue_url(self, uid: str, url: str) -> None:
+        """The URL a pool's loop resolved, for its finalizer."""
+        self._queue_urls[uid] = url
+
+    def queue_url(self, uid: str) -> str | None:
+        """The URL the pool's loop last resolved; None when this operator never did (it restarted)."""
+        return self._queue_urls.get(uid)
+
+    def forget_pool(self, namespace: str, name: str, uid: str) -> None:
+        """A pool is gone: its metrics, its cached objects and pods and its queue URL with it."""
+        self.metrics.forget_pool(namespace, name)
+        self.cache.forget_pool(namespace, name)
+        self._queue_urls.pop(uid, None)
 
 
 class PoolController:
