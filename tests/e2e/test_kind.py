@@ -170,3 +170,29 @@ def test_the_kind_node_runs_kubeadms_control_plane_from_its_preloaded_images(kin
         for c in classes
         if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
     ] == ["standard"]
+
+
+def test_kind_down_leaves_the_docker_daemon_as_it_found_it():
+    """`make kind-down` with no cluster running starts the project's dockerd to ask; it stops it
+    again, and leaves running a daemon that ran before."""
+    if not os.access(KIND, os.X_OK):
+        pytest.skip(f"{KIND} is not built: run `make kind-node-image`")
+    if kind_requested():
+        pytest.skip("a kind cluster is under test (JOBPOOL_KIND=1): down would delete it")
+    env = {key: value for key, value in os.environ.items() if key != "DOCKER_HOST"}
+    own = dict(env, DOCKER_HOST=f"unix://{REPO_ROOT / '.docker' / 'docker.sock'}")
+
+    def answers(environment: dict[str, str]) -> bool:
+        return (
+            subprocess.run(["docker", "version"], env=environment, capture_output=True, timeout=30).returncode
+            == 0
+        )
+
+    if answers(env):
+        pytest.skip("the machine's own Docker daemon answers: the project's is not used")
+    before = answers(own)
+    kind = subprocess.run([str(KIND), "get", "clusters"], env=own, capture_output=True, text=True, timeout=60)
+    if before and "jobpool" in kind.stdout:
+        pytest.skip("a kind cluster of `make kind-up` runs: down would delete it")
+    subprocess.run(["bash", str(KIND_SCRIPT), "down"], env=env, capture_output=True, check=True, timeout=300)
+    assert answers(own) == before

@@ -23,6 +23,12 @@ images=(jobpool-operator:dev jobpool-worker:dev jobpool-redis:dev jobpool-exampl
 routed=(10.112.0.0/16 10.246.0.0/16)
 
 [[ -x "$kind" ]] || { echo "kind: $kind is missing: run \`make kind-node-image\`" >&2; exit 1; }
+# Whether a daemon answered before: `down` stops the project's dockerd again if it started it.
+if docker version >/dev/null 2>&1 || DOCKER_HOST="unix://$root/.docker/docker.sock" docker version >/dev/null 2>&1; then
+    daemon_was_running=true
+else
+    daemon_was_running=false
+fi
 DOCKER_HOST="$(bash "$root/tools/images/images.sh" docker-host)"
 export DOCKER_HOST
 # The project's own dockerd grants --privileged what this machine has (runc-bounded); one started
@@ -90,6 +96,7 @@ down() {
     rm -f "$kubeconfig"
     rmdir "$state" 2>/dev/null || true
     echo "kind: cluster $name and network $KIND_EXPERIMENTAL_DOCKER_NETWORK removed"
+    if ! $daemon_was_running; then bash "$root/tools/images/images.sh" stop; fi
 }
 
 status() {
